@@ -1,0 +1,69 @@
+"""Every rejection code ecert/ can give, in one place.
+
+A code is stable public API: clients match on it (CONTRACT §4 `error.code`). Add codes, never rename one.
+docs/RULES.md explains each code and which checks give it; tests/ecert assert that every code here is hit.
+"""
+
+from __future__ import annotations
+
+# --- decoding (ecert/tx.py): the bytes are not a well-formed transaction ---------------------------------------
+TX_TOO_LARGE = "tx_too_large"
+MALFORMED_ENVELOPE = "malformed_envelope"
+MALFORMED_PAYLOAD = "malformed_payload"
+UNKNOWN_FIELD = "unknown_field"
+MISSING_FIELD = "missing_field"
+BAD_FIELD = "bad_field"
+BAD_AMOUNT = "bad_amount"
+WRONG_CHAIN_ID = "wrong_chain_id"
+SIGNER_MISMATCH = "signer_mismatch"
+UNKNOWN_TX_TYPE = "unknown_tx_type"
+
+# --- authentication (ecert/executor.py) ---------------------------------------------------------------------------
+UNKNOWN_SIGNER = "unknown_signer"
+SIGNER_NOT_ACTIVE = "signer_not_active"
+BAD_SIGNATURE = "bad_signature"
+NONCE_REUSED = "nonce_reused"
+ROLE_NOT_ALLOWED = "role_not_allowed"
+
+# --- organisations ------------------------------------------------------------------------------------------------
+UNKNOWN_ORG = "unknown_org"
+ORG_EXISTS = "org_exists"
+ORG_NOT_ACTIVE = "org_not_active"
+NOT_A_CORE = "not_a_core"
+NOT_A_BANK = "not_a_bank"
+SAME_PARTY = "same_party"
+INVALID_STATUS_TRANSITION = "invalid_status_transition"
+
+# --- credit lines -------------------------------------------------------------------------------------------------
+LIMIT_BELOW_USED = "limit_below_used"
+EXPIRY_NOT_IN_FUTURE = "expiry_not_in_future"
+NO_CREDIT_LINE = "no_credit_line"
+CREDIT_LINE_EXPIRED = "credit_line_expired"
+CREDIT_LIMIT_EXCEEDED = "credit_limit_exceeded"
+
+# --- trade documents ----------------------------------------------------------------------------------------------
+DOC_EXISTS = "doc_exists"
+UNKNOWN_DOC = "unknown_doc"
+NOT_COUNTERPARTY = "not_counterparty"
+BAD_CIPHERTEXT_RECIPIENT = "bad_ciphertext_recipient"
+NOT_AN_INVOICE = "not_an_invoice"
+DOC_NOT_CONFIRMED = "doc_not_confirmed"
+INVOICE_PARTIES_MISMATCH = "invoice_parties_mismatch"
+INVOICE_HEADROOM_EXCEEDED = "invoice_headroom_exceeded"
+
+# --- certificates -------------------------------------------------------------------------------------------------
+UNKNOWN_CERT = "unknown_cert"
+NOT_HOLDER = "not_holder"
+NOT_DEBTOR = "not_debtor"
+MATURITY_NOT_IN_FUTURE = "maturity_not_in_future"
+CERT_MATURED = "cert_matured"
+NOT_MATURED = "not_matured"
+AMOUNTS_EXCEED_CERT = "amounts_exceed_cert"
+SPLIT_SUM_MISMATCH = "split_sum_mismatch"
+DUPLICATE_RECIPIENT = "duplicate_recipient"
+NOT_FINANCE_BANK = "not_finance_bank"
+DISCOUNT_TOO_LARGE = "discount_too_large"
+
+ALL_CODES: frozenset[str] = frozenset(
+    value for name, value in dict(globals()).items() if name.isupper() and isinstance(value, str)
+)

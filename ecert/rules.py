@@ -1,0 +1,403 @@
+"""The rules: one pure transition per transaction kind, over a StateView (CONTRACT §3, docs/RULES.md).
+
+Each `apply_<kind>(view, tx, now)` first checks everything (reads only), then writes, and returns the outcome's
+`result` map. A broken rule raises `TxRejected` before the first write, so a rejected transaction leaves the view
+untouched even without the ledger's rollback. Status changes go through ecert/lifecycle.py; `now` is the block
+time, the only clock a rule reads. Authentication (signature, signer active, nonce) happens before, in
+ecert/executor.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from consensus.invariant import require
+from ecert import codes, lifecycle
+from ecert import state as s
+from ecert.errors import TxRejected
+from ecert.tx import (
+    CertRef,
+    CreditGrant,
+    EcertIssue,
+    EcertSplit,
+    EcertTransfer,
+    FinanceApprove,
+    FinanceDecline,
+    FinanceRequest,
+    OrgAction,
+    OrgRegister,
+    TradeAnchor,
+    TradeConfirm,
+    Tx,
+)
+from ledger.state_view import StateView
+
+MS_PER_DAY = 86_400_000
+DAYS_PER_YEAR = 360  # money-market convention for the discount
+BPS = 10_000
+CERT_ID_HEX_CHARS = 32
+
+
+def cert_id_for(tx_id: str, index: int) -> str:
+    """Certificate ids are derived from the creating tx id and the creation index (0, 1, ...)."""
+    digest = hashlib.sha256(bytes.fromhex(tx_id) + index.to_bytes(4, "big")).hexdigest()
+    return "EC" + digest[:CERT_ID_HEX_CHARS]
+
+
+def discount_for(amount: int, discount_bps: int, now: int, maturity: int) -> tuple[int, int]:
+    """(days, discount): days = ceil((maturity - now) / 1 day); discount = floor(amount*bps*days / (10000*360))."""
+    require(now < maturity, "discount needs a maturity in the future")
+    days = -(-(maturity - now) // MS_PER_DAY)
+    return days, amount * discount_bps * days // (BPS * DAYS_PER_YEAR)
+
+
+# --- shared checks ------------------------------------------------------------------------------------------------
+def _org(view: StateView, org_id: str) -> s.Org:
+    org = s.get_org(view, org_id)
+    if org is None:
+        raise TxRejected(codes.UNKNOWN_ORG, f"no organisation {org_id!r}")
+    return org
+
+
+def _active_org(view: StateView, org_id: str) -> s.Org:
+    org = _org(view, org_id)
+    if org.status != s.ORG_ACTIVE:
+        raise TxRejected(codes.ORG_NOT_ACTIVE, f"organisation {org_id!r} is {org.status}")
+    return org
+
+
+def _signer_role(view: StateView, tx: Tx, role: str) -> s.Org:
+    org = s.get_org(view, tx.signer)
+    require(org is not None, "executor authenticated a signer that is not registered")
+    assert org is not None
+    if org.role != role:
+        raise TxRejected(codes.ROLE_NOT_ALLOWED, f"{tx.type} needs a {role} signer; {tx.signer} is a {org.role}")
+    return org
+
+
+def _active_bank(view: StateView, bank_id: str) -> s.Org:
+    bank = _org(view, bank_id)
+    if bank.role != "bank":
+        raise TxRejected(codes.NOT_A_BANK, f"{bank_id!r} is not a bank")
+    if bank.status != s.ORG_ACTIVE:
+        raise TxRejected(codes.ORG_NOT_ACTIVE, f"bank {bank_id!r} is {bank.status}")
+    return bank
+
+
+def _cert(view: StateView, cert_id: str) -> s.Cert:
+    cert = s.get_cert(view, cert_id)
+    if cert is None:
+        raise TxRejected(codes.UNKNOWN_CERT, f"no certificate {cert_id!r}")
+    return cert
+
+
+def _held_cert(view: StateView, tx: Tx, cert_id: str) -> s.Cert:
+    cert = _cert(view, cert_id)
+    if cert.holder != tx.signer:
+        raise TxRejected(codes.NOT_HOLDER, f"certificate {cert_id} is held by {cert.holder}, not {tx.signer}")
+    return cert
+
+
+def _before_maturity(cert: s.Cert, now: int) -> None:
+    if now >= cert.maturity:
+        raise TxRejected(codes.CERT_MATURED, f"certificate {cert.id} matured at {cert.maturity}; it can only be settled")
+
+
+def _credit_line(view: StateView, bank: str, core: str) -> s.CreditLine:
+    line = s.get_credit(view, bank, core)
+    require(line is not None, f"certificate under missing credit line {bank}/{core}")
+    assert line is not None
+    return line
+
+
+def _new_children(view: StateView, parent: s.Cert, tx: Tx, now: int,
+                  parts: list[tuple[str, int]]) -> list[str]:
+    """Write the parent as `split` with one child per (holder, amount) part, in order; return the child ids."""
+    ids = [cert_id_for(tx.tx_id, i) for i in range(len(parts))]
+    require(sum(amount for _, amount in parts) == parent.amount, "children must sum to the parent")
+    for child_id, (holder, amount) in zip(ids, parts, strict=True):
+        child = s.Cert(id=child_id, root_id=parent.root_id, parent_id=parent.id, debtor=parent.debtor,
+                       holder=holder, amount=amount, maturity=parent.maturity, status=s.ACTIVE, bank=parent.bank,
+                       created_at=now, created_by=tx.tx_id, updated_at=now)
+        require(s.get_cert(view, child_id) is None, f"derived certificate id {child_id} already exists")
+        s.put_cert(view, child, None)
+        s.add_to_lineage(view, parent.root_id, child_id)
+    status = lifecycle.next_cert_status(parent.status, tx.type)
+    s.put_cert(view, replace(parent, status=status, children=tuple(ids), updated_at=now), parent)
+    return ids
+
+
+# --- organisations ------------------------------------------------------------------------------------------------
+def apply_org_register(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    body: OrgRegister = tx.body
+    if s.get_org(view, body.org_id) is not None:
+        raise TxRejected(codes.ORG_EXISTS, f"organisation {body.org_id!r} is already registered")
+    s.put_org(view, s.Org(id=body.org_id, name=body.name, role=body.role, sign_pk=body.sign_pk,
+                          box_pk=body.box_pk, status=s.ORG_PENDING, registered_at=now, updated_at=now))
+    return {"org_id": body.org_id, "status": s.ORG_PENDING}
+
+
+def apply_org_status(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    body: OrgAction = tx.body
+    _signer_role(view, tx, "bank")
+    if body.org_id == tx.signer:
+        raise TxRejected(codes.SAME_PARTY, "a bank cannot change its own status")
+    org = _org(view, body.org_id)
+    status = lifecycle.next_org_status(org.status, tx.type)
+    s.put_org(view, replace(org, status=status, updated_at=now, reason=body.reason))
+    return {"org_id": org.id, "status": status}
+
+
+# --- credit lines -------------------------------------------------------------------------------------------------
+def apply_credit_grant(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    body: CreditGrant = tx.body
+    _signer_role(view, tx, "bank")
+    core = _org(view, body.core)
+    if core.role != "core":
+        raise TxRejected(codes.NOT_A_CORE, f"{body.core!r} is a {core.role}, not a core enterprise")
+    if core.status != s.ORG_ACTIVE:
+        raise TxRejected(codes.ORG_NOT_ACTIVE, f"core enterprise {body.core!r} is {core.status}")
+    if body.expires_at <= now:
+        raise TxRejected(codes.EXPIRY_NOT_IN_FUTURE, f"expires_at {body.expires_at} is not after block time {now}")
+    old = s.get_credit(view, tx.signer, body.core)
+    used = 0 if old is None else old.used
+    if body.limit < used:
+        raise TxRejected(codes.LIMIT_BELOW_USED, f"limit {body.limit} is below the {used} already used")
+    s.put_credit(view, s.CreditLine(bank=tx.signer, core=body.core, limit=body.limit, used=used,
+                                    expires_at=body.expires_at, granted_at=now))
+    return {"bank": tx.signer, "core": body.core, "limit": body.limit, "used": used, "expires_at": body.expires_at}
+
+
+# --- trade documents ----------------------------------------------------------------------------------------------
+def apply_trade_anchor(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    body: TradeAnchor = tx.body
+    if s.get_doc(view, body.doc_id) is not None:
+        raise TxRejected(codes.DOC_EXISTS, f"trade document {body.doc_id!r} already anchored")
+    if body.counterparty == tx.signer:
+        raise TxRejected(codes.SAME_PARTY, "a trade document needs two different parties")
+    _active_org(view, body.counterparty)
+    for org_id, _ in body.ciphertext or ():
+        if org_id in (tx.signer, body.counterparty):
+            continue
+        org = s.get_org(view, org_id)
+        if org is None or org.role != "bank":
+            raise TxRejected(codes.BAD_CIPHERTEXT_RECIPIENT,
+                             f"ciphertexts are for the two parties and a bank, not {org_id!r}")
+    s.put_doc(view, s.TradeDoc(id=body.doc_id, kind=body.kind, doc_hash=body.doc_hash, issuer=tx.signer,
+                               counterparty=body.counterparty, amount=body.amount, status=s.DOC_ANCHORED,
+                               anchored_at=now, ciphertext=body.ciphertext or ()))
+    return {"doc_id": body.doc_id, "status": s.DOC_ANCHORED}
+
+
+def apply_trade_confirm(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    body: TradeConfirm = tx.body
+    doc = s.get_doc(view, body.doc_id)
+    if doc is None:
+        raise TxRejected(codes.UNKNOWN_DOC, f"no trade document {body.doc_id!r}")
+    if doc.counterparty != tx.signer:
+        raise TxRejected(codes.NOT_COUNTERPARTY, f"only {doc.counterparty} can confirm {doc.id}")
+    status = lifecycle.next_doc_status(doc.status, tx.type)
+    s.put_doc(view, replace(doc, status=status, confirmed_at=now))
+    return {"doc_id": doc.id, "status": status}
+
+
+# --- certificates -------------------------------------------------------------------------------------------------
+def _allocate_invoices(view: StateView, debtor: str, seller: str, invoice_ids: tuple[str, ...],
+                       amount: int) -> list[tuple[s.TradeDoc, int]]:
+    """Back `amount` with the invoices' headroom, greedily in the order given. Reads only."""
+    parties = {debtor, seller}
+    allocation: list[tuple[s.TradeDoc, int]] = []
+    remaining = amount
+    for doc_id in invoice_ids:
+        doc = s.get_doc(view, doc_id)
+        if doc is None:
+            raise TxRejected(codes.UNKNOWN_DOC, f"no trade document {doc_id!r}")
+        if doc.kind != "invoice":
+            raise TxRejected(codes.NOT_AN_INVOICE, f"{doc_id} is a {doc.kind}, not an invoice")
+        if doc.status != s.DOC_CONFIRMED:
+            raise TxRejected(codes.DOC_NOT_CONFIRMED, f"invoice {doc_id} is not confirmed by both parties")
+        if {doc.issuer, doc.counterparty} != parties:
+            raise TxRejected(codes.INVOICE_PARTIES_MISMATCH,
+                             f"invoice {doc_id} is between {doc.issuer} and {doc.counterparty}, "
+                             f"not {debtor} and {seller}")
+        take = min(remaining, doc.amount - doc.backed)
+        allocation.append((doc, take))
+        remaining -= take
+    if remaining > 0:
+        raise TxRejected(codes.INVOICE_HEADROOM_EXCEEDED,
+                         f"the invoices can back {amount - remaining} more, not {amount}")
+    return allocation
+
+
+def apply_ecert_issue(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    body: EcertIssue = tx.body
+    _signer_role(view, tx, "core")
+    if body.to == tx.signer:
+        raise TxRejected(codes.SAME_PARTY, "a core enterprise cannot issue a certificate to itself")
+    _active_org(view, body.to)
+    if body.maturity <= now:
+        raise TxRejected(codes.MATURITY_NOT_IN_FUTURE, f"maturity {body.maturity} is not after block time {now}")
+    _active_bank(view, body.bank)
+    line = s.get_credit(view, body.bank, tx.signer)
+    if line is None:
+        raise TxRejected(codes.NO_CREDIT_LINE, f"{body.bank} has granted no credit line to {tx.signer}")
+    if now >= line.expires_at:
+        raise TxRejected(codes.CREDIT_LINE_EXPIRED, f"credit line {body.bank}/{tx.signer} expired at {line.expires_at}")
+    if line.used + body.amount > line.limit:
+        raise TxRejected(codes.CREDIT_LIMIT_EXCEEDED,
+                         f"{line.used} used + {body.amount} is over the limit {line.limit}")
+    allocation = _allocate_invoices(view, tx.signer, body.to, body.invoice_ids, body.amount)
+
+    cert_id = cert_id_for(tx.tx_id, 0)
+    require(s.get_cert(view, cert_id) is None, f"derived certificate id {cert_id} already exists")
+    cert = s.Cert(id=cert_id, root_id=cert_id, parent_id=None, debtor=tx.signer, holder=body.to,
+                  amount=body.amount, maturity=body.maturity, status=s.ISSUED, bank=body.bank, created_at=now,
+                  created_by=tx.tx_id, updated_at=now,
+                  invoices=tuple((doc.id, take) for doc, take in allocation if take > 0))
+    s.put_cert(view, cert, None)
+    s.add_to_lineage(view, cert_id, cert_id)
+    s.put_credit(view, replace(line, used=line.used + body.amount))
+    for doc, take in allocation:
+        if take > 0:
+            s.put_doc(view, replace(doc, backed=doc.backed + take))
+    return {"certs": [cert_id]}
+
+
+def apply_ecert_accept(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    body: CertRef = tx.body
+    cert = _held_cert(view, tx, body.cert_id)
+    status = lifecycle.next_cert_status(cert.status, tx.type)
+    s.put_cert(view, replace(cert, status=status, updated_at=now), cert)
+    return {"cert_id": cert.id, "status": status}
+
+
+def apply_ecert_reject(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    body: CertRef = tx.body
+    cert = _held_cert(view, tx, body.cert_id)
+    status = lifecycle.next_cert_status(cert.status, tx.type)
+    require(cert.parent_id is None, "only a root can be in status issued")
+    line = _credit_line(view, cert.bank, cert.debtor)
+    docs = []
+    for doc_id, take in cert.invoices:
+        doc = s.get_doc(view, doc_id)
+        require(doc is not None and doc.backed >= take, f"invoice {doc_id} lost its backing of {cert.id}")
+        docs.append((doc, take))
+    s.put_cert(view, replace(cert, status=status, updated_at=now), cert)
+    s.put_credit(view, replace(line, used=line.used - cert.amount))
+    for doc, take in docs:
+        assert doc is not None
+        s.put_doc(view, replace(doc, backed=doc.backed - take))
+    return {"cert_id": cert.id, "status": status}
+
+
+def apply_ecert_transfer(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    body: EcertTransfer = tx.body
+    cert = _held_cert(view, tx, body.cert_id)
+    lifecycle.next_cert_status(cert.status, tx.type)
+    _before_maturity(cert, now)
+    seen: set[str] = set()
+    for org_id, _ in body.to:
+        if org_id == tx.signer:
+            raise TxRejected(codes.SAME_PARTY, "the holder keeps the remainder; it cannot be a recipient")
+        if org_id in seen:
+            raise TxRejected(codes.DUPLICATE_RECIPIENT, f"{org_id} is listed twice")
+        seen.add(org_id)
+        _active_org(view, org_id)
+    total = sum(amount for _, amount in body.to)
+    if total > cert.amount:
+        raise TxRejected(codes.AMOUNTS_EXCEED_CERT, f"transfers total {total}, the certificate is {cert.amount}")
+    parts = list(body.to)
+    if total < cert.amount:
+        parts.append((cert.holder, cert.amount - total))
+    return {"certs": _new_children(view, cert, tx, now, parts)}
+
+
+def apply_ecert_split(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    body: EcertSplit = tx.body
+    cert = _held_cert(view, tx, body.cert_id)
+    lifecycle.next_cert_status(cert.status, tx.type)
+    if sum(body.amounts) != cert.amount:
+        raise TxRejected(codes.SPLIT_SUM_MISMATCH, f"parts sum to {sum(body.amounts)}, the certificate is {cert.amount}")
+    return {"certs": _new_children(view, cert, tx, now, [(cert.holder, amount) for amount in body.amounts])}
+
+
+def apply_finance_request(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    body: FinanceRequest = tx.body
+    cert = _held_cert(view, tx, body.cert_id)
+    status = lifecycle.next_cert_status(cert.status, tx.type)
+    _before_maturity(cert, now)
+    if body.bank == tx.signer:
+        raise TxRejected(codes.SAME_PARTY, "a bank cannot finance a certificate with itself")
+    _active_bank(view, body.bank)
+    s.put_cert(view, replace(cert, status=status, finance_bank=body.bank, finance_requested_at=now,
+                             updated_at=now), cert)
+    return {"cert_id": cert.id, "status": status, "bank": body.bank}
+
+
+def _financing_cert(view: StateView, tx: Tx, cert_id: str) -> tuple[s.Cert, str]:
+    cert = _cert(view, cert_id)
+    status = lifecycle.next_cert_status(cert.status, tx.type)
+    if cert.finance_bank != tx.signer:
+        raise TxRejected(codes.NOT_FINANCE_BANK, f"financing of {cert.id} was requested from {cert.finance_bank}")
+    return cert, status
+
+
+def apply_finance_approve(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    body: FinanceApprove = tx.body
+    cert, status = _financing_cert(view, tx, body.cert_id)
+    _before_maturity(cert, now)
+    days, discount = discount_for(cert.amount, body.discount_bps, now, cert.maturity)
+    if discount >= cert.amount:
+        raise TxRejected(codes.DISCOUNT_TOO_LARGE, f"discount {discount} leaves nothing of {cert.amount} to disburse")
+    disbursed = cert.amount - discount
+    s.put_cert(view, replace(cert, status=status, holder=tx.signer, seller=cert.holder,
+                             discount_bps=body.discount_bps, discount_days=days, discount=discount,
+                             disbursed=disbursed, financed_at=now, updated_at=now), cert)
+    return {"cert_id": cert.id, "status": status, "holder": tx.signer, "principal": cert.amount,
+            "discount": discount, "disbursed": disbursed, "days": days, "discount_bps": body.discount_bps}
+
+
+def apply_finance_decline(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    body: FinanceDecline = tx.body
+    cert, status = _financing_cert(view, tx, body.cert_id)
+    s.put_cert(view, replace(cert, status=status, finance_bank=None, finance_requested_at=None, updated_at=now),
+               cert)
+    return {"cert_id": cert.id, "status": status}
+
+
+def apply_ecert_settle(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    body: CertRef = tx.body
+    cert = _cert(view, body.cert_id)
+    if cert.debtor != tx.signer:
+        raise TxRejected(codes.NOT_DEBTOR, f"only the debtor {cert.debtor} settles {cert.id}")
+    status = lifecycle.next_cert_status(cert.status, tx.type)
+    if now < cert.maturity:
+        raise TxRejected(codes.NOT_MATURED, f"certificate {cert.id} matures at {cert.maturity}, block time is {now}")
+    line = _credit_line(view, cert.bank, cert.debtor)
+    require(line.used >= cert.amount, f"credit line {cert.bank}/{cert.debtor} uses less than {cert.id}")
+    s.put_cert(view, replace(cert, status=status, settled_at=now, paid_to=cert.holder, updated_at=now), cert)
+    s.put_credit(view, replace(line, used=line.used - cert.amount))
+    return {"cert_id": cert.id, "status": status, "paid_to": cert.holder, "amount": cert.amount}
+
+
+RULES: Mapping[str, Callable[[StateView, Tx, int], dict[str, Any]]] = {
+    "org.register": apply_org_register,
+    "org.approve": apply_org_status,
+    "org.freeze": apply_org_status,
+    "org.unfreeze": apply_org_status,
+    "credit.grant": apply_credit_grant,
+    "trade.anchor": apply_trade_anchor,
+    "trade.confirm": apply_trade_confirm,
+    "ecert.issue": apply_ecert_issue,
+    "ecert.accept": apply_ecert_accept,
+    "ecert.reject": apply_ecert_reject,
+    "ecert.transfer": apply_ecert_transfer,
+    "ecert.split": apply_ecert_split,
+    "finance.request": apply_finance_request,
+    "finance.approve": apply_finance_approve,
+    "finance.decline": apply_finance_decline,
+    "ecert.settle": apply_ecert_settle,
+}

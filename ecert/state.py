@@ -1,0 +1,247 @@
+"""E-certificate state: records and the key schema, over a `ledger.state_view.StateView`.
+
+Key schema (keys are ASCII; ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}, so "/" never occurs inside an id):
+
+    o/<org_id>                  -> Org record
+    k/<bank>/<core>             -> CreditLine record (the bank's credit line to that core enterprise)
+    d/<doc_id>                  -> TradeDoc record (contract | invoice | delivery | payment)
+    c/<cert_id>                 -> Cert record
+    h/<org_id>/<cert_id>        -> b""  holdings index: the org holds this *live* cert
+                                        (status issued | active | financing | financed)
+    l/<root_id>/<ordinal:010d>  -> cert_id  lineage index: the root (ordinal 0) and every descendant,
+                                        in creation order
+    lc/<root_id>                -> ordinal count of the lineage (decimal ASCII)
+    n/<signer>/i<nonce>         -> b""  an integer nonce the signer has used
+    n/<signer>/s<nonce>         -> b""  a string nonce the signer has used
+
+Values are msgpack maps of the record's fields in declaration order (same code, same bytes on every node).
+Holdings and lineage queries are prefix scans of `h/<org>/` and `l/<root>/`; nothing here scans the whole state
+(only ecert/invariants.py, a debug check, does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+import msgpack
+
+from consensus.invariant import require
+from ledger.state_view import StateView
+
+# certificate statuses
+ISSUED = "issued"
+ACTIVE = "active"
+FINANCING = "financing"
+FINANCED = "financed"
+SPLIT = "split"
+SETTLED = "settled"
+CANCELLED = "cancelled"
+LIVE_STATUSES = frozenset({ISSUED, ACTIVE, FINANCING, FINANCED})
+"""A live certificate is held and still owed: it appears in its holder's holdings."""
+OUTSTANDING_STATUSES = LIVE_STATUSES
+"""The debtor still owes it: counts toward the bank's used credit."""
+
+# organisation statuses
+ORG_PENDING = "pending"
+ORG_ACTIVE = "active"
+ORG_FROZEN = "frozen"
+
+# trade document statuses
+DOC_ANCHORED = "anchored"
+DOC_CONFIRMED = "confirmed"
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    id: str
+    name: str
+    role: str  # bank | core | supplier
+    sign_pk: str
+    box_pk: str
+    status: str  # pending | active | frozen
+    registered_at: int  # block time (genesis_time for genesis orgs)
+    updated_at: int
+    reason: str | None = None  # of the last approve/freeze/unfreeze
+
+
+@dataclass(frozen=True, slots=True)
+class CreditLine:
+    bank: str
+    core: str
+    limit: int
+    used: int  # outstanding amount of certificates issued under this line
+    expires_at: int
+    granted_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class TradeDoc:
+    id: str
+    kind: str
+    doc_hash: str
+    issuer: str  # the org that anchored it
+    counterparty: str
+    amount: int
+    status: str  # anchored | confirmed
+    anchored_at: int
+    confirmed_at: int | None = None
+    backed: int = 0  # invoices: amount already backing certificates (never above `amount`)
+    ciphertext: tuple[tuple[str, bytes], ...] = ()  # (org_id, sealed box), sorted by org_id
+
+
+@dataclass(frozen=True, slots=True)
+class Cert:
+    id: str
+    root_id: str
+    parent_id: str | None
+    debtor: str
+    holder: str
+    amount: int
+    maturity: int
+    status: str
+    bank: str  # the bank whose credit line the root was issued under
+    created_at: int
+    created_by: str  # tx id
+    updated_at: int
+    children: tuple[str, ...] = ()  # set once, when the cert is split or transferred
+    invoices: tuple[tuple[str, int], ...] = ()  # roots: (invoice doc id, amount it backs)
+    finance_bank: str | None = None  # set by finance.request, cleared by finance.decline
+    finance_requested_at: int | None = None
+    discount_bps: int | None = None  # set by finance.approve
+    discount_days: int | None = None
+    discount: int | None = None
+    disbursed: int | None = None
+    financed_at: int | None = None
+    seller: str | None = None  # the holder who sold it to the bank
+    settled_at: int | None = None
+    paid_to: str | None = None
+
+
+Record = Org | CreditLine | TradeDoc | Cert
+R = TypeVar("R", Org, CreditLine, TradeDoc, Cert)
+
+_FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in (Org, CreditLine, TradeDoc, Cert)}
+
+
+def encode_record(record: Record) -> bytes:
+    return msgpack.packb({name: getattr(record, name) for name in _FIELDS[type(record)]}, use_bin_type=True)
+
+
+def decode_record(cls: type[R], data: bytes) -> R:
+    obj: dict[str, Any] = msgpack.unpackb(data, raw=False, use_list=False)
+    return cls(**obj)
+
+
+# --- keys ---------------------------------------------------------------------------------------------------------
+def org_key(org_id: str) -> bytes:
+    return b"o/" + org_id.encode()
+
+
+def credit_key(bank: str, core: str) -> bytes:
+    return b"k/" + bank.encode() + b"/" + core.encode()
+
+
+def doc_key(doc_id: str) -> bytes:
+    return b"d/" + doc_id.encode()
+
+
+def cert_key(cert_id: str) -> bytes:
+    return b"c/" + cert_id.encode()
+
+
+def holdings_prefix(org_id: str) -> bytes:
+    return b"h/" + org_id.encode() + b"/"
+
+
+def lineage_prefix(root_id: str) -> bytes:
+    return b"l/" + root_id.encode() + b"/"
+
+
+def lineage_count_key(root_id: str) -> bytes:
+    return b"lc/" + root_id.encode()
+
+
+def nonce_key(signer: str, nonce: int | str) -> bytes:
+    tag = b"i" + str(nonce).encode() if type(nonce) is int else b"s" + str(nonce).encode()
+    return b"n/" + signer.encode() + b"/" + tag
+
+
+ORG_PREFIX = b"o/"
+CERT_PREFIX = b"c/"
+CREDIT_PREFIX = b"k/"
+DOC_PREFIX = b"d/"
+
+
+# --- typed reads and writes ---------------------------------------------------------------------------------------
+def get_org(view: StateView, org_id: str) -> Org | None:
+    data = view.get(org_key(org_id))
+    return None if data is None else decode_record(Org, data)
+
+
+def put_org(view: StateView, org: Org) -> None:
+    view.put(org_key(org.id), encode_record(org))
+
+
+def get_credit(view: StateView, bank: str, core: str) -> CreditLine | None:
+    data = view.get(credit_key(bank, core))
+    return None if data is None else decode_record(CreditLine, data)
+
+
+def put_credit(view: StateView, line: CreditLine) -> None:
+    require(0 <= line.used <= line.limit, f"credit {line.bank}/{line.core}: used {line.used} outside 0..{line.limit}")
+    view.put(credit_key(line.bank, line.core), encode_record(line))
+
+
+def get_doc(view: StateView, doc_id: str) -> TradeDoc | None:
+    data = view.get(doc_key(doc_id))
+    return None if data is None else decode_record(TradeDoc, data)
+
+
+def put_doc(view: StateView, doc: TradeDoc) -> None:
+    require(0 <= doc.backed <= doc.amount, f"doc {doc.id}: backed {doc.backed} outside 0..{doc.amount}")
+    view.put(doc_key(doc.id), encode_record(doc))
+
+
+def get_cert(view: StateView, cert_id: str) -> Cert | None:
+    data = view.get(cert_key(cert_id))
+    return None if data is None else decode_record(Cert, data)
+
+
+def put_cert(view: StateView, cert: Cert, previous: Cert | None) -> None:
+    """Write a cert and keep the holdings index in step with (holder, status)."""
+    require(cert.amount > 0, f"cert {cert.id}: amount must be positive")
+    was_held = previous is not None and previous.status in LIVE_STATUSES
+    is_held = cert.status in LIVE_STATUSES
+    if was_held and previous is not None and (not is_held or previous.holder != cert.holder):
+        view.delete(holdings_prefix(previous.holder) + cert.id.encode())
+    if is_held and (not was_held or previous is None or previous.holder != cert.holder):
+        view.put(holdings_prefix(cert.holder) + cert.id.encode(), b"")
+    view.put(cert_key(cert.id), encode_record(cert))
+
+
+def add_to_lineage(view: StateView, root_id: str, cert_id: str) -> None:
+    """Append a cert to its root's lineage (the root itself is ordinal 0)."""
+    count_key = lineage_count_key(root_id)
+    raw = view.get(count_key)
+    ordinal = 0 if raw is None else int(raw)
+    require(ordinal < 10**10, f"lineage {root_id} is full")
+    view.put(lineage_prefix(root_id) + b"%010d" % ordinal, cert_id.encode())
+    view.put(count_key, str(ordinal + 1).encode())
+
+
+def lineage_ids(view: StateView, root_id: str) -> list[str]:
+    return [value.decode() for _, value in view.scan(lineage_prefix(root_id))]
+
+
+def holding_ids(view: StateView, org_id: str) -> list[str]:
+    prefix = holdings_prefix(org_id)
+    return [key[len(prefix):].decode() for key, _ in view.scan(prefix)]
+
+
+def nonce_used(view: StateView, signer: str, nonce: int | str) -> bool:
+    return view.get(nonce_key(signer, nonce)) is not None
+
+
+def mark_nonce(view: StateView, signer: str, nonce: int | str) -> None:
+    view.put(nonce_key(signer, nonce), b"")

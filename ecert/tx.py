@@ -1,0 +1,508 @@
+"""Transactions: strict codec, Ed25519 signatures and tx ids (CONTRACT §3).
+
+    envelope = msgpack {"payload": bin, "signer": str, "sig": bin}
+    payload  = msgpack {"chain_id": str, "type": str, "signer": str, "nonce": int | str, "body": map}
+
+The signature is Ed25519 over the payload bytes exactly as sent; the tx id is the lowercase hex SHA-256 of those
+bytes. Decoding is strict: maps must carry exactly the documented keys (no unknown, no duplicate keys), every field
+has one type (a bool is not an int, a float is never accepted), and every string, bin and list has a maximum
+length. Anything else raises `TxRejected` with a code from ecert/codes.py; nothing else escapes `decode_tx`.
+
+Bodies decode into one frozen dataclass per kind (`BODY_SCHEMAS` is the single table of fields), so the rules in
+ecert/rules.py never see an unchecked value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from ecert import codes
+from ecert.errors import TxRejected
+
+# --- limits (TigerBeetle style: everything has a named maximum) ---------------------------------------------------
+TX_BYTES_MAX = 256 * 1024
+PAYLOAD_BYTES_MAX = TX_BYTES_MAX - 256
+AMOUNT_MAX = 10**15  # fen; CONTRACT §3: 0 < amount <= 10^15
+TIME_MS_MAX = 2**53  # ms since epoch; far beyond any real date, and exact in JSON clients
+NONCE_INT_MAX = 2**64 - 1
+NONCE_STR_LEN_MAX = 64
+ID_LEN_MAX = 64
+NAME_LEN_MAX = 128
+REASON_LEN_MAX = 256
+INVOICES_MAX = 16
+RECIPIENTS_MAX = 32
+SPLIT_PARTS_MAX = 32
+CIPHERTEXTS_MAX = 3  # the two parties and one bank
+CIPHERTEXT_BYTES_MAX = 64 * 1024
+DISCOUNT_BPS_MAX = 10_000
+SIG_BYTES = 64
+
+ROLES = ("bank", "core", "supplier")
+DOC_KINDS = ("contract", "invoice", "delivery", "payment")
+
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HEX32_RE = re.compile(r"[0-9a-f]{64}")
+
+
+# --- body dataclasses, one per kind -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class OrgRegister:
+    org_id: str
+    name: str
+    role: str
+    sign_pk: str  # hex Ed25519 public key
+    box_pk: str  # hex X25519 public key (for sealed trade documents)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgAction:
+    """org.approve / org.freeze / org.unfreeze."""
+
+    org_id: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreditGrant:
+    core: str
+    limit: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class TradeAnchor:
+    doc_id: str
+    kind: str
+    doc_hash: str  # hex sha256 of the plaintext document
+    counterparty: str
+    amount: int
+    ciphertext: tuple[tuple[str, bytes], ...] | None = None  # (org_id, sealed box) sorted by org_id
+
+
+@dataclass(frozen=True, slots=True)
+class TradeConfirm:
+    doc_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EcertIssue:
+    to: str
+    amount: int
+    maturity: int
+    bank: str
+    invoice_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CertRef:
+    """ecert.accept / ecert.reject / ecert.settle."""
+
+    cert_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EcertTransfer:
+    cert_id: str
+    to: tuple[tuple[str, int], ...]  # (org, amount) in the order given
+
+
+@dataclass(frozen=True, slots=True)
+class EcertSplit:
+    cert_id: str
+    amounts: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FinanceRequest:
+    cert_id: str
+    bank: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinanceApprove:
+    cert_id: str
+    discount_bps: int
+
+
+@dataclass(frozen=True, slots=True)
+class FinanceDecline:
+    cert_id: str
+    reason: str | None = None
+
+
+Body = (
+    OrgRegister | OrgAction | CreditGrant | TradeAnchor | TradeConfirm | EcertIssue | CertRef | EcertTransfer
+    | EcertSplit | FinanceRequest | FinanceApprove | FinanceDecline
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    payload: bytes
+    signer: str
+    sig: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Tx:
+    """A decoded, schema-checked transaction (signature not yet verified: that needs the state)."""
+
+    tx_id: str
+    chain_id: str
+    type: str
+    signer: str
+    nonce: int | str
+    body: Any  # one of the Body dataclasses, chosen by `type`
+    payload: bytes
+    sig: bytes
+
+
+# --- field validators: (field name, raw value) -> checked value, or TxRejected ------------------------------------
+Validator = Callable[[str, object], object]
+
+
+def _bad(name: str, why: str) -> TxRejected:
+    return TxRejected(codes.BAD_FIELD, f"field {name!r}: {why}")
+
+
+def _str(name: str, value: object, len_max: int, len_min: int = 1) -> str:
+    if type(value) is not str:
+        raise _bad(name, "must be a string")
+    if not len_min <= len(value) <= len_max:
+        raise _bad(name, f"length must be {len_min}..{len_max}")
+    return value
+
+
+def v_id(name: str, value: object) -> str:
+    s = _str(name, value, ID_LEN_MAX)
+    if _ID_RE.fullmatch(s) is None:
+        raise _bad(name, "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+    return s
+
+
+def v_name(name: str, value: object) -> str:
+    return _str(name, value, NAME_LEN_MAX)
+
+
+def v_reason(name: str, value: object) -> str:
+    return _str(name, value, REASON_LEN_MAX, len_min=0)
+
+
+def v_hex32(name: str, value: object) -> str:
+    s = _str(name, value, 64)
+    if _HEX32_RE.fullmatch(s) is None:
+        raise _bad(name, "must be 64 lowercase hex characters")
+    return s
+
+
+def v_role(name: str, value: object) -> str:
+    if type(value) is not str or value not in ROLES:
+        raise _bad(name, f"must be one of {', '.join(ROLES)}")
+    return value
+
+
+def v_doc_kind(name: str, value: object) -> str:
+    if type(value) is not str or value not in DOC_KINDS:
+        raise _bad(name, f"must be one of {', '.join(DOC_KINDS)}")
+    return value
+
+
+def _int(name: str, value: object, lo: int, hi: int) -> int:
+    if type(value) is not int:  # rejects bool, float, and everything else
+        raise _bad(name, "must be an integer")
+    if not lo <= value <= hi:
+        raise _bad(name, f"must be in {lo}..{hi}")
+    return value
+
+
+def v_amount(name: str, value: object) -> int:
+    if type(value) is not int:
+        raise _bad(name, "must be an integer (minor units)")
+    if not 0 < value <= AMOUNT_MAX:
+        raise TxRejected(codes.BAD_AMOUNT, f"field {name!r}: amount must satisfy 0 < amount <= 10^15")
+    return value
+
+
+def v_limit(name: str, value: object) -> int:
+    # A credit limit may be 0: that closes a line once nothing is used under it.
+    if type(value) is not int:
+        raise _bad(name, "must be an integer (minor units)")
+    if not 0 <= value <= AMOUNT_MAX:
+        raise TxRejected(codes.BAD_AMOUNT, f"field {name!r}: limit must satisfy 0 <= limit <= 10^15")
+    return value
+
+
+def v_time(name: str, value: object) -> int:
+    return _int(name, value, 1, TIME_MS_MAX)
+
+
+def v_bps(name: str, value: object) -> int:
+    return _int(name, value, 0, DISCOUNT_BPS_MAX)
+
+
+def v_nonce(name: str, value: object) -> int | str:
+    if type(value) is int:
+        return _int(name, value, 0, NONCE_INT_MAX)
+    if type(value) is str:
+        return _str(name, value, NONCE_STR_LEN_MAX)
+    raise _bad(name, "must be an integer or a string")
+
+
+def _list(name: str, value: object, len_min: int, len_max: int) -> list[object]:
+    if type(value) is not list:
+        raise _bad(name, "must be a list")
+    if not len_min <= len(value) <= len_max:
+        raise _bad(name, f"must hold {len_min}..{len_max} items")
+    return value
+
+
+def v_invoice_ids(name: str, value: object) -> tuple[str, ...]:
+    items = tuple(v_id(f"{name}[{i}]", x) for i, x in enumerate(_list(name, value, 1, INVOICES_MAX)))
+    if len(set(items)) != len(items):
+        raise _bad(name, "invoice ids must be distinct")
+    return items
+
+
+def v_split_amounts(name: str, value: object) -> tuple[int, ...]:
+    items = _list(name, value, 2, SPLIT_PARTS_MAX)
+    return tuple(v_amount(f"{name}[{i}]", x) for i, x in enumerate(items))
+
+
+def v_recipients(name: str, value: object) -> tuple[tuple[str, int], ...]:
+    out = []
+    for i, item in enumerate(_list(name, value, 1, RECIPIENTS_MAX)):
+        fields = _check_map(f"{name}[{i}]", item, _RECIPIENT_FIELDS)
+        out.append((fields["org"], fields["amount"]))
+    return tuple(out)
+
+
+def v_ciphertexts(name: str, value: object) -> tuple[tuple[str, bytes], ...]:
+    if type(value) is not dict:
+        raise _bad(name, "must be a map of org id to sealed-box bytes")
+    if not 1 <= len(value) <= CIPHERTEXTS_MAX:
+        raise _bad(name, f"must hold 1..{CIPHERTEXTS_MAX} entries")
+    out = []
+    for org, ct in value.items():
+        v_id(f"{name} key", org)
+        if type(ct) is not bytes or not 48 < len(ct) <= CIPHERTEXT_BYTES_MAX:
+            raise _bad(f"{name}[{org}]", f"must be a sealed box of 49..{CIPHERTEXT_BYTES_MAX} bytes")
+        out.append((org, ct))
+    return tuple(sorted(out))
+
+
+# Field tables: name -> (validator, required). The one place that says what each map holds.
+Fields = Mapping[str, tuple[Validator, bool]]
+
+_RECIPIENT_FIELDS: Fields = {"org": (v_id, True), "amount": (v_amount, True)}
+
+BODY_SCHEMAS: Mapping[str, tuple[type, Fields]] = {
+    "org.register": (OrgRegister, {
+        "org_id": (v_id, True), "name": (v_name, True), "role": (v_role, True),
+        "sign_pk": (v_hex32, True), "box_pk": (v_hex32, True)}),
+    "org.approve": (OrgAction, {"org_id": (v_id, True), "reason": (v_reason, False)}),
+    "org.freeze": (OrgAction, {"org_id": (v_id, True), "reason": (v_reason, False)}),
+    "org.unfreeze": (OrgAction, {"org_id": (v_id, True), "reason": (v_reason, False)}),
+    "credit.grant": (CreditGrant, {"core": (v_id, True), "limit": (v_limit, True), "expires_at": (v_time, True)}),
+    "trade.anchor": (TradeAnchor, {
+        "doc_id": (v_id, True), "kind": (v_doc_kind, True), "doc_hash": (v_hex32, True),
+        "counterparty": (v_id, True), "amount": (v_amount, True), "ciphertext": (v_ciphertexts, False)}),
+    "trade.confirm": (TradeConfirm, {"doc_id": (v_id, True)}),
+    "ecert.issue": (EcertIssue, {
+        "to": (v_id, True), "amount": (v_amount, True), "maturity": (v_time, True), "bank": (v_id, True),
+        "invoice_ids": (v_invoice_ids, True)}),
+    "ecert.accept": (CertRef, {"cert_id": (v_id, True)}),
+    "ecert.reject": (CertRef, {"cert_id": (v_id, True)}),
+    "ecert.transfer": (EcertTransfer, {"cert_id": (v_id, True), "to": (v_recipients, True)}),
+    "ecert.split": (EcertSplit, {"cert_id": (v_id, True), "amounts": (v_split_amounts, True)}),
+    "finance.request": (FinanceRequest, {"cert_id": (v_id, True), "bank": (v_id, True)}),
+    "finance.approve": (FinanceApprove, {"cert_id": (v_id, True), "discount_bps": (v_bps, True)}),
+    "finance.decline": (FinanceDecline, {"cert_id": (v_id, True), "reason": (v_reason, False)}),
+    "ecert.settle": (CertRef, {"cert_id": (v_id, True)}),
+}
+TX_TYPES: tuple[str, ...] = tuple(BODY_SCHEMAS)
+
+# Containers longer than this fail at the msgpack layer already (malformed_*), shorter ones at the schema.
+_CONTAINER_LEN_MAX = 64
+
+_ENVELOPE_FIELDS = ("payload", "signer", "sig")
+_PAYLOAD_FIELDS = ("chain_id", "type", "signer", "nonce", "body")
+
+
+def _check_map(where: str, value: object, fields: Fields) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise _bad(where, "must be a map")
+    for key in value:
+        if key not in fields:
+            raise TxRejected(codes.UNKNOWN_FIELD, f"{where}: unknown field {str(key)[:64]!r}")
+    out: dict[str, Any] = {}
+    for key, (validate, required) in fields.items():
+        if key in value:
+            out[key] = validate(key, value[key])
+        elif required:
+            raise TxRejected(codes.MISSING_FIELD, f"{where}: missing field {key!r}")
+    return out
+
+
+def _exact_keys(where: str, value: dict[str, object], keys: tuple[str, ...]) -> None:
+    for key in value:
+        if key not in keys:
+            raise TxRejected(codes.UNKNOWN_FIELD, f"{where}: unknown field {str(key)[:64]!r}")
+    for key in keys:
+        if key not in value:
+            raise TxRejected(codes.MISSING_FIELD, f"{where}: missing field {key!r}")
+
+
+def _pairs_no_duplicates(pairs: list[tuple[object, object]]) -> dict[object, object]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate map key")
+    return out
+
+
+def _unpack(data: bytes, code: str, what: str) -> dict[str, object]:
+    try:
+        obj = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, use_list=True, object_pairs_hook=_pairs_no_duplicates,
+            max_str_len=TX_BYTES_MAX, max_bin_len=TX_BYTES_MAX, max_array_len=_CONTAINER_LEN_MAX,
+            max_map_len=_CONTAINER_LEN_MAX, max_ext_len=0, timestamp=0,
+        )
+    except Exception as exc:  # msgpack raises a zoo of types on bad input; all mean the same here
+        raise TxRejected(code, f"{what} is not valid msgpack: {type(exc).__name__}") from None
+    if type(obj) is not dict:
+        raise TxRejected(code, f"{what} must be a msgpack map")
+    return obj
+
+
+# --- decoding -----------------------------------------------------------------------------------------------------
+def tx_id_of(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def decode_envelope(raw: bytes) -> Envelope:
+    if len(raw) > TX_BYTES_MAX:
+        raise TxRejected(codes.TX_TOO_LARGE, f"transaction is {len(raw)} bytes, max {TX_BYTES_MAX}")
+    obj = _unpack(raw, codes.MALFORMED_ENVELOPE, "envelope")
+    _exact_keys("envelope", obj, _ENVELOPE_FIELDS)
+    payload, signer, sig = obj["payload"], obj["signer"], obj["sig"]
+    if type(payload) is not bytes or not 0 < len(payload) <= PAYLOAD_BYTES_MAX:
+        raise _bad("payload", f"must be bin of 1..{PAYLOAD_BYTES_MAX} bytes")
+    if type(sig) is not bytes or len(sig) != SIG_BYTES:
+        raise _bad("sig", "must be bin of 64 bytes")
+    return Envelope(payload=payload, signer=v_id("signer", signer), sig=sig)
+
+
+def decode_payload(env: Envelope, chain_id: str | None) -> Tx:
+    """Decode and schema-check the payload. `chain_id=None` skips the chain check (tools, not nodes)."""
+    obj = _unpack(env.payload, codes.MALFORMED_PAYLOAD, "payload")
+    _exact_keys("payload", obj, _PAYLOAD_FIELDS)
+    tx_chain = _str("chain_id", obj["chain_id"], ID_LEN_MAX)
+    if chain_id is not None and tx_chain != chain_id:
+        raise TxRejected(codes.WRONG_CHAIN_ID, f"transaction is for chain {tx_chain!r}, this is {chain_id!r}")
+    signer = v_id("signer", obj["signer"])
+    if signer != env.signer:
+        raise TxRejected(codes.SIGNER_MISMATCH, "envelope signer differs from payload signer")
+    kind = obj["type"]
+    if type(kind) is not str or kind not in BODY_SCHEMAS:
+        raise TxRejected(codes.UNKNOWN_TX_TYPE, f"unknown transaction type {str(kind)[:64]!r}")
+    nonce = v_nonce("nonce", obj["nonce"])
+    cls, fields = BODY_SCHEMAS[kind]
+    body = cls(**_check_map("body", obj["body"], fields))
+    return Tx(tx_id=tx_id_of(env.payload), chain_id=tx_chain, type=kind, signer=signer, nonce=nonce, body=body,
+              payload=env.payload, sig=env.sig)
+
+
+def decode_tx(raw: bytes, chain_id: str | None) -> Tx:
+    return decode_payload(decode_envelope(raw), chain_id)
+
+
+def raw_tx_id(raw: bytes) -> str:
+    """The tx id of raw envelope bytes: sha256 of the payload, or sha256 of the raw bytes if undecodable."""
+    try:
+        return tx_id_of(decode_envelope(raw).payload)
+    except TxRejected:
+        return hashlib.sha256(raw).hexdigest()
+
+
+# --- signatures ---------------------------------------------------------------------------------------------------
+_verify_keys: dict[str, VerifyKey] = {}
+_VERIFY_KEYS_MAX = 4096
+
+
+def verify_signature(tx: Tx, sign_pk_hex: str) -> None:
+    key = _verify_keys.get(sign_pk_hex)
+    if key is None:
+        try:
+            key = VerifyKey(bytes.fromhex(sign_pk_hex))
+        except (ValueError, TypeError):
+            raise TxRejected(codes.BAD_SIGNATURE, "registered key is not a valid Ed25519 key") from None
+        if len(_verify_keys) >= _VERIFY_KEYS_MAX:
+            _verify_keys.clear()
+        _verify_keys[sign_pk_hex] = key
+    try:
+        key.verify(tx.payload, tx.sig)
+    except (BadSignatureError, ValueError, TypeError):
+        raise TxRejected(codes.BAD_SIGNATURE, f"signature does not verify under {tx.signer}'s key") from None
+
+
+# --- building -----------------------------------------------------------------------------------------------------
+def encode_payload(payload: Mapping[str, object]) -> bytes:
+    return msgpack.packb(dict(payload), use_bin_type=True)
+
+
+def encode_envelope(payload: bytes, signer: str, sig: bytes) -> bytes:
+    return msgpack.packb({"payload": payload, "signer": signer, "sig": sig}, use_bin_type=True)
+
+
+def sign_payload(seed32: bytes, payload: Mapping[str, object], signer: str | None = None) -> bytes:
+    """Encode `payload`, sign it with the Ed25519 seed, return the msgpack envelope bytes.
+
+    The envelope signer defaults to payload["signer"]; tests override it to build mismatched envelopes.
+    """
+    payload_bytes = encode_payload(payload)
+    sig = SigningKey(seed32).sign(payload_bytes).signature
+    env_signer = signer if signer is not None else payload["signer"]
+    return encode_envelope(payload_bytes, str(env_signer), sig)
+
+
+def make_tx(seed32: bytes, chain_id: str, kind: str, signer: str, nonce: int | str,
+            body: Mapping[str, object]) -> bytes:
+    """Build and sign a transaction; returns envelope bytes ready for POST /v1/tx."""
+    return sign_payload(seed32, {"chain_id": chain_id, "type": kind, "signer": signer, "nonce": nonce,
+                                 "body": dict(body)})
+
+
+# --- JSON form (for curl): payload and sig as base64 --------------------------------------------------------------
+def envelope_from_json(obj: object) -> bytes:
+    """`{"payload": base64, "signer": str, "sig": base64}` -> msgpack envelope bytes (raises TxRejected)."""
+    if type(obj) is not dict:
+        raise TxRejected(codes.MALFORMED_ENVELOPE, "JSON envelope must be an object")
+    _exact_keys("envelope", obj, _ENVELOPE_FIELDS)
+    signer = v_id("signer", obj["signer"])
+    parts = {}
+    for name in ("payload", "sig"):
+        value = obj[name]
+        if type(value) is not str or len(value) > TX_BYTES_MAX * 2:
+            raise _bad(name, "must be a base64 string")
+        try:
+            parts[name] = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise _bad(name, "must be valid base64") from None
+    raw = encode_envelope(parts["payload"], signer, parts["sig"])
+    decode_envelope(raw)  # same size and shape checks as the msgpack form
+    return raw
+
+
+def envelope_to_json(raw: bytes) -> dict[str, str]:
+    env = decode_envelope(raw)
+    return {"payload": base64.b64encode(env.payload).decode(), "signer": env.signer,
+            "sig": base64.b64encode(env.sig).decode()}

@@ -1,0 +1,191 @@
+"""Blocks: header, hash, canonical encoding and strict decoding.
+
+A block is a header plus the raw tx envelopes in the order the proposer chose. The header commits to the txs
+through `tx_root` (ledger/merkle.py) and to the chain through `prev_hash` (block 1's prev_hash is the genesis hash).
+
+Encoding (msgpack, canonical): `[BLOCK_FORMAT, [height, prev_hash, tx_root, time, proposer], [tx, ...]]`.
+The block hash is sha256(HEADER_DOMAIN || msgpack([height, prev_hash, tx_root, time, proposer])).
+msgpack-python always writes the shortest form of each int/str/bin, and `decode_block` re-encodes what it decoded
+and rejects the input unless the bytes are identical: one block has exactly one encoding, so equal blocks have
+equal bytes everywhere. Anything malformed raises `BlockDecodeError` and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from consensus.invariant import require
+from ledger.errors import BlockDecodeError
+from ledger.merkle import tx_root
+
+BLOCK_FORMAT = 1
+HEADER_DOMAIN = b"ecert-chain/block-header/v1\x00"
+HASH_BYTES = 32
+
+BLOCK_TXS_MAX = 10_000
+"""Most txs in one block (the node's `block_max_txs`, default 500, must not exceed it)."""
+TX_BYTES_MAX = 1 << 20
+"""Largest raw tx (equals the HTTP body limit `max_body_bytes`)."""
+BLOCK_BYTES_MAX = 16 << 20
+"""Largest encoded block (the node's `block_max_bytes`, default 1 MiB, must not exceed it)."""
+PROPOSER_BYTES_MAX = 128
+"""Longest proposer node id, in UTF-8 bytes."""
+HEIGHT_MAX = (1 << 63) - 1
+TIME_MAX = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    height: int
+    """1 for the first block after genesis; each block is its predecessor's height + 1."""
+    prev_hash: bytes
+    """Hash of the previous block's header (for height 1: the genesis hash). 32 bytes."""
+    tx_root: bytes
+    """Merkle root over sha256 of each raw tx (`ledger.merkle.tx_root`). 32 bytes."""
+    time: int
+    """Milliseconds since the Unix epoch, set by the proposing leader; never less than the previous block's."""
+    proposer: str
+    """Node id of the leader that proposed the block."""
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    header: BlockHeader
+    txs: tuple[bytes, ...]
+    """Raw tx envelopes exactly as submitted."""
+
+
+def _header_row(header: BlockHeader) -> list[Any]:
+    return [header.height, header.prev_hash, header.tx_root, header.time, header.proposer]
+
+
+def header_problem(header: BlockHeader) -> str | None:
+    """Why `header` is out of bounds, or None if it is well-formed."""
+    if type(header.height) is not int or not (1 <= header.height <= HEIGHT_MAX):
+        return "height must be an int in 1..2^63-1"
+    if type(header.prev_hash) is not bytes or len(header.prev_hash) != HASH_BYTES:
+        return "prev_hash must be 32 bytes"
+    if type(header.tx_root) is not bytes or len(header.tx_root) != HASH_BYTES:
+        return "tx_root must be 32 bytes"
+    if type(header.time) is not int or not (0 <= header.time <= TIME_MAX):
+        return "time must be an int in 0..2^63-1 (ms)"
+    if type(header.proposer) is not str or not header.proposer:
+        return "proposer must be a non-empty str"
+    try:
+        proposer_bytes = header.proposer.encode("utf-8")
+    except UnicodeEncodeError:
+        return "proposer must be valid UTF-8"
+    if len(proposer_bytes) > PROPOSER_BYTES_MAX:
+        return f"proposer longer than {PROPOSER_BYTES_MAX} bytes"
+    return None
+
+
+def txs_problem(txs: Any) -> str | None:
+    if len(txs) > BLOCK_TXS_MAX:
+        return f"more than {BLOCK_TXS_MAX} txs"
+    for tx in txs:
+        if type(tx) is not bytes or not (1 <= len(tx) <= TX_BYTES_MAX):
+            return f"each tx must be 1..{TX_BYTES_MAX} bytes"
+    return None
+
+
+def encode_header(header: BlockHeader) -> bytes:
+    problem = header_problem(header)
+    require(problem is None, f"encoding a malformed header: {problem}")
+    return msgpack.packb(_header_row(header), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def block_hash(header: BlockHeader) -> bytes:
+    return hashlib.sha256(HEADER_DOMAIN + encode_header(header)).digest()
+
+
+def make_block(height: int, prev_hash: bytes, time: int, proposer: str, txs: tuple[bytes, ...]) -> Block:
+    """A block over `txs` with its tx_root computed (what a proposer builds)."""
+    return Block(BlockHeader(height, prev_hash, tx_root(txs), time, proposer), tuple(txs))
+
+
+def encode_block(block: Block) -> bytes:
+    problem = header_problem(block.header) or txs_problem(block.txs)
+    require(problem is None, f"encoding a malformed block: {problem}")
+    data: bytes = msgpack.packb([BLOCK_FORMAT, _header_row(block.header), list(block.txs)], use_bin_type=True)
+    require(len(data) <= BLOCK_BYTES_MAX, f"encoded block of {len(data)} bytes over {BLOCK_BYTES_MAX}")
+    return data
+
+
+def decode_block(data: bytes) -> Block:
+    """Strictly decode an encoded block. Raises BlockDecodeError, and only that, on anything malformed."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise BlockDecodeError(f"block must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > BLOCK_BYTES_MAX:
+        raise BlockDecodeError(f"block of {len(data)} bytes over {BLOCK_BYTES_MAX}")
+    try:
+        row = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_bin_len=TX_BYTES_MAX,
+            max_str_len=PROPOSER_BYTES_MAX,
+            max_array_len=BLOCK_TXS_MAX,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises many kinds (ExtraData, FormatError, ValueError, ...)
+        raise BlockDecodeError(f"not a msgpack block: {type(exc).__name__}") from None
+    block = _block_from_row(row)
+    try:
+        canonical = encode_block(block)
+    except AssertionError:  # cannot happen after _block_from_row's checks; kept so decode never leaks it
+        raise BlockDecodeError("block does not re-encode") from None
+    if canonical != data:
+        raise BlockDecodeError("block encoding is not canonical")
+    return block
+
+
+def _block_from_row(row: Any) -> Block:
+    if type(row) is not list or len(row) != 3:
+        raise BlockDecodeError("block must be a 3-element array")
+    fmt, header_row, txs = row
+    if type(fmt) is not int or fmt != BLOCK_FORMAT:
+        raise BlockDecodeError(f"unknown block format {fmt!r}")
+    if type(header_row) is not list or len(header_row) != 5:
+        raise BlockDecodeError("header must be a 5-element array")
+    if type(txs) is not list:
+        raise BlockDecodeError("txs must be an array")
+    header = BlockHeader(*header_row)
+    problem = header_problem(header) or txs_problem(txs)
+    if problem is not None:
+        raise BlockDecodeError(problem)
+    return Block(header, tuple(txs))
+
+
+def header_to_json(header: BlockHeader) -> dict[str, Any]:
+    """CONTRACT §4 /v1/blocks/{height} header fields (hashes as lowercase hex), with the block `hash`."""
+    return {
+        "height": header.height,
+        "prev_hash": header.prev_hash.hex(),
+        "tx_root": header.tx_root.hex(),
+        "time": header.time,
+        "proposer": header.proposer,
+        "hash": block_hash(header).hex(),
+    }
+
+
+def decode_header_row(row: Any) -> BlockHeader:
+    """A header from its stored array form (used by the store); raises BlockDecodeError if malformed."""
+    if type(row) is not list or len(row) != 5:
+        raise BlockDecodeError("header must be a 5-element array")
+    header = BlockHeader(*row)
+    problem = header_problem(header)
+    if problem is not None:
+        raise BlockDecodeError(problem)
+    return header
+
+
+def header_row(header: BlockHeader) -> list[Any]:
+    return _header_row(header)

@@ -1,0 +1,676 @@
+"""StateStore: the chain's state, blocks and tx outcomes in one LevelDB (plyvel), advanced one block per batch.
+
+LevelDB key schema (one byte tag, then the rest; full description in docs/STORAGE.md):
+
+    M head            -> msgpack [height, block_hash, state_root, time, applied_index]
+    M genesis         -> msgpack [genesis_hash, chain_id, genesis_time]
+    M format          -> b"1"
+    S <state key>     -> state value (the executor's keys, verbatim)
+    H <sha256(key)>   -> leaf hash of that entry (index grouping entries by state-root bucket)
+    N <level:1><prefix:2 BE> -> 16 x 32-byte child hashes of a state-root inner node (ledger/state_root.py)
+    T <tx_id ascii>   -> msgpack tx record [height, position, tx_id, status, result, error_code, error_message]
+    B <height:8 BE>   -> msgpack block record [header row, [raw tx, ...], [tx_id, ...]]
+
+`apply_block` validates the chaining, runs every tx through the executor over one `OverlayView` (a savepoint per
+tx, rolled back if rejected), then writes ONE WriteBatch with the state changes, their root index and tree
+nodes, every new tx record, the block record and the head. LevelDB applies a batch atomically (its log record
+is all or nothing), so after a crash the store is at a whole block: the previous one or this one.
+
+Heights are contiguous from 1 (block records of a store restored from a snapshot start at the snapshot's head).
+Reads (`get`, `scan`, `tx_outcome`, `block`, `blocks`) see committed blocks only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import plyvel
+
+from consensus.invariant import require
+from ledger.block import (
+    HASH_BYTES,
+    Block,
+    BlockHeader,
+    block_hash,
+    decode_header_row,
+    header_problem,
+    header_row,
+    header_to_json,
+    txs_problem,
+)
+from ledger.errors import (
+    BlockDecodeError,
+    GenesisMismatchError,
+    SnapshotError,
+    StaleBlockError,
+    StoreClosedError,
+)
+from ledger.executor import (
+    STATUS_REJECTED,
+    BlockContext,
+    TxExecutor,
+    TxOutcome,
+    TxRecord,
+    decode_tx_record,
+    encode_tx_record,
+)
+from ledger.merkle import tx_root
+from ledger.state_root import (
+    EMPTY_ROOT,
+    NodeId,
+    bucket_hash,
+    bucket_of,
+    buckets_from_sorted_leaves,
+    hashed_key,
+    leaf_hash,
+    state_root_of,
+    tree_from_buckets,
+    update_root,
+)
+from ledger.state_view import (
+    KEY_BYTES_MAX,
+    VALUE_BYTES_MAX,
+    OverlayView,
+    check_key,
+    check_value,
+    prefix_end,
+)
+
+STORE_FORMAT = b"1"
+SNAPSHOT_MAGIC = "ecert-ledger-snapshot"
+SNAPSHOT_FORMAT = 1
+TX_ID_CHARS_MAX = 128
+BLOCKS_PAGE_MAX = 1000
+"""Most block records one `blocks()` call returns."""
+GENESIS_WRITES_MAX = 1 << 20
+
+_META = b"M"
+_STATE = b"S"
+_INDEX = b"H"
+_NODE = b"N"
+_TX = b"T"
+_BLOCK = b"B"
+_HEAD_KEY = _META + b"head"
+_GENESIS_KEY = _META + b"genesis"
+_FORMAT_KEY = _META + b"format"
+
+_SNAP_STATE = 0
+_SNAP_TX = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    height: int
+    block_hash: bytes
+    """Hash of the block at `height`; the genesis hash at height 0; b"" before genesis."""
+    state_root: bytes
+    time: int
+    """Time of the block at `height` (the genesis time at height 0): the next block's time may not be less."""
+    applied_index: int
+    """Raft index of the last entry the node applied into this store (0 if the node never said)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Genesis:
+    genesis_hash: bytes
+    chain_id: str
+    genesis_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRecord:
+    header: BlockHeader
+    hash: bytes
+    tx_ids: tuple[str, ...]
+    txs: tuple[bytes, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """CONTRACT §4 /v1/blocks/{height}: header fields, `hash`, and the `tx_ids`."""
+        answer = header_to_json(self.header)
+        answer["tx_ids"] = list(self.tx_ids)
+        return answer
+
+
+_EMPTY_HEAD = Head(0, b"", EMPTY_ROOT, 0, 0)
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, use_list=True)
+
+
+def _encode_head(head: Head) -> bytes:
+    return _pack([head.height, head.block_hash, head.state_root, head.time, head.applied_index])
+
+
+def _decode_head(data: bytes) -> Head:
+    row = _unpack(data)
+    require(type(row) is list and len(row) == 5, "stored head is malformed")
+    head = Head(*row)
+    require(type(head.height) is int and head.height >= 0, "stored head height is malformed")
+    require(type(head.state_root) is bytes and len(head.state_root) == HASH_BYTES, "stored root malformed")
+    require(type(head.time) is int and type(head.applied_index) is int, "stored head ints malformed")
+    return head
+
+
+def _encode_genesis(g: Genesis) -> bytes:
+    return _pack([g.genesis_hash, g.chain_id, g.genesis_time])
+
+
+def _decode_genesis(data: bytes) -> Genesis:
+    row = _unpack(data)
+    require(type(row) is list and len(row) == 3, "stored genesis is malformed")
+    g = Genesis(*row)
+    require(type(g.genesis_hash) is bytes and len(g.genesis_hash) == HASH_BYTES, "genesis hash malformed")
+    require(type(g.chain_id) is str and type(g.genesis_time) is int, "stored genesis malformed")
+    return g
+
+
+def _height_key(height: int) -> bytes:
+    return _BLOCK + height.to_bytes(8, "big")
+
+
+def _node_key(node: NodeId) -> bytes:
+    level, prefix = node
+    return _NODE + bytes([level]) + prefix.to_bytes(2, "big")
+
+
+def _encode_block_record(block: Block, tx_ids: list[str]) -> bytes:
+    return _pack([header_row(block.header), list(block.txs), tx_ids])
+
+
+def _decode_block_record(data: bytes) -> BlockRecord:
+    row = _unpack(data)
+    require(type(row) is list and len(row) == 3, "stored block record is malformed")
+    try:
+        header = decode_header_row(row[0])
+    except BlockDecodeError as exc:
+        require(False, f"stored block header is malformed: {exc}")
+        raise
+    return BlockRecord(header, block_hash(header), tuple(row[2]), tuple(row[1]))
+
+
+class _CommittedView:
+    """Read-only StateView over the committed state (the overlay's base during a block)."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(_STATE + key)
+        return value
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        start = _STATE + prefix
+        end = prefix_end(start)
+        it = self._db.iterator(start=start, stop=end) if end is not None else self._db.iterator(start=start)
+        with it:
+            for key, value in it:
+                yield key[1:], value
+
+
+class StateStore:
+    """The ledger over one LevelDB directory. Not thread-safe for writers: one applier at a time."""
+
+    def __init__(self, db: Any, *, paranoid: bool, sync: bool) -> None:
+        self._db: Any = db
+        self._paranoid = paranoid
+        self._sync = sync
+        self._view = _CommittedView(db)
+        self._head = _EMPTY_HEAD
+        self._genesis: Genesis | None = None
+        self._load_meta()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, paranoid: bool = False, sync: bool = True) -> StateStore:
+        """Open (creating if missing). `paranoid` recomputes the state root from scratch after every block and
+        requires it to equal the incremental one (debug: O(state) per block). `sync` fsyncs every batch."""
+        db = plyvel.DB(os.fspath(path), create_if_missing=True)
+        fmt = db.get(_FORMAT_KEY)
+        if fmt is None:
+            db.put(_FORMAT_KEY, STORE_FORMAT, sync=sync)
+        else:
+            require(fmt == STORE_FORMAT, f"state store format {fmt!r}, this code reads {STORE_FORMAT!r}")
+        return cls(db, paranoid=paranoid, sync=sync)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _live_db(self) -> Any:
+        if self._db is None:
+            raise StoreClosedError("state store is closed")
+        return self._db
+
+    def _load_meta(self) -> None:
+        db = self._live_db()
+        head = db.get(_HEAD_KEY)
+        self._head = _EMPTY_HEAD if head is None else _decode_head(head)
+        genesis = db.get(_GENESIS_KEY)
+        self._genesis = None if genesis is None else _decode_genesis(genesis)
+
+    # head and genesis
+
+    @property
+    def head(self) -> Head:
+        return self._head
+
+    @property
+    def height(self) -> int:
+        return self._head.height
+
+    @property
+    def block_hash(self) -> bytes:
+        """Hash of the head block; the genesis hash at height 0; b"" before `init_genesis`."""
+        return self._head.block_hash
+
+    @property
+    def state_root(self) -> bytes:
+        return self._head.state_root
+
+    @property
+    def last_time(self) -> int:
+        return self._head.time
+
+    @property
+    def applied_index(self) -> int:
+        return self._head.applied_index
+
+    @property
+    def genesis_hash(self) -> bytes:
+        return b"" if self._genesis is None else self._genesis.genesis_hash
+
+    @property
+    def chain_id(self) -> str:
+        return "" if self._genesis is None else self._genesis.chain_id
+
+    @property
+    def initialized(self) -> bool:
+        return self._genesis is not None
+
+    def init_genesis(
+        self,
+        genesis_hash: bytes,
+        writes: Iterable[tuple[bytes, bytes]],
+        *,
+        chain_id: str = "",
+        genesis_time: int = 0,
+    ) -> None:
+        """Write the genesis state at height 0. Idempotent for the same genesis hash (a restart); a different
+        hash raises GenesisMismatchError. `genesis_time` bounds block 1's time from below."""
+        require(
+            type(genesis_hash) is bytes and len(genesis_hash) == HASH_BYTES, "genesis hash must be 32 bytes"
+        )
+        require(type(genesis_time) is int and genesis_time >= 0, "genesis time must be a non-negative int")
+        if self._genesis is not None:
+            if self._genesis.genesis_hash != genesis_hash:
+                raise GenesisMismatchError(
+                    f"store holds genesis {self._genesis.genesis_hash.hex()}, given {genesis_hash.hex()}"
+                )
+            return
+        require(self._head.height == 0, "a store with blocks must have a genesis")
+        changes: dict[bytes, bytes | None] = {}
+        for key, value in writes:
+            check_key(key)
+            check_value(value)
+            require(len(changes) < GENESIS_WRITES_MAX, "too many genesis writes")
+            changes[key] = value
+        db = self._live_db()
+        batch = db.write_batch(sync=self._sync)
+        root = self._stage_state(batch, changes)
+        genesis = Genesis(genesis_hash, chain_id, genesis_time)
+        head = Head(0, genesis_hash, root, genesis_time, self._head.applied_index)
+        batch.put(_GENESIS_KEY, _encode_genesis(genesis))
+        batch.put(_HEAD_KEY, _encode_head(head))
+        batch.write()
+        self._genesis, self._head = genesis, head
+        self._check_root_if_paranoid()
+
+    # applying blocks
+
+    def apply_block(
+        self, block: Block, executor: TxExecutor, *, applied_index: int | None = None
+    ) -> list[TxOutcome]:
+        """Validate that `block` extends the head, execute its txs, commit everything in one batch.
+
+        Returns one outcome per tx, in block order; a tx id applied before (in an earlier block or earlier in
+        this one) is not executed again and reports its first outcome. Raises StaleBlockError (nothing
+        written) if the block does not chain. `applied_index`, if given, is the Raft index carrying the block.
+        An exception from the executor propagates and nothing is written.
+        """
+        require(self._genesis is not None, "apply_block before init_genesis")
+        self._check_chaining(block)
+        header = block.header
+        ctx = BlockContext(header.height, header.time, header.proposer, self._context_chain_id(executor))
+        db = self._live_db()
+        overlay = OverlayView(self._view)
+        outcomes: list[TxOutcome] = []
+        tx_ids: list[str] = []
+        new_records: dict[str, bytes] = {}
+        for position, raw in enumerate(block.txs):
+            tx_id = executor.tx_id(raw)
+            require(type(tx_id) is str and 0 < len(tx_id) <= TX_ID_CHARS_MAX, f"bad tx id {tx_id!r}")
+            tx_ids.append(tx_id)
+            earlier = new_records.get(tx_id)
+            if earlier is None:
+                earlier = db.get(_TX + tx_id.encode("ascii"))
+            if earlier is not None:
+                outcomes.append(decode_tx_record(earlier).outcome)
+                continue
+            savepoint = overlay.savepoint()
+            outcome = executor.execute(overlay, raw, ctx)
+            require(isinstance(outcome, TxOutcome), "executor must return a TxOutcome")
+            require(outcome.tx_id == tx_id, f"executor outcome tx id {outcome.tx_id} != {tx_id}")
+            if outcome.status == STATUS_REJECTED:
+                overlay.rollback(savepoint)
+            encoded = encode_tx_record(TxRecord(header.height, position, outcome))
+            new_records[tx_id] = encoded
+            # Hand back what a later read returns (msgpack-normalised), so callers see one shape.
+            outcomes.append(decode_tx_record(encoded).outcome)
+
+        batch = db.write_batch(sync=self._sync)
+        root = self._stage_state(batch, overlay.changes())
+        for tx_id, encoded in new_records.items():
+            batch.put(_TX + tx_id.encode("ascii"), encoded)
+        height_key = _height_key(header.height)
+        require(db.get(height_key) is None, f"block record at height {header.height} already exists")
+        batch.put(height_key, _encode_block_record(block, tx_ids))
+        index = self._head.applied_index if applied_index is None else applied_index
+        head = Head(header.height, block_hash(header), root, header.time, index)
+        batch.put(_HEAD_KEY, _encode_head(head))
+        batch.write()
+        require(head.height == self._head.height + 1, "heights must be contiguous")
+        self._head = head
+        self._check_root_if_paranoid()
+        return outcomes
+
+    def mark_applied(self, applied_index: int) -> None:
+        """Record that the node applied Raft entries up to `applied_index` that carried no block."""
+        require(applied_index >= self._head.applied_index, "applied index must not go back")
+        head = Head(
+            self._head.height, self._head.block_hash, self._head.state_root, self._head.time, applied_index
+        )
+        self._live_db().put(_HEAD_KEY, _encode_head(head), sync=self._sync)
+        self._head = head
+
+    def _context_chain_id(self, executor: TxExecutor) -> str:
+        if self.chain_id:
+            return self.chain_id
+        chain_id = getattr(executor, "chain_id", "")
+        return chain_id if isinstance(chain_id, str) else ""
+
+    def _check_chaining(self, block: Block) -> None:
+        header = block.header
+        problem = header_problem(header) or txs_problem(block.txs)
+        if problem is not None:
+            raise StaleBlockError("malformed", f"block is malformed: {problem}")
+        if header.height != self._head.height + 1:
+            raise StaleBlockError("height", f"block height {header.height}, expected {self._head.height + 1}")
+        if header.prev_hash != self._head.block_hash:
+            raise StaleBlockError(
+                "prev_hash",
+                f"block {header.height} prev_hash {header.prev_hash.hex()[:16]}.. "
+                f"does not match head {self._head.block_hash.hex()[:16]}..",
+            )
+        if header.time < self._head.time:
+            raise StaleBlockError("time", f"block time {header.time} before head time {self._head.time}")
+        if header.tx_root != tx_root(block.txs):
+            raise StaleBlockError("tx_root", f"block {header.height} tx_root does not match its txs")
+
+    def _stage_state(self, batch: Any, changes: dict[bytes, bytes | None]) -> bytes:
+        """Put state changes, their index entries and the updated root tree into `batch`; return the root."""
+        db = self._live_db()
+        pending: dict[int, dict[bytes, bytes | None]] = {}
+        for key, value in changes.items():
+            if db.get(_STATE + key) == value:
+                continue  # a no-op write must not touch the root (a delete of a missing key included)
+            hk = hashed_key(key)
+            if value is None:
+                batch.delete(_STATE + key)
+                batch.delete(_INDEX + hk)
+                leaf = None
+            else:
+                batch.put(_STATE + key, value)
+                leaf = leaf_hash(key, value)
+                batch.put(_INDEX + hk, leaf)
+            pending.setdefault(bucket_of(hk), {})[hk] = leaf
+        new_buckets: dict[int, bytes] = {}
+        for bucket, bucket_changes in pending.items():
+            prefix = _INDEX + bucket.to_bytes(2, "big")
+            leaves: dict[bytes, bytes | None] = {k[1:]: v for k, v in db.iterator(prefix=prefix)}
+            leaves.update(bucket_changes)
+            present = sorted((hk, leaf) for hk, leaf in leaves.items() if leaf is not None)
+            new_buckets[bucket] = bucket_hash(leaf for _hk, leaf in present)
+        root, node_writes = update_root(new_buckets, lambda node: db.get(_node_key(node)))
+        for node, record in node_writes.items():
+            if record is None:
+                batch.delete(_node_key(node))
+            else:
+                batch.put(_node_key(node), record)
+        return root
+
+    # invariants
+
+    def recompute_state_root(self) -> bytes:
+        """The state root from scratch over every state entry (O(state)); must equal `state_root`."""
+        return state_root_of(self.scan(b""))
+
+    def check_integrity(self) -> None:
+        """Require the incremental root (and its leaf index) to match a from-scratch recomputation."""
+        db = self._live_db()
+        require(self.recompute_state_root() == self._head.state_root, "state root differs from recomputation")
+        index = {k[1:]: v for k, v in db.iterator(prefix=_INDEX)}
+        expected = {hashed_key(k): leaf_hash(k, v) for k, v in self.scan(b"")}
+        require(index == expected, "state root leaf index differs from the state")
+        _root, nodes = tree_from_buckets(buckets_from_sorted_leaves(sorted(expected.items())))
+        stored = {k: v for k, v in db.iterator(prefix=_NODE)}
+        require(stored == {_node_key(n): r for n, r in nodes.items()}, "stored root tree differs")
+
+    def _check_root_if_paranoid(self) -> None:
+        if self._paranoid:
+            require(
+                self.recompute_state_root() == self._head.state_root,
+                f"height {self._head.height}: incremental state root differs from recomputation",
+            )
+
+    # reads
+
+    def get(self, key: bytes) -> bytes | None:
+        self._live_db()
+        return self._view.get(key)
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        self._live_db()
+        return self._view.scan(prefix)
+
+    def view(self) -> _CommittedView:
+        """A read-only StateView of the committed state (for ecert.queries)."""
+        self._live_db()
+        return self._view
+
+    def tx_outcome(self, tx_id: str) -> TxRecord | None:
+        if not tx_id or len(tx_id) > TX_ID_CHARS_MAX or not tx_id.isascii():
+            return None
+        data = self._live_db().get(_TX + tx_id.encode("ascii"))
+        return None if data is None else decode_tx_record(data)
+
+    def block(self, height: int) -> BlockRecord | None:
+        """The block at `height` (header, hash, tx ids, raw txs); None if unknown or pruned by a snapshot."""
+        if type(height) is not int or not (1 <= height <= self._head.height):
+            return None
+        data = self._live_db().get(_height_key(height))
+        return None if data is None else _decode_block_record(data)
+
+    def blocks(self, before: int | None = None, limit: int = 20) -> list[BlockRecord]:
+        """Up to `limit` blocks with height < `before` (default: from the head), newest first."""
+        limit = max(0, min(limit, BLOCKS_PAGE_MAX))
+        top = self._head.height + 1 if before is None else min(before, self._head.height + 1)
+        if limit == 0 or top <= 1:
+            return []
+        records = []
+        with self._live_db().iterator(start=_height_key(1), stop=_height_key(top), reverse=True) as it:
+            for _key, data in it:
+                records.append(_decode_block_record(data))
+                if len(records) >= limit:
+                    break
+        return records
+
+    # snapshots
+
+    def export_snapshot(self) -> bytes:
+        """The state, tx-outcome index, head and last block record, from one consistent LevelDB snapshot.
+
+        Stream of msgpack objects: header `[magic, format, head, genesis, last_block | None]`, then one
+        `[kind, key, value]` per state entry (kind 0) and tx record (kind 1), then the trailer
+        `["end", record count, sha256 of every byte before the trailer]`. Block bodies other than the last are
+        not included (`block(h)` answers None for them after an import); outcomes are, so replays still get
+        their first outcome.
+        """
+        db = self._live_db()
+        packer = msgpack.Packer(use_bin_type=True)
+        pieces: list[bytes] = []
+        digest = hashlib.sha256()
+        snap = db.snapshot()
+        try:
+            head_bytes = snap.get(_HEAD_KEY) or _encode_head(_EMPTY_HEAD)
+            head = _decode_head(head_bytes)
+            genesis_bytes = snap.get(_GENESIS_KEY)
+            last_block = snap.get(_height_key(head.height)) if head.height > 0 else None
+            pieces.append(
+                packer.pack([SNAPSHOT_MAGIC, SNAPSHOT_FORMAT, head_bytes, genesis_bytes, last_block])
+            )
+            count = 0
+            for tag, kind in ((_STATE, _SNAP_STATE), (_TX, _SNAP_TX)):
+                with snap.iterator(prefix=tag) as it:
+                    for key, value in it:
+                        pieces.append(packer.pack([kind, key[1:], value]))
+                        count += 1
+        finally:
+            snap.close()
+        for piece in pieces:
+            digest.update(piece)
+        pieces.append(packer.pack(["end", count, digest.digest()]))
+        return b"".join(pieces)
+
+    def import_snapshot(self, data: bytes) -> None:
+        """Replace everything in the store by the snapshot, atomically (one WriteBatch), after checking its
+        checksum and that its state hashes to the state root it claims. Raises SnapshotError (and changes
+        nothing) otherwise."""
+        db = self._live_db()
+        try:
+            head, genesis, last_block, records = _parse_snapshot_header(data)
+        except SnapshotError:
+            raise
+        except Exception as exc:  # msgpack errors, or a require() on a malformed head
+            raise SnapshotError(f"malformed snapshot header: {type(exc).__name__}") from None
+        if self._genesis is not None and genesis is not None and genesis.genesis_hash != self.genesis_hash:
+            raise SnapshotError("snapshot is of another chain (genesis hash differs)")
+        batch = db.write_batch(sync=self._sync)
+        try:
+            with db.iterator(include_value=False) as it:
+                for key in it:
+                    batch.delete(key)
+            batch.put(_FORMAT_KEY, STORE_FORMAT)
+            leaves = _stage_snapshot_records(batch, data, records)
+            leaves.sort()
+            for i in range(1, len(leaves)):
+                if leaves[i - 1][:HASH_BYTES] == leaves[i][:HASH_BYTES]:
+                    raise SnapshotError("snapshot repeats a state key")
+            buckets = buckets_from_sorted_leaves((e[:HASH_BYTES], e[HASH_BYTES:]) for e in leaves)
+            root, nodes = tree_from_buckets(buckets)
+            if root != head.state_root:
+                raise SnapshotError("snapshot state does not hash to its state root")
+            for node, record in nodes.items():
+                batch.put(_node_key(node), record)
+            batch.put(_HEAD_KEY, _encode_head(head))
+            if genesis is not None:
+                batch.put(_GENESIS_KEY, _encode_genesis(genesis))
+            if last_block is not None:
+                batch.put(_height_key(head.height), last_block)
+        except BaseException:
+            batch.clear()
+            raise
+        batch.write()
+        self._load_meta()
+        self._check_root_if_paranoid()
+
+
+def _parse_snapshot_header(data: bytes) -> tuple[Head, Genesis | None, bytes | None, Any]:
+    unpacker = msgpack.Unpacker(io.BytesIO(data), raw=False, use_list=True, strict_map_key=True)
+    row = unpacker.unpack()
+    if type(row) is not list or len(row) != 5 or row[0] != SNAPSHOT_MAGIC or row[1] != SNAPSHOT_FORMAT:
+        raise SnapshotError("not a ledger snapshot (bad magic or format)")
+    _magic, _fmt, head_bytes, genesis_bytes, last_block = row
+    if type(head_bytes) is not bytes:
+        raise SnapshotError("snapshot head is malformed")
+    head = _decode_head(head_bytes)
+    genesis = _decode_genesis(genesis_bytes) if genesis_bytes is not None else None
+    if last_block is not None:
+        if type(last_block) is not bytes:
+            raise SnapshotError("snapshot last block is malformed")
+        record = _decode_block_record(last_block)
+        if record.header.height != head.height or record.hash != head.block_hash:
+            raise SnapshotError("snapshot last block does not match its head")
+    return head, genesis, last_block, unpacker
+
+
+def _stage_snapshot_records(batch: Any, data: bytes, unpacker: Any) -> list[bytes]:
+    """Put every record of the snapshot into `batch`; returns hk||leaf entries for the root check."""
+    leaves: list[bytes] = []
+    count = 0
+    while True:
+        offset = unpacker.tell()
+        try:
+            row = unpacker.unpack()
+        except msgpack.OutOfData:
+            raise SnapshotError("snapshot is truncated (no trailer)") from None
+        except Exception as exc:
+            raise SnapshotError(f"malformed snapshot record: {type(exc).__name__}") from None
+        if type(row) is not list or len(row) != 3:
+            raise SnapshotError("malformed snapshot record")
+        kind, key, value = row
+        if kind == "end":
+            if key != count or value != hashlib.sha256(memoryview(data)[:offset]).digest():
+                raise SnapshotError("snapshot checksum or record count does not match")
+            if unpacker.tell() != len(data):
+                raise SnapshotError("bytes after the snapshot trailer")
+            return leaves
+        if type(key) is not bytes or type(value) is not bytes:
+            raise SnapshotError("snapshot record key and value must be bytes")
+        if kind == _SNAP_STATE:
+            if not (0 < len(key) <= KEY_BYTES_MAX) or len(value) > VALUE_BYTES_MAX:
+                raise SnapshotError("snapshot state key or value out of bounds")
+            hk = hashed_key(key)
+            leaf = leaf_hash(key, value)
+            batch.put(_STATE + key, value)
+            batch.put(_INDEX + hk, leaf)
+            leaves.append(hk + leaf)
+        elif kind == _SNAP_TX:
+            try:
+                record = decode_tx_record(value)
+            except Exception:
+                raise SnapshotError("malformed tx record in snapshot") from None
+            if record.outcome.tx_id.encode("ascii", "replace") != key:
+                raise SnapshotError("snapshot tx record filed under another tx id")
+            batch.put(_TX + key, value)
+        else:
+            raise SnapshotError(f"unknown snapshot record kind {kind!r}")
+        count += 1

@@ -1,0 +1,89 @@
+"""`python -m node --config cluster.toml --id NODE_ID [--fault-injection]`: run one node until SIGTERM/SIGINT.
+
+Exit codes: 0 after a graceful stop, 2 for a bad command line or cluster file, 1 if the node cannot start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from node.config import ConfigError, load_config
+
+log = logging.getLogger("node")
+
+
+def _write_pid(path: Path) -> None:
+    tmp = path.with_suffix(".pid.tmp")
+    tmp.write_text(f"{os.getpid()}\n", encoding="ascii")
+    os.replace(tmp, path)
+
+
+def _remove_pid(path: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text().strip()) == os.getpid():
+            path.unlink()
+
+
+async def _run(config_path: str, node_id: str, fault_injection: bool) -> int:
+    from node.server import Node, StartupError
+
+    config = load_config(config_path)
+    node = Node(config, node_id, fault_injection=fault_injection)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+    except StartupError as exc:
+        log.error("startup_failed", extra={"reason": str(exc)})
+        print(f"node {node_id}: cannot start: {exc}", file=sys.stderr)
+        await node.stop()
+        return 1
+    except OSError as exc:
+        log.exception("startup_failed")
+        print(f"node {node_id}: cannot start: {exc}", file=sys.stderr)
+        await node.stop()
+        return 1
+    await stop.wait()
+    await node.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m node", description="Run one ecert-chain node.")
+    parser.add_argument("--config", required=True, help="cluster file (cluster.toml)")
+    parser.add_argument("--id", required=True, help="this node's id in the cluster file")
+    parser.add_argument("--fault-injection", action="store_true",
+                        help="enable POST /admin/faults (loopback only; chaos runs)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        spec = config.node(args.id)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    spec.data_dir.mkdir(parents=True, exist_ok=True)
+    from node.server import setup_logging
+
+    setup_logging(spec.data_dir / "node.log", args.id)
+    pid_path = spec.data_dir / "node.pid"
+    _write_pid(pid_path)
+    try:
+        return asyncio.run(_run(args.config, args.id, args.fault_injection))
+    except Exception:
+        log.exception("node_crashed")
+        raise
+    finally:
+        _remove_pid(pid_path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Throughput and latency benchmarks on real clusters: ours side by side with etcd (issue 6)."""

@@ -1,0 +1,79 @@
+"""A closed-loop load generator: C concurrent clients, each sending its next request when the last one answered.
+
+The same generator drives etcd and ecert-chain so that the client's own cost is the same on both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+
+Request = Callable[[aiohttp.ClientSession], Awaitable[bool]]
+"""Sends one request; returns True if the server acknowledged it as durable, False on a refusal."""
+
+
+@dataclass(slots=True)
+class LoadResult:
+    name: str
+    duration_s: float
+    ok: int = 0
+    failed: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def tps(self) -> float:
+        return self.ok / self.duration_s if self.duration_s > 0 else 0.0
+
+    def percentile_ms(self, p: float) -> float:
+        if not self.latencies_ms:
+            return 0.0
+        ordered = sorted(self.latencies_ms)
+        rank = min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+        return ordered[rank]
+
+    def summary(self) -> dict[str, float | int | str]:
+        return {
+            "name": self.name,
+            "tps": round(self.tps, 1),
+            "p50_ms": round(self.percentile_ms(50), 2),
+            "p99_ms": round(self.percentile_ms(99), 2),
+            "ok": self.ok,
+            "failed": self.failed,
+        }
+
+
+async def run_closed_loop(name: str, workers: Sequence[Callable[[], Request | None]], duration_s: float,
+                          on_progress: Callable[[int], None] | None = None) -> LoadResult:
+    """Each worker is a factory of requests (None when it has nothing left to send)."""
+    result = LoadResult(name=name, duration_s=duration_s)
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=30)
+    deadline = time.monotonic() + duration_s
+    started = time.monotonic()
+
+    async def worker(next_request: Callable[[], Request | None], session: aiohttp.ClientSession) -> None:
+        while time.monotonic() < deadline:
+            request = next_request()
+            if request is None:
+                return
+            t0 = time.perf_counter()
+            try:
+                ok = await request(session)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                ok = False
+            if ok:
+                result.ok += 1
+                result.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                if on_progress is not None:
+                    on_progress(result.ok)
+            else:
+                result.failed += 1
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await asyncio.gather(*(worker(w, session) for w in workers))
+    result.duration_s = time.monotonic() - started
+    return result

@@ -1,0 +1,892 @@
+"""`ecert`: the command line of an ecert-chain consortium member.
+
+    ecert init                                   keys/ and genesis.json beside cluster.toml, if missing
+    ecert keys show [ORG]                        the public keys of the orgs
+    ecert org register|approve|freeze|unfreeze   \
+    ecert credit grant                            |
+    ecert trade anchor|confirm                    |  one subcommand per transaction kind (CONTRACT §3), signed
+    ecert cert issue|accept|reject|transfer|...   |  with keys/<org>.key and POSTed to a node (?wait=commit)
+    ecert finance request|approve|decline        /
+    ecert cert show|lineage, org show|holdings, trade show, credit show, tx, block, status, watch   (queries)
+
+Every command reads the cluster file (--config, default cluster.toml, or $ECERT_CONFIG) for the chain id, the
+keys and the node list, and talks to --node URL (or $ECERT_NODE), else the first node of the cluster file that
+answers. Output is rich tables; --json prints the node's JSON answer instead (one document per line).
+
+Exit codes: 0 done (tx committed or accepted), 1 tx rejected or the node refused the request, 2 bad usage or no
+node reachable, 3 outcome unknown (the tx id is printed: poll it with `ecert tx ID`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import secrets
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from ecert.privacy import DocumentError, open_document_with_seed, seal_document
+from ecert.tx import decode_envelope, envelope_to_json, make_tx, tx_id_of
+from node.config import ClusterConfig, ConfigError, load_config
+from node.keys import (
+    KeyFileError,
+    KeyPair,
+    ensure_cluster_keys,
+    load_or_create_key,
+    org_key_path,
+    org_public_keys,
+)
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
+
+request_timeout_s_default = 30.0
+no_leader_retry_s = 10.0
+watch_poll_s = 0.5
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class CliError(Exception):
+    """A usage or environment problem; printed as `error: ...`, exit code 2."""
+
+
+class ApiError(Exception):
+    """The node answered with a JSON error (CONTRACT §4)."""
+
+    def __init__(self, status: int, code: str, message: str, doc: Mapping[str, Any] | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status, self.code, self.message, self.doc = status, code, message, doc or {}
+
+
+# --- HTTP client ---------------------------------------------------------------------------------------------------
+
+
+class Client:
+    """A tiny synchronous client of the node HTTP API that fails over between the nodes it knows.
+
+    Failing over is safe for submissions too: a tx id is applied at most once and a resubmission answers with the
+    first outcome (CONTRACT §3).
+    """
+
+    def __init__(self, urls: Sequence[str], timeout_s: float = request_timeout_s_default) -> None:
+        if not urls:
+            raise CliError("no node URL: give --node URL or a cluster file with [[nodes]]")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.timeout_s = timeout_s
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                content_type: str = "application/json") -> tuple[int, Any]:
+        """(HTTP status, decoded JSON). Raises CliError if no node answers at all."""
+        failures = []
+        for i, base in enumerate(self.urls):
+            req = urllib.request.Request(base + path, data=body, method=method)
+            req.add_header("Accept", "application/json")
+            if body is not None:
+                req.add_header("Content-Type", content_type)
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                    status, raw = resp.status, resp.read()
+            except urllib.error.HTTPError as e:
+                status, raw = e.code, e.read()
+            except (OSError, urllib.error.URLError) as e:
+                failures.append(f"{base}: {getattr(e, 'reason', e)}")
+                continue
+            if i:
+                # Remember the node that answered so the next request goes there first.
+                self.urls.insert(0, self.urls.pop(i))
+            try:
+                return status, json.loads(raw) if raw else None
+            except ValueError:
+                return status, {"error": {"code": "bad_response", "message": raw[:200].decode(errors="replace")}}
+        raise CliError("no node answered: " + "; ".join(failures))
+
+    def get(self, path: str) -> Any:
+        status, doc = self.request("GET", path)
+        if status >= 400:
+            raise _api_error(status, doc)
+        return doc
+
+    def submit(self, envelope: bytes, wait: bool = True) -> dict[str, Any]:
+        """POST /v1/tx; retries while no leader is known; polls the tx id after a 504."""
+        body = json.dumps(envelope_to_json(envelope)).encode()
+        tx_id = tx_id_of(_payload_of(envelope))
+        path = "/v1/tx?wait=commit" if wait else "/v1/tx?wait=none"
+        deadline = time.monotonic() + max(self.timeout_s, no_leader_retry_s)
+        while True:
+            status, doc = self.request("POST", path, body)
+            if status == 503 and time.monotonic() < deadline:
+                time.sleep(0.2)  # an election is under way
+                continue
+            if status == 504 or (isinstance(doc, dict) and doc.get("status") == "unknown"):
+                return self.poll_tx(tx_id, deadline)
+            if status >= 400 and not (isinstance(doc, dict) and doc.get("status") == "rejected"):
+                raise _api_error(status, doc)
+            return doc
+
+    def poll_tx(self, tx_id: str, deadline: float) -> dict[str, Any]:
+        while True:
+            with contextlib.suppress(ApiError):
+                doc = self.get(f"/v1/tx/{tx_id}")
+                if doc.get("status") in ("committed", "rejected") or time.monotonic() >= deadline:
+                    return doc
+            if time.monotonic() >= deadline:
+                return {"tx_id": tx_id, "status": "unknown"}
+            time.sleep(0.2)
+
+
+def _api_error(status: int, doc: Any) -> ApiError:
+    error = doc.get("error") if isinstance(doc, dict) else None
+    if isinstance(error, dict):
+        return ApiError(status, str(error.get("code", "error")), str(error.get("message", "")), doc)
+    return ApiError(status, f"http_{status}", json.dumps(doc)[:200] if doc is not None else "", None)
+
+
+def _payload_of(envelope: bytes) -> bytes:
+    return decode_envelope(envelope).payload
+
+
+# --- signing -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """An org able to sign transactions for one chain."""
+
+    org_id: str
+    key: KeyPair
+    chain_id: str
+
+    def sign(self, kind: str, body: Mapping[str, object], nonce: int | str | None = None) -> bytes:
+        """Envelope bytes (CONTRACT §3) for one transaction; a fresh nonce unless one is given."""
+        return make_tx(self.key.seed, self.chain_id, kind, self.org_id, fresh_nonce() if nonce is None else nonce,
+                       body)
+
+
+def fresh_nonce() -> str:
+    """Never reused by a signer: nanosecond clock plus 48 random bits (two processes may share a clock tick)."""
+    return f"{time.time_ns():x}-{secrets.token_hex(6)}"
+
+
+def load_signer(cluster: ClusterConfig, org_id: str, create: bool = False) -> Signer:
+    path = org_key_path(cluster.keys_dir, org_id)
+    if not create and not path.exists():
+        raise CliError(f"no key for {org_id!r}: {path} does not exist (run `ecert init`)")
+    try:
+        key, _ = load_or_create_key(path)
+    except KeyFileError as e:
+        raise CliError(str(e)) from None
+    return Signer(org_id=org_id, key=key, chain_id=cluster.chain_id)
+
+
+# --- parsing helpers -----------------------------------------------------------------------------------------------
+
+_REL_TIME = re.compile(r"^\+(\d+)(ms|s|m|h|d)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_time_ms(text: str, now_ms: int | None = None) -> int:
+    """Milliseconds since the epoch from `1767225600000`, `+30s`/`+10m`/`+2h`/`+90d` or an ISO date/time (UTC)."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    m = _REL_TIME.match(text)
+    if m:
+        base = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+        return base + int(m.group(1)) * _UNIT_MS[m.group(2)]
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (ms since epoch, +30s, +2d, or 2026-12-31)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
+
+
+_AMOUNT = re.compile(r"^(?:¥)?(\d+(?:\.\d+)?)([kmb]?)(yuan|cny|¥)?$", re.IGNORECASE)
+_MULT = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
+
+
+def parse_amount(text: str) -> int:
+    """An amount in fen: `150000000` (an integer is fen), or yuan: `1500000.50yuan`, `¥1.5m`, `2kyuan`."""
+    t = text.strip().replace(",", "").replace("_", "")
+    if t.isdigit():
+        return int(t)
+    m = _AMOUNT.match(t)
+    if m is None or (m.group(3) is None and not t.startswith("¥")):
+        raise argparse.ArgumentTypeError(
+            f"not an amount: {text!r} (fen as an integer, or yuan: 1500.50yuan, ¥1.5m)")
+    fen = Decimal(m.group(1)) * _MULT[m.group(2).lower()] * 100
+    if fen != fen.to_integral_value():
+        raise argparse.ArgumentTypeError(f"not a whole number of fen: {text!r}")
+    return int(fen)
+
+
+def parse_recipient(text: str) -> dict[str, object]:
+    org, sep, amount = text.partition(":")
+    if not sep or not org:
+        raise argparse.ArgumentTypeError(f"expected ORG:AMOUNT, got {text!r}")
+    return {"org": org, "amount": parse_amount(amount)}
+
+
+def fmt_amount(fen: Any) -> str:
+    if not isinstance(fen, int):
+        return "" if fen is None else str(fen)
+    return f"¥{fen // 100:,}.{fen % 100:02d}"
+
+
+def fmt_time(ms: Any) -> str:
+    if not isinstance(ms, int) or ms <= 0:
+        return "" if ms is None else str(ms)
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S") + "Z"
+
+
+def short(h: Any, n: int = 12) -> str:
+    return f"{h[:n]}…" if isinstance(h, str) and len(h) > n + 1 else ("" if h is None else str(h))
+
+
+# --- context -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Ctx:
+    args: argparse.Namespace
+    _cluster: ClusterConfig | None = None
+    _client: Client | None = None
+
+    @property
+    def cluster(self) -> ClusterConfig:
+        if self._cluster is None:
+            try:
+                self._cluster = load_config(self.args.config)
+            except ConfigError as e:
+                raise CliError(str(e)) from None
+        return self._cluster
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            if self.args.node:
+                urls = [self.args.node if "://" in self.args.node else f"http://{self.args.node}"]
+            else:
+                urls = [n.http_url for n in self.cluster.nodes]
+            self._client = Client(urls, self.args.timeout)
+        return self._client
+
+    @property
+    def json(self) -> bool:
+        return bool(self.args.json)
+
+    def read(self, path: str) -> Any:
+        if getattr(self.args, "linearizable", False):
+            path += ("&" if "?" in path else "?") + "consistency=linearizable"
+        return self.client.get(path)
+
+
+def emit_json(doc: Any) -> None:
+    print(json.dumps(doc, sort_keys=False), flush=True)
+
+
+# --- init and keys -------------------------------------------------------------------------------------------------
+
+
+def cmd_init(ctx: Ctx) -> int:
+    cluster = ctx.cluster
+    created = [str(p) for p in ensure_cluster_keys(cluster)]
+    genesis_path = cluster.genesis_path
+    genesis_created = False
+    if not genesis_path.exists():
+        write_genesis(cluster, genesis_path)
+        genesis_created = True
+    else:
+        existing = json.loads(genesis_path.read_text())
+        if existing.get("chain_id") != cluster.chain_id:
+            raise CliError(f"{genesis_path} is for chain {existing.get('chain_id')!r}, cluster file says "
+                           f"{cluster.chain_id!r}; remove it (and the data dirs) to start a new chain")
+    summary = {"command": "init", "config": str(cluster.path), "keys_created": created,
+               "keys_dir": str(cluster.keys_dir), "genesis": str(genesis_path), "genesis_created": genesis_created}
+    if ctx.json:
+        emit_json(summary)
+        return EXIT_OK
+    out.print(f"keys in {cluster.keys_dir}: {len(created)} created, "
+              f"{len(cluster.orgs) + len(cluster.nodes) - len(created)} kept")
+    for p in created:
+        out.print(f"  + {p}")
+    out.print(f"genesis {genesis_path}: {'created' if genesis_created else 'kept (never overwritten)'}")
+    return EXIT_OK
+
+
+def genesis_doc(cluster: ClusterConfig, genesis_time_ms: int) -> dict[str, Any]:
+    orgs = []
+    for org in cluster.orgs:
+        sign_pk, box_pk = org_public_keys(cluster, org.id)
+        orgs.append({"id": org.id, "name": org.name, "role": org.role, "sign_pk": sign_pk, "box_pk": box_pk})
+    return {"chain_id": cluster.chain_id, "genesis_time": genesis_time_ms, "orgs": orgs}
+
+
+def write_genesis(cluster: ClusterConfig, path: Path) -> None:
+    doc = genesis_doc(cluster, time.time_ns() // 1_000_000)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    # Never overwrite: if another `ecert init` won the race, keep its file.
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
+def cmd_keys_show(ctx: Ctx) -> int:
+    cluster = ctx.cluster
+    rows = []
+    for org in cluster.orgs:
+        if ctx.args.org and org.id != ctx.args.org:
+            continue
+        try:
+            sign_pk, box_pk = org_public_keys(cluster, org.id)
+        except FileNotFoundError:
+            sign_pk = box_pk = None
+        path = org_key_path(cluster.keys_dir, org.id)
+        rows.append({"org": org.id, "role": org.role, "name": org.name, "sign_pk": sign_pk, "box_pk": box_pk,
+                     "key_file": str(path) if path.exists() else None})
+    if ctx.args.org and not rows:
+        raise CliError(f"no org {ctx.args.org!r} in {cluster.path}")
+    if ctx.json:
+        emit_json({"orgs": rows})
+        return EXIT_OK
+    table = Table(title=f"org keys — {cluster.keys_dir}", title_justify="left")
+    for col in ("org", "role", "name", "sign_pk (Ed25519)", "box_pk (X25519)", "key file"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["org"], r["role"], r["name"], short(r["sign_pk"], 16) or "[red]missing[/red]", short(r["box_pk"], 16),
+                      Path(r["key_file"]).name if r["key_file"] else "[yellow]none (run ecert init)[/yellow]")
+    out.print(table)
+    return EXIT_OK
+
+
+# --- transactions --------------------------------------------------------------------------------------------------
+
+
+def submit(ctx: Ctx, kind: str, body: Mapping[str, object], create_key: bool = False) -> int:
+    signer = load_signer(ctx.cluster, ctx.args.signer, create=create_key)
+    envelope = signer.sign(kind, body, ctx.args.nonce)
+    if ctx.args.dry_run:
+        emit_json(envelope_to_json(envelope))
+        return EXIT_OK
+    try:
+        doc = ctx.client.submit(envelope, wait=not ctx.args.no_wait)
+    except ApiError as e:
+        return show_api_error(ctx, e)
+    if ctx.json:
+        emit_json(doc)
+    else:
+        show_outcome(kind, signer.org_id, doc)
+    return {"committed": EXIT_OK, "accepted": EXIT_OK, "rejected": EXIT_REJECTED}.get(doc.get("status"),
+                                                                                      EXIT_UNKNOWN)
+
+
+def show_outcome(kind: str, signer: str, doc: Mapping[str, Any]) -> None:
+    status = doc.get("status")
+    color = {"committed": "green", "accepted": "cyan", "rejected": "red"}.get(status, "yellow")
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("tx", f"{kind} signed by {signer}")
+    table.add_row("tx id", str(doc.get("tx_id")))
+    table.add_row("status", f"[{color}]{status}[/]")
+    if doc.get("height") is not None:
+        table.add_row("height", str(doc["height"]))
+    error = doc.get("error")
+    if isinstance(error, dict):
+        table.add_row("error", f"[red]{error.get('code')}[/red]: {error.get('message', '')}")
+    result = doc.get("result")
+    if isinstance(result, dict):
+        for key, value in result.items():
+            table.add_row(f"result.{key}", ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+    if status == "unknown":
+        table.add_row("", f"[yellow]outcome not known yet: poll it with `ecert tx {doc.get('tx_id')}`[/yellow]")
+    out.print(table)
+
+
+def show_api_error(ctx: Ctx, e: ApiError) -> int:
+    if ctx.json:
+        emit_json(e.doc or {"error": {"code": e.code, "message": e.message}})
+    else:
+        err.print(f"[red]error {e.status}[/red] {e.code}: {e.message}")
+    return EXIT_REJECTED
+
+
+def tx_org_register(ctx: Ctx) -> int:
+    signer = load_signer(ctx.cluster, ctx.args.signer, create=True)
+    body = {"org_id": signer.org_id, "name": ctx.args.name, "role": ctx.args.role,
+            "sign_pk": signer.key.sign_pk_hex, "box_pk": signer.key.box_pk_hex}
+    return submit(ctx, "org.register", body, create_key=True)
+
+
+def tx_org_action(kind: str) -> Callable[[Ctx], int]:
+    def run(ctx: Ctx) -> int:
+        body: dict[str, object] = {"org_id": ctx.args.org_id}
+        if ctx.args.reason is not None:
+            body["reason"] = ctx.args.reason
+        return submit(ctx, kind, body)
+
+    return run
+
+
+def tx_credit_grant(ctx: Ctx) -> int:
+    a = ctx.args
+    return submit(ctx, "credit.grant", {"core": a.core, "limit": a.limit, "expires_at": a.expires_at})
+
+
+def tx_trade_anchor(ctx: Ctx) -> int:
+    a = ctx.args
+    if (a.file is None) == (a.doc_hash is None):
+        raise CliError("give exactly one of --file PATH (hashed, and sealed with --seal) or --doc-hash HEX")
+    body: dict[str, object] = {"doc_id": a.doc_id, "kind": a.kind, "counterparty": a.counterparty,
+                               "amount": a.amount}
+    if a.file is not None:
+        content = Path(a.file).read_bytes()
+        body["doc_hash"] = hashlib.sha256(content).hexdigest()
+        if a.seal:
+            body["ciphertext"] = seal_for(ctx, content, [a.signer, a.counterparty, *a.seal])
+    else:
+        body["doc_hash"] = a.doc_hash.lower()
+    return submit(ctx, "trade.anchor", body)
+
+
+def seal_for(ctx: Ctx, content: bytes, org_ids: Sequence[str]) -> dict[str, bytes]:
+    """One sealed box per party, to the X25519 key each org registered on chain; only they can open it."""
+    recipients: dict[str, str] = {}
+    for org_id in dict.fromkeys(org_ids):
+        org = ctx.read(f"/v1/orgs/{_q(org_id)}")
+        box_pk = org.get("box_pk") if isinstance(org, dict) else None
+        if not isinstance(box_pk, str):
+            raise CliError(f"org {org_id!r} has no box_pk on chain")
+        recipients[org_id] = box_pk
+    return dict(seal_document(content, recipients).ciphertexts)
+
+
+def cmd_trade_open(ctx: Ctx) -> int:
+    """Decrypt the signer's sealed copy of a trade document and check it against the anchored hash."""
+    signer = load_signer(ctx.cluster, ctx.args.signer)
+    try:
+        doc = ctx.read(f"/v1/docs/{_q(ctx.args.doc_id)}")
+    except ApiError as e:
+        return show_api_error(ctx, e)
+    sealed = (doc.get("ciphertext") or {}).get(signer.org_id)
+    if sealed is None:
+        raise CliError(f"{ctx.args.doc_id} holds no copy sealed for {signer.org_id}")
+    try:
+        plaintext = open_document_with_seed(base64.b64decode(sealed), signer.key.seed, doc["doc_hash"])
+    except DocumentError as e:
+        raise CliError(f"{ctx.args.doc_id}: {e}") from None
+    if ctx.args.output:
+        Path(ctx.args.output).write_bytes(plaintext)
+        err.print(f"{len(plaintext)} bytes, sha256 matches the anchored doc_hash; written to {ctx.args.output}")
+    else:
+        sys.stdout.buffer.write(plaintext)
+        sys.stdout.flush()
+    return EXIT_OK
+
+
+def tx_trade_confirm(ctx: Ctx) -> int:
+    return submit(ctx, "trade.confirm", {"doc_id": ctx.args.doc_id})
+
+
+def tx_cert_issue(ctx: Ctx) -> int:
+    a = ctx.args
+    return submit(ctx, "ecert.issue", {"to": a.to, "amount": a.amount, "maturity": a.maturity, "bank": a.bank,
+                                       "invoice_ids": a.invoice})
+
+
+def tx_cert_ref(kind: str) -> Callable[[Ctx], int]:
+    return lambda ctx: submit(ctx, kind, {"cert_id": ctx.args.cert_id})
+
+
+def tx_cert_transfer(ctx: Ctx) -> int:
+    return submit(ctx, "ecert.transfer", {"cert_id": ctx.args.cert_id, "to": ctx.args.to})
+
+
+def tx_cert_split(ctx: Ctx) -> int:
+    return submit(ctx, "ecert.split", {"cert_id": ctx.args.cert_id, "amounts": ctx.args.amounts})
+
+
+def tx_finance_request(ctx: Ctx) -> int:
+    return submit(ctx, "finance.request", {"cert_id": ctx.args.cert_id, "bank": ctx.args.bank})
+
+
+def tx_finance_approve(ctx: Ctx) -> int:
+    return submit(ctx, "finance.approve", {"cert_id": ctx.args.cert_id, "discount_bps": ctx.args.discount_bps})
+
+
+def tx_finance_decline(ctx: Ctx) -> int:
+    body: dict[str, object] = {"cert_id": ctx.args.cert_id}
+    if ctx.args.reason is not None:
+        body["reason"] = ctx.args.reason
+    return submit(ctx, "finance.decline", body)
+
+
+# --- queries -------------------------------------------------------------------------------------------------------
+
+STATUS_COLORS = {"issued": "cyan", "active": "green", "split": "dim", "financing": "yellow", "financed": "magenta",
+                 "settled": "blue", "cancelled": "red"}
+
+
+def cert_label(cert: Mapping[str, Any]) -> str:
+    status = str(cert.get("status"))
+    color = STATUS_COLORS.get(status, "white")
+    extra = ""
+    finance = cert.get("finance")
+    if isinstance(finance, dict) and finance.get("disbursed") is not None:
+        extra += (f"  financed by {finance.get('bank') or cert.get('holder')}: "
+                  f"{fmt_amount(finance.get('disbursed'))} paid to {finance.get('seller')}")
+    if cert.get("status") == "settled" and cert.get("paid_to"):
+        extra += f"  paid to {cert.get('paid_to')}"
+    return (f"[bold]{cert.get('id')}[/bold]  {fmt_amount(cert.get('amount'))}  holder [bold]{cert.get('holder')}"
+            f"[/bold]  [{color}]{status}[/]{extra}")
+
+
+def lineage_tree(lineage: Mapping[str, Any]) -> Tree:
+    """The certificate lineage as a rich Tree: the root, then each parent's children in creation order."""
+    certs = list(lineage.get("certs") or [])
+    by_parent: dict[Any, list[Mapping[str, Any]]] = {}
+    for c in certs:
+        by_parent.setdefault(c.get("parent_id"), []).append(c)
+    root_id = lineage.get("root_id")
+    root = next((c for c in certs if c.get("id") == root_id), None)
+    live = [c for c in certs if c.get("id") not in by_parent and c.get("status") not in ("cancelled",)]
+    title = f"lineage of {root_id}"
+    if root is not None:
+        title += (f" — debtor {root.get('debtor')}, maturity {fmt_time(root.get('maturity'))}, "
+                  f"live leaves {fmt_amount(sum(int(c.get('amount') or 0) for c in live))} of "
+                  f"{fmt_amount(root.get('amount'))}")
+    tree = Tree(title)
+    if root is None:
+        return tree
+
+    def add(branch: Tree, cert: Mapping[str, Any]) -> None:
+        node = branch.add(cert_label(cert))
+        for child in by_parent.get(cert.get("id"), []):
+            add(node, child)
+
+    add(tree, root)
+    return tree
+
+
+def certs_table(title: str, certs: Sequence[Mapping[str, Any]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col, justify in (("cert", "left"), ("root", "left"), ("amount", "right"), ("debtor", "left"),
+                         ("holder", "left"), ("maturity", "left"), ("status", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for c in certs:
+        status = str(c.get("status"))
+        table.add_row(str(c.get("id")), short(c.get("root_id")), fmt_amount(c.get("amount")), str(c.get("debtor")),
+                      str(c.get("holder")), fmt_time(c.get("maturity")),
+                      f"[{STATUS_COLORS.get(status, 'white')}]{status}[/]")
+    return table
+
+
+def kv_table(doc: Mapping[str, Any], title: str | None = None) -> Table:
+    table = Table(show_header=False, title=title, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in doc.items():
+        if key in ("amount", "limit", "used", "principal", "discount", "disbursed") and isinstance(value, int):
+            text = f"{fmt_amount(value)}  ({value} fen)"
+        elif key in ("maturity", "expires_at", "time", "created_at", "genesis_time") and isinstance(value, int):
+            text = f"{fmt_time(value)}  ({value})"
+        elif isinstance(value, dict | list):
+            text = json.dumps(value)
+        else:
+            text = str(value)
+        table.add_row(key, text)
+    return table
+
+
+def query(path_of: Callable[[argparse.Namespace], str], render: Callable[[Any], Any]) -> Callable[[Ctx], int]:
+    def run(ctx: Ctx) -> int:
+        try:
+            doc = ctx.read(path_of(ctx.args))
+        except ApiError as e:
+            return show_api_error(ctx, e)
+        if ctx.json:
+            emit_json(doc)
+        else:
+            out.print(render(doc))
+        return EXIT_OK
+
+    return run
+
+
+def _q(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def render_org(doc: Mapping[str, Any]) -> Table:
+    return kv_table(doc, f"org {doc.get('id', doc.get('org_id', ''))}")
+
+
+def render_holdings(doc: Mapping[str, Any]) -> Table:
+    certs = doc.get("certs") or []
+    total = sum(int(c.get("amount") or 0) for c in certs if c.get("status") not in ("split", "settled", "cancelled"))
+    return certs_table(f"holdings of {doc.get('org_id')} — {len(certs)} certificates, live {fmt_amount(total)}", certs)
+
+
+def render_block(doc: Mapping[str, Any]) -> Any:
+    header = doc.get("header", doc)
+    fields = {k: header.get(k) for k in ("height", "hash", "prev_hash", "tx_root", "time", "proposer") if k in header}
+    table = kv_table(fields, f"block {fields.get('height', '')}")
+    txs = doc.get("tx_ids") or doc.get("txs") or []
+    table.add_row("txs", "\n".join(t if isinstance(t, str) else json.dumps(t) for t in txs) or "(none)")
+    return table
+
+
+def cmd_status(ctx: Ctx) -> int:
+    targets = [("", ctx.client.urls[0])] if ctx.args.node else [(n.id, n.http_url) for n in ctx.cluster.nodes]
+    rows = []
+    for node_id, url in targets:
+        try:
+            doc = Client([url], timeout_s=2.0).get("/v1/status")
+        except (CliError, ApiError) as e:
+            doc = {"node_id": node_id, "error": str(e)}
+        doc.setdefault("http", url)
+        rows.append(doc)
+    if ctx.json:
+        emit_json({"nodes": rows})
+        return EXIT_OK
+    table = Table(title="node status", title_justify="left")
+    for col in ("node", "role", "term", "leader", "commit", "applied", "height", "block hash", "state root", "http"):
+        table.add_column(col, justify="right" if col in ("term", "commit", "applied", "height") else "left")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r.get("node_id") or "?", "[red]unreachable[/red]", "", "", "", "", "", "", "", r["http"])
+            continue
+        role = str(r.get("role"))
+        table.add_row(str(r.get("node_id")), f"[bold cyan]{role}[/]" if role == "leader" else role,
+                      str(r.get("term")), str(r.get("leader_id") or ""), str(r.get("commit_index")),
+                      str(r.get("applied_index")), str(r.get("height")), short(r.get("block_hash")),
+                      short(r.get("state_root")), r["http"])
+    out.print(table)
+    return EXIT_OK
+
+
+def cmd_watch(ctx: Ctx) -> int:
+    """Follow new blocks: one line per block as it is applied on the node; Ctrl-C to stop."""
+    client = ctx.client
+    try:
+        height = int(client.get("/v1/status").get("height") or 0)
+    except ApiError as e:
+        return show_api_error(ctx, e)
+    next_h = ctx.args.from_height if ctx.args.from_height is not None else height + 1
+    seen = 0
+    if not ctx.json:
+        err.print(f"watching blocks from height {next_h} on {client.urls[0]} (Ctrl-C to stop)")
+    try:
+        while ctx.args.count is None or seen < ctx.args.count:
+            try:
+                block = client.get(f"/v1/blocks/{next_h}")
+            except ApiError as e:
+                if e.status != 404:
+                    return show_api_error(ctx, e)
+                time.sleep(watch_poll_s)
+                continue
+            if ctx.json:
+                emit_json(block)
+            else:
+                header = block.get("header", block)
+                txs = block.get("tx_ids") or block.get("txs") or []
+                out.print(f"[bold]#{header.get('height')}[/bold]  {fmt_time(header.get('time'))}  "
+                          f"proposer {header.get('proposer')}  {len(txs):>4} txs  hash {short(header.get('hash'), 16)}")
+            next_h += 1
+            seen += 1
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+# --- argument parser -----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    def add_common(p: argparse.ArgumentParser, top: bool) -> argparse.ArgumentParser:
+        # Options may come before or after the subcommand; only the top level sets defaults, so a subcommand's
+        # default never overwrites what was given before it (`ecert --json status`).
+        def default(value: Any) -> Any:
+            return value if top else argparse.SUPPRESS
+
+        p.add_argument("--config", default=default(os.environ.get("ECERT_CONFIG", "cluster.toml")),
+                       help="cluster file (default: $ECERT_CONFIG or cluster.toml)")
+        p.add_argument("--node", default=default(os.environ.get("ECERT_NODE")),
+                       help="node URL, e.g. http://127.0.0.1:8702 (default: $ECERT_NODE, else the cluster's nodes)")
+        p.add_argument("--json", action="store_true", default=default(False),
+                       help="print the JSON answer instead of tables")
+        p.add_argument("--timeout", type=float, default=default(request_timeout_s_default),
+                       help="seconds to wait for a node's answer (default 30)")
+        return p
+
+    common = add_common(argparse.ArgumentParser(add_help=False), top=False)
+
+    txopts = argparse.ArgumentParser(add_help=False)
+    txopts.add_argument("--as", dest="signer", required=True, metavar="ORG", help="the signing org (keys/ORG.key)")
+    txopts.add_argument("--nonce", default=None, help="nonce (default: fresh, never reused)")
+    txopts.add_argument("--no-wait", action="store_true", help="return once the node accepted it (wait=none)")
+    txopts.add_argument("--dry-run", action="store_true",
+                        help="print the signed JSON envelope (for curl) instead of sending it")
+
+    readopts = argparse.ArgumentParser(add_help=False)
+    readopts.add_argument("--linearizable", action="store_true", help="linearizable read (ReadIndex)")
+
+    parser = argparse.ArgumentParser(
+        prog="ecert", description=__doc__.split("\n\n")[0],
+        epilog="Amounts are fen (an integer) or yuan (1500.50yuan, ¥1.5m). Times are ms since the epoch, "
+               "+30s / +2d, or ISO dates (UTC). Exit codes: 0 ok, 1 rejected, 2 usage/unreachable, 3 unknown.")
+    add_common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(parent: Any, name: str, func: Callable[[Ctx], int], help_text: str,
+            parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, parents=[common, *parents], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    def group(name: str, help_text: str) -> Any:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        return p.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+
+    cmd(sub, "init", cmd_init, "create missing keys (keys/) and genesis.json beside the cluster file")
+    keys = group("keys", "org keys")
+    cmd(keys, "show", cmd_keys_show, "show the orgs' public keys").add_argument("org", nargs="?", metavar="ORG")
+
+    org = group("org", "organisations: org.register / approve / freeze / unfreeze, and queries")
+    p = cmd(org, "register", tx_org_register, "org.register: register the org given by --as (key created if missing)",
+            [txopts])
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", required=True, choices=["bank", "core", "supplier"])
+    for action in ("approve", "freeze", "unfreeze"):
+        p = cmd(org, action, tx_org_action(f"org.{action}"), f"org.{action} (signed by a bank)", [txopts])
+        p.add_argument("org_id", metavar="ORG")
+        p.add_argument("--reason", default=None)
+    cmd(org, "show", query(lambda a: f"/v1/orgs/{_q(a.org_id)}", render_org), "an organisation",
+        [readopts]).add_argument("org_id", metavar="ORG")
+    cmd(org, "holdings", query(lambda a: f"/v1/orgs/{_q(a.org_id)}/certs", render_holdings),
+        "the certificates an org holds", [readopts]).add_argument("org_id", metavar="ORG")
+
+    credit = group("credit", "credit lines: credit.grant and queries")
+    p = cmd(credit, "grant", tx_credit_grant, "credit.grant: a bank sets its credit line to a core enterprise",
+            [txopts])
+    p.add_argument("--core", required=True)
+    p.add_argument("--limit", required=True, type=parse_amount)
+    p.add_argument("--expires-at", required=True, type=parse_time_ms, metavar="TIME")
+    p = cmd(credit, "show", query(lambda a: f"/v1/credit/{_q(a.bank)}/{_q(a.core)}", kv_table),
+            "a bank's credit line to a core enterprise", [readopts])
+    p.add_argument("bank")
+    p.add_argument("core")
+
+    trade = group("trade", "trade documents (the four streams): trade.anchor / trade.confirm and queries")
+    p = cmd(trade, "anchor", tx_trade_anchor, "trade.anchor: record a contract, invoice, delivery or payment",
+            [txopts])
+    p.add_argument("--doc-id", required=True)
+    p.add_argument("--kind", required=True, choices=["contract", "invoice", "delivery", "payment"])
+    p.add_argument("--counterparty", required=True, metavar="ORG")
+    p.add_argument("--amount", required=True, type=parse_amount)
+    p.add_argument("--file", default=None, help="the document; its sha256 becomes doc_hash")
+    p.add_argument("--doc-hash", default=None, metavar="HEX", help="sha256 of the document, if not --file")
+    p.add_argument("--seal", action="append", default=[], metavar="ORG",
+                   help="with --file: also store the document sealed to both parties and this org (e.g. a bank)")
+    p = cmd(trade, "confirm", tx_trade_confirm, "trade.confirm: the counterparty confirms a document", [txopts])
+    p.add_argument("doc_id", metavar="DOC_ID")
+    cmd(trade, "show", query(lambda a: f"/v1/docs/{_q(a.doc_id)}", kv_table), "a trade document",
+        [readopts]).add_argument("doc_id", metavar="DOC_ID")
+    p = cmd(trade, "open", cmd_trade_open, "decrypt your sealed copy of a trade document (checks doc_hash)")
+    p.add_argument("doc_id", metavar="DOC_ID")
+    p.add_argument("--as", dest="signer", required=True, metavar="ORG", help="the reading org (keys/ORG.key)")
+    p.add_argument("--output", "-o", default=None, help="write the document here (default: stdout)")
+
+    cert = group("cert", "E-certificates: ecert.issue / accept / reject / transfer / split / settle, and queries")
+    p = cmd(cert, "issue", tx_cert_issue, "ecert.issue: a core enterprise issues a certificate to a supplier",
+            [txopts])
+    p.add_argument("--to", required=True, metavar="ORG")
+    p.add_argument("--amount", required=True, type=parse_amount)
+    p.add_argument("--maturity", required=True, type=parse_time_ms, metavar="TIME")
+    p.add_argument("--bank", required=True, metavar="BANK", help="the bank whose credit line backs it")
+    p.add_argument("--invoice", required=True, action="append", metavar="DOC_ID",
+                   help="a confirmed invoice backing it (repeat for several)")
+    for action, text in (("accept", "the holder accepts an issued certificate"),
+                         ("reject", "the holder rejects an issued certificate"),
+                         ("settle", "the debtor pays a certificate at or after maturity")):
+        cmd(cert, action, tx_cert_ref(f"ecert.{action}"), f"ecert.{action}: {text}",
+            [txopts]).add_argument("cert_id", metavar="CERT")
+    p = cmd(cert, "transfer", tx_cert_transfer, "ecert.transfer: pass parts of a certificate on (rest stays)",
+            [txopts])
+    p.add_argument("cert_id", metavar="CERT")
+    p.add_argument("--to", required=True, action="append", type=parse_recipient, metavar="ORG:AMOUNT",
+                   help="a recipient and its amount (repeat for several)")
+    p = cmd(cert, "split", tx_cert_split, "ecert.split: split a certificate into parts kept by the holder",
+            [txopts])
+    p.add_argument("cert_id", metavar="CERT")
+    p.add_argument("--amounts", required=True, nargs="+", type=parse_amount, metavar="AMOUNT")
+    cmd(cert, "show", query(lambda a: f"/v1/certs/{_q(a.cert_id)}", kv_table), "a certificate",
+        [readopts]).add_argument("cert_id", metavar="CERT")
+    cmd(cert, "lineage", query(lambda a: f"/v1/certs/{_q(a.cert_id)}/lineage", lineage_tree),
+        "a certificate's lineage, drawn as a tree", [readopts]).add_argument("cert_id", metavar="CERT")
+
+    fin = group("finance", "financing: finance.request / approve / decline")
+    p = cmd(fin, "request", tx_finance_request, "finance.request: the holder asks a bank to finance", [txopts])
+    p.add_argument("cert_id", metavar="CERT")
+    p.add_argument("--bank", required=True)
+    p = cmd(fin, "approve", tx_finance_approve, "finance.approve: the bank buys it at a discount", [txopts])
+    p.add_argument("cert_id", metavar="CERT")
+    p.add_argument("--discount-bps", required=True, type=int, help="annual discount rate in basis points")
+    p = cmd(fin, "decline", tx_finance_decline, "finance.decline: the bank says no", [txopts])
+    p.add_argument("cert_id", metavar="CERT")
+    p.add_argument("--reason", default=None)
+
+    # Short forms of the common queries.
+    cmd(sub, "lineage", query(lambda a: f"/v1/certs/{_q(a.cert_id)}/lineage", lineage_tree),
+        "a certificate's lineage tree (= cert lineage)", [readopts]).add_argument("cert_id", metavar="CERT")
+    cmd(sub, "holdings", query(lambda a: f"/v1/orgs/{_q(a.org_id)}/certs", render_holdings),
+        "an org's certificates (= org holdings)", [readopts]).add_argument("org_id", metavar="ORG")
+    cmd(sub, "tx", query(lambda a: f"/v1/tx/{_q(a.tx_id)}", kv_table), "status and outcome of a tx").add_argument(
+        "tx_id", metavar="TX_ID")
+    cmd(sub, "block", query(lambda a: f"/v1/blocks/{a.height}", render_block), "a block header and its tx ids"
+        ).add_argument("height", type=int)
+    cmd(sub, "status", cmd_status, "the status of every node of the cluster file (or of --node)")
+    p = cmd(sub, "watch", cmd_watch, "follow new blocks as they are applied (Ctrl-C to stop)")
+    p.add_argument("--from", dest="from_height", type=int, default=None, metavar="HEIGHT",
+                   help="start at this height (default: the next block)")
+    p.add_argument("--count", type=int, default=None, help="stop after this many blocks")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(Ctx(args)))
+    except CliError as e:
+        err.print(f"[red]error:[/red] {e}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

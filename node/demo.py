@@ -1,0 +1,289 @@
+"""The supply-chain story of the seed (Bank of China and Geely, ../shared/seed), told on chain.
+
+    python -m node.demo --config cluster.toml [--node URL] [--maturity-seconds 12]
+
+1. boc grants geely a credit line (credit.grant).
+2. tier1 anchors the purchase contract, the delivery note and the invoice it sent geely (trade.anchor: the
+   "four streams"; the invoice text is stored only as sealed boxes for tier1, geely and boc); geely confirms them.
+3. geely issues an E-certificate to tier1 against the confirmed invoice (ecert.issue), tier1 accepts it.
+4. tier1 transfers part of it to tier2 and keeps the rest (ecert.transfer).
+5. tier2 splits its part in two (ecert.split) and passes one piece to tier3 (ecert.transfer).
+6. tier3 finances its piece with boc at a discount (finance.request, finance.approve).
+7. At maturity geely settles every live piece (ecert.settle). To keep the demo short the certificate matures
+   --maturity-seconds after issue (default 12 s); the demo waits for it and says so.
+
+Then it prints the certificate's lineage tree and each org's holdings from this run. Every run uses fresh doc ids
+and nonces, so running it again tells the story again on the same chain. Progress goes to stderr; the last line
+on stdout is a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import secrets
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ecert.privacy import seal_document
+from node.cli import (
+    ApiError,
+    Client,
+    CliError,
+    Signer,
+    fmt_amount,
+    fmt_time,
+    lineage_tree,
+    load_signer,
+)
+from node.config import ClusterConfig, ConfigError, load_config
+from node.keys import org_public_keys
+
+console = Console(stderr=True, highlight=False)
+
+YUAN = 100  # fen per yuan
+CREDIT_LIMIT = 50_000_000 * YUAN
+INVOICE_AMOUNT = 5_000_000 * YUAN
+CERT_AMOUNT = 3_000_000 * YUAN
+TO_TIER2 = 1_200_000 * YUAN
+TIER2_PIECES = (500_000 * YUAN, 700_000 * YUAN)
+DISCOUNT_BPS = 450  # 4.5 % a year
+SETTLE_RETRIES_MAX = 20
+maturity_seconds_default = 12.0
+
+
+class DemoError(Exception):
+    """A step of the story did not commit; the message names the step and the node's answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cast:
+    """Who plays which part: the first bank, the first core enterprise and three suppliers of the cluster file."""
+
+    bank: str
+    core: str
+    tier1: str
+    tier2: str
+    tier3: str
+
+    @staticmethod
+    def of(cluster: ClusterConfig) -> Cast:
+        banks = [o.id for o in cluster.orgs if o.role == "bank"]
+        cores = [o.id for o in cluster.orgs if o.role == "core"]
+        suppliers = [o.id for o in cluster.orgs if o.role == "supplier"]
+        if not banks or not cores or len(suppliers) < 3:
+            raise DemoError("the demo needs a bank, a core enterprise and three suppliers in [[orgs]]")
+        return Cast(banks[0], cores[0], suppliers[0], suppliers[1], suppliers[2])
+
+    @property
+    def orgs(self) -> tuple[str, ...]:
+        return (self.bank, self.core, self.tier1, self.tier2, self.tier3)
+
+
+@dataclass(slots=True)
+class Story:
+    cluster: ClusterConfig
+    client: Client
+    cast: Cast
+    signers: dict[str, Signer]
+    run_id: str
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def tx(self, org: str, kind: str, body: Mapping[str, object], say: str) -> dict[str, Any]:
+        """Sign, submit with wait=commit, print one line; raise DemoError unless it committed."""
+        envelope = self.signers[org].sign(kind, body)
+        started = time.monotonic()
+        try:
+            doc = self.client.submit(envelope)
+        except ApiError as e:
+            raise DemoError(f"{say}: the node refused {kind}: {e}") from None
+        ms = (time.monotonic() - started) * 1000
+        status = doc.get("status")
+        self.steps.append({"kind": kind, "signer": org, "tx_id": doc.get("tx_id"), "status": status,
+                           "height": doc.get("height"), "ms": round(ms, 1)})
+        if status != "committed":
+            error = doc.get("error") or {}
+            raise DemoError(f"{say}: {kind} is {status}: {error.get('code', '')} {error.get('message', '')}".strip())
+        console.print(f"  [green]✓[/green] {say}  [dim]{kind} · block {doc.get('height')} · {ms:.0f} ms[/dim]")
+        return doc.get("result") or {}
+
+    def doc_id(self, name: str) -> str:
+        return f"{name}-{self.run_id}"
+
+
+def sealed_for(cluster: ClusterConfig, org_ids: Sequence[str], content: bytes) -> dict[str, bytes]:
+    """The document sealed to each party's X25519 key: the chain stores only what they can open."""
+    return dict(seal_document(content, {org: org_public_keys(cluster, org)[1] for org in org_ids}).ciphertexts)
+
+
+def tell(story: Story, maturity_s: float) -> dict[str, Any]:
+    c = story.cast
+    now_ms = time.time_ns() // 1_000_000
+
+    console.rule("[bold]1. credit line")
+    story.tx(c.bank, "credit.grant", {"core": c.core, "limit": CREDIT_LIMIT, "expires_at": now_ms + 365 * 86_400_000},
+             f"{c.bank} grants {c.core} a credit line of {fmt_amount(CREDIT_LIMIT)}")
+
+    console.rule("[bold]2. the four streams: contract, delivery, invoice")
+    invoice_id = story.doc_id("INV")
+    for name, kind, what in (("PO", "contract", "purchase contract"), ("DN", "delivery", "delivery note"),
+                             ("INV", "invoice", "invoice")):
+        text = json.dumps({"doc": story.doc_id(name), "kind": kind, "seller": c.tier1, "buyer": c.core,
+                           "amount_fen": INVOICE_AMOUNT, "goods": "20,000 brake assemblies"}).encode()
+        body: dict[str, object] = {"doc_id": story.doc_id(name), "kind": kind,
+                                   "doc_hash": hashlib.sha256(text).hexdigest(), "counterparty": c.core,
+                                   "amount": INVOICE_AMOUNT}
+        sealed = ""
+        if kind == "invoice":
+            body["ciphertext"] = sealed_for(story.cluster, (c.tier1, c.core, c.bank), text)
+            sealed = f", sealed for {c.tier1}, {c.core} and {c.bank}"
+        story.tx(c.tier1, "trade.anchor", body, f"{c.tier1} anchors {what} {story.doc_id(name)}{sealed}")
+    for name in ("PO", "DN", "INV"):
+        story.tx(c.core, "trade.confirm", {"doc_id": story.doc_id(name)}, f"{c.core} confirms {story.doc_id(name)}")
+
+    console.rule("[bold]3. issue")
+    maturity = time.time_ns() // 1_000_000 + int(maturity_s * 1000)
+    root = story.tx(c.core, "ecert.issue", {"to": c.tier1, "amount": CERT_AMOUNT, "maturity": maturity,
+                                            "bank": c.bank, "invoice_ids": [invoice_id]},
+                    f"{c.core} issues an E-certificate of {fmt_amount(CERT_AMOUNT)} to {c.tier1}, "
+                    f"maturing {fmt_time(maturity)} ({maturity_s:.0f} s from now, to keep the demo short)")["certs"][0]
+    story.tx(c.tier1, "ecert.accept", {"cert_id": root}, f"{c.tier1} accepts {root}")
+
+    console.rule("[bold]4. transfer and split down the chain")
+    to_t2, t1_rest = story.tx(c.tier1, "ecert.transfer", {"cert_id": root, "to": [{"org": c.tier2,
+                                                                                     "amount": TO_TIER2}]},
+                              f"{c.tier1} transfers {fmt_amount(TO_TIER2)} to {c.tier2} and keeps "
+                              f"{fmt_amount(CERT_AMOUNT - TO_TIER2)}")["certs"]
+    piece_t3, piece_t2 = story.tx(c.tier2, "ecert.split", {"cert_id": to_t2, "amounts": list(TIER2_PIECES)},
+                                  f"{c.tier2} splits its certificate into "
+                                  f"{' + '.join(fmt_amount(a) for a in TIER2_PIECES)}")["certs"]
+    (at_t3,) = story.tx(c.tier2, "ecert.transfer", {"cert_id": piece_t3, "to": [{"org": c.tier3,
+                                                                                   "amount": TIER2_PIECES[0]}]},
+                        f"{c.tier2} passes {fmt_amount(TIER2_PIECES[0])} on to {c.tier3}")["certs"]
+
+    console.rule("[bold]5. financing")
+    story.tx(c.tier3, "finance.request", {"cert_id": at_t3, "bank": c.bank},
+             f"{c.tier3} asks {c.bank} to finance {at_t3}")
+    financed = story.tx(c.bank, "finance.approve", {"cert_id": at_t3, "discount_bps": DISCOUNT_BPS},
+                        f"{c.bank} finances it at {DISCOUNT_BPS / 100:.2f} % a year")
+    console.print(f"    principal {fmt_amount(financed.get('principal'))}, discount {fmt_amount(financed.get('discount'))}"
+                  f" for {financed.get('days')} day(s), {fmt_amount(financed.get('disbursed'))} paid to {c.tier3}")
+    holdings = show_holdings(story, root)
+
+    console.rule("[bold]6. settlement at maturity")
+    wait_s = maturity / 1000 - time.time()
+    if wait_s > 0:
+        with console.status(f"waiting {wait_s:.1f} s for maturity ({fmt_time(maturity)}) ..."):
+            time.sleep(wait_s + 0.05)
+    for cert_id in (t1_rest, piece_t2, at_t3):
+        settle(story, cert_id)
+
+    return {"root": root, "maturity": maturity, "invoice": invoice_id, "financed": financed, "holdings": holdings,
+            "settled": [t1_rest, piece_t2, at_t3]}
+
+
+def settle(story: Story, cert_id: str) -> None:
+    """The debtor settles; block time (the leader's clock) may trail ours by a tick, so not_matured is retried."""
+    c = story.cast
+    for _ in range(SETTLE_RETRIES_MAX):
+        try:
+            story.tx(c.core, "ecert.settle", {"cert_id": cert_id}, f"{c.core} settles {cert_id}")
+            return
+        except DemoError as e:
+            if "not_matured" not in str(e):
+                raise
+            story.steps.pop()
+            time.sleep(0.25)
+    raise DemoError(f"{cert_id} still not matured after {SETTLE_RETRIES_MAX} tries")
+
+
+def show_holdings(story: Story, root: str) -> dict[str, list[str]]:
+    """Each org's live certificates of this run's lineage (before settlement, when there is something to hold)."""
+    lineage = story.client.get(f"/v1/certs/{root}/lineage")
+    in_story = {c["id"] for c in lineage.get("certs", [])}
+    table = Table(title="holdings before maturity (this run's certificates)", title_justify="left")
+    for col in ("org", "cert", "amount", "status", "debtor"):
+        table.add_column(col, justify="right" if col == "amount" else "left")
+    holdings: dict[str, list[str]] = {}
+    for org in story.cast.orgs:
+        doc = story.client.get(f"/v1/orgs/{org}/certs")
+        mine = [c for c in doc.get("certs", []) if c.get("id") in in_story]
+        holdings[org] = [c["id"] for c in mine]
+        for c in mine:
+            table.add_row(org, c["id"], fmt_amount(c.get("amount")), str(c.get("status")), str(c.get("debtor")))
+        if not mine:
+            table.add_row(org, "[dim]none[/dim]", "", "", "")
+    console.print(table)
+    return holdings
+
+
+def show_lineage(story: Story, root: str) -> dict[str, Any]:
+    lineage = story.client.get(f"/v1/certs/{root}/lineage")
+    console.rule("[bold]lineage")
+    console.print(lineage_tree(lineage))
+    return lineage
+
+
+def run(cluster: ClusterConfig, client: Client, maturity_s: float) -> dict[str, Any]:
+    cast = Cast.of(cluster)
+    try:
+        signers = {org: load_signer(cluster, org) for org in cast.orgs}
+    except CliError as e:
+        raise DemoError(str(e)) from None
+    run_id = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+    story = Story(cluster=cluster, client=client, cast=cast, signers=signers, run_id=run_id)
+    started = time.monotonic()
+    console.print(f"[bold]supply-chain demo[/bold] on {cluster.chain_id} via {client.urls[0]} (run {run_id})")
+    told = tell(story, maturity_s)
+    committed = sum(s["status"] == "committed" for s in story.steps)
+    certs = show_lineage(story, told["root"]).get("certs", [])
+    parents = {c.get("parent_id") for c in certs}
+    leaves = [c for c in certs if c["id"] not in parents]
+    status = client.get("/v1/status")
+    return {
+        "demo": "ok",
+        "run_id": run_id,
+        "root_cert": told["root"],
+        "certs": len(certs),
+        "leaves_sum_equals_root": sum(int(c["amount"]) for c in leaves) == CERT_AMOUNT,
+        "settled": sorted(c["id"] for c in leaves if c.get("status") == "settled"),
+        "txs": len(story.steps),
+        "committed": committed,
+        "holdings_before_maturity": told["holdings"],
+        "height": status.get("height"),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m node.demo", description=__doc__.split("\n\n")[0],
+                                     epilog="See the module docstring (python -m pydoc node.demo) for the story.")
+    parser.add_argument("--config", default="cluster.toml", help="cluster file (default: cluster.toml)")
+    parser.add_argument("--node", default=None, help="node URL (default: the cluster's nodes, first that answers)")
+    parser.add_argument("--maturity-seconds", type=float, default=maturity_seconds_default,
+                        help="the certificate matures this long after issue; the demo waits for it (default 12)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each tx (default 30)")
+    args = parser.parse_args(argv)
+    try:
+        cluster = load_config(args.config)
+        urls = [args.node] if args.node else [n.http_url for n in cluster.nodes]
+        summary = run(cluster, Client(urls, args.timeout), args.maturity_seconds)
+    except (DemoError, CliError, ConfigError, ApiError) as e:
+        console.print(f"[red]demo failed:[/red] {e}")
+        print(json.dumps({"demo": "failed", "error": str(e)}), flush=True)
+        return 1
+    console.print(f"[green]demo done[/green]: {summary['committed']} transactions committed in "
+                  f"{summary['seconds']} s, chain height {summary['height']}")
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""Block proposal on the leader, and the tx waiters every node keeps.
+
+Admitted txs wait in a bounded queue; the leader cuts them into blocks when `block_max_txs` are pending, when the
+next tx would pass `block_max_bytes`, or `block_timeout_ms` after the oldest pending tx arrived (Fabric's
+MaxMessageCount / PreferredMaxBytes / BatchTimeout). Blocks are pipelined (up to `INFLIGHT_BLOCKS_MAX` proposed
+and not yet applied), each chained onto the previous *proposed* block.
+
+Heights must chain: a new leader proposes nothing until it has applied every entry in its log at the moment it
+won (including its own no-op), so the tip it builds on is the committed tip. If one of our blocks is nevertheless
+skipped as stale, proposing pauses until every in-flight block has been applied or skipped, the tip is re-read
+from the store, and the skipped block's txs are queued again.
+
+Block time = max(wall clock ms, previous block's time): never decreasing, as the rules require.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from consensus.ready import Role
+
+log = logging.getLogger("node.proposer")
+
+INFLIGHT_BLOCKS_MAX = 8
+
+
+class QueueFullError(Exception):
+    code = "queue_full"
+
+
+@dataclass(slots=True)
+class _Tip:
+    height: int
+    hash: bytes
+    time: int
+
+
+@dataclass(slots=True)
+class _Inflight:
+    block_hash: bytes
+    txs: tuple[tuple[str, bytes], ...]
+
+
+def outcome_answer(record: Any) -> dict[str, Any]:
+    """A TxRecord (store.tx_outcome) as the CONTRACT §4 answer {"tx_id", "status", "height", "result"|"error"}."""
+    answer: dict[str, Any] = record.outcome.to_json()
+    answer["height"] = record.height
+    return answer
+
+
+class Proposer:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        replica: Any,
+        store: Any,
+        tx_id_of: Callable[[bytes], str],
+        block_max_txs: int,
+        block_max_bytes: int,
+        block_timeout_ms: int,
+        queue_max: int,
+        clock_skew_ms: Callable[[], int] | None = None,
+        metrics: Any = None,
+    ) -> None:
+        self.node_id = node_id
+        self.replica = replica
+        self.store = store
+        self.tx_id_of = tx_id_of
+        self.block_max_txs = block_max_txs
+        self.block_max_bytes = block_max_bytes
+        self.block_timeout_s = block_timeout_ms / 1000
+        self.queue_max = queue_max
+        self.clock_skew_ms = clock_skew_ms
+        self.metrics = metrics
+        self.pending: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self.pending_bytes = 0
+        self._first_arrival = 0.0
+        self._inflight: dict[int, _Inflight] = {}
+        self._proposed_ids: set[str] = set()
+        self._tip: _Tip | None = None
+        self._sync_index = 0
+        self._is_leader = False
+        self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._kick = asyncio.Event()
+        self._stopping = False
+        self.blocks_proposed = 0
+        self.requeued = 0
+        self.on_lost_leadership: Callable[[list[bytes]], None] | None = None
+        """Called with the txs still queued when this node stops being leader (the node forwards them)."""
+
+    # -- waiters (every node)
+
+    def wait_for(self, tx_id: str) -> asyncio.Future[dict[str, Any]]:
+        """A future resolved with the tx's answer once its block is applied here."""
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(tx_id, []).append(fut)
+        return fut
+
+    def forget(self, tx_id: str, fut: asyncio.Future[dict[str, Any]]) -> None:
+        futs = self._waiters.get(tx_id)
+        if futs and fut in futs:
+            futs.remove(fut)
+            if not futs:
+                del self._waiters[tx_id]
+
+    def _resolve(self, tx_id: str, answer: dict[str, Any]) -> None:
+        for fut in self._waiters.pop(tx_id, ()):
+            if not fut.done():
+                fut.set_result(answer)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    # -- admission (leader)
+
+    def enqueue(self, tx_id: str, raw: bytes) -> None:
+        """Queue an admitted tx for the next block. Duplicates of a queued or in-flight tx are absorbed."""
+        if tx_id in self.pending or tx_id in self._proposed_ids:
+            return
+        if len(self.pending) >= self.queue_max:
+            raise QueueFullError(f"{len(self.pending)} txs already queued (queue_max)")
+        if not self.pending:
+            self._first_arrival = time.monotonic()
+        self.pending[tx_id] = raw
+        self.pending_bytes += len(raw)
+        self._kick.set()
+
+    @property
+    def is_leader(self) -> bool:
+        return self._is_leader
+
+    def can_propose(self) -> bool:
+        return (self._is_leader and self._tip is not None and len(self._inflight) < INFLIGHT_BLOCKS_MAX
+                and not self.replica.halted)
+
+    # -- the cutter
+
+    async def run(self) -> None:
+        while not self._stopping:
+            timeout: float | None = None
+            if self.pending and self.can_propose():
+                full = len(self.pending) >= self.block_max_txs or self.pending_bytes >= self.block_max_bytes
+                wait = self._first_arrival + self.block_timeout_s - time.monotonic()
+                if full or wait <= 0:
+                    try:
+                        self._cut()
+                    except Exception:
+                        log.exception("propose_failed")
+                        await asyncio.sleep(0.05)
+                    await asyncio.sleep(0)
+                    continue
+                timeout = wait
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._kick.set()
+
+    def _cut(self) -> None:
+        from consensus.errors import NotLeaderError, ProposalDroppedError
+        from ledger.block import block_hash, encode_block, make_block
+
+        tip = self._tip
+        assert tip is not None
+        txs: list[tuple[str, bytes]] = []
+        size = 0
+        while self.pending and len(txs) < self.block_max_txs:
+            tx_id, raw = next(iter(self.pending.items()))
+            if txs and size + len(raw) > self.block_max_bytes:
+                break
+            del self.pending[tx_id]
+            self.pending_bytes -= len(raw)
+            txs.append((tx_id, raw))
+            size += len(raw)
+        self._first_arrival = time.monotonic()
+        now_ms = time.time_ns() // 1_000_000 + (self.clock_skew_ms() if self.clock_skew_ms else 0)
+        block = make_block(tip.height + 1, tip.hash, max(now_ms, tip.time), self.node_id,
+                           tuple(raw for _, raw in txs))
+        data = encode_block(block)
+        try:
+            index = self.replica.propose(data)
+        except (NotLeaderError, ProposalDroppedError) as exc:
+            # Put them back in front; a new leader gets them through on_lost_leadership.
+            for tx_id, raw in reversed(txs):
+                self.pending[tx_id] = raw
+                self.pending.move_to_end(tx_id, last=False)
+                self.pending_bytes += len(raw)
+            log.info("proposal_dropped", extra={"reason": repr(exc)})
+            if isinstance(exc, ProposalDroppedError):
+                self._tip = None  # back-pressure: resync after the in-flight blocks are applied
+                self._sync_index = self.replica.last_index()
+            return
+        h = block_hash(block.header)
+        self._inflight[index] = _Inflight(h, tuple(txs))
+        self._proposed_ids.update(tx_id for tx_id, _ in txs)
+        self._tip = _Tip(block.header.height, h, block.header.time)
+        self.blocks_proposed += 1
+        if self.metrics is not None:
+            self.metrics.set_queue_depth(len(self.pending))
+
+    # -- hooks from the driver
+
+    def on_block_applied(self, index: int, block: Any, outcomes: Sequence[Any]) -> None:
+        from ledger.block import block_hash
+
+        height = block.header.height
+        seen = set()
+        for o in outcomes:
+            seen.add(o.tx_id)
+            if o.tx_id in self._waiters:
+                answer = o.to_json()
+                answer["height"] = height
+                self._resolve(o.tx_id, answer)
+        if self._waiters and len(seen) < len(block.txs):
+            # A tx already applied in an earlier block keeps its first outcome.
+            for raw in block.txs:
+                tx_id = self.tx_id_of(raw)
+                if tx_id not in seen and tx_id in self._waiters:
+                    record = self.store.tx_outcome(tx_id)
+                    if record is not None:
+                        self._resolve(tx_id, outcome_answer(record))
+        mine = self._inflight.pop(index, None)
+        if mine is not None:
+            self._proposed_ids.difference_update(t for t, _ in mine.txs)
+            if mine.block_hash != block_hash(block.header):
+                self._requeue(mine)
+        self._drop_applied_from_queue(block)
+        self._maybe_sync()
+
+    def on_block_skipped(self, index: int, block: Any, reason: str) -> None:
+        mine = self._inflight.pop(index, None)
+        if mine is not None:
+            self._proposed_ids.difference_update(t for t, _ in mine.txs)
+            log.warning("own_block_skipped", extra={"index": index, "reason": reason})
+            self._requeue(mine)
+            self._tip = None
+            self._sync_index = self.replica.last_index()
+        self._maybe_sync()
+
+    def on_snapshot_installed(self) -> None:
+        self._maybe_sync()
+
+    def on_role_change(self, role: Role, leader_id: str | None, term: int) -> None:
+        was_leader = self._is_leader
+        self._is_leader = role == Role.LEADER
+        if self._is_leader and not was_leader:
+            # Build only on the committed tip: wait until everything in our log (and our no-op) is applied.
+            self._tip = None
+            self._inflight.clear()
+            self._proposed_ids.clear()
+            self._sync_index = self.replica.last_index()
+            log.info("became_leader", extra={"term": term, "sync_index": self._sync_index})
+            self._maybe_sync()
+        elif was_leader and not self._is_leader:
+            self._tip = None
+            self._inflight.clear()
+            self._proposed_ids.clear()
+            queued = list(self.pending.values())
+            self.pending.clear()
+            self.pending_bytes = 0
+            if queued and self.on_lost_leadership is not None:
+                self.on_lost_leadership(queued)
+        self._kick.set()
+
+    def on_applied(self) -> None:
+        self._maybe_sync()
+
+    def _maybe_sync(self) -> None:
+        if (self._is_leader and self._tip is None and not self._inflight
+                and self.replica.applied_index >= self._sync_index):
+            self._tip = self._store_tip()
+            self._kick.set()
+
+    def _store_tip(self) -> _Tip:
+        return _Tip(self.store.height, self.store.block_hash, self.store.last_time)
+
+    def _requeue(self, lost: _Inflight) -> None:
+        for tx_id, raw in lost.txs:
+            if self.store.tx_outcome(tx_id) is None and tx_id not in self.pending:
+                if len(self.pending) >= self.queue_max:
+                    break
+                self.pending[tx_id] = raw
+                self.pending_bytes += len(raw)
+                self.requeued += 1
+        self._kick.set()
+
+    def _drop_applied_from_queue(self, block: Any) -> None:
+        if not self.pending:
+            return
+        for raw in block.txs:
+            tx_id = self.tx_id_of(raw)
+            raw_q = self.pending.pop(tx_id, None)
+            if raw_q is not None:
+                self.pending_bytes -= len(raw_q)

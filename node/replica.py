@@ -1,0 +1,356 @@
+"""The Raft driver: feeds time and peer messages into the pure `RaftCore` and carries out each `Ready`.
+
+Order per Ready (consensus/ready.py's contract, in one place):
+    persist (LevelDBStorage.save, fsync when must_sync) -> send -> install snapshot -> apply committed entries
+    into the StateStore -> hand read states to waiting readers -> core.advance().
+Everything from "persist" to "advance" runs without an await, so no other coroutine observes a half-done Ready.
+
+Applying: a NORMAL entry with data carries one encoded Block. A block that does not chain (`StaleBlockError`, e.g.
+proposed by a deposed leader) is skipped — every replica skips it identically, since it depends only on the
+chain. After a restart the core replays committed entries above the last Raft snapshot; blocks already in the
+StateStore are stale by height and skipped, so apply is idempotent.
+
+Snapshots: every `snapshot_entries` applied entries the StateStore is exported and the log compacted up to the
+applied index; a follower too far behind receives that state (in chunks, by the core) and imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from consensus.messages import Entry, EntryType, Message, Snapshot, SnapshotMeta
+from consensus.ready import Ready, Role
+
+log = logging.getLogger("node.replica")
+
+READ_INDEX_TIMEOUT_S = 5.0
+
+
+class Hooks(Protocol):
+    """What the node wants to hear from the driver (all called synchronously, inside a Ready)."""
+
+    def on_block_applied(self, index: int, block: Any, outcomes: Sequence[Any]) -> None: ...
+    def on_block_skipped(self, index: int, block: Any, reason: str) -> None: ...
+    def on_role_change(self, role: Role, leader_id: str | None, term: int) -> None: ...
+    def on_conf_change(self, cc: Any) -> None: ...
+    def on_snapshot_installed(self, index: int) -> None: ...
+    def on_applied(self, index: int) -> None: ...
+
+
+@dataclass(slots=True)
+class DriverStats:
+    readies: int = 0
+    fsyncs: int = 0
+    fsync_seconds_total: float = 0.0
+    fsync_seconds_max: float = 0.0
+    entries_applied: int = 0
+    blocks_applied: int = 0
+    blocks_skipped: int = 0
+    snapshots_taken: int = 0
+    snapshots_installed: int = 0
+    messages_sent: int = 0
+
+
+class Replica:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        raft_dir: Path,
+        store: Any,
+        executor: Any,
+        bootstrap_voters: tuple[str, ...],
+        send: Callable[[Message], None],
+        hooks: Hooks,
+        tick_ms: int = 50,
+        election_ticks: int = 10,
+        heartbeat_ticks: int = 1,
+        snapshot_entries: int = 2000,
+        fsync_delay_ms: Callable[[], int] | None = None,
+        metrics: Any = None,
+    ) -> None:
+        from consensus.config import Config
+        from consensus.core import RaftCore
+        from consensus.leveldb_storage import LevelDBStorage
+
+        self.node_id = node_id
+        self.store = store
+        self.executor = executor
+        self.send = send
+        self.hooks = hooks
+        self.tick_s = tick_ms / 1000
+        self.snapshot_entries = snapshot_entries
+        self.fsync_delay_ms = fsync_delay_ms
+        self.metrics = metrics
+        raft_dir.mkdir(parents=True, exist_ok=True)
+        self.storage = LevelDBStorage(str(raft_dir), tuple(sorted(bootstrap_voters)))
+        try:
+            config = Config(id=node_id, election_ticks=election_ticks, heartbeat_ticks=heartbeat_ticks)
+            self.core = RaftCore(config, self.storage, random.Random(os.urandom(16)))
+        except BaseException:
+            self.storage.close()
+            raise
+        self.stats = DriverStats()
+        _, snap_meta = self.storage.initial_state()
+        # The store records the Raft index of the last block it applied (in the block's own batch).
+        self.applied_index = max(snap_meta.index, min(store.applied_index, self.storage.last_index()))
+        self.snapshot_index = snap_meta.index
+        self.role: Role = self.core.role
+        self.leader_id: str | None = self.core.leader_id
+        self.term: int = self.core.term
+        self.leader_changes = 0
+        self.halted: str | None = None
+        """Set (with the reason) if applying hit a broken invariant; the driver stops rather than diverge."""
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+
+    # -- inputs
+
+    def step(self, msg: Message) -> None:
+        try:
+            self.core.step(msg)
+        except Exception as exc:  # a malformed or unexpected message must not kill the node
+            log.warning("step_failed", extra={"peer": msg.from_id, "type": int(msg.type), "reason": repr(exc)})
+            return
+        self._wake.set()
+
+    def propose(self, data: bytes) -> int:
+        """Append `data` as a log entry (leader only). Returns its index; raises NotLeaderError & co."""
+        index = self.core.propose(data)
+        self._wake.set()
+        return index
+
+    def propose_conf_change(self, cc: Any) -> int:
+        index = self.core.propose_conf_change(cc)
+        self._wake.set()
+        return index
+
+    def last_index(self) -> int:
+        return max(self.core.last_index, self.storage.last_index(), self.applied_index)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- waiting
+
+    async def wait_applied(self, index: int, timeout_s: float) -> bool:
+        """True once applied_index >= index; False on timeout."""
+        if self.applied_index >= index:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._applied_waiters, (index, next(self._seq), fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if not fut.done():
+                fut.cancel()
+
+    async def read_barrier(self, timeout_s: float = READ_INDEX_TIMEOUT_S) -> int:
+        """Linearizable read (ReadIndex, thesis §6.4): returns once the state reflects every write committed
+        before the call. Raises NotLeaderError if no leader is known, TimeoutError if no quorum answered."""
+        context = os.urandom(16)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reads[context] = fut
+        try:
+            self.core.read_index(context)
+            self._wake.set()
+            index = await asyncio.wait_for(fut, timeout_s)
+        finally:
+            self._reads.pop(context, None)
+        if not await self.wait_applied(index, timeout_s):
+            raise TimeoutError("read index not applied in time")
+        return index
+
+    # -- the loop
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.tick_s
+        while not self._stopping:
+            delay = next_tick - loop.time()
+            if delay > 0 and not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
+            now = loop.time()
+            if now >= next_tick:
+                self.core.tick()
+                next_tick += self.tick_s
+                if next_tick < now:  # we were starved: do not burst ticks (that would fake elapsed time)
+                    next_tick = now + self.tick_s
+            if self.halted:
+                continue
+            try:
+                self.process_ready()
+            except Exception as exc:
+                # A broken invariant while persisting/applying: stop driving Raft rather than diverge.
+                self.halted = f"{type(exc).__name__}: {exc}"
+                log.exception("driver_halted", extra={"reason": self.halted})
+                if self.metrics is not None:
+                    with contextlib.suppress(Exception):
+                        self.metrics.set_apply_halted(True, type(exc).__name__)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def close(self) -> None:
+        self.storage.close()
+
+    def process_ready(self) -> None:
+        rounds = 0
+        while self._has_ready() and rounds < 64:
+            rounds += 1
+            rd = self.core.ready()
+            self._handle_ready(rd)
+
+    def _has_ready(self) -> bool:
+        hr = self.core.has_ready  # a property on our core; a method in etcd's shape
+        return bool(hr() if callable(hr) else hr)
+
+    def _handle_ready(self, rd: Ready) -> None:
+        self.stats.readies += 1
+        # 1. persist
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            t0 = time.perf_counter()
+            if self.fsync_delay_ms is not None and rd.must_sync:
+                delay = self.fsync_delay_ms()
+                if delay > 0:
+                    time.sleep(delay / 1000)  # chaos only: a slow disk stalls the driver as a real one would
+            self.storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+            dt = time.perf_counter() - t0
+            if rd.must_sync or rd.entries or rd.snapshot is not None:
+                self.stats.fsyncs += 1
+                self.stats.fsync_seconds_total += dt
+                self.stats.fsync_seconds_max = max(self.stats.fsync_seconds_max, dt)
+                if self.metrics is not None:
+                    self.metrics.observe_fsync(dt)
+        # 2. send
+        for m in rd.messages:
+            self.send(m)
+        self.stats.messages_sent += len(rd.messages)
+        # role/leader (observers only; after persisting so a new leader's no-op is on disk)
+        if rd.soft_state is not None:
+            if rd.soft_state.leader_id != self.leader_id:
+                self.leader_changes += 1
+            self.role = rd.soft_state.role
+            self.leader_id = rd.soft_state.leader_id
+        term_changed = self.core.term != self.term
+        self.term = self.core.term
+        # 3. snapshot, then committed entries
+        if rd.snapshot is not None and rd.snapshot.meta.index > self.applied_index:
+            self._install_snapshot(rd.snapshot)
+        for entry in rd.committed_entries:
+            if entry.index <= self.applied_index:
+                # Replayed after a restart: the store already holds its block, but the core must still
+                # learn the configuration changes (it restores only the snapshot's configuration).
+                if entry.type == EntryType.CONF_CHANGE:
+                    self._apply_conf_change(entry)
+                continue
+            self._apply(entry)
+        # 4. read states
+        for rs in rd.read_states:
+            fut = self._reads.get(rs.context)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
+        # 5. advance
+        applied_before = self.core.applied_index
+        self.core.advance(rd)
+        if rd.soft_state is not None or term_changed:
+            self.hooks.on_role_change(self.role, self.leader_id, self.term)
+        self._notify_applied()
+        if self.applied_index != applied_before:
+            self.hooks.on_applied(self.applied_index)
+        self._maybe_snapshot()
+
+    def _install_snapshot(self, snap: Snapshot) -> None:
+        self.store.import_snapshot(snap.data)
+        self.applied_index = snap.meta.index
+        self.snapshot_index = snap.meta.index
+        self.stats.snapshots_installed += 1
+        log.info("snapshot_installed", extra={"index": snap.meta.index, "bytes": len(snap.data),
+                                              "height": self.store.height})
+        self.hooks.on_snapshot_installed(snap.meta.index)
+
+    def _apply(self, entry: Entry) -> None:
+        from ledger.block import decode_block
+        from ledger.errors import BlockDecodeError, StaleBlockError
+
+        if entry.type == EntryType.CONF_CHANGE:
+            self._apply_conf_change(entry)
+        elif entry.data:
+            try:
+                block = decode_block(entry.data)
+            except BlockDecodeError as exc:
+                # Only a buggy leader could propose this; every replica skips it the same way.
+                log.error("entry_not_a_block", extra={"index": entry.index, "reason": str(exc)})
+                self.stats.blocks_skipped += 1
+            else:
+                t0 = time.perf_counter()
+                try:
+                    outcomes = self.store.apply_block(block, self.executor, applied_index=entry.index)
+                except StaleBlockError as exc:
+                    self.stats.blocks_skipped += 1
+                    log.info("block_skipped", extra={"index": entry.index, "height": block.header.height,
+                                                     "reason": str(exc)})
+                    self.applied_index = entry.index
+                    self.hooks.on_block_skipped(entry.index, block, str(exc))
+                    return
+                self.stats.blocks_applied += 1
+                if self.metrics is not None:
+                    self.metrics.observe_block(len(block.txs), len(entry.data), time.perf_counter() - t0,
+                                               block.header.height)
+                self.applied_index = entry.index
+                self.hooks.on_block_applied(entry.index, block, outcomes)
+                return
+        self.applied_index = entry.index
+        self.stats.entries_applied += 1
+
+    def _apply_conf_change(self, entry: Entry) -> None:
+        from consensus.membership import decode_conf_change
+
+        cc = decode_conf_change(entry.data)
+        self.core.apply_conf_change(cc)
+        log.info("conf_change_applied", extra={"index": entry.index, "change": cc.type.name,
+                                               "node_id": cc.node_id})
+        self.hooks.on_conf_change(cc)
+
+    def _notify_applied(self) -> None:
+        w = self._applied_waiters
+        while w and w[0][0] <= self.applied_index:
+            _, _, fut = heapq.heappop(w)
+            if not fut.done():
+                fut.set_result(None)
+
+    def _maybe_snapshot(self) -> None:
+        if self.applied_index - self.snapshot_index < self.snapshot_entries:
+            return
+        index = self.applied_index
+        if index > self.storage.last_index():
+            return
+        t0 = time.perf_counter()
+        data = self.store.export_snapshot()
+        meta = SnapshotMeta(index=index, term=self.storage.term(index),
+                            voters=tuple(sorted(self.core.voters)), learners=tuple(sorted(self.core.learners)))
+        self.storage.compact(Snapshot(meta, data))
+        self.snapshot_index = index
+        self.stats.snapshots_taken += 1
+        log.info("snapshot_taken", extra={"index": index, "bytes": len(data), "height": self.store.height,
+                                          "ms": int((time.perf_counter() - t0) * 1000)})

@@ -1,0 +1,425 @@
+"""One node process: wires config, keys, the peer transport, the Raft driver, the proposer and the HTTP API.
+
+Lifecycle (aiohttp style): `start()` opens the stores, starts the transport, the driver and the HTTP site;
+`stop()` stops accepting HTTP requests, drains in-flight ones, stops the driver after its current Ready, closes
+the transport and then LevelDB (every write already synced by the driver). Logs are JSON lines in
+<data_dir>/node.log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientSession, ClientTimeout, web
+
+from consensus.ready import Role
+from node.config import ClusterConfig
+from node.keys import load_or_create_key, node_key_path, node_public_key
+from node.proposer import Proposer
+from node.replica import Replica
+from node.transport import PeerInfo, PeerTransport
+
+log = logging.getLogger("node")
+
+FORWARD_BATCH_MAX = 1000
+DRAIN_TIMEOUT_S = 5.0
+_ROLE_NAMES = {Role.LEADER: "leader", Role.FOLLOWER: "follower", Role.CANDIDATE: "candidate",
+               Role.PRE_CANDIDATE: "candidate", Role.LEARNER: "learner"}
+
+
+class StartupError(Exception):
+    """The node cannot start (bad genesis, missing keys, storage corruption); the message says why."""
+
+
+# -- logging ----------------------------------------------------------------------------------------------------
+
+_STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+class JsonLinesFormatter(logging.Formatter):
+    """One JSON object per line: ts (ms), level, logger, event, plus every `extra` field."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__()
+        self.node_id = node_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"ts": int(record.created * 1000), "level": record.levelname.lower(),
+                               "node": self.node_id, "logger": record.name, "event": record.getMessage()}
+        for k, v in record.__dict__.items():
+            if k not in _STD_ATTRS and not k.startswith("_"):
+                out[k] = v
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, separators=(",", ":"))
+
+
+def setup_logging(path: Path, node_id: str, level: int = logging.INFO) -> None:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonLinesFormatter(node_id))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+# -- the node -----------------------------------------------------------------------------------------------------
+
+
+class Node:
+    """A running node. Implements node.source.NodeSource for the dashboard and metrics."""
+
+    def __init__(self, config: ClusterConfig, node_id: str, *, fault_injection: bool = False) -> None:
+        self.config = config
+        self.spec = config.node(node_id)
+        self.node_id = node_id
+        self.chain_id = config.chain_id
+        self.data_dir = self.spec.data_dir
+        self.fault_injection = fault_injection
+        self.faults: Any = None
+        self.metrics: Any = None
+        self.started_ms = int(time.time() * 1000)
+        self.store: Any = None
+        self.executor: Any = None
+        self.transport: PeerTransport | None = None
+        self.replica: Replica | None = None
+        self.proposer: Proposer | None = None
+        self.runner: web.AppRunner | None = None
+        self.http: ClientSession | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._forward_queue: list[bytes] = []
+        self._forward_kick = asyncio.Event()
+        self.stopping = False
+
+    # -- startup
+
+    def _open_state(self) -> None:
+        from ecert.executor import EcertExecutor
+        from ecert.genesis import genesis_from_json, genesis_hash, genesis_writes
+        from ledger.store import StateStore
+
+        gpath = self.config.genesis_path
+        try:
+            doc = genesis_from_json(json.loads(gpath.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise StartupError(f"{gpath} is missing: run `ecert init` (or ./scripts/run) first") from None
+        except Exception as exc:
+            raise StartupError(f"{gpath}: {exc}") from None
+        if doc.chain_id != self.chain_id:
+            raise StartupError(f"{gpath}: chain_id {doc.chain_id!r} != cluster.chain_id {self.chain_id!r}")
+        self.executor = EcertExecutor(self.chain_id)
+        self.store = StateStore.open(str(self.data_dir / "state"))
+        ghash = genesis_hash(doc)
+        if self.store.initialized and self.store.genesis_hash != ghash:
+            raise StartupError(f"{self.data_dir / 'state'} was built from another genesis document")
+        self.store.init_genesis(ghash, genesis_writes(doc), chain_id=doc.chain_id, genesis_time=doc.genesis_time)
+
+    def _peer_infos(self) -> list[PeerInfo]:
+        out = []
+        for n in self.config.nodes:
+            if n.id == self.node_id:
+                continue
+            try:
+                pk = node_public_key(self.config, n.id)
+            except FileNotFoundError:
+                raise StartupError(f"no node_pk for {n.id}: set nodes.node_pk in cluster.toml or provide "
+                                   f"{node_key_path(self.config.keys_dir, n.id)}") from None
+            out.append(PeerInfo(n.id, n.raft, pk))
+        return out
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key, _ = load_or_create_key(node_key_path(self.config.keys_dir, self.node_id))
+        if self.spec.node_pk is not None and bytes.fromhex(self.spec.node_pk) != key.sign_pk:
+            raise StartupError(f"keys/node-{self.node_id}.key does not match nodes.node_pk in cluster.toml")
+        if self.fault_injection:
+            from node.faults import FaultRules
+
+            self.faults = FaultRules(self.node_id, seed=int.from_bytes(os.urandom(4), "big"))
+        try:
+            from node.metrics import NodeMetrics
+
+            self.metrics = NodeMetrics()
+            self.metrics.set_info(self.node_id, self.spec.org, self.chain_id)
+        except Exception:
+            log.exception("metrics_unavailable")
+            self.metrics = None
+        self._open_state()
+        peers = self._peer_infos()
+        self.transport = PeerTransport(
+            node_id=self.node_id, chain_id=self.chain_id, key=key, listen=self.spec.raft, peers=peers,
+            on_message=self._on_peer_message, faults=self.faults,
+            frame_bytes_max=max(16 << 20, 4 * self.config.block_max_bytes))
+        cfg = self.config
+        self.replica = Replica(
+            node_id=self.node_id, raft_dir=self.data_dir / "raft", store=self.store, executor=self.executor,
+            bootstrap_voters=cfg.voter_ids, send=self.transport.send, hooks=self,
+            tick_ms=cfg.tick_ms, election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks,
+            snapshot_entries=cfg.snapshot_entries,
+            fsync_delay_ms=(lambda: self.faults.fsync_delay_ms) if self.faults is not None else None,
+            metrics=self.metrics)
+        # Members in cluster.toml as voters but absent from the Raft configuration were removed earlier.
+        members = self.replica.core.voters | self.replica.core.learners
+        for n in cfg.nodes:
+            if n.voter and n.id not in members and n.id != self.node_id:
+                self.transport.remove_member(n.id)
+        self.proposer = Proposer(
+            node_id=self.node_id, replica=self.replica, store=self.store, tx_id_of=self.executor.tx_id,
+            block_max_txs=cfg.block_max_txs, block_max_bytes=cfg.block_max_bytes,
+            block_timeout_ms=cfg.block_timeout_ms, queue_max=cfg.queue_max,
+            clock_skew_ms=(lambda: self.faults.clock_skew_ms) if self.faults is not None else None,
+            metrics=self.metrics)
+        self.proposer.on_lost_leadership = self._forward_later
+        self.http = ClientSession(timeout=ClientTimeout(total=10))
+        await self.transport.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self.replica.run(), name="raft-driver"),
+                       loop.create_task(self.proposer.run(), name="proposer"),
+                       loop.create_task(self._forwarder(), name="forwarder")]
+        from node.api import build_app
+
+        app = build_app(self)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=DRAIN_TIMEOUT_S)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.spec.http.host, self.spec.http.port, reuse_address=True)
+        await site.start()
+        log.info("node_started", extra={"http": str(self.spec.http), "raft": str(self.spec.raft),
+                                        "pid": os.getpid(), "height": self.store.height,
+                                        "applied_index": self.replica.applied_index})
+
+    async def stop(self) -> None:
+        """Graceful: stop accepting, drain in-flight HTTP requests, stop the driver, flush and close."""
+        self.stopping = True
+        log.info("node_stopping")
+        if self.runner is not None:
+            with contextlib.suppress(Exception):
+                await self.runner.cleanup()  # stops the site, waits for in-flight handlers
+        if self.proposer is not None:
+            self.proposer.stop()
+        if self.replica is not None:
+            self.replica.stop()
+        for t in self._tasks:
+            if t.get_name() != "raft-driver":
+                t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(t, 2.0)
+        if self.transport is not None:
+            await self.transport.close()
+        if self.http is not None:
+            await self.http.close()
+        if self.replica is not None:
+            self.replica.close()
+        if self.store is not None:
+            self.store.close()
+        log.info("node_stopped")
+
+    # -- transport -> driver
+
+    def _on_peer_message(self, msg: Any) -> None:
+        assert self.replica is not None
+        self.replica.step(msg)
+
+    # -- driver hooks (synchronous, inside a Ready)
+
+    def on_block_applied(self, index: int, block: Any, outcomes: Any) -> None:
+        assert self.proposer is not None
+        self.proposer.on_block_applied(index, block, outcomes)
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):
+                self.metrics.set_height(block.header.height)
+                for o in outcomes:
+                    self.metrics.count_tx(o.status, o.error_code)
+
+    def on_block_skipped(self, index: int, block: Any, reason: str) -> None:
+        assert self.proposer is not None
+        self.proposer.on_block_skipped(index, block, reason)
+
+    def on_role_change(self, role: Role, leader_id: str | None, term: int) -> None:
+        assert self.proposer is not None
+        log.info("role_changed", extra={"role": _ROLE_NAMES.get(role, str(role)), "leader_id": leader_id,
+                                        "term": term})
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):
+                self.metrics.note_leader(leader_id)
+        self.proposer.on_role_change(role, leader_id, term)
+        if leader_id is not None and leader_id != self.node_id and self._forward_queue:
+            self._forward_kick.set()
+
+    def on_conf_change(self, cc: Any) -> None:
+        from consensus.membership import ConfChangeType
+
+        assert self.transport is not None
+        if cc.type == ConfChangeType.REMOVE_NODE:
+            self.transport.remove_member(cc.node_id)
+            if cc.node_id == self.node_id:
+                log.warning("removed_from_cluster")
+        else:
+            self.transport.restore_member(cc.node_id)
+
+    def on_applied(self, index: int) -> None:
+        assert self.proposer is not None
+        self.proposer.on_applied()
+
+    def on_snapshot_installed(self, index: int) -> None:
+        assert self.proposer is not None
+        self.proposer.on_snapshot_installed()
+
+    # -- forwarding txs queued on a deposed leader
+
+    def _forward_later(self, raws: list[bytes]) -> None:
+        room = self.config.queue_max - len(self._forward_queue)
+        self._forward_queue.extend(raws[:max(0, room)])
+        self._forward_kick.set()
+
+    async def _forwarder(self) -> None:
+        while True:
+            await self._forward_kick.wait()
+            self._forward_kick.clear()
+            while self._forward_queue:
+                leader = self.leader_spec()
+                if leader is None or leader.id == self.node_id:
+                    break
+                batch = self._forward_queue[:FORWARD_BATCH_MAX]
+                try:
+                    await self.forward_batch(batch)
+                except Exception as exc:
+                    log.info("forward_failed", extra={"leader": leader.id, "reason": repr(exc)})
+                    await asyncio.sleep(0.2)
+                    continue
+                del self._forward_queue[:len(batch)]
+
+    async def forward_batch(self, raws: list[bytes]) -> Any:
+        import msgpack
+
+        leader = self.leader_spec()
+        if leader is None or self.http is None:
+            raise ConnectionError("no leader known")
+        async with self.http.post(f"{leader.http_url}/v1/txs?wait=none",
+                                  data=msgpack.packb(raws, use_bin_type=True),
+                                  headers={"Content-Type": "application/msgpack",
+                                           "Accept": "application/json"}) as resp:
+            body = await resp.json(content_type=None)
+            if resp.status >= 500:
+                raise ConnectionError(f"leader answered {resp.status}")
+            return resp.status, body
+
+    def leader_spec(self) -> Any:
+        if self.replica is None:
+            return None
+        return self.config.find_node(self.replica.leader_id)
+
+    # -- NodeSource
+
+    def role_name(self) -> str:
+        assert self.replica is not None
+        if self.node_id in self.replica.core.learners:
+            return "learner"
+        return _ROLE_NAMES.get(self.replica.role, "follower")
+
+    def status(self) -> dict[str, Any]:
+        r = self.replica
+        assert r is not None and self.store is not None
+        height = self.store.height
+        return {
+            "node_id": self.node_id, "org": self.spec.org, "pid": os.getpid(), "chain_id": self.chain_id,
+            "role": self.role_name(), "term": r.core.term, "leader_id": r.leader_id,
+            "commit_index": r.core.commit_index, "applied_index": r.applied_index,
+            "height": height,
+            "block_hash": self.store.block_hash.hex() if height > 0 else "",
+            "state_root": self.store.state_root.hex() if height > 0 else "",
+            "voters": sorted(r.core.voters), "learners": sorted(r.core.learners),
+            "snapshot_index": r.snapshot_index, "last_index": r.last_index(),
+            "queue": len(self.proposer.pending) if self.proposer else 0,
+            "apply_error": r.halted,
+            "started_ms": self.started_ms,
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        r = self.replica
+        t = self.transport
+        assert r is not None and t is not None
+        progress: dict[str, Any] = {}
+        if r.role == Role.LEADER:
+            with contextlib.suppress(Exception):
+                progress = dict(getattr(r.core.status(), "progress", {}) or {})
+        last_index = r.last_index()
+        now_mono, now_ms = time.monotonic(), time.time() * 1000
+        rows = []
+        for n in self.config.nodes:
+            if n.id == self.node_id:
+                continue
+            st = t.stats.get(n.id)
+            pr = progress.get(n.id)
+            match = getattr(pr, "match_index", None)
+            last = st.last_contact if st else None
+            last_ms = int(now_ms - (now_mono - last) * 1000) if last is not None else None
+            recent = last is not None and now_mono - last < max(2.0, 4 * self.config.election_ticks
+                                                                  * self.config.tick_ms / 1000)
+            rows.append({
+                "id": n.id, "org": n.org, "http": str(n.http), "raft": str(n.raft),
+                "voter": n.id in r.core.voters, "learner": n.id in r.core.learners,
+                "removed": n.id in t.removed,
+                "match_index": match, "lag": (last_index - match) if match is not None else None,
+                "last_contact_ms": last_ms, "reachable": bool(recent or (st and st.connected and recent)),
+                "connected": bool(st and st.connected), "dropped": st.dropped if st else 0,
+            })
+        return rows
+
+    def block_json(self, height: int) -> dict[str, Any] | None:
+        record = self.store.block(height)
+        if record is None:
+            return None
+        out: dict[str, Any] = record.to_json()
+        out["txs"] = list(record.tx_ids)
+        return out
+
+    def recent_blocks(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+        out = []
+        for record in self.store.blocks(before, limit):
+            row = record.to_json()
+            row["txs"] = list(record.tx_ids)
+            out.append(row)
+        return out
+
+    def block_txs(self, height: int) -> list[dict[str, Any]]:
+        from ecert.tx import decode_tx
+        from node.proposer import outcome_answer
+
+        if not 1 <= height <= self.store.height:
+            return []
+        block = self.store.block(height)
+        if block is None:
+            return []
+        out = []
+        for tx_id, raw in zip(block.tx_ids, block.txs, strict=True):
+            row: dict[str, Any] = {"tx_id": tx_id}
+            try:
+                tx = decode_tx(raw, None)
+                row.update(type=tx.type, signer=tx.signer)
+            except Exception:
+                row.update(type=None, signer=None)
+            record = self.store.tx_outcome(tx_id)
+            if record is not None:
+                ans = outcome_answer(record)
+                ans.pop("tx_id", None)
+                row.update(ans)
+            out.append(row)
+        return out
+
+    def alarms(self) -> list[dict[str, Any]]:
+        out = []
+        if self.replica is not None and self.replica.halted:
+            out.append({"name": "apply_halted", "severity": "critical", "subject": self.node_id,
+                        "message": self.replica.halted})
+        return out
+
+    def apply_error(self) -> str | None:
+        return self.replica.halted if self.replica else None

@@ -1,0 +1,32 @@
+"""The read-only view of a running node that the dashboard, metrics and alarms use (docs/INTERFACES.md).
+
+They code against this Protocol, never against the node's internals, so the node can change shape freely.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class NodeSource(Protocol):
+    def status(self) -> dict[str, Any]:
+        """CONTRACT §4 /v1/status: node_id, org, pid, role, term, leader_id, commit_index, applied_index,
+        height, block_hash, state_root (plus chain_id, apply_error and a few extras)."""
+        ...
+
+    def peers(self) -> list[dict[str, Any]]:
+        """One row per other node: id, org, http, match_index, lag, last_contact_ms (wall clock ms or None),
+        reachable."""
+        ...
+
+    def recent_blocks(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """Block headers (CONTRACT §4 shape plus `txs`: tx ids), newest first, heights < `before`."""
+        ...
+
+    def block_txs(self, height: int) -> list[dict[str, Any]]:
+        """The txs of one block with their outcome: tx_id, type, signer, status, result | error."""
+        ...
+
+    def alarms(self) -> list[dict[str, Any]]:
+        """Alarms the node raises itself: name, severity, subject, message."""
+        ...

@@ -1,0 +1,445 @@
+// ecert-chain dashboard: plain browser JavaScript, no build step, no external resources.
+// Live data comes from GET /v1/events (server-sent events); everything else from the node's JSON API.
+"use strict";
+
+const PAGE_BLOCKS = 15;            // blocks per page: the chain view never loads the whole chain
+const SOON_MS = 7 * 24 * 3600e3;   // "maturing soon" horizon
+const LIVE = new Set(["issued", "active", "financing", "financed"]);
+
+const state = {
+  snapshot: null,
+  blocksBefore: null,   // null = newest page; else the `before` of the page shown
+  pageStack: [],        // `before` values of newer pages, for "Newer"
+  openBlock: null,
+  certId: null,
+  orgs: new Map(),      // org id -> org record, filled lazily
+};
+
+// ---------------------------------------------------------------------------------------------- helpers
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function clear(node, ...children) { node.replaceChildren(...children.flat().filter((c) => c != null)); }
+
+async function getJSON(path) {
+  const resp = await fetch(path, { headers: { Accept: "application/json" } });
+  let body = null;
+  try { body = await resp.json(); } catch (e) { body = null; }
+  if (!resp.ok) {
+    const err = (body && body.error) || {};
+    const e = new Error(err.message || `${resp.status} ${resp.statusText}`);
+    e.status = resp.status; e.code = err.code || `http_${resp.status}`;
+    throw e;
+  }
+  return body;
+}
+
+function yuan(fen) {
+  if (typeof fen !== "number") return "—";
+  const neg = fen < 0; const v = Math.abs(fen);
+  const s = Math.floor(v / 100).toLocaleString("en-US") + "." + String(v % 100).padStart(2, "0");
+  return (neg ? "-¥" : "¥") + s;
+}
+
+function when(ms) {
+  if (typeof ms !== "number" || ms <= 0) return "—";
+  const d = new Date(ms);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function ago(ms) {
+  if (typeof ms !== "number") return "—";
+  if (ms < 1000) return `${ms} ms ago`;
+  if (ms < 120e3) return `${(ms / 1000).toFixed(1)} s ago`;
+  return `${Math.round(ms / 60e3)} min ago`;
+}
+
+function short(id, n = 10) { return typeof id === "string" && id.length > n + 2 ? id.slice(0, n) + "…" : (id ?? "—"); }
+function badge(text, cls) { return el("span", { class: `badge ${cls || ""}` }, text ?? "—"); }
+function errorText(e) { return el("span", { class: "error" }, e.code ? `${e.code}: ${e.message}` : String(e.message || e)); }
+function num(v) { return typeof v === "number" ? v : "—"; }
+
+function setHash(key, value) {
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (value) params.set(key, value); else params.delete(key);
+  history.replaceState(null, "", "#" + params.toString());
+}
+
+// ---------------------------------------------------------------------------------------------- live: SSE
+
+function connectEvents() {
+  const conn = $("conn");
+  const es = new EventSource("/v1/events");
+  es.addEventListener("open", () => { conn.className = "conn conn-ok"; conn.title = "live"; });
+  es.addEventListener("error", () => { conn.className = "conn conn-bad"; conn.title = "reconnecting…"; });
+  es.addEventListener("snapshot", (ev) => {
+    let snap;
+    try { snap = JSON.parse(ev.data); } catch (e) { return; }
+    const first = state.snapshot === null;
+    const prevHeight = state.snapshot?.status?.height;
+    state.snapshot = snap;
+    renderSummary(snap);
+    renderCluster(snap);
+    renderAlarms(snap.alarms || []);
+    if (first) fillOrgSelect(snap);
+    // Follow the chain while the newest page is shown.
+    if (state.blocksBefore === null && snap.status?.height !== prevHeight && !first) loadBlocks();
+  });
+}
+
+function renderSummary(snap) {
+  const s = snap.status || {};
+  document.body.dataset.nodeId = snap.node || "";
+  document.body.dataset.ready = "1";
+  clear($("node-summary"),
+    `node ${s.node_id ?? "?"} (${s.org ?? "?"}) · ${s.role ?? "?"} · term ${num(s.term)} · leader ${s.leader_id ?? "none"} · height ${num(s.height)}`);
+}
+
+function renderCluster(snap) {
+  const rows = snap.cluster || [];
+  const leaders = rows.filter((r) => r.is_leader);
+  clear($("cluster-note"), leaders.length ? `leader: ${leaders[0].id}` : "no leader known");
+  clear($("cluster-table").tBodies[0], rows.map((r) => el("tr", {
+    class: r.is_leader ? "leader" : "",
+    dataset: { nodeId: r.id, role: r.role || "unknown", health: r.health, leader: r.is_leader ? "1" : "0" },
+  },
+  el("td", {}, r.id, r.self ? el("span", { class: "note" }, "(this node)") : null),
+  el("td", {}, r.org ?? "—"),
+  el("td", {}, badge(r.role ?? "?", `role-${r.role}`)),
+  el("td", { class: "num" }, num(r.term)),
+  el("td", { class: "num" }, num(r.commit_index)),
+  el("td", { class: "num" }, num(r.applied_index)),
+  el("td", { class: "num" }, num(r.height)),
+  el("td", { class: "num" }, num(r.lag)),
+  el("td", { class: `health-${r.health}` }, r.health),
+  el("td", {}, r.self ? "—" : ago(r.last_contact_ms)),
+  )));
+}
+
+function renderAlarms(alarms) {
+  const count = $("alarm-count");
+  count.textContent = String(alarms.length);
+  count.className = "count" + (alarms.length ? " on" : "");
+  if (!alarms.length) { clear($("alarm-list"), el("li", { class: "none" }, "No alarms.")); return; }
+  clear($("alarm-list"), alarms.map((a) => el("li", {
+    class: `alarm ${a.severity}`, dataset: { name: a.name, subject: a.subject },
+  },
+  el("div", {}, el("span", { class: "name" }, a.name), " · ", a.subject, " · ", a.severity),
+  el("div", {}, a.message),
+  el("div", { class: "note" }, a.since_ms ? `since ${when(a.since_ms)}` : ""),
+  )));
+}
+
+// ---------------------------------------------------------------------------------------------- chain view
+
+async function loadBlocks() {
+  const q = new URLSearchParams({ limit: String(PAGE_BLOCKS) });
+  if (state.blocksBefore !== null) q.set("before", String(state.blocksBefore));
+  let blocks;
+  try {
+    const body = await getJSON(`/v1/blocks?${q}`);
+    blocks = Array.isArray(body) ? body : (body.blocks || []);
+  } catch (e) { clear($("blocks-note"), errorText(e)); return; }
+  const tbody = $("block-table").tBodies[0];
+  const rows = [];
+  for (const b of blocks) {
+    const ids = b.tx_ids || b.txs || [];
+    const txCount = typeof b.tx_count === "number" ? b.tx_count : ids.length;
+    rows.push(el("tr", { class: "clickable", dataset: { height: b.height }, onclick: () => toggleBlock(b.height) },
+      el("td", { class: "num" }, b.height), el("td", {}, when(b.time)), el("td", {}, b.proposer ?? "—"),
+      el("td", { class: "num" }, txCount), el("td", { class: "mono" }, short(b.hash, 16))));
+    if (state.openBlock === b.height) rows.push(blockTxsRow(b.height));
+  }
+  clear(tbody, rows);
+  const first = blocks[0]?.height, last = blocks[blocks.length - 1]?.height;
+  clear($("blocks-note"), blocks.length ? `blocks ${last}–${first}` : "no blocks yet");
+  $("blocks-older").disabled = !blocks.length || last <= 1;
+  $("blocks-newer").disabled = state.blocksBefore === null;
+  state.lastPage = { first, last };
+}
+
+function blockTxsRow(height) {
+  const cell = el("td", { colspan: 5 }, "loading…");
+  const row = el("tr", { class: "txs-row", dataset: { txsOf: height } }, cell);
+  getJSON(`/v1/blocks/${height}/txs`).then((body) => {
+    const txs = body.txs || [];
+    if (!txs.length) { clear(cell, "no transactions"); return; }
+    clear(cell, el("table", {}, el("thead", {}, el("tr", {},
+      el("th", {}, "tx id"), el("th", {}, "type"), el("th", {}, "signer"), el("th", {}, "status"), el("th", {}, "result / error"))),
+    el("tbody", {}, txs.map(txRow))));
+  }).catch((e) => clear(cell, errorText(e)));
+  return row;
+}
+
+function txRow(tx) {
+  const err = tx.error || {};
+  const code = tx.error_code || err.code;
+  const certs = tx.result?.certs || [];
+  return el("tr", { dataset: { txId: tx.tx_id, status: tx.status } },
+    el("td", { class: "mono" }, el("a", { class: "link", onclick: () => showTx(tx.tx_id) }, short(tx.tx_id, 16))),
+    el("td", {}, tx.type ?? "—"), el("td", {}, tx.signer ?? "—"),
+    el("td", {}, badge(tx.status, `st-${tx.status}`)),
+    el("td", {}, code ? el("span", { class: "error" }, code, tx.error_message || err.message ? `: ${tx.error_message || err.message}` : "")
+      : certs.length ? certs.map((c) => el("a", { class: "link mono", onclick: () => loadLineage(c) }, short(c), " ")) : ""));
+}
+
+function toggleBlock(height) {
+  state.openBlock = state.openBlock === height ? null : height;
+  loadBlocks();
+}
+
+async function showTx(id) {
+  id = (id || "").trim().toLowerCase();
+  $("tx-input").value = id;
+  if (!id) return;
+  clear($("tx-status"), "looking up…");
+  try {
+    const tx = await getJSON(`/v1/tx/${encodeURIComponent(id)}`);
+    clear($("tx-status"), "");
+    setHash("tx", id);
+    const certs = tx.result?.certs || [];
+    const code = tx.error?.code || tx.error_code;
+    clear($("tx-result"), el("div", { class: "tx-found", dataset: { status: tx.status } },
+      el("dl", { class: "kv" },
+        el("dt", {}, "tx id"), el("dd", { class: "mono" }, tx.tx_id || id),
+        el("dt", {}, "status"), el("dd", {}, badge(tx.status, `st-${tx.status}`), code ? el("span", { class: "error" }, " ", code) : ""),
+        el("dt", {}, "height"), el("dd", {}, tx.height ?? "—"),
+        certs.length ? [el("dt", {}, "certificates"), el("dd", {}, certs.map((c) => el("a", { class: "link mono", onclick: () => loadLineage(c) }, short(c, 16), " ")))] : null),
+      el("pre", { class: "json" }, JSON.stringify(tx, null, 2))));
+  } catch (e) { clear($("tx-status"), errorText(e)); clear($("tx-result")); }
+}
+
+// ---------------------------------------------------------------------------------------------- certificates
+
+async function loadLineage(id) {
+  id = (id || "").trim();
+  if (!id) return;
+  $("cert-input").value = id;
+  state.certId = id;
+  clear($("cert-status"), "loading…");
+  let lineage;
+  try { lineage = await getJSON(`/v1/certs/${encodeURIComponent(id)}/lineage`); } catch (e) {
+    clear($("cert-status"), errorText(e)); clear($("lineage-tree")); clear($("lineage-summary")); return;
+  }
+  setHash("cert", id);
+  clear($("cert-status"), `${(lineage.certs || []).length} certificates in this tree`);
+  drawLineage(lineage, id);
+  document.getElementById("cert-view").scrollIntoView({ block: "nearest" });
+}
+
+function drawLineage(lineage, selectedId) {
+  const certs = lineage.certs || [];
+  const byId = new Map(certs.map((c) => [c.id, c]));
+  const children = new Map();
+  for (const c of certs) {
+    if (c.parent_id && byId.has(c.parent_id)) {
+      if (!children.has(c.parent_id)) children.set(c.parent_id, []);
+      children.get(c.parent_id).push(c);
+    }
+  }
+  const root = byId.get(lineage.root_id) || certs.find((c) => !c.parent_id);
+  if (!root) { clear($("lineage-tree"), "empty lineage"); return; }
+
+  const leaves = certs.filter((c) => !children.has(c.id) && c.status !== "split");
+  const liveTotal = leaves.filter((c) => LIVE.has(c.status)).reduce((s, c) => s + c.amount, 0);
+  const settledTotal = leaves.filter((c) => c.status === "settled").reduce((s, c) => s + c.amount, 0);
+  const cancelled = root.status === "cancelled";
+  const balanced = cancelled || liveTotal + settledTotal === root.amount;
+  clear($("lineage-summary"), el("div", {
+    id: "lineage-totals",
+    dataset: { rootAmount: root.amount, liveTotal, settledTotal, nodes: certs.length, balanced: balanced ? "1" : "0" },
+  },
+  "root ", el("b", {}, yuan(root.amount)), " · live leaves ", el("b", {}, yuan(liveTotal)),
+  settledTotal ? [" + settled ", el("b", {}, yuan(settledTotal))] : "",
+  " · ", balanced ? el("span", { class: "ok" }, cancelled ? "✓ cancelled root" : "✓ leaves sum to the root")
+    : el("span", { class: "bad" }, "✗ leaves do not sum to the root"),
+  ` · debtor ${root.debtor ?? "—"} · maturity ${when(root.maturity)}`));
+
+  const nodeFor = (c, parent) => {
+    const kids = children.get(c.id) || [];
+    let how = "issued";
+    if (parent) how = c.holder === parent.holder ? "split / remainder" : `transfer ${parent.holder} → ${c.holder}`;
+    const extra = [];
+    if (c.status === "financed" || c.status === "financing") {
+      extra.push(el("div", { class: "line" }, c.status === "financed"
+        ? `financed by ${c.holder}${typeof c.disbursed === "number" ? ` · disbursed ${yuan(c.disbursed)}` : ""}${typeof c.discount_bps === "number" ? ` · ${c.discount_bps} bps` : ""}`
+        : `financing requested${c.bank ? ` from ${c.bank}` : ""}`));
+    }
+    return el("li", {},
+      el("div", {
+        class: `cert-node${c.id === root.id ? " root" : ""}${c.id === selectedId ? " selected" : ""}`,
+        dataset: { certId: c.id, status: c.status, amount: c.amount, holder: c.holder }, title: c.id,
+        onclick: () => showCertDetail(c),
+      },
+      el("div", { class: "how" }, how),
+      el("div", {}, el("span", { class: "amount" }, yuan(c.amount)), " ", badge(c.status, `st-${c.status}`), maturityFlag(c)),
+      el("div", { class: "line" }, `holder ${c.holder}`, " · ", el("span", { class: "mono" }, short(c.id, 12))),
+      extra),
+      kids.length ? el("ul", {}, kids.map((k) => nodeFor(k, c))) : null);
+  };
+  clear($("lineage-tree"), el("ul", { class: "tree", id: "lineage-root" }, nodeFor(root, null)));
+}
+
+function showCertDetail(c) {
+  clear($("cert-status"), el("span", { class: "mono" }, c.id));
+}
+
+function maturityFlag(c) {
+  if (!LIVE.has(c.status) || typeof c.maturity !== "number") return null;
+  const left = c.maturity - Date.now();
+  if (left <= 0) return el("span", { class: "flag overdue" }, "overdue");
+  if (left <= SOON_MS) return el("span", { class: "flag soon" }, "matures soon");
+  return null;
+}
+
+async function firstLineage() {
+  // A newcomer sees a tree without typing: the URL's cert, else the newest certificate on chain.
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (params.get("cert")) return loadLineage(params.get("cert"));
+  if (params.get("tx")) showTx(params.get("tx"));
+  try {
+    const latest = await getJSON("/v1/dashboard/latest-cert");
+    if (latest.cert_id) return loadLineage(latest.cert_id);
+    clear($("cert-status"), "no certificate on chain yet");
+  } catch (e) { clear($("cert-status"), errorText(e)); }
+}
+
+// ---------------------------------------------------------------------------------------------- organisations
+
+function fillOrgSelect(snap) {
+  const orgs = [...new Set((snap.cluster || []).map((r) => r.org).filter(Boolean))].sort();
+  clear($("org-select"), el("option", { value: "" }, "— org —"), orgs.map((o) => el("option", { value: o }, o)));
+  const params = new URLSearchParams(location.hash.slice(1));
+  const pick = params.get("org") || snap.status?.org;
+  if (pick) { $("org-select").value = pick; loadOrg(pick); }
+}
+
+async function getOrg(id) {
+  if (!state.orgs.has(id)) state.orgs.set(id, await getJSON(`/v1/orgs/${encodeURIComponent(id)}`));
+  return state.orgs.get(id);
+}
+
+async function loadOrg(id) {
+  id = (id || "").trim();
+  if (!id) return;
+  clear($("org-status"), "loading…");
+  state.orgs.delete(id);
+  let org, holdings;
+  try {
+    [org, holdings] = await Promise.all([getOrg(id), getJSON(`/v1/orgs/${encodeURIComponent(id)}/certs`)]);
+  } catch (e) { clear($("org-status"), errorText(e)); clear($("org-detail")); return; }
+  setHash("org", id);
+  clear($("org-status"), "");
+  const certs = holdings.certs || [];
+  const now = Date.now();
+  const live = certs.filter((c) => LIVE.has(c.status));
+  const overdue = live.filter((c) => c.maturity <= now);
+  const soon = live.filter((c) => c.maturity > now && c.maturity - now <= SOON_MS);
+  const credit = el("div", {}, "");
+  clear($("org-detail"),
+    el("dl", { class: "kv", dataset: { orgId: id } },
+      el("dt", {}, "organisation"), el("dd", {}, `${org.name ?? id} (${id})`),
+      el("dt", {}, "role"), el("dd", {}, org.role ?? "—"),
+      el("dt", {}, "status"), el("dd", {}, badge(org.status ?? "—")),
+      el("dt", {}, "holdings"), el("dd", {}, `${live.length} live certificates, ${yuan(live.reduce((s, c) => s + c.amount, 0))}`),
+      el("dt", {}, "maturing in 7 days"), el("dd", {}, `${soon.length} (${yuan(soon.reduce((s, c) => s + c.amount, 0))})`),
+      el("dt", {}, "overdue"), el("dd", { class: overdue.length ? "error" : "" }, `${overdue.length} (${yuan(overdue.reduce((s, c) => s + c.amount, 0))})`)),
+    el("h3", {}, "Credit lines"), credit,
+    el("h3", {}, "Certificates held"),
+    certs.length ? el("table", { id: "holdings" }, el("thead", {}, el("tr", {},
+      el("th", {}, "certificate"), el("th", { class: "num" }, "amount"), el("th", {}, "status"), el("th", {}, "debtor"), el("th", {}, "maturity"))),
+    el("tbody", {}, certs.map((c) => el("tr", { dataset: { certId: c.id } },
+      el("td", { class: "mono" }, el("a", { class: "link", onclick: () => loadLineage(c.id) }, short(c.id, 16))),
+      el("td", { class: "num" }, yuan(c.amount)), el("td", {}, badge(c.status, `st-${c.status}`)),
+      el("td", {}, c.debtor ?? "—"), el("td", {}, when(c.maturity), maturityFlag(c)))))) : el("div", { class: "note" }, "none"),
+    tradeDocs(org));
+  loadCredit(id, org, credit);
+}
+
+function tradeDocs(org) {
+  const docs = org.docs || org.trade_docs;
+  if (!Array.isArray(docs) || !docs.length) return null;
+  const row = (d) => {
+    if (typeof d === "string") {
+      return el("tr", {}, el("td", { class: "mono" }, el("a", { class: "link", onclick: () => showDoc(d) }, d)));
+    }
+    return el("tr", {}, el("td", { class: "mono" }, d.id ?? d.doc_id), el("td", {}, d.kind ?? ""),
+      el("td", {}, yuan(d.amount)), el("td", {}, d.status ?? ""));
+  };
+  return [el("h3", {}, "Trade documents"), el("table", {}, el("tbody", {}, docs.map(row)))];
+}
+
+async function loadCredit(id, org, into) {
+  // Credit lines are keyed (bank, core): ask for every bank/core pair this org can be part of.
+  if (org.role !== "core" && org.role !== "bank") { clear(into, el("span", { class: "note" }, "only banks and core enterprises have credit lines")); return; }
+  const others = [];
+  for (const o of new Set((state.snapshot?.cluster || []).map((r) => r.org).filter(Boolean))) {
+    if (o === id) continue;
+    try { const rec = await getOrg(o); if ((org.role === "core" && rec.role === "bank") || (org.role === "bank" && rec.role === "core")) others.push(o); } catch (e) { /* unknown org */ }
+  }
+  const rows = [];
+  for (const o of others) {
+    const [bank, core] = org.role === "bank" ? [id, o] : [o, id];
+    try {
+      const line = await getJSON(`/v1/credit/${encodeURIComponent(bank)}/${encodeURIComponent(core)}`);
+      rows.push(el("tr", {}, el("td", {}, `${bank} → ${core}`), el("td", { class: "num" }, yuan(line.used)),
+        el("td", { class: "num" }, yuan(line.limit)), el("td", {}, `expires ${when(line.expires_at)}`)));
+    } catch (e) { if (e.status !== 404) rows.push(el("tr", {}, el("td", {}, `${bank} → ${core}`), el("td", { colspan: 3 }, errorText(e)))); }
+  }
+  clear(into, rows.length ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "line"), el("th", { class: "num" }, "used"),
+    el("th", { class: "num" }, "limit"), el("th", {}, ""))), el("tbody", {}, rows)) : el("span", { class: "note" }, "none"));
+}
+
+async function showDoc(id) {
+  id = (id || "").trim();
+  if (!id) return;
+  $("doc-input").value = id;
+  try {
+    const doc = await getJSON(`/v1/docs/${encodeURIComponent(id)}`);
+    clear($("doc-status"), "");
+    clear($("doc-result"), el("pre", { class: "json" }, JSON.stringify(doc, null, 2)));
+  } catch (e) { clear($("doc-status"), errorText(e)); clear($("doc-result")); }
+}
+
+// ---------------------------------------------------------------------------------------------- wiring
+
+function wire() {
+  $("cert-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadLineage($("cert-input").value); });
+  $("tx-form").addEventListener("submit", (ev) => { ev.preventDefault(); showTx($("tx-input").value); });
+  $("org-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadOrg($("org-input").value || $("org-select").value); });
+  $("org-select").addEventListener("change", () => loadOrg($("org-select").value));
+  $("doc-form").addEventListener("submit", (ev) => { ev.preventDefault(); showDoc($("doc-input").value); });
+  $("blocks-newest").addEventListener("click", () => { state.blocksBefore = null; state.pageStack = []; loadBlocks(); });
+  $("blocks-older").addEventListener("click", () => {
+    if (!state.lastPage?.last) return;
+    state.pageStack.push(state.blocksBefore);
+    state.blocksBefore = state.lastPage.last;
+    loadBlocks();
+  });
+  $("blocks-newer").addEventListener("click", () => {
+    state.blocksBefore = state.pageStack.length ? state.pageStack.pop() : null;
+    loadBlocks();
+  });
+}
+
+wire();
+connectEvents();
+loadBlocks();
+firstLineage();

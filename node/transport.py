@@ -1,0 +1,433 @@
+"""Authenticated peer transport: persistent TCP connections carrying length-prefixed msgpack Raft frames.
+
+Shape (like etcd's rafthttp "streams"): each node dials every peer once and uses that connection only to *send*;
+what it receives arrives on connections the peers dialled. So a connection has one writer and one reader, and
+there is no tie-breaking between two connections of the same pair.
+
+Frame: 4-byte big-endian length, then that many bytes of msgpack. Lengths over `frame_bytes_max` close the
+connection (a peer cannot make us allocate without limit).
+
+Handshake (before any Raft message; both directions authenticated):
+
+    initiator -> acceptor   hello {chain_id, from: I, to: A, nonce: Ni (32 fresh random bytes)}
+    acceptor  -> initiator  hello {chain_id, from: A, to: I, nonce: Na}     (or error, then close)
+    initiator -> acceptor   auth  {sig: Sign_I(transcript("initiator", chain_id, I, A, Ni, Na))}
+    acceptor  -> initiator  auth  {sig: Sign_A(transcript("acceptor",  chain_id, A, I, Ni, Na))}
+
+Each side checks the claimed id is a current member listed in cluster.toml and verifies the signature with that
+id's node key. A recorded transcript is useless later: the other side's nonce is fresh each time. After the
+handshake every frame's `from_id` must equal the authenticated id and `to` our own id, or the connection closes.
+
+Bounded per-peer send queues: when full the *oldest* frame is dropped (Raft retransmits; newer state matters
+more) and counted. Reconnects back off exponentially, capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import random
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgpack
+
+from consensus.messages import Message
+from node.config import Address
+from node.keys import KeyPair, verify
+
+log = logging.getLogger("node.transport")
+
+PROTOCOL = "ecert-raft/1"
+NONCE_BYTES = 32
+HANDSHAKE_FRAME_BYTES_MAX = 4096
+HANDSHAKE_TIMEOUT_S = 3.0
+CONNECT_TIMEOUT_S = 2.0
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 2.0
+SEND_QUEUE_MAX = 4096
+FRAME_BYTES_MAX = 16 << 20
+_LEN = struct.Struct(">I")
+
+
+class TransportError(Exception):
+    """A peer broke the framing or handshake protocol; the connection is closed."""
+
+
+class HandshakeError(TransportError):
+    pass
+
+
+class FrameTooLargeError(TransportError):
+    pass
+
+
+class Faults(Protocol):
+    def outbound(self, dst: str) -> tuple[bool, int]: ...
+    def inbound(self, src: str) -> tuple[bool, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    id: str
+    raft: Address
+    public_key: bytes
+    """32-byte Ed25519 node public key."""
+
+
+@dataclass(slots=True)
+class PeerStats:
+    sent: int = 0
+    received: int = 0
+    dropped: int = 0
+    """Frames dropped because the send queue was full."""
+    connected: bool = False
+    last_contact: float | None = None
+    """time.monotonic() of the last frame received from this peer."""
+    handshake_failures: int = 0
+
+
+# -- framing (pure helpers) ---------------------------------------------------------------------------
+
+
+def encode_frame(body: bytes) -> bytes:
+    return _LEN.pack(len(body)) + body
+
+
+async def read_frame(reader: asyncio.StreamReader, limit: int) -> bytes:
+    """One frame's body. Raises IncompleteReadError on EOF, FrameTooLargeError over `limit`."""
+    header = await reader.readexactly(_LEN.size)
+    (length,) = _LEN.unpack(header)
+    if length > limit:
+        raise FrameTooLargeError(f"frame of {length} bytes over the limit of {limit}")
+    return await reader.readexactly(length)
+
+
+def transcript(role: str, chain_id: str, signer: str, peer: str, nonce_i: bytes, nonce_a: bytes) -> bytes:
+    """The bytes a side signs in the handshake. `role` stops a signature being reflected to the other side."""
+    return msgpack.packb([PROTOCOL, role, chain_id, signer, peer, nonce_i, nonce_a], use_bin_type=True)
+
+
+def _pack(obj: dict[str, Any]) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack_handshake(body: bytes, kind: str) -> dict[str, Any]:
+    try:
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, max_bin_len=HANDSHAKE_FRAME_BYTES_MAX)
+    except Exception as exc:  # msgpack raises several types on garbage
+        raise HandshakeError(f"undecodable {kind} frame") from exc
+    if not isinstance(obj, dict):
+        raise HandshakeError(f"{kind} frame is not a map")
+    if obj.get("t") == "error":
+        raise HandshakeError(f"peer refused: {obj.get('reason')!r}")
+    if obj.get("t") != kind:
+        raise HandshakeError(f"expected {kind} frame, got {obj.get('t')!r}")
+    return obj
+
+
+def _check_hello(obj: dict[str, Any], chain_id: str, to: str) -> tuple[str, bytes]:
+    if obj.get("v") != PROTOCOL:
+        raise HandshakeError(f"protocol {obj.get('v')!r} != {PROTOCOL}")
+    if obj.get("chain_id") != chain_id:
+        raise HandshakeError(f"chain_id {obj.get('chain_id')!r} != {chain_id!r}")
+    if obj.get("to") != to:
+        raise HandshakeError(f"hello addressed to {obj.get('to')!r}, not {to!r}")
+    sender, nonce = obj.get("from"), obj.get("nonce")
+    if not isinstance(sender, str) or not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
+        raise HandshakeError("hello needs a string 'from' and a 32-byte 'nonce'")
+    return sender, nonce
+
+
+# -- the transport ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Outbox:
+    queue: collections.deque[bytes] = field(default_factory=collections.deque)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class PeerTransport:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        chain_id: str,
+        key: KeyPair,
+        listen: Address,
+        peers: Iterable[PeerInfo],
+        on_message: Callable[[Message], None],
+        encode: Callable[[Message], bytes] | None = None,
+        decode: Callable[[bytes], Message] | None = None,
+        faults: Faults | None = None,
+        send_queue_max: int = SEND_QUEUE_MAX,
+        frame_bytes_max: int = FRAME_BYTES_MAX,
+    ) -> None:
+        if encode is None or decode is None:
+            from consensus.codec import decode_message, encode_message
+
+            encode, decode = encode or encode_message, decode or decode_message
+        self.node_id = node_id
+        self.chain_id = chain_id
+        self.key = key
+        self.listen = listen
+        self.peers: dict[str, PeerInfo] = {p.id: p for p in peers if p.id != node_id}
+        self.removed: set[str] = set()
+        self.on_message = on_message
+        self.encode = encode
+        self.decode = decode
+        self.faults = faults
+        self.send_queue_max = send_queue_max
+        self.frame_bytes_max = frame_bytes_max
+        self.stats: dict[str, PeerStats] = {pid: PeerStats() for pid in self.peers}
+        self.rejected_handshakes = 0
+        self._outboxes: dict[str, _Outbox] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._inbound: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._closed = False
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, self.listen.host, self.listen.port, reuse_address=True,
+            limit=64 << 10)
+        for pid in self.peers:
+            self._outbox(pid)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        for t in self._timers:
+            t.cancel()
+        tasks = [o.task for o in self._outboxes.values() if o.task] + list(self._inbound)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    # -- membership
+
+    def remove_member(self, node_id: str) -> None:
+        """A removed member may neither send to us nor receive from us any more."""
+        self.removed.add(node_id)
+        box = self._outboxes.pop(node_id, None)
+        if box and box.task:
+            box.task.cancel()
+
+    def restore_member(self, node_id: str) -> None:
+        self.removed.discard(node_id)
+        if node_id in self.peers and not self._closed:
+            self._outbox(node_id)
+
+    def is_member(self, node_id: str) -> bool:
+        return node_id in self.peers and node_id not in self.removed
+
+    # -- sending
+
+    def send(self, msg: Message) -> None:
+        """Queue a Raft message for its peer; never blocks. Unknown or removed peers are ignored."""
+        dst = msg.to
+        if self._closed or not self.is_member(dst):
+            return
+        if self.faults is not None:
+            drop, delay_ms = self.faults.outbound(dst)
+            if drop:
+                return
+            if delay_ms > 0:
+                frame = encode_frame(self.encode(msg))
+                self._later(delay_ms, lambda: self._enqueue(dst, frame))
+                return
+        self._enqueue(dst, encode_frame(self.encode(msg)))
+
+    def _enqueue(self, dst: str, frame: bytes) -> None:
+        if self._closed or not self.is_member(dst):
+            return
+        box = self._outbox(dst)
+        if len(box.queue) >= self.send_queue_max:
+            box.queue.popleft()
+            self.stats[dst].dropped += 1
+        box.queue.append(frame)
+        box.ready.set()
+
+    def _later(self, delay_ms: int, fn: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            fn()
+
+        handle = loop.call_later(delay_ms / 1000, fire)
+        self._timers.add(handle)
+
+    def _outbox(self, dst: str) -> _Outbox:
+        box = self._outboxes.get(dst)
+        if box is None:
+            box = self._outboxes[dst] = _Outbox()
+        if box.task is None or box.task.done():
+            box.task = asyncio.get_running_loop().create_task(self._dial_loop(dst, box), name=f"dial-{dst}")
+        return box
+
+    async def _dial_loop(self, dst: str, box: _Outbox) -> None:
+        peer = self.peers[dst]
+        stats = self.stats[dst]
+        backoff = BACKOFF_MIN_S
+        while not self._closed:
+            writer: asyncio.StreamWriter | None = None
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(peer.raft.host, peer.raft.port), CONNECT_TIMEOUT_S)
+                await asyncio.wait_for(self._handshake_initiator(reader, writer, peer), HANDSHAKE_TIMEOUT_S)
+                stats.connected = True
+                backoff = BACKOFF_MIN_S
+                log.info("peer_connected", extra={"peer": dst})
+                await self._pump(box, reader, writer, stats)
+            except asyncio.CancelledError:
+                raise
+            except HandshakeError as exc:
+                stats.handshake_failures += 1
+                log.warning("handshake_failed", extra={"peer": dst, "reason": str(exc)})
+            except (OSError, TransportError, asyncio.IncompleteReadError, TimeoutError):
+                pass
+            finally:
+                if stats.connected:
+                    log.info("peer_disconnected", extra={"peer": dst})
+                stats.connected = False
+                if writer is not None:
+                    writer.close()
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _pump(self, box: _Outbox, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    stats: PeerStats) -> None:
+        # The peer never writes on this connection after the handshake: a read completing means it closed.
+        eof = asyncio.ensure_future(reader.read(1))
+        try:
+            while not self._closed:
+                if not box.queue:
+                    box.ready.clear()
+                    waiter = asyncio.ensure_future(box.ready.wait())
+                    done, _ = await asyncio.wait({waiter, eof}, return_when=asyncio.FIRST_COMPLETED)
+                    if eof in done:
+                        waiter.cancel()
+                        return
+                batch = []
+                while box.queue and len(batch) < 256:
+                    batch.append(box.queue.popleft())
+                if batch:
+                    writer.writelines(batch)
+                    stats.sent += len(batch)
+                    await writer.drain()
+        finally:
+            eof.cancel()
+
+    async def _handshake_initiator(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                   peer: PeerInfo) -> None:
+        nonce_i = os.urandom(NONCE_BYTES)
+        writer.write(encode_frame(_pack({"t": "hello", "v": PROTOCOL, "chain_id": self.chain_id,
+                                         "from": self.node_id, "to": peer.id, "nonce": nonce_i})))
+        hello = _unpack_handshake(await read_frame(reader, HANDSHAKE_FRAME_BYTES_MAX), "hello")
+        sender, nonce_a = _check_hello(hello, self.chain_id, self.node_id)
+        if sender != peer.id:
+            raise HandshakeError(f"dialled {peer.id} but {sender!r} answered")
+        sig = self.key.sign(transcript("initiator", self.chain_id, self.node_id, peer.id, nonce_i, nonce_a))
+        writer.write(encode_frame(_pack({"t": "auth", "sig": sig})))
+        auth = _unpack_handshake(await read_frame(reader, HANDSHAKE_FRAME_BYTES_MAX), "auth")
+        expected = transcript("acceptor", self.chain_id, peer.id, self.node_id, nonce_i, nonce_a)
+        if not isinstance(auth.get("sig"), bytes) or not verify(peer.public_key, expected, auth["sig"]):
+            raise HandshakeError(f"bad signature from {peer.id}")
+
+    # -- receiving
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is None or self._closed:
+            writer.close()
+            return
+        self._inbound.add(task)
+        peer_id: str | None = None
+        try:
+            try:
+                peer_id = await asyncio.wait_for(self._handshake_acceptor(reader, writer), HANDSHAKE_TIMEOUT_S)
+            except (HandshakeError, FrameTooLargeError, TimeoutError) as exc:
+                self.rejected_handshakes += 1
+                log.warning("handshake_refused", extra={"remote": str(writer.get_extra_info("peername")),
+                                                        "reason": str(exc)})
+                with contextlib.suppress(Exception):
+                    writer.write(encode_frame(_pack({"t": "error", "reason": str(exc)[:200]})))
+                    await asyncio.wait_for(writer.drain(), 0.5)
+                return
+            await self._receive_loop(peer_id, reader)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        except TransportError as exc:
+            log.warning("peer_protocol_error", extra={"peer": peer_id, "reason": str(exc)})
+        finally:
+            self._inbound.discard(task)
+            writer.close()
+
+    async def _handshake_acceptor(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+        hello = _unpack_handshake(await read_frame(reader, HANDSHAKE_FRAME_BYTES_MAX), "hello")
+        sender, nonce_i = _check_hello(hello, self.chain_id, self.node_id)
+        if sender not in self.peers:
+            raise HandshakeError(f"unknown node id {sender!r}")
+        if sender in self.removed:
+            raise HandshakeError(f"node {sender!r} was removed from the cluster")
+        nonce_a = os.urandom(NONCE_BYTES)
+        writer.write(encode_frame(_pack({"t": "hello", "v": PROTOCOL, "chain_id": self.chain_id,
+                                         "from": self.node_id, "to": sender, "nonce": nonce_a})))
+        auth = _unpack_handshake(await read_frame(reader, HANDSHAKE_FRAME_BYTES_MAX), "auth")
+        expected = transcript("initiator", self.chain_id, sender, self.node_id, nonce_i, nonce_a)
+        if not isinstance(auth.get("sig"), bytes) or not verify(self.peers[sender].public_key, expected,
+                                                                 auth["sig"]):
+            raise HandshakeError(f"bad signature for {sender!r}")
+        sig = self.key.sign(transcript("acceptor", self.chain_id, self.node_id, sender, nonce_i, nonce_a))
+        writer.write(encode_frame(_pack({"t": "auth", "sig": sig})))
+        await writer.drain()
+        return sender
+
+    async def _receive_loop(self, peer_id: str, reader: asyncio.StreamReader) -> None:
+        stats = self.stats[peer_id]
+        while not self._closed:
+            body = await read_frame(reader, self.frame_bytes_max)
+            if peer_id in self.removed:
+                raise TransportError(f"{peer_id} was removed")
+            try:
+                msg = self.decode(body)
+            except Exception as exc:  # the codec raises ProtocolError; anything else is also a bad frame
+                raise TransportError(f"undecodable frame from {peer_id}: {exc}") from exc
+            if msg.from_id != peer_id or msg.to != self.node_id:
+                raise TransportError(f"frame from {msg.from_id!r} to {msg.to!r} on {peer_id}'s connection")
+            stats.received += 1
+            stats.last_contact = time.monotonic()
+            if self.faults is not None:
+                drop, delay_ms = self.faults.inbound(peer_id)
+                if drop:
+                    continue
+                if delay_ms > 0:
+                    self._later(delay_ms, lambda m=msg: self._deliver(m))
+                    continue
+            self._deliver(msg)
+
+    def _deliver(self, msg: Message) -> None:
+        if self._closed:
+            return
+        try:
+            self.on_message(msg)
+        except Exception:
+            log.exception("on_message_failed", extra={"peer": msg.from_id})

@@ -1,0 +1,223 @@
+"""LevelDBStorage: the durable Raft log, hard state and snapshot (real LevelDB in tmp dirs, real kill -9)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import plyvel
+import pytest
+
+from consensus.leveldb_storage import LevelDBStorage, _entry_key
+from consensus.messages import Entry, EntryType, Snapshot, SnapshotMeta
+from consensus.ready import HardState
+from consensus.storage import CompactedError, CorruptionError, UnavailableError
+
+VOTERS = ("n1", "n2", "n3")
+
+
+def ents(lo: int, hi: int, term: int) -> tuple[Entry, ...]:
+    return tuple(Entry(term=term, index=i, data=f"e{i}t{term}".encode()) for i in range(lo, hi))
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "raft")
+
+
+def test_fresh_store_reports_bootstrap_configuration(path: str) -> None:
+    with LevelDBStorage(path, ("n3", "n1", "n2")) as st:
+        hs, meta = st.initial_state()
+        assert hs == HardState()
+        assert meta == SnapshotMeta(index=0, term=0, voters=VOTERS)
+        assert (st.first_index(), st.last_index(), st.term(0)) == (1, 0, 0)
+        with pytest.raises(UnavailableError):
+            st.term(1)
+
+
+def test_round_trip_and_reopen(path: str) -> None:
+    conf = Entry(term=2, index=4, type=EntryType.CONF_CHANGE, data=b"\x01n4")
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(HardState(term=1, vote="n1", commit=0), ents(1, 4, 1), None, sync=True)
+        st.save(HardState(term=2, vote="n2", commit=3), (conf,), None, sync=True)
+        assert st.entries(1, 5, 1 << 20) == [*ents(1, 4, 1), conf]
+    with LevelDBStorage(path, ("other",)) as st:
+        hs, meta = st.initial_state()
+        assert hs == HardState(term=2, vote="n2", commit=3)
+        assert meta.voters == VOTERS  # bootstrap voters only apply to a fresh store
+        assert st.entries(1, 5, 1 << 20) == [*ents(1, 4, 1), conf]
+        assert [st.term(i) for i in range(0, 5)] == [0, 1, 1, 1, 2]
+
+
+def test_entries_respects_max_bytes_but_returns_at_least_one(path: str) -> None:
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(None, ents(1, 11, 1), None, sync=True)  # each data is 4-5 bytes
+        assert len(st.entries(1, 11, 0)) == 1
+        assert [e.index for e in st.entries(1, 11, 11)] == [1, 2]
+        assert len(st.entries(3, 11, 1 << 20)) == 8
+        with pytest.raises(UnavailableError):
+            st.entries(5, 12, 1 << 20)
+
+
+def test_conflicting_suffix_is_truncated(path: str) -> None:
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(HardState(term=1, vote="n1"), ents(1, 8, 1), None, sync=True)
+        st.save(HardState(term=2, vote="n2"), ents(5, 7, 2), None, sync=True)
+        assert st.last_index() == 6
+        assert [(e.index, e.term) for e in st.entries(1, 7, 1 << 20)] == [
+            (1, 1), (2, 1), (3, 1), (4, 1), (5, 2), (6, 2)]
+    with LevelDBStorage(path, VOTERS) as st:  # entry 7 (term 1) is gone from disk too
+        assert st.last_index() == 6
+        with pytest.raises(UnavailableError):
+            st.term(7)
+
+
+def test_compaction_drops_prefix_and_keeps_boundary_term(path: str) -> None:
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(HardState(term=3, commit=10), ents(1, 6, 1) + ents(6, 11, 3), None, sync=True)
+        snap = Snapshot(SnapshotMeta(index=7, term=3, voters=VOTERS), data=b"app@7")
+        st.compact(snap)
+        assert (st.first_index(), st.last_index(), st.term(7)) == (8, 10, 3)
+        with pytest.raises(CompactedError):
+            st.term(6)
+        with pytest.raises(CompactedError):
+            st.entries(7, 9, 1 << 20)
+        st.compact(Snapshot(SnapshotMeta(index=5, term=1, voters=VOTERS)))  # older: ignored
+        assert st.snapshot() == snap
+        with pytest.raises(UnavailableError):
+            st.compact(Snapshot(SnapshotMeta(index=11, term=3, voters=VOTERS)))
+    with LevelDBStorage(path, VOTERS) as st:
+        assert st.snapshot() == snap
+        assert st.initial_state()[1] == snap.meta
+        assert [e.index for e in st.entries(8, 11, 1 << 20)] == [8, 9, 10]
+    db = plyvel.DB(path)
+    try:
+        assert db.get(_entry_key(7)) is None and db.get(_entry_key(8)) is not None
+    finally:
+        db.close()
+
+
+def test_received_snapshot_replaces_the_log_and_entries_follow_it(path: str) -> None:
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(HardState(term=1), ents(1, 4, 1), None, sync=True)
+        snap = Snapshot(SnapshotMeta(index=20, term=4, voters=("n1", "n2", "n3", "n4"), learners=("n5",)),
+                        data=b"state")
+        st.save(HardState(term=4, commit=20), ents(18, 23, 4), snap, sync=True)
+        assert (st.first_index(), st.last_index()) == (21, 22)
+        assert st.term(20) == 4
+    with LevelDBStorage(path, VOTERS) as st:
+        assert st.snapshot() == snap
+        assert (st.first_index(), st.last_index()) == (21, 22)
+        assert st.initial_state()[0] == HardState(term=4, commit=20)
+
+
+def test_append_with_a_gap_is_refused(path: str) -> None:
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(None, ents(1, 3, 1), None, sync=True)
+        with pytest.raises(AssertionError, match="gap"):
+            st.save(None, ents(5, 6, 1), None, sync=True)
+        assert st.last_index() == 2
+
+
+def _flip_byte(path: str, key: bytes, at: int) -> None:
+    db = plyvel.DB(path)
+    try:
+        value = bytearray(db.get(key))
+        value[at] ^= 0x40
+        db.put(key, bytes(value))
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("key", [_entry_key(2), b"h", b"s"])
+def test_corrupted_record_is_detected_on_open(path: str, key: bytes) -> None:
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(HardState(term=1, vote="n1", commit=2), ents(1, 4, 1), None, sync=True)
+    _flip_byte(path, key, -1)
+    with pytest.raises(CorruptionError):
+        LevelDBStorage(path, VOTERS)
+
+
+def test_corruption_after_open_is_detected_on_read(path: str) -> None:
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(None, ents(1, 4, 1), None, sync=True)
+    st = LevelDBStorage(path, VOTERS)
+    try:
+        # Damage the record underneath the open store (another handle is not allowed by LevelDB's lock,
+        # so go through the store's own handle).
+        raw = bytearray(st._db.get(_entry_key(3)))
+        raw[5] ^= 0x01
+        st._db.put(_entry_key(3), bytes(raw))
+        with pytest.raises(CorruptionError):
+            st.entries(1, 4, 1 << 20)
+        with pytest.raises(CorruptionError):
+            st.term(3)
+        assert st.term(2) == 1
+    finally:
+        st.close()
+
+
+def test_record_moved_under_another_key_is_detected(path: str) -> None:
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(None, ents(1, 4, 1), None, sync=True)
+    db = plyvel.DB(path)
+    try:
+        db.put(_entry_key(2), db.get(_entry_key(3)))
+    finally:
+        db.close()
+    with pytest.raises(CorruptionError):
+        LevelDBStorage(path, VOTERS)
+
+
+_WRITER = textwrap.dedent("""
+    import sys
+    from consensus.leveldb_storage import LevelDBStorage
+    from consensus.messages import Entry
+    from consensus.ready import HardState
+    st = LevelDBStorage(sys.argv[1], ("n1", "n2", "n3"))
+    i = st.last_index()
+    print("ready", i, flush=True)
+    while True:
+        i += 1
+        term = i // 7 + 1
+        st.save(HardState(term=term, vote="n2", commit=i - 1),
+                (Entry(term=term, index=i, data=b"x" * (i % 300)),), None, sync=True)
+        print(i, flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_kill_minus_9_keeps_every_acknowledged_entry(path: str) -> None:
+    """A writer acknowledges each save on stdout; SIGKILL at a random moment; reopen holds every ack."""
+    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+    acked_total = 0
+    for _round in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, path], stdout=subprocess.PIPE, text=True,
+                                cwd=Path(__file__).resolve().parents[2])
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline().split()
+            assert first[0] == "ready" and int(first[1]) >= acked_total
+            time.sleep(rng.uniform(0.05, 0.4))
+            proc.send_signal(signal.SIGKILL)
+            acked = acked_total
+            for line in proc.stdout:
+                acked = int(line)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert acked > acked_total, "the writer acknowledged nothing before it was killed"
+        with LevelDBStorage(path, VOTERS) as st:
+            hs, _ = st.initial_state()
+            assert st.last_index() >= acked
+            assert hs.term >= acked // 7 + 1 and hs.commit >= acked - 1 and hs.vote == "n2"
+            got = st.entries(1, acked + 1, 1 << 30)
+            assert [e.index for e in got] == list(range(1, acked + 1))
+            assert all(e.term == e.index // 7 + 1 and e.data == b"x" * (e.index % 300) for e in got)
+        acked_total = acked

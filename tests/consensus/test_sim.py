@@ -1,0 +1,297 @@
+"""The deterministic simulator: determinism, fault coverage, and checkers that catch planted bugs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consensus.config import Config
+from consensus.core import RaftCore
+from consensus.messages import Entry, EntryType, Message, MessageType
+from consensus.ready import Ready, ReadState
+from consensus.sim import __main__ as sim_main
+from consensus.sim.checkers import Checker, SafetyViolation
+from consensus.sim.network import PARTITION_KINDS, cut_links
+from consensus.sim.simulation import FAULT_KINDS, Failure, RunStats, SimConfig, Simulation, run_seed
+from consensus.sim.storage import SimStorage
+
+ROOT = Path(__file__).resolve().parents[2]
+ALL = frozenset(FAULT_KINDS)
+
+
+def run_ok(cfg: SimConfig) -> RunStats:
+    stats, failure = run_seed(cfg)
+    assert failure is None, f"{failure.prop}: {failure.detail}\nreplay: {failure.replay}\n" + "\n".join(
+        failure.recent[-30:])
+    return stats
+
+
+# -- determinism -----------------------------------------------------------------------------------------------
+
+def test_same_seed_replays_bit_for_bit() -> None:
+    cfg = SimConfig(seed=7, nodes=5, steps=4000)
+    a, b = run_ok(cfg), run_ok(cfg)
+    assert a.trace_hash == b.trace_hash and a == b
+    assert run_ok(dataclasses.replace(cfg, seed=8)).trace_hash != a.trace_hash
+
+
+def test_same_seed_replays_across_processes_with_different_hash_seeds() -> None:
+    """Set iteration order changes with PYTHONHASHSEED: the simulator must not depend on it."""
+    hashes = set()
+    for hash_seed in ("1", "2"):
+        out = subprocess.run(
+            [sys.executable, "-m", "consensus.sim", "--seed", "3", "--nodes", "5", "--steps", "3000"],
+            cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": hash_seed}, capture_output=True, text=True,
+            timeout=120, check=True)
+        hashes.add(out.stderr.split("trace ")[1].split()[0])
+        assert json.loads(out.stdout.strip().splitlines()[-1])["violations"] == 0
+    assert len(hashes) == 1
+
+
+# -- many seeds, every fault ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("nodes", [3, 5])
+def test_thirty_seeds_with_all_faults(nodes: int) -> None:
+    total: dict[str, int] = {}
+    for seed in range(1, 31):
+        stats = run_ok(SimConfig(seed=seed, nodes=nodes, steps=5000))
+        for k, v in dataclasses.asdict(stats).items():
+            if isinstance(v, int):
+                total[k] = total.get(k, 0) + v
+    # Every fault and every workload actually happened: a silent no-op simulator would fail here.
+    for k in ("elections", "committed", "crashes", "lost_writes", "partitions", "dropped", "duplicated",
+              "reads", "conf_changes", "transfers", "compactions", "snapshots_installed"):
+        assert total[k] > 0, k
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(1, 2**32), nodes=st.integers(1, 5), faults=st.sets(st.sampled_from(FAULT_KINDS)),
+       steps=st.integers(200, 2500), crash=st.integers(0, 200), partition=st.integers(0, 100),
+       conf=st.integers(0, 100))
+def test_random_fault_schedules_keep_raft_safe(seed: int, nodes: int, faults: set[str], steps: int,
+                                               crash: int, partition: int, conf: int) -> None:
+    run_ok(SimConfig(seed=seed, nodes=nodes, faults=frozenset(faults), steps=steps, crash_permille=crash,
+                     partition_permille=partition, conf_change_permille=conf))
+
+
+def test_persistence_across_crashes() -> None:
+    """Crash-heavy runs lose unsynced writes; restarts must never forget a term, a vote or a committed entry."""
+    lost = crashes = 0
+    for seed in range(1, 11):
+        stats = run_ok(SimConfig(seed=seed, nodes=3, faults=frozenset({"crash"}), steps=4000, crash_permille=120,
+                                 crash_leader_permille=300, compact_permille=80))
+        lost += stats.lost_writes
+        crashes += stats.crashes
+    assert crashes > 100 and lost > 0
+
+
+def test_figure_8_unreliable() -> None:
+    """The MIT 6.824 "Figure 8 (unreliable)" scenario: leaders crash often on a lossy, reordering network, so
+    entries of old terms are replicated but not committed and later overwritten (Raft paper, Figure 8)."""
+    elections = committed = 0
+    for seed in range(1, 11):
+        stats = run_ok(SimConfig(seed=seed, nodes=5, steps=5000, crash_permille=60, crash_leader_permille=900,
+                                 propose_permille=700, partition_permille=5, latency_ms_max=30))
+        elections += stats.elections
+        committed += stats.committed
+    assert elections > 50 and committed > 100
+
+
+def test_membership_churn() -> None:
+    changes = 0
+    for seed in range(1, 11):
+        stats = run_ok(SimConfig(seed=seed, nodes=3, steps=5000, conf_change_permille=150, extra_nodes_max=6,
+                                 crash_permille=10, compact_permille=100))
+        changes += stats.conf_changes
+    assert changes > 50
+
+
+@pytest.mark.soak
+def test_soak_thousands_of_seeds() -> None:
+    for nodes in (3, 5, 7):
+        for seed in range(1, 1001):
+            run_ok(SimConfig(seed=seed * 7919 + nodes, nodes=nodes))
+
+
+# -- the checkers catch planted bugs --------------------------------------------------------------------------
+
+class PlantedCore:
+    """A real RaftCore whose Ready is tampered with by `mutate` before the driver sees it."""
+
+    def __init__(self, config: Config, storage: SimStorage, rng: random.Random, mutate: Any) -> None:
+        self._core = RaftCore(config, storage, rng)
+        self._mutate = mutate
+        self._real: dict[int, Ready] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._core, name)
+
+    def ready(self) -> Ready:
+        real = self._core.ready()
+        fake = self._mutate(self._core, real)
+        self._real[id(fake)] = real
+        return fake
+
+    def advance(self, rd: Ready) -> None:
+        self._core.advance(self._real.pop(id(rd)))
+
+
+def planted(mutate: Any) -> Any:
+    return lambda config, storage, rng: PlantedCore(config, storage, rng, mutate)
+
+
+def first_failure(cfg: SimConfig, factory: Any, seeds: range) -> Failure:
+    for seed in seeds:
+        _, failure = run_seed(dataclasses.replace(cfg, seed=seed), core_factory=factory)
+        if failure is not None:
+            return failure
+    raise AssertionError("the planted bug went unnoticed")
+
+
+def test_planted_log_matching_bug_is_caught() -> None:
+    """Follower n2 writes a different payload than the leader sent: same (index, term), different entry."""
+    def corrupt(core: RaftCore, rd: Ready) -> Ready:
+        if core.id != "n2" or not rd.entries:
+            return rd
+        return dataclasses.replace(rd, entries=tuple(
+            dataclasses.replace(e, data=e.data + b"!") if e.data.startswith(b"w") else e for e in rd.entries))
+
+    failure = first_failure(SimConfig(seed=0, nodes=3, faults=frozenset(), steps=2000), planted(corrupt),
+                            range(1, 4))
+    assert failure.prop == "log_matching"
+    assert failure.replay.startswith("./scripts/simulate --seed ")
+
+
+def test_planted_unsynced_persistence_bug_is_caught() -> None:
+    """A core that never asks for fsync: crashes lose votes and acknowledged entries."""
+    def never_sync(core: RaftCore, rd: Ready) -> Ready:
+        return dataclasses.replace(rd, must_sync=False)
+
+    cfg = SimConfig(seed=0, nodes=3, faults=frozenset({"crash"}), steps=4000, crash_permille=150)
+    failure = first_failure(cfg, planted(never_sync), range(1, 30))
+    assert failure.prop in ("durability", "election_safety", "state_machine_safety", "leader_completeness",
+                            "log_matching")
+
+
+def test_planted_stale_read_is_caught() -> None:
+    """ReadIndex answered with a stale index (as if the leader skipped the heartbeat round)."""
+    def stale(core: RaftCore, rd: Ready) -> Ready:
+        if not rd.read_states:
+            return rd
+        return dataclasses.replace(rd, read_states=tuple(ReadState(0, rs.context) for rs in rd.read_states))
+
+    failure = first_failure(SimConfig(seed=0, nodes=3, faults=frozenset(), steps=3000), planted(stale),
+                            range(1, 6))
+    assert failure.prop == "linearizable_read"
+
+
+def test_planted_second_leader_is_caught() -> None:
+    ck = Checker()
+    assert ck.on_leader("n1", 3) and not ck.on_leader("n1", 3)
+    with pytest.raises(SafetyViolation, match="election_safety"):
+        ck.on_leader("n2", 3)
+
+
+def test_log_matching_checker_on_divergent_logs() -> None:
+    ck = Checker()
+    ck.on_append("n1", 0, (Entry(1, 1), Entry(1, 2, data=b"a"), Entry(2, 3, data=b"b")), leader_last=None)
+    ck.on_append("n2", 0, (Entry(1, 1), Entry(1, 2, data=b"a")), leader_last=None)
+    with pytest.raises(SafetyViolation, match="log_matching"):  # same (3, 2), different predecessor term
+        ck.on_append("n3", 3, (Entry(2, 3, data=b"b"),), leader_last=None)
+    with pytest.raises(SafetyViolation, match="log_matching"):  # same (2, 1), different data
+        ck.on_append("n3", 1, (Entry(1, 2, EntryType.CONF_CHANGE, b"a"),), leader_last=None)
+    with pytest.raises(SafetyViolation, match="leader_append_only"):
+        ck.on_append("n1", 1, (Entry(2, 3, data=b"b"),), leader_last=3)
+
+
+def test_committed_entry_changing_is_caught() -> None:
+    ck = Checker()
+    ck.on_apply("n1", Entry(1, 1, data=b"w1"), b"s1")
+    with pytest.raises(SafetyViolation, match="state_machine_safety"):
+        ck.on_commit("n2", Entry(2, 1, data=b"w9"))
+    with pytest.raises(SafetyViolation, match="leader_completeness"):
+        ck.check_leader_completeness("n3", 2, 0, b"", {1: 2})
+
+
+def test_restart_forgetting_a_vote_is_caught() -> None:
+    ck = Checker()
+    ck.on_send("n1", 4, "n2")
+    ck.check_restart("n1", 5, None, 0, 0)
+    with pytest.raises(SafetyViolation, match="durability"):
+        ck.check_restart("n1", 4, "n3", 0, 0)
+    with pytest.raises(SafetyViolation, match="durability"):
+        ck.check_restart("n1", 3, None, 0, 0)
+
+
+# -- pieces ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", PARTITION_KINDS)
+def test_partition_kinds_cut_links_as_named(kind: str) -> None:
+    nodes = ["n1", "n2", "n3", "n4", "n5"]
+    cut = cut_links(kind, nodes, "n3", random.Random(1))
+    assert cut and all(a != b and a in nodes and b in nodes for a, b in cut)
+    symmetric = all((b, a) in cut for a, b in cut)
+    assert symmetric == (kind != "one_way")
+    if kind == "isolate_leader":
+        assert cut == {(a, b) for a in nodes for b in nodes if a != b and "n3" in (a, b)}
+    if kind == "ring":
+        assert len(cut) == 5 * 4 - 10
+
+
+def test_sim_storage_crash_keeps_synced_and_may_lose_unsynced() -> None:
+    from consensus.ready import HardState
+
+    outcomes = set()
+    for seed in range(20):
+        s = SimStorage(("n1",))
+        s.save(HardState(term=1, vote="n1"), (Entry(1, 1), Entry(1, 2)), None, sync=True)
+        s.save(HardState(term=1, vote="n1", commit=2), (), None, sync=False)
+        s.save(None, (Entry(1, 3),), None, sync=False)
+        s.crash(random.Random(seed))
+        assert s.last_index() >= 2 and s.initial_state()[0].term == 1
+        outcomes.add((s.last_index(), s.initial_state()[0].commit))
+    assert outcomes == {(2, 0), (2, 2), (3, 2)}  # a prefix of the unsynced writes survives, never a gap
+
+
+def test_cli_reports_violation_with_replay_and_exit_1(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    def fake_run_seed(cfg: SimConfig, echo: bool = False) -> tuple[RunStats, Failure | None]:
+        if cfg.seed == 2:
+            return RunStats(seed=2), Failure(2, "log_matching", "planted", cfg.replay_command(), ["x"])
+        return RunStats(seed=cfg.seed, elections=1), None
+
+    monkeypatch.setattr(sim_main, "run_seed", fake_run_seed)
+    assert sim_main.main(["--seeds", "3", "--nodes", "3", "--faults", "crash,drop", "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary == {"seeds": 3, "violations": 1, "elections": 2, "committed": 0, "crashes": 0,
+                       "partitions": 0, "dropped": 0}
+    assert "./scripts/simulate --seed 2 --nodes 3 --faults drop,crash" in err
+
+
+@pytest.mark.slow
+def test_scripts_simulate_runs_seeds_and_prints_summary() -> None:
+    out = subprocess.run([str(ROOT / "scripts" / "simulate"), "--seeds", "3", "--nodes", "3", "--steps", "2000"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["seeds"] == 3 and summary["violations"] == 0 and summary["elections"] > 0
+
+
+def test_simulation_steps_and_messages_flow() -> None:
+    sim = Simulation(SimConfig(seed=5, nodes=3, faults=frozenset(), steps=500))
+    for _ in range(500):
+        sim.step()
+    assert sim._leader() is not None
+    assert any(line.split()[1] == "send" for line in sim.trace.recent)
+    assert isinstance(Message(MessageType.APPEND, "a", "b", 1), Message)

@@ -1,0 +1,122 @@
+"""A small chain for the ecert tests: genesis orgs with real keys, an executor, a movable block time.
+
+`World.run` applies one signed tx through `EcertExecutor.execute` exactly as the ledger would (an OverlayView per
+tx, rolled back if rejected) and also checks the rules' own promise: a rejected tx writes nothing at all.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from ecert.executor import EcertExecutor
+from ecert.genesis import GenesisDoc, GenesisOrg, genesis_writes
+from ecert.invariants import check_invariants
+from ecert.keys import OrgKeys, org_keys_from_seed
+from ecert.tx import make_tx
+from ledger.executor import BlockContext, TxOutcome
+from ledger.state_view import MemoryStateView, OverlayView
+
+CHAIN = "test-chain"
+T0 = 1_700_000_000_000
+DAY = 86_400_000
+GENESIS_ORGS = (("boc", "Bank of China", "bank"), ("icbc", "ICBC", "bank"), ("geely", "Geely", "core"),
+                ("byd", "BYD", "core"), ("tier1", "Tier 1", "supplier"), ("tier2", "Tier 2", "supplier"),
+                ("tier3", "Tier 3", "supplier"))
+
+
+def seed_for(org_id: str) -> bytes:
+    return org_id.encode().ljust(32, b"\x00")[:32]
+
+
+class World:
+    def __init__(self, check: bool = True) -> None:
+        self.keys: dict[str, OrgKeys] = {o: org_keys_from_seed(seed_for(o)) for o, _, _ in GENESIS_ORGS}
+        self.genesis = GenesisDoc(CHAIN, T0, tuple(
+            GenesisOrg(o, name, role, self.keys[o].sign_pk, self.keys[o].box_pk) for o, name, role in GENESIS_ORGS))
+        self.view = MemoryStateView(genesis_writes(self.genesis))
+        self.executor = EcertExecutor(CHAIN)
+        self.now = T0 + 1000
+        self.height = 0
+        self.check = check
+        self._nonces = itertools.count(1)
+        self._docs = itertools.count(1)
+
+    def key(self, org: str) -> OrgKeys:
+        if org not in self.keys:
+            self.keys[org] = org_keys_from_seed(seed_for(org))
+        return self.keys[org]
+
+    def raw(self, signer: str, kind: str, body: dict[str, Any], nonce: int | str | None = None,
+            seed: bytes | None = None, chain_id: str = CHAIN) -> bytes:
+        return make_tx(seed if seed is not None else self.key(signer).seed, chain_id, kind, signer,
+                       next(self._nonces) if nonce is None else nonce, body)
+
+    def apply(self, raw: bytes) -> TxOutcome:
+        self.height += 1
+        ctx = BlockContext(height=self.height, time=self.now, proposer="n1", chain_id=CHAIN)
+        before = self.view.items() if self.check else None
+        overlay = OverlayView(self.view)
+        outcome = self.executor.execute(overlay, raw, ctx)
+        if outcome.status == "committed":
+            for key, value in overlay.changes().items():
+                if value is None:
+                    self.view.delete(key)
+                else:
+                    self.view.put(key, value)
+        else:
+            assert len(overlay) == 0, f"rejected tx {outcome.error_code} wrote {len(overlay)} keys"
+        if self.check:
+            assert before is not None
+            if outcome.status != "committed":
+                assert self.view.items() == before
+            check_invariants(self.view)
+        return outcome
+
+    def run(self, signer: str, kind: str, body: dict[str, Any], **kw: Any) -> TxOutcome:
+        return self.apply(self.raw(signer, kind, body, **kw))
+
+    def ok(self, signer: str, kind: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        outcome = self.run(signer, kind, body, **kw)
+        assert outcome.status == "committed", (outcome.error_code, outcome.error_message)
+        assert outcome.result is not None
+        return dict(outcome.result)
+
+    def fail(self, code: str, signer: str, kind: str, body: dict[str, Any], **kw: Any) -> TxOutcome:
+        outcome = self.run(signer, kind, body, **kw)
+        assert outcome.status == "rejected", f"expected {code}, got committed {outcome.result}"
+        assert outcome.error_code == code, (outcome.error_code, outcome.error_message)
+        return outcome
+
+    # --- common scenarios ------------------------------------------------------------------------------------
+
+    def grant(self, limit: int = 10_000_000, bank: str = "boc", core: str = "geely",
+              expires_at: int | None = None) -> None:
+        self.ok(bank, "credit.grant", {"core": core, "limit": limit,
+                                       "expires_at": expires_at if expires_at is not None else self.now + 365 * DAY})
+
+    def invoice(self, amount: int, seller: str = "tier1", buyer: str = "geely", confirm: bool = True,
+                kind: str = "invoice") -> str:
+        doc_id = f"INV-{next(self._docs)}"
+        self.ok(seller, "trade.anchor", {"doc_id": doc_id, "kind": kind, "doc_hash": "ab" * 32,
+                                         "counterparty": buyer, "amount": amount})
+        if confirm:
+            self.ok(buyer, "trade.confirm", {"doc_id": doc_id})
+        return doc_id
+
+    def issue(self, amount: int, to: str = "tier1", core: str = "geely", bank: str = "boc",
+              maturity: int | None = None, invoice_ids: list[str] | None = None, accept: bool = True) -> str:
+        if invoice_ids is None:
+            invoice_ids = [self.invoice(amount, seller=to, buyer=core)]
+        result = self.ok(core, "ecert.issue", {"to": to, "amount": amount, "bank": bank,
+                                               "maturity": maturity if maturity is not None else self.now + 90 * DAY,
+                                               "invoice_ids": invoice_ids})
+        cert_id: str = result["certs"][0]
+        if accept:
+            self.ok(to, "ecert.accept", {"cert_id": cert_id})
+        return cert_id
+
+    def funded(self, amount: int = 1_000_000, **kw: Any) -> str:
+        """A credit line plus an accepted certificate held by tier1."""
+        self.grant()
+        return self.issue(amount, **kw)

@@ -1,0 +1,326 @@
+"""Real multi-process clusters for integration tests.
+
+    def test_something(cluster_factory):
+        c = cluster_factory(3)                 # writes cluster.toml + keys + genesis.json, starts 3 nodes,
+        leader = c.wait_leader()               # waits for a leader; every process is killed in teardown
+        c.submit(c.nodes[1], c.anchor_tx("boc"))
+
+Each cluster lives in its own tmp dir with free 127.0.0.1 ports. Nodes are `python -m node --config F --id ID`
+processes (own session, SIGKILLed if pytest itself dies: PR_SET_PDEATHSIG), stdout/stderr in <data_dir>/node.out.
+`Cluster` is plain Python (no pytest) so chaos/bench code may reuse it: `Cluster.create(root, n, ...)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.config import ClusterConfig, load_config
+from node.keys import ensure_cluster_keys, load_org_key
+
+REPO = Path(__file__).resolve().parents[2]
+ORG_IDS = ("boc", "geely", "tier1", "tier2", "tier3", "tier4", "tier5", "tier6", "tier7")
+ORG_ROLES = {"boc": "bank", "geely": "core"}
+ORG_NAMES = {"boc": "Bank of China", "geely": "Geely Auto"}
+CHAIN_ID = "ecert-test"
+_nonce = itertools.count(int(time.time() * 1000))
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1 (bound together so they differ; released before use)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _die_with_parent() -> None:
+    # Linux: the node gets SIGKILL if the test process dies, so no orphan outlives a crashed pytest.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def http_json(method: str, url: str, body: bytes | None = None, *, content_type: str = "application/json",
+              timeout: float = 15.0) -> tuple[int, Any]:
+    """(status, decoded JSON body or raw text) without raising on HTTP errors."""
+    req = urllib.request.Request(url, data=body, method=method,
+                                 headers={"Content-Type": content_type, "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, data = resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        status, data = e.code, e.read()
+    try:
+        return status, json.loads(data)
+    except ValueError:
+        return status, data.decode("utf-8", "replace")
+
+
+@dataclass
+class NodeHandle:
+    id: str
+    org: str
+    http_url: str
+    data_dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Cluster:
+    def __init__(self, root: Path, config_path: Path, fault_injection: bool = False) -> None:
+        self.root = root
+        self.config_path = config_path
+        self.config: ClusterConfig = load_config(config_path)
+        self.fault_injection = fault_injection
+        self.nodes: dict[str, NodeHandle] = {
+            n.id: NodeHandle(n.id, n.org, n.http_url, n.data_dir) for n in self.config.nodes}
+        self.all_pids: list[int] = []
+
+    # -- creation
+
+    @classmethod
+    def create(cls, root: Path, n: int = 3, *, learners: int = 0, fault_injection: bool = False,
+               orgs: int = 5, **cluster_keys: Any) -> Cluster:
+        """Write cluster.toml (n voters + `learners` spare nodes with voter = false; at least `orgs` genesis
+        orgs: boc (bank), geely (core), tier1.. (suppliers); node i runs org i), keys/ and genesis.json."""
+        total = n + learners
+        if not 1 <= total <= len(ORG_IDS):
+            raise ValueError(f"between 1 and {len(ORG_IDS)} nodes")
+        root.mkdir(parents=True, exist_ok=True)
+        settings = {"tick_ms": 50, "election_ticks": 10, "block_timeout_ms": 5, **cluster_keys}
+        lines = ["[cluster]", f'chain_id = "{CHAIN_ID}"']
+        lines += [f"{k} = {v}" for k, v in settings.items()]
+        ports = free_ports(2 * total)
+        for i, org in enumerate(ORG_IDS[:total]):
+            lines += ["", "[[nodes]]", f'id = "{org}"', f'org = "{org}"', f'http = "127.0.0.1:{ports[2 * i]}"',
+                      f'raft = "127.0.0.1:{ports[2 * i + 1]}"', f'data_dir = "data/{org}"']
+            if i >= n:
+                lines.append("voter = false")
+        for org in ORG_IDS[:max(total, orgs)]:
+            lines += ["", "[[orgs]]", f'id = "{org}"', f'name = "{ORG_NAMES.get(org, org.title())}"',
+                      f'role = "{ORG_ROLES.get(org, "supplier")}"']
+        path = root / "cluster.toml"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        config = load_config(path)
+        ensure_cluster_keys(config)
+        orgs = []
+        for o in config.orgs:
+            kp = load_org_key(config.keys_dir, o.id)
+            orgs.append({"id": o.id, "name": o.name, "role": o.role, "sign_pk": kp.sign_pk_hex,
+                         "box_pk": kp.box_pk_hex})
+        genesis = {"chain_id": CHAIN_ID, "genesis_time": int(time.time() * 1000) - 60_000, "orgs": orgs}
+        config.genesis_path.write_text(json.dumps(genesis, indent=2), encoding="utf-8")
+        return cls(root, path, fault_injection)
+
+    # -- processes
+
+    def start(self, node_id: str) -> NodeHandle:
+        h = self.nodes[node_id]
+        if h.alive:
+            return h
+        h.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "node", "--config", str(self.config_path), "--id", node_id]
+        if self.fault_injection:
+            cmd.append("--fault-injection")
+        with (h.data_dir / "node.out").open("ab") as out:
+            h.proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True, preexec_fn=_die_with_parent,
+                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.all_pids.append(h.proc.pid)
+        return h
+
+    def start_all(self, voters_only: bool = True) -> None:
+        for n in self.config.nodes:
+            if n.voter or not voters_only:
+                self.start(n.id)
+
+    def wait_up(self, node_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        h = self.nodes[node_id]
+        while time.monotonic() < deadline:
+            if h.proc is not None and h.proc.poll() is not None:
+                raise RuntimeError(f"{node_id} exited with {h.proc.returncode}:\n{self.tail(node_id)}")
+            st = self.try_status(node_id)
+            if st is not None:
+                return st
+            time.sleep(0.1)
+        raise TimeoutError(f"{node_id} not answering after {timeout}s:\n{self.tail(node_id)}")
+
+    def signal(self, node_id: str, sig: int) -> None:
+        h = self.nodes[node_id]
+        if h.proc is not None and h.proc.poll() is None:
+            os.kill(h.proc.pid, sig)
+
+    def kill(self, node_id: str) -> None:
+        """SIGKILL (no cleanup at all), and reap."""
+        h = self.nodes[node_id]
+        if h.proc is not None and h.proc.poll() is None:
+            h.proc.kill()
+            h.proc.wait(10)
+
+    def stop(self, node_id: str, timeout: float = 15.0) -> int | None:
+        """SIGTERM, wait for a graceful exit (SIGKILL after `timeout`); returns the exit code."""
+        h = self.nodes[node_id]
+        if h.proc is None:
+            return None
+        if h.proc.poll() is None:
+            h.proc.terminate()
+            try:
+                h.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                h.proc.kill()
+                h.proc.wait(10)
+        return h.proc.returncode
+
+    def wipe(self, node_id: str) -> None:
+        """Delete a (stopped) node's data directory."""
+        assert not self.nodes[node_id].alive
+        shutil.rmtree(self.nodes[node_id].data_dir, ignore_errors=True)
+
+    def close(self) -> None:
+        """Kill every process this cluster ever started (teardown; also after failures)."""
+        for h in self.nodes.values():
+            if h.proc is not None and h.proc.poll() is None:
+                with contextlib.suppress(Exception):
+                    h.proc.kill()
+        for h in self.nodes.values():
+            if h.proc is not None:
+                with contextlib.suppress(Exception):
+                    h.proc.wait(10)
+        for pid in self.all_pids:  # belt and braces: a pid we started that is somehow still ours
+            with contextlib.suppress(ProcessLookupError, PermissionError, ChildProcessError):
+                os.kill(pid, 0)
+                os.kill(pid, signal.SIGKILL)
+
+    def tail(self, node_id: str, lines: int = 30) -> str:
+        d = self.nodes[node_id].data_dir
+        out = []
+        for name in ("node.out", "node.log"):
+            with contextlib.suppress(OSError):
+                out.append(f"--- {name}\n" + "\n".join((d / name).read_text(errors="replace").splitlines()[-lines:]))
+        return "\n".join(out)
+
+    # -- HTTP
+
+    def url(self, node_id: str, path: str) -> str:
+        return self.nodes[node_id].http_url + path
+
+    def try_status(self, node_id: str) -> dict[str, Any] | None:
+        try:
+            status, body = http_json("GET", self.url(node_id, "/v1/status"), timeout=2.0)
+        except (OSError, urllib.error.URLError):
+            return None
+        return body if status == 200 and isinstance(body, dict) else None
+
+    def status(self, node_id: str) -> dict[str, Any]:
+        st = self.try_status(node_id)
+        if st is None:
+            raise RuntimeError(f"{node_id} has no status:\n{self.tail(node_id)}")
+        return st
+
+    def wait_leader(self, timeout: float = 30.0, among: list[str] | None = None) -> str:
+        """The id of a leader that every live node in `among` agrees on."""
+        ids = among or [i for i, h in self.nodes.items() if h.alive]
+        deadline = time.monotonic() + timeout
+        last: list[Any] = []
+        while time.monotonic() < deadline:
+            for i in ids:
+                h = self.nodes[i]
+                if h.proc is not None and h.proc.poll() is not None:
+                    raise RuntimeError(f"{i} exited with {h.proc.returncode}:\n{self.tail(i)}")
+            sts = [self.try_status(i) for i in ids]
+            last = sts
+            if all(sts):
+                leaders = {s["leader_id"] for s in sts}  # type: ignore[index]
+                roles = [s["role"] for s in sts]  # type: ignore[index]
+                if len(leaders) == 1 and None not in leaders and roles.count("leader") == 1:
+                    return leaders.pop()
+            time.sleep(0.1)
+        raise TimeoutError(f"no agreed leader among {ids} after {timeout}s: {last}")
+
+    def wait_converged(self, ids: list[str] | None = None, timeout: float = 30.0,
+                       min_height: int = 0) -> dict[str, Any]:
+        """Every node in `ids` at the same height >= min_height with the same block hash and state root."""
+        ids = ids or [i for i, h in self.nodes.items() if h.alive]
+        deadline = time.monotonic() + timeout
+        last: list[Any] = []
+        while time.monotonic() < deadline:
+            sts = [self.try_status(i) for i in ids]
+            last = sts
+            if all(sts):
+                keys = {(s["height"], s["block_hash"], s["state_root"]) for s in sts}  # type: ignore[index]
+                if len(keys) == 1 and sts[0]["height"] >= min_height:  # type: ignore[index]
+                    return sts[0]  # type: ignore[return-value]
+            time.sleep(0.1)
+        raise TimeoutError(f"nodes {ids} did not converge: {last}")
+
+    def submit(self, node_id: str, raw: bytes, *, wait: str = "commit", timeout_ms: int = 10_000
+               ) -> tuple[int, Any]:
+        return http_json("POST", self.url(node_id, f"/v1/tx?wait={wait}&timeout_ms={timeout_ms}"), raw,
+                         content_type="application/msgpack", timeout=timeout_ms / 1000 + 10)
+
+    # -- transactions
+
+    def org_seed(self, org_id: str) -> bytes:
+        return load_org_key(self.config.keys_dir, org_id).seed
+
+    def anchor_tx(self, signer: str = "tier1", counterparty: str = "geely", amount: int = 1000,
+                  doc_id: str | None = None) -> bytes:
+        """A signed `trade.anchor` (valid for any active genesis org): cheap and unique per call."""
+        from ecert.tx import make_tx
+
+        nonce = next(_nonce)
+        doc = doc_id or f"inv-{signer}-{nonce}"
+        return make_tx(self.org_seed(signer), CHAIN_ID, "trade.anchor", signer, nonce,
+                       {"doc_id": doc, "kind": "invoice", "doc_hash": hashlib.sha256(doc.encode()).hexdigest(),
+                        "counterparty": counterparty, "amount": amount})
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator[Any]:
+    """`cluster_factory(n=3, *, learners=0, fault_injection=False, start=True, orgs=5, **cluster_keys)`:
+    a running cluster with an elected leader. Every process is killed at teardown, even on failure."""
+    made: list[Cluster] = []
+
+    def make(n: int = 3, *, learners: int = 0, fault_injection: bool = False, start: bool = True,
+             orgs: int = 5, **cluster_keys: Any) -> Cluster:
+        c = Cluster.create(tmp_path / f"cluster{len(made)}", n, learners=learners, fault_injection=fault_injection,
+                           orgs=orgs, **cluster_keys)
+        made.append(c)
+        if start:
+            c.start_all()
+            c.wait_leader()
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.close()

@@ -1,0 +1,104 @@
+"""The state root tree: empty root, order independence, incremental update = from-scratch build."""
+
+from __future__ import annotations
+
+import random as stdlib_random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.state_root import (
+    BUCKET_COUNT,
+    EMPTY,
+    EMPTY_ROOT,
+    NodeId,
+    bucket_hash,
+    bucket_of,
+    buckets_from_sorted_leaves,
+    hashed_key,
+    leaf_hash,
+    state_root_of,
+    tree_from_buckets,
+    update_root,
+)
+
+
+def test_empty_state_has_the_empty_root() -> None:
+    assert state_root_of([]) == EMPTY_ROOT == EMPTY[0]
+    assert len(EMPTY) == 5 and len(set(EMPTY)) == 5
+    assert BUCKET_COUNT == 65536
+
+
+def test_root_depends_on_content_not_on_order() -> None:
+    items = [(f"k{i}".encode(), f"v{i}".encode()) for i in range(300)]
+    shuffled = list(items)
+    stdlib_random.Random(4).shuffle(shuffled)
+    assert state_root_of(items) == state_root_of(shuffled)
+    assert state_root_of(items) != state_root_of(items[:-1])
+    changed = [*items[:-1], (items[-1][0], b"other")]
+    assert state_root_of(items) != state_root_of(changed)
+
+
+def test_key_value_split_is_unambiguous() -> None:
+    assert leaf_hash(b"ab", b"c") != leaf_hash(b"a", b"bc")
+    assert state_root_of([(b"ab", b"c")]) != state_root_of([(b"a", b"bc")])
+
+
+def test_bucket_hash_of_nothing_is_the_empty_bucket() -> None:
+    assert bucket_hash([]) == EMPTY[-1]
+
+
+def _incremental(steps: list[dict[bytes, bytes | None]]) -> tuple[bytes, dict[bytes, bytes]]:
+    """Apply change sets through update_root against an in-memory node table, like the store does."""
+    nodes: dict[NodeId, bytes] = {}
+    state: dict[bytes, bytes] = {}
+    root = EMPTY_ROOT
+    for changes in steps:
+        touched: set[int] = set()
+        for key, value in changes.items():
+            if value is None:
+                state.pop(key, None)
+            else:
+                state[key] = value
+            touched.add(bucket_of(hashed_key(key)))
+        new_buckets = {}
+        for b in touched:
+            leaves = sorted(
+                (hashed_key(k), leaf_hash(k, v)) for k, v in state.items() if bucket_of(hashed_key(k)) == b
+            )
+            new_buckets[b] = bucket_hash(leaf for _hk, leaf in leaves)
+        root, writes = update_root(new_buckets, nodes.get)
+        for node, record in writes.items():
+            if record is None:
+                nodes.pop(node, None)
+            else:
+                nodes[node] = record
+        _, full_nodes = tree_from_buckets(
+            buckets_from_sorted_leaves(sorted((hashed_key(k), leaf_hash(k, v)) for k, v in state.items()))
+        )
+        assert nodes == full_nodes  # only non-empty nodes are kept, and they are the same
+    return root, state
+
+
+_small_keys = st.binary(min_size=1, max_size=2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.dictionaries(_small_keys, st.none() | st.binary(max_size=3), max_size=12), max_size=8))
+def test_incremental_root_equals_from_scratch(steps: list[dict[bytes, bytes | None]]) -> None:
+    root, state = _incremental(steps)
+    assert root == state_root_of(state.items())
+
+
+def test_deleting_everything_returns_to_the_empty_root() -> None:
+    keys = [f"key-{i}".encode() for i in range(50)]
+    root, state = _incremental([{k: b"v" for k in keys}, {k: None for k in keys}])
+    assert state == {} and root == EMPTY_ROOT
+
+
+def test_no_change_keeps_the_root() -> None:
+    root, _ = _incremental([{b"a": b"1"}])
+    nodes: dict[NodeId, bytes] = {}
+    _, built = tree_from_buckets({bucket_of(hashed_key(b"a")): bucket_hash([leaf_hash(b"a", b"1")])})
+    nodes.update(built)
+    assert update_root({}, nodes.get) == (root, {})

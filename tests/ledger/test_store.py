@@ -1,0 +1,270 @@
+"""StateStore: chaining, per-tx rollback, dedup of tx ids, one batch per block, reads, reopen, snapshots."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from consensus.invariant import InvariantViolation
+from ledger.block import Block, block_hash, make_block
+from ledger.errors import GenesisMismatchError, SnapshotError, StaleBlockError, StoreClosedError
+from ledger.executor import STATUS_COMMITTED, STATUS_REJECTED, TxOutcome
+from ledger.state_root import EMPTY_ROOT, state_root_of
+from ledger.store import StateStore
+from tests.ledger.conftest import GENESIS
+from tests.ledger.kv_executor import ExecutorBug, KvExecutor, kv_tx
+
+
+def next_block(store: StateStore, *txs: bytes, time: int | None = None) -> Block:
+    t = store.last_time + 1 if time is None else time
+    return make_block(store.height + 1, store.block_hash, t, "node-1", tuple(txs))
+
+
+def everything(store: StateStore) -> dict[bytes, bytes]:
+    return dict(store.scan(b""))
+
+
+def test_genesis(store: StateStore, tmp_path: Path) -> None:
+    assert store.height == 0
+    assert store.block_hash == store.genesis_hash == GENESIS
+    assert store.chain_id == "kv-test" and store.last_time == 1000
+    assert everything(store) == {b"org/bank": b"active"}
+    assert store.state_root == state_root_of([(b"org/bank", b"active")])
+    store.init_genesis(GENESIS, [(b"other", b"ignored")])  # a restart: idempotent
+    assert everything(store) == {b"org/bank": b"active"}
+    with pytest.raises(GenesisMismatchError):
+        store.init_genesis(b"\x01" * 32, [])
+    fresh = StateStore.open(tmp_path / "fresh", sync=False)
+    assert (fresh.height, fresh.block_hash, fresh.state_root, fresh.initialized) == (
+        0,
+        b"",
+        EMPTY_ROOT,
+        False,
+    )
+    fresh.close()
+
+
+def test_apply_block_chains_and_records_everything(store: StateStore, kv: KvExecutor) -> None:
+    t1 = kv_tx(1, ["put", b"k/1", b"one"], ["put", b"k/2", b"two"])
+    t2 = kv_tx(2, ["del", b"org/bank"], ["count", b"k/", b"count"])
+    block = next_block(store, t1, t2)
+    outcomes = store.apply_block(block, kv, applied_index=7)
+    assert [o.status for o in outcomes] == [STATUS_COMMITTED, STATUS_COMMITTED]
+    assert outcomes[0] == TxOutcome(kv.tx_id(t1), "committed", {"ops": 2, "height": 1}, None, None)
+    assert everything(store) == {b"k/1": b"one", b"k/2": b"two", b"count": b"2"}
+    assert (store.height, store.block_hash, store.applied_index) == (1, block_hash(block.header), 7)
+    assert store.state_root == state_root_of(everything(store).items())
+    record = store.tx_outcome(kv.tx_id(t2))
+    assert record is not None and (record.height, record.position) == (1, 1)
+    assert record.to_json()["status"] == "committed"
+    stored = store.block(1)
+    assert stored is not None
+    assert stored.header == block.header and stored.txs == block.txs
+    assert stored.tx_ids == (kv.tx_id(t1), kv.tx_id(t2))
+    assert stored.to_json()["hash"] == block_hash(block.header).hex()
+    store.check_integrity()
+
+
+def test_rejected_tx_leaves_no_writes(store: StateStore, kv: KvExecutor) -> None:
+    bad = kv_tx(1, ["put", b"a", b"1"], ["del", b"org/bank"], ["fail", "insufficient_credit"])
+    good = kv_tx(2, ["count", b"", b"n"])
+    outcomes = store.apply_block(next_block(store, bad, good), kv)
+    assert outcomes[0].status == STATUS_REJECTED and outcomes[0].error_code == "insufficient_credit"
+    assert outcomes[0].to_json()["error"]["code"] == "insufficient_credit"
+    # the second tx's scan does not see the rejected writes either
+    assert everything(store) == {b"org/bank": b"active", b"n": b"1"}
+    undecodable = b"\xc1"
+    [o] = store.apply_block(next_block(store, undecodable), kv)
+    assert o.status == STATUS_REJECTED and o.error_code == "malformed"
+
+
+def test_a_tx_id_is_applied_once_and_keeps_its_first_outcome(store: StateStore, kv: KvExecutor) -> None:
+    inc = kv_tx("same", ["put", b"x", b"1"])
+    fail = kv_tx("f", ["fail", "nope"])
+    first = store.apply_block(next_block(store, inc, fail, inc), kv)
+    assert first[0] == first[2]
+    assert store.block(1).tx_ids == (kv.tx_id(inc), kv.tx_id(fail), kv.tx_id(inc))  # type: ignore[union-attr]
+    store.apply_block(next_block(store, kv_tx("other", ["put", b"x", b"2"])), kv)
+    again = store.apply_block(next_block(store, inc, fail), kv)
+    assert again == [first[0], first[1]]
+    assert store.get(b"x") == b"2"  # the replayed tx did not run again
+    rec = store.tx_outcome(kv.tx_id(inc))
+    assert rec is not None and (rec.height, rec.position) == (1, 0)
+    assert store.tx_outcome("0" * 64) is None and store.tx_outcome("") is None
+    assert store.tx_outcome("é") is None
+
+
+@pytest.mark.parametrize("reason", ["height", "prev_hash", "time", "tx_root", "malformed"])
+def test_a_block_that_does_not_chain_is_stale_and_writes_nothing(
+    store: StateStore, kv: KvExecutor, reason: str
+) -> None:
+    store.apply_block(next_block(store, kv_tx(0, ["put", b"a", b"0"])), kv)
+    good = next_block(store, kv_tx(1, ["put", b"a", b"1"]))
+    header = good.header
+    bad = {
+        "height": dataclasses.replace(good, header=dataclasses.replace(header, height=3)),
+        "prev_hash": dataclasses.replace(good, header=dataclasses.replace(header, prev_hash=GENESIS)),
+        "time": dataclasses.replace(good, header=dataclasses.replace(header, time=store.last_time - 1)),
+        "tx_root": dataclasses.replace(good, txs=(kv_tx(1, ["put", b"a", b"2"]),)),
+        "malformed": dataclasses.replace(good, header=dataclasses.replace(header, proposer="")),
+    }[reason]
+    before = (store.height, store.block_hash, store.state_root, everything(store))
+    with pytest.raises(StaleBlockError) as info:
+        store.apply_block(bad, kv)
+    assert info.value.reason == reason and info.value.code == "block_stale"
+    assert (store.height, store.block_hash, store.state_root, everything(store)) == before
+    assert store.block(2) is None
+    store.apply_block(good, kv)  # the right block still applies
+    with pytest.raises(StaleBlockError):
+        store.apply_block(good, kv)  # a replay of an applied block is stale: skipped
+
+
+def test_block_1_must_point_at_genesis_and_not_go_back_in_time(store: StateStore, kv: KvExecutor) -> None:
+    with pytest.raises(StaleBlockError):
+        store.apply_block(make_block(1, b"\x00" * 32, 2000, "n", ()), kv)
+    with pytest.raises(StaleBlockError):
+        store.apply_block(make_block(1, GENESIS, 999, "n", ()), kv)  # before the genesis time
+    store.apply_block(make_block(1, GENESIS, 1000, "n", ()), kv)  # equal time is fine
+    store.apply_block(next_block(store, time=1000), kv)
+    assert store.height == 2
+
+
+def test_executor_exception_commits_nothing(store: StateStore, kv: KvExecutor) -> None:
+    block = next_block(store, kv_tx(1, ["put", b"a", b"1"]), kv_tx(2, ["raise"]))
+    with pytest.raises(ExecutorBug):
+        store.apply_block(block, kv)
+    assert store.height == 0 and store.get(b"a") is None
+    assert store.tx_outcome(kv.tx_id(kv_tx(1, ["put", b"a", b"1"]))) is None
+
+
+def test_executor_outcome_must_name_the_tx(store: StateStore) -> None:
+    class Liar(KvExecutor):
+        def execute(self, view, raw, ctx):  # type: ignore[no-untyped-def]
+            return TxOutcome.committed("not-the-id", {})
+
+    with pytest.raises(InvariantViolation):
+        store.apply_block(next_block(store, kv_tx(1)), Liar())
+    assert store.height == 0
+
+
+def test_float_results_are_refused(store: StateStore) -> None:
+    class Floaty(KvExecutor):
+        def execute(self, view, raw, ctx):  # type: ignore[no-untyped-def]
+            return TxOutcome.committed(self.tx_id(raw), {"rate": [0.5]})
+
+    with pytest.raises(InvariantViolation):
+        store.apply_block(next_block(store, kv_tx(1)), Floaty())
+
+
+def test_no_op_writes_do_not_change_the_root(store: StateStore, kv: KvExecutor) -> None:
+    root = store.state_root
+    store.apply_block(next_block(store, kv_tx(1, ["put", b"org/bank", b"active"], ["del", b"nothing"])), kv)
+    assert store.state_root == root
+    store.apply_block(next_block(store, kv_tx(2, ["put", b"t", b"1"], ["del", b"t"])), kv)
+    assert store.state_root == root
+    store.check_integrity()
+
+
+def test_blocks_are_paged_newest_first(store: StateStore, kv: KvExecutor) -> None:
+    for i in range(7):
+        store.apply_block(next_block(store, kv_tx(i, ["put", b"k", str(i).encode()])), kv)
+    assert [b.header.height for b in store.blocks(limit=3)] == [7, 6, 5]
+    assert [b.header.height for b in store.blocks(before=5, limit=3)] == [4, 3, 2]
+    assert [b.header.height for b in store.blocks(before=3, limit=10)] == [2, 1]
+    assert store.blocks(before=1) == [] and store.blocks(limit=0) == []
+    assert [b.header.height for b in store.blocks(before=100, limit=2)] == [7, 6]
+    assert store.block(0) is None and store.block(8) is None
+
+
+def test_reopen_keeps_everything(tmp_path: Path, kv: KvExecutor) -> None:
+    path = tmp_path / "db"
+    with StateStore.open(path, sync=False) as s:
+        s.init_genesis(GENESIS, [])
+        s.apply_block(make_block(1, GENESIS, 5, "n", (kv_tx(1, ["put", b"a", b"1"]),)), kv, applied_index=3)
+        s.mark_applied(4)
+        head = s.head
+    with StateStore.open(path, paranoid=True) as s:
+        assert s.head == head and s.applied_index == 4
+        assert s.get(b"a") == b"1"
+        assert s.chain_id == ""  # not given at genesis: blocks take the executor's chain_id for their context
+        s.check_integrity()
+    s2 = StateStore.open(path)
+    s2.close()
+    with pytest.raises(StoreClosedError):
+        s2.get(b"a")
+
+
+def test_snapshot_roundtrip_keeps_state_outcomes_and_head(
+    store: StateStore, kv: KvExecutor, tmp_path: Path
+) -> None:
+    txs = [kv_tx(i, ["put", f"k/{i}".encode(), bytes(i)]) for i in range(20)]
+    rejected = kv_tx("r", ["fail", "nope"])
+    store.apply_block(next_block(store, *txs[:10]), kv)
+    store.apply_block(next_block(store, *txs[10:], rejected), kv, applied_index=12)
+    data = store.export_snapshot()
+    with StateStore.open(tmp_path / "other", paranoid=True, sync=False) as other:
+        other.import_snapshot(data)
+        assert other.head == store.head
+        assert other.genesis_hash == GENESIS and other.chain_id == "kv-test"
+        assert everything(other) == everything(store)
+        assert other.block(2) == store.block(2) and other.block(1) is None
+        assert other.tx_outcome(kv.tx_id(rejected)) == store.tx_outcome(kv.tx_id(rejected))
+        other.check_integrity()
+        # a replay after the import keeps the first outcome, and the chain continues from the head
+        block = next_block(other, txs[0], kv_tx("new", ["put", b"z", b"z"]))
+        assert other.apply_block(block, kv)[0] == store.apply_block(block, kv)[0]
+        assert other.state_root == store.state_root
+        # importing replaces everything, including state written after the snapshot
+        other.import_snapshot(data)
+        assert other.get(b"z") is None and other.height == 2
+        other.check_integrity()
+
+
+def test_corrupt_snapshots_are_refused_and_change_nothing(
+    store: StateStore, kv: KvExecutor, tmp_path: Path
+) -> None:
+    store.apply_block(
+        next_block(store, *[kv_tx(i, ["put", bytes([65 + i]), b"v" * 10]) for i in range(5)]), kv
+    )
+    data = store.export_snapshot()
+    with StateStore.open(tmp_path / "other", sync=False) as other:
+        other.init_genesis(GENESIS, [(b"mine", b"1")], chain_id="kv-test")
+        before = (other.head, everything(other))
+        bad_inputs = [b"", b"\x00", data[:-1], data[: len(data) // 2], data + b"\x00", b"garbage" * 10]
+        for i in range(0, len(data), max(1, len(data) // 40)):
+            bad_inputs.append(data[:i] + bytes([data[i] ^ 0x20]) + data[i + 1 :])
+        for bad in bad_inputs:
+            with pytest.raises(SnapshotError):
+                other.import_snapshot(bad)
+            assert (other.head, everything(other)) == before
+        other.check_integrity()
+        other.import_snapshot(data)
+        assert other.head == store.head
+
+
+def test_snapshot_with_a_wrong_root_is_refused(store: StateStore, kv: KvExecutor, tmp_path: Path) -> None:
+    """A snapshot whose checksum is fine but whose state does not hash to its claimed root."""
+    import hashlib
+
+    store.apply_block(next_block(store, kv_tx(1, ["put", b"a", b"1"])), kv)
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(store.export_snapshot())
+    rows = list(unpacker)
+    header, records = rows[0], rows[1:-1]
+    records[0][2] = b"forged"
+    packed = [msgpack.packb(r, use_bin_type=True) for r in [header, *records]]
+    body = b"".join(packed)
+    forged = body + msgpack.packb(["end", len(records), hashlib.sha256(body).digest()], use_bin_type=True)
+    with StateStore.open(tmp_path / "other", sync=False) as other, pytest.raises(SnapshotError, match="root"):
+        other.import_snapshot(forged)
+
+
+def test_snapshot_of_another_chain_is_refused(store: StateStore, tmp_path: Path) -> None:
+    data = store.export_snapshot()
+    with StateStore.open(tmp_path / "other", sync=False) as other:
+        other.init_genesis(b"\x07" * 32, [])
+        with pytest.raises(SnapshotError, match="another chain"):
+            other.import_snapshot(data)
