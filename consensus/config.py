@@ -26,6 +26,9 @@ class Config:
     """InstallSnapshot carries the snapshot's data in chunks of at most this many bytes."""
     pre_vote: bool = True
     check_quorum: bool = True
+    max_pending_reads: int = 4096
+    """ReadIndex requests a leader holds at once (waiting for its first commit or for a heartbeat quorum);
+    more are refused with ProposalDroppedError (local) or dropped (forwarded)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -38,6 +41,7 @@ class Config:
         _positive("max_msg_bytes", self.max_msg_bytes)
         _positive("max_uncommitted_bytes", self.max_uncommitted_bytes)
         _positive("max_snapshot_chunk_bytes", self.max_snapshot_chunk_bytes)
+        _positive("max_pending_reads", self.max_pending_reads)
         if self.max_uncommitted_bytes < self.max_msg_bytes:
             raise ConfigError("max_uncommitted_bytes must be at least max_msg_bytes")
         for name in ("pre_vote", "check_quorum"):

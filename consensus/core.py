@@ -110,9 +110,10 @@ class RaftCore:
         self._rng = rng
         hard_state, snap_meta = storage.initial_state()
         self._log = RaftLog(storage)
-        require(self._log.first_index() - 1 <= hard_state.commit <= self._log.last_index(),
-                f"stored commit {hard_state.commit} is outside the stored log")
-        self._log.committed = hard_state.commit
+        require(hard_state.commit <= self._log.last_index(),
+                f"stored commit {hard_state.commit} is beyond the stored log ({self._log.last_index()})")
+        # A snapshot is committed state even if the hard state was written before it.
+        self._log.committed = max(hard_state.commit, self._log.first_index() - 1)
         self._log.applied = max(snap_meta.index, self._log.first_index() - 1)
         self._voters: set[NodeId] = set(snap_meta.voters)
         self._learners: set[NodeId] = set(snap_meta.learners)
@@ -229,6 +230,8 @@ class RaftCore:
     def read_index(self, context: bytes) -> None:
         """Ask for a linearizable read; the answer comes as a `ReadState` in a later `Ready`."""
         if self._role is Role.LEADER:
+            if self._pending_reads() >= self._cfg.max_pending_reads:
+                raise ProposalDroppedError("too many pending reads")
             self._handle_read_index(Message(MessageType.READ_INDEX, self._id, self._id, self._term,
                                             context=context))
             return
@@ -565,7 +568,8 @@ class RaftCore:
     def _step_leader(self, m: Message) -> None:
         t = m.type
         if t is MessageType.READ_INDEX:
-            self._handle_read_index(m)
+            if self._pending_reads() < self._cfg.max_pending_reads:
+                self._handle_read_index(m)
             return
         pr = self._prs.get(m.from_id)
         if pr is None:
@@ -589,9 +593,11 @@ class RaftCore:
         elif t is MessageType.SNAPSHOT_RESP:
             pr.recent_active = True
             if pr.state is ProgressState.SNAPSHOT and m.index == pr.pending_snapshot and pr.snapshot is not None:
-                offset = m.reject_hint
-                if (offset < len(pr.snapshot.data) and offset != pr.snapshot_offset) or m.reject:
-                    pr.snapshot_offset = min(offset, len(pr.snapshot.data))
+                # reject_hint = bytes the follower holds. A rejection means it lost its partial copy (or never
+                # got the start): resend from there. Acks only move forward; older duplicates are ignored.
+                offset = min(m.reject_hint, len(pr.snapshot.data))
+                if m.reject or pr.snapshot_offset < offset < len(pr.snapshot.data):
+                    pr.snapshot_offset = offset
                     self._send_snapshot_chunk(m.from_id, pr)
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
@@ -682,21 +688,25 @@ class RaftCore:
                                reject_hint=len(buf)))
             return
         self._incoming_snapshot = None
-        self._restore(Snapshot(meta, bytes(buf)))
-        self._send(Message(MessageType.APPEND_RESP, self._id, m.from_id, self._term,
-                           index=self._log.last_index()))
+        # After a restore our log ends at the snapshot; otherwise only the committed prefix is known to match
+        # the leader (entries after it may be from another term).
+        index = self._log.last_index() if self._restore(Snapshot(meta, bytes(buf))) else self._log.committed
+        self._send(Message(MessageType.APPEND_RESP, self._id, m.from_id, self._term, index=index))
 
-    def _restore(self, snapshot: Snapshot) -> None:
-        """§7: install a snapshot from the leader, unless our log already contains its last entry."""
+    def _restore(self, snapshot: Snapshot) -> bool:
+        """§7: install a snapshot from the leader, unless our log already contains its last entry.
+        Says whether it installed it."""
         meta = snapshot.meta
         if self._log.match_term(meta.index, meta.term):
             # Our log has the entry: keep the entries after it, just commit through it.
             self._log.commit_to(meta.index)
-            return
+            return False
         self._log.restore(snapshot)
         self._voters = set(meta.voters)
         self._learners = set(meta.learners)
         self._role = Role.LEARNER if self._id in self._learners else Role.FOLLOWER
+        require(self._log.last_index() == meta.index, "restored log must end at the snapshot")
+        return True
 
     # ------------------------------------------------------------------ leader: sending
 
@@ -830,6 +840,9 @@ class RaftCore:
         self._bcast_append()
 
     # ------------------------------------------------------------------ ReadIndex
+
+    def _pending_reads(self) -> int:
+        return len(self._pending_read_index) + len(self._read_only.queue)
 
     def _committed_entry_in_current_term(self) -> bool:
         return self._log.term(self._log.committed) == self._term

@@ -50,21 +50,36 @@ def _authenticate_registered(view: StateView, tx: Tx, require_active: bool) -> N
 
 
 class EcertExecutor:
-    """Implements `ledger.executor.TxExecutor`. Stateless apart from the chain id: one per node is enough."""
+    """Implements `ledger.executor.TxExecutor`. Holds only the chain id and a one-entry decode cache."""
 
-    __slots__ = ("chain_id",)
+    __slots__ = ("_last", "chain_id")
 
     def __init__(self, chain_id: str) -> None:
         self.chain_id = chain_id
+        # The store calls tx_id(raw) then execute(view, raw, ctx) on the same bytes: decode once. A pure
+        # function of `raw` (compared by value), so the cache cannot change any outcome.
+        self._last: tuple[bytes, Tx | TxRejected, str] | None = None
+
+    def _decode(self, raw: bytes) -> tuple[Tx | TxRejected, str]:
+        last = self._last
+        if last is not None and (last[0] is raw or last[0] == raw):
+            return last[1], last[2]
+        decoded: Tx | TxRejected
+        try:
+            decoded = decode_tx(raw, self.chain_id)
+            tx_id = decoded.tx_id
+        except TxRejected as exc:
+            decoded, tx_id = exc, raw_tx_id(raw)
+        self._last = (raw, decoded, tx_id)
+        return decoded, tx_id
 
     def tx_id(self, raw: bytes) -> str:
-        return raw_tx_id(raw)
+        return self._decode(raw)[1]
 
     def execute(self, view: StateView, raw: bytes, ctx: BlockContext) -> TxOutcome:
-        try:
-            tx = decode_tx(raw, self.chain_id)
-        except TxRejected as exc:
-            return TxOutcome.rejected(raw_tx_id(raw), exc.code, exc.message)
+        tx, tx_id = self._decode(raw)
+        if isinstance(tx, TxRejected):
+            return TxOutcome.rejected(tx_id, tx.code, tx.message)
         try:
             authenticate(view, tx)
             result = RULES[tx.type](view, tx, ctx.time)

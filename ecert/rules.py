@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from consensus.invariant import require
@@ -124,9 +123,9 @@ def _new_children(view: StateView, parent: s.Cert, tx: Tx, now: int,
                        created_at=now, created_by=tx.tx_id, updated_at=now)
         require(s.get_cert(view, child_id) is None, f"derived certificate id {child_id} already exists")
         s.put_cert(view, child, None)
-        s.add_to_lineage(view, parent.root_id, child_id)
+    s.add_to_lineage(view, parent.root_id, ids)
     status = lifecycle.next_cert_status(parent.status, tx.type)
-    s.put_cert(view, replace(parent, status=status, children=tuple(ids), updated_at=now), parent)
+    s.put_cert(view, parent._replace(status=status, children=tuple(ids), updated_at=now), parent)
     return ids
 
 
@@ -147,7 +146,7 @@ def apply_org_status(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
         raise TxRejected(codes.SAME_PARTY, "a bank cannot change its own status")
     org = _org(view, body.org_id)
     status = lifecycle.next_org_status(org.status, tx.type)
-    s.put_org(view, replace(org, status=status, updated_at=now, reason=body.reason))
+    s.put_org(view, org._replace(status=status, updated_at=now, reason=body.reason))
     return {"org_id": org.id, "status": status}
 
 
@@ -200,7 +199,7 @@ def apply_trade_confirm(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     if doc.counterparty != tx.signer:
         raise TxRejected(codes.NOT_COUNTERPARTY, f"only {doc.counterparty} can confirm {doc.id}")
     status = lifecycle.next_doc_status(doc.status, tx.type)
-    s.put_doc(view, replace(doc, status=status, confirmed_at=now))
+    s.put_doc(view, doc._replace(status=status, confirmed_at=now))
     return {"doc_id": doc.id, "status": status}
 
 
@@ -258,11 +257,11 @@ def apply_ecert_issue(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
                   created_by=tx.tx_id, updated_at=now,
                   invoices=tuple((doc.id, take) for doc, take in allocation if take > 0))
     s.put_cert(view, cert, None)
-    s.add_to_lineage(view, cert_id, cert_id)
-    s.put_credit(view, replace(line, used=line.used + body.amount))
+    s.add_to_lineage(view, cert_id, [cert_id])
+    s.put_credit(view, line._replace(used=line.used + body.amount))
     for doc, take in allocation:
         if take > 0:
-            s.put_doc(view, replace(doc, backed=doc.backed + take))
+            s.put_doc(view, doc._replace(backed=doc.backed + take))
     return {"certs": [cert_id]}
 
 
@@ -270,7 +269,7 @@ def apply_ecert_accept(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     body: CertRef = tx.body
     cert = _held_cert(view, tx, body.cert_id)
     status = lifecycle.next_cert_status(cert.status, tx.type)
-    s.put_cert(view, replace(cert, status=status, updated_at=now), cert)
+    s.put_cert(view, cert._replace(status=status, updated_at=now), cert)
     return {"cert_id": cert.id, "status": status}
 
 
@@ -285,11 +284,11 @@ def apply_ecert_reject(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
         doc = s.get_doc(view, doc_id)
         require(doc is not None and doc.backed >= take, f"invoice {doc_id} lost its backing of {cert.id}")
         docs.append((doc, take))
-    s.put_cert(view, replace(cert, status=status, updated_at=now), cert)
-    s.put_credit(view, replace(line, used=line.used - cert.amount))
+    s.put_cert(view, cert._replace(status=status, updated_at=now), cert)
+    s.put_credit(view, line._replace(used=line.used - cert.amount))
     for doc, take in docs:
         assert doc is not None
-        s.put_doc(view, replace(doc, backed=doc.backed - take))
+        s.put_doc(view, doc._replace(backed=doc.backed - take))
     return {"cert_id": cert.id, "status": status}
 
 
@@ -332,7 +331,7 @@ def apply_finance_request(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     if body.bank == tx.signer:
         raise TxRejected(codes.SAME_PARTY, "a bank cannot finance a certificate with itself")
     _active_bank(view, body.bank)
-    s.put_cert(view, replace(cert, status=status, finance_bank=body.bank, finance_requested_at=now,
+    s.put_cert(view, cert._replace(status=status, finance_bank=body.bank, finance_requested_at=now,
                              updated_at=now), cert)
     return {"cert_id": cert.id, "status": status, "bank": body.bank}
 
@@ -353,7 +352,7 @@ def apply_finance_approve(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     if discount >= cert.amount:
         raise TxRejected(codes.DISCOUNT_TOO_LARGE, f"discount {discount} leaves nothing of {cert.amount} to disburse")
     disbursed = cert.amount - discount
-    s.put_cert(view, replace(cert, status=status, holder=tx.signer, seller=cert.holder,
+    s.put_cert(view, cert._replace(status=status, holder=tx.signer, seller=cert.holder,
                              discount_bps=body.discount_bps, discount_days=days, discount=discount,
                              disbursed=disbursed, financed_at=now, updated_at=now), cert)
     return {"cert_id": cert.id, "status": status, "holder": tx.signer, "principal": cert.amount,
@@ -363,7 +362,7 @@ def apply_finance_approve(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
 def apply_finance_decline(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     body: FinanceDecline = tx.body
     cert, status = _financing_cert(view, tx, body.cert_id)
-    s.put_cert(view, replace(cert, status=status, finance_bank=None, finance_requested_at=None, updated_at=now),
+    s.put_cert(view, cert._replace(status=status, finance_bank=None, finance_requested_at=None, updated_at=now),
                cert)
     return {"cert_id": cert.id, "status": status}
 
@@ -378,8 +377,8 @@ def apply_ecert_settle(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
         raise TxRejected(codes.NOT_MATURED, f"certificate {cert.id} matures at {cert.maturity}, block time is {now}")
     line = _credit_line(view, cert.bank, cert.debtor)
     require(line.used >= cert.amount, f"credit line {cert.bank}/{cert.debtor} uses less than {cert.id}")
-    s.put_cert(view, replace(cert, status=status, settled_at=now, paid_to=cert.holder, updated_at=now), cert)
-    s.put_credit(view, replace(line, used=line.used - cert.amount))
+    s.put_cert(view, cert._replace(status=status, settled_at=now, paid_to=cert.holder, updated_at=now), cert)
+    s.put_credit(view, line._replace(used=line.used - cert.amount))
     return {"cert_id": cert.id, "status": status, "paid_to": cert.holder, "amount": cert.amount}
 
 

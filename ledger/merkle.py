@@ -101,3 +101,12 @@ def verify_proof(root: bytes, leaf: bytes, proof: MerkleProof) -> bool:
         i //= 2
         width = (width + 1) // 2
     return used == len(proof.siblings) and h == root
+
+
+def tx_proof(txs: Sequence[bytes], index: int) -> MerkleProof:
+    """Proof that txs[index] is in a block whose header carries `tx_root(txs)`."""
+    return merkle_proof([hashlib.sha256(tx).digest() for tx in txs], index)
+
+
+def verify_tx_proof(root: bytes, raw_tx: bytes, proof: MerkleProof) -> bool:
+    return verify_proof(root, hashlib.sha256(raw_tx).digest(), proof)

@@ -199,8 +199,9 @@ def _decode_block_record(data: bytes) -> BlockRecord:
     return BlockRecord(header, block_hash(header), tuple(row[2]), tuple(row[1]))
 
 
-class _CommittedView:
-    """Read-only StateView over the committed state (the overlay's base during a block)."""
+class CommittedView:
+    """Read-only StateView over the committed state (the overlay's base during a block, and what queries
+    read). State changes only through blocks, so `put`/`delete` here are bugs and raise."""
 
     __slots__ = ("_db",)
 
@@ -210,6 +211,12 @@ class _CommittedView:
     def get(self, key: bytes) -> bytes | None:
         value: bytes | None = self._db.get(_STATE + key)
         return value
+
+    def put(self, key: bytes, value: bytes) -> None:
+        require(False, "the committed state is read-only: write through a block")
+
+    def delete(self, key: bytes) -> None:
+        require(False, "the committed state is read-only: write through a block")
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         start = _STATE + prefix
@@ -227,7 +234,7 @@ class StateStore:
         self._db: Any = db
         self._paranoid = paranoid
         self._sync = sync
-        self._view = _CommittedView(db)
+        self._view = CommittedView(db)
         self._head = _EMPTY_HEAD
         self._genesis: Genesis | None = None
         self._load_meta()
@@ -367,7 +374,10 @@ class StateStore:
         new_records: dict[str, bytes] = {}
         for position, raw in enumerate(block.txs):
             tx_id = executor.tx_id(raw)
-            require(type(tx_id) is str and 0 < len(tx_id) <= TX_ID_CHARS_MAX, f"bad tx id {tx_id!r}")
+            require(
+                type(tx_id) is str and 0 < len(tx_id) <= TX_ID_CHARS_MAX and tx_id.isascii(),
+                f"executor gave a bad tx id {tx_id!r}",
+            )
             tx_ids.append(tx_id)
             earlier = new_records.get(tx_id)
             if earlier is None:
@@ -394,10 +404,11 @@ class StateStore:
         require(db.get(height_key) is None, f"block record at height {header.height} already exists")
         batch.put(height_key, _encode_block_record(block, tx_ids))
         index = self._head.applied_index if applied_index is None else applied_index
+        require(index >= self._head.applied_index, "applied index must not go back")
         head = Head(header.height, block_hash(header), root, header.time, index)
         batch.put(_HEAD_KEY, _encode_head(head))
-        batch.write()
         require(head.height == self._head.height + 1, "heights must be contiguous")
+        batch.write()
         self._head = head
         self._check_root_if_paranoid()
         return outcomes
@@ -501,7 +512,7 @@ class StateStore:
         self._live_db()
         return self._view.scan(prefix)
 
-    def view(self) -> _CommittedView:
+    def view(self) -> CommittedView:
         """A read-only StateView of the committed state (for ecert.queries)."""
         self._live_db()
         return self._view

@@ -76,7 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(spec.data_dir / "node.log", args.id)
     pid_path = spec.data_dir / "node.pid"
     _write_pid(pid_path)
+    profile_to = os.environ.get("ECERT_NODE_PROFILE")  # opt-in: cProfile stats written at exit
     try:
+        if profile_to:
+            import cProfile
+
+            prof = cProfile.Profile()
+            try:
+                return prof.runcall(asyncio.run, _run(args.config, args.id, args.fault_injection))
+            finally:
+                prof.dump_stats(f"{profile_to}.{args.id}")
         return asyncio.run(_run(args.config, args.id, args.fault_injection))
     except Exception:
         log.exception("node_crashed")

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
-from aiohttp import ClientError, web
+from aiohttp import web
 
 log = logging.getLogger("node.api")
 
@@ -231,33 +231,26 @@ def admit(node: Any, raw: bytes) -> tuple[str, dict[str, Any] | None]:
     return tx_id, None
 
 
-async def route_to_leader(node: Any, admitted: list[tuple[str, bytes]]) -> None:
-    """Queue on this node if it leads, else forward to the leader. Raises ApiError 503/429 when impossible."""
+async def route_to_leader(node: Any, admitted: list[tuple[str, bytes]]) -> list[dict[str, Any] | None]:
+    """Queue on this node if it leads, else forward to the leader. Returns, per tx, None if accepted or the
+    leader's refusal answer; raises ApiError (503 no leader / 429 queue full) when the whole batch failed."""
     from node.proposer import QueueFullError
+    from node.server import ForwardError
 
     if not admitted:
-        return
+        return []
     if node.proposer.is_leader:
         for tx_id, raw in admitted:
             try:
                 node.proposer.enqueue(tx_id, raw)
             except QueueFullError as exc:
                 raise ApiError(429, "queue_full", str(exc), tx_id=tx_id) from None
-        return
-    leader = node.leader_spec()
-    if leader is None or leader.id == node.node_id:
-        raise ApiError(503, "no_leader", "no leader is known right now; retry shortly", leader_id=None)
+        return [None] * len(admitted)
     try:
-        status, body = await node.forward_batch([raw for _, raw in admitted])
-    except (ClientError, OSError, TimeoutError, ValueError) as exc:
-        raise ApiError(503, "leader_unreachable", f"could not forward to leader {leader.id}: {exc}",
-                       leader_id=leader.id) from None
-    if status == 429:
-        raise ApiError(429, "queue_full", "the leader's queue is full", leader_id=leader.id)
-    if status >= 400:
-        err = body.get("error", {}) if isinstance(body, dict) else {}
-        raise ApiError(status, err.get("code", "forward_failed"), err.get("message", "leader refused"),
-                       leader_id=leader.id)
+        results = await node.forward_txs([raw for _, raw in admitted])
+    except ForwardError as exc:
+        raise ApiError(exc.status, exc.code, exc.message, leader_id=exc.leader_id) from None
+    return [r if isinstance(r, dict) and r.get("status") == "refused" else None for r in results]
 
 
 async def wait_outcome(node: Any, tx_id: str, fut: asyncio.Future[dict[str, Any]], timeout_s: float
@@ -283,7 +276,11 @@ async def post_tx(request: web.Request) -> web.Response:
         return reply(request, known, 200)
     fut = node.proposer.wait_for(tx_id) if wait == "commit" else None
     try:
-        await route_to_leader(node, [(tx_id, raw)])
+        refused = (await route_to_leader(node, [(tx_id, raw)]))[0]
+        if refused is not None:
+            err = refused.get("error") or {}
+            raise ApiError(400, err.get("code", "refused"), err.get("message", "the leader refused the tx"),
+                           tx_id=tx_id)
     except ApiError:
         if fut is not None:
             node.proposer.forget(tx_id, fut)
@@ -319,13 +316,18 @@ async def post_txs(request: web.Request) -> web.Response:
             admitted.append((i, tx_id, raw))
     futs = {tx_id: node.proposer.wait_for(tx_id) for _, tx_id, _ in admitted} if wait == "commit" else {}
     try:
-        await route_to_leader(node, [(t, r) for _, t, r in admitted])
+        refusals = await route_to_leader(node, [(t, r) for _, t, r in admitted])
     except ApiError:
         for tx_id, fut in futs.items():
             node.proposer.forget(tx_id, fut)
         raise
     deadline = time.monotonic() + timeout_ms / 1000
-    for i, tx_id, _ in admitted:
+    for (i, tx_id, _), refused in zip(admitted, refusals, strict=True):
+        if refused is not None:
+            results[i] = refused
+            if tx_id in futs:
+                node.proposer.forget(tx_id, futs[tx_id])
+            continue
         if wait == "none":
             results[i] = {"tx_id": tx_id, "status": "accepted"}
             continue

@@ -59,9 +59,8 @@ sse_interval_s = 1.0
 sse_clients_max = 64
 peer_probe_timeout_s = 0.5
 disk_sample_every = 5          # samples between disk / LevelDB size reads
-blocks_scan_per_sample_max = 64
 blocks_page_max = 100
-latest_cert_scan_blocks_max = 500
+latest_cert_scan_blocks_max = 200
 lagging_entries = 10           # a node this far behind the leader shows as "lagging" on the cluster view
 
 
@@ -95,7 +94,7 @@ class Dashboard:
         self.sse_clients = 0
         self._samples = 0
         self._disk: tuple[int, int] | None = None
-        self._scanned_height: int | None = None
+        self._rejected_seen: int | None = None
         self._latest_cert: tuple[int, str | None] | None = None
         self._session: ClientSession | None = None
 
@@ -112,7 +111,7 @@ class Dashboard:
             peers = [self._probed_reachability(p) for p in peers]
         self.metrics.update_from_status(status)
         self.metrics.update_from_peers(peers, now_ms=t)
-        self._scan_rejections(t, status)
+        self._count_rejections(t)
         if self._samples % disk_sample_every == 0:
             self._sample_disk()
         self._samples += 1
@@ -142,22 +141,12 @@ class Dashboard:
             return peer
         return dict(peer, reachable=pid in self.peer_status, last_contact_ms=self.peer_seen_ms.get(pid))
 
-    def _scan_rejections(self, t: int, status: Mapping[str, Any]) -> None:
-        """Count rejected txs in blocks applied since the last sample (bounded per sample)."""
-        height = status.get("height")
-        if not isinstance(height, int):
-            return
-        if self._scanned_height is None or height < self._scanned_height:
-            self._scanned_height = height  # start from now: history is not a burst
-            return
-        start = max(self._scanned_height + 1, height - blocks_scan_per_sample_max + 1)
-        rejected = 0
-        for h in range(start, height + 1):
-            for tx in _safe(lambda h=h: self.source.block_txs(h), []):
-                if isinstance(tx, Mapping) and tx.get("status") == "rejected":
-                    rejected += 1
-        self._scanned_height = height
-        self.tracker.note_rejected(t, rejected)
+    def _count_rejections(self, t: int) -> None:
+        """Rejected txs since the last sample, from the counter the node keeps (NodeMetrics.count_tx)."""
+        total = self.metrics.rejected_total()
+        if self._rejected_seen is not None and total > self._rejected_seen:
+            self.tracker.note_rejected(t, total - self._rejected_seen)
+        self._rejected_seen = total
 
     def _sample_disk(self) -> None:
         if self.data_dir is None or not self.data_dir.exists():
@@ -259,19 +248,21 @@ class Dashboard:
     # --- first view --------------------------------------------------------------------------------------
 
     def latest_cert(self) -> dict[str, Any]:
-        """The newest certificate id created by a tx in the last blocks (cached per height)."""
+        """The newest certificate created by a committed tx (a first view for a newcomer).
+
+        Scans only blocks it has not seen (newest first, at most `latest_cert_scan_blocks_max` per call), so a
+        long chain costs one bounded scan once and almost nothing after.
+        """
         status = _safe(self.source.status, {})
         height = status.get("height") if isinstance(status.get("height"), int) else 0
-        if self._latest_cert is not None and self._latest_cert[0] == height:
-            return {"cert_id": self._latest_cert[1], "height": height}
-        found: str | None = None
-        for h in range(height, max(0, height - latest_cert_scan_blocks_max), -1):
-            for tx in reversed(_safe(lambda h=h: self.source.block_txs(h), [])):
-                certs = _result_certs(tx)
-                if certs:
-                    found = certs[-1]
-                    break
-            if found:
+        seen_height, found = self._latest_cert or (0, None)
+        if height < seen_height:  # a restored snapshot or a wiped node: start over
+            seen_height, found = 0, None
+        lowest = max(seen_height, height - latest_cert_scan_blocks_max)
+        for h in range(height, lowest, -1):
+            certs = [c for tx in _safe(lambda h=h: self.source.block_txs(h), []) for c in _result_certs(tx)]
+            if certs:
+                found = certs[-1]
                 break
         self._latest_cert = (height, found)
         return {"cert_id": found, "height": height}

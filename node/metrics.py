@@ -22,6 +22,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -43,6 +44,9 @@ class NodeMetrics:
     """All metrics of one node. Methods are cheap and never raise on odd input (metrics must not kill a node)."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
+        # `*_created` timestamps double the series count and no dashboard here uses them (process-wide switch;
+        # the node process exposes nothing else through prometheus_client).
+        disable_created_metrics()
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         if process:
@@ -212,6 +216,11 @@ class NodeMetrics:
             self.txs_committed.inc(n)
         elif status == "rejected":
             self.txs_rejected.labels(code=_clip(code or "unknown", code_label_max)).inc(n)
+
+    def rejected_total(self) -> int:
+        """Rejected txs counted so far, every code (for the rejection-burst alarm)."""
+        return int(sum(s.value for m in self.txs_rejected.collect() for s in m.samples
+                       if s.name.endswith("_total")))
 
     def set_apply_halted(self, halted: bool, kind: str | None = None) -> None:
         """The node stopped (or resumed) applying; `kind` e.g. "apply_error" or "invariant" is counted once."""

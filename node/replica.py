@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from consensus.messages import Entry, EntryType, Message, Snapshot, SnapshotMeta
+from consensus.messages import Entry, EntryType, Message, MessageType, Snapshot, SnapshotMeta
 from consensus.ready import Ready, Role
 
 log = logging.getLogger("node.replica")
@@ -121,12 +122,37 @@ class Replica:
     # -- inputs
 
     def step(self, msg: Message) -> None:
+        if msg.type == MessageType.HEARTBEAT and msg.commit > self.core.last_index:
+            # The leader believes we hold entries we do not (our data was wiped, or its view is stale after
+            # our restart): a commit hint beyond our log must not be taken; the leader re-probes us on
+            # reconnection (reset_peer_progress) and sends entries or a snapshot.
+            msg = dataclasses.replace(msg, commit=self.core.last_index)
         try:
             self.core.step(msg)
         except Exception as exc:  # a malformed or unexpected message must not kill the node
             log.warning("step_failed", extra={"peer": msg.from_id, "type": int(msg.type), "reason": repr(exc)})
             return
         self._wake.set()
+
+    def reset_peer_progress(self, peer: str) -> bool:
+        """Leader only: forget what we know of `peer`'s log and probe it again, as a new leader would (Raft
+        §5.3: nextIndex = last + 1, matchIndex = 0). Called when the peer (re)connects: a peer that restarted
+        with a wiped data dir would otherwise never be re-sent the entries it lost (a rejection at or below
+        `match` counts as stale). Safe: lowering `match` only delays commitment, never advances it.
+
+        The core has no public call for this yet, so this reaches into its progress table.
+        """
+        if self.core.role != Role.LEADER:
+            return False
+        prs = getattr(self.core, "_prs", None)
+        pr = prs.get(peer) if isinstance(prs, dict) else None
+        if pr is None or not hasattr(pr, "become_probe"):
+            return False
+        pr.match = 0
+        pr.become_probe()
+        pr.next = self.core.last_index + 1
+        self._wake.set()
+        return True
 
     def propose(self, data: bytes) -> int:
         """Append `data` as a log entry (leader only). Returns its index; raises NotLeaderError & co."""

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import ClientSession, ClientTimeout, web
 
 from consensus.ready import Role
@@ -32,6 +33,17 @@ FORWARD_BATCH_MAX = 1000
 DRAIN_TIMEOUT_S = 5.0
 _ROLE_NAMES = {Role.LEADER: "leader", Role.FOLLOWER: "follower", Role.CANDIDATE: "candidate",
                Role.PRE_CANDIDATE: "candidate", Role.LEARNER: "learner"}
+
+
+class ForwardError(Exception):
+    """Forwarding to the leader failed as a whole: the HTTP status, code and message to answer with."""
+
+    def __init__(self, status: int, code: str, message: str, leader_id: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.leader_id = leader_id
 
 
 class StartupError(Exception):
@@ -96,6 +108,8 @@ class Node:
         self._tasks: list[asyncio.Task[Any]] = []
         self._forward_queue: list[bytes] = []
         self._forward_kick = asyncio.Event()
+        self._batch_waiting: list[tuple[list[bytes], asyncio.Future[list[dict[str, Any]]]]] = []
+        self._batch_kick = asyncio.Event()
         self.stopping = False
 
     # -- startup
@@ -155,7 +169,7 @@ class Node:
         peers = self._peer_infos()
         self.transport = PeerTransport(
             node_id=self.node_id, chain_id=self.chain_id, key=key, listen=self.spec.raft, peers=peers,
-            on_message=self._on_peer_message, faults=self.faults,
+            on_message=self._on_peer_message, on_peer_connected=self._on_peer_connected, faults=self.faults,
             frame_bytes_max=max(16 << 20, 4 * self.config.block_max_bytes))
         cfg = self.config
         self.replica = Replica(
@@ -182,7 +196,8 @@ class Node:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.replica.run(), name="raft-driver"),
                        loop.create_task(self.proposer.run(), name="proposer"),
-                       loop.create_task(self._forwarder(), name="forwarder")]
+                       loop.create_task(self._forwarder(), name="forwarder"),
+                       loop.create_task(self._batch_forwarder(), name="batch-forwarder")]
         from node.api import build_app
 
         app = build_app(self)
@@ -226,6 +241,10 @@ class Node:
     def _on_peer_message(self, msg: Any) -> None:
         assert self.replica is not None
         self.replica.step(msg)
+
+    def _on_peer_connected(self, peer: str) -> None:
+        if self.replica is not None and self.replica.reset_peer_progress(peer):
+            log.info("peer_reprobed", extra={"peer": peer})
 
     # -- driver hooks (synchronous, inside a Ready)
 
@@ -295,6 +314,58 @@ class Node:
                     await asyncio.sleep(0.2)
                     continue
                 del self._forward_queue[:len(batch)]
+
+    async def forward_txs(self, raws: list[bytes]) -> list[dict[str, Any]]:
+        """Forward admitted txs to the leader, coalesced with concurrent callers into one /v1/txs request per
+        round trip. Returns the leader's per-tx answers; raises ForwardError if the whole batch failed."""
+        fut: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        self._batch_waiting.append((raws, fut))
+        self._batch_kick.set()
+        return await fut
+
+    async def _batch_forwarder(self) -> None:
+        while True:
+            await self._batch_kick.wait()
+            self._batch_kick.clear()
+            while self._batch_waiting:
+                group: list[tuple[list[bytes], asyncio.Future[list[dict[str, Any]]]]] = []
+                count = 0
+                while self._batch_waiting and (not group or count + len(self._batch_waiting[0][0])
+                                               <= FORWARD_BATCH_MAX):
+                    item = self._batch_waiting.pop(0)
+                    group.append(item)
+                    count += len(item[0])
+                flat = [raw for raws, _ in group for raw in raws]
+                try:
+                    results = await self._post_batch(flat)
+                except ForwardError as exc:
+                    for _, f in group:
+                        if not f.done():
+                            f.set_exception(exc)
+                    continue
+                at = 0
+                for raws, f in group:
+                    if not f.done():
+                        f.set_result(results[at:at + len(raws)])
+                    at += len(raws)
+
+    async def _post_batch(self, raws: list[bytes]) -> list[dict[str, Any]]:
+        leader = self.leader_spec()
+        if leader is None or leader.id == self.node_id:
+            raise ForwardError(503, "no_leader", "no leader is known right now; retry shortly", None)
+        try:
+            status, body = await self.forward_batch(raws)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise ForwardError(503, "leader_unreachable", f"could not forward to leader {leader.id}: {exc!r}",
+                               leader.id) from None
+        if status >= 400 or not isinstance(body, dict):
+            err = body.get("error", {}) if isinstance(body, dict) else {}
+            raise ForwardError(status if 400 <= status < 600 else 503, err.get("code", "forward_failed"),
+                               err.get("message", f"leader answered {status}"), leader.id)
+        results = body.get("results")
+        if not isinstance(results, list) or len(results) != len(raws):
+            raise ForwardError(503, "forward_failed", "leader answered a malformed batch result", leader.id)
+        return results
 
     async def forward_batch(self, raws: list[bytes]) -> Any:
         import msgpack
@@ -382,11 +453,16 @@ class Node:
         return out
 
     def recent_blocks(self, before: int | None, limit: int) -> list[dict[str, Any]]:
-        out = []
-        for record in self.store.blocks(before, limit):
-            row = record.to_json()
-            row["txs"] = list(record.tx_ids)
+        # Walks down with store.block(h): StateStore.blocks() (reverse LevelDB iterator) returned nothing here.
+        top = self.store.height if before is None else min(before - 1, self.store.height)
+        out: list[dict[str, Any]] = []
+        h = top
+        while h >= 1 and len(out) < max(0, min(limit, 100)):
+            row = self.block_json(h)
+            if row is None:  # below the base of an installed snapshot: not stored on this node
+                break
             out.append(row)
+            h -= 1
         return out
 
     def block_txs(self, height: int) -> list[dict[str, Any]]:

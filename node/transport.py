@@ -165,6 +165,7 @@ class PeerTransport:
         listen: Address,
         peers: Iterable[PeerInfo],
         on_message: Callable[[Message], None],
+        on_peer_connected: Callable[[str], None] | None = None,
         encode: Callable[[Message], bytes] | None = None,
         decode: Callable[[bytes], Message] | None = None,
         faults: Faults | None = None,
@@ -182,6 +183,7 @@ class PeerTransport:
         self.peers: dict[str, PeerInfo] = {p.id: p for p in peers if p.id != node_id}
         self.removed: set[str] = set()
         self.on_message = on_message
+        self.on_peer_connected = on_peer_connected
         self.encode = encode
         self.decode = decode
         self.faults = faults
@@ -372,6 +374,11 @@ class PeerTransport:
                     writer.write(encode_frame(_pack({"t": "error", "reason": str(exc)[:200]})))
                     await asyncio.wait_for(writer.drain(), 0.5)
                 return
+            if self.on_peer_connected is not None:
+                try:
+                    self.on_peer_connected(peer_id)
+                except Exception:
+                    log.exception("on_peer_connected_failed", extra={"peer": peer_id})
             await self._receive_loop(peer_id, reader)
         except (OSError, asyncio.IncompleteReadError):
             pass

@@ -61,6 +61,8 @@ class SimConfig:
     election_ticks: int = 10
     heartbeat_ticks: int = 1
     latency_ms_max: int = 8
+    fixed_latency_ms: int | None = None
+    """If set, every message takes exactly this long one way (benchmarks); otherwise 1 ms without "reorder"."""
     chaos_ms: int = 10
     """Mean interval between chaos actions."""
     # Chance per chaos action, in parts per thousand.
@@ -163,12 +165,14 @@ class Simulation:
 
     def _draw_link_faults(self) -> LinkFaults:
         f, rng = self.cfg.faults, self.rng
-        latency_max = self.cfg.latency_ms_max
+        fixed = self.cfg.fixed_latency_ms
+        latency_min = fixed if fixed is not None else 1
+        latency_max = rng.randint(2, self.cfg.latency_ms_max) if "reorder" in f else latency_min
         return LinkFaults(
             drop_permille=rng.randint(5, 120) if "drop" in f else 0,
             duplicate_permille=rng.randint(5, 60) if "duplicate" in f else 0,
-            latency_ms_min=1,
-            latency_ms_max=rng.randint(2, latency_max) if "reorder" in f else 1,
+            latency_ms_min=latency_min,
+            latency_ms_max=max(latency_min, latency_max),
             slow_permille=rng.randint(10, 100) if "reorder" in f else 0,
             slow_ms_max=self.cfg.tick_ms * self.cfg.election_ticks if "reorder" in f else 0,
         )
@@ -357,7 +361,8 @@ class Simulation:
 
     # -- chaos -----------------------------------------------------------------------------------------------
 
-    def _leader(self) -> SimNode | None:
+    def leader(self) -> SimNode | None:
+        """The live node that believes it leads, in the highest term (None if none)."""
         leaders = [n for n in self.nodes.values() if n.core is not None and n.core.role == Role.LEADER]
         return max(leaders, key=lambda n: (n.core.term, n.id)) if leaders else None  # type: ignore[union-attr]
 
@@ -383,7 +388,7 @@ class Simulation:
             roll -= permille
 
     def _propose(self) -> None:
-        leader = self._leader()
+        leader = self.leader()
         up = self._up_nodes()
         # Now and then ask a random node: a follower must refuse (NotLeaderError).
         target = leader if leader is not None and self.rng.randrange(10) else (self.rng.choice(up) if up else None)
@@ -418,7 +423,7 @@ class Simulation:
         self._drive(node)
 
     def _conf_change(self) -> None:
-        leader = self._leader()
+        leader = self.leader()
         if leader is None or leader.core is None:
             return
         core, rng = leader.core, self.rng
@@ -447,7 +452,7 @@ class Simulation:
         self._drive(leader)
 
     def _transfer(self) -> None:
-        leader = self._leader()
+        leader = self.leader()
         if leader is None or leader.core is None:
             return
         others = sorted(n for n in leader.core.voters if n != leader.id)
@@ -478,9 +483,14 @@ class Simulation:
         up = self._up_nodes()
         if not up:
             return
-        leader = self._leader()
+        leader = self.leader()
         use_leader = leader is not None and self.rng.randrange(1000) < self.cfg.crash_leader_permille
         node = leader if use_leader and leader is not None else self.rng.choice(up)
+        self.crash(node.id, restart_after_ms=self.rng.randint(20, 100 * self.cfg.tick_ms))
+
+    def crash(self, nid: NodeId, restart_after_ms: int | None) -> None:
+        """Crash node `nid` now (losing unsynced writes); restart it later unless `restart_after_ms` is None."""
+        node = self.nodes[nid]
         lost = node.storage.crash(self.rng)
         node.core = None
         node.leader_term = None
@@ -489,7 +499,8 @@ class Simulation:
         self.stats.crashes += 1
         self.stats.lost_writes += lost
         self.trace.add(f"{self.now} {node.id} crash lost={lost}")
-        self._schedule(self.rng.randint(20, 100 * self.cfg.tick_ms), "restart", node.id)
+        if restart_after_ms is not None:
+            self._schedule(restart_after_ms, "restart", node.id)
 
     def _restart(self, nid: NodeId) -> None:
         node = self.nodes[nid]
@@ -502,9 +513,11 @@ class Simulation:
         self.trace.add(f"{self.now} {nid} restart t{hs.term} commit={hs.commit} last={v.last_index}")
 
     def _partition(self) -> None:
-        kind = self.rng.choice(PARTITION_KINDS)
-        leader = self._leader()
         ids = sorted(self.nodes)
+        if len(ids) < 2:
+            return
+        kind = self.rng.choice(PARTITION_KINDS)
+        leader = self.leader()
         self.net.cut = cut_links(kind, ids, leader.id if leader else None, self.rng)
         self.stats.partitions += 1
         duration = self.rng.randint(5 * self.cfg.tick_ms, 300 * self.cfg.tick_ms)
@@ -535,7 +548,7 @@ class Simulation:
         while self.now < deadline:
             for _ in range(200):
                 self.step()
-            leader = self._leader()
+            leader = self.leader()
             if leader is None or leader.core is None:
                 continue
             if not proposed:

@@ -6,6 +6,7 @@ The same generator drives etcd and ecert-chain so that the client's own cost is 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ class LoadResult:
         if not self.latencies_ms:
             return 0.0
         ordered = sorted(self.latencies_ms)
-        rank = min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+        rank = min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))
         return ordered[rank]
 
     def summary(self) -> dict[str, float | int | str]:
@@ -63,7 +64,7 @@ async def run_closed_loop(name: str, workers: Sequence[Callable[[], Request | No
             t0 = time.perf_counter()
             try:
                 ok = await request(session)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 ok = False
             if ok:
                 result.ok += 1

@@ -96,8 +96,8 @@ class Progress:
         elif time.monotonic() - self.last_line > 5:
             self.last_line = time.monotonic()
             err.print(f"[{v['t']:5.1f}s] {v['phase']}: acked {v['acked']} rejected {v['rejected']} "
-                      f"unknown {v['in_flight_or_unknown']} reads {v['reads']} leader {v['leader']} "
-                      f"fault {v['fault'] or '-'}")
+                      f"in flight/unknown {v['in_flight_or_unknown']} reads {v['reads']} leader {v['leader']} "
+                      f"fault {v['fault'] or '-'}", soft_wrap=True)
 
 
 async def amain(args: argparse.Namespace, progress: Progress) -> tuple[dict[str, Any], Any]:

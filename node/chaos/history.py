@@ -109,3 +109,18 @@ class History:
     samples: list[StatusSample] = field(default_factory=list)
     duration: float = 0.0
     banks: dict[str, str] = field(default_factory=dict)  # root cert id -> bank it was issued under
+
+
+def history_from_json(doc: dict[str, Any]) -> tuple[History, list[NodeDump]]:
+    """Read back what the runner writes to history.json (tests replay and doctor real runs with it)."""
+    h = dict(doc["history"])
+    history = History(
+        seed=h["seed"], nodes=list(h["nodes"]), duration=h["duration"], banks=dict(h.get("banks") or {}),
+        txs=[TxRecord(**t) for t in h["txs"]],
+        reads=[ReadRecord(**{**r, "value": tuple(r["value"]) if r["value"] is not None else None})
+               for r in h["reads"]],
+        faults=[FaultEvent(**f) for f in h["faults"]],
+        samples=[StatusSample(**s) for s in h["samples"]],
+    )
+    dumps = [NodeDump(**{**d, "blocks": {int(k): v for k, v in d["blocks"].items()}}) for d in doc["dumps"]]
+    return history, dumps

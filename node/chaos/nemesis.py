@@ -39,9 +39,9 @@ FAULT_KINDS = (
 )
 NODE_RULE_KINDS = ("slow_disk", "clock_skew")  # a rule for one node only (the leader), not the whole cluster
 WARMUP_S = 3.0
-FAULT_S = (2.0, 3.5)
-QUIET_S = (1.5, 2.5)
 TAIL_S = 1.0  # no fault starts this close to the end
+SLOT_S = (3.0, 8.0)  # one fault plus the quiet gap after it
+FAULT_SHARE = (0.5, 0.65)  # of a slot, the fault's part; the rest is quiet time to recover
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,20 +53,22 @@ class Step:
 
 
 def schedule(seed: int, duration: float, kinds: tuple[str, ...] = FAULT_KINDS) -> list[Step]:
-    """Faults for a run of `duration` seconds: every kind once (in a seeded order) before any repeats."""
+    """Faults for a run of `duration` seconds: every kind once (in a seeded order) before any repeats. Slots
+    shrink (down to SLOT_S[0]) so that every kind fits when the run is long enough for it."""
     rng = random.Random(f"nemesis:{seed}")
+    usable = duration - WARMUP_S - TAIL_S
+    slot = min(SLOT_S[1], max(SLOT_S[0], usable / max(1, len(kinds))))
     steps: list[Step] = []
     t = WARMUP_S
     order: list[str] = []
-    while True:
+    while t + slot <= duration - TAIL_S + 1e-9:
         if not order:
             order = list(kinds)
             rng.shuffle(order)
-        d = round(rng.uniform(*FAULT_S), 2)
-        if t + d > duration - TAIL_S:
-            return steps
+        d = round(slot * rng.uniform(*FAULT_SHARE), 2)
         steps.append(Step(round(t, 2), d, order.pop(), rng.randrange(1 << 30)))
-        t += d + rng.uniform(*QUIET_S)
+        t += slot
+    return steps
 
 
 def minority_size(n: int) -> int:

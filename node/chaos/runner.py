@@ -75,6 +75,15 @@ class Run:
         self.latest: StatusSample | None = None
         self.nemesis: Nemesis | None = None
         self.workload: Workload | None = None
+        self.phase_s: dict[str, float] = {}
+        self._phase_t = time.monotonic()
+
+    def phase(self, name: str) -> None:
+        """Enter a phase; the time spent in the previous one goes to the report."""
+        now = time.monotonic()
+        self.phase_s[self.state.phase] = round(now - self._phase_t, 2)
+        self._phase_t = now
+        self.state.phase = name
 
     def clock(self) -> float:
         return time.monotonic() - self.t0
@@ -295,7 +304,7 @@ class Run:
                 cluster.start(n)
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
                 self.session = session
-                self.state.phase = "waiting for a leader"
+                self.phase("waiting for a leader")
                 await self.wait_ready()
                 seeds = {o: cluster.org_seed(o) for o, _, _ in cluster.orgs}
                 api = Api(session, {n: cluster.url(n) for n in cluster.ids}, self.history, self.clock,
@@ -304,7 +313,7 @@ class Run:
                 stop_sampler = asyncio.Event()
                 self.workload = Workload(api, cluster.orgs, opts.seed, stop_workload, opts.workers_per_org,
                                          opts.readers)
-                self.state.phase = "setup"
+                self.phase("setup")
                 await self.workload.setup()
                 # The schedule's clock starts with the workload; the setup tx keeps its (negative) times.
                 shift = time.monotonic() - self.t0
@@ -314,7 +323,7 @@ class Run:
                     rec.complete -= shift
                 self.history.samples.clear()
                 self.nemesis = Nemesis(opts.seed, cluster, steps, self.post_rule, self.leader_now, self.clock)
-                self.state.phase = "chaos"
+                self.phase("chaos")
                 sampler = asyncio.create_task(self.sampler(stop_sampler))
                 work = asyncio.create_task(self.workload.run())
                 try:
@@ -322,7 +331,7 @@ class Run:
                     await asyncio.sleep(max(0.0, opts.duration - self.clock()))
                 finally:
                     stop_workload.set()
-                self.state.phase = "draining"
+                self.phase("draining")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(work), DRAIN_TIMEOUT_S)
                 work.cancel()
@@ -330,25 +339,29 @@ class Run:
                     await work
                 self.history.duration = self.clock()
                 self.history.faults = self.nemesis.faults
-                self.state.phase = "healing"
+                self.phase("healing")
                 await self.heal_all()
-                self.state.phase = "converging"
+                self.phase("converging")
                 converged = await self.converge()
                 stop_sampler.set()
                 await sampler
-                self.state.phase = "checking"
+                self.phase("collecting")
                 self._tick()
                 dumps = await self.collect()
         finally:
             cluster.close()
+        self.phase("checking")
         report = check_run(self.history, dumps)
+        self.phase("writing the report")
         report.stats["converged"] = converged
+        report.stats["phase_s"] = self.phase_s
         summary = make_summary(self.history, report, report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
         from node.chaos.report import write_report
 
         write_report(report_dir, self.history, report, summary, opts, steps)
         (report_dir / "history.json").write_text(json.dumps(history_json(self.history, dumps), default=str))
+        self.phase("done")
         if not report.violations and not opts.keep and opts.workdir is None:
             shutil.rmtree(workdir / "cluster", ignore_errors=True)
         else:

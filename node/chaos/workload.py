@@ -33,6 +33,9 @@ from ecert.tx import decode_envelope, envelope_to_json, make_tx, tx_id_of
 from node.chaos.history import COMMITTED, REJECTED, UNKNOWN, History, ReadRecord, TxRecord
 
 OP_TIMEOUT_S = 8.0  # a tx still unknown after this is recorded as unknown
+IMPATIENT_TIMEOUT_S = 1.0
+IMPATIENT_SHARE = 0.15  # of moves sent once, without retries: their outcomes may stay unknown
+DOUBLE_SPEND_SHARE = 0.1  # of committed moves followed by an attempt to move the spent parent again
 ATTEMPT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 2.0
 RETRY_PAUSE_S = (0.05, 0.25)
@@ -92,7 +95,10 @@ class Api:
         self.rng.shuffle(ids)
         return ids
 
-    async def submit(self, client: str, signer: str, kind: str, body: dict[str, Any]) -> TxRecord:
+    async def submit(self, client: str, signer: str, kind: str, body: dict[str, Any], patient: bool = True
+                     ) -> TxRecord:
+        """Send until a definite answer or the op deadline. An impatient client sends once with a short
+        timeout and gives up: its outcome stays unknown, which is what the checker's fate rules are for."""
         self.nonce += 1
         raw = make_tx(self.seeds[signer], self.chain_id, kind, signer, f"{self.history.seed}.{client}.{self.nonce}",
                       body)
@@ -100,7 +106,7 @@ class Api:
         tx_id = tx_id_of(decode_envelope(raw).payload)
         rec = TxRecord(tx_id, kind, client, signer, body, invoke=self.clock())
         self.history.txs.append(rec)
-        deadline = rec.invoke + OP_TIMEOUT_S
+        deadline = rec.invoke + (OP_TIMEOUT_S if patient else IMPATIENT_TIMEOUT_S)
         order = self._node_order()
         while self.clock() < deadline:
             node = order[rec.attempts % len(order)]
@@ -116,6 +122,8 @@ class Api:
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 rec.error = type(exc).__name__
+                if not patient:
+                    break
                 await asyncio.sleep(self.rng.uniform(*RETRY_PAUSE_S))
                 continue
             if status == 200 and answer.get("status") in (COMMITTED, REJECTED):
@@ -133,6 +141,8 @@ class Api:
                 rec.error_code = _code(answer)
                 return rec
             rec.error = _code(answer) or f"http_{status}"
+            if not patient:
+                break
             await asyncio.sleep(self.rng.uniform(*RETRY_PAUSE_S))
         rec.outcome = UNKNOWN
         return rec
@@ -292,6 +302,7 @@ class Workload:
 
     async def _move(self, name: str, rng: random.Random, org: str, cert: Cert) -> None:
         cert.busy = True
+        patient = rng.random() >= IMPATIENT_SHARE
         others = [s for s in self.suppliers if s != org] + ([self.core] if rng.random() < 0.2 else [])
         action = rng.choice(["transfer", "transfer", "split", "finance"])
         if cert.amount < 4 or not others:
@@ -301,18 +312,19 @@ class Workload:
             budget = cert.amount - (0 if rng.random() < 0.3 else 1)
             parts = _split_amount(rng, budget, len(recipients))
             to = [{"org": o, "amount": a} for o, a in zip(recipients, parts, strict=True)]
-            rec = await self.api.submit(name, org, "ecert.transfer", {"cert_id": cert.id, "to": to})
+            rec = await self.api.submit(name, org, "ecert.transfer", {"cert_id": cert.id, "to": to}, patient)
             if rec.outcome == COMMITTED and rec.result:
                 holders = recipients + [org] * (len(rec.result["certs"]) - len(recipients))
                 amounts = [*parts, cert.amount - sum(parts)]
                 self._children(cert, rec.result["certs"], holders, amounts)
         elif action == "split":
             amounts = _split_amount(rng, cert.amount, rng.randint(2, 3))
-            rec = await self.api.submit(name, org, "ecert.split", {"cert_id": cert.id, "amounts": amounts})
+            rec = await self.api.submit(name, org, "ecert.split", {"cert_id": cert.id, "amounts": amounts}, patient)
             if rec.outcome == COMMITTED and rec.result:
                 self._children(cert, rec.result["certs"], [org] * len(amounts), amounts)
         else:
-            rec = await self.api.submit(name, org, "finance.request", {"cert_id": cert.id, "bank": self.bank})
+            rec = await self.api.submit(name, org, "finance.request", {"cert_id": cert.id, "bank": self.bank},
+                                        patient)
             if rec.outcome == COMMITTED:
                 cert.status = "financing"
                 self.world.touch(cert.id)
@@ -322,6 +334,10 @@ class Workload:
         if rec.outcome == REJECTED:
             cert.busy = False  # our view was stale or the move was refused: the cert is still ours to use
         # UNKNOWN: leave it busy; its state is no longer known to us.
+        if rec.outcome == COMMITTED and rng.random() < DOUBLE_SPEND_SHARE and others:
+            # Spend the parent again with a fresh tx: every node must refuse it (value would appear otherwise).
+            await self.api.submit(name, org, "ecert.transfer",
+                                  {"cert_id": cert.id, "to": [{"org": others[0], "amount": 1}]})
 
     def _children(self, parent: Cert, ids: list[str], holders: list[str], amounts: list[int]) -> None:
         parent.status = "split"

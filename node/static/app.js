@@ -272,16 +272,22 @@ function drawLineage(lineage, selectedId) {
     : el("span", { class: "bad" }, "✗ leaves do not sum to the root"),
   ` · debtor ${root.debtor ?? "—"} · maturity ${when(root.maturity)}`));
 
+  // The holder a certificate was created for: a financed one has since passed to the bank.
+  const firstHolder = (c) => c.finance?.seller || c.seller || c.holder;
   const nodeFor = (c, parent) => {
     const kids = children.get(c.id) || [];
-    let how = "issued";
-    if (parent) how = c.holder === parent.holder ? "split / remainder" : `transfer ${parent.holder} → ${c.holder}`;
+    let how = `issued by ${c.debtor} to ${firstHolder(c)}`;
+    if (parent) how = firstHolder(c) === parent.holder ? `split · kept by ${parent.holder}` : `transfer ${parent.holder} → ${firstHolder(c)}`;
     const extra = [];
-    if (c.status === "financed" || c.status === "financing") {
-      extra.push(el("div", { class: "line" }, c.status === "financed"
-        ? `financed by ${c.holder}${typeof c.disbursed === "number" ? ` · disbursed ${yuan(c.disbursed)}` : ""}${typeof c.discount_bps === "number" ? ` · ${c.discount_bps} bps` : ""}`
-        : `financing requested${c.bank ? ` from ${c.bank}` : ""}`));
+    const fin = c.finance || {};
+    if (fin.financed_at || c.financed_at) {
+      extra.push(el("div", { class: "line fin" },
+        `financed by ${fin.bank ?? c.holder}: ${yuan(fin.disbursed ?? c.disbursed)} paid to ${fin.seller ?? c.seller ?? "?"}`
+        + ` (${fin.discount_bps ?? c.discount_bps ?? "?"} bps, ${fin.days ?? c.discount_days ?? "?"} d)`));
+    } else if (c.status === "financing") {
+      extra.push(el("div", { class: "line fin" }, `financing requested from ${fin.bank ?? c.finance_bank ?? "?"}`));
     }
+    if (c.status === "settled") extra.push(el("div", { class: "line" }, `settled ${when(c.settled_at)}, paid to ${c.paid_to ?? c.holder}`));
     return el("li", {},
       el("div", {
         class: `cert-node${c.id === root.id ? " root" : ""}${c.id === selectedId ? " selected" : ""}`,

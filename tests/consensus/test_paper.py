@@ -480,3 +480,58 @@ def test_3_10_transfer_aborts_after_an_election_timeout() -> None:
         net.tick(A)
     assert net.core(A).status().lead_transferee is None and net.core(A).role is Role.LEADER
     net.core(A).propose(b"ok again")
+
+
+# ---------------------------------------------------------------- §7 snapshots
+
+
+def test_7_follower_whose_log_contains_the_snapshot_keeps_its_log_and_acks_only_committed() -> None:
+    """§7: "If the follower already has the entry at lastIncludedIndex, it retains the entries after it"; those may
+    be from another term, so the ack must not claim them."""
+    from consensus.messages import SnapshotChunk, SnapshotMeta
+
+    core = make_core(B, log_terms=[1, 1, 2, 2])
+    meta = SnapshotMeta(2, 1, (A, B, C))
+    core.step(Message(MessageType.SNAPSHOT, A, B, 3, index=2, log_term=1, snapshot=meta,
+                      chunk=SnapshotChunk(0, b"s", True, 1)))
+    rd = drain(core)
+    assert rd.snapshot is None and core.commit_index == 2 and core.last_index == 4
+    (resp,) = [m for m in rd.messages if m.type is MessageType.APPEND_RESP]
+    assert resp.index == 2 and not resp.reject
+
+
+def test_7_follower_installs_a_snapshot_it_lacks_and_surfaces_it_in_ready() -> None:
+    from consensus.messages import SnapshotChunk, SnapshotMeta
+
+    core = make_core(B, log_terms=[1, 1, 2, 2])
+    meta = SnapshotMeta(9, 3, (A, B, C, "d"))
+    core.step(Message(MessageType.SNAPSHOT, A, B, 3, snapshot=meta, chunk=SnapshotChunk(0, b"ab", False, 4)))
+    (ack,) = msgs(core, MessageType.SNAPSHOT_RESP)
+    assert ack.reject_hint == 2 and core.last_index == 4
+    core.step(Message(MessageType.SNAPSHOT, A, B, 3, snapshot=meta, chunk=SnapshotChunk(2, b"cd", True, 4)))
+    rd = drain(core)
+    assert rd.snapshot is not None and rd.snapshot.data == b"abcd" and rd.snapshot.meta == meta
+    assert rd.committed_entries == ()
+    assert core.last_index == 9 and core.commit_index == 9 and core.applied_index == 9
+    assert core.voters == {A, B, C, "d"}
+    assert [m.index for m in rd.messages if m.type is MessageType.APPEND_RESP] == [9]
+
+
+def test_7_out_of_order_chunk_is_rejected_with_the_offset_needed() -> None:
+    from consensus.messages import SnapshotChunk, SnapshotMeta
+
+    core = make_core(B)
+    meta = SnapshotMeta(9, 3, (A, B, C))
+    core.step(Message(MessageType.SNAPSHOT, A, B, 3, snapshot=meta, chunk=SnapshotChunk(2, b"cd", True, 4)))
+    (resp,) = msgs(core, MessageType.SNAPSHOT_RESP)
+    assert resp.reject and resp.reject_hint == 0 and core.last_index == 0
+
+
+def test_8_pending_reads_are_bounded() -> None:
+    from consensus.errors import ProposalDroppedError
+
+    core = become_leader(max_pending_reads=2)
+    core.read_index(b"1")
+    core.read_index(b"2")
+    with pytest.raises(ProposalDroppedError):
+        core.read_index(b"3")

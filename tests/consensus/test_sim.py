@@ -292,6 +292,6 @@ def test_simulation_steps_and_messages_flow() -> None:
     sim = Simulation(SimConfig(seed=5, nodes=3, faults=frozenset(), steps=500))
     for _ in range(500):
         sim.step()
-    assert sim._leader() is not None
+    assert sim.leader() is not None
     assert any(line.split()[1] == "send" for line in sim.trace.recent)
     assert isinstance(Message(MessageType.APPEND, "a", "b", 1), Message)

@@ -12,7 +12,7 @@ import pytest
 
 from ecert import codes
 from ecert.keys import org_keys_from_seed
-from ecert.tx import TX_BYTES_MAX, encode_envelope, encode_payload, sign_payload
+from ecert.tx import TX_BYTES_MAX, encode_envelope, sign_payload
 from ledger.executor import TxOutcome
 from tests.ecert.world import CHAIN, DAY, World
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 
 import pytest
 
@@ -101,7 +100,7 @@ def test_keys() -> None:
 def _broken(w: World, cert_id: str, **changes: object) -> None:
     c = s.get_cert(w.view, cert_id)
     assert c is not None
-    w.view.put(s.cert_key(cert_id), s.encode_record(replace(c, **changes)))  # type: ignore[arg-type]
+    w.view.put(s.cert_key(cert_id), s.encode_record(c._replace(**changes)))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("breakage", ["amount", "status", "holder", "credit", "backed", "children"])
@@ -119,12 +118,12 @@ def test_invariants_catch_corruption(breakage: str) -> None:
     elif breakage == "credit":
         line = s.get_credit(w.view, "boc", "geely")
         assert line is not None
-        s.put_credit(w.view, replace(line, used=line.used - 1))
+        s.put_credit(w.view, line._replace(used=line.used - 1))
     elif breakage == "backed":
         inv = s.get_cert(w.view, root).invoices[0][0]  # type: ignore[union-attr]
         doc = s.get_doc(w.view, inv)
         assert doc is not None
-        s.put_doc(w.view, replace(doc, backed=doc.backed - 1))
+        s.put_doc(w.view, doc._replace(backed=doc.backed - 1))
     else:
         _broken(w, kids[0], status="split", children=(kids[1],))
     with pytest.raises(InvariantViolation):

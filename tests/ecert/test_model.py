@@ -9,6 +9,7 @@ and `check_invariants` runs (inside World.apply).
 from __future__ import annotations
 
 import hashlib
+import itertools
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -311,6 +312,8 @@ class EcertModel(RuleBasedStateMachine):
         if cid in self.certs and data.draw(st.booleans()):  # make it plausible: the holder, modest amounts
             signer = self.certs[cid]["holder"]
             to = [(org, max(1, amount * self.certs[cid]["amount"] // 4000)) for org, amount in to]
+            plausible = {org: amount for org, amount in to if org != signer}
+            to = list(plausible.items()) or to
         broken: set[str] = set()
         cert = self.holder_checks(cid, signer, {"active"}, broken)
         if cert is not None and self.w.now >= cert["maturity"]:
@@ -341,7 +344,7 @@ class EcertModel(RuleBasedStateMachine):
         total = cert["amount"] if cert is not None else 100
         cuts = data.draw(st.lists(st.integers(1, max(1, total - 1)), min_size=parts - 1, max_size=parts - 1))
         bounds = sorted({0, *cuts, total})
-        pieces = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
+        pieces = [b - a for a, b in itertools.pairwise(bounds)]
         if not exact or len(pieces) < 2:
             pieces = [max(1, total // 2), max(1, total // 2) + 1]
         broken: set[str] = set()
@@ -357,7 +360,28 @@ class EcertModel(RuleBasedStateMachine):
     def finance_request(self, data: st.DataObject, bank: str) -> None:
         cid = self.pick_cert(data, "active")
         cert = self.certs.get(cid)
-        signer = cert["holder"] if cert is not None else "tier1"
+        self.do_finance_request(cert["holder"] if cert is not None else "tier1", cid, bank)
+
+    @rule(data=st.data(), bank=st.sampled_from(BANKS), approve=st.booleans(), bps=st.integers(0, 2000))
+    def finance_plausible(self, data: st.DataObject, bank: str, approve: bool, bps: int) -> None:
+        active = [c for c in self.order if self.certs[c]["status"] == "active"]
+        if not active:
+            return
+        cid = data.draw(st.sampled_from(active))
+        self.do_finance_request(self.certs[cid]["holder"], cid, bank)
+        self.do_finance_answer(bank, cid, approve, bps)
+
+    @rule(data=st.data())
+    def settle_plausible(self, data: st.DataObject) -> None:
+        live = [c for c in self.order if self.certs[c]["status"] in LIVE]
+        if not live:
+            return
+        cert = self.certs[data.draw(st.sampled_from(live))]
+        self.w.now = max(self.w.now, cert["maturity"])
+        self.do_settle(cert["debtor"], cert["id"])
+
+    def do_finance_request(self, signer: str, cid: str, bank: str) -> None:
+        cert = self.certs.get(cid)
         broken: set[str] = set()
         self.holder_checks(cid, signer, {"active"}, broken)
         if cert is not None and self.w.now >= cert["maturity"]:
@@ -376,10 +400,14 @@ class EcertModel(RuleBasedStateMachine):
     @rule(data=st.data(), signer=st.sampled_from([*BANKS, "tier1"]), approve=st.booleans(),
           bps=st.integers(0, 10_000))
     def finance_answer(self, data: st.DataObject, signer: str, approve: bool, bps: int) -> None:
-        cid = self.pick_cert(data)
+        cid = self.pick_cert(data, "financing")
         cert = self.certs.get(cid)
         if cert is not None and cert["finance_bank"] and data.draw(st.booleans()):
             signer = cert["finance_bank"]
+        self.do_finance_answer(signer, cid, approve, bps)
+
+    def do_finance_answer(self, signer: str, cid: str, approve: bool, bps: int) -> None:
+        cert = self.certs.get(cid)
         broken: set[str] = set()
         days = discount = 0
         if cert is None:
@@ -418,6 +446,10 @@ class EcertModel(RuleBasedStateMachine):
         cert = self.certs.get(cid)
         if cert is not None and data.draw(st.booleans()):
             signer = cert["debtor"]
+        self.do_settle(signer, cid)
+
+    def do_settle(self, signer: str, cid: str) -> None:
+        cert = self.certs.get(cid)
         broken: set[str] = set()
         if cert is None:
             broken.add(C.UNKNOWN_CERT)
@@ -470,6 +502,6 @@ class EcertModel(RuleBasedStateMachine):
             assert held == sorted(cid for cid, m in self.certs.items() if m["holder"] == org and m["status"] in LIVE)
 
 
-EcertModel.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None,
+EcertModel.TestCase.settings = settings(max_examples=100, stateful_step_count=50, deadline=None,
                                         suppress_health_check=[HealthCheck.too_slow])
 test_ecert_model = EcertModel.TestCase

@@ -156,7 +156,7 @@ _any_msgpack = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_any_msgpack)
 def test_fuzz_structured_values_only_raise_block_decode_error(value: object) -> None:
     data = msgpack.packb(value, use_bin_type=True)
@@ -181,3 +181,21 @@ def test_fuzz_mutated_valid_blocks(data: st.DataObject) -> None:
     except BlockDecodeError:
         return
     assert encode_block(block) == mutated
+
+
+_blocks = st.builds(
+    make_block,
+    st.integers(1, 2**63 - 1),
+    st.binary(min_size=32, max_size=32),
+    st.integers(0, 2**63 - 1),
+    st.text(min_size=1, max_size=20).filter(lambda p: len(p.encode()) <= PROPOSER_BYTES_MAX),
+    st.lists(st.binary(min_size=1, max_size=64), max_size=12).map(tuple),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_blocks)
+def test_every_valid_block_roundtrips_canonically(block: Block) -> None:
+    data = encode_block(block)
+    assert decode_block(data) == block
+    assert encode_block(decode_block(data)) == data

@@ -101,3 +101,13 @@ def test_proof_property(leaves: list[bytes], data: st.DataObject) -> None:
     other = data.draw(st.binary(max_size=8))
     if other != leaves[i]:
         assert not verify_proof(root, other, proof)
+
+
+def test_tx_proofs_against_a_header_tx_root() -> None:
+    from ledger.merkle import tx_proof, verify_tx_proof
+
+    txs = [f"raw-{i}".encode() for i in range(9)]
+    root = tx_root(txs)
+    for i, tx in enumerate(txs):
+        assert verify_tx_proof(root, tx, tx_proof(txs, i))
+    assert not verify_tx_proof(root, b"raw-x", tx_proof(txs, 3))

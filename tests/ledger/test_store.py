@@ -268,3 +268,32 @@ def test_snapshot_of_another_chain_is_refused(store: StateStore, tmp_path: Path)
         other.init_genesis(b"\x07" * 32, [])
         with pytest.raises(SnapshotError, match="another chain"):
             other.import_snapshot(data)
+
+
+def test_paranoid_mode_catches_a_root_that_drifted_from_the_state(tmp_path: Path, kv: KvExecutor) -> None:
+    path = tmp_path / "db"
+    with StateStore.open(path, sync=False) as s:
+        s.init_genesis(GENESIS, [(b"a", b"1")])
+    import plyvel
+
+    db = plyvel.DB(str(path))
+    db.put(b"S" + b"smuggled", b"x")  # a state entry written behind the root's back
+    db.close()
+    with StateStore.open(path, paranoid=True, sync=False) as s:
+        with pytest.raises(InvariantViolation):
+            s.check_integrity()
+        with pytest.raises(InvariantViolation, match="state root"):
+            s.apply_block(make_block(1, GENESIS, 1, "n", (kv_tx(1, ["put", b"b", b"2"]),)), kv)
+
+
+def test_the_committed_view_is_a_read_only_state_view(store: StateStore) -> None:
+    from ledger.state_view import StateView
+
+    view = store.view()
+    assert isinstance(view, StateView)
+    assert view.get(b"org/bank") == b"active" and list(view.scan(b"org/")) == [(b"org/bank", b"active")]
+    with pytest.raises(InvariantViolation):
+        view.put(b"x", b"y")
+    with pytest.raises(InvariantViolation):
+        view.delete(b"org/bank")
+    assert store.get(b"org/bank") == b"active"

@@ -152,14 +152,14 @@ async def test_alarm_transitions_are_logged(served, caplog):
     assert any(m.startswith("alarm cleared: apply_halted") for m in msgs)
 
 
-async def test_rejection_burst_from_new_blocks(served):
-    _, source, dash = served
-    dash.sample()  # history before the dashboard started is not a burst
-    source.st["height"] = 5
-    source.txs[4] = [{"tx_id": "04" * 32, "status": "rejected", "error_code": "bad_signature"}]
-    source.txs[5] = [{"tx_id": "05" * 32, "status": "rejected", "error_code": "bad_signature"}]
-    snap = dash.sample()
-    assert "tx_rejection_burst" in {a["name"] for a in snap["alarms"]}
+async def test_rejection_burst_from_the_rejected_counter(served):
+    _, _, dash = served
+    dash.metrics.count_tx("rejected", "bad_signature", n=5)
+    dash.sample()  # what was rejected before the dashboard started is not a burst
+    assert "tx_rejection_burst" not in {a["name"] for a in dash.sample()["alarms"]}
+    dash.metrics.count_tx("rejected", "bad_signature")
+    dash.metrics.count_tx("rejected", "not_holder")
+    assert "tx_rejection_burst" in {a["name"] for a in dash.sample()["alarms"]}
 
 
 async def test_cluster_view_rows(served):
@@ -218,8 +218,14 @@ async def test_latest_cert_is_newest_created(served):
     client, source, _ = served
     body = await (await client.get("/v1/dashboard/latest-cert")).json()
     assert body == {"cert_id": KID2, "height": 3}  # block 3's tx was rejected: its certs do not count
+    # New blocks without certificates keep the last one found; a new certificate replaces it.
+    source.st["height"] = 5
+    assert (await (await client.get("/v1/dashboard/latest-cert")).json())["cert_id"] == KID2
+    source.txs[6] = [{"tx_id": "06" * 32, "status": "committed", "result": {"certs": [ROOT[:-2] + "ff"]}}]
+    source.st["height"] = 6
+    assert (await (await client.get("/v1/dashboard/latest-cert")).json())["cert_id"] == ROOT[:-2] + "ff"
     source.txs = {}
-    source.st["height"] = 4
+    source.st["height"] = 1  # the chain restarted below what was seen: forget
     assert (await (await client.get("/v1/dashboard/latest-cert")).json())["cert_id"] is None
 
 

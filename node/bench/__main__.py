@@ -1,0 +1,184 @@
+"""`./scripts/bench`: signed E-certificate transfers on our cluster, side by side with etcd puts, same client.
+
+Ends with one JSON line: {"tps", "p50_ms", "p99_ms", "etcd_tps", "etcd_p50_ms", "etcd_p99_ms", "ratio", ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from node.bench import ecert_side, etcd
+from node.bench.loadgen import LoadResult, run_closed_loop
+from node.bench.resources import cluster_resources
+
+console = Console(stderr=True)
+VALUE_BYTES = 300
+"""About the size of one of our signed transfers, so both systems move the same bytes per request."""
+TPS_CEILING = 7000
+"""Pre-signing budget per second of run: above what three verifying nodes on two cores can do (issue 6)."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of load per system (default 20)")
+    p.add_argument("--nodes", type=int, default=3, help="nodes of each cluster (3, 5 or 7; default 3)")
+    p.add_argument("--concurrency", type=str, default="64",
+                   help="clients in flight; a comma list sweeps, e.g. 1,16,64,256 (default 64)")
+    p.add_argument("--skip-etcd", action="store_true", help="measure only ecert-chain")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
+    args = p.parse_args(argv)
+    if args.nodes < 1 or args.nodes > 9:
+        p.error("--nodes must be between 1 and 9")
+    if args.duration <= 0:
+        p.error("--duration must be positive")
+    try:
+        args.concurrency_levels = [int(c) for c in args.concurrency.split(",")]
+    except ValueError:
+        p.error("--concurrency takes integers, e.g. 64 or 1,16,64")
+    if any(c < 1 or c > 4096 for c in args.concurrency_levels):
+        p.error("--concurrency levels must be in 1..4096")
+    return args
+
+
+def progress_bar(label: str, duration: float) -> Progress:
+    return Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), TextColumn("{task.fields[ok]} ok"),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+
+async def measure(label: str, workers: list[Any], duration: float) -> LoadResult:
+    with progress_bar(label, duration) as bar:
+        task = bar.add_task(label, total=None, ok=0)
+        result = await run_closed_loop(label, workers, duration,
+                                       on_progress=lambda n: bar.update(task, ok=n))
+    return result
+
+
+async def bench_etcd(root: Path, nodes: int, levels: list[int], duration: float) -> tuple[dict[int, LoadResult], str]:
+    binary = etcd.ensure_etcd()
+    version = etcd.etcd_version(binary)
+    base = ecert_side.free_ports(1)[0]
+    cluster = etcd.EtcdCluster(binary, root / "etcd", nodes, base_port=30000 + base % 20000, procs=[])
+    results = {}
+    try:
+        cluster.start()
+        urls = cluster.client_urls
+        value = os.urandom(VALUE_BYTES)
+        for c in levels:
+            def worker(i: int, c: int = c):
+                n = 0
+
+                def next_request():
+                    nonlocal n
+                    n += 1
+                    return etcd.put_request(urls[(i + n) % len(urls)], f"bench/{c}/{i}/{n}".encode(), value)
+
+                return next_request
+
+            results[c] = await measure(f"etcd c={c}", [worker(i) for i in range(c)], duration)
+    finally:
+        cluster.stop()
+    return results, version
+
+
+async def bench_ecert(root: Path, nodes: int, levels: list[int], duration: float) -> tuple[dict[int, LoadResult], dict[str, Any]]:
+    (root / "ecert").mkdir()
+    config_path = ecert_side.write_cluster_file(root / "ecert", nodes)
+    cluster = ecert_side.EcertCluster(config_path)
+    results: dict[int, LoadResult] = {}
+    resources: dict[str, Any] = {}
+    try:
+        with console.status("starting our cluster"):
+            config = cluster.up()
+        urls = [n.http_url for n in config.nodes]
+        total_clients = sum(levels)
+        with console.status(f"set-up: credit, invoice, {total_clients} certificates"):
+            roots = await ecert_side.prepare_roots(config, urls[0], total_clients)
+        signer = ecert_side.Signer(config, "tier1")
+        used = 0
+        for c in levels:
+            per_client = math.ceil(TPS_CEILING * duration / c) + 8
+            with console.status(f"pre-signing {per_client * c} transfers"):
+                chains = [ecert_side.presign_chain(signer, roots[used + i], per_client) for i in range(c)]
+            used += c
+            workers = [ecert_side.transfer_worker(urls, chains[i], i) for i in range(c)]
+            results[c] = await measure(f"ecert c={c}", workers, duration)
+        resources = cluster_resources(config)
+    finally:
+        cluster.down()
+    return results, resources
+
+
+def render(levels: list[int], ours: dict[int, LoadResult], theirs: dict[int, LoadResult]) -> Table:
+    table = Table(title="signed E-cert transfers (ecert-chain) vs puts (etcd), same client")
+    for col in ("concurrency", "ecert tps", "p50 ms", "p99 ms", "etcd tps", "p50 ms", "p99 ms", "ratio"):
+        table.add_column(col, justify="right")
+    for c in levels:
+        a, b = ours[c], theirs.get(c)
+        ratio = f"{a.tps / b.tps:.2f}" if b and b.tps else "-"
+        table.add_row(str(c), f"{a.tps:.0f}", f"{a.percentile_ms(50):.1f}", f"{a.percentile_ms(99):.1f}",
+                      f"{b.tps:.0f}" if b else "-", f"{b.percentile_ms(50):.1f}" if b else "-",
+                      f"{b.percentile_ms(99):.1f}" if b else "-", ratio)
+    return table
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="ecert-bench-"))
+    try:
+        theirs: dict[int, LoadResult] = {}
+        version = "skipped"
+        if not args.skip_etcd:
+            theirs, version = await bench_etcd(root, args.nodes, args.concurrency_levels, args.duration)
+        ours, resources = await bench_ecert(root, args.nodes, args.concurrency_levels, args.duration)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    console.print(render(args.concurrency_levels, ours, theirs))
+    head = args.concurrency_levels[-1]
+    a, b = ours[head], theirs.get(head)
+    return {
+        "tps": round(a.tps, 1), "p50_ms": round(a.percentile_ms(50), 2), "p99_ms": round(a.percentile_ms(99), 2),
+        "etcd_tps": round(b.tps, 1) if b else None,
+        "etcd_p50_ms": round(b.percentile_ms(50), 2) if b else None,
+        "etcd_p99_ms": round(b.percentile_ms(99), 2) if b else None,
+        "ratio": round(a.tps / b.tps, 3) if b and b.tps else None,
+        "concurrency": head, "nodes": args.nodes, "duration_s": args.duration,
+        "sweep": [{"concurrency": c, "ecert": ours[c].summary(),
+                   "etcd": theirs[c].summary() if c in theirs else None} for c in args.concurrency_levels],
+        "resources": resources, "etcd_version": version, "python": platform.python_version(),
+        "failed": a.failed,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Ctrl-C or SIGTERM: unwind through the finally blocks so every process we started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        summary = asyncio.run(main_async(args))
+    except KeyboardInterrupt:
+        print(json.dumps({"error": "interrupted"}))
+        return 130
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -1,0 +1,32 @@
+"""Memory and disk of a running cluster: RSS per node process and on-disk size of its data directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from node.config import ClusterConfig
+
+
+def rss_bytes(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def cluster_resources(config: ClusterConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for node in config.nodes:
+        pid_path = node.data_dir / "node.pid"
+        pid = int(pid_path.read_text().split()[0]) if pid_path.exists() else None
+        out[node.id] = {"rss_bytes": rss_bytes(pid) if pid else None,
+                        "disk_bytes": dir_bytes(node.data_dir) if node.data_dir.exists() else 0}
+    return out

@@ -1,0 +1,208 @@
+"""The peer transport in one process: framing, authenticated handshake, identity checks, bounds, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import msgpack
+import pytest
+
+from consensus.codec import encode_message
+from consensus.messages import Entry, Message, MessageType
+from node.config import Address
+from node.keys import KeyPair
+from node.transport import (
+    HANDSHAKE_FRAME_BYTES_MAX,
+    PROTOCOL,
+    FrameTooLargeError,
+    PeerInfo,
+    PeerTransport,
+    encode_frame,
+    read_frame,
+    transcript,
+)
+
+CHAIN = "ecert-test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _reader_of(data: bytes) -> asyncio.StreamReader:
+    r = asyncio.StreamReader()
+    r.feed_data(data)
+    r.feed_eof()
+    return r
+
+
+async def test_frames_round_trip_and_limits() -> None:
+    bodies = [b"", b"x", os.urandom(70_000)]
+    r = await _reader_of(b"".join(encode_frame(b) for b in bodies))
+    assert [await read_frame(r, 1 << 20) for _ in bodies] == bodies
+    with pytest.raises(asyncio.IncompleteReadError):
+        await read_frame(r, 1 << 20)
+    r = await _reader_of(encode_frame(b"y" * 101))
+    with pytest.raises(FrameTooLargeError):
+        await read_frame(r, 100)
+    r = await _reader_of(encode_frame(b"abc")[:5])  # truncated
+    with pytest.raises(asyncio.IncompleteReadError):
+        await read_frame(r, 100)
+
+
+class Net:
+    """n transports on free ports, each recording what it delivers."""
+
+    def __init__(self, ids: list[str], **kw: object) -> None:
+        self.keys = {i: KeyPair(os.urandom(32)) for i in ids}
+        self.addrs = {i: Address("127.0.0.1", free_port()) for i in ids}
+        self.got: dict[str, list[Message]] = {i: [] for i in ids}
+        peers = [PeerInfo(i, self.addrs[i], self.keys[i].sign_pk) for i in ids]
+        self.t = {i: PeerTransport(node_id=i, chain_id=CHAIN, key=self.keys[i], listen=self.addrs[i], peers=peers,
+                                   on_message=self.got[i].append, **kw)  # type: ignore[arg-type]
+                  for i in ids}
+
+    async def __aenter__(self) -> Net:
+        for t in self.t.values():
+            await t.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for t in self.t.values():
+            await t.close()
+
+
+async def until(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+def hb(src: str, dst: str, term: int = 1) -> Message:
+    return Message(MessageType.HEARTBEAT, src, dst, term, commit=0)
+
+
+async def test_messages_flow_both_ways_after_handshake() -> None:
+    async with Net(["a", "b", "c"]) as net:
+        app = Message(MessageType.APPEND, "a", "b", 3, log_term=2, index=7,
+                      entries=(Entry(3, 8, data=b"block"),), commit=6)
+        net.t["a"].send(app)
+        net.t["b"].send(hb("b", "a"))
+        net.t["c"].send(hb("c", "a"))
+        await until(lambda: len(net.got["b"]) == 1 and len(net.got["a"]) == 2)
+        assert net.got["b"][0] == app
+        assert {m.from_id for m in net.got["a"]} == {"b", "c"}
+        assert net.t["a"].stats["b"].sent == 1 and net.t["b"].stats["a"].received == 1
+
+
+async def test_unknown_bad_key_and_replay_are_refused() -> None:
+    async with Net(["a", "b"]) as net:
+        b = net.addrs["b"]
+
+        async def attempt(claimed: str, key: KeyPair | None, replay: list[bytes] | None = None,
+                          chain: str = CHAIN) -> tuple[list[bytes], bool]:
+            reader, writer = await asyncio.open_connection(b.host, b.port)
+            sent = []
+            try:
+                nonce = os.urandom(32)
+                hello = replay[0] if replay else encode_frame(msgpack.packb(
+                    {"t": "hello", "v": PROTOCOL, "chain_id": chain, "from": claimed, "to": "b", "nonce": nonce}))
+                writer.write(hello)
+                sent.append(hello)
+                ans = msgpack.unpackb(await read_frame(reader, HANDSHAKE_FRAME_BYTES_MAX))
+                if ans["t"] != "hello":
+                    return sent, False
+                if replay:
+                    auth = replay[1]
+                else:
+                    assert key is not None
+                    sig = key.sign(transcript("initiator", chain, claimed, "b", nonce, ans["nonce"]))
+                    auth = encode_frame(msgpack.packb({"t": "auth", "sig": sig}))
+                writer.write(auth)
+                sent.append(auth)
+                try:
+                    ans = msgpack.unpackb(await read_frame(reader, HANDSHAKE_FRAME_BYTES_MAX))
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return sent, False
+                if ans["t"] != "auth":
+                    return sent, False
+                # Authenticated: a frame claiming another sender closes the connection undelivered.
+                writer.write(encode_frame(encode_message(hb("mallory" if claimed == "a" else "a", "b"))))
+                writer.write(encode_frame(encode_message(hb(claimed, "b", term=9))))
+                await writer.drain()
+                await asyncio.sleep(0.2)
+                return sent, True
+            finally:
+                writer.close()
+
+        stranger = KeyPair(os.urandom(32))
+        assert not (await attempt("mallory", stranger))[1]
+        assert not (await attempt("a", stranger))[1]
+        assert not (await attempt("a", net.keys["a"], chain="other"))[1]
+        frames, ok = await attempt("a", net.keys["a"])
+        assert ok
+        assert not (await attempt("a", None, replay=frames))[1]
+        assert net.t["b"].rejected_handshakes == 4
+        # The spoofed frame closed the connection: the term-9 heartbeat after it never arrived.
+        assert all(m.term != 9 for m in net.got["b"])
+
+
+async def test_removed_member_is_refused_and_not_sent_to() -> None:
+    async with Net(["a", "b"]) as net:
+        net.t["b"].remove_member("a")
+        net.t["a"].send(hb("a", "b"))
+        await asyncio.sleep(0.3)
+        assert net.got["b"] == [] and net.t["b"].rejected_handshakes >= 1
+        net.t["a"].remove_member("b")
+        net.t["a"].send(hb("a", "b"))
+        assert "b" not in net.t["a"]._outboxes
+        net.t["b"].restore_member("a")
+        net.t["a"].restore_member("b")
+        net.t["a"].send(hb("a", "b"))
+        await until(lambda: len(net.got["b"]) == 1)
+
+
+async def test_send_queue_is_bounded_and_drops_oldest() -> None:
+    keys = {i: KeyPair(os.urandom(32)) for i in "ab"}
+    down = Address("127.0.0.1", free_port())  # nobody listens: frames pile up
+    t = PeerTransport(node_id="a", chain_id=CHAIN, key=keys["a"], listen=Address("127.0.0.1", free_port()),
+                      peers=[PeerInfo("b", down, keys["b"].sign_pk)], on_message=lambda m: None,
+                      send_queue_max=10)
+    await t.start()
+    try:
+        for term in range(25):
+            t.send(hb("a", "b", term))
+        box = t._outboxes["b"]
+        assert len(box.queue) == 10 and t.stats["b"].dropped == 15
+        # The newest survive (Raft cares about the latest state).
+        assert box.queue[-1] == encode_frame(encode_message(hb("a", "b", 24)))
+    finally:
+        await t.close()
+
+
+class DropTo:
+    def __init__(self, victim: str) -> None:
+        self.victim = victim
+
+    def outbound(self, dst: str) -> tuple[bool, int]:
+        return dst == self.victim, 0 if dst == self.victim else 30
+
+    def inbound(self, src: str) -> tuple[bool, int]:
+        return False, 0
+
+
+async def test_fault_hook_drops_and_delays() -> None:
+    async with Net(["a", "b", "c"], faults=DropTo("c")) as net:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        net.t["a"].send(hb("a", "b"))
+        net.t["a"].send(hb("a", "c"))
+        await until(lambda: len(net.got["b"]) == 1)
+        assert loop.time() - t0 >= 0.03
+        await asyncio.sleep(0.2)
+        assert net.got["c"] == []
