@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from consensus.sim.simulation import FAULT_KINDS, SimConfig, Simulation  # noqa: E402
+from consensus.sim.simulation import FAULT_KINDS, SimConfig, Simulation
 
 TICK_MS = 10
 ELECTION_TICKS = 15

@@ -585,7 +585,9 @@ class RaftCore:
                 # the gap or is rejected, which sends the follower back to PROBE.
                 pr.inflights.free_first_one()
             if pr.state is ProgressState.SNAPSHOT:
-                self._send_snapshot_chunk(m.from_id, pr)  # retransmit a chunk that may have been lost
+                if not pr.snapshot_progressed:
+                    self._send_snapshot_chunk(m.from_id, pr)  # no ack for a heartbeat round: the chunk was lost
+                pr.snapshot_progressed = False
             elif pr.match < self._log.last_index():
                 self._send_append(m.from_id)
             if m.context:
@@ -598,6 +600,7 @@ class RaftCore:
                 offset = min(m.reject_hint, len(pr.snapshot.data))
                 if m.reject or pr.snapshot_offset < offset < len(pr.snapshot.data):
                     pr.snapshot_offset = offset
+                    pr.snapshot_progressed = True
                     self._send_snapshot_chunk(m.from_id, pr)
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:

@@ -44,7 +44,7 @@ def _entry_key(index: int) -> bytes:
 
 
 def _seal(key: bytes, payload: Any) -> bytes:
-    body = msgpack.packb(payload, use_bin_type=True)
+    body: bytes = msgpack.packb(payload, use_bin_type=True)
     return _CRC.pack(zlib.crc32(key + body)) + body
 
 

@@ -70,7 +70,7 @@ class Inflights:
 
 class Progress:
     __slots__ = ("inflights", "is_learner", "match", "next", "pending_snapshot", "probe_sent", "recent_active",
-                 "snapshot", "snapshot_offset", "state")
+                 "snapshot", "snapshot_offset", "snapshot_progressed", "state")
 
     def __init__(self, match: int, next_index: int, max_inflight: int, is_learner: bool) -> None:
         self.match = match
@@ -85,6 +85,8 @@ class Progress:
         """In SNAPSHOT: the snapshot being sent (kept so a later compaction does not change it mid-transfer)."""
         self.snapshot_offset = 0
         """In SNAPSHOT: bytes of `snapshot.data` the follower has acknowledged."""
+        self.snapshot_progressed = True
+        """In SNAPSHOT: a chunk was acknowledged since the last heartbeat response (else resend the current one)."""
         self.inflights = Inflights(max_inflight)
         self.is_learner = is_learner
 
@@ -93,6 +95,7 @@ class Progress:
         self.pending_snapshot = 0
         self.snapshot = None
         self.snapshot_offset = 0
+        self.snapshot_progressed = True
         self.state = state
         self.inflights.reset()
 

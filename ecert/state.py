@@ -122,7 +122,8 @@ Record = Org | CreditLine | TradeDoc | Cert
 R = TypeVar("R", Org, CreditLine, TradeDoc, Cert)
 
 def encode_record(record: Record) -> bytes:
-    return msgpack.packb(record, use_bin_type=True)
+    data: bytes = msgpack.packb(record, use_bin_type=True)
+    return data
 
 
 def decode_record(cls: type[R], data: bytes) -> R:

@@ -456,11 +456,13 @@ def verify_signature(tx: Tx, sign_pk_hex: str) -> None:
 
 # --- building -----------------------------------------------------------------------------------------------------
 def encode_payload(payload: Mapping[str, object]) -> bytes:
-    return msgpack.packb(dict(payload), use_bin_type=True)
+    data: bytes = msgpack.packb(dict(payload), use_bin_type=True)
+    return data
 
 
 def encode_envelope(payload: bytes, signer: str, sig: bytes) -> bytes:
-    return msgpack.packb({"payload": payload, "signer": signer, "sig": sig}, use_bin_type=True)
+    data: bytes = msgpack.packb({"payload": payload, "signer": signer, "sig": sig}, use_bin_type=True)
+    return data
 
 
 def sign_payload(seed32: bytes, payload: Mapping[str, object], signer: str | None = None) -> bytes:

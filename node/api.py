@@ -218,16 +218,18 @@ def admit(node: Any, raw: bytes) -> tuple[str, dict[str, Any] | None]:
     """Cheap checks; returns (tx_id, first outcome if the tx was already applied)."""
     from ecert.admission import precheck
     from ecert.errors import TxRejected
+    from ecert.tx import raw_tx_id
     from node.proposer import outcome_answer
 
     # A resubmission returns the first outcome (before precheck, which would refuse the used nonce).
-    record = node.store.tx_outcome(node.executor.tx_id(raw))
+    tx_id = raw_tx_id(raw)  # envelope decode + sha256 only: cheap
+    record = node.store.tx_outcome(tx_id)
     if record is not None:
         return record.outcome.tx_id, outcome_answer(record)
     try:
         tx_id = precheck(node.store, raw, node.chain_id)
     except TxRejected as exc:
-        raise ApiError(400, exc.code, exc.message, tx_id=node.executor.tx_id(raw)) from None
+        raise ApiError(400, exc.code, exc.message, tx_id=tx_id) from None
     return tx_id, None
 
 
@@ -378,7 +380,7 @@ async def get_blocks(request: web.Request) -> web.Response:
 
 async def _consistent(request: web.Request) -> None:
     """`?consistency=linearizable`: wait for a ReadIndex round (thesis §6.4) before reading local state."""
-    from consensus.errors import NotLeaderError
+    from consensus.errors import NotLeaderError, ProposalDroppedError
 
     mode = request.query.get("consistency", "local")
     if mode not in ("local", "linearizable", "serializable"):
@@ -391,6 +393,8 @@ async def _consistent(request: web.Request) -> None:
     except NotLeaderError:
         raise ApiError(503, "no_leader", "no leader known: a linearizable read is impossible now",
                        leader_id=None) from None
+    except ProposalDroppedError as exc:
+        raise ApiError(503, "busy", f"too many reads in flight: {exc}") from None
     except TimeoutError:
         raise ApiError(504, "read_timeout", "no quorum confirmed the read in time") from None
 

@@ -61,8 +61,9 @@ request_timeout_s_default = 30.0
 no_leader_retry_s = 10.0
 watch_poll_s = 0.5
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Off a terminal rich would wrap tables at 80 columns; give them room instead.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
 
 
 class CliError(Exception):
@@ -723,6 +724,45 @@ def cmd_watch(ctx: Ctx) -> int:
     return EXIT_OK
 
 
+def cmd_member_list(ctx: Ctx) -> int:
+    try:
+        doc = ctx.client.get("/v1/cluster")
+    except ApiError as e:
+        return show_api_error(ctx, e)
+    if ctx.json:
+        emit_json(doc)
+        return EXIT_OK
+    table = Table(title=f"members of {doc.get('chain_id')} — leader {doc.get('leader_id')}, term {doc.get('term')}",
+                  title_justify="left")
+    for col in ("node", "org", "role", "voter", "reachable", "match index", "lag", "http"):
+        table.add_column(col)
+    for n in doc.get("nodes", []):
+        table.add_row(str(n.get("id")), str(n.get("org", "")), str(n.get("role", "")),
+                      "yes" if n.get("voter", not n.get("learner")) else "no",
+                      "yes" if n.get("reachable") else "[red]no[/red]", str(n.get("match_index", "")),
+                      str(n.get("lag", "")), str(n.get("http", "")))
+    out.print(table)
+    return EXIT_OK
+
+
+def member_change(action: str) -> Callable[[Ctx], int]:
+    """POST /admin/members on a node (loopback only; a follower forwards it to the leader)."""
+
+    def run(ctx: Ctx) -> int:
+        body = json.dumps({"action": action, "node_id": ctx.args.node_id}).encode()
+        status, doc = ctx.client.request("POST", "/admin/members", body)
+        if status >= 400:
+            return show_api_error(ctx, _api_error(status, doc))
+        if ctx.json:
+            emit_json(doc)
+        else:
+            out.print(f"{action.replace('_', ' ')} {ctx.args.node_id}: done at log index {doc.get('index')}; "
+                      f"voters {', '.join(doc.get('voters', []))}; learners {', '.join(doc.get('learners', []))}")
+        return EXIT_OK
+
+    return run
+
+
 # --- argument parser -----------------------------------------------------------------------------------------------
 
 
@@ -859,6 +899,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd(fin, "decline", tx_finance_decline, "finance.decline: the bank says no", [txopts])
     p.add_argument("cert_id", metavar="CERT")
     p.add_argument("--reason", default=None)
+
+    member = group("member", "cluster membership at run time: list, add a learner, promote it, remove a node")
+    cmd(member, "list", cmd_member_list, "every node as this node sees it (GET /v1/cluster)")
+    for action, name, text in (("add_learner", "add-learner", "add a node of the cluster file as a learner "
+                                "(start it first: ./scripts/cluster start ID)"),
+                               ("promote", "promote", "make a caught-up learner a voter"),
+                               ("remove", "remove", "remove a node from the cluster")):
+        cmd(member, name, member_change(action), text).add_argument("node_id", metavar="NODE_ID")
 
     # Short forms of the common queries.
     cmd(sub, "lineage", query(lambda a: f"/v1/certs/{_q(a.cert_id)}/lineage", lineage_tree),

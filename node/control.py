@@ -45,7 +45,8 @@ leader_timeout_s_default = 30.0
 status_timeout_s = 1.0
 poll_interval_s = 0.1
 
-console = Console(stderr=True, highlight=False)
+# Off a terminal (logs, CI) rich would wrap tables at 80 columns; give them room instead.
+console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
 
 
 class ControlError(Exception):
@@ -371,20 +372,20 @@ def cmd_status(cluster: ClusterConfig, args: argparse.Namespace) -> tuple[int, d
 
 
 def _short(h: Any) -> str:
-    return f"{h[:12]}…" if isinstance(h, str) and len(h) > 12 else (h or "")
+    return f"{h[:10]}…" if isinstance(h, str) and len(h) > 10 else (h or "")
 
 
 def _status_table(cluster: ClusterConfig, rows: Iterable[dict[str, Any]], leader: str | None) -> Table:
     table = Table(title=f"{cluster.chain_id} — {_rel(cluster.path)}", title_justify="left")
-    for col in ("node", "org", "pid", "state", "role", "term", "leader", "commit", "applied", "height", "block hash",
+    numeric = ("pid", "term", "commit", "applied", "height")
+    for col in ("node", "pid", "state", "role", "term", "leader", "commit", "applied", "height", "block hash",
                 "state root", "http"):
-        table.add_column(col, justify="right" if col in ("pid", "term", "commit", "applied", "height") else "left")
+        table.add_column(col, justify="right" if col in numeric else "left", no_wrap=True)
     colors = {"running": "green", "paused": "yellow", "no_answer": "yellow", "down": "red"}
     for r in rows:
         role = r.get("role") or ""
         table.add_row(
             f"[bold]{r['id']}[/bold]" if r["id"] == leader else r["id"],
-            r["org"],
             str(r["pid"] or ""),
             f"[{colors[r['state']]}]{r['state'].replace('_', ' ')}[/]",
             f"[bold cyan]{role}[/]" if role == "leader" else role,
@@ -395,7 +396,7 @@ def _status_table(cluster: ClusterConfig, rows: Iterable[dict[str, Any]], leader
             str(r.get("height", "")),
             _short(r.get("block_hash")),
             _short(r.get("state_root")),
-            r["http"],
+            r["http"].removeprefix("http://"),
         )
     return table
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -30,23 +31,13 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
 from node.alarms import Alarm, AlarmRules, AlarmTracker, Transition, evaluate
 from node.metrics import NodeMetrics, contact_age_ms
-
-try:  # the node engineer's Protocol; the description in docs/INTERFACES.md until it lands
-    from node.source import NodeSource
-except ImportError:  # pragma: no cover - only while node/source.py does not exist
-    class NodeSource(Protocol):  # type: ignore[no-redef]
-        def status(self) -> dict[str, Any]: ...
-        def peers(self) -> list[dict[str, Any]]: ...
-        def recent_blocks(self, before: int | None, limit: int) -> list[dict[str, Any]]: ...
-        def block_txs(self, height: int) -> list[dict[str, Any]]: ...
-        def alarms(self) -> list[dict[str, Any]]: ...
-
+from node.source import NodeSource
 
 log = logging.getLogger("node.alarms")
 
@@ -81,7 +72,7 @@ class Dashboard:
         self.probe_peers = probe_peers
         self.clock = clock
         status = _safe(source.status, {})
-        self.node_id = str(status.get("node_id", "?"))
+        self.node_id = str(status.get("node_id") or getattr(source, "node_id", None) or "?")
         self.tracker = AlarmTracker(self.node_id, self.rules, started_ms=clock())
         self.alarms: list[Alarm] = []
         self.snapshot: dict[str, Any] = {}
@@ -105,10 +96,14 @@ class Dashboard:
         t = self.clock()
         status = _safe(self.source.status, {})
         peers = _safe(self.source.peers, [])
-        if self.probe_peers and status.get("role") != "leader":
-            # Raft followers only talk to the leader, so their transport cannot tell whether another
-            # follower is up: judge peers by the HTTP probe instead.
-            peers = [self._probed_reachability(p) for p in peers]
+        if self.node_id == "?" and isinstance(status.get("node_id"), str):  # the node was not up at setup
+            self.node_id = self.tracker.node_id = status["node_id"]
+        if self.probe_peers:
+            # Raft followers only talk to the leader, so a follower's transport cannot tell whether another
+            # follower is up: followers judge peers by the HTTP probe. The leader needs both Raft traffic and
+            # the probe (a killed process refuses the probe at once; Raft silence takes a few heartbeats).
+            leader = status.get("role") == "leader"
+            peers = [self._probed_reachability(p, keep_transport=leader) for p in peers]
         self.metrics.update_from_status(status)
         self.metrics.update_from_peers(peers, now_ms=t)
         self._count_rejections(t)
@@ -135,11 +130,14 @@ class Dashboard:
         remote = [a for a in self.leader_alarms if (a.get("name"), a.get("subject")) not in keys]
         return own + remote
 
-    def _probed_reachability(self, peer: dict[str, Any]) -> dict[str, Any]:
+    def _probed_reachability(self, peer: dict[str, Any], keep_transport: bool) -> dict[str, Any]:
         pid = peer.get("id")
         if not isinstance(pid, str) or not isinstance(peer.get("http"), str):
             return peer
-        return dict(peer, reachable=pid in self.peer_status, last_contact_ms=self.peer_seen_ms.get(pid))
+        probed = pid in self.peer_status
+        if keep_transport:
+            return dict(peer, reachable=probed and peer.get("reachable") is not False)
+        return dict(peer, reachable=probed, last_contact_ms=self.peer_seen_ms.get(pid))
 
     def _count_rejections(self, t: int) -> None:
         """Rejected txs since the last sample, from the counter the node keeps (NodeMetrics.count_tx)."""
@@ -201,7 +199,7 @@ class Dashboard:
                  and p.get("id") != self.node_id]
 
         async def one(p: dict[str, Any]) -> None:
-            body = await self._get_json(f"http://{p['http']}/v1/status")
+            body = await self._get_json(_base_url(p["http"]) + "/v1/status")
             if isinstance(body, dict):
                 self.peer_status[p["id"]] = body
                 self.peer_seen_ms[p["id"]] = self.clock()
@@ -211,7 +209,7 @@ class Dashboard:
         async def leader_alarms() -> None:
             leader = _safe(self.source.status, {}).get("leader_id")
             addr = next((p["http"] for p in peers if p.get("id") == leader), None)
-            body = await self._get_json(f"http://{addr}/v1/alarms") if addr else None
+            body = await self._get_json(_base_url(addr) + "/v1/alarms") if addr else None
             alarms = body.get("alarms") if isinstance(body, dict) else None
             self.leader_alarms = [dict(a, reported_by=leader) for a in alarms or []
                                   if isinstance(a, dict) and a.get("reported_by", leader) == leader]
@@ -260,7 +258,8 @@ class Dashboard:
             seen_height, found = 0, None
         lowest = max(seen_height, height - latest_cert_scan_blocks_max)
         for h in range(height, lowest, -1):
-            certs = [c for tx in _safe(lambda h=h: self.source.block_txs(h), []) for c in _result_certs(tx)]
+            certs = [c for tx in _safe(functools.partial(self.source.block_txs, h), [])
+                     for c in _result_certs(tx)]
             if certs:
                 found = certs[-1]
                 break
@@ -371,7 +370,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
             await resp.write(f"event: snapshot\ndata: {data}\n\n".encode())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(dash.closing.wait(), sse_interval_s)
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:  # the browser went away
         pass
     finally:
         dash.sse_clients -= 1
@@ -430,6 +429,11 @@ async def _request_metrics(request: web.Request,
 
 
 # --- helpers --------------------------------------------------------------------------------------------------
+
+def _base_url(addr: str) -> str:
+    """A peer's `http` from cluster.toml is "host:port" (CONTRACT §2); accept a full URL too."""
+    return addr.rstrip("/") if addr.startswith(("http://", "https://")) else f"http://{addr}"
+
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)

@@ -46,7 +46,7 @@ from node.cli import (
 from node.config import ClusterConfig, ConfigError, load_config
 from node.keys import org_public_keys
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
 
 YUAN = 100  # fen per yuan
 CREDIT_LIMIT = 50_000_000 * YUAN

@@ -46,7 +46,7 @@ class NodeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
         # `*_created` timestamps double the series count and no dashboard here uses them (process-wide switch;
         # the node process exposes nothing else through prometheus_client).
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         if process:

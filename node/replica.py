@@ -30,8 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from consensus.config import Config
+from consensus.core import RaftCore
+from consensus.leveldb_storage import LevelDBStorage
+from consensus.membership import decode_conf_change
 from consensus.messages import Entry, EntryType, Message, MessageType, Snapshot, SnapshotMeta
 from consensus.ready import Ready, Role
+from ledger.block import decode_block
+from ledger.errors import BlockDecodeError, StaleBlockError
 
 log = logging.getLogger("node.replica")
 
@@ -81,10 +87,6 @@ class Replica:
         fsync_delay_ms: Callable[[], int] | None = None,
         metrics: Any = None,
     ) -> None:
-        from consensus.config import Config
-        from consensus.core import RaftCore
-        from consensus.leveldb_storage import LevelDBStorage
-
         self.node_id = node_id
         self.store = store
         self.executor = executor
@@ -103,8 +105,16 @@ class Replica:
             self.storage.close()
             raise
         self.stats = DriverStats()
-        _, snap_meta = self.storage.initial_state()
-        # The store records the Raft index of the last block it applied (in the block's own batch).
+        hard_state, snap_meta = self.storage.initial_state()
+        self._persisted_term_vote = (hard_state.term, hard_state.vote)
+        if store.applied_index < snap_meta.index and snap_meta.index > 0:
+            # We crashed between persisting a received Raft snapshot and importing it into the store: the
+            # entries it replaced are gone from the log, so the store can only catch up from the snapshot.
+            log.warning("snapshot_reimport", extra={"index": snap_meta.index, "store_index": store.applied_index})
+            store.import_snapshot(self.storage.snapshot().data)
+            if store.applied_index < snap_meta.index:
+                store.mark_applied(snap_meta.index)
+        # The store records the Raft index of the last entry it applied (in the block's own batch).
         self.applied_index = max(snap_meta.index, min(store.applied_index, self.storage.last_index()))
         self.snapshot_index = snap_meta.index
         self.role: Role = self.core.role
@@ -166,7 +176,8 @@ class Replica:
         return index
 
     def last_index(self) -> int:
-        return max(self.core.last_index, self.storage.last_index(), self.applied_index)
+        last: int = max(self.core.last_index, self.storage.last_index(), self.applied_index)
+        return last
 
     def wake(self) -> None:
         self._wake.set()
@@ -253,6 +264,14 @@ class Replica:
 
     def _handle_ready(self, rd: Ready) -> None:
         self.stats.readies += 1
+        applied_before = self.applied_index
+        # A leader may send its appends before its own write (thesis §10.2.1): its disk and the followers'
+        # then work in parallel. Only when term and vote are unchanged (those must be durable first).
+        early = self.core.role == Role.LEADER and (
+            rd.hard_state is None or (rd.hard_state.term, rd.hard_state.vote) == self._persisted_term_vote)
+        if early:
+            for m in rd.messages:
+                self.send(m)
         # 1. persist
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             t0 = time.perf_counter()
@@ -261,6 +280,8 @@ class Replica:
                 if delay > 0:
                     time.sleep(delay / 1000)  # chaos only: a slow disk stalls the driver as a real one would
             self.storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+            if rd.hard_state is not None:
+                self._persisted_term_vote = (rd.hard_state.term, rd.hard_state.vote)
             dt = time.perf_counter() - t0
             if rd.must_sync or rd.entries or rd.snapshot is not None:
                 self.stats.fsyncs += 1
@@ -269,8 +290,9 @@ class Replica:
                 if self.metrics is not None:
                     self.metrics.observe_fsync(dt)
         # 2. send
-        for m in rd.messages:
-            self.send(m)
+        if not early:
+            for m in rd.messages:
+                self.send(m)
         self.stats.messages_sent += len(rd.messages)
         # role/leader (observers only; after persisting so a new leader's no-op is on disk)
         if rd.soft_state is not None:
@@ -297,7 +319,6 @@ class Replica:
             if fut is not None and not fut.done():
                 fut.set_result(rs.index)
         # 5. advance
-        applied_before = self.core.applied_index
         self.core.advance(rd)
         if rd.soft_state is not None or term_changed:
             self.hooks.on_role_change(self.role, self.leader_id, self.term)
@@ -308,6 +329,8 @@ class Replica:
 
     def _install_snapshot(self, snap: Snapshot) -> None:
         self.store.import_snapshot(snap.data)
+        if self.store.applied_index < snap.meta.index:
+            self.store.mark_applied(snap.meta.index)
         self.applied_index = snap.meta.index
         self.snapshot_index = snap.meta.index
         self.stats.snapshots_installed += 1
@@ -316,9 +339,6 @@ class Replica:
         self.hooks.on_snapshot_installed(snap.meta.index)
 
     def _apply(self, entry: Entry) -> None:
-        from ledger.block import decode_block
-        from ledger.errors import BlockDecodeError, StaleBlockError
-
         if entry.type == EntryType.CONF_CHANGE:
             self._apply_conf_change(entry)
         elif entry.data:
@@ -336,7 +356,7 @@ class Replica:
                     self.stats.blocks_skipped += 1
                     log.info("block_skipped", extra={"index": entry.index, "height": block.header.height,
                                                      "reason": str(exc)})
-                    self.applied_index = entry.index
+                    self._mark_applied(entry.index)
                     self.hooks.on_block_skipped(entry.index, block, str(exc))
                     return
                 self.stats.blocks_applied += 1
@@ -346,12 +366,16 @@ class Replica:
                 self.applied_index = entry.index
                 self.hooks.on_block_applied(entry.index, block, outcomes)
                 return
-        self.applied_index = entry.index
+        self._mark_applied(entry.index)
         self.stats.entries_applied += 1
 
-    def _apply_conf_change(self, entry: Entry) -> None:
-        from consensus.membership import decode_conf_change
+    def _mark_applied(self, index: int) -> None:
+        """An entry without a block (no-op, conf change, skipped block) was applied: the store records the
+        index too, so after a restart it is never behind a Raft snapshot we take."""
+        self.store.mark_applied(index)
+        self.applied_index = index
 
+    def _apply_conf_change(self, entry: Entry) -> None:
         cc = decode_conf_change(entry.data)
         self.core.apply_conf_change(cc)
         log.info("conf_change_applied", extra={"index": entry.index, "change": cc.type.name,
@@ -366,10 +390,10 @@ class Replica:
                 fut.set_result(None)
 
     def _maybe_snapshot(self) -> None:
-        if self.applied_index - self.snapshot_index < self.snapshot_entries:
-            return
-        index = self.applied_index
-        if index > self.storage.last_index():
+        # Never past what the core itself has applied: after a restart our store may be ahead of the core's
+        # commit (the hard state's commit is written lazily), and the core must still read those entries.
+        index = min(self.applied_index, self.core.applied_index, self.storage.last_index())
+        if index - self.snapshot_index < self.snapshot_entries:
             return
         t0 = time.perf_counter()
         data = self.store.export_snapshot()

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from consensus.messages import Entry, EntryType, NodeId
+from consensus.ready import HardState
 
 
 class SafetyViolation(AssertionError):
@@ -156,6 +157,14 @@ class Checker:
             self.sent_term[node] = term
         if vote_for is not None:
             self.granted[node] = (term, vote_for)
+
+    def on_hard_state(self, node: NodeId, prev: HardState, new: HardState) -> None:
+        """Within one incarnation a node's term and commit never go back, nor does its vote change in a term."""
+        if new.term < prev.term or new.commit < prev.commit:
+            raise SafetyViolation("hard_state", f"{node} hard state went back from {prev} to {new}")
+        if new.term == prev.term and prev.vote is not None and new.vote != prev.vote:
+            raise SafetyViolation("election_safety", f"{node} changed its vote in term {new.term} from "
+                                  f"{prev.vote} to {new.vote}")
 
     def check_restart(self, node: NodeId, term: int, vote: NodeId | None, commit: int, last_index: int) -> None:
         """A restarted node's durable hard state covers everything it said before the crash."""

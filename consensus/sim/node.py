@@ -20,7 +20,7 @@ from consensus.config import Config
 from consensus.invariant import require
 from consensus.membership import ConfChange
 from consensus.messages import Entry, Message, NodeId, Snapshot
-from consensus.ready import Ready, ReadState, Role
+from consensus.ready import ReadState, Ready, Role
 from consensus.sim.storage import SimStorage
 
 GENESIS_STATE = bytes(16)

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 from consensus.config import Config
+from consensus.core import RaftCore
 from consensus.errors import NotLeaderError, ProposalDroppedError
 from consensus.membership import ConfChange, ConfChangeType, decode_conf_change
 from consensus.messages import Entry, EntryType, Message, MessageType, NodeId, Snapshot, SnapshotMeta
@@ -75,6 +76,10 @@ class SimConfig:
     crash_leader_permille: int = 500
     """Of the crashes, how many hit a leader."""
     partition_permille: int = 10
+    restart_ms_max: int = 1000
+    """A crashed node restarts 20 ms .. this much later."""
+    max_msg_bytes: int = 64
+    """Entry bytes per AppendEntries: small, so that logs are shipped in several messages."""
     extra_nodes_max: int = 2
     """How many nodes beyond `nodes` conf changes may add over a run."""
     converge_ms_max: int = 60_000
@@ -130,17 +135,11 @@ def _msg_line(m: Message) -> str:
             f"n{len(m.entries)} r{int(m.reject)}")
 
 
-def _default_core_factory() -> CoreFactory:
-    from consensus.core import RaftCore  # imported late: tests may run the simulator with a planted core
-
-    return RaftCore  # type: ignore[return-value]
-
-
 class Simulation:
     def __init__(self, cfg: SimConfig, core_factory: CoreFactory | None = None, echo: bool = False) -> None:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
-        self.core_factory = core_factory or _default_core_factory()
+        self.core_factory: CoreFactory = core_factory or RaftCore
         self.trace = Trace(echo=echo)
         self.checker = Checker()
         self.stats = RunStats(seed=cfg.seed)
@@ -192,7 +191,7 @@ class Simulation:
     def _start(self, node: SimNode) -> None:
         cfg = self.cfg
         config = Config(id=node.id, election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks,
-                        max_inflight_msgs=8, max_msg_bytes=64, max_uncommitted_bytes=4096,
+                        max_inflight_msgs=8, max_msg_bytes=cfg.max_msg_bytes, max_uncommitted_bytes=4096,
                         max_snapshot_chunk_bytes=16)
         node.incarnation += 1
         core_rng = random.Random(self.rng.getrandbits(64))
@@ -276,6 +275,8 @@ class Simulation:
             node.leader_term = core.term
         # 1. Persist. (Everything before this step is persisted, so a leader now was leader for all of it.)
         leader_last = st.last_index() if core.role == Role.LEADER else None
+        if rd.hard_state is not None:
+            ck.on_hard_state(node.id, st.visible.hard_state, rd.hard_state)
         st.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
         new = tuple(e for e in rd.entries if e.index > st.visible.snap_index)
         if new:
@@ -340,6 +341,10 @@ class Simulation:
             return
         if e.index != app.applied + 1:
             raise SafetyViolation("apply_order", f"{node.id} got entry {e.index} to apply after {app.applied}")
+        v = node.storage.visible
+        if e.index > v.snap_index and (e.index > v.last_index or v.entry(e.index) != e):
+            raise SafetyViolation("apply_unpersisted", f"{node.id} was told to apply entry {e.index} that is not "
+                                  f"in its persisted log")
         app.apply(e)
         self.checker.on_apply(node.id, e, app.state)
         if e.type == EntryType.CONF_CHANGE:
@@ -486,7 +491,7 @@ class Simulation:
         leader = self.leader()
         use_leader = leader is not None and self.rng.randrange(1000) < self.cfg.crash_leader_permille
         node = leader if use_leader and leader is not None else self.rng.choice(up)
-        self.crash(node.id, restart_after_ms=self.rng.randint(20, 100 * self.cfg.tick_ms))
+        self.crash(node.id, restart_after_ms=self.rng.randint(20, max(20, self.cfg.restart_ms_max)))
 
     def crash(self, nid: NodeId, restart_after_ms: int | None) -> None:
         """Crash node `nid` now (losing unsynced writes); restart it later unless `restart_after_ms` is None."""

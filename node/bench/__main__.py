@@ -1,6 +1,11 @@
 """`./scripts/bench`: signed E-certificate transfers on our cluster, side by side with etcd puts, same client.
 
 Ends with one JSON line: {"tps", "p50_ms", "p99_ms", "etcd_tps", "etcd_p50_ms", "etcd_p99_ms", "ratio", ...}.
+
+Other modes:
+  --mode raw       unsigned no-op entries through our Raft vs PySyncObj's replicated counter (3 processes each);
+                   JSON {"ours_entries_per_s", "pysyncobj_entries_per_s", "ratio", ...}
+  --mode failover  SIGKILL the leader --kills times; JSON {"p50_ms", "p99_ms", "max_ms", "tick_ms", ...}
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -23,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from node.bench import ecert_side, etcd
+from node.bench import ecert_side, etcd, failover, raw
 from node.bench.loadgen import LoadResult, run_closed_loop
 from node.bench.resources import cluster_resources
 
@@ -32,6 +38,7 @@ VALUE_BYTES = 300
 """About the size of one of our signed transfers, so both systems move the same bytes per request."""
 TPS_CEILING = 7000
 """Pre-signing budget per second of run: above what three verifying nodes on two cores can do (issue 6)."""
+RAW_DEFAULTS = raw.RawSettings(duration_s=1.0)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,7 +50,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="clients in flight; a comma list sweeps, e.g. 1,16,64,256 (default 64)")
     p.add_argument("--skip-etcd", action="store_true", help="measure only ecert-chain")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
+    p.add_argument("--mode", choices=("signed", "raw", "failover"), default="signed",
+                   help="signed (default): E-cert txs vs etcd; raw: consensus alone vs PySyncObj; "
+                        "failover: SIGKILL the leader repeatedly")
+    g = p.add_argument_group("raw mode")
+    g.add_argument("--repeat", type=int, default=1, help="alternate our run and PySyncObj's this many times; "
+                                                        "medians are reported (default 1)")
+    g.add_argument("--batch", type=int, default=RAW_DEFAULTS.batch,
+                   help=f"entries a leader proposes per turn (default {RAW_DEFAULTS.batch})")
+    g.add_argument("--window", type=int, default=RAW_DEFAULTS.window,
+                   help=f"max proposed-but-unapplied entries (default {RAW_DEFAULTS.window})")
+    g.add_argument("--payload", type=int, default=RAW_DEFAULTS.payload,
+                   help=f"bytes per entry (default {RAW_DEFAULTS.payload})")
+    g.add_argument("--pysyncobj-journal", action="store_true",
+                   help="PySyncObj with its file journal instead of its default in-memory log")
+    g.add_argument("--per-entry-propose", action="store_true",
+                   help="our leader calls RaftCore.propose once per entry (no batch append)")
+    g = p.add_argument_group("failover mode")
+    g.add_argument("--kills", type=int, default=50, help="leader kills (default 50)")
+    g.add_argument("--clients", type=int, default=4, help="clients submitting through the survivors (default 4)")
+    g.add_argument("--tick-ms", type=int, default=None, help="cluster tick_ms (default: the node's, 50)")
+    g.add_argument("--election-ticks", type=int, default=None,
+                   help="cluster election_ticks (default: the node's, 10)")
     args = p.parse_args(argv)
+    if args.repeat < 1 or args.kills < 1 or args.clients < 1:
+        p.error("--repeat, --kills and --clients must be at least 1")
+    if args.batch < 1 or args.window < args.batch or args.payload < 0:
+        p.error("--batch must be at least 1, --window at least --batch, --payload not negative")
+    if (args.tick_ms is not None and args.tick_ms < 1) or (args.election_ticks is not None and args.election_ticks < 2):
+        p.error("--tick-ms must be at least 1 and --election-ticks at least 2")
     if args.nodes < 1 or args.nodes > 9:
         p.error("--nodes must be between 1 and 9")
     if args.duration <= 0:
@@ -166,12 +201,93 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def raw_settings(args: argparse.Namespace) -> raw.RawSettings:
+    return raw.RawSettings(duration_s=args.duration, batch=args.batch, window=args.window, payload=args.payload,
+                           pso_journal=args.pysyncobj_journal, propose_many=not args.per_entry_propose)
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def main_raw(args: argparse.Namespace) -> dict[str, Any]:
+    settings = raw_settings(args)
+    root = Path(tempfile.mkdtemp(prefix="ecert-bench-raw-"))
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "pysyncobj": []}
+    try:
+        for r in range(args.repeat):
+            for system in ("ours", "pysyncobj"):  # alternated, so drifting load on a shared machine hits both
+                run_root = root / f"{system}-{r}"
+                run_root.mkdir()
+                with console.status(f"raw: {system} run {r + 1}/{args.repeat}, {args.duration:g}s"):
+                    runs[system].append(raw.run_system(run_root, system, settings))
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    ours = median([x["entries_per_s"] for x in runs["ours"]])
+    theirs = median([x["entries_per_s"] for x in runs["pysyncobj"]])
+    table = Table(title="raw: no-op entries committed and applied on the leader per second, 3 nodes, loopback")
+    for col in ("system", "entries/s (median)", "runs", "CPU µs/entry (3 nodes)", "durable"):
+        table.add_column(col, justify="right")
+    for name, rows, rate, durable in (("ecert-chain Raft", runs["ours"], ours, "fsync per Ready"),
+                                      ("PySyncObj", runs["pysyncobj"], theirs,
+                                       "journal, no fsync" if args.pysyncobj_journal else "no (in memory)")):
+        cpu = [x["cpu_us_per_entry"] for x in rows if x.get("cpu_us_per_entry")]
+        table.add_row(name, f"{rate:,.0f}", " ".join(f"{x['entries_per_s']:,.0f}" for x in rows),
+                      f"{median(cpu):.1f}" if cpu else "-", durable)
+    console.print(table)
+    console.print(f"ratio {ours / theirs:.2f}x (goal >= 3x)" if theirs else "PySyncObj committed nothing")
+    return {"mode": "raw", "ours_entries_per_s": round(ours, 1), "pysyncobj_entries_per_s": round(theirs, 1),
+            "ratio": round(ours / theirs, 3) if theirs else None, "duration_s": args.duration,
+            "repeat": args.repeat, "settings": dataclasses.asdict(settings), "runs": runs,
+            "python": platform.python_version()}
+
+
+async def main_failover_async(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    def on_sample(s: failover.KillSample) -> None:
+        shown = f"{s.downtime_ms:.0f} ms" if s.downtime_ms is not None else "no commit in time"
+        console.print(f"kill {s.round + 1}/{args.kills}: {s.killed} -> {s.new_leader}: {shown}, "
+                      f"caught up in {s.catch_up_s or float('nan'):.1f}s")
+
+    report = await failover.run_failover(root, args.kills, clients=args.clients, tick_ms=args.tick_ms,
+                                         election_ticks=args.election_ticks, on_sample=on_sample)
+    summary = report.summary()
+    table = Table(title="leader SIGKILL -> first commit under the new leader (3 nodes)")
+    for col in ("kills", "p50 ms", "p99 ms", "max ms", "election timeout", "Raft paper, Fig. 16 (150-300 ms)"):
+        table.add_column(col, justify="right")
+    lo, hi = summary["election_timeout_ms"]
+    table.add_row(str(summary["kills"]), str(summary["p50_ms"]), str(summary["p99_ms"]), str(summary["max_ms"]),
+                  f"{lo}-{hi} ms", "leader elected, not yet committing; see BENCHMARKS.md")
+    console.print(table)
+    return summary
+
+
+def main_failover(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="ecert-bench-failover-"))
+    try:
+        return asyncio.run(main_failover_async(args, root))
+    finally:
+        # Whatever happened (Ctrl-C included), no node of ours outlives the bench.
+        cluster_file = root / "failover" / "cluster.toml"
+        if cluster_file.exists():
+            ecert_side.EcertCluster(cluster_file).down()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Ctrl-C or SIGTERM: unwind through the finally blocks so every process we started is stopped.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        summary = asyncio.run(main_async(args))
+        if args.mode == "raw":
+            summary = main_raw(args)
+        elif args.mode == "failover":
+            summary = main_failover(args)
+        else:
+            summary = asyncio.run(main_async(args))
     except KeyboardInterrupt:
         print(json.dumps({"error": "interrupted"}))
         return 130

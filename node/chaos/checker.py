@@ -245,7 +245,7 @@ def check_final_state(report: CheckReport, history: History, dumps: list[NodeDum
         status, _, result = chain_outcome(dumps, rec.tx_id)
         if status == COMMITTED and isinstance(result, dict) and result.get("certs"):
             roots[result["certs"][0]] = rec
-    checked = 0
+    checked = credit_checked = 0
     for d in dumps:
         outstanding: dict[str, int] = {}
         for root_id, rec in roots.items():
@@ -263,10 +263,12 @@ def check_final_state(report: CheckReport, history: History, dumps: list[NodeDum
             if not isinstance(line, dict) or "used" not in line:
                 continue
             want = outstanding.get(key, 0)
+            credit_checked += 1
             if line["used"] != want:
                 report.add("credit", f"{d.node_id}: credit used {key} is {line['used']}, outstanding issued "
                            f"under it is {want}", nodes=[d.node_id])
     report.stats["lineages_checked"] = checked
+    report.stats["credit_lines_checked"] = credit_checked
 
 
 def check_lineage(report: CheckReport, node: str, root_id: str, lineage: dict[str, Any], issue: TxRecord) -> int:

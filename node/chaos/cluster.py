@@ -147,13 +147,13 @@ class ChaosCluster:
 
     # -- process faults -------------------------------------------------------------------------------------
 
-    def start(self, node_id: str) -> int:
+    def start(self, node_id: str, fault_injection: bool = True) -> int:
         if self.alive(node_id):
             return self.procs[node_id].pid
         node = self.node(node_id)
         node.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "node", "--config", str(self.config_path), "--id", node_id,
-                "--fault-injection"]
+                *(["--fault-injection"] if fault_injection else [])]
         with (node.data_dir / "node.out").open("ab") as out:
             out.write(f"--- {time.strftime('%H:%M:%S')} chaos starts {node_id}\n".encode())
             out.flush()

@@ -136,22 +136,26 @@ class Nemesis:
         self._rule_active = False
 
     async def run(self) -> None:
-        try:
-            for i, step in enumerate(self.steps):
-                await self._sleep_until(step.at)
-                rng = random.Random(f"nemesis:{self.seed}:{i}:{step.salt}")
-                event = FaultEvent(step.kind, self.clock())
-                self.current = event
-                self.faults.append(event)
-                try:
-                    await self._inject(step.kind, event, rng)
-                    await self._sleep_until(step.at + step.duration)
-                finally:
-                    await self.heal()
-                    event.end = self.clock()
-                    self.current = None
-        finally:
+        """Play every step. Cancelled (Ctrl-C), it returns at once without healing: the runner kills the
+        cluster anyway. Any other failure heals first, then propagates."""
+        for i, step in enumerate(self.steps):
+            await self._sleep_until(step.at)
+            rng = random.Random(f"nemesis:{self.seed}:{i}:{step.salt}")
+            event = FaultEvent(step.kind, self.clock())
+            self.current = event
+            self.faults.append(event)
+            try:
+                await self._inject(step.kind, event, rng)
+                await self._sleep_until(step.at + step.duration)
+            except asyncio.CancelledError:
+                event.end = self.clock()
+                raise
+            except Exception:
+                await self.heal()
+                raise
             await self.heal()
+            event.end = self.clock()
+            self.current = None
 
     async def _sleep_until(self, t: float) -> None:
         delay = t - self.clock()

@@ -108,6 +108,7 @@ function renderSummary(snap) {
   const s = snap.status || {};
   document.body.dataset.nodeId = snap.node || "";
   document.body.dataset.ready = "1";
+  document.title = `ecert-chain · ${s.node_id ?? "?"} (${s.role ?? "?"})`;
   clear($("node-summary"),
     `node ${s.node_id ?? "?"} (${s.org ?? "?"}) · ${s.role ?? "?"} · term ${num(s.term)} · leader ${s.leader_id ?? "none"} · height ${num(s.height)}`);
 }
@@ -122,7 +123,7 @@ function renderCluster(snap) {
   },
   el("td", {}, r.id, r.self ? el("span", { class: "note" }, "(this node)") : null),
   el("td", {}, r.org ?? "—"),
-  el("td", {}, badge(r.role ?? "?", `role-${r.role}`)),
+  el("td", {}, badge(r.role ?? (r.health === "down" ? "unreachable" : "?"), `role-${r.role}`)),
   el("td", { class: "num" }, num(r.term)),
   el("td", { class: "num" }, num(r.commit_index)),
   el("td", { class: "num" }, num(r.applied_index)),
@@ -352,6 +353,7 @@ async function loadOrg(id) {
     [org, holdings] = await Promise.all([getOrg(id), getJSON(`/v1/orgs/${encodeURIComponent(id)}/certs`)]);
   } catch (e) { clear($("org-status"), errorText(e)); clear($("org-detail")); return; }
   setHash("org", id);
+  if ([...$("org-select").options].some((o) => o.value === id)) $("org-select").value = id;
   clear($("org-status"), "");
   const certs = holdings.certs || [];
   const now = Date.now();

@@ -20,7 +20,7 @@ def test_clean_record_has_no_violations() -> None:
     assert report.violations == [], [v.message for v in report.violations]
     assert report.stats["acked"] == 5 and report.stats["lost"] == 0
     assert report.stats["unknown_committed"] == 1 and report.stats["unknown_absent"] == 1
-    assert report.stats["lineages_checked"] == 3
+    assert report.stats["lineages_checked"] == 3 and report.stats["credit_lines_checked"] == 3
     lin = report.stats["linearizability"]
     assert lin["violations"] == 0 and lin["reads"] == 7 and lin["certs"] == 5
     av = report.stats["availability"]

@@ -109,7 +109,7 @@ def small_histories(draw) -> list[Operation]:
     return ops
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(small_histories())
 def test_agrees_with_brute_force(ops: list[Operation]) -> None:
     assert lin(ops) == brute_force(ops)
@@ -133,13 +133,13 @@ def linearizable_histories(draw) -> list[Operation]:
     return ops
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(linearizable_histories())
 def test_histories_made_linearizable_pass(ops: list[Operation]) -> None:
     assert lin(ops) is True
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(linearizable_histories(), st.data())
 def test_a_read_of_a_never_written_value_fails(ops: list[Operation], data) -> None:
     t = data.draw(st.integers(0, 400))

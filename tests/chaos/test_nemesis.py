@@ -3,6 +3,7 @@ documents it builds cut the links the fault's name promises."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -19,7 +20,7 @@ def test_schedule_is_seeded_sequential_and_covers_every_kind_in_a_minute(seed: i
     assert steps == schedule(seed, 60)
     assert {s.kind for s in steps} == set(FAULT_KINDS)
     assert steps[0].at >= WARMUP_S
-    for a, b in zip(steps, steps[1:], strict=False):
+    for a, b in itertools.pairwise(steps):
         assert a.at + a.duration < b.at, "faults must not overlap: each is healed before the next"
     assert steps[-1].at + steps[-1].duration <= 60 - TAIL_S
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from consensus.config import Config
 from consensus.core import RaftCore
 from consensus.messages import Entry, EntryType, Message, MessageType
-from consensus.ready import Ready, ReadState
+from consensus.ready import ReadState, Ready
 from consensus.sim import __main__ as sim_main
 from consensus.sim.checkers import Checker, SafetyViolation
 from consensus.sim.network import PARTITION_KINDS, cut_links
@@ -295,3 +295,15 @@ def test_simulation_steps_and_messages_flow() -> None:
     assert sim.leader() is not None
     assert any(line.split()[1] == "send" for line in sim.trace.recent)
     assert isinstance(Message(MessageType.APPEND, "a", "b", 1), Message)
+
+
+def test_vote_changed_within_a_term_is_caught() -> None:
+    from consensus.ready import HardState
+
+    ck = Checker()
+    ck.on_hard_state("n1", HardState(2, None, 0), HardState(2, "n2", 0))
+    ck.on_hard_state("n1", HardState(2, "n2", 0), HardState(3, "n3", 1))
+    with pytest.raises(SafetyViolation, match="election_safety"):
+        ck.on_hard_state("n1", HardState(3, "n3", 1), HardState(3, "n1", 1))
+    with pytest.raises(SafetyViolation, match="hard_state"):
+        ck.on_hard_state("n1", HardState(3, "n3", 4), HardState(3, "n3", 2))

@@ -279,3 +279,11 @@ def test_rejection_code(code: str) -> None:
     assert outcome.status == "rejected"
     assert outcome.error_code == code, outcome.error_message
     assert outcome.error_message
+
+
+def test_rules_doc_explains_every_code() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "RULES.md").read_text()
+    missing = sorted(code for code in codes.ALL_CODES if f"`{code}`" not in doc)
+    assert missing == []

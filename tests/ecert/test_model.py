@@ -12,9 +12,10 @@ import hashlib
 import itertools
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from ecert import codes as C
 from ecert import queries
@@ -25,7 +26,10 @@ ORGS = [o for o, _, _ in GENESIS_ORGS]
 BANKS = [o for o, _, r in GENESIS_ORGS if r == "bank"]
 CORES = [o for o, _, r in GENESIS_ORGS if r == "core"]
 SUPPLIERS = [o for o, _, r in GENESIS_ORGS if r == "supplier"]
+EXTRA = ["newco", "newbank"]  # not in genesis: registered (or not) during the run
 LIVE = {"issued", "active", "financing", "financed"}
+ORG_MOVES = {"org.approve": ("pending", "active"), "org.freeze": ("active", "frozen"),
+             "org.unfreeze": ("frozen", "active")}
 
 amounts = st.integers(min_value=1, max_value=1200)
 
@@ -43,15 +47,17 @@ class EcertModel(RuleBasedStateMachine):
         self.docs: dict[str, dict[str, Any]] = {}
         self.certs: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []  # cert ids in creation order
-        self.committed_raws: list[tuple[str, bytes]] = []
+        self.committed_raws: list[tuple[str, str, bytes]] = []
         self.doc_seq = 0
 
     # --- plumbing ------------------------------------------------------------------------------------------------
 
     def submit(self, signer: str, kind: str, body: dict[str, Any], broken: set[str]) -> dict[str, Any] | None:
         """Apply the tx; check it commits iff the model found nothing broken. Returns the result if committed."""
-        if self.orgs[signer]["status"] != "active":
-            broken = {C.SIGNER_NOT_ACTIVE}  # authentication comes before every rule
+        if signer not in self.orgs and kind != "org.register":
+            broken = {C.UNKNOWN_SIGNER}  # authentication comes before every rule
+        elif signer in self.orgs and self.orgs[signer]["status"] != "active" and kind != "org.register":
+            broken = {C.SIGNER_NOT_ACTIVE}
         raw = self.w.raw(signer, kind, body)
         outcome = self.w.apply(raw)
         if broken:
@@ -59,7 +65,7 @@ class EcertModel(RuleBasedStateMachine):
             assert outcome.error_code in broken, (outcome.error_code, outcome.error_message, broken)
             return None
         assert outcome.status == "committed", (kind, outcome.error_code, outcome.error_message)
-        self.committed_raws.append((signer, raw))
+        self.committed_raws.append((signer, kind, raw))
         return {"tx_id": tx_id_of(decode_envelope(raw).payload), **(outcome.result or {})}
 
     def active(self, org: str, broken: set[str]) -> None:
@@ -96,19 +102,35 @@ class EcertModel(RuleBasedStateMachine):
 
     # --- organisations -------------------------------------------------------------------------------------------
 
-    @rule(signer=st.sampled_from(ORGS), org=st.sampled_from([*SUPPLIERS, "byd", "icbc"]),
-          kind=st.sampled_from(["org.freeze", "org.unfreeze"]))
-    def freeze_or_unfreeze(self, signer: str, org: str, kind: str) -> None:
+    @rule(org=st.sampled_from(EXTRA), role=st.sampled_from(["bank", "core", "supplier"]))
+    def register(self, org: str, role: str) -> None:
+        k = self.w.key(org)
+        broken = {C.ORG_EXISTS} if org in self.orgs else set()
+        body = {"org_id": org, "name": org.upper(), "role": role, "sign_pk": k.sign_pk, "box_pk": k.box_pk}
+        if self.submit(org, "org.register", body, broken) is not None:
+            self.orgs[org] = {"role": role, "status": "pending"}
+
+    @rule(signer=st.sampled_from([*BANKS, *BANKS, *ORGS, *EXTRA]), org=st.sampled_from([*SUPPLIERS, "byd", "icbc", *EXTRA]),
+          kind=st.sampled_from(sorted(ORG_MOVES)))
+    def org_status(self, signer: str, org: str, kind: str) -> None:
         broken: set[str] = set()
-        if self.orgs[signer]["role"] != "bank":
+        if signer in self.orgs and self.orgs[signer]["role"] != "bank":
             broken.add(C.ROLE_NOT_ALLOWED)
         if org == signer:
             broken.add(C.SAME_PARTY)
-        want = "active" if kind == "org.freeze" else "frozen"
-        if self.orgs[org]["status"] != want:
+        before, after = ORG_MOVES[kind]
+        if org not in self.orgs:
+            broken.add(C.UNKNOWN_ORG)
+        elif self.orgs[org]["status"] != before:
             broken.add(C.INVALID_STATUS_TRANSITION)
         if self.submit(signer, kind, {"org_id": org}, broken) is not None:
-            self.orgs[org]["status"] = "frozen" if kind == "org.freeze" else "active"
+            self.orgs[org]["status"] = after
+
+    @rule(bank=st.sampled_from(BANKS), data=st.data())
+    def approve_plausible(self, bank: str, data: st.DataObject) -> None:
+        pending = sorted(o for o, m in self.orgs.items() if m["status"] == "pending")
+        if pending:
+            self.org_status(bank, data.draw(st.sampled_from(pending)), "org.approve")
 
     # --- credit --------------------------------------------------------------------------------------------------
 
@@ -137,7 +159,7 @@ class EcertModel(RuleBasedStateMachine):
 
     # --- trade documents -----------------------------------------------------------------------------------------
 
-    @rule(signer=st.sampled_from(ORGS), other=st.sampled_from(ORGS), amount=amounts,
+    @rule(signer=st.sampled_from([*ORGS, *EXTRA]), other=st.sampled_from([*ORGS, *EXTRA]), amount=amounts,
           kind=st.sampled_from(["invoice", "invoice", "invoice", "contract"]), data=st.data())
     def anchor(self, signer: str, other: str, amount: int, kind: str, data: st.DataObject) -> None:
         if self.docs and data.draw(st.integers(0, 10)) == 0:
@@ -306,7 +328,7 @@ class EcertModel(RuleBasedStateMachine):
         parent["children"] = ids
 
     @rule(signer=st.sampled_from(ORGS), data=st.data(),
-          to=st.lists(st.tuples(st.sampled_from(ORGS), amounts), min_size=1, max_size=3))
+          to=st.lists(st.tuples(st.sampled_from([*ORGS, *EXTRA]), amounts), min_size=1, max_size=3))
     def transfer(self, signer: str, data: st.DataObject, to: list[tuple[str, int]]) -> None:
         cid = self.pick_cert(data, "active")
         if cid in self.certs and data.draw(st.booleans()):  # make it plausible: the holder, modest amounts
@@ -314,6 +336,9 @@ class EcertModel(RuleBasedStateMachine):
             to = [(org, max(1, amount * self.certs[cid]["amount"] // 4000)) for org, amount in to]
             plausible = {org: amount for org, amount in to if org != signer}
             to = list(plausible.items()) or to
+        self.do_transfer(signer, cid, to)
+
+    def do_transfer(self, signer: str, cid: str, to: list[tuple[str, int]]) -> None:
         broken: set[str] = set()
         cert = self.holder_checks(cid, signer, {"active"}, broken)
         if cert is not None and self.w.now >= cert["maturity"]:
@@ -335,6 +360,19 @@ class EcertModel(RuleBasedStateMachine):
             assert cert is not None
             parts = list(to) + ([(signer, cert["amount"] - total)] if total < cert["amount"] else [])
             self.children(result, cert, parts)
+
+    @rule(data=st.data(), n=st.integers(1, 3))
+    def transfer_plausible(self, data: st.DataObject, n: int) -> None:
+        """The holder passes parts of an active certificate on to distinct active orgs."""
+        active = [c for c in self.order if self.certs[c]["status"] == "active"]
+        if not active:
+            return
+        cert = self.certs[data.draw(st.sampled_from(active))]
+        others = sorted(o for o, m in self.orgs.items() if m["status"] == "active" and o != cert["holder"])
+        recipients = data.draw(st.lists(st.sampled_from(others), min_size=1, max_size=n, unique=True))
+        budget = cert["amount"]
+        to = [(org, data.draw(st.integers(1, max(1, budget // (2 * n))))) for org in recipients]
+        self.do_transfer(cert["holder"], cert["id"], to)
 
     @rule(data=st.data(), parts=st.integers(2, 4), exact=st.booleans())
     def split(self, data: st.DataObject, parts: int, exact: bool) -> None:
@@ -471,10 +509,11 @@ class EcertModel(RuleBasedStateMachine):
     def replay(self, data: st.DataObject) -> None:
         if not self.committed_raws:
             return
-        signer, raw = data.draw(st.sampled_from(self.committed_raws))
+        signer, kind, raw = data.draw(st.sampled_from(self.committed_raws))
         outcome = self.w.apply(raw)
         assert outcome.status == "rejected"
-        allowed = {C.NONCE_REUSED} if self.orgs[signer]["status"] == "active" else {C.SIGNER_NOT_ACTIVE}
+        active = self.orgs[signer]["status"] == "active" or kind == "org.register"
+        allowed = {C.NONCE_REUSED} if active else {C.SIGNER_NOT_ACTIVE}
         assert outcome.error_code in allowed
 
     # --- agreement -----------------------------------------------------------------------------------------------
@@ -482,8 +521,13 @@ class EcertModel(RuleBasedStateMachine):
     @invariant()
     def model_agrees_with_chain(self) -> None:
         view, now = self.w.view, self.w.now
-        for org, m in self.orgs.items():
-            assert queries.get_org(view, org)["status"] == m["status"]  # type: ignore[index]
+        for org in [*ORGS, *EXTRA]:
+            got = queries.get_org(view, org)
+            if org not in self.orgs:
+                assert got is None
+            else:
+                assert got is not None and (got["status"], got["role"]) == (self.orgs[org]["status"],
+                                                                            self.orgs[org]["role"])
         for (bank, core), m in self.lines.items():
             line = queries.get_credit_line(view, bank, core)
             assert line is not None and (line["limit"], line["used"]) == (m["limit"], m["used"])
@@ -505,3 +549,11 @@ class EcertModel(RuleBasedStateMachine):
 EcertModel.TestCase.settings = settings(max_examples=100, stateful_step_count=50, deadline=None,
                                         suppress_health_check=[HealthCheck.too_slow])
 test_ecert_model = EcertModel.TestCase
+
+
+@pytest.mark.soak
+def test_ecert_model_soak() -> None:
+    """Opt-in (-m soak): the same machine, far longer."""
+    run_state_machine_as_test(EcertModel, settings=settings(max_examples=3000, stateful_step_count=120,
+                                                            deadline=None,
+                                                            suppress_health_check=[HealthCheck.too_slow]))

@@ -198,9 +198,43 @@ def test_reads_local_and_linearizable(cluster: Cluster) -> None:
     assert page["blocks"][0]["height"] == page["height"] and page["blocks"][1]["height"] == page["height"] - 1
 
 
+def test_msgpack_answers_when_asked(cluster: Cluster) -> None:
+    import urllib.request
+
+    req = urllib.request.Request(cluster.url("tier1", "/v1/status"), headers={"Accept": "application/msgpack"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.headers["Content-Type"].startswith("application/msgpack")
+        st = msgpack.unpackb(resp.read())
+    assert st["node_id"] == "tier1"
+
+
 def test_batch_submission(cluster: Cluster) -> None:
     raws = [cluster.anchor_tx("tier2", counterparty="geely") for _ in range(20)]
     status, got = http_json("POST", cluster.url("tier1", "/v1/txs"), msgpack.packb(raws),
                             content_type="application/msgpack")
     assert status == 200, got
     assert [r["status"] for r in got["results"]] == ["committed"] * 20
+    # JSON form, with one bad envelope refused in place.
+    good = cluster.anchor_tx("geely", counterparty="tier1")
+    env = msgpack.unpackb(good)
+    doc = {"txs": [{"payload": base64.b64encode(env["payload"]).decode(), "signer": "geely",
+                    "sig": base64.b64encode(b"\x00" * 64).decode()},
+                   {"payload": base64.b64encode(env["payload"]).decode(), "signer": "geely",
+                    "sig": base64.b64encode(env["sig"]).decode()}]}
+    status, got = http_json("POST", cluster.url("boc", "/v1/txs"), json.dumps(doc).encode())
+    assert status == 200, got
+    assert got["results"][0]["status"] == "refused" and got["results"][0]["error"]["code"]
+    assert got["results"][1]["status"] == "committed"
+
+
+def test_five_nodes_commit_through_every_node(cluster_factory: Any) -> None:
+    c: Cluster = cluster_factory(5)
+    leader = c.wait_leader()
+    heights = []
+    for node_id in c.nodes:
+        status, body = c.submit(node_id, c.anchor_tx("tier3", counterparty="geely"))
+        assert status == 200 and body["status"] == "committed", (node_id, body)
+        heights.append(body["height"])
+    top = c.wait_converged(min_height=max(heights))
+    assert c.status(leader)["voters"] == sorted(c.nodes)
+    assert top["height"] >= 1

@@ -25,7 +25,8 @@ import aiohttp
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "reports" / "screenshots"
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "reports" / "screenshots"
 
 chromium_start_timeout_s = 30.0
 cdp_call_timeout_s = 30.0
@@ -96,8 +97,7 @@ class Page:
 
     async def screenshot(self, path: Path) -> Path:
         res = await self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(res["data"]))
+        await asyncio.to_thread(_write_file, path, base64.b64decode(res["data"]))
         return path
 
     async def close(self) -> None:
@@ -119,7 +119,8 @@ class Chromium:
 
     async def __aenter__(self) -> Chromium:
         assert CHROMIUM is not None
-        self.proc = subprocess.Popen(
+        self.proc = await asyncio.to_thread(
+            subprocess.Popen,
             [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
              f"--user-data-dir={self.tmp.name}", "--remote-debugging-address=127.0.0.1",
@@ -169,6 +170,11 @@ class Chromium:
             self.proc.wait(timeout=10)
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
 def threading_drain(stream: Any) -> None:
     import threading
 
@@ -204,7 +210,7 @@ async def test_dashboard_in_chromium_against_a_real_cluster(cluster_factory: Any
     demo = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "node.demo", "--config", str(cluster.config_path),
                          "--maturity-seconds", "2"],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+        capture_output=True, text=True, timeout=120, cwd=REPO)
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
     summary = json.loads(demo.stdout.strip().splitlines()[-1])
     async with aiohttp.ClientSession() as http, \
@@ -225,7 +231,8 @@ async def test_dashboard_in_chromium_against_a_real_cluster(cluster_factory: Any
     if shutil.which("promtool"):  # issue 7: `curl NODE/metrics` passes `promtool check metrics`
         async with aiohttp.ClientSession() as http, http.get(cluster.url(leader, "/metrics")) as resp:
             exposition = await resp.read()
-        lint = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True, timeout=30)
+        lint = await asyncio.to_thread(subprocess.run, ["promtool", "check", "metrics"], input=exposition,
+                                       capture_output=True, timeout=30)
         assert lint.returncode == 0 and not lint.stdout.strip(), (lint.stdout + lint.stderr).decode()
         assert b"ecert_ledger_txs_rejected_total{code=" in exposition
 
@@ -235,35 +242,48 @@ async def test_dashboard_in_chromium_against_a_real_cluster(cluster_factory: Any
         page = await browser.new_page()
         started = time.monotonic()
         await page.navigate(cluster.url(viewer, "/"))
-        await page.wait_for(f"{ROWS}.length === 3 && {LEADER_ROWS}.length === 1", 10, "3 nodes, one leader")
+        await page.wait_for(f"{ROWS}.length === 3 && {LEADER_ROWS}.length === 1", 20, "3 nodes, one leader")
         loaded_s = time.monotonic() - started
         assert await page.evaluate(f"{LEADER_ROWS}[0].dataset.nodeId") == leader
-        await page.wait_for(f"{CERT_NODES}.length === {len(expected_amounts)}", 10,
+        await page.wait_for(f"{CERT_NODES}.length === {len(expected_amounts)}", 20,
                             f"the demo's lineage tree of {len(expected_amounts)} certificates, without typing")
         assert await tree_amounts(page) == expected_amounts
         totals = await page.evaluate("({...document.getElementById('lineage-totals').dataset})")
         assert totals["balanced"] == "1" and int(totals["rootAmount"]) == max(expected_amounts)
-        await page.wait_for("document.querySelectorAll('#block-table tbody tr').length > 0", 10, "blocks listed")
+        await page.wait_for("document.querySelectorAll('#block-table tbody tr').length > 0", 20, "blocks listed")
         await page.screenshot(SCREENSHOTS / "dashboard-cluster-lineage.png")
 
         await page.evaluate(f"showTx('{bad_id}')")
-        await page.wait_for("document.querySelector('#tx-result .tx-found')?.dataset.status === 'rejected'", 10,
+        await page.wait_for("document.querySelector('#tx-result .tx-found')?.dataset.status === 'rejected'", 20,
                             "the rejected tx found by id")
         assert bad_code in await page.evaluate("document.getElementById('tx-result').textContent")
         await page.evaluate(f"toggleBlock({bad_height})")
         row = f"document.querySelector('tr[data-tx-id=\"{bad_id}\"]')"
-        await page.wait_for(f"{row}?.dataset.status === 'rejected'", 10, "the rejected tx in its block")
+        await page.wait_for(f"{row}?.dataset.status === 'rejected'", 20, "the rejected tx in its block")
         assert bad_code in await page.evaluate(f"{row}.textContent")
+
+        on_leader = await browser.new_page()
+        await on_leader.navigate(cluster.url(leader, "/"))
+        await on_leader.wait_for(f"{ROWS}.length === 3", 20, "the leader's dashboard")
 
         cluster.kill(victim)
         killed_at = time.monotonic()
         await page.wait_for(alarm_js("peer_unreachable", victim), 15, f"an alarm for the killed node {victim}")
         alarm_s = time.monotonic() - killed_at
+        await on_leader.wait_for(alarm_js("peer_unreachable", victim), 15, f"the leader's alarm for {victim}")
+        leader_alarm_s = time.monotonic() - killed_at
         await page.wait_for(f"document.querySelector('#cluster-table tr[data-node-id=\"{victim}\"]')"
                             ".dataset.health === 'down'", 5, f"{victim} shown down")
         await page.screenshot(SCREENSHOTS / "dashboard-node-killed.png")
-    print(f"\ndashboard: first view {loaded_s:.2f} s; alarm {alarm_s:.2f} s after SIGKILL")
-    assert alarm_s < 10
+
+        # Without the leader too, the viewer is alone: no leader for more than N election timeouts.
+        cluster.kill(leader)
+        await page.wait_for(alarm_js("no_leader", viewer), 15, f"the no_leader alarm on {viewer}")
+        assert await page.evaluate(f"{LEADER_ROWS}.length") == 0
+        await page.screenshot(SCREENSHOTS / "dashboard-no-leader.png")
+    print(f"\ndashboard: first view {loaded_s:.2f} s; alarm {alarm_s:.2f} s after SIGKILL "
+          f"({leader_alarm_s:.2f} s on the leader's page)")
+    assert alarm_s < 10 and leader_alarm_s < 10
 
 
 @needs_chromium
@@ -306,3 +326,133 @@ async def test_first_view_under_a_second_with_10000_blocks(cluster_factory: Any)
         await page.screenshot(SCREENSHOTS / "dashboard-10000-blocks.png")
     print(f"\n{height} blocks filled in {fill_s:.0f} s; first view {', '.join(f'{s:.3f}' for s in samples)} s")
     assert min(samples) < 1.0
+
+
+# --- the page against a scripted node (no cluster): org view, flags, paging, errors -------------------------------
+
+DAY_MS = 86_400_000
+
+
+def scripted_node(now_ms: int) -> tuple[Any, Any]:
+    """An aiohttp app: the dashboard over a fake NodeSource plus the node's read routes, with fixed data."""
+    from aiohttp import web
+
+    from node.dashboard import setup_dashboard
+    from node.metrics import NodeMetrics
+
+    def cert(cid: str, parent: str | None, holder: str, amount: int, status: str, maturity: int) -> dict[str, Any]:
+        return {"id": cid, "root_id": "R", "parent_id": parent, "debtor": "geely", "holder": holder,
+                "amount": amount, "maturity": maturity, "status": status}
+
+    soon, late, past = now_ms + 2 * DAY_MS, now_ms + 30 * DAY_MS, now_ms - DAY_MS
+    certs = [cert("R", None, "tier1", 1000, "split", soon), cert("A", "R", "tier2", 600, "split", soon),
+             cert("B", "R", "tier1", 400, "active", past), cert("A1", "A", "tier2", 250, "active", soon),
+             cert("A2", "A", "tier3", 350, "financing", late)]
+
+    class Source:
+        apply_error: str | None = None
+        height = 40
+
+        def status(self) -> dict[str, Any]:
+            return {"node_id": "boc", "org": "boc", "role": "leader", "term": 7, "leader_id": "boc",
+                    "commit_index": 50, "applied_index": 50, "height": self.height, "apply_error": self.apply_error}
+
+        def peers(self) -> list[dict[str, Any]]:
+            return [{"id": "geely", "org": "geely", "http": None, "match_index": 50, "lag": 0,
+                     "last_contact_ms": now_ms, "reachable": True}]
+
+        def recent_blocks(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+            top = self.height if before is None else before - 1
+            return [{"height": h, "time": now_ms - (self.height - h) * 1000, "proposer": "boc",
+                     "hash": f"{h:064x}", "tx_ids": [f"{h:064x}"]} for h in range(top, max(0, top - limit), -1)]
+
+        def block_txs(self, height: int) -> list[dict[str, Any]]:
+            if height == 1:
+                return [{"tx_id": f"{height:064x}", "status": "committed", "type": "ecert.issue",
+                         "result": {"certs": ["R"]}}]
+            return [{"tx_id": f"{height:064x}", "status": "rejected", "type": "ecert.split",
+                     "error": {"code": "amounts_mismatch", "message": "sum differs"}}]
+
+        def alarms(self) -> list[dict[str, Any]]:
+            return []
+
+    source = Source()
+    orgs = {"boc": {"id": "boc", "name": "Bank of China", "role": "bank", "status": "active"},
+            "geely": {"id": "geely", "name": "Geely", "role": "core", "status": "active"},
+            "tier1": {"id": "tier1", "name": "Tier 1", "role": "supplier", "status": "active"}}
+
+    def not_found(what: str) -> web.Response:
+        return web.json_response({"error": {"code": f"unknown_{what}", "message": f"no such {what}"}}, status=404)
+
+    async def lineage(request: web.Request) -> web.Response:
+        if request.match_info["id"] not in {c["id"] for c in certs}:
+            return not_found("cert")
+        return web.json_response({"root_id": "R", "certs": certs})
+
+    async def org(request: web.Request) -> web.Response:
+        o = orgs.get(request.match_info["id"])
+        return web.json_response(o) if o else not_found("org")
+
+    async def holdings(request: web.Request) -> web.Response:
+        oid = request.match_info["id"]
+        live = [c for c in certs if c["holder"] == oid and c["status"] in ("active", "financing")]
+        return web.json_response({"org_id": oid, "certs": live})
+
+    async def credit(request: web.Request) -> web.Response:
+        if (request.match_info["bank"], request.match_info["core"]) != ("boc", "geely"):
+            return not_found("credit_line")
+        return web.json_response({"bank": "boc", "core": "geely", "limit": 500000, "used": 1000,
+                                  "expires_at": now_ms + 365 * DAY_MS})
+
+    app = web.Application()
+    app.router.add_get("/v1/certs/{id}/lineage", lineage)
+    app.router.add_get("/v1/orgs/{id}", org)
+    app.router.add_get("/v1/orgs/{id}/certs", holdings)
+    app.router.add_get("/v1/credit/{bank}/{core}", credit)
+    setup_dashboard(app, source, NodeMetrics(process=False), probe_peers=False)
+    return app, source
+
+
+@needs_chromium
+async def test_dashboard_views_in_chromium_against_a_scripted_node() -> None:
+    from aiohttp.test_utils import TestServer
+
+    now_ms = int(time.time() * 1000)
+    app, source = scripted_node(now_ms)
+    async with TestServer(app, host="127.0.0.1") as server, Chromium() as browser:
+        page = await browser.new_page()
+        await page.navigate(str(server.make_url("/#org=tier1")))
+        # First view: the newest certificate's tree (found in block 1, scanning back), flags on live leaves.
+        await page.wait_for(f"{CERT_NODES}.length === 5", 20, "the scripted lineage tree")
+        totals = await page.evaluate("({...document.getElementById('lineage-totals').dataset})")
+        assert (totals["liveTotal"], totals["rootAmount"], totals["balanced"]) == ("1000", "1000", "1")
+        flags = await page.evaluate("[...document.querySelectorAll('#lineage-tree .flag')].map(f => "
+                                    "f.closest('.cert-node').dataset.certId + ':' + f.textContent)")
+        assert sorted(flags) == ["A1:matures soon", "B:overdue"]
+        # The org view from the URL: holdings, overdue, credit lines are only for banks and cores.
+        await page.wait_for("document.querySelector('#org-detail dl')?.dataset.orgId === 'tier1'", 20, "tier1")
+        detail = await page.evaluate("document.getElementById('org-detail').textContent")
+        assert "1 live certificates, ¥4.00" in detail and "overdue1 (¥4.00)" in detail.replace("\n", "")
+        await page.evaluate("loadOrg('geely')")
+        await page.wait_for("document.getElementById('org-detail').textContent.includes('¥5,000.00')", 20,
+                            "geely's credit line limit")
+        # Paging: 15 blocks a page, newest first; older, then newer again.
+        await page.wait_for("document.querySelectorAll('#block-table tbody tr').length === 15", 20, "a page")
+        heights = "[...document.querySelectorAll('#block-table tbody tr')].map(r => Number(r.dataset.height))"
+        assert (await page.evaluate(heights))[:2] == [40, 39]
+        await page.evaluate("document.getElementById('blocks-older').click()")
+        await page.wait_for(f"{heights}[0] === 25", 20, "the older page")
+        await page.evaluate("document.getElementById('blocks-newer').click()")
+        await page.wait_for(f"{heights}[0] === 40", 20, "back to the newest page")
+        # A rejected tx shows its code; an unknown certificate id shows the API's error code.
+        await page.evaluate("toggleBlock(40)")
+        await page.wait_for("document.querySelector('tr[data-status=\"rejected\"]')?.textContent"
+                            ".includes('amounts_mismatch')", 10, "the rejected tx code")
+        await page.evaluate("loadLineage('nope')")
+        await page.wait_for("document.getElementById('cert-status').textContent.includes('unknown_cert')", 20,
+                            "the unknown_cert error")
+        # An apply error raises an alarm on the live page (the sampler runs once a second).
+        source.apply_error = "InvariantViolation: leaves 990 != root 1000"
+        await page.wait_for(alarm_js("apply_halted", "boc"), 10, "the apply_halted alarm")
+        await page.screenshot(SCREENSHOTS / "dashboard-scripted-node.png")
+        assert not [m for m in page.console if m.startswith("EXCEPTION")], page.console

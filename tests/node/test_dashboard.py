@@ -254,3 +254,28 @@ async def test_sampler_survives_a_failing_source():
         body = await (await client.get("/v1/cluster/view")).json()
         assert [r["id"] for r in body["nodes"]] == ["n1"]
         assert dash.snapshot["status"]["node_id"] == "n1"
+
+
+def test_peers_judged_by_http_probe_on_followers_and_by_both_on_the_leader():
+    source = FakeSource()
+    source.peer_list = [{"id": "n2", "org": "geely", "http": "127.0.0.1:1", "reachable": False, "lag": 0},
+                        {"id": "n3", "org": "tier1", "http": "127.0.0.1:2", "reachable": True, "lag": 0}]
+    clock = Clock()
+    dash = dash_mod.Dashboard(source, NodeMetrics(process=False), probe_peers=True, clock=clock,
+                              rules=AlarmRules(peer_unreachable_ms=1000))
+    dash.peer_status = {"n2": {"role": "follower", "term": 2, "applied_index": 12}}  # n2 answers HTTP, n3 not
+    dash.peer_seen_ms = {"n2": clock.t}
+
+    def down_after_grace() -> set[str]:
+        dash.sample()
+        clock.t += 1000
+        return {a["subject"] for a in dash.sample()["alarms"] if a["name"] == "peer_unreachable"}
+
+    # On the leader: n2 is silent in Raft, n3 refuses the probe: both count as unreachable.
+    assert down_after_grace() == {"n2", "n3"}
+    # On a follower, Raft silence between followers is normal: only the probe counts.
+    source.st.update(role="follower", leader_id="n9")
+    dash.tracker = dash_mod.AlarmTracker("n1", dash.rules, started_ms=clock.t)
+    assert down_after_grace() == {"n3"}
+    rows = {r["id"]: r for r in dash.snapshot["cluster"]}
+    assert rows["n2"]["health"] == "ok" and rows["n2"]["term"] == 2 and rows["n3"]["health"] == "down"

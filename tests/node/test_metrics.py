@@ -131,3 +131,18 @@ def test_promtool_check_metrics_is_clean():
     body, _ = exercised().render()
     proc = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
     assert proc.returncode == 0 and not proc.stdout.strip(), (proc.stdout + proc.stderr).decode()
+
+
+def test_transport_drop_totals_advance_the_counter_and_queue_depth_follows_status():
+    m = NodeMetrics(process=False)
+    m.update_from_peers([{"id": "n2", "dropped": 3}])
+    m.update_from_peers([{"id": "n2", "dropped": 7}])
+    m.update_from_peers([{"id": "n2", "dropped": 2}])  # a restarted transport count never lowers the counter
+    m.update_from_status({"queue": 42})
+    s = samples(m)
+    assert s[("ecert_raft_messages_dropped_total", (("peer", "n2"),))] == 7
+    assert s[("ecert_api_queue_depth", ())] == 42
+    assert m.rejected_total() == 0
+    m.count_tx("rejected", "a")
+    m.count_tx("rejected", "b", n=2)
+    assert m.rejected_total() == 3

@@ -1,0 +1,125 @@
+"""Raw mode: the consensus layer alone. Unsigned no-op entries through our Raft vs PySyncObj's replicated
+counter, three processes each on loopback, same duration, counted the same way: entries committed and applied
+on the leader per second (node/bench/raw_node.py runs the nodes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.bench.ecert_side import free_ports
+
+NODE_IDS = ("n0", "n1", "n2")
+
+
+@dataclass(frozen=True, slots=True)
+class RawSettings:
+    duration_s: float
+    warmup_s: float = 2.0
+    batch: int = 2048
+    """Entries a leader proposes per loop turn (one Ready, one fsync)."""
+    window: int = 16384
+    """Max entries proposed but not yet applied on the leader (the client queue a real leader holds)."""
+    payload: int = 16
+    """Bytes of data per entry (PySyncObj's pickled `inc()` call is of this order)."""
+    max_inflight: int = 16
+    """Our AppendEntries pipelining window per follower; few in flight means more entries per message."""
+    read_cache: bool = True
+    """Our driver keeps the log tail in memory for the core's reads (etcd's MemoryStorage beside its WAL)."""
+    propose_many: bool = True
+    """Our leader appends each batch with one call (BatchingCore) instead of one `propose` per entry."""
+    tick_ms: int = 50
+    election_ticks: int = 10
+    pso_append_period_s: float = 0.1
+    """PySyncObj's appendEntriesPeriod (its default)."""
+    pso_journal: bool = False
+    """PySyncObj keeps its log in memory by default (no fsync); True uses its file journal."""
+
+
+def spec_for(root: Path, settings: RawSettings) -> dict[str, Any]:
+    ports = free_ports(len(NODE_IDS))
+    return {
+        "root": str(root), "chain_id": "raw-bench",
+        "nodes": [{"id": nid, "port": port, "seed": os.urandom(32).hex()} for nid, port in zip(NODE_IDS, ports, strict=True)],
+        "duration_s": settings.duration_s, "warmup_s": settings.warmup_s, "batch": settings.batch,
+        "window": settings.window, "payload": settings.payload, "max_inflight": settings.max_inflight,
+        "read_cache": settings.read_cache, "propose_many": settings.propose_many,
+        "tick_ms": settings.tick_ms, "election_ticks": settings.election_ticks,
+        "pso_append_period_s": settings.pso_append_period_s, "pso_journal": settings.pso_journal,
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, from /proc (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 5.0) -> None:
+    """SIGTERM each process group we started, then SIGKILL what is left after `grace_s`."""
+    for proc in procs:
+        if proc.poll() is None:
+            with _quiet():
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with _quiet():
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class _quiet:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        return kind is not None and issubclass(kind, ProcessLookupError)
+
+
+def run_system(root: Path, system: str, settings: RawSettings) -> dict[str, Any]:
+    """Start three nodes of `system`, wait for the leader's result, stop them all (also on Ctrl-C)."""
+    spec = spec_for(root, settings)
+    spec_path = root / f"spec-{system}.json"
+    spec_path.write_text(json.dumps(spec))
+    result_path = root / f"result-{system}.json"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for nid in NODE_IDS:
+            out = open(root / f"{system}-{nid}.out", "wb")  # noqa: SIM115 - handed to the child
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "node.bench.raw_node", "--spec", str(spec_path), "--id", nid,
+                 "--system", system], stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            out.close()
+        deadline = time.monotonic() + settings.warmup_s + settings.duration_s + 60
+        cpu_start: float | None = None
+        while not result_path.exists():
+            dead = [p for p in procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                why = "a node exited" if dead else "no result in time"
+                raise RuntimeError(f"{system}: {why}; logs in {root}")
+            if cpu_start is None and (root / f"window-{system}").exists():
+                cpu_start = sum(cpu_seconds(p.pid) for p in procs)
+            time.sleep(0.05)
+        cpu_end = sum(cpu_seconds(p.pid) for p in procs)
+        result = json.loads(result_path.read_text())
+        if cpu_start is not None and result["entries"]:
+            # CPU of all three nodes per entry: a figure less bent by other load on a shared machine.
+            result["cluster_cpu_s"] = round(cpu_end - cpu_start, 2)
+            result["cpu_us_per_entry"] = round((cpu_end - cpu_start) / result["entries"] * 1e6, 1)
+        return result
+    finally:
+        stop_all(procs)

@@ -1,0 +1,368 @@
+"""One node of the raw-mode benchmark: our Raft (or PySyncObj) replicating no-op entries, no application.
+
+    python -m node.bench.raw_node --spec SPEC.json --id ID [--system ours|pysyncobj]
+
+`ours` is a minimal driver around `consensus.core.RaftCore` that follows the Ready contract of
+consensus/ready.py exactly (persist with one synced LevelDB WriteBatch -> send -> apply -> advance), over
+node/transport.py's authenticated peer connections. node/replica.py is not reused because it decodes every
+non-empty entry as a block; here the "application" only counts entries.
+
+Whichever node is leader proposes: up to `batch` entries per loop turn while fewer than `window` of its entries
+are unapplied (a real leader with a full client queue does the same). After `warmup_s` it counts the entries it
+applied during `duration_s` and writes one JSON result to `<root>/result-<system>.json`; then it idles until the
+harness (node/bench/raw.py) stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from consensus.config import Config
+from consensus.core import RaftCore
+from consensus.errors import ProposalDroppedError
+from consensus.leveldb_storage import LevelDBStorage
+from consensus.messages import Entry, EntryType, Message, Snapshot, SnapshotMeta
+from consensus.ready import HardState, Ready, Role
+
+
+@dataclass(slots=True)
+class Meter:
+    """Counts entries applied on the leader inside the measured window."""
+
+    warmup_s: float
+    duration_s: float
+    started: float | None = None
+    """monotonic time this node first became leader."""
+    window_start: float | None = None
+    base: int = 0
+    applied: int = 0
+    fsyncs: int = 0
+    fsync_base: int = 0
+    readies: int = 0
+    ready_base: int = 0
+    leader_changes: int = 0
+    result: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    report: tuple[Path, str, str] | None = None
+    """(root, system, node id): where the leader writes its marker and result files."""
+
+    def on_turn(self, now: float, is_leader: bool) -> None:
+        if self.result is not None:
+            return
+        if self.started is None:
+            if not is_leader:
+                return
+            self.started = now
+        if self.window_start is None and now >= self.started + self.warmup_s:
+            self.window_start, self.base = now, self.applied
+            self.fsync_base, self.ready_base = self.fsyncs, self.readies
+            if self.report is not None:  # the harness samples every node's CPU time from here to the result
+                root, system, _ = self.report
+                (root / f"window-{system}").touch()
+        if self.window_start is not None and now >= self.window_start + self.duration_s:
+            seconds = now - self.window_start
+            entries = self.applied - self.base
+            fsyncs = self.fsyncs - self.fsync_base
+            self.result = {"entries": entries, "seconds": round(seconds, 3),
+                           "entries_per_s": round(entries / seconds, 1),
+                           "fsyncs": fsyncs, "readies": self.readies - self.ready_base,
+                           "entries_per_fsync": round(entries / fsyncs, 1) if fsyncs else None,
+                           "leader_changes": self.leader_changes, **self.extra}
+            if self.report is not None:
+                write_result(*self.report, self.result)
+
+    @property
+    def proposing(self) -> bool:
+        return self.started is not None and self.result is None
+
+
+def write_result(root: Path, system: str, node_id: str, result: dict[str, Any]) -> None:
+    tmp = root / f"result-{system}.json.tmp"
+    tmp.write_text(json.dumps({"node": node_id, **result}))
+    tmp.replace(root / f"result-{system}.json")
+
+
+# -- ours ---------------------------------------------------------------------------------------------------
+
+
+class CachedLog:
+    """A `Storage` for the core in etcd's shape: LevelDBStorage is the durable write path (every `save` is its
+    synced WriteBatch), and the log tail is also kept in memory so that the core's reads (entries to send,
+    committed entries to apply, terms) do not decode LevelDB records again. Keeps at most `keep` entries."""
+
+    def __init__(self, durable: LevelDBStorage, keep: int = 1 << 17) -> None:
+        self.durable = durable
+        self.keep = keep
+        self.tail: list[Entry] = []
+        self.tail_first = durable.last_index() + 1
+        """Index of tail[0]; the tail always ends at durable.last_index()."""
+
+    def initial_state(self) -> tuple[HardState, SnapshotMeta]:
+        return self.durable.initial_state()
+
+    def first_index(self) -> int:
+        return self.durable.first_index()
+
+    def last_index(self) -> int:
+        return self.durable.last_index()
+
+    def snapshot(self) -> Snapshot:
+        return self.durable.snapshot()
+
+    def term(self, index: int) -> int:
+        if self.tail_first <= index < self.tail_first + len(self.tail):
+            return self.tail[index - self.tail_first].term
+        return self.durable.term(index)
+
+    def entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
+        if lo < self.tail_first or hi > self.tail_first + len(self.tail):
+            return self.durable.entries(lo, hi, max_bytes)
+        out = self.tail[lo - self.tail_first:hi - self.tail_first]
+        size = 0
+        for i, e in enumerate(out):
+            size += len(e.data)
+            if i and size > max_bytes:
+                return out[:i]
+        return out
+
+    def save(self, hard_state: HardState | None, entries: tuple[Entry, ...], snapshot: Snapshot | None,
+             sync: bool) -> None:
+        self.durable.save(hard_state, entries, snapshot, sync)
+        if snapshot is not None:
+            self.tail, self.tail_first = [], self.durable.last_index() + 1
+        if entries:
+            first = entries[0].index
+            if first < self.tail_first:
+                self.tail, self.tail_first = list(entries), first
+            else:
+                del self.tail[first - self.tail_first:]
+                self.tail.extend(entries)
+            if len(self.tail) > self.keep:
+                cut = len(self.tail) - self.keep // 2
+                del self.tail[:cut]
+                self.tail_first += cut
+        # Whatever the durable log now holds must be what the tail says.
+        if self.tail_first + len(self.tail) != self.durable.last_index() + 1:
+            self.tail, self.tail_first = [], self.durable.last_index() + 1
+
+    def compact(self, snapshot: Snapshot) -> None:
+        self.durable.compact(snapshot)
+        drop = snapshot.meta.index + 1 - self.tail_first
+        if drop > 0:
+            del self.tail[:drop]
+            self.tail_first += drop
+
+
+class BatchingCore(RaftCore):
+    """`RaftCore` plus `propose_many`: a whole batch appended and broadcast once, as etcd's MsgProp carries
+    several entries. It is `RaftCore._propose` for n entries (same checks, same private steps); the core has
+    no public batch call yet (asked of consensus/core.py's owner), so this reaches into it."""
+
+    def propose_many(self, datas: list[bytes]) -> int:
+        self._require_leader()
+        if self._lead_transferee is not None:
+            raise ProposalDroppedError(f"leadership transfer to {self._lead_transferee} in progress")
+        if self._id not in self._prs:
+            raise ProposalDroppedError("this leader was removed from the configuration")
+        size = sum(len(d) for d in datas)
+        if self._uncommitted_bytes > 0 and self._uncommitted_bytes + size > self._cfg.max_uncommitted_bytes:
+            raise ProposalDroppedError("too many uncommitted bytes")
+        self._uncommitted_bytes += size
+        first, term = self._log.last_index() + 1, self._term
+        self._append_entries([Entry(term, first + i, EntryType.NORMAL, d) for i, d in enumerate(datas)])
+        self._bcast_append()
+        return first + len(datas) - 1
+
+
+class RawDriver:
+    """The Ready loop with a null application."""
+
+    def __init__(self, spec: dict[str, Any], node_id: str) -> None:
+        self.spec = spec
+        self.node_id = node_id
+        self.root = Path(spec["root"])
+        voters = tuple(sorted(n["id"] for n in spec["nodes"]))
+        raft_dir = self.root / "ours" / node_id
+        raft_dir.mkdir(parents=True, exist_ok=True)
+        self.storage = LevelDBStorage(str(raft_dir), voters)
+        self.log: Any = CachedLog(self.storage) if spec["read_cache"] else self.storage
+        config = Config(id=node_id, election_ticks=spec["election_ticks"], heartbeat_ticks=1,
+                        max_inflight_msgs=spec["max_inflight"])
+        core_type = BatchingCore if spec["propose_many"] else RaftCore
+        self.core = core_type(config, self.log, random.Random(os.urandom(16)))
+        self.tick_s = spec["tick_ms"] / 1000
+        self.payload = bytes(spec["payload"])
+        self.meter = Meter(spec["warmup_s"], spec["duration_s"],
+                           extra={"batch": spec["batch"], "window": spec["window"],
+                                  "max_inflight_msgs": spec["max_inflight"], "payload_bytes": spec["payload"],
+                                  "tick_ms": spec["tick_ms"], "read_cache": spec["read_cache"],
+                                  "propose_many": spec["propose_many"]})
+        self.meter.report = (self.root, "ours", node_id)
+        self.wake = asyncio.Event()
+        self.stopping = False
+
+    def on_message(self, msg: Message) -> None:
+        with contextlib.suppress(Exception):  # a bad message must not kill the node (as in node/replica.py)
+            self.core.step(msg)
+        self.wake.set()
+
+    def propose(self) -> None:
+        core = self.core
+        room = self.spec["window"] - (core.last_index - core.applied_index)
+        n = min(self.spec["batch"], room)
+        if n > 0 and isinstance(core, BatchingCore):
+            with contextlib.suppress(Exception):  # lost leadership or flow control: try again next turn
+                core.propose_many([self.payload] * n)
+            return
+        for _ in range(n):
+            try:
+                core.propose(self.payload)
+            except Exception:  # lost leadership or flow control: try again next turn
+                return
+
+    def handle_ready(self, rd: Ready, send: Any) -> None:
+        # 1. persist: one WriteBatch, fsynced when the core says so.
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            self.log.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+            if rd.must_sync or rd.entries:
+                self.meter.fsyncs += 1
+        # 2. send
+        for m in rd.messages:
+            send(m)
+        if rd.soft_state is not None:
+            self.meter.leader_changes += 1
+        # 3. apply: the null application only counts its entries.
+        for e in rd.committed_entries:
+            if e.type == EntryType.NORMAL and e.data:
+                self.meter.applied += 1
+        # 4. no reads here. 5. advance
+        self.core.advance(rd)
+        self.meter.readies += 1
+
+    async def run(self) -> None:
+        from node.config import Address
+        from node.keys import KeyPair
+        from node.transport import PeerInfo, PeerTransport
+
+        spec = self.spec
+        me = next(n for n in spec["nodes"] if n["id"] == self.node_id)
+        peers = [PeerInfo(n["id"], Address("127.0.0.1", n["port"]), KeyPair(bytes.fromhex(n["seed"])).sign_pk)
+                 for n in spec["nodes"] if n["id"] != self.node_id]
+        transport = PeerTransport(node_id=self.node_id, chain_id=spec["chain_id"],
+                                  key=KeyPair(bytes.fromhex(me["seed"])), listen=Address("127.0.0.1", me["port"]),
+                                  peers=peers, on_message=self.on_message)
+        await transport.start()
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.tick_s
+        try:
+            while not self.stopping:
+                delay = next_tick - loop.time()
+                if self.wake.is_set() or delay <= 0:
+                    await asyncio.sleep(0)  # let the transport run between turns
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), delay)
+                self.wake.clear()
+                now = loop.time()
+                if now >= next_tick:
+                    self.core.tick()
+                    next_tick = max(next_tick + self.tick_s, now)
+                is_leader = self.core.role is Role.LEADER
+                self.meter.on_turn(time.monotonic(), is_leader)
+                if is_leader and self.meter.proposing:
+                    self.propose()
+                while self.core.has_ready():
+                    self.handle_ready(self.core.ready(), transport.send)
+        finally:
+            await transport.close()
+            self.storage.close()
+
+
+# -- PySyncObj ----------------------------------------------------------------------------------------------
+
+
+def run_pysyncobj(spec: dict[str, Any], node_id: str, stop: list[bool]) -> None:
+    from pysyncobj import SyncObj, SyncObjConf, replicated
+
+    class Counter(SyncObj):  # the replicated counter of PySyncObj's own README and benchmarks
+        def __init__(self, self_addr: str, partners: list[str], conf: SyncObjConf) -> None:
+            super().__init__(self_addr, partners, conf)
+            self.value = 0
+
+        @replicated
+        def inc(self) -> int:
+            self.value += 1
+            return self.value
+
+    addr = {n["id"]: f"127.0.0.1:{n['port']}" for n in spec["nodes"]}
+    root = Path(spec["root"])
+    kwargs: dict[str, Any] = {"autoTick": False, "appendEntriesPeriod": spec["pso_append_period_s"],
+                              "raftMinTimeout": 0.4, "raftMaxTimeout": 1.4}
+    if spec.get("pso_journal"):
+        (root / "pysyncobj").mkdir(exist_ok=True)
+        kwargs["journalFile"] = str(root / "pysyncobj" / f"{node_id}.journal")
+    counter = Counter(addr[node_id], [a for i, a in addr.items() if i != node_id], SyncObjConf(**kwargs))
+    meter = Meter(spec["warmup_s"], spec["duration_s"],
+                  extra={"batch": spec["batch"], "window": spec["window"], "journal": bool(spec.get("pso_journal")),
+                         "append_entries_period_s": spec["pso_append_period_s"]}, report=(root, "pysyncobj", node_id))
+    submitted = 0
+    try:
+        while not stop[0]:
+            counter.doTick(0.001)
+            is_leader = counter._isLeader()
+            meter.applied = counter.value
+            meter.on_turn(time.monotonic(), is_leader)
+            if is_leader and meter.proposing:
+                room = spec["window"] - (submitted - counter.value)
+                for _ in range(min(spec["batch"], room)):
+                    counter.inc(sync=False)  # no callback: fire and forget, counted when applied
+                    submitted += 1
+    finally:
+        counter.destroy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m node.bench.raw_node")
+    p.add_argument("--spec", required=True, type=Path)
+    p.add_argument("--id", required=True)
+    p.add_argument("--system", choices=("ours", "pysyncobj"), default="ours")
+    args = p.parse_args(argv)
+    spec = json.loads(args.spec.read_text())
+    if args.system == "pysyncobj":
+        stop = [False]
+        signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
+        signal.signal(signal.SIGINT, lambda *_: stop.__setitem__(0, True))
+        run_pysyncobj(spec, args.id, stop)
+        return 0
+    driver = RawDriver(spec, args.id)
+
+    async def amain() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: (setattr(driver, "stopping", True), driver.wake.set()))
+        await driver.run()
+
+    if os.environ.get("RAW_NODE_PROFILE"):  # where the time goes: cProfile into <root>/profile-<id>.pstats
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            asyncio.run(amain())
+        prof.dump_stats(str(driver.root / f"profile-{args.id}.pstats"))
+        return 0
+    asyncio.run(amain())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""./scripts/run and ./scripts/cluster end to end, on a temp copy of the shipped cluster.toml cut to 3 nodes on
+free ports (all 5 genesis orgs kept: the demo needs three suppliers).
+
+One story, in order: run (init + up + demo) -> CLI reads the lineage and holdings -> kill + start one node, it
+rejoins and converges -> pause / resume -> a second run reuses keys and running nodes and tells the story again
+-> run --stop leaves no process. Every pid ever seen is SIGKILLed in teardown, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PY = str(REPO / ".venv" / "bin" / "python")
+
+pytestmark = pytest.mark.slow
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def three_node_copy(root: Path) -> Path:
+    """The shipped cluster.toml with its first three [[nodes]] on free ports."""
+    head, _, rest = (REPO / "cluster.toml").read_text().partition("[[nodes]]")
+    blocks = ("[[nodes]]" + rest).split("[[nodes]]")[1:4]
+    ports = free_ports(6)
+    text = head
+    for i, block in enumerate(blocks):
+        block = re.sub(r'http = "127\.0\.0\.1:\d+"', f'http = "127.0.0.1:{ports[2 * i]}"', block)
+        block = re.sub(r'raft = "127\.0\.0\.1:\d+"', f'raft = "127.0.0.1:{ports[2 * i + 1]}"', block)
+        text += "[[nodes]]" + block.rstrip() + "\n\n"
+    path = root / "cluster.toml"
+    path.write_text(text)
+    return path
+
+
+def run(*argv: str, timeout: float = 90, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
+    """Run a script; (exit code, its last stdout line as JSON, stderr)."""
+    proc = subprocess.run(list(argv), cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    lines = proc.stdout.strip().splitlines()
+    try:
+        summary = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        summary = {"unparsed": proc.stdout}
+    return proc.returncode, summary, proc.stderr
+
+
+def pids_of(cluster_dir: Path) -> dict[str, int]:
+    out = {}
+    for pid_file in cluster_dir.glob("data/*/node.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            out[pid_file.parent.name] = int(pid_file.read_text().strip())
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def ours(pid: int, config: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return str(config) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    return False
+
+
+@pytest.fixture
+def cluster_file(tmp_path: Path) -> Iterator[tuple[Path, set[int]]]:
+    config = three_node_copy(tmp_path)
+    seen: set[int] = set()
+    try:
+        yield config, seen
+    finally:
+        seen |= set(pids_of(tmp_path).values())
+        for pid in seen:
+            if alive(pid) and ours(pid, config):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def wait_converged(config: Path, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, summary, _ = run("./scripts/cluster", "status", "--config", str(config))
+        if code == 0 and summary["converged"] and summary["leader"] or time.monotonic() > deadline:
+            return summary
+        time.sleep(0.5)
+
+
+def ecert_json(config: Path, *argv: str) -> Any:
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "ecert"), "--config", str(config), "--json", *argv],
+                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_run_cluster_kill_start_rerun_stop(cluster_file: tuple[Path, set[int]]) -> None:
+    config, seen = cluster_file
+    env = {"ECERT_DEMO_MATURITY_SECONDS": "4"}
+
+    code, summary, err = run("./scripts/run", "--config", str(config), env=env)
+    seen |= set(pids_of(config.parent).values())
+    assert code == 0, err
+    assert summary["run"] == "ok" and summary["demo"]["demo"] == "ok", summary
+    assert summary["started"] == ["boc", "geely", "tier1"] and summary["keys_created"] == 8
+    assert summary["dashboard"] == summary["nodes"]["boc"] + "/"
+    root = summary["demo"]["root_cert"]
+
+    # The story's certificate on chain, read with the CLI from any node.
+    lineage = ecert_json(config, "lineage", root)
+    certs = {c["id"]: c for c in lineage["certs"]}
+    assert len(certs) == 6 and certs[root]["status"] == "split"
+    leaves = [c for c in certs.values() if not any(d["parent_id"] == c["id"] for d in certs.values())]
+    assert sum(c["amount"] for c in leaves) == certs[root]["amount"]
+    assert {c["status"] for c in leaves} == {"settled"}
+    assert {c["paid_to"] for c in leaves} == {"tier1", "tier2", "boc"}
+    assert ecert_json(config, "holdings", "tier3")["org_id"] == "tier3"
+
+    # SIGKILL a node, start it again with its data: it rejoins and converges.
+    pids = pids_of(config.parent)
+    code, killed, _ = run("./scripts/cluster", "kill", "tier1", "--config", str(config))
+    assert code == 0 and killed["result"] == "killed"
+    assert not alive(pids["tier1"])
+    code, status, _ = run("./scripts/cluster", "status", "--config", str(config))
+    assert {n["id"]: n["state"] for n in status["nodes"]}["tier1"] == "down"
+    code, started, err = run("./scripts/cluster", "start", "tier1", "--config", str(config))
+    assert code == 0 and started["result"] == "started", err
+    seen.add(started["pid"])
+    converged = wait_converged(config)
+    assert converged["converged"] and converged["running"] == 3, converged
+    assert {n["height"] for n in converged["nodes"]} == {summary["demo"]["height"]}
+
+    # Pause and resume one node.
+    code, paused, _ = run("./scripts/cluster", "pause", "geely", "--config", str(config))
+    assert code == 0 and paused["result"] == "paused"
+    code, status, _ = run("./scripts/cluster", "status", "--config", str(config))
+    assert {n["id"]: n["state"] for n in status["nodes"]}["geely"] == "paused"
+    assert run("./scripts/cluster", "resume", "geely", "--config", str(config))[0] == 0
+
+    # A second run reuses keys, genesis and the running nodes, and tells the story again.
+    before = pids_of(config.parent)
+    code, again, err = run("./scripts/run", "--config", str(config), env=env)
+    assert code == 0, err
+    assert again["already_running"] == ["boc", "geely", "tier1"] and again["started"] == []
+    assert again["keys_created"] == 0 and again["genesis_created"] is False
+    assert again["demo"]["root_cert"] != root and again["demo"]["height"] > summary["demo"]["height"]
+    assert pids_of(config.parent) == before
+
+    # --stop leaves no process behind.
+    code, down, _ = run("./scripts/run", "--stop", "--config", str(config))
+    assert code == 0 and sorted(down["stopped"] + down["killed"]) == ["boc", "geely", "tier1"]
+    assert not any(alive(pid) for pid in seen)
+    assert pids_of(config.parent) == {}
+
+
+def test_stale_pid_file_is_not_trusted(cluster_file: tuple[Path, set[int]]) -> None:
+    """A pid file naming some other live process (pid reuse) is neither reported as a node nor signalled."""
+    config, _ = cluster_file
+    stranger = subprocess.Popen(["sleep", "30"])
+    try:
+        pid_file = config.parent / "data" / "geely" / "node.pid"
+        pid_file.parent.mkdir(parents=True)
+        pid_file.write_text(f"{stranger.pid}\n")
+        code, status, _ = run("./scripts/cluster", "status", "--config", str(config))
+        assert code == 0 and {n["id"]: n["state"] for n in status["nodes"]}["geely"] == "down"
+        code, result, _ = run("./scripts/cluster", "kill", "geely", "--config", str(config))
+        assert code == 0 and result["result"] == "not_running"
+        code, down, _ = run("./scripts/cluster", "down", "--config", str(config))
+        assert code == 0 and down["not_running"] == ["boc", "geely", "tier1"]
+        assert stranger.poll() is None  # still alive: never signalled
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_help_and_bad_usage() -> None:
+    for script in ("./scripts/run", "./scripts/cluster"):
+        proc = subprocess.run([script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0 and "usage" in proc.stdout
+    proc = subprocess.run(["./scripts/cluster", "start", "nosuchnode"], cwd=REPO, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 1 and "nosuchnode" in json.loads(proc.stdout.splitlines()[-1])["error"]
+    proc = subprocess.run(["./scripts/run", "--bogus"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2

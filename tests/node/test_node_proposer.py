@@ -1,0 +1,133 @@
+"""Block cutting on the leader with a fake driver and store (real blocks, real encoding)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import Any
+
+import pytest
+
+from consensus.errors import NotLeaderError
+from consensus.ready import Role
+from ledger.block import block_hash, decode_block
+from node.proposer import Proposer, QueueFullError
+
+
+class FakeReplica:
+    def __init__(self) -> None:
+        self.proposed: list[bytes] = []
+        self.applied_index = 0
+        self.halted = None
+        self.leader = True
+        self.log_last = 1  # the new leader's no-op
+
+    def propose(self, data: bytes) -> int:
+        if not self.leader:
+            raise NotLeaderError(None)
+        self.proposed.append(data)
+        self.log_last += 1
+        return self.log_last
+
+    def last_index(self) -> int:
+        return self.log_last
+
+
+class FakeStore:
+    height = 4
+    block_hash = b"\x11" * 32
+    last_time = 2**40  # far in the future: block time must not go below it
+
+    def tx_outcome(self, tx_id: str) -> Any:
+        return None
+
+
+def tx_id_of(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def make(**kw: Any) -> tuple[Proposer, FakeReplica]:
+    replica = FakeReplica()
+    args = {"block_max_txs": 3, "block_max_bytes": 1 << 20, "block_timeout_ms": 20, "queue_max": 10} | kw
+    p = Proposer(node_id="boc", replica=replica, store=FakeStore(), tx_id_of=tx_id_of, **args)
+    return p, replica
+
+
+def put(p: Proposer, n: int, size: int = 10) -> list[bytes]:
+    raws = [bytes([i]) * size for i in range(n)]
+    for r in raws:
+        p.enqueue(tx_id_of(r), r)
+    return raws
+
+
+async def run_for(p: Proposer, seconds: float) -> None:
+    task = asyncio.create_task(p.run())
+    await asyncio.sleep(seconds)
+    p.stop()
+    await task
+
+
+async def test_a_new_leader_waits_until_its_log_is_applied() -> None:
+    p, replica = make()
+    p.on_role_change(Role.LEADER, "boc", 2)
+    put(p, 3)
+    task = asyncio.create_task(p.run())
+    await asyncio.sleep(0.05)
+    assert replica.proposed == []  # the no-op at index 1 is not applied yet
+    replica.applied_index = 1
+    p.on_applied()
+    await asyncio.sleep(0.05)
+    p.stop()
+    await task
+    assert len(replica.proposed) == 1
+
+
+async def test_cut_by_count_then_timeout_and_heights_chain() -> None:
+    p, replica = make()
+    replica.applied_index = 1
+    p.on_role_change(Role.LEADER, "boc", 2)
+    raws = put(p, 5)
+    t0 = time.monotonic()
+    await run_for(p, 0.1)
+    blocks = [decode_block(d) for d in replica.proposed]
+    assert [len(b.txs) for b in blocks] == [3, 2]  # full block at once, the rest after block_timeout_ms
+    assert blocks[0].txs + blocks[1].txs == tuple(raws)
+    assert blocks[0].header.height == 5 and blocks[0].header.prev_hash == FakeStore.block_hash
+    assert blocks[1].header.height == 6 and blocks[1].header.prev_hash == block_hash(blocks[0].header)
+    assert all(b.header.time >= FakeStore.last_time for b in blocks)  # never below the last block time
+    assert blocks[1].header.time >= blocks[0].header.time
+    assert time.monotonic() - t0 >= 0.02
+
+
+async def test_cut_by_bytes() -> None:
+    p, replica = make(block_max_txs=100, block_max_bytes=1000)
+    replica.applied_index = 1
+    p.on_role_change(Role.LEADER, "boc", 2)
+    put(p, 5, size=400)
+    await run_for(p, 0.1)
+    assert [len(decode_block(d).txs) for d in replica.proposed] == [2, 2, 1]
+
+
+async def test_queue_is_bounded_and_deduplicates() -> None:
+    p, _ = make(queue_max=4)
+    raws = put(p, 4)
+    p.enqueue(tx_id_of(raws[0]), raws[0])  # a duplicate is absorbed
+    with pytest.raises(QueueFullError):
+        p.enqueue("x" * 64, b"new")
+    assert len(p.pending) == 4
+
+
+async def test_losing_leadership_hands_the_queue_over() -> None:
+    p, replica = make()
+    handed: list[list[bytes]] = []
+    p.on_lost_leadership = handed.append
+    replica.applied_index = 1
+    p.on_role_change(Role.LEADER, "boc", 2)
+    raws = put(p, 2)
+    p.on_role_change(Role.FOLLOWER, "geely", 3)
+    assert handed == [raws] and not p.pending and not p.is_leader
+    waiter = p.wait_for("t1")
+    assert not waiter.done()
+    p.forget("t1", waiter)
+    assert p.waiting == 0
