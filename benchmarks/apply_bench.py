@@ -28,11 +28,11 @@ from nacl.signing import SigningKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ecert.executor import EcertExecutor  # noqa: E402
-from ecert.genesis import GenesisDoc, GenesisOrg, genesis_hash, genesis_writes  # noqa: E402
-from ecert.keys import org_keys_from_seed  # noqa: E402
-from ecert.rules import cert_id_for  # noqa: E402
-from ecert.tx import decode_envelope, make_tx, tx_id_of  # noqa: E402
+from ecert.executor import EcertExecutor
+from ecert.genesis import GenesisDoc, GenesisOrg, genesis_hash, genesis_writes
+from ecert.keys import org_keys_from_seed
+from ecert.rules import cert_id_for
+from ecert.tx import decode_envelope, make_tx, tx_id_of
 
 CHAIN = "bench-chain"
 T0 = 1_700_000_000_000
@@ -81,18 +81,28 @@ def bench_verify(txs: list[bytes], seconds: float) -> float:
     return count / (time.process_time() - start)
 
 
-def bench_executor(doc: GenesisDoc, txs: list[bytes]) -> float:
-    """Executor only: decode + verify + rules over an OverlayView on a MemoryStateView (no LevelDB, no roots)."""
+def bench_executor(doc: GenesisDoc, txs: list[bytes], block_txs: int) -> float:
+    """Executor only: decode + verify + rules, one OverlayView per block committed into a MemoryStateView
+    (no LevelDB, no state root, no tx records)."""
     from ledger.executor import BlockContext
     from ledger.state_view import MemoryStateView, OverlayView
 
     executor = EcertExecutor(CHAIN)
-    view = OverlayView(MemoryStateView(genesis_writes(doc)))
-    ctx = BlockContext(1, T0 + 1, "bench", CHAIN)
+    base = MemoryStateView(genesis_writes(doc))
     start = time.process_time()
-    for raw in txs:
-        executor.tx_id(raw)
-        executor.execute(view, raw, ctx)
+    for h, i in enumerate(range(0, len(txs), block_txs), start=1):
+        view = OverlayView(base)
+        ctx = BlockContext(h, T0 + h, "bench", CHAIN)
+        for raw in txs[i:i + block_txs]:
+            executor.tx_id(raw)
+            savepoint = view.savepoint()
+            if executor.execute(view, raw, ctx).status != "committed":
+                view.rollback(savepoint)
+        for key, value in view.changes().items():
+            if value is None:
+                base.delete(key)
+            else:
+                base.put(key, value)
     return len(txs) / (time.process_time() - start)
 
 
@@ -129,7 +139,7 @@ def main() -> None:
     print("applying through StateStore ...", file=sys.stderr)
     apply_tps, committed = bench_apply(doc, txs, args.block_txs, args.sync)
     print("executor alone ...", file=sys.stderr)
-    executor_tps = bench_executor(doc, txs)
+    executor_tps = bench_executor(doc, txs, args.block_txs)
     verify_per_s = (verify_per_s + bench_verify(txs, args.verify_seconds)) / 2  # before and after, averaged
     ratio = apply_tps / verify_per_s
     print(f"{'raw ed25519 verify/s':>28}: {verify_per_s:10.0f}")

@@ -11,7 +11,7 @@ the role's step function.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -134,6 +134,8 @@ class RaftCore:
         self._read_only = _ReadOnly()
         self._pending_read_index: list[Message] = []
         self._msgs: list[Message] = []
+        self._bcast_pending = False
+        """Proposals were appended since the last ready(): broadcast them then."""
         self._read_states: list[ReadState] = []
         # Snapshot being received from the leader: (meta, bytes received so far).
         self._incoming_snapshot: tuple[SnapshotMeta, bytearray] | None = None
@@ -200,7 +202,13 @@ class RaftCore:
         self._hup(transfer=False)
 
     def propose(self, data: bytes) -> int:
-        return self._propose(EntryType.NORMAL, data)
+        """Append `data` as a NORMAL entry; returns its index. Raises NotLeaderError / ProposalDroppedError."""
+        return self._propose(EntryType.NORMAL, [data])
+
+    def propose_many(self, datas: Sequence[bytes]) -> int:
+        """Append several NORMAL entries at once (all or none); returns the index of the last one."""
+        require(len(datas) > 0, "propose_many needs at least one entry")
+        return self._propose(EntryType.NORMAL, datas)
 
     def propose_conf_change(self, cc: ConfChange) -> int:
         self._require_leader()
@@ -208,7 +216,7 @@ class RaftCore:
             raise ProposalDroppedError("a configuration change is still pending")
         if cc.type is ConfChangeType.REMOVE_NODE and self._voters == {cc.node_id}:
             raise ProposalDroppedError("cannot remove the last voter")
-        index = self._propose(EntryType.CONF_CHANGE, encode_conf_change(cc))
+        index = self._propose(EntryType.CONF_CHANGE, [encode_conf_change(cc)])
         self._pending_conf_index = index
         return index
 
@@ -298,7 +306,8 @@ class RaftCore:
 
     def has_ready(self) -> bool:
         return bool(
-            self._soft_state() != self._prev_soft_state
+            self._bcast_pending
+            or self._soft_state() != self._prev_soft_state
             or self._hard_state() != self._prev_hard_state
             or self._log.unstable.entries
             or self._log.unstable.snapshot is not None
@@ -308,6 +317,10 @@ class RaftCore:
         )
 
     def ready(self) -> Ready:
+        if self._bcast_pending:
+            self._bcast_pending = False
+            if self._role is Role.LEADER:
+                self._bcast_append()
         soft = self._soft_state()
         hard = self._hard_state()
         entries = tuple(self._log.unstable_entries())
@@ -366,6 +379,7 @@ class RaftCore:
             self._prs[nid] = pr
         self._pending_conf_index = 0
         self._uncommitted_bytes = 0
+        self._bcast_pending = False
         self._read_only = _ReadOnly()
         self._pending_read_index = []
 
@@ -646,6 +660,8 @@ class RaftCore:
     # ------------------------------------------------------------------ follower handlers
 
     def _handle_append(self, m: Message) -> None:
+        if not _well_formed_append(m):
+            return  # a buggy or corrupt peer: never let it break the log's invariants
         if m.index < self._log.committed:
             self._send(Message(MessageType.APPEND_RESP, self._id, m.from_id, self._term,
                                index=self._log.committed))
@@ -782,19 +798,21 @@ class RaftCore:
         if self._role is not Role.LEADER:
             raise NotLeaderError(self._lead)
 
-    def _propose(self, kind: EntryType, data: bytes) -> int:
+    def _propose(self, kind: EntryType, datas: Sequence[bytes]) -> int:
         self._require_leader()
         if self._lead_transferee is not None:
             raise ProposalDroppedError(f"leadership transfer to {self._lead_transferee} in progress")
         if self._id not in self._prs:
             raise ProposalDroppedError("this leader was removed from the configuration")
-        size = len(data)
+        size = sum(len(d) for d in datas)
         if self._uncommitted_bytes > 0 and self._uncommitted_bytes + size > self._cfg.max_uncommitted_bytes:
             raise ProposalDroppedError("too many uncommitted bytes")
         self._uncommitted_bytes += size
-        index = self._log.last_index() + 1
-        self._append_entries([Entry(self._term, index, kind, data)])
-        self._bcast_append()
+        first = self._log.last_index() + 1
+        self._append_entries([Entry(self._term, first + i, kind, d) for i, d in enumerate(datas)])
+        index = first + len(datas) - 1
+        # Batching: proposals made before the next ready() leave in one append per follower.
+        self._bcast_pending = True
         return index
 
     def _append_entries(self, ents: list[Entry]) -> None:
@@ -890,3 +908,13 @@ class RaftCore:
 
     def _soft_state(self) -> SoftState:
         return SoftState(leader_id=self._lead, role=self._role)
+
+
+def _well_formed_append(m: Message) -> bool:
+    """Entries follow prevLogIndex contiguously, with terms that never decrease and never exceed the leader's."""
+    prev_term = m.log_term
+    for i, e in enumerate(m.entries):
+        if e.index != m.index + 1 + i or e.term < prev_term or e.term > m.term:
+            return False
+        prev_term = e.term
+    return m.log_term <= m.term

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from nacl.exceptions import BadSignatureError
+from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
 from ecert import codes
@@ -450,7 +450,7 @@ def verify_signature(tx: Tx, sign_pk_hex: str) -> None:
         _verify_keys[sign_pk_hex] = key
     try:
         key.verify(tx.payload, tx.sig)
-    except (BadSignatureError, ValueError, TypeError):
+    except (CryptoError, ValueError, TypeError):  # BadSignatureError is a CryptoError
         raise TxRejected(codes.BAD_SIGNATURE, f"signature does not verify under {tx.signer}'s key") from None
 
 

@@ -276,7 +276,7 @@ async def post_tx(request: web.Request) -> web.Response:
     tx_id, known = admit(node, raw)
     if known is not None:
         return reply(request, known, 200)
-    fut = node.proposer.wait_for(tx_id) if wait == "commit" else None
+    fut = node.proposer.wait_for(tx_id, raw) if wait == "commit" else None
     try:
         refused = (await route_to_leader(node, [(tx_id, raw)]))[0]
         if refused is not None:
@@ -316,7 +316,7 @@ async def post_txs(request: web.Request) -> web.Response:
             results[i] = known
         else:
             admitted.append((i, tx_id, raw))
-    futs = {tx_id: node.proposer.wait_for(tx_id) for _, tx_id, _ in admitted} if wait == "commit" else {}
+    futs = {tx_id: node.proposer.wait_for(tx_id, raw) for _, tx_id, raw in admitted} if wait == "commit" else {}
     try:
         refusals = await route_to_leader(node, [(t, r) for _, t, r in admitted])
     except ApiError:

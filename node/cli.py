@@ -574,11 +574,11 @@ def lineage_tree(lineage: Mapping[str, Any]) -> Tree:
         by_parent.setdefault(c.get("parent_id"), []).append(c)
     root_id = lineage.get("root_id")
     root = next((c for c in certs if c.get("id") == root_id), None)
-    live = [c for c in certs if c.get("id") not in by_parent and c.get("status") not in ("cancelled",)]
+    leaves = [c for c in certs if c.get("id") not in by_parent and c.get("status") != "cancelled"]
     title = f"lineage of {root_id}"
     if root is not None:
         title += (f" — debtor {root.get('debtor')}, maturity {fmt_time(root.get('maturity'))}, "
-                  f"live leaves {fmt_amount(sum(int(c.get('amount') or 0) for c in live))} of "
+                  f"leaves {fmt_amount(sum(int(c.get('amount') or 0) for c in leaves))} of "
                   f"{fmt_amount(root.get('amount'))}")
     tree = Tree(title)
     if root is None:
@@ -676,7 +676,8 @@ def cmd_status(ctx: Ctx) -> int:
         return EXIT_OK
     table = Table(title="node status", title_justify="left")
     for col in ("node", "role", "term", "leader", "commit", "applied", "height", "block hash", "state root", "http"):
-        table.add_column(col, justify="right" if col in ("term", "commit", "applied", "height") else "left")
+        table.add_column(col, justify="right" if col in ("term", "commit", "applied", "height") else "left",
+                         no_wrap=True)
     for r in rows:
         if "error" in r:
             table.add_row(r.get("node_id") or "?", "[red]unreachable[/red]", "", "", "", "", "", "", "", r["http"])
@@ -685,7 +686,7 @@ def cmd_status(ctx: Ctx) -> int:
         table.add_row(str(r.get("node_id")), f"[bold cyan]{role}[/]" if role == "leader" else role,
                       str(r.get("term")), str(r.get("leader_id") or ""), str(r.get("commit_index")),
                       str(r.get("applied_index")), str(r.get("height")), short(r.get("block_hash")),
-                      short(r.get("state_root")), r["http"])
+                      short(r.get("state_root")), r["http"].removeprefix("http://"))
     out.print(table)
     return EXIT_OK
 
@@ -739,10 +740,14 @@ def cmd_member_list(ctx: Ctx) -> int:
     for n in doc.get("nodes", []):
         table.add_row(str(n.get("id")), str(n.get("org", "")), str(n.get("role", "")),
                       "yes" if n.get("voter", not n.get("learner")) else "no",
-                      "yes" if n.get("reachable") else "[red]no[/red]", str(n.get("match_index", "")),
-                      str(n.get("lag", "")), str(n.get("http", "")))
+                      "yes" if n.get("reachable") else "[red]no[/red]", _blank(n.get("match_index")),
+                      _blank(n.get("lag")), str(n.get("http", "")))
     out.print(table)
     return EXIT_OK
+
+
+def _blank(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def member_change(action: str) -> Callable[[Ctx], int]:

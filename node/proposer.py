@@ -74,8 +74,11 @@ class Proposer:
         self.replica = replica
         self.store = store
         self.tx_id_of = tx_id_of
-        self.block_max_txs = block_max_txs
-        self.block_max_bytes = block_max_bytes
+        from ledger.block import BLOCK_BYTES_MAX, BLOCK_TXS_MAX
+
+        # The ledger's hard limits win over cluster.toml (leave room for the block's own encoding).
+        self.block_max_txs = min(block_max_txs, BLOCK_TXS_MAX)
+        self.block_max_bytes = min(block_max_bytes, BLOCK_BYTES_MAX - (64 << 10))
         self.block_timeout_s = block_timeout_ms / 1000
         self.queue_max = queue_max
         self.clock_skew_ms = clock_skew_ms
@@ -89,19 +92,25 @@ class Proposer:
         self._sync_index = 0
         self._is_leader = False
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._waiting_raw: dict[str, bytes] = {}
+        self._leader_id: str | None = None
         self._kick = asyncio.Event()
         self._stopping = False
         self.blocks_proposed = 0
         self.requeued = 0
         self.on_lost_leadership: Callable[[list[bytes]], None] | None = None
-        """Called with the txs still queued when this node stops being leader (the node forwards them)."""
+        """Called with txs to forward to the leader: those still queued when this node stops being leader,
+        and those awaited here when a new leader appears (the node forwards them)."""
 
     # -- waiters (every node)
 
-    def wait_for(self, tx_id: str) -> asyncio.Future[dict[str, Any]]:
-        """A future resolved with the tx's answer once its block is applied here."""
+    def wait_for(self, tx_id: str, raw: bytes | None = None) -> asyncio.Future[dict[str, Any]]:
+        """A future resolved with the tx's answer once its block is applied here. With `raw`, the tx is sent
+        again to each new leader while it waits (a leader that dies can lose what it had queued)."""
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(tx_id, []).append(fut)
+        if raw is not None:
+            self._waiting_raw[tx_id] = raw
         return fut
 
     def forget(self, tx_id: str, fut: asyncio.Future[dict[str, Any]]) -> None:
@@ -110,8 +119,10 @@ class Proposer:
             futs.remove(fut)
             if not futs:
                 del self._waiters[tx_id]
+                self._waiting_raw.pop(tx_id, None)
 
     def _resolve(self, tx_id: str, answer: dict[str, Any]) -> None:
+        self._waiting_raw.pop(tx_id, None)
         for fut in self._waiters.pop(tx_id, ()):
             if not fut.done():
                 fut.set_result(answer)
@@ -252,6 +263,8 @@ class Proposer:
         self._maybe_sync()
 
     def on_role_change(self, role: Role, leader_id: str | None, term: int) -> None:
+        new_leader = leader_id is not None and leader_id != self._leader_id
+        self._leader_id = leader_id
         was_leader = self._is_leader
         self._is_leader = role == Role.LEADER
         if self._is_leader and not was_leader:
@@ -263,15 +276,35 @@ class Proposer:
             log.info("became_leader", extra={"term": term, "sync_index": self._sync_index})
             self._maybe_sync()
         elif was_leader and not self._is_leader:
+            # Hand over what is queued and what we proposed but have not seen applied: our uncommitted
+            # blocks may be overwritten by the new leader. Sending a tx twice is harmless (applied at most
+            # once by tx id), and it turns many "unknown" answers into committed ones.
             self._tip = None
+            unapplied = [raw for inflight in self._inflight.values() for _, raw in inflight.txs]
             self._inflight.clear()
             self._proposed_ids.clear()
-            queued = list(self.pending.values())
+            queued = unapplied + list(self.pending.values())
             self.pending.clear()
             self.pending_bytes = 0
             if queued and self.on_lost_leadership is not None:
                 self.on_lost_leadership(queued)
+        if new_leader and self._waiting_raw:
+            self._resubmit_waiting()
         self._kick.set()
+
+    def _resubmit_waiting(self) -> None:
+        """A new leader: txs still awaited here go to it again (deduplicated by tx id everywhere)."""
+        raws = list(self._waiting_raw.items())
+        if self._is_leader:
+            for tx_id, raw in raws:
+                if self.store.tx_outcome(tx_id) is None:
+                    try:
+                        self.enqueue(tx_id, raw)
+                    except QueueFullError:
+                        break
+        elif self.on_lost_leadership is not None:
+            self.on_lost_leadership([raw for _, raw in raws])
+        self.requeued += len(raws)
 
     def on_applied(self) -> None:
         self._maybe_sync()

@@ -174,7 +174,8 @@ class Node:
         peers = self._peer_infos()
         self.transport = PeerTransport(
             node_id=self.node_id, chain_id=self.chain_id, key=key, listen=self.spec.raft, peers=peers,
-            on_message=self._on_peer_message, on_peer_connected=self._on_peer_connected, faults=self.faults,
+            on_message=self._on_peer_message, on_peer_connected=self._on_peer_connected,
+            on_drop=self.metrics.count_message_dropped if self.metrics is not None else None, faults=self.faults,
             frame_bytes_max=max(16 << 20, 4 * self.config.block_max_bytes))
         cfg = self.config
         self.replica = Replica(

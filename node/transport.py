@@ -172,6 +172,7 @@ class PeerTransport:
         peers: Iterable[PeerInfo],
         on_message: Callable[[Message], None],
         on_peer_connected: Callable[[str], None] | None = None,
+        on_drop: Callable[[str], None] | None = None,
         encode: Callable[[Message], bytes] | None = None,
         decode: Callable[[bytes], Message] | None = None,
         faults: Faults | None = None,
@@ -190,6 +191,7 @@ class PeerTransport:
         self.removed: set[str] = set()
         self.on_message = on_message
         self.on_peer_connected = on_peer_connected
+        self.on_drop = on_drop
         self.encode = encode
         self.decode = decode
         self.faults = faults
@@ -277,6 +279,8 @@ class PeerTransport:
         if len(box.queue) >= self.send_queue_max:
             box.queue.popleft()
             self.stats[dst].dropped += 1
+            if self.on_drop is not None:
+                self.on_drop(dst)
         box.queue.append(frame)
         box.ready.set()
 

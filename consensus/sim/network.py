@@ -104,6 +104,13 @@ class Network:
             return msg
         return None
 
+    def drop_on_cut_links(self) -> None:
+        """Drop now what is in flight on a cut link (a scripted test wants it gone before a later reconnect)."""
+        kept = [item for item in self._in_flight if (item[2].from_id, item[2].to) not in self.cut]
+        self.dropped += len(self._in_flight) - len(kept)
+        heapq.heapify(kept)
+        self._in_flight = kept
+
     def drop_to(self, node: NodeId) -> None:
         """A crashed node loses what was in flight to it (its socket buffers died with it)."""
         kept = [item for item in self._in_flight if item[2].to != node]

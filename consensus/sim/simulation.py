@@ -16,6 +16,7 @@ import hashlib
 import heapq
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from consensus.config import Config
@@ -136,8 +137,10 @@ def _msg_line(m: Message) -> str:
 
 
 class Simulation:
-    def __init__(self, cfg: SimConfig, core_factory: CoreFactory | None = None, echo: bool = False) -> None:
+    def __init__(self, cfg: SimConfig, core_factory: CoreFactory | None = None, echo: bool = False,
+                 storage_factory: Callable[[NodeId, tuple[NodeId, ...]], SimStorage] | None = None) -> None:
         self.cfg = cfg
+        self.storage_factory = storage_factory or (lambda nid, voters: SimStorage(voters))
         self.rng = random.Random(cfg.seed)
         self.core_factory: CoreFactory = core_factory or RaftCore
         self.trace = Trace(echo=echo)
@@ -179,7 +182,7 @@ class Simulation:
     def _add_node(self, nid: NodeId) -> SimNode:
         # Every node, also one added later, bootstraps with the initial configuration (the one at index 0)
         # and learns the rest from the log or a snapshot.
-        node = SimNode(nid, SimStorage(self.initial_voters))
+        node = SimNode(nid, self.storage_factory(nid, self.initial_voters))
         self.nodes[nid] = node
         self._start(node)
         # Clocks drift a little: each node ticks every tick_ms +- 10%.
@@ -535,6 +538,43 @@ class Simulation:
             self.net.cut = set()
             self._heal_at = None
             self.trace.add(f"{self.now} heal")
+
+    # -- scripted scenarios (tests) -------------------------------------------------------------------------
+
+    def run_until(self, done: Callable[[], bool], limit_ms: int) -> bool:
+        """Step until `done()` holds (checked after every step) or `limit_ms` of simulated time pass."""
+        deadline = self.now + limit_ms
+        while not done():
+            if self.now >= deadline:
+                return False
+            self.step()
+        return True
+
+    def campaign(self, nid: NodeId) -> None:
+        node = self.nodes[nid]
+        assert node.core is not None
+        node.core.campaign()
+        self._drive(node)
+
+    def propose(self, nid: NodeId, data: bytes) -> int:
+        node = self.nodes[nid]
+        assert node.core is not None
+        index = node.core.propose(data)
+        self.trace.add(f"{self.now} {nid} propose {data!r} @{index}")
+        self._drive(node)
+        return index
+
+    def restart(self, nid: NodeId) -> None:
+        self._restart(nid)
+
+    def isolate(self, nid: NodeId, keep: tuple[NodeId, ...] = ()) -> None:
+        """Cut every link of `nid` except those to `keep`; what is in flight on them is lost."""
+        others = [n for n in self.nodes if n != nid and n not in keep]
+        self.net.cut |= {(nid, n) for n in others} | {(n, nid) for n in others}
+        self.net.drop_on_cut_links()
+
+    def reconnect(self) -> None:
+        self.net.cut = set()
 
     # -- the end ---------------------------------------------------------------------------------------------
 

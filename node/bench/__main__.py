@@ -250,6 +250,8 @@ async def main_failover_async(args: argparse.Namespace, root: Path) -> dict[str,
         shown = f"{s.downtime_ms:.0f} ms" if s.downtime_ms is not None else "no commit in time"
         console.print(f"kill {s.round + 1}/{args.kills}: {s.killed} -> {s.new_leader}: {shown}, "
                       f"caught up in {s.catch_up_s or float('nan'):.1f}s")
+        for err in s.restart_errors:
+            console.print(f"[yellow]restart failed once[/]: {err}")
 
     report = await failover.run_failover(root, args.kills, clients=args.clients, tick_ms=args.tick_ms,
                                          election_ticks=args.election_ticks, on_sample=on_sample)
@@ -261,6 +263,10 @@ async def main_failover_async(args: argparse.Namespace, root: Path) -> dict[str,
     table.add_row(str(summary["kills"]), str(summary["p50_ms"]), str(summary["p99_ms"]), str(summary["max_ms"]),
                   f"{lo}-{hi} ms", "leader elected, not yet committing; see BENCHMARKS.md")
     console.print(table)
+    if summary["error"]:
+        console.print(f"[red]stopped early[/]: {summary['error']}")
+    if summary["restart_failures"]:
+        console.print(f"[yellow]{summary['restart_failures']} restart attempt(s) failed[/]; see samples[].restart_errors")
     return summary
 
 

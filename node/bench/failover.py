@@ -43,6 +43,8 @@ class KillSample:
     """Kill to the first committed answer of a tx submitted after the kill; None if none within the timeout."""
     catch_up_s: float | None
     """Restart of the killed node until its height reaches the leader's."""
+    restart_errors: list[str] = field(default_factory=list)
+    """Why earlier attempts to restart the killed node failed (empty when the first start worked)."""
 
 
 @dataclass(slots=True)
@@ -50,6 +52,8 @@ class FailoverReport:
     tick_ms: int
     election_ticks: int
     samples: list[KillSample] = field(default_factory=list)
+    error: str | None = None
+    """Why the run stopped before all kills were done."""
 
     def summary(self) -> dict[str, Any]:
         done = [s.downtime_ms for s in self.samples if s.downtime_ms is not None]
@@ -63,8 +67,11 @@ class FailoverReport:
             "election_timeout_ms": [self.election_ticks * self.tick_ms, 2 * self.election_ticks * self.tick_ms],
             "samples": [{"round": s.round, "killed": s.killed, "new_leader": s.new_leader,
                          "downtime_ms": None if s.downtime_ms is None else round(s.downtime_ms, 1),
-                         "catch_up_s": None if s.catch_up_s is None else round(s.catch_up_s, 2)}
+                         "catch_up_s": None if s.catch_up_s is None else round(s.catch_up_s, 2),
+                         "restart_errors": s.restart_errors}
                         for s in self.samples],
+            "restart_failures": sum(len(s.restart_errors) for s in self.samples),
+            "error": self.error,
         }
 
 
@@ -174,8 +181,7 @@ async def one_round(k: int, config: ClusterConfig, subs: Submitters) -> KillSamp
     # Restart on its own data, then wait for it to catch up with the leader's height.
     await asyncio.to_thread(control.kill_node_pid, config, leader, pid)  # reaps it and removes its pid file
     t_restart = time.monotonic()
-    new_pid = await asyncio.to_thread(control.spawn_node, config, leader)
-    await asyncio.to_thread(control.wait_ready, config, leader, new_pid, 60.0)
+    restart_errors = await restart(config, leader)
     subs.down.discard(leader_id)
 
     def caught_up() -> bool:
@@ -185,7 +191,26 @@ async def one_round(k: int, config: ClusterConfig, subs: Submitters) -> KillSamp
         return bool(lead and mine and st[lead] and mine.get("height", -1) >= st[lead].get("height", 0) - 1)
 
     catch_up_s = time.monotonic() - t_restart if await poll(caught_up, CATCH_UP_TIMEOUT_S, 0.05) else None
-    return KillSample(k, leader_id, new_leader, downtime_ms, catch_up_s)
+    return KillSample(k, leader_id, new_leader, downtime_ms, catch_up_s, restart_errors)
+
+
+async def restart(config: ClusterConfig, node: NodeSpec, attempts: int = 3) -> list[str]:
+    """Start a killed node again on its data. A failed start is a finding, not noise: its reason (the tail of
+    node.out and node.log) is returned and reported; we retry, and give up after `attempts`."""
+    errors: list[str] = []
+    for _ in range(attempts):
+        pid = await asyncio.to_thread(control.spawn_node, config, node)
+        try:
+            await asyncio.to_thread(control.wait_ready, config, node, pid, 60.0)
+            return errors
+        except control.ControlError as exc:
+            errors.append(f"{exc}\nnode.log:\n{control.tail(control.log_file(node), 5)}")
+            await asyncio.sleep(1.0)
+    raise RestartFailed(f"{node.id} did not restart after SIGKILL:\n" + "\n".join(errors))
+
+
+class RestartFailed(RuntimeError):
+    pass
 
 
 async def run_failover(root: Path, kills: int, clients: int = 4, tick_ms: int | None = None,
@@ -201,7 +226,11 @@ async def run_failover(root: Path, kills: int, clients: int = 4, tick_ms: int | 
         load = asyncio.create_task(subs.run())
         try:
             for k in range(kills):
-                sample = await one_round(k, config, subs)
+                try:
+                    sample = await one_round(k, config, subs)
+                except (RuntimeError, control.ControlError) as exc:
+                    report.error = f"round {k + 1}: {exc}"  # report what was measured, and why it stopped
+                    break
                 report.samples.append(sample)
                 if on_sample is not None:
                     on_sample(sample)

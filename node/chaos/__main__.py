@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=7, help="seed of the fault schedule and the workload (default 7)")
     p.add_argument("--nodes", type=int, default=5, help="number of nodes, 3..9 (default 5)")
     p.add_argument("--report", type=Path, default=None, help="directory for the HTML report "
-                   "(default: chaos-report-SEED in the current directory)")
+                   "(default: reports/chaos-SEED in the current directory)")
     p.add_argument("--workdir", type=Path, default=None, help="where the cluster's files go (default: a temp dir, "
                    "removed after a clean run)")
     p.add_argument("--keep", action="store_true", help="keep the cluster's data and logs after a clean run")
@@ -102,7 +102,7 @@ class Progress:
 
 async def amain(args: argparse.Namespace, progress: Progress) -> tuple[dict[str, Any], Any]:
     opts = Options(duration=args.duration, seed=args.seed, nodes=args.nodes,
-                   report_dir=args.report or Path(f"chaos-report-{args.seed}"), workdir=args.workdir,
+                   report_dir=args.report or Path("reports") / f"chaos-{args.seed}", workdir=args.workdir,
                    keep=args.keep, workers_per_org=args.workers, kinds=args.kinds, progress=progress)
     task = asyncio.current_task()
     assert task is not None

@@ -96,6 +96,10 @@ def check_run(history: History, dumps: list[NodeDump]) -> CheckReport:
     for d in dumps:
         if d.status is None:
             report.add("node_unreachable", f"node {d.node_id} did not answer after healing", nodes=[d.node_id])
+    for crash in history.crashes:
+        report.add("node_crashed", f"node {crash['node']} (pid {crash['pid']}) exited on its own with code "
+                   f"{crash['exit_code']} at {crash['t']}s; last output: {crash['output_tail'][-400:]!r}",
+                   nodes=[crash["node"]])
     check_heads(report, live)
     check_blocks(report, live)
     check_txs(report, history, live)

@@ -116,6 +116,8 @@ class ChaosCluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.paused: set[str] = set()
         self.all_pids: list[int] = []
+        self.expected_down: set[str] = set()  # stopped or killed on purpose, not yet restarted
+        self.crashes_seen: set[int] = set()  # pids already reported as having exited on their own
 
     @property
     def ids(self) -> list[str]:
@@ -164,7 +166,23 @@ class ChaosCluster:
         self.procs[node_id] = proc
         self.all_pids.append(proc.pid)
         self.paused.discard(node_id)
+        self.expected_down.discard(node_id)
         return proc.pid
+
+    def unexpected_exits(self) -> list[tuple[str, int, int | None, str]]:
+        """Nodes that exited without being stopped or killed: (id, pid, exit code, tail of node.out), once each."""
+        out = []
+        for node_id, proc in self.procs.items():
+            code = proc.poll()
+            if code is None or node_id in self.expected_down or proc.pid in self.crashes_seen:
+                continue
+            self.crashes_seen.add(proc.pid)
+            try:
+                tail = (self.node(node_id).data_dir / "node.out").read_text(errors="replace")[-1500:]
+            except OSError:
+                tail = ""
+            out.append((node_id, proc.pid, code, tail))
+        return out
 
     def alive(self, node_id: str) -> bool:
         proc = self.procs.get(node_id)
@@ -174,6 +192,7 @@ class ChaosCluster:
         proc = self.procs.get(node_id)
         if proc is None or proc.poll() is not None:
             return
+        self.expected_down.add(node_id)
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -184,6 +203,7 @@ class ChaosCluster:
         proc = self.procs.get(node_id)
         if proc is None or proc.poll() is not None:
             return "not_running"
+        self.expected_down.add(node_id)
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
             proc.send_signal(signal.SIGCONT)
@@ -210,6 +230,7 @@ class ChaosCluster:
 
     def close(self) -> None:
         """Kill every process this cluster started (paused ones too) and reap them."""
+        self.expected_down.update(self.procs)
         for node_id, proc in list(self.procs.items()):
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -108,14 +108,14 @@ class History:
     faults: list[FaultEvent] = field(default_factory=list)
     samples: list[StatusSample] = field(default_factory=list)
     duration: float = 0.0
-    banks: dict[str, str] = field(default_factory=dict)  # root cert id -> bank it was issued under
+    crashes: list[dict[str, Any]] = field(default_factory=list)  # nodes that exited on their own
 
 
 def history_from_json(doc: dict[str, Any]) -> tuple[History, list[NodeDump]]:
     """Read back what the runner writes to history.json (tests replay and doctor real runs with it)."""
     h = dict(doc["history"])
     history = History(
-        seed=h["seed"], nodes=list(h["nodes"]), duration=h["duration"], banks=dict(h.get("banks") or {}),
+        seed=h["seed"], nodes=list(h["nodes"]), duration=h["duration"], crashes=list(h.get("crashes") or []),
         txs=[TxRecord(**t) for t in h["txs"]],
         reads=[ReadRecord(**{**r, "value": tuple(r["value"]) if r["value"] is not None else None})
                for r in h["reads"]],

@@ -25,6 +25,7 @@ FAULT_KINDS = (
     "kill_leader",
     "kill_follower",
     "kill_minority",
+    "kill_all",
     "pause_leader",
     "pause_follower",
     "restart",
@@ -177,6 +178,9 @@ class Nemesis:
             await self._kill([rng.choice(self._followers(leader) or ids)], event)
         elif kind == "kill_minority":
             await self._kill(rng.sample(ids, minority_size(len(ids))), event)
+        elif kind == "kill_all":
+            # Every node at once: only what each persisted before acknowledging survives.
+            await self._kill(list(ids), event)
         elif kind == "pause_leader":
             self._pause([pick_leader], event)
         elif kind == "pause_follower":

@@ -203,7 +203,17 @@ def render(history: History, report: CheckReport, summary: dict[str, Any], repla
     ok = not report.violations
     verdict = ('<span class="ok">PASS: no violations</span>' if ok
                else f'<span class="bad">FAIL: {len(report.violations)} violation(s)</span>')
-    viol_rows = [[esc(v.kind), esc(v.message), "<br>".join(f"<code>{esc(t)}</code>" for t in v.txs),
+    by_id = {r.tx_id: r for r in history.txs}
+
+    def tx_cell(tx_id: str) -> str:
+        r = by_id.get(tx_id)
+        if r is None:
+            return f"<code>{esc(tx_id)}</code>"
+        done = "never" if math.isinf(r.complete) else f"{r.complete:.2f}s"
+        return (f"<code>{esc(tx_id)}</code><br>{esc(r.kind)} by {esc(r.client)}: {esc(r.outcome)} "
+                f"(sent {r.invoke:.2f}s, answered {done}, height {esc(r.height)}, via {esc(','.join(r.nodes))})")
+
+    viol_rows = [[esc(v.kind), esc(v.message), "<br>".join(tx_cell(t) for t in v.txs),
                   esc(", ".join(v.nodes)), esc(", ".join(v.certs))] for v in report.violations]
     fault_rows = [[f"{f.start:.1f}", f"{(f.end or 0):.1f}", esc(f.kind), esc(", ".join(f.targets)), esc(f.detail)]
                   for f in history.faults]

@@ -156,7 +156,14 @@ class Run:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SAMPLE_INTERVAL_S)
 
+    def note_crashes(self) -> None:
+        assert self.cluster is not None
+        for node_id, pid, code, tail in self.cluster.unexpected_exits():
+            self.history.crashes.append({"node": node_id, "pid": pid, "exit_code": code, "t": round(self.clock(), 2),
+                                         "output_tail": tail})
+
     def _tick(self) -> None:
+        self.note_crashes()
         self.state.t = self.clock()
         n = self.nemesis
         self.state.fault = (f"{n.current.kind} {','.join(n.current.targets)}" if n and n.current else "")
@@ -179,6 +186,7 @@ class Run:
 
     async def heal_all(self) -> None:
         assert self.cluster is not None
+        self.note_crashes()
         if self.nemesis is not None:
             await self.nemesis.heal()
         for n in self.cluster.ids:
@@ -253,6 +261,7 @@ class Run:
     async def dump_state(self, dump: NodeDump, cert_ids: list[str], roots: list[str], credit_keys: list[str]
                          ) -> None:
         sem = asyncio.Semaphore(DUMP_CONCURRENCY)
+        wanted = set(cert_ids)
 
         async def get(path: str) -> Any:
             async with sem:
@@ -271,8 +280,13 @@ class Run:
         async def credit(k: str) -> None:
             dump.credit[k] = await get(f"/v1/credit/{k}")
 
-        await asyncio.gather(*(cert(c) for c in cert_ids), *(lineage(r) for r in roots),
-                             *(credit(k) for k in credit_keys))
+        await asyncio.gather(*(lineage(r) for r in roots), *(credit(k) for k in credit_keys))
+        # A lineage lists every certificate of its tree: read certificates from there, one by one only if absent.
+        for lin in dump.lineages.values():
+            for c in (lin or {}).get("certs") or []:
+                if c.get("id") in wanted:
+                    dump.certs[c["id"]] = c
+        await asyncio.gather(*(cert(c) for c in cert_ids if c not in dump.certs))
 
     async def collect(self) -> list[NodeDump]:
         assert self.cluster is not None
@@ -362,6 +376,7 @@ class Run:
         report = check_run(self.history, dumps)
         self.phase("writing the report")
         report.stats["converged"] = converged
+        report.stats["client_errors"] = self.workload.errors if self.workload else []
         report.stats["phase_s"] = self.phase_s
         summary = make_summary(self.history, report, report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -387,7 +402,7 @@ def make_summary(history: History, report: CheckReport, report_dir: Path) -> dic
         "lost": report.stats.get("lost", 0),
         "violations": len(report.violations),
         "faults": kinds,
-        "report": str(report_dir / "index.html"),
+        "report": str((report_dir / "index.html").resolve()),
     }
 
 

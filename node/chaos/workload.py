@@ -47,6 +47,7 @@ INVOICE_AMOUNT = (50_000, 5_000_000)  # fen
 DISCOUNT_BPS = (50, 600)
 CLIENT_THINK_S = (0.0, 0.05)
 READER_PAUSE_S = (0.02, 0.1)
+CLIENT_ERRORS_MAX = 100
 
 
 @dataclass(slots=True)
@@ -118,7 +119,7 @@ class Api:
                     f"{self.urls[node]}/v1/tx?wait=commit&timeout_ms={int(timeout * 1000) - 100}", json=doc,
                     timeout=aiohttp.ClientTimeout(total=timeout),
                 ) as resp:
-                    answer = await resp.json(content_type=None)
+                    answer = _as_dict(await resp.json(content_type=None))
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 rec.error = type(exc).__name__
@@ -153,7 +154,7 @@ class Api:
         try:
             async with self.session.get(f"{self.urls[node]}/v1/certs/{cert_id}?consistency=linearizable",
                                         timeout=aiohttp.ClientTimeout(total=READ_TIMEOUT_S)) as resp:
-                answer = await resp.json(content_type=None)
+                answer = _as_dict(await resp.json(content_type=None))
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             rec = ReadRecord(cert_id, node, client, t0, self.clock(), False, error=type(exc).__name__)
@@ -167,6 +168,10 @@ class Api:
                 rec = ReadRecord(cert_id, node, client, t0, t1, False, error=_code(answer) or f"http_{status}")
         self.history.reads.append(rec)
         return rec
+
+
+def _as_dict(answer: Any) -> dict[str, Any]:
+    return answer if isinstance(answer, dict) else {}
 
 
 def _code(answer: Any) -> str | None:
@@ -195,6 +200,7 @@ class Workload:
         self.workers_per_org = workers_per_org
         self.readers = readers
         self.doc_counter = 0
+        self.errors: list[str] = []
 
     def _rng(self, name: str) -> random.Random:
         return random.Random(f"workload:{self.seed}:{name}")
@@ -224,7 +230,12 @@ class Workload:
     async def _client(self, name: str, step: Callable[..., Any], *args: Any) -> None:
         rng = self._rng(name)
         while not self.stop.is_set():
-            did = await step(name, rng, *args)
+            try:
+                did = await step(name, rng, *args)
+            except Exception as exc:  # an answer we did not expect must not end the run: count it, go on
+                if len(self.errors) < CLIENT_ERRORS_MAX:
+                    self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                did = False
             if not did:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), 0.05)

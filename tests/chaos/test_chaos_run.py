@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import json
 import os
 import signal
@@ -22,9 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 SHORT_RUN_S = 35
 
 
+def die_with_parent() -> None:
+    # If pytest dies, the chaos runner dies too (and its nodes with it: they carry the same flag).
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def chaos(args: list[str], timeout: float) -> tuple[int, dict, str]:
     proc = subprocess.run([sys.executable, "-m", "node.chaos", "--quiet", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, preexec_fn=die_with_parent)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     return proc.returncode, (json.loads(lines[-1]) if lines else {}), proc.stderr
 
@@ -113,7 +119,8 @@ def pid_gone(pid: int) -> bool:
 def test_interrupted_run_stops_every_process_it_started(tmp_path: Path, sig: signal.Signals) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "node.chaos", "--quiet", "--duration", "120", "--seed", "3",
                              "--workdir", str(tmp_path), "--report", str(tmp_path / "report")],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=die_with_parent)
     pids: set[int] = set()
     try:
         deadline = time.monotonic() + 60

@@ -166,3 +166,12 @@ def test_unreachable_node_is_reported() -> None:
     hist, dumps = build()
     dumps[0] = dataclasses.replace(dumps[0], status=None)
     assert "node_unreachable" in kinds(check_run(hist, dumps))
+
+
+def test_node_exiting_on_its_own_is_reported() -> None:
+    hist, dumps = build()
+    hist.crashes.append({"node": "geely", "pid": 4242, "exit_code": 1, "t": 3.5,
+                         "output_tail": "InvariantViolation: applied index went back"})
+    report = check_run(hist, dumps)
+    assert kinds(report) == ["node_crashed"]
+    assert "InvariantViolation" in report.violations[0].message and report.violations[0].nodes == ["geely"]

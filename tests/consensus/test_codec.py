@@ -40,7 +40,7 @@ messages = st.builds(
 
 
 @given(messages)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_round_trip(msg: Message) -> None:
     assert decode_message(encode_message(msg)) == msg
 
@@ -53,7 +53,7 @@ def test_random_bytes_raise_only_protocol_error(data: bytes) -> None:
 
 
 @given(messages, st.data())
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_corrupted_fields_raise_protocol_error(msg: Message, data: st.DataObject) -> None:
     obj = msgpack.unpackb(encode_message(msg), raw=False)
     i = data.draw(st.integers(min_value=0, max_value=len(obj) - 1))

@@ -535,3 +535,15 @@ def test_8_pending_reads_are_bounded() -> None:
     core.read_index(b"2")
     with pytest.raises(ProposalDroppedError):
         core.read_index(b"3")
+
+
+@pytest.mark.parametrize("entries", [
+    (Entry(3, 5),),                 # gap after prevLogIndex
+    (Entry(3, 3), Entry(3, 5)),     # gap inside
+    (Entry(9, 3),),                 # term above the leader's
+    (Entry(3, 3), Entry(2, 4)),     # decreasing terms
+])
+def test_malformed_append_is_dropped(entries: tuple[Entry, ...]) -> None:
+    core = make_core(B, log_terms=[1, 1])
+    core.step(Message(MessageType.APPEND, A, B, 3, index=2, log_term=1, entries=entries))
+    assert core.last_index == 2 and not msgs(core, MessageType.APPEND_RESP)

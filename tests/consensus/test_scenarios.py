@@ -290,3 +290,50 @@ def test_ready_order_hard_state_before_votes() -> None:
     rd_b = net.core(B).ready()
     assert rd_b.hard_state is not None and rd_b.hard_state.vote == A and rd_b.must_sync
     assert [m.type for m in rd_b.messages] == [MessageType.VOTE_RESP]
+
+
+def test_proposals_between_readies_are_batched_into_one_append_per_follower() -> None:
+    net = Network([A, B, C])
+    net.elect(A)
+    sent_before = len(net.sent)
+    for i in range(10):
+        net.core(A).propose(b"b%d" % i)
+    net.flush()
+    appends = [m for m in net.sent[sent_before:] if m.type is MessageType.APPEND]
+    assert sorted(m.to for m in appends) == [B, C]
+    assert all(len(m.entries) == 10 for m in appends)
+    net.deliver()
+    assert len(net.applied_data(C)) == 10
+
+
+def test_restart_replays_committed_conf_changes_after_the_snapshot() -> None:
+    net = Network([A, B, C])
+    net.elect(A)
+    net.add_node(D, make_storage([A, B, C]))
+    net.core(A).propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, D))
+    net.deliver()
+    net.restart(B)
+    assert net.core(B).learners == frozenset()  # configuration at the (empty) snapshot
+    net.flush()  # the driver re-applies the committed log, including the conf change
+    assert net.core(B).learners == {D}
+    # After compaction the configuration comes from the snapshot itself.
+    core = net.core(C)
+    meta = SnapshotMeta(core.applied_index, core.term, tuple(sorted(core.voters)), tuple(sorted(core.learners)))
+    net.nodes[C].storage.compact(Snapshot(meta, b"state"))
+    net.restart(C)
+    assert net.core(C).learners == {D} and net.core(C).applied_index == meta.index
+
+
+def test_propose_many_appends_all_or_nothing() -> None:
+    net = Network([A, B, C], max_msg_bytes=100, max_uncommitted_bytes=300)
+    net.elect(A)
+    last = net.core(A).propose_many([b"1", b"2", b"3"])
+    assert last == 4
+    net.deliver()
+    assert net.applied_data(C) == [b"1", b"2", b"3"]
+    net.isolate(A)
+    net.core(A).propose_many([bytes(100)] * 3)
+    before = net.core(A).last_index
+    with pytest.raises(ProposalDroppedError):
+        net.core(A).propose_many([bytes(10)] * 2)
+    assert net.core(A).last_index == before

@@ -195,6 +195,25 @@ def test_planted_stale_read_is_caught() -> None:
     assert failure.prop == "linearizable_read"
 
 
+def test_planted_missing_election_restriction_is_caught_by_random_runs() -> None:
+    """Voters that ignore §5.4.1 ("at least as up-to-date") elect leaders that lack committed entries; plain
+    random seeds find it. (Reaches into the core's private `_log`: if it is renamed, update this planted bug.)"""
+    def no_restriction(config: Config, storage: SimStorage, rng: random.Random) -> RaftCore:
+        core = RaftCore(config, storage, rng)
+
+        class AnyLogWins(type(core._log)):  # type: ignore[misc]
+            __slots__ = ()
+
+            def is_up_to_date(self, last_index: int, term: int) -> bool:
+                return True
+
+        core._log.__class__ = AnyLogWins
+        return core
+
+    failure = first_failure(SimConfig(seed=0, nodes=5, steps=5000), no_restriction, range(1, 16))
+    assert failure.prop == "leader_completeness"
+
+
 def test_planted_second_leader_is_caught() -> None:
     ck = Checker()
     assert ck.on_leader("n1", 3) and not ck.on_leader("n1", 3)
@@ -307,3 +326,92 @@ def test_vote_changed_within_a_term_is_caught() -> None:
         ck.on_hard_state("n1", HardState(3, "n3", 1), HardState(3, "n1", 1))
     with pytest.raises(SafetyViolation, match="hard_state"):
         ck.on_hard_state("n1", HardState(3, "n3", 4), HardState(3, "n3", 2))
+
+
+# -- Figure 8, scripted ---------------------------------------------------------------------------------------
+
+class Figure8BugCore(RaftCore):
+    """The classic mistake of Figure 8: commit an entry of an earlier term by counting its replicas.
+    (Overrides a private method of the core: if it is renamed, update this planted bug.)"""
+
+    def _maybe_commit(self) -> bool:
+        matches = sorted((self._prs[v].match for v in self._voters if v in self._prs), reverse=True)
+        index = matches[self._quorum() - 1]
+        if index > self._log.committed:
+            self._log.commit_to(index)
+            return True
+        return False
+
+
+def figure_8(core_cls: type[RaftCore]) -> Simulation:
+    """Raft paper, Figure 8, step by step (elections only by `campaign`, no pre-vote or lease to get in the way):
+    (a) n1 (term a) replicates X at index x to n2 only and crashes; (b) n5 is elected by n3, n4 and appends
+    its own entry at x, then crashes before sending it; (c) n1 returns, is elected by n2, n3 and ships X to n3:
+    X is now on a majority, but of an old term; n1 crashes; (d) n5 returns and is elected by n3, n4 - it may
+    overwrite X, so X must not have been committed in (c)."""
+    def factory(config: Config, storage: SimStorage, rng: random.Random) -> RaftCore:
+        return core_cls(dataclasses.replace(config, pre_vote=False, check_quorum=False), storage, rng)
+
+    quiet = {k: 0 for k in ("propose_permille", "read_permille", "conf_change_permille", "transfer_permille",
+                            "compact_permille", "crash_permille", "partition_permille")}
+    sim = Simulation(SimConfig(seed=1, nodes=5, faults=frozenset(), steps=0, election_ticks=1000,
+                               fixed_latency_ms=2, max_msg_bytes=1, **quiet), core_factory=factory)
+    n = sim.nodes
+
+    def leads(nid: str) -> bool:
+        core = n[nid].core
+        return core is not None and core.role.value == "leader"
+
+    def elect(nid: str) -> None:
+        for _ in range(5):
+            sim.campaign(nid)
+            if sim.run_until(lambda: leads(nid), 100):
+                return
+        raise AssertionError(f"{nid} was not elected")
+
+    elect("n1")
+    assert sim.run_until(lambda: all(x.app.applied == 1 for x in n.values()), 1000)
+    # (a)
+    sim.isolate("n1", keep=("n2",))
+    x = sim.propose("n1", b"wX")
+    assert sim.run_until(lambda: n["n2"].storage.last_index() == x, 1000)
+    sim.crash("n1", restart_after_ms=None)
+    # (b)
+    sim.reconnect()
+    sim.isolate("n2")
+    elect("n5")
+    sim.isolate("n5")  # the appends of its new entry die on the wire
+    assert n["n5"].storage.last_index() == x and n["n5"].storage.term(x) != n["n2"].storage.term(x)
+    sim.crash("n5", restart_after_ms=None)
+    # (c)
+    sim.reconnect()
+    sim.restart("n1")
+    sim.isolate("n1", keep=("n2", "n3"))
+    elect("n1")
+    # Stop right after n1 learns that n3 holds X, before n3 gets anything of n1's own term.
+    assert sim.run_until(lambda: n["n1"].core is not None
+                         and n["n1"].core.status().progress["n3"].match_index >= x, 200)
+    sim.isolate("n1")
+    assert n["n3"].storage.last_index() == x
+    sim.crash("n1", restart_after_ms=None)
+    # (d)
+    sim.reconnect()
+    sim.isolate("n1")
+    sim.isolate("n2")
+    sim.restart("n5")
+    elect("n5")  # only a leader that committed X in (c) makes this unsafe
+    sim.reconnect()
+    sim.converge()
+    return sim
+
+
+def test_figure_8_scripted_is_safe() -> None:
+    sim = figure_8(RaftCore)
+    # n5 overwrote X everywhere: legal, because n1 never committed it.
+    assert sim.checker.committed[2].data == b""
+    assert all(node.storage.term(2) == 2 for node in sim.nodes.values() if node.storage.first_index() <= 2)
+
+
+def test_figure_8_bug_is_caught() -> None:
+    with pytest.raises(SafetyViolation, match=r"leader_completeness|state_machine_safety"):
+        figure_8(Figure8BugCore)

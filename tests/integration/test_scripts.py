@@ -1,7 +1,8 @@
 """./scripts/run and ./scripts/cluster end to end, on a temp copy of the shipped cluster.toml cut to 3 nodes on
 free ports (all 5 genesis orgs kept: the demo needs three suppliers).
 
-One story, in order: run (init + up + demo) -> CLI reads the lineage and holdings -> kill + start one node, it
+One story, in order: run (init + up + demo) -> CLI reads the lineage and holdings -> the README's plain
+PyNaCl + msgpack client commits a tx through a follower -> kill + start one node, it
 rejoins and converges -> pause / resume -> a second run reuses keys and running nodes and tells the story again
 -> run --stop leaves no process. Every pid ever seen is SIGKILLed in teardown, also when the test fails.
 """
@@ -24,6 +25,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PY = str(REPO / ".venv" / "bin" / "python")
+README_MARKER = "<!-- the block below is executed by tests/integration/test_scripts.py -->"
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +110,7 @@ def wait_converged(config: Path, timeout: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         code, summary, _ = run("./scripts/cluster", "status", "--config", str(config))
-        if code == 0 and summary["converged"] and summary["leader"] or time.monotonic() > deadline:
+        if (code == 0 and summary["converged"] and summary["leader"]) or time.monotonic() > deadline:
             return summary
         time.sleep(0.5)
 
@@ -142,6 +144,14 @@ def test_run_cluster_kill_start_rerun_stop(cluster_file: tuple[Path, set[int]]) 
     assert {c["paid_to"] for c in leaves} == {"tier1", "tier2", "boc"}
     assert ecert_json(config, "holdings", "tier3")["org_id"] == "tier3"
 
+    # The README's client (plain PyNaCl + msgpack, none of our code) commits a tx sent to a follower.
+    readme = (REPO / "README.md").read_text()
+    snippet = readme.split(README_MARKER)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    follower = next(node_id for node_id in summary["nodes"] if node_id != summary["leader"])
+    proc = subprocess.run([PY, "-c", snippet], cwd=config.parent, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "ECERT_NODE": summary["nodes"][follower]})
+    assert proc.returncode == 0 and "'status': 'committed'" in proc.stdout, proc.stdout + proc.stderr
+
     # SIGKILL a node, start it again with its data: it rejoins and converges.
     pids = pids_of(config.parent)
     code, killed, _ = run("./scripts/cluster", "kill", "tier1", "--config", str(config))
@@ -154,7 +164,7 @@ def test_run_cluster_kill_start_rerun_stop(cluster_file: tuple[Path, set[int]]) 
     seen.add(started["pid"])
     converged = wait_converged(config)
     assert converged["converged"] and converged["running"] == 3, converged
-    assert {n["height"] for n in converged["nodes"]} == {summary["demo"]["height"]}
+    assert {n["height"] for n in converged["nodes"]} == {summary["demo"]["height"] + 1}  # + the README's tx
 
     # Pause and resume one node.
     code, paused, _ = run("./scripts/cluster", "pause", "geely", "--config", str(config))

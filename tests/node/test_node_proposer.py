@@ -131,3 +131,23 @@ async def test_losing_leadership_hands_the_queue_over() -> None:
     assert not waiter.done()
     p.forget("t1", waiter)
     assert p.waiting == 0
+
+
+async def test_awaited_txs_go_again_to_each_new_leader() -> None:
+    p, replica = make()
+    sent: list[list[bytes]] = []
+    p.on_lost_leadership = sent.append
+    raw = b"tx-bytes"
+    fut = p.wait_for(tx_id_of(raw), raw)
+    p.on_role_change(Role.FOLLOWER, "geely", 2)
+    assert sent == [[raw]]
+    p.on_role_change(Role.FOLLOWER, "geely", 2)  # same leader: nothing again
+    assert sent == [[raw]]
+    replica.applied_index = 1
+    p.on_role_change(Role.LEADER, "boc", 3)  # we lead now: it is queued here
+    assert tx_id_of(raw) in p.pending
+    p.forget(tx_id_of(raw), fut)
+    p.on_role_change(Role.FOLLOWER, "tier1", 4)
+    assert sent[-1] == [raw]  # handed over as queued, but no longer awaited
+    p.on_role_change(Role.FOLLOWER, "geely", 5)
+    assert len(sent) == 2

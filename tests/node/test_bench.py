@@ -1,0 +1,144 @@
+"""The pure parts of ./scripts/bench: percentiles, argument parsing, the raw driver's pieces (real LevelDB)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from consensus.config import Config
+from consensus.errors import NotLeaderError
+from consensus.leveldb_storage import LevelDBStorage
+from consensus.messages import Entry
+from consensus.ready import HardState, Role
+from node.bench.__main__ import median, parse_args, raw_settings
+from node.bench.failover import FailoverReport, KillSample
+from node.bench.loadgen import LoadResult
+from node.bench.raw_node import BatchingCore, CachedLog, Meter
+
+# -- loadgen percentiles (nearest rank) ---------------------------------------------------------------------
+
+
+def test_percentile_nearest_rank() -> None:
+    r = LoadResult("x", 2.0, ok=100, latencies_ms=[float(v) for v in range(100, 0, -1)])  # 100..1, unsorted
+    assert r.percentile_ms(50) == 50.0
+    assert r.percentile_ms(99) == 99.0
+    assert r.percentile_ms(100) == 100.0
+    assert r.percentile_ms(0) == 1.0
+    assert r.tps == 50.0
+
+
+def test_percentile_small_and_empty() -> None:
+    assert LoadResult("x", 1.0).percentile_ms(99) == 0.0
+    one = LoadResult("x", 1.0, ok=1, latencies_ms=[7.5])
+    assert one.percentile_ms(50) == one.percentile_ms(99) == 7.5
+    three = LoadResult("x", 1.0, ok=3, latencies_ms=[3.0, 1.0, 2.0])
+    assert three.percentile_ms(50) == 2.0  # ceil(0.5 * 3) = rank 2
+    assert three.percentile_ms(99) == 3.0
+    assert LoadResult("x", 0.0, ok=5).tps == 0.0
+
+
+def test_median() -> None:
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([4.0, 1.0, 2.0, 3.0]) == 2.5
+
+
+# -- argument parsing ---------------------------------------------------------------------------------------
+
+
+def test_signed_mode_is_the_default() -> None:
+    args = parse_args([])
+    assert args.mode == "signed"
+    assert args.concurrency_levels == [64]
+    assert args.duration == 20.0
+    assert parse_args(["--concurrency", "1,16,64"]).concurrency_levels == [1, 16, 64]
+
+
+def test_raw_and_failover_options() -> None:
+    args = parse_args(["--mode", "raw", "--duration", "3", "--repeat", "2", "--batch", "64", "--window", "128"])
+    s = raw_settings(args)
+    assert (args.mode, args.repeat, s.duration_s, s.batch, s.window) == ("raw", 2, 3.0, 64, 128)
+    assert s.propose_many and not s.pso_journal
+    assert not raw_settings(parse_args(["--mode", "raw", "--per-entry-propose"])).propose_many
+    f = parse_args(["--mode", "failover", "--kills", "5", "--tick-ms", "15"])
+    assert (f.kills, f.tick_ms, f.election_ticks) == (5, 15, None)
+    assert parse_args(["--mode", "failover"]).kills == 50
+
+
+@pytest.mark.parametrize("argv", [
+    ["--mode", "fast"], ["--duration", "0"], ["--concurrency", "a,b"], ["--concurrency", "0"], ["--nodes", "0"],
+    ["--kills", "0"], ["--batch", "10", "--window", "5"], ["--election-ticks", "1"], ["--repeat", "0"],
+])
+def test_bad_arguments_exit(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+
+
+# -- failover summary ---------------------------------------------------------------------------------------
+
+
+def test_failover_summary() -> None:
+    rep = FailoverReport(tick_ms=50, election_ticks=10)
+    for i, ms in enumerate([900.0, 700.0, None, 800.0]):
+        rep.samples.append(KillSample(i, "a", "b" if ms else None, ms, 3.0))
+    s = rep.summary()
+    assert (s["kills"], s["recovered"], s["failed"]) == (4, 3, 1)
+    assert (s["p50_ms"], s["p99_ms"], s["max_ms"], s["min_ms"]) == (800.0, 900.0, 900.0, 700.0)
+    assert s["election_timeout_ms"] == [500, 1000]
+
+
+# -- raw driver pieces --------------------------------------------------------------------------------------
+
+
+def test_meter_counts_only_the_window() -> None:
+    m = Meter(warmup_s=1.0, duration_s=2.0)
+    m.on_turn(0.0, is_leader=False)
+    assert not m.proposing
+    m.on_turn(10.0, is_leader=True)
+    m.applied = 500  # during warm-up: not counted
+    m.on_turn(11.0, is_leader=True)
+    m.applied, m.fsyncs = 2500, 4
+    m.on_turn(12.0, is_leader=True)
+    assert m.result is None and m.proposing
+    m.on_turn(13.0, is_leader=True)
+    assert m.result is not None and not m.proposing
+    assert (m.result["entries"], m.result["entries_per_s"], m.result["entries_per_fsync"]) == (2000, 1000.0, 500.0)
+
+
+def test_cached_log_reads_what_leveldb_holds(tmp_path) -> None:
+    durable = LevelDBStorage(str(tmp_path / "raft"), ("a",))
+    try:
+        log = CachedLog(durable, keep=8)
+        log.save(HardState(term=1, vote="a", commit=0), tuple(Entry(1, i, data=b"x%d" % i) for i in range(1, 7)),
+                 None, sync=True)
+        # A conflicting suffix from a new leader replaces entries 5..6 with 5..10 of term 2.
+        log.save(None, tuple(Entry(2, i, data=b"y%d" % i) for i in range(5, 11)), None, sync=True)
+        assert log.last_index() == durable.last_index() == 10
+        assert len(log.tail) <= 8
+        for lo, hi in ((1, 11), (3, 9), (7, 11)):
+            assert log.entries(lo, hi, 1 << 20) == durable.entries(lo, hi, 1 << 20)
+        assert [log.term(i) for i in range(1, 11)] == [durable.term(i) for i in range(1, 11)]
+        assert len(log.entries(5, 11, 4)) == 2  # max_bytes keeps at least one entry, stops before exceeding
+    finally:
+        durable.close()
+
+
+def test_batching_core_appends_a_batch_at_once(tmp_path) -> None:
+    storage = LevelDBStorage(str(tmp_path / "raft"), ("a",))
+    try:
+        core = BatchingCore(Config(id="a"), storage, random.Random(1))
+        with pytest.raises(NotLeaderError):
+            core.propose_many([b"x"])
+        core.campaign()
+        while core.role is not Role.LEADER or core.has_ready():
+            rd = core.ready()
+            storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+            core.advance(rd)
+        noop = core.last_index
+        assert core.propose_many([b"p"] * 5) == noop + 5
+        rd = core.ready()
+        assert [e.index for e in rd.entries] == list(range(noop + 1, noop + 6))
+        assert all(e.data == b"p" for e in rd.entries)
+    finally:
+        storage.close()
