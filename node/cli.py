@@ -134,8 +134,8 @@ class Client:
         deadline = time.monotonic() + max(self.timeout_s, no_leader_retry_s)
         while True:
             status, doc = self.request("POST", path, body)
-            if status == 503 and time.monotonic() < deadline:
-                time.sleep(0.2)  # an election is under way
+            if status in (429, 503) and time.monotonic() < deadline:
+                time.sleep(0.2)  # an election is under way, or the leader's queue is full: back off
                 continue
             if status == 504 or (isinstance(doc, dict) and doc.get("status") == "unknown"):
                 return self.poll_tx(tx_id, deadline)
@@ -680,7 +680,8 @@ def cmd_status(ctx: Ctx) -> int:
                          no_wrap=True)
     for r in rows:
         if "error" in r:
-            table.add_row(r.get("node_id") or "?", "[red]unreachable[/red]", "", "", "", "", "", "", "", r["http"])
+            table.add_row(r.get("node_id") or "?", "[red]unreachable[/red]", "", "", "", "", "", "", "",
+                          r["http"].removeprefix("http://"))
             continue
         role = str(r.get("role"))
         table.add_row(str(r.get("node_id")), f"[bold cyan]{role}[/]" if role == "leader" else role,
