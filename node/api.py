@@ -26,6 +26,8 @@ from typing import Any
 import msgpack
 from aiohttp import web
 
+from ecert import queries
+
 log = logging.getLogger("node.api")
 
 NODE_KEY: web.AppKey[Any] = web.AppKey("node", object)
@@ -399,22 +401,23 @@ async def _consistent(request: web.Request) -> None:
         raise ApiError(504, "read_timeout", "no quorum confirmed the read in time") from None
 
 
-def _query_route(fn_name: str, what: str, *params: str) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handler(request: web.Request) -> web.Response:
-        from ecert import queries
+def _query_route(query: Callable[..., dict[str, Any] | None], what: str, *params: str,
+                 timed: bool = False) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A read route over one ecert query; `timed` queries also get the block time (for the `overdue` flag)."""
 
+    async def handler(request: web.Request) -> web.Response:
         await _consistent(request)
         node = _node(request)
         args = [request.match_info[p] for p in params]
         for a in args:
             if len(a) > 128:
                 raise ApiError(400, "bad_id", "id too long")
-        result = getattr(queries, fn_name)(node.store, *args)
+        result = query(node.store, *args, now=node.store.last_time) if timed else query(node.store, *args)
         if result is None:
             raise ApiError(404, f"{what}_not_found", f"no {what} {'/'.join(args)!r}")
         return reply(request, result)
 
-    handler.__name__ = f"get_{fn_name}"
+    handler.__name__ = query.__name__
     return handler
 
 
@@ -501,12 +504,12 @@ def build_app(node: Any) -> web.Application:
     r.add_get("/v1/status", get_status)
     r.add_get("/v1/blocks", get_blocks)
     r.add_get("/v1/blocks/{height}", get_block)
-    r.add_get("/v1/certs/{id}", _query_route("get_cert", "cert", "id"))
-    r.add_get("/v1/certs/{id}/lineage", _query_route("get_lineage", "cert", "id"))
-    r.add_get("/v1/orgs/{id}", _query_route("get_org", "org", "id"))
-    r.add_get("/v1/orgs/{id}/certs", _query_route("get_holdings", "org", "id"))
-    r.add_get("/v1/docs/{id}", _query_route("get_trade_doc", "doc", "id"))
-    r.add_get("/v1/credit/{bank}/{core}", _query_route("get_credit_line", "credit_line", "bank", "core"))
+    r.add_get("/v1/certs/{id}", _query_route(queries.get_cert, "cert", "id", timed=True))
+    r.add_get("/v1/certs/{id}/lineage", _query_route(queries.get_lineage, "cert", "id", timed=True))
+    r.add_get("/v1/orgs/{id}", _query_route(queries.get_org, "org", "id"))
+    r.add_get("/v1/orgs/{id}/certs", _query_route(queries.get_holdings, "org", "id", timed=True))
+    r.add_get("/v1/docs/{id}", _query_route(queries.get_trade_doc, "doc", "id"))
+    r.add_get("/v1/credit/{bank}/{core}", _query_route(queries.get_credit_line, "credit_line", "bank", "core"))
     r.add_get("/v1/cluster", get_cluster)
     r.add_post("/admin/members", post_members)
     r.add_get("/openapi.json", get_openapi)

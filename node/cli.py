@@ -139,7 +139,7 @@ class Client:
                 continue
             if status == 504 or (isinstance(doc, dict) and doc.get("status") == "unknown"):
                 return self.poll_tx(tx_id, deadline)
-            if status >= 400 and not (isinstance(doc, dict) and doc.get("status") == "rejected"):
+            if not isinstance(doc, dict) or (status >= 400 and doc.get("status") != "rejected"):
                 raise _api_error(status, doc)
             return doc
 
@@ -147,7 +147,7 @@ class Client:
         while True:
             with contextlib.suppress(ApiError):
                 doc = self.get(f"/v1/tx/{tx_id}")
-                if doc.get("status") in ("committed", "rejected") or time.monotonic() >= deadline:
+                if isinstance(doc, dict) and doc.get("status") in ("committed", "rejected"):
                     return doc
             if time.monotonic() >= deadline:
                 return {"tx_id": tx_id, "status": "unknown"}
@@ -362,6 +362,8 @@ def cmd_keys_show(ctx: Ctx) -> int:
     for org in cluster.orgs:
         if ctx.args.org and org.id != ctx.args.org:
             continue
+        sign_pk: str | None
+        box_pk: str | None
         try:
             sign_pk, box_pk = org_public_keys(cluster, org.id)
         except FileNotFoundError:
@@ -401,12 +403,12 @@ def submit(ctx: Ctx, kind: str, body: Mapping[str, object], create_key: bool = F
         emit_json(doc)
     else:
         show_outcome(kind, signer.org_id, doc)
-    return {"committed": EXIT_OK, "accepted": EXIT_OK, "rejected": EXIT_REJECTED}.get(doc.get("status"),
+    return {"committed": EXIT_OK, "accepted": EXIT_OK, "rejected": EXIT_REJECTED}.get(str(doc.get("status")),
                                                                                       EXIT_UNKNOWN)
 
 
 def show_outcome(kind: str, signer: str, doc: Mapping[str, Any]) -> None:
-    status = doc.get("status")
+    status = str(doc.get("status"))
     color = {"committed": "green", "accepted": "cyan", "rejected": "red"}.get(status, "yellow")
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
