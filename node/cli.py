@@ -564,6 +564,8 @@ def cert_label(cert: Mapping[str, Any]) -> str:
                   f"{fmt_amount(finance.get('disbursed'))} paid to {finance.get('seller')}")
     if cert.get("status") == "settled" and cert.get("paid_to"):
         extra += f"  paid to {cert.get('paid_to')}"
+    if cert.get("overdue"):
+        extra += "  [bold red]overdue[/bold red]"
     return (f"[bold]{cert.get('id')}[/bold]  {fmt_amount(cert.get('amount'))}  holder [bold]{cert.get('holder')}"
             f"[/bold]  [{color}]{status}[/]{extra}")
 
@@ -712,6 +714,12 @@ def cmd_watch(ctx: Ctx) -> int:
             except ApiError as e:
                 if e.status != 404:
                     return show_api_error(ctx, e)
+                if int(client.get("/v1/status").get("height") or 0) >= next_h:
+                    # Applied but not stored here: this node caught up from a snapshot past that height.
+                    if not ctx.json:
+                        err.print(f"[dim]#{next_h} is below this node's snapshot; skipped[/dim]")
+                    next_h += 1
+                    continue
                 time.sleep(watch_poll_s)
                 continue
             if ctx.json:

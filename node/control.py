@@ -41,7 +41,6 @@ LOG_FILE = "node.log"
 
 stop_timeout_s_default = 10.0
 ready_timeout_s_default = 30.0
-leader_timeout_s_default = 30.0
 status_timeout_s = 1.0
 poll_interval_s = 0.1
 
@@ -93,7 +92,17 @@ def _is_our_node(pid: int, cluster: ClusterConfig, node: NodeSpec) -> bool:
     except OSError:
         return False
     args = [a.decode(errors="replace") for a in argv]
-    return "node" in args and _arg_after(args, "--id") == node.id and _arg_after(args, "--config") == str(cluster.path)
+    config = _arg_after(args, "--config")
+    if "node" not in args or _arg_after(args, "--id") != node.id or config is None:
+        return False
+    # The node may have been started by hand with a relative --config: resolve it from the process's cwd.
+    config_path = Path(config)
+    if not config_path.is_absolute():
+        try:
+            config_path = Path(os.readlink(f"/proc/{pid}/cwd")) / config_path
+        except OSError:
+            return False
+    return config_path.resolve() == cluster.path.resolve()
 
 
 def _arg_after(args: Sequence[str], flag: str) -> str | None:
@@ -303,7 +312,7 @@ def cmd_up(cluster: ClusterConfig, args: argparse.Namespace) -> tuple[int, dict[
             errors.append(f"no leader elected within {args.timeout:.0f}s")
             console.print(f"[red]error:[/red] no leader elected within {args.timeout:.0f}s")
         else:
-            console.print(f"  leader: [bold]{leader}[/bold]")
+            console.print(_status_table(cluster, status_rows(cluster, fetch_statuses(cluster.nodes)), leader))
     summary = {
         "command": "up",
         "config": str(cluster.path),
@@ -336,8 +345,8 @@ def cmd_down(cluster: ClusterConfig, args: argparse.Namespace) -> tuple[int, dic
     return 0, {"command": "down", "config": str(cluster.path), **outcome}
 
 
-def cmd_status(cluster: ClusterConfig, args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
-    statuses = fetch_statuses(cluster.nodes)
+def status_rows(cluster: ClusterConfig, statuses: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """One row per node: its process state (running, paused, no_answer, down) and its /v1/status fields."""
     rows = []
     for node in cluster.nodes:
         pid = running_pid(cluster, node)
@@ -356,6 +365,12 @@ def cmd_status(cluster: ClusterConfig, args: argparse.Namespace) -> tuple[int, d
                         "state_root"):
                 row[key] = st.get(key)
         rows.append(row)
+    return rows
+
+
+def cmd_status(cluster: ClusterConfig, args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    statuses = fetch_statuses(cluster.nodes)
+    rows = status_rows(cluster, statuses)
     leader = agreed_leader(cluster, statuses)
     answered = [r for r in rows if "height" in r]
     heads = {(r["height"], r["block_hash"], r["state_root"]) for r in answered}

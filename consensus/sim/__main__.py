@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -28,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"all, none, or a comma list of: {', '.join(FAULT_KINDS)} (default all)")
     p.add_argument("--steps", type=int, default=SimConfig(seed=0).steps,
                    help="events per seed before the final heal-and-converge phase")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=INT",
+                   help="override a tuning knob of SimConfig, e.g. crash_permille=100 (repeatable; replay "
+                        "commands of tests use it)")
     p.add_argument("--trace", action="store_true", help="print every event (use with --seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         faults = parse_faults(args.faults)
+        base = SimConfig(seed=0, nodes=args.nodes, faults=faults, steps=args.steps).with_overrides(args.set)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                   transient=True) as progress:
         task = progress.add_task("seeds", total=len(seeds), info="")
         for seed in seeds:
-            cfg = SimConfig(seed=seed, nodes=args.nodes, faults=faults, steps=args.steps)
+            cfg = replace(base, seed=seed)
             stats, failure = run_seed(cfg, echo=args.trace)
             _add(totals, stats)
             for k in extra:

@@ -17,7 +17,7 @@ import heapq
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from consensus.config import Config
 from consensus.core import RaftCore
@@ -81,13 +81,39 @@ class SimConfig:
     """A crashed node restarts 20 ms .. this much later."""
     max_msg_bytes: int = 64
     """Entry bytes per AppendEntries: small, so that logs are shipped in several messages."""
+    max_inflight_msgs: int = 8
+    max_uncommitted_bytes: int = 4096
+    max_snapshot_chunk_bytes: int = 16
+    """Small: a snapshot (about 30 bytes here) travels in several chunks."""
+    pre_vote: int = 1
+    check_quorum: int = 1
     extra_nodes_max: int = 2
     """How many nodes beyond `nodes` conf changes may add over a run."""
     converge_ms_max: int = 60_000
 
     def replay_command(self) -> str:
-        return f"./scripts/simulate --seed {self.seed} --nodes {self.nodes} --faults {faults_spec(self.faults)}" \
-               f" --steps {self.steps}"
+        """The command line that reruns exactly this configuration (tuning overrides as `--set k=v`)."""
+        cmd = f"./scripts/simulate --seed {self.seed} --nodes {self.nodes} --faults {faults_spec(self.faults)}" \
+              f" --steps {self.steps}"
+        default = SimConfig(seed=self.seed)
+        for name in TUNABLES:
+            value = getattr(self, name)
+            if value != getattr(default, name):
+                cmd += f" --set {name}={value}"
+        return cmd
+
+    def with_overrides(self, assignments: list[str]) -> SimConfig:
+        """Apply `name=int` assignments to tunable fields (raises ValueError on an unknown name or bad value)."""
+        changes: dict[str, int] = {}
+        for item in assignments:
+            name, sep, value = item.partition("=")
+            if not sep or name not in TUNABLES:
+                raise ValueError(f"--set {item!r}: expected NAME=INT with NAME one of {', '.join(TUNABLES)}")
+            changes[name] = int(value)
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+TUNABLES = tuple(f.name for f in fields(SimConfig) if f.name not in ("seed", "nodes", "faults", "steps"))
 
 
 @dataclass(slots=True)
@@ -194,8 +220,10 @@ class Simulation:
     def _start(self, node: SimNode) -> None:
         cfg = self.cfg
         config = Config(id=node.id, election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks,
-                        max_inflight_msgs=8, max_msg_bytes=cfg.max_msg_bytes, max_uncommitted_bytes=4096,
-                        max_snapshot_chunk_bytes=16)
+                        max_inflight_msgs=cfg.max_inflight_msgs, max_msg_bytes=cfg.max_msg_bytes,
+                        max_uncommitted_bytes=cfg.max_uncommitted_bytes,
+                        max_snapshot_chunk_bytes=cfg.max_snapshot_chunk_bytes, pre_vote=bool(cfg.pre_vote),
+                        check_quorum=bool(cfg.check_quorum))
         node.incarnation += 1
         core_rng = random.Random(self.rng.getrandbits(64))
         node.core = self.core_factory(config, node.storage, core_rng)
@@ -442,11 +470,18 @@ class Simulation:
             choices += [ConfChange(ConfChangeType.ADD_LEARNER, fresh), ConfChange(ConfChangeType.ADD_VOTER, fresh)]
         choices += [ConfChange(ConfChangeType.ADD_VOTER, n) for n in learners]
         choices += [ConfChange(ConfChangeType.REMOVE_NODE, n) for n in learners]
-        if len(voters) > 3:
+        if len(voters) >= 3:
             choices += [ConfChange(ConfChangeType.REMOVE_NODE, n) for n in voters]
+        # A removed node that kept its storage may come back (its log only lags; its term and vote are intact).
+        removed = sorted(set(self.nodes) - set(voters) - set(learners))
+        choices += [ConfChange(t, n) for n in removed for t in (ConfChangeType.ADD_LEARNER, ConfChangeType.ADD_VOTER)]
         if not choices:
             return
         cc = rng.choice(choices)
+        if rng.randrange(10) == 0:  # now and then a change that changes nothing
+            cc = rng.choice([ConfChange(ConfChangeType.ADD_VOTER, voters[0]),
+                             ConfChange(ConfChangeType.ADD_LEARNER, voters[-1]),
+                             ConfChange(ConfChangeType.REMOVE_NODE, "n99")])
         try:
             index = core.propose_conf_change(cc)
         except (NotLeaderError, ProposalDroppedError) as exc:
@@ -464,6 +499,8 @@ class Simulation:
         if leader is None or leader.core is None:
             return
         others = sorted(n for n in leader.core.voters if n != leader.id)
+        if self.rng.randrange(5) == 0:  # to itself, a learner, a removed node: must be refused or ignored
+            others = sorted(self.nodes)
         if not others:
             return
         to = self.rng.choice(others)

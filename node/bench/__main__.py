@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="PySyncObj with its file journal instead of its default in-memory log")
     g.add_argument("--per-entry-propose", action="store_true",
                    help="our leader calls RaftCore.propose once per entry (no batch append)")
+    g.add_argument("--no-read-cache", action="store_true",
+                   help="the core reads its log back from LevelDB (no in-memory tail)")
     g = p.add_argument_group("failover mode")
     g.add_argument("--kills", type=int, default=50, help="leader kills (default 50)")
     g.add_argument("--clients", type=int, default=4, help="clients submitting through the survivors (default 4)")
@@ -203,7 +205,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def raw_settings(args: argparse.Namespace) -> raw.RawSettings:
     return raw.RawSettings(duration_s=args.duration, batch=args.batch, window=args.window, payload=args.payload,
-                           pso_journal=args.pysyncobj_journal, propose_many=not args.per_entry_propose)
+                           pso_journal=args.pysyncobj_journal, propose_many=not args.per_entry_propose,
+                           read_cache=not args.no_read_cache)
 
 
 def median(values: list[float]) -> float:

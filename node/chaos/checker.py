@@ -96,6 +96,10 @@ def check_run(history: History, dumps: list[NodeDump]) -> CheckReport:
     for d in dumps:
         if d.status is None:
             report.add("node_unreachable", f"node {d.node_id} did not answer after healing", nodes=[d.node_id])
+    for d in dumps:
+        if d.errors:
+            report.add("unverified", f"{d.node_id} never answered {len(d.errors)} of the checker's requests, so "
+                       f"part of its state could not be checked: {'; '.join(d.errors[:3])}", nodes=[d.node_id])
     for crash in history.crashes:
         report.add("node_crashed", f"node {crash['node']} (pid {crash['pid']}) exited on its own with code "
                    f"{crash['exit_code']} at {crash['t']}s; last output: {crash['output_tail'][-400:]!r}",
@@ -184,7 +188,8 @@ def check_txs(report: CheckReport, history: History, dumps: list[NodeDump]) -> N
     duplicates = 0
     unknown_committed = unknown_absent = 0
     for rec in history.txs:
-        answers = {d.node_id: tx_answer(d.txs.get(rec.tx_id)) for d in dumps}
+        # A node that never answered about this tx is left out (reported once per node as unverified).
+        answers = {d.node_id: tx_answer(d.txs.get(rec.tx_id)) for d in dumps if rec.tx_id in d.txs}
         if rec.outcome == COMMITTED:
             missing = [n for n, a in answers.items() if a[0] != COMMITTED]
             if missing:
@@ -252,19 +257,22 @@ def check_final_state(report: CheckReport, history: History, dumps: list[NodeDum
     checked = credit_checked = 0
     for d in dumps:
         outstanding: dict[str, int] = {}
+        complete = True  # credit is compared with the sum over every lineage, so only when all answered
         for root_id, rec in roots.items():
-            lineage = d.lineages.get(root_id)
+            if root_id not in d.lineages:
+                complete = False  # never answered: unverified, reported per node
+                continue
+            lineage = d.lineages[root_id]
             if lineage is None:
-                if d.lineages:
-                    report.add("lineage_missing", f"{d.node_id} has no lineage for committed root {root_id}",
-                               txs=[rec.tx_id], nodes=[d.node_id], certs=[root_id])
+                report.add("lineage_missing", f"{d.node_id} has no lineage for committed root {root_id}",
+                           txs=[rec.tx_id], nodes=[d.node_id], certs=[root_id])
                 continue
             checked += 1
             live = check_lineage(report, d.node_id, root_id, lineage, rec)
             key = f"{rec.body.get('bank')}/{rec.signer}"
             outstanding[key] = outstanding.get(key, 0) + live
         for key, line in d.credit.items():
-            if not isinstance(line, dict) or "used" not in line:
+            if not complete or not isinstance(line, dict) or "used" not in line:
                 continue
             want = outstanding.get(key, 0)
             credit_checked += 1

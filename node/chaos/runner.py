@@ -34,7 +34,9 @@ ADMIN_ATTEMPTS = 4
 READY_TIMEOUT_S = 60.0
 CONVERGE_TIMEOUT_S = 45.0
 DRAIN_TIMEOUT_S = 15.0
-DUMP_CONCURRENCY = 16
+DUMP_CONCURRENCY = 8  # per node; the session's pool holds them all, so no request waits for a connection
+FETCH_TIMEOUT_S = 10.0
+FETCH_ATTEMPTS = 5
 HTTP_TIMEOUT_S = 5.0
 
 
@@ -216,27 +218,30 @@ class Run:
             await asyncio.sleep(0.3)
         return False
 
+    async def fetch(self, dump: NodeDump, path: str, sem: asyncio.Semaphore) -> tuple[bool, Any]:
+        """(answered?, body or None for a non-200). A node that never answers is recorded in dump.errors and
+        its part of the check is reported as unverified, never as a loss."""
+        for attempt in range(FETCH_ATTEMPTS):
+            async with sem:
+                try:
+                    code, body = await self.get_json(dump.node_id, path, FETCH_TIMEOUT_S)
+                    return True, (body if code == 200 else None)
+                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    error = type(exc).__name__
+            await asyncio.sleep(0.2 * (attempt + 1))
+        dump.errors.append(f"{path}: {error}")
+        return False, None
+
     async def dump_node(self, node: str, tx_ids: list[str]) -> NodeDump:
         sem = asyncio.Semaphore(DUMP_CONCURRENCY)
         dump = NodeDump(node_id=node, status=await self.status_of(node))
         if dump.status is None:
             return dump
-
-        async def get(path: str) -> tuple[int, Any]:
-            async with sem:
-                for attempt in range(3):
-                    try:
-                        return await self.get_json(node, path)
-                    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                        if attempt == 2:
-                            dump.errors.append(f"{path}: {type(exc).__name__}")
-                return 0, None
-
         top = dump.status.get("height") or 0
         before = top + 1
         while before > 1:
-            code, page = await get(f"/v1/blocks?before={before}&limit=100")
-            blocks = (page or {}).get("blocks") if code == 200 else None
+            _ok, page = await self.fetch(dump, f"/v1/blocks?before={before}&limit=100", sem)
+            blocks = (page or {}).get("blocks")
             if not blocks:
                 break
             for b in blocks:
@@ -245,15 +250,16 @@ class Run:
         if not dump.blocks and top:
             # No paged listing on this node: one GET /v1/blocks/{h} per height (CONTRACT §4).
             async def block(h: int) -> None:
-                code, body = await get(f"/v1/blocks/{h}")
-                if code == 200:
+                _ok, body = await self.fetch(dump, f"/v1/blocks/{h}", sem)
+                if body is not None:
                     dump.blocks[h] = body
 
             await asyncio.gather(*(block(h) for h in range(1, top + 1)))
 
         async def tx(tx_id: str) -> None:
-            code, body = await get(f"/v1/tx/{tx_id}")
-            dump.txs[tx_id] = body if code == 200 else None
+            ok, body = await self.fetch(dump, f"/v1/tx/{tx_id}", sem)
+            if ok:  # no key at all: this node never answered about this tx
+                dump.txs[tx_id] = body
 
         await asyncio.gather(*(tx(t) for t in tx_ids))
         return dump
@@ -263,30 +269,19 @@ class Run:
         sem = asyncio.Semaphore(DUMP_CONCURRENCY)
         wanted = set(cert_ids)
 
-        async def get(path: str) -> Any:
-            async with sem:
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                    code, body = await self.get_json(dump.node_id, path)
-                    return body if code == 200 else None
-                dump.errors.append(f"{path}: no answer")
-                return None
+        async def into(target: dict[str, Any], key: str, path: str) -> None:
+            ok, body = await self.fetch(dump, path, sem)
+            if ok:
+                target[key] = body
 
-        async def cert(c: str) -> None:
-            dump.certs[c] = await get(f"/v1/certs/{c}")
-
-        async def lineage(r: str) -> None:
-            dump.lineages[r] = await get(f"/v1/certs/{r}/lineage")
-
-        async def credit(k: str) -> None:
-            dump.credit[k] = await get(f"/v1/credit/{k}")
-
-        await asyncio.gather(*(lineage(r) for r in roots), *(credit(k) for k in credit_keys))
+        await asyncio.gather(*(into(dump.lineages, r, f"/v1/certs/{r}/lineage") for r in roots),
+                             *(into(dump.credit, k, f"/v1/credit/{k}") for k in credit_keys))
         # A lineage lists every certificate of its tree: read certificates from there, one by one only if absent.
         for lin in dump.lineages.values():
             for c in (lin or {}).get("certs") or []:
                 if c.get("id") in wanted:
                     dump.certs[c["id"]] = c
-        await asyncio.gather(*(cert(c) for c in cert_ids if c not in dump.certs))
+        await asyncio.gather(*(into(dump.certs, c, f"/v1/certs/{c}") for c in cert_ids if c not in dump.certs))
 
     async def collect(self) -> list[NodeDump]:
         assert self.cluster is not None
@@ -324,7 +319,7 @@ class Run:
             cluster.write_files()
             for n in cluster.ids:
                 cluster.start(n)
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
                 self.session = session
                 self.phase("waiting for a leader")
                 await self.wait_ready()

@@ -175,3 +175,14 @@ def test_node_exiting_on_its_own_is_reported() -> None:
     report = check_run(hist, dumps)
     assert kinds(report) == ["node_crashed"]
     assert "InvariantViolation" in report.violations[0].message and report.violations[0].nodes == ["geely"]
+
+
+def test_a_node_that_never_answered_is_unverified_not_lost() -> None:
+    hist, dumps = build()
+    accept = hist.txs[1]
+    del dumps[2].txs[accept.tx_id]  # the request timed out: no answer at all
+    del dumps[2].lineages["c1"]
+    dumps[2].errors = [f"/v1/tx/{accept.tx_id}: TimeoutError", "/v1/certs/c1/lineage: TimeoutError"]
+    report = check_run(hist, dumps)
+    assert kinds(report) == ["unverified"] and report.stats["lost"] == 0
+    assert report.violations[0].nodes == [dumps[2].node_id]

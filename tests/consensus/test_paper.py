@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from consensus.core import TRANSFER_CONTEXT
-from consensus.messages import Entry, Message, MessageType
+from consensus.errors import ProposalDroppedError
+from consensus.membership import ConfChange, ConfChangeType
+from consensus.messages import Entry, Message, MessageType, SnapshotChunk, SnapshotMeta
 from consensus.ready import Role
-from tests.consensus.conftest import drain, make_core, msgs
+from tests.consensus.conftest import drain, make_core, make_storage, msgs
 from tests.consensus.harness import Network
 
 A, B, C = "a", "b", "c"
@@ -194,7 +196,6 @@ def test_5_3_figure_7_leader_brings_any_follower_log_in_line(follower_terms: lis
     """§5.3, Figure 7: whatever the follower's log, AppendEntries' consistency check brings it in line."""
     leader_terms = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6]
     net = Network([A, B, C], pre_vote=False)
-    from tests.consensus.conftest import make_storage
     for nid, terms in ((A, leader_terms), (B, follower_terms), (C, [])):
         net.add_node(nid, make_storage([A, B, C], terms, term=7))
     # C (empty log) votes for A; B's vote does not matter.
@@ -341,8 +342,6 @@ def test_9_6_partitioned_node_rejoins_without_disrupting() -> None:
 
 
 def test_6_only_one_conf_change_pending() -> None:
-    from consensus.errors import ProposalDroppedError
-    from consensus.membership import ConfChange, ConfChangeType
 
     net = Network([A, B, C])
     net.elect(A)
@@ -355,8 +354,6 @@ def test_6_only_one_conf_change_pending() -> None:
 
 
 def test_6_new_leader_cannot_change_membership_before_its_noop_is_applied() -> None:
-    from consensus.errors import ProposalDroppedError
-    from consensus.membership import ConfChange, ConfChangeType
 
     core = become_leader()
     with pytest.raises(ProposalDroppedError):
@@ -364,7 +361,6 @@ def test_6_new_leader_cannot_change_membership_before_its_noop_is_applied() -> N
 
 
 def test_6_removed_leader_steps_down_after_apply() -> None:
-    from consensus.membership import ConfChange, ConfChangeType
 
     net = Network([A, B, C])
     net.elect(A)
@@ -384,7 +380,6 @@ def test_6_removed_leader_steps_down_after_apply() -> None:
 
 def test_6_quorum_follows_the_new_configuration() -> None:
     """After removing two of five voters, three voters decide: two of them are a majority."""
-    from consensus.membership import ConfChange, ConfChangeType
 
     ids = [A, B, C, "d", "e"]
     net = Network(ids)
@@ -455,7 +450,6 @@ def test_3_10_transfer_to_up_to_date_follower() -> None:
 
 
 def test_3_10_transfer_catches_target_up_first_and_blocks_proposals() -> None:
-    from consensus.errors import ProposalDroppedError
 
     net = Network([A, B, C])
     net.elect(A)
@@ -488,7 +482,6 @@ def test_3_10_transfer_aborts_after_an_election_timeout() -> None:
 def test_7_follower_whose_log_contains_the_snapshot_keeps_its_log_and_acks_only_committed() -> None:
     """§7: "If the follower already has the entry at lastIncludedIndex, it retains the entries after it"; those may
     be from another term, so the ack must not claim them."""
-    from consensus.messages import SnapshotChunk, SnapshotMeta
 
     core = make_core(B, log_terms=[1, 1, 2, 2])
     meta = SnapshotMeta(2, 1, (A, B, C))
@@ -501,7 +494,6 @@ def test_7_follower_whose_log_contains_the_snapshot_keeps_its_log_and_acks_only_
 
 
 def test_7_follower_installs_a_snapshot_it_lacks_and_surfaces_it_in_ready() -> None:
-    from consensus.messages import SnapshotChunk, SnapshotMeta
 
     core = make_core(B, log_terms=[1, 1, 2, 2])
     meta = SnapshotMeta(9, 3, (A, B, C, "d"))
@@ -518,7 +510,6 @@ def test_7_follower_installs_a_snapshot_it_lacks_and_surfaces_it_in_ready() -> N
 
 
 def test_7_out_of_order_chunk_is_rejected_with_the_offset_needed() -> None:
-    from consensus.messages import SnapshotChunk, SnapshotMeta
 
     core = make_core(B)
     meta = SnapshotMeta(9, 3, (A, B, C))
@@ -528,7 +519,6 @@ def test_7_out_of_order_chunk_is_rejected_with_the_offset_needed() -> None:
 
 
 def test_8_pending_reads_are_bounded() -> None:
-    from consensus.errors import ProposalDroppedError
 
     core = become_leader(max_pending_reads=2)
     core.read_index(b"1")
@@ -547,3 +537,18 @@ def test_malformed_append_is_dropped(entries: tuple[Entry, ...]) -> None:
     core = make_core(B, log_terms=[1, 1])
     core.step(Message(MessageType.APPEND, A, B, 3, index=2, log_term=1, entries=entries))
     assert core.last_index == 2 and not msgs(core, MessageType.APPEND_RESP)
+
+
+def test_learners_count_neither_for_check_quorum_nor_for_read_quorum() -> None:
+    core = become_leader(voters=(A, B, C), election_ticks=10)
+    core.apply_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, "d"))
+    core.step(Message(MessageType.APPEND_RESP, B, A, 1, index=1))  # commit the no-op
+    drain(core)
+    core.read_index(b"r")
+    drain(core)
+    core.step(Message(MessageType.HEARTBEAT_RESP, "d", A, 1, context=b"r"))
+    assert not drain(core).read_states  # a learner's ack does not confirm leadership
+    for _ in range(20):
+        core.step(Message(MessageType.HEARTBEAT_RESP, "d", A, 1))
+        core.tick()
+    assert core.role is Role.FOLLOWER  # only a learner was heard: no quorum

@@ -45,17 +45,19 @@ def test_same_seed_replays_bit_for_bit() -> None:
     assert run_ok(dataclasses.replace(cfg, seed=8)).trace_hash != a.trace_hash
 
 
-def test_same_seed_replays_across_processes_with_different_hash_seeds() -> None:
-    """Set iteration order changes with PYTHONHASHSEED: the simulator must not depend on it."""
-    hashes = set()
+def test_replay_command_reproduces_the_run_in_other_processes() -> None:
+    """The printed replay command (tuning overrides included) reruns the same trace, whatever the process's
+    PYTHONHASHSEED (set iteration order changes with it: the simulator must not depend on it)."""
+    cfg = SimConfig(seed=3, nodes=5, steps=3000, crash_permille=60, restart_ms_max=200)
+    expected = run_ok(cfg).trace_hash
+    argv = cfg.replay_command().split()[1:]
+    assert "--set" in argv
     for hash_seed in ("1", "2"):
-        out = subprocess.run(
-            [sys.executable, "-m", "consensus.sim", "--seed", "3", "--nodes", "5", "--steps", "3000"],
-            cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": hash_seed}, capture_output=True, text=True,
-            timeout=120, check=True)
-        hashes.add(out.stderr.split("trace ")[1].split()[0])
+        out = subprocess.run([sys.executable, "-m", "consensus.sim", *argv], cwd=ROOT,
+                             env={**os.environ, "PYTHONHASHSEED": hash_seed}, capture_output=True, text=True,
+                             timeout=120, check=True)
+        assert out.stderr.split("trace ")[1].split()[0] == expected
         assert json.loads(out.stdout.strip().splitlines()[-1])["violations"] == 0
-    assert len(hashes) == 1
 
 
 # -- many seeds, every fault ----------------------------------------------------------------------------------

@@ -43,16 +43,16 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def three_node_copy(root: Path) -> Path:
-    """The shipped cluster.toml with its first three [[nodes]] on free ports."""
+def three_node_copy(root: Path, spares: int = 0) -> Path:
+    """The shipped cluster.toml with its first three [[nodes]] on free ports (+ spare nodes, voter = false)."""
     head, _, rest = (REPO / "cluster.toml").read_text().partition("[[nodes]]")
-    blocks = ("[[nodes]]" + rest).split("[[nodes]]")[1:4]
-    ports = free_ports(6)
+    blocks = ("[[nodes]]" + rest).split("[[nodes]]")[1:4 + spares]
+    ports = free_ports(2 * len(blocks))
     text = head
     for i, block in enumerate(blocks):
         block = re.sub(r'http = "127\.0\.0\.1:\d+"', f'http = "127.0.0.1:{ports[2 * i]}"', block)
         block = re.sub(r'raft = "127\.0\.0\.1:\d+"', f'raft = "127.0.0.1:{ports[2 * i + 1]}"', block)
-        text += "[[nodes]]" + block.rstrip() + "\n\n"
+        text += "[[nodes]]" + block.rstrip() + ("\nvoter = false" if i >= 3 else "") + "\n\n"
     path = root / "cluster.toml"
     path.write_text(text)
     return path
@@ -218,3 +218,57 @@ def test_help_and_bad_usage() -> None:
     assert proc.returncode == 1 and "nosuchnode" in json.loads(proc.stdout.splitlines()[-1])["error"]
     proc = subprocess.run(["./scripts/run", "--bogus"], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
+
+
+def test_node_started_by_hand_is_recognised_and_stopped(cluster_file: tuple[Path, set[int]]) -> None:
+    """A node started by hand (relative --config, its own pid file) is seen by status and stopped by stop."""
+    config, seen = cluster_file
+    assert run(str(REPO / ".venv" / "bin" / "ecert"), "--config", str(config), "init")[0] == 0
+    proc = subprocess.Popen([PY, "-m", "node", "--config", "cluster.toml", "--id", "boc"], cwd=config.parent,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    seen.add(proc.pid)
+    try:
+        deadline = time.monotonic() + 20
+        state = None
+        while time.monotonic() < deadline:
+            code, status, _ = run("./scripts/cluster", "status", "--config", str(config))
+            boc = next(n for n in status["nodes"] if n["id"] == "boc")
+            state = boc["state"]
+            if state == "running" and boc.get("role"):
+                break
+            time.sleep(0.3)
+        assert state == "running" and boc["pid"] == proc.pid, status
+        code, stopped, _ = run("./scripts/cluster", "stop", "boc", "--config", str(config))
+        assert code == 0 and stopped["result"] == "stopped" and stopped["pid"] == proc.pid
+        assert proc.wait(5) == 0  # a graceful exit
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_membership_from_the_command_line(tmp_path: Path) -> None:
+    """A spare node (voter = false) is added as a learner, promoted to voter, then removed, with `ecert member`."""
+    config = three_node_copy(tmp_path, spares=1)
+    ecert = [str(REPO / ".venv" / "bin" / "ecert"), "--config", str(config), "--json"]
+    try:
+        assert run(ecert[0], "--config", str(config), "init")[0] == 0
+        code, up, err = run("./scripts/cluster", "up", "--config", str(config))
+        assert code == 0 and up["leader"] in ("boc", "geely", "tier1"), err
+        assert run(*ecert, "member", "add-learner", "tier2")[1]["learners"] == ["tier2"]
+        promoted = run(*ecert, "member", "promote", "tier2")[1]
+        assert promoted["voters"] == ["boc", "geely", "tier1", "tier2"] and promoted["learners"] == []
+        members = run(*ecert, "member", "list")[1]
+        assert {n["id"]: n["voter"] for n in members["nodes"]}["tier2"] is True
+        removed = run(*ecert, "member", "remove", "tier2")[1]
+        assert removed["voters"] == ["boc", "geely", "tier1"]
+        code, bad, _ = run(*ecert, "member", "promote", "nosuch")
+        assert code == 1 and bad["error"]["code"] == "node_not_found"
+    finally:
+        code, down, _ = run("./scripts/cluster", "down", "--config", str(config))
+        for pid in pids_of(tmp_path).values():  # only if down failed
+            if alive(pid) and ours(pid, config):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert code == 0 and sorted(down["stopped"] + down["killed"]) == ["boc", "geely", "tier1", "tier2"]
+    assert pids_of(tmp_path) == {}

@@ -59,7 +59,8 @@ def test_raw_and_failover_options() -> None:
     s = raw_settings(args)
     assert (args.mode, args.repeat, s.duration_s, s.batch, s.window) == ("raw", 2, 3.0, 64, 128)
     assert s.propose_many and not s.pso_journal
-    assert not raw_settings(parse_args(["--mode", "raw", "--per-entry-propose"])).propose_many
+    stock = raw_settings(parse_args(["--mode", "raw", "--per-entry-propose", "--no-read-cache"]))
+    assert not stock.propose_many and not stock.read_cache
     f = parse_args(["--mode", "failover", "--kills", "5", "--tick-ms", "15"])
     assert (f.kills, f.tick_ms, f.election_ticks) == (5, 15, None)
     assert parse_args(["--mode", "failover"]).kills == 50

@@ -338,6 +338,13 @@ def test_demo_tells_the_story_and_runs_again(cluster_dir: Path, fake_node: tuple
     assert b"brake assemblies" in open_document_with_seed(base64.b64decode(inv["ciphertext"]["tier1"]), seed,
                                                           inv["doc_hash"])
 
+    # The bank reads its sealed copy with the CLI; geely's is there too, tier2 has none.
+    out_file = cluster_dir / "invoice.out"
+    base = ["--config", cfg, "--node", url, "trade", "open", f"INV-{summary['run_id']}"]
+    assert cli.main([*base, "--as", "boc", "-o", str(out_file)]) == 0
+    assert b"brake assemblies" in out_file.read_bytes()
+    assert cli.main([*base, "--as", "tier2", "-o", str(out_file)]) == cli.EXIT_USAGE
+
     # A second run uses fresh doc ids and nonces and tells the story again.
     assert demo.main(["--config", cfg, "--node", url, "--maturity-seconds", "1.5"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
