@@ -137,8 +137,8 @@ class RaftCore:
         self._bcast_pending = False
         """Proposals were appended since the last ready(): broadcast them then."""
         self._read_states: list[ReadState] = []
-        # Snapshot being received from the leader: (meta, bytes received so far).
-        self._incoming_snapshot: tuple[SnapshotMeta, bytearray] | None = None
+        # Snapshot being received: ((leader, term, meta), bytes received so far).
+        self._incoming_snapshot: tuple[tuple[NodeId, int, SnapshotMeta], bytearray] | None = None
         self._become_follower(self._term, None)
         self._prev_hard_state = self._hard_state()
         self._prev_soft_state = self._soft_state()
@@ -409,6 +409,7 @@ class RaftCore:
 
     def _become_leader(self) -> None:
         require(self._role is not Role.FOLLOWER and self._role is not Role.LEARNER, "follower cannot lead")
+        require(self._promotable(), "only a voter can lead")
         self._step = self._step_leader
         self._tick = self._tick_heartbeat
         self._reset(self._term)
@@ -689,12 +690,14 @@ class RaftCore:
             self._send(Message(MessageType.APPEND_RESP, self._id, m.from_id, self._term,
                                index=self._log.committed))
             return
+        # Chunks are only stitched together within one transfer: same leader, same term, same snapshot.
+        key = (m.from_id, m.term, meta)
         current = self._incoming_snapshot
-        if chunk.offset == 0 and (current is None or current[0] != meta):
-            current = (meta, bytearray())
-        if current is None or current[0] != meta or chunk.offset > len(current[1]):
-            # A chunk of a snapshot we are not assembling, or a gap: ask for the start of what we lack.
-            have = len(current[1]) if current is not None and current[0] == meta else 0
+        if chunk.offset == 0 and (current is None or current[0] != key):
+            current = (key, bytearray())
+        if current is None or current[0] != key or chunk.offset > len(current[1]):
+            # A chunk of a transfer we are not assembling, or a gap: ask for the start of what we lack.
+            have = len(current[1]) if current is not None and current[0] == key else 0
             self._send(Message(MessageType.SNAPSHOT_RESP, self._id, m.from_id, self._term, index=meta.index,
                                reject=True, reject_hint=have))
             return
@@ -839,8 +842,11 @@ class RaftCore:
 
     def _on_config_changed(self) -> None:
         if self._role is not Role.LEADER:
-            if self._role is not Role.PRE_CANDIDATE and self._role is not Role.CANDIDATE:
+            if self._role in (Role.FOLLOWER, Role.LEARNER):
                 self._role = Role.LEARNER if self._id in self._learners else Role.FOLLOWER
+            elif not self._promotable():
+                # Removed or demoted mid-campaign: it must not win (and could not lead).
+                self._become_follower(self._term, None)
             return
         last = self._log.last_index()
         for nid in self._voters | self._learners:

@@ -126,6 +126,9 @@ class OverlayView:
     `_writes` maps key -> value, or None for a delete (a tombstone hiding the base's value). Every write
     first records the key's previous buffered entry in `_journal`, so `rollback(sp)` undoes exactly the writes
     made since `savepoint()` returned `sp`, in time proportional to them.
+
+    The sorted key list that `scan` needs is built on the first scan and only then kept up to date: the rules
+    write thousands of keys per block and scan none, so they never pay for ordered inserts.
     """
 
     __slots__ = ("_base", "_journal", "_sorted", "_writes")
@@ -133,25 +136,31 @@ class OverlayView:
     def __init__(self, base: ReadView) -> None:
         self._base = base
         self._writes: dict[bytes, bytes | None] = {}
-        self._sorted: list[bytes] = []
+        self._sorted: list[bytes] | None = None
         self._journal: list[tuple[bytes, object]] = []
 
     # reads
 
     def get(self, key: bytes) -> bytes | None:
-        if key in self._writes:
-            return self._writes[key]
+        writes = self._writes
+        if key in writes:
+            return writes[key]
         return self._base.get(key)
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        if self._sorted is None:
+            self._sorted = sorted(self._writes)
         own = [(k, self._writes[k]) for k in _prefix_range(self._sorted, prefix)]
         return _merge(self._base.scan(prefix), own)
 
     # writes
 
     def put(self, key: bytes, value: bytes) -> None:
-        check_key(key)
-        check_value(value)
+        # check_key / check_value inlined: this is the hottest write path of a block.
+        if type(key) is not bytes or not 0 < len(key) <= KEY_BYTES_MAX:
+            check_key(key)
+        if type(value) is not bytes or len(value) > VALUE_BYTES_MAX:
+            check_value(value)
         self._record(key)
         self._writes[key] = value
 
@@ -163,7 +172,7 @@ class OverlayView:
     def _record(self, key: bytes) -> None:
         previous = self._writes.get(key, _ABSENT)
         self._journal.append((key, previous))
-        if previous is _ABSENT:
+        if previous is _ABSENT and self._sorted is not None:
             bisect.insort(self._sorted, key)
 
     # savepoints
@@ -178,9 +187,10 @@ class OverlayView:
             key, previous = self._journal.pop()
             if previous is _ABSENT:
                 del self._writes[key]
-                i = bisect.bisect_left(self._sorted, key)
-                require(self._sorted[i] == key, "overlay sorted index out of step")
-                del self._sorted[i]
+                if self._sorted is not None:
+                    i = bisect.bisect_left(self._sorted, key)
+                    require(self._sorted[i] == key, "overlay sorted index out of step")
+                    del self._sorted[i]
             else:
                 self._writes[key] = previous  # type: ignore[assignment]
 

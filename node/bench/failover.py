@@ -158,7 +158,7 @@ def node_by_id(config: ClusterConfig, node_id: str) -> NodeSpec:
     return next(n for n in config.nodes if n.id == node_id)
 
 
-async def one_round(k: int, config: ClusterConfig, subs: Submitters) -> KillSample:
+async def one_round(k: int, config: ClusterConfig, subs: Submitters, spawned: set[int]) -> KillSample:
     leader_id = await poll(lambda: control.agreed_leader(config, control.fetch_statuses(config.nodes)), 30.0)
     if leader_id is None:
         raise RuntimeError("no agreed leader before the kill")
@@ -179,34 +179,67 @@ async def one_round(k: int, config: ClusterConfig, subs: Submitters) -> KillSamp
     survivors = [n for n in config.nodes if n.id != leader_id]
     new_leader = await asyncio.to_thread(lambda: control.agreed_leader(config, control.fetch_statuses(survivors)))
     # Restart on its own data, then wait for it to catch up with the leader's height.
-    await asyncio.to_thread(control.kill_node_pid, config, leader, pid)  # reaps it and removes its pid file
+    await asyncio.to_thread(control.kill_node_pid, config, leader, pid)  # waits it gone, removes its pid file
+    if pid in spawned:
+        kill_group(pid)  # we restarted it in an earlier round: it is our child, reap it
     t_restart = time.monotonic()
-    restart_errors = await restart(config, leader)
+    restart_errors = await restart(config, leader, spawned)
     subs.down.discard(leader_id)
 
     def caught_up() -> bool:
         st = control.fetch_statuses(config.nodes)
         lead = control.agreed_leader(config, st)
-        mine = st.get(leader_id)
-        return bool(lead and mine and st[lead] and mine.get("height", -1) >= st[lead].get("height", 0) - 1)
+        mine, theirs = st.get(leader_id), st.get(lead) if lead else None
+        return bool(mine and theirs and mine.get("height", -1) >= theirs.get("height", 0) - 1)
 
     catch_up_s = time.monotonic() - t_restart if await poll(caught_up, CATCH_UP_TIMEOUT_S, 0.05) else None
     return KillSample(k, leader_id, new_leader, downtime_ms, catch_up_s, restart_errors)
 
 
-async def restart(config: ClusterConfig, node: NodeSpec, attempts: int = 3) -> list[str]:
+async def restart(config: ClusterConfig, node: NodeSpec, spawned: set[int], attempts: int = 3) -> list[str]:
     """Start a killed node again on its data. A failed start is a finding, not noise: its reason (the tail of
-    node.out and node.log) is returned and reported; we retry, and give up after `attempts`."""
+    node.out and node.log) is returned and reported; we retry, and give up after `attempts`.
+
+    Readiness is judged by /v1/status and by waitpid on our own child, not by /proc's cmdline: between fork
+    and exec a child still shows our command line, which control.wait_ready takes for an exited node."""
     errors: list[str] = []
     for _ in range(attempts):
         pid = await asyncio.to_thread(control.spawn_node, config, node)
-        try:
-            await asyncio.to_thread(control.wait_ready, config, node, pid, 60.0)
+        spawned.add(pid)
+        why = await asyncio.to_thread(wait_started, node, pid, 60.0)
+        if why is None:
             return errors
-        except control.ControlError as exc:
-            errors.append(f"{exc}\nnode.log:\n{control.tail(control.log_file(node), 5)}")
-            await asyncio.sleep(1.0)
+        kill_group(pid)  # never leave a half-started process behind us
+        errors.append(f"{node.id}: {why}\nnode.out:\n{control.tail(control.out_file(node), 8)}"
+                      f"\nnode.log:\n{control.tail(control.log_file(node), 5)}")
+        await asyncio.sleep(1.0)
     raise RestartFailed(f"{node.id} did not restart after SIGKILL:\n" + "\n".join(errors))
+
+
+def wait_started(node: NodeSpec, pid: int, timeout_s: float) -> str | None:
+    """None once the node answers /v1/status; else why not (it exited, or no answer in time)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if control.fetch_status(node, timeout_s=0.5) is not None:
+            return None
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done, status = pid, 0
+        if done == pid:
+            return f"exited during start-up (wait status {status})"
+        time.sleep(0.1)
+    return f"no answer on /v1/status after {timeout_s:.0f}s"
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL a node process we started (its own session, so its own group) and reap it if it is our child."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 class RestartFailed(RuntimeError):
@@ -219,6 +252,8 @@ async def run_failover(root: Path, kills: int, clients: int = 4, tick_ms: int | 
     (root / "failover").mkdir(parents=True, exist_ok=True)
     config_path = write_failover_cluster(root / "failover", tick_ms, election_ticks)
     cluster = ecert_side.EcertCluster(config_path)
+    spawned: set[int] = set()
+    """Every node process this run restarted: all are stopped at the end, whatever the pid files say."""
     try:
         config = await asyncio.to_thread(cluster.up)
         report = FailoverReport(config.tick_ms, config.election_ticks)
@@ -227,7 +262,7 @@ async def run_failover(root: Path, kills: int, clients: int = 4, tick_ms: int | 
         try:
             for k in range(kills):
                 try:
-                    sample = await one_round(k, config, subs)
+                    sample = await one_round(k, config, subs, spawned)
                 except (RuntimeError, control.ControlError) as exc:
                     report.error = f"round {k + 1}: {exc}"  # report what was measured, and why it stopped
                     break
@@ -243,3 +278,5 @@ async def run_failover(root: Path, kills: int, clients: int = 4, tick_ms: int | 
         return report
     finally:
         await asyncio.to_thread(cluster.down)
+        for pid in spawned:
+            kill_group(pid)

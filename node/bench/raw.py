@@ -35,7 +35,7 @@ class RawSettings:
     read_cache: bool = True
     """Our driver keeps the log tail in memory for the core's reads (etcd's MemoryStorage beside its WAL)."""
     propose_many: bool = True
-    """Our leader appends each batch with one call (BatchingCore) instead of one `propose` per entry."""
+    """Our leader appends each batch with one `RaftCore.propose_many` call instead of one `propose` per entry."""
     tick_ms: int = 50
     election_ticks: int = 10
     pso_append_period_s: float = 0.1
@@ -115,7 +115,7 @@ def run_system(root: Path, system: str, settings: RawSettings) -> dict[str, Any]
                 cpu_start = sum(cpu_seconds(p.pid) for p in procs)
             time.sleep(0.05)
         cpu_end = sum(cpu_seconds(p.pid) for p in procs)
-        result = json.loads(result_path.read_text())
+        result: dict[str, Any] = json.loads(result_path.read_text())
         if cpu_start is not None and result["entries"]:
             # CPU of all three nodes per entry: a figure less bent by other load on a shared machine.
             result["cluster_cpu_s"] = round(cpu_end - cpu_start, 2)

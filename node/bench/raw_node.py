@@ -30,7 +30,6 @@ from typing import Any
 
 from consensus.config import Config
 from consensus.core import RaftCore
-from consensus.errors import ProposalDroppedError
 from consensus.leveldb_storage import LevelDBStorage
 from consensus.messages import Entry, EntryType, Message, Snapshot, SnapshotMeta
 from consensus.ready import HardState, Ready, Role
@@ -51,7 +50,9 @@ class Meter:
     fsync_base: int = 0
     readies: int = 0
     ready_base: int = 0
-    leader_changes: int = 0
+    role_changes: int = 0
+    """Role or leader changes seen by this node; the result reports those inside the window (0 = stable)."""
+    role_base: int = 0
     result: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     report: tuple[Path, str, str] | None = None
@@ -66,7 +67,7 @@ class Meter:
             self.started = now
         if self.window_start is None and now >= self.started + self.warmup_s:
             self.window_start, self.base = now, self.applied
-            self.fsync_base, self.ready_base = self.fsyncs, self.readies
+            self.fsync_base, self.ready_base, self.role_base = self.fsyncs, self.readies, self.role_changes
             if self.report is not None:  # the harness samples every node's CPU time from here to the result
                 root, system, _ = self.report
                 (root / f"window-{system}").touch()
@@ -78,7 +79,7 @@ class Meter:
                            "entries_per_s": round(entries / seconds, 1),
                            "fsyncs": fsyncs, "readies": self.readies - self.ready_base,
                            "entries_per_fsync": round(entries / fsyncs, 1) if fsyncs else None,
-                           "leader_changes": self.leader_changes, **self.extra}
+                           "role_changes": self.role_changes - self.role_base, **self.extra}
             if self.report is not None:
                 write_result(*self.report, self.result)
 
@@ -164,27 +165,6 @@ class CachedLog:
             self.tail_first += drop
 
 
-class BatchingCore(RaftCore):
-    """`RaftCore` plus `propose_many`: a whole batch appended and broadcast once, as etcd's MsgProp carries
-    several entries. It is `RaftCore._propose` for n entries (same checks, same private steps); the core has
-    no public batch call yet (asked of consensus/core.py's owner), so this reaches into it."""
-
-    def propose_many(self, datas: list[bytes]) -> int:
-        self._require_leader()
-        if self._lead_transferee is not None:
-            raise ProposalDroppedError(f"leadership transfer to {self._lead_transferee} in progress")
-        if self._id not in self._prs:
-            raise ProposalDroppedError("this leader was removed from the configuration")
-        size = sum(len(d) for d in datas)
-        if self._uncommitted_bytes > 0 and self._uncommitted_bytes + size > self._cfg.max_uncommitted_bytes:
-            raise ProposalDroppedError("too many uncommitted bytes")
-        self._uncommitted_bytes += size
-        first, term = self._log.last_index() + 1, self._term
-        self._append_entries([Entry(term, first + i, EntryType.NORMAL, d) for i, d in enumerate(datas)])
-        self._bcast_append()
-        return first + len(datas) - 1
-
-
 class RawDriver:
     """The Ready loop with a null application."""
 
@@ -199,8 +179,7 @@ class RawDriver:
         self.log: Any = CachedLog(self.storage) if spec["read_cache"] else self.storage
         config = Config(id=node_id, election_ticks=spec["election_ticks"], heartbeat_ticks=1,
                         max_inflight_msgs=spec["max_inflight"])
-        core_type = BatchingCore if spec["propose_many"] else RaftCore
-        self.core = core_type(config, self.log, random.Random(os.urandom(16)))
+        self.core = RaftCore(config, self.log, random.Random(os.urandom(16)))
         self.tick_s = spec["tick_ms"] / 1000
         self.payload = bytes(spec["payload"])
         self.meter = Meter(spec["warmup_s"], spec["duration_s"],
@@ -212,6 +191,10 @@ class RawDriver:
         self.wake = asyncio.Event()
         self.stopping = False
 
+    def stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+
     def on_message(self, msg: Message) -> None:
         with contextlib.suppress(Exception):  # a bad message must not kill the node (as in node/replica.py)
             self.core.step(msg)
@@ -221,7 +204,7 @@ class RawDriver:
         core = self.core
         room = self.spec["window"] - (core.last_index - core.applied_index)
         n = min(self.spec["batch"], room)
-        if n > 0 and isinstance(core, BatchingCore):
+        if n > 0 and self.spec["propose_many"]:  # the whole batch appended and broadcast at once
             with contextlib.suppress(Exception):  # lost leadership or flow control: try again next turn
                 core.propose_many([self.payload] * n)
             return
@@ -241,7 +224,7 @@ class RawDriver:
         for m in rd.messages:
             send(m)
         if rd.soft_state is not None:
-            self.meter.leader_changes += 1
+            self.meter.role_changes += 1
         # 3. apply: the null application only counts its entries.
         for e in rd.committed_entries:
             if e.type == EntryType.NORMAL and e.data:
@@ -295,12 +278,12 @@ class RawDriver:
 def run_pysyncobj(spec: dict[str, Any], node_id: str, stop: list[bool]) -> None:
     from pysyncobj import SyncObj, SyncObjConf, replicated
 
-    class Counter(SyncObj):  # the replicated counter of PySyncObj's own README and benchmarks
+    class Counter(SyncObj):  # type: ignore[misc]  # the replicated counter of PySyncObj's own README and benchmarks
         def __init__(self, self_addr: str, partners: list[str], conf: SyncObjConf) -> None:
             super().__init__(self_addr, partners, conf)
             self.value = 0
 
-        @replicated
+        @replicated  # type: ignore[untyped-decorator]
         def inc(self) -> int:
             self.value += 1
             return self.value
@@ -350,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     async def amain() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: (setattr(driver, "stopping", True), driver.wake.set()))
+            loop.add_signal_handler(sig, driver.stop)
         await driver.run()
 
     if os.environ.get("RAW_NODE_PROFILE"):  # where the time goes: cProfile into <root>/profile-<id>.pstats

@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    f"(kinds: {', '.join(FAULT_KINDS)})")
     p.add_argument("--workers", type=int, default=1, help="clients per organisation (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--recheck", type=Path, default=None, metavar="REPORT_DIR",
+                   help="run no cluster: check the history.json of an earlier run again and print its summary")
     args = p.parse_args(argv)
     if args.duration < 5:
         p.error("--duration must be at least 5 seconds")
@@ -112,8 +114,24 @@ async def amain(args: argparse.Namespace, progress: Progress) -> tuple[dict[str,
     return await run_chaos(opts)
 
 
+def recheck(report_dir: Path) -> int:
+    from node.chaos.checker import check_run
+    from node.chaos.history import history_from_json
+    from node.chaos.runner import make_summary
+
+    history, dumps = history_from_json(json.loads((report_dir / "history.json").read_text()))
+    report = check_run(history, dumps)
+    for v in report.violations[:20]:
+        err.print(f"[red]violation[/] {v.kind}: {v.message}")
+    summary = make_summary(history, report, report_dir)
+    print(json.dumps(summary), flush=True)
+    return 1 if summary["violations"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.recheck is not None:
+        return recheck(args.recheck)
     with Progress(args.quiet) as progress:
         try:
             summary, report = asyncio.run(amain(args, progress))

@@ -69,14 +69,17 @@ def tx_answer(ans: dict[str, Any] | None) -> tuple[str, int | None, Any]:
     return REJECTED, ans.get("height"), code
 
 
+def _header(block: dict[str, Any]) -> dict[str, Any]:
+    header = block.get("header")
+    return header if isinstance(header, dict) else block
+
+
 def block_hash(block: dict[str, Any]) -> Any:
-    header = block.get("header") if isinstance(block.get("header"), dict) else block
-    return header.get("hash", block.get("hash"))
+    return _header(block).get("hash", block.get("hash"))
 
 
 def block_state_root(block: dict[str, Any]) -> Any:
-    header = block.get("header") if isinstance(block.get("header"), dict) else block
-    return header.get("state_root", block.get("state_root"))
+    return _header(block).get("state_root", block.get("state_root"))
 
 
 def block_tx_ids(block: dict[str, Any]) -> list[str]:

@@ -171,7 +171,7 @@ class ChaosCluster:
 
     def unexpected_exits(self) -> list[tuple[str, int, int | None, str]]:
         """Nodes that exited without being stopped or killed: (id, pid, exit code, tail of node.out), once each."""
-        out = []
+        out: list[tuple[str, int, int | None, str]] = []
         for node_id, proc in self.procs.items():
             code = proc.poll()
             if code is None or node_id in self.expected_down or proc.pid in self.crashes_seen:

@@ -108,8 +108,9 @@ def partition_groups(kind: str, ids: list[str], leader: str | None, rng: random.
 
 def affected_by_rule(rule: dict[str, Any], ids: list[str]) -> list[str]:
     if "partition" in rule:
-        groups = rule["partition"]
-        return sorted(min(groups, key=len))
+        groups: list[list[str]] = rule["partition"]
+        smallest = sorted(groups, key=len)[0]
+        return sorted(smallest)
     if "block" in rule:
         return sorted({src for src, _ in rule["block"]})
     return list(ids)

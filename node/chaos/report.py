@@ -115,7 +115,7 @@ def throughput_svg(history: History) -> str:
                 bars.append(f'<rect x="{f.x(i):.1f}" y="{y1:.1f}" width="{bw:.1f}" height="{y0 - y1:.1f}" '
                             f'fill="{COLORS[k]}"><title>{i}s: {c} {k}</title></rect>')
                 base += c
-    ticks = [round(y_max * q) for q in (0, 0.25, 0.5, 0.75, 1.0)]
+    ticks = [float(round(y_max * q)) for q in (0, 0.25, 0.5, 0.75, 1.0)]
     return svg(220, f.shade(history.faults) + f.axes("txs / s", sorted(set(ticks))) + "".join(bars))
 
 
@@ -133,7 +133,7 @@ def latency_svg(history: History) -> str:
         if r.outcome == UNKNOWN and r.invoke >= 0:
             dots.append(f'<path d="M{f.x(r.invoke) - 3:.1f},{PAD_T + 2} l6,0 l-3,6 z" fill="{COLORS[UNKNOWN]}">'
                         f"<title>unknown: {esc(r.kind)} {esc(r.tx_id[:12])} ({esc(r.error)})</title></path>")
-    ticks = [v for v in (1, 10, 100, 1000, 10000, 100000) if v <= y_max]
+    ticks = [float(v) for v in (1, 10, 100, 1000, 10000, 100000) if v <= y_max]
     return svg(260, f.shade(history.faults) + f.axes("latency ms (log)", ticks) + "".join(dots))
 
 
@@ -153,7 +153,7 @@ def timeline_svg(history: History) -> str:
             if a.t > t_max:
                 break
             st = a.statuses.get(n)
-            color = ROLE_COLORS.get(st.get("role"), "#999") if st else "#d9d9d9"
+            color = ROLE_COLORS.get(str(st.get("role")), "#999") if st else "#d9d9d9"
             out.append(f'<rect x="{f.x(a.t):.1f}" y="{y + 2}" width="{max(0.5, f.x(b.t) - f.x(a.t)):.1f}" '
                        f'height="{row - 4}" fill="{color}"/>')
     for j, k in enumerate(kinds):

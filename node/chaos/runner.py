@@ -25,6 +25,7 @@ from node.chaos.checker import CheckReport, check_run, leader_of, tx_answer
 from node.chaos.cluster import ChaosCluster
 from node.chaos.history import COMMITTED, History, NodeDump, StatusSample
 from node.chaos.nemesis import FAULT_KINDS, Nemesis, schedule
+from node.chaos.report import write_report
 from node.chaos.workload import Api, Workload
 
 SAMPLE_INTERVAL_S = 0.25
@@ -375,8 +376,6 @@ class Run:
         report.stats["phase_s"] = self.phase_s
         summary = make_summary(self.history, report, report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
-        from node.chaos.report import write_report
-
         write_report(report_dir, self.history, report, summary, opts, steps)
         (report_dir / "history.json").write_text(json.dumps(history_json(self.history, dumps), default=str))
         self.phase("done")

@@ -161,7 +161,8 @@ class Api:
         else:
             t1 = self.clock()
             if status == 200:
-                rec = ReadRecord(cert_id, node, client, t0, t1, True, (answer.get("holder"), answer.get("status")))
+                rec = ReadRecord(cert_id, node, client, t0, t1, True,
+                                 (str(answer.get("holder")), str(answer.get("status"))))
             elif status == 404 and _code(answer) == "cert_not_found":
                 rec = ReadRecord(cert_id, node, client, t0, t1, True, None)
             else:

@@ -552,3 +552,12 @@ def test_learners_count_neither_for_check_quorum_nor_for_read_quorum() -> None:
         core.step(Message(MessageType.HEARTBEAT_RESP, "d", A, 1))
         core.tick()
     assert core.role is Role.FOLLOWER  # only a learner was heard: no quorum
+
+
+def test_6_candidate_removed_mid_campaign_stops_campaigning() -> None:
+    core = make_core(A, pre_vote=False)
+    core.campaign()
+    core.apply_conf_change(ConfChange(ConfChangeType.REMOVE_NODE, A))
+    core.step(vote_resp(B, A, 1))
+    core.step(vote_resp(C, A, 1))
+    assert core.role is Role.FOLLOWER

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
-from consensus.config import Config
-from consensus.errors import NotLeaderError
 from consensus.leveldb_storage import LevelDBStorage
 from consensus.messages import Entry
 from consensus.ready import HardState, Role
 from node.bench.__main__ import median, parse_args, raw_settings
 from node.bench.failover import FailoverReport, KillSample
 from node.bench.loadgen import LoadResult
-from node.bench.raw_node import BatchingCore, CachedLog, Meter
+from node.bench.raw_node import CachedLog, Meter, RawDriver
 
 # -- loadgen percentiles (nearest rank) ---------------------------------------------------------------------
 
@@ -125,21 +121,30 @@ def test_cached_log_reads_what_leveldb_holds(tmp_path) -> None:
         durable.close()
 
 
-def test_batching_core_appends_a_batch_at_once(tmp_path) -> None:
-    storage = LevelDBStorage(str(tmp_path / "raft"), ("a",))
-    try:
-        core = BatchingCore(Config(id="a"), storage, random.Random(1))
-        with pytest.raises(NotLeaderError):
-            core.propose_many([b"x"])
-        core.campaign()
-        while core.role is not Role.LEADER or core.has_ready():
-            rd = core.ready()
-            storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
-            core.advance(rd)
-        noop = core.last_index
-        assert core.propose_many([b"p"] * 5) == noop + 5
-        rd = core.ready()
-        assert [e.index for e in rd.entries] == list(range(noop + 1, noop + 6))
-        assert all(e.data == b"p" for e in rd.entries)
-    finally:
-        storage.close()
+def test_raw_driver_proposes_batches_within_its_window(tmp_path) -> None:
+    spec = {"root": str(tmp_path), "chain_id": "t", "nodes": [{"id": "a", "port": 1, "seed": "00" * 32}],
+            "election_ticks": 10, "max_inflight": 4, "read_cache": True, "propose_many": True, "tick_ms": 50,
+            "payload": 8, "warmup_s": 0.0, "duration_s": 1.0, "batch": 5, "window": 12}
+    sent: list[object] = []
+    for propose_many in (True, False):
+        root = tmp_path / str(propose_many)
+        root.mkdir()
+        driver = RawDriver({**spec, "root": str(root), "propose_many": propose_many}, "a")
+        try:
+            core = driver.core
+            core.campaign()  # a single voter elects itself
+            while core.has_ready():
+                driver.handle_ready(core.ready(), sent.append)
+            assert core.role is Role.LEADER
+            noop = core.last_index
+            driver.propose()
+            assert core.last_index == noop + 5  # one batch
+            driver.propose()
+            driver.propose()
+            assert core.last_index == noop + 12  # the window caps what is proposed but not applied
+            while core.has_ready():  # alone, the leader commits on its own fsync
+                driver.handle_ready(core.ready(), sent.append)
+            assert driver.meter.applied == 12 and driver.meter.fsyncs >= 1
+            assert driver.storage.last_index() == noop + 12
+        finally:
+            driver.storage.close()
