@@ -11,12 +11,13 @@ the role's step function.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from consensus.config import Config
-from consensus.errors import NotLeaderError, ProposalDroppedError
+from consensus.errors import InvalidRequestError, NotLeaderError, ProposalDroppedError
 from consensus.invariant import require
 from consensus.log import RaftLog
 from consensus.membership import ConfChange, ConfChangeType, encode_conf_change
@@ -36,6 +37,12 @@ from consensus.storage import Storage
 
 TRANSFER_CONTEXT = b"transfer"
 """Context of a VOTE sent because of TIMEOUT_NOW: it overrides the leader lease (thesis §4.2.3, §3.10)."""
+
+
+class _VoteResult(enum.Enum):
+    PENDING = "pending"
+    WON = "won"
+    LOST = "lost"
 
 
 class Rng(Protocol):
@@ -236,7 +243,10 @@ class RaftCore:
         self._on_config_changed()
 
     def read_index(self, context: bytes) -> None:
-        """Ask for a linearizable read; the answer comes as a `ReadState` in a later `Ready`."""
+        """Ask for a linearizable read; the answer comes as a `ReadState` in a later `Ready`.
+        `context` must be non-empty and unique among reads in flight (it is the key heartbeats echo)."""
+        if not context:
+            raise InvalidRequestError("read_index needs a non-empty context")
         if self._role is Role.LEADER:
             if self._pending_reads() >= self._cfg.max_pending_reads:
                 raise ProposalDroppedError("too many pending reads")
@@ -489,7 +499,7 @@ class RaftCore:
             self._become_candidate()
             kind = MessageType.VOTE
             term = self._term
-        if self._poll(self._id, True) == "won":
+        if self._poll(self._id, True) is _VoteResult.WON:
             # Single voter: no one to ask.
             if pre:
                 self._campaign(pre=False, transfer=transfer)
@@ -504,16 +514,16 @@ class RaftCore:
                 self._send(Message(kind, self._id, nid, term, log_term=last_term, index=last_index,
                                    context=context))
 
-    def _poll(self, nid: NodeId, granted: bool) -> str:
+    def _poll(self, nid: NodeId, granted: bool) -> _VoteResult:
         self._votes.setdefault(nid, granted)
         yes = sum(1 for v, g in self._votes.items() if g and v in self._voters)
         no = sum(1 for v, g in self._votes.items() if not g and v in self._voters)
         q = self._quorum()
         if yes >= q:
-            return "won"
+            return _VoteResult.WON
         if len(self._voters) - no < q:
-            return "lost"
-        return "pending"
+            return _VoteResult.LOST
+        return _VoteResult.PENDING
 
     def _handle_vote_request(self, m: Message) -> None:
         resp_type = MessageType.VOTE_RESP if m.type is MessageType.VOTE else MessageType.PRE_VOTE_RESP
@@ -571,19 +581,19 @@ class RaftCore:
             self._handle_snapshot(m)
         elif t is my_resp:
             result = self._poll(m.from_id, not m.reject)
-            if result == "won":
+            if result is _VoteResult.WON:
                 if self._role is Role.PRE_CANDIDATE:
                     self._campaign(pre=False, transfer=False)
                 else:
                     self._become_leader()
                     self._bcast_append()
-            elif result == "lost":
+            elif result is _VoteResult.LOST:
                 self._become_follower(self._term, None)
 
     def _step_leader(self, m: Message) -> None:
         t = m.type
         if t is MessageType.READ_INDEX:
-            if self._pending_reads() < self._cfg.max_pending_reads:
+            if m.context and self._pending_reads() < self._cfg.max_pending_reads:
                 self._handle_read_index(m)
             return
         pr = self._prs.get(m.from_id)
@@ -622,13 +632,15 @@ class RaftCore:
         if m.reject:
             next_probe = m.reject_hint
             if m.hint_term > 0:
-                # Skip every entry of terms the follower has not got (thesis §5.3 "fast backup").
+                # Skip whole terms the follower does not have (§5.3, the optimization at its end).
                 next_probe, _ = self._log.find_conflict_by_term(m.reject_hint, m.hint_term)
             if pr.maybe_decr_to(m.index, next_probe):
                 if pr.state is ProgressState.REPLICATE:
                     pr.become_probe()
                 self._send_append(m.from_id)
             return
+        if m.index > self._log.last_index():
+            return  # acknowledges entries we never sent: a confused peer
         was_paused = pr.is_paused()
         updated = pr.maybe_update(m.index)
         # An ack that does not move `match` still answers a probe or reports an installed snapshot.

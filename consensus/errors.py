@@ -1,6 +1,7 @@
 """The consensus package's exceptions: one hierarchy, each with a stable snake_case `code`.
 
-Two families, as in h11: the *caller* misused the API (`ConfigError`, `NotLeaderError`, `ProposalDroppedError`)
+Two families, as in h11: the *caller* misused the API (`ConfigError`, `NotLeaderError`, `ProposalDroppedError`,
+`InvalidRequestError`)
 or a *peer* broke the protocol (`ProtocolError`, raised by the codec on malformed bytes).
 """
 
@@ -34,6 +35,12 @@ class ProposalDroppedError(RaftError):
     tail is over `max_uncommitted_bytes`. Retrying later may succeed."""
 
     code = "proposal_dropped"
+
+
+class InvalidRequestError(RaftError):
+    """The caller passed an argument the core cannot act on (e.g. an empty ReadIndex context)."""
+
+    code = "invalid_request"
 
 
 class ProtocolError(RaftError):

@@ -561,3 +561,11 @@ def test_6_candidate_removed_mid_campaign_stops_campaigning() -> None:
     core.step(vote_resp(B, A, 1))
     core.step(vote_resp(C, A, 1))
     assert core.role is Role.FOLLOWER
+
+
+def test_8_read_index_needs_a_context() -> None:
+    from consensus.errors import InvalidRequestError
+
+    core = become_leader()
+    with pytest.raises(InvalidRequestError):
+        core.read_index(b"")
