@@ -10,6 +10,10 @@ Authentication, in order (docs/RULES.md):
 2. every other kind: the signer must be registered (`unknown_signer`), `active` (`signer_not_active`) and the
    signature must verify under its registered key (`bad_signature`).
 3. the signer must not have used this nonce before (`nonce_reused`).
+
+Each node verifies a signature once: admission (`ecert.admission.precheck`) and apply both call `authenticate`,
+and a valid verification is remembered for the apply (see `_verified`). Only this process's own verifications
+are remembered; nothing another node says is trusted.
 """
 
 from __future__ import annotations
@@ -22,6 +26,28 @@ from ecert.tx import OrgRegister, Tx, decode_tx, raw_tx_id, verify_signature
 from ledger.executor import BlockContext, TxOutcome
 from ledger.state_view import StateView
 
+VERIFIED_CACHE_MAX = 16384
+"""Signatures remembered between admission and apply. Sized for queue_max (10,000) plus the blocks in flight;
+an evicted entry only costs a second verification."""
+
+_verified: dict[str, tuple[bytes, str]] = {}
+"""tx id -> (signature, signer public key hex) that THIS process verified over the payload with that tx id.
+
+A hit needs the same tx id (sha256 of the payload, so the same payload bytes), the same signature bytes and
+the same key the state registers now: then Ed25519 verification is a pure function of inputs it already
+answered "valid" for, so skipping it cannot change any outcome. Failures are not remembered (a bad signature is
+verified again and rejected again), and a different signature over the same payload is verified on its own."""
+
+
+def _verify_once(tx: Tx, sign_pk_hex: str) -> None:
+    seen = _verified.pop(tx.tx_id, None)
+    if seen is not None and seen[0] == tx.sig and seen[1] == sign_pk_hex:
+        return  # verified by this process at admission; each tx is applied once, so the entry is spent
+    verify_signature(tx, sign_pk_hex)
+    if len(_verified) >= VERIFIED_CACHE_MAX:
+        del _verified[next(iter(_verified))]  # oldest first (dicts keep insertion order)
+    _verified[tx.tx_id] = (tx.sig, sign_pk_hex)
+
 
 def authenticate(view: StateView, tx: Tx) -> None:
     """Signer registered, active, signature valid under its key; nonce unused. Raises TxRejected."""
@@ -30,7 +56,7 @@ def authenticate(view: StateView, tx: Tx) -> None:
         if body.org_id != tx.signer:
             raise TxRejected(codes.SIGNER_MISMATCH, "org.register must be signed by the org being registered")
         if s.get_org(view, tx.signer) is None:
-            verify_signature(tx, body.sign_pk)
+            _verify_once(tx, body.sign_pk)
         # else: rules reject with org_exists; verify under the registered key so a stranger learns nothing more
         else:
             _authenticate_registered(view, tx, require_active=False)
@@ -46,7 +72,7 @@ def _authenticate_registered(view: StateView, tx: Tx, require_active: bool) -> N
         raise TxRejected(codes.UNKNOWN_SIGNER, f"no organisation {tx.signer!r} is registered")
     if require_active and org.status != s.ORG_ACTIVE:
         raise TxRejected(codes.SIGNER_NOT_ACTIVE, f"signer {tx.signer} is {org.status}")
-    verify_signature(tx, org.sign_pk)
+    _verify_once(tx, org.sign_pk)
 
 
 class EcertExecutor:

@@ -17,6 +17,7 @@ Rule documents (JSON bodies of ``POST /admin/faults``; keys may be combined, eac
 - ``{"delay_ms": n, "jitter_ms": j}``: each outbound frame waits n + uniform(0, j) ms.
 - ``{"fsync_delay_ms": n}``, ``{"clock_skew_ms": n}``: hooks the node may read (slow disk, skewed proposer
   clock); the layer itself only stores them.
+- ``{"seed": n}``: re-seed the loss/jitter randomness (with the node id), so a chaos seed replays the same draws.
 - ``{"heal": true}``: forget every rule.
 """
 
@@ -122,7 +123,7 @@ class FaultRules:
         if not isinstance(doc, dict) or not doc:
             raise FaultRuleError("rule document must be a non-empty JSON object")
         unknown = set(doc) - {"partition", "block", "loss", "delay_ms", "jitter_ms", "fsync_delay_ms",
-                              "clock_skew_ms", "heal"}
+                              "clock_skew_ms", "heal", "seed"}
         if unknown:
             raise FaultRuleError(f"unknown keys: {sorted(unknown)}")
         groups = _parse_groups(doc["partition"]) if "partition" in doc else None
@@ -130,6 +131,9 @@ class FaultRules:
         loss = _parse_loss(doc["loss"]) if "loss" in doc else None
         ints = {k: _parse_ms(k, doc[k]) for k in ("delay_ms", "jitter_ms", "fsync_delay_ms") if k in doc}
         skew = _parse_skew(doc["clock_skew_ms"]) if "clock_skew_ms" in doc else None
+        seed = doc.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise FaultRuleError("seed must be an integer")
         if doc.get("heal") is True:
             self.heal()
         elif "heal" in doc:
@@ -144,6 +148,9 @@ class FaultRules:
             setattr(self, k, v)
         if skew is not None:
             self.clock_skew_ms = skew
+        if seed is not None:
+            self.seed = seed
+            self._rng = random.Random(f"{seed}:{self.node_id}")
 
     def describe(self) -> dict[str, Any]:
         return {

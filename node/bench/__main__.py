@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=20.0, help="seconds of load per system (default 20)")
-    p.add_argument("--nodes", type=int, default=3, help="nodes of each cluster (3, 5 or 7; default 3)")
+    p.add_argument("--nodes", type=int, default=3, help="nodes of each cluster in signed mode (3, 5 or 7; default 3); raw and failover use 3")
     p.add_argument("--concurrency", type=str, default="64",
                    help="clients in flight; a comma list sweeps, e.g. 1,16,64,256 (default 64)")
     p.add_argument("--skip-etcd", action="store_true", help="measure only ecert-chain")

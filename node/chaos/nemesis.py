@@ -95,9 +95,10 @@ def partition_groups(kind: str, ids: list[str], leader: str | None, rng: random.
         lead = leader or nodes[0]
         return {"block": [[lead, n] for n in ids if n != lead]}
     if kind == "delay":
-        return {"delay_ms": rng.randrange(40, 200), "jitter_ms": rng.randrange(10, 80)}
+        return {"delay_ms": rng.randrange(40, 200), "jitter_ms": rng.randrange(10, 80),
+                "seed": rng.randrange(1 << 31)}
     if kind == "loss":
-        return {"loss": round(rng.uniform(0.1, 0.35), 2)}
+        return {"loss": round(rng.uniform(0.1, 0.35), 2), "seed": rng.randrange(1 << 31)}
     if kind == "slow_disk":
         return {"fsync_delay_ms": rng.randrange(50, 400)}
     if kind == "clock_skew":
@@ -236,6 +237,7 @@ class Nemesis:
 
 
 def _describe_rule(rule: dict[str, Any]) -> str:
+    rule = {k: v for k, v in rule.items() if k != "seed"}
     if "partition" in rule:
         return " | ".join(",".join(g) for g in rule["partition"])
     if "block" in rule:

@@ -80,6 +80,15 @@ def test_loss_is_seeded_and_near_its_rate() -> None:
     assert 0.25 < sum(a) / len(a) < 0.35
 
 
+def test_reseeding_replays_the_same_draws() -> None:
+    a, b = FaultRules("n1", seed=1), FaultRules("n1", seed=2)
+    for r in (a, b):
+        r.apply({"loss": 0.5, "seed": 99})
+    assert [a.outbound("n2")[0] for _ in range(200)] == [b.outbound("n2")[0] for _ in range(200)]
+    with pytest.raises(FaultRuleError):
+        a.apply({"seed": "x"})
+
+
 def test_delay_and_jitter_bounds() -> None:
     r = FaultRules("n1", seed=3)
     r.apply({"delay_ms": 20, "jitter_ms": 10})
