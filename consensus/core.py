@@ -277,6 +277,18 @@ class RaftCore:
         else:
             self._send_append(to)
 
+    def reset_progress(self, peer: NodeId) -> None:
+        """Leader only: forget what we know of `peer`'s log and probe it again, as a new leader would (§5.3:
+        nextIndex = last + 1, matchIndex = 0). For a peer that restarted without its data: its rejections at or
+        below the old match would otherwise be taken as stale forever. Lowering match never advances commit."""
+        self._require_leader()
+        pr = self._prs.get(peer)
+        if pr is None or peer == self._id:
+            return
+        pr.match = 0
+        pr.become_probe()
+        pr.next = self._log.last_index() + 1
+
     def step(self, msg: Message) -> None:
         if msg.to != self._id:
             return

@@ -262,7 +262,9 @@ def wait_ready(cluster: ClusterConfig, node: NodeSpec, pid: int, timeout_s: floa
     while time.monotonic() < deadline:
         if fetch_status(node, timeout_s=0.5) is not None:
             return
-        if not _is_our_node(pid, cluster, node):
+        # We just spawned `pid`, so only its death matters here: right after fork its cmdline is still ours,
+        # and an identity check (_is_our_node) would take the starting node for a stranger.
+        if _proc_state(pid) in (None, "Z", "X"):
             _remove_pid_file(node)
             raise ControlError(f"{node.id}: the process exited during start-up\n{tail(out_file(node))}")
         time.sleep(poll_interval_s)

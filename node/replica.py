@@ -149,18 +149,10 @@ class Replica:
         §5.3: nextIndex = last + 1, matchIndex = 0). Called when the peer (re)connects: a peer that restarted
         with a wiped data dir would otherwise never be re-sent the entries it lost (a rejection at or below
         `match` counts as stale). Safe: lowering `match` only delays commitment, never advances it.
-
-        The core has no public call for this yet, so this reaches into its progress table.
         """
-        if self.core.role != Role.LEADER:
+        if self.core.role != Role.LEADER or peer not in self.core.status().progress:
             return False
-        prs = getattr(self.core, "_prs", None)
-        pr = prs.get(peer) if isinstance(prs, dict) else None
-        if pr is None or not hasattr(pr, "become_probe"):
-            return False
-        pr.match = 0
-        pr.become_probe()
-        pr.next = self.core.last_index + 1
+        self.core.reset_progress(peer)
         self._wake.set()
         return True
 

@@ -337,3 +337,25 @@ def test_propose_many_appends_all_or_nothing() -> None:
     with pytest.raises(ProposalDroppedError):
         net.core(A).propose_many([bytes(10)] * 2)
     assert net.core(A).last_index == before
+
+
+def test_reset_progress_reprobes_a_follower_that_lost_its_log() -> None:
+    """A follower restarted with an empty disk rejects appends below the leader's recorded match; those look
+    stale to the leader until `reset_progress` (called by the node on reconnection) makes it probe again."""
+    net = Network([A, B, C], seed=7)
+    leader = tick_until_leader(net)
+    follower = next(x for x in (A, B, C) if x != leader)
+    for i in range(5):
+        net.propose(leader, f"x{i}".encode())
+    net.deliver()
+    assert net.core(leader).status().progress[follower].match_index == net.core(leader).last_index
+    net.queue = [m for m in net.queue if m.to != follower]
+    net.add_node(follower, make_storage([A, B, C]))  # wiped: empty log, no vote
+    net.core(leader).reset_progress(follower)
+    assert net.core(leader).status().progress[follower].match_index == 0
+    net.propose(leader, b"after")
+    for _ in range(20):
+        net.tick_all()
+    assert_logs_agree(net, [A, B, C])
+    with pytest.raises(NotLeaderError):
+        net.core(follower).reset_progress(leader)
