@@ -2,10 +2,25 @@
 
 `decode_message` validates every field's type and range and raises `ProtocolError` on anything malformed — never
 another exception — because its input comes from the network.
+
+The entries of a message travel as columns, not as one array per entry, so that a batch of thousands is encoded
+and validated per batch (a few C-level passes) rather than per entry in Python:
+
+    None                                        no entries
+    [index_runs, term_runs, types, datas]       n entries, where
+        index_runs  [first, count, first, count, ...]  runs of consecutive indexes (one run for a normal APPEND)
+        term_runs   [term, count, term, count, ...]    runs of equal terms (usually one or two)
+        types       bytes, one EntryType value per entry
+        datas       [bytes, ...], one per entry
+
+Both run lists must add up to exactly n = len(datas) = len(types): a peer cannot make us expand a run beyond the
+entries it actually sent.
 """
 
 from __future__ import annotations
 
+from itertools import chain, count, groupby, repeat
+from operator import attrgetter, sub
 from typing import Any
 
 import msgpack
@@ -13,10 +28,18 @@ import msgpack
 from consensus.errors import ProtocolError
 from consensus.messages import Entry, EntryType, Message, MessageType, SnapshotChunk, SnapshotMeta
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 _U64_MAX = (1 << 64) - 1
 _NODE_ID_MAX_LEN = 256
 _MEMBERS_MAX = 1024
+_ENTRY_TYPES = tuple(EntryType)
+"""EntryType by value: the values are 0..n-1 (checked below), so a byte indexes this tuple directly."""
+_ENTRY_TYPE_BYTES = bytes(range(len(_ENTRY_TYPES)))
+_TERM = attrgetter("term")
+_INDEX = attrgetter("index")
+_DATA = attrgetter("data")
+_TYPE = attrgetter("type")
+assert [int(t) for t in _ENTRY_TYPES] == list(range(len(_ENTRY_TYPES)))
 
 
 def encode_message(msg: Message) -> bytes:
@@ -32,7 +55,7 @@ def encode_message(msg: Message) -> bytes:
         msg.term,
         msg.log_term,
         msg.index,
-        [[e.term, e.index, int(e.type), e.data] for e in msg.entries],
+        _encode_entries(msg.entries) if msg.entries else None,
         msg.commit,
         msg.reject,
         msg.reject_hint,
@@ -43,6 +66,20 @@ def encode_message(msg: Message) -> bytes:
     ]
     data: bytes = msgpack.packb(obj, use_bin_type=True)
     return data
+
+
+def _encode_entries(entries: tuple[Entry, ...]) -> list[Any]:
+    index_runs: list[int] = []
+    at = 0
+    # Consecutive indexes share one value of (index - position): each group is one run.
+    for offset, group in groupby(map(sub, map(_INDEX, entries), count())):
+        n = len(list(group))
+        index_runs += (offset + at, n)
+        at += n
+    term_runs: list[int] = []
+    for term, group in groupby(map(_TERM, entries)):
+        term_runs += (term, len(list(group)))
+    return [index_runs, term_runs, bytes(map(_TYPE, entries)), list(map(_DATA, entries))]
 
 
 def decode_message(data: bytes) -> Message:
@@ -59,9 +96,6 @@ def decode_message(data: bytes) -> Message:
     kind = _uint(obj[1], "type")
     if kind not in MessageType._value2member_map_:
         raise ProtocolError(f"message: unknown type {kind}")
-    raw_entries = obj[7]
-    if not isinstance(raw_entries, list):
-        raise ProtocolError("message: entries must be an array")
     return Message(
         type=MessageType(kind),
         from_id=_node_id(obj[2], "from_id"),
@@ -69,7 +103,7 @@ def decode_message(data: bytes) -> Message:
         term=_uint(obj[4], "term"),
         log_term=_uint(obj[5], "log_term"),
         index=_uint(obj[6], "index"),
-        entries=tuple(_entry(e) for e in raw_entries),
+        entries=() if obj[7] is None else _entries(obj[7]),
         commit=_uint(obj[8], "commit"),
         reject=_bool(obj[9], "reject"),
         reject_hint=_uint(obj[10], "reject_hint"),
@@ -78,6 +112,43 @@ def decode_message(data: bytes) -> Message:
         snapshot=None if obj[13] is None else _snapshot_meta(obj[13]),
         chunk=None if obj[14] is None else _chunk(obj[14]),
     )
+
+
+def _entries(v: Any) -> tuple[Entry, ...]:
+    if not isinstance(v, list) or len(v) != 4:
+        raise ProtocolError("message: entries must be [index_runs, term_runs, types, datas]")
+    raw_index_runs, raw_term_runs, types, datas = v
+    if not isinstance(types, bytes) or types.translate(None, _ENTRY_TYPE_BYTES):
+        raise ProtocolError("message: entry types must be bytes of known EntryType values")
+    if not isinstance(datas, list) or not datas or set(map(type, datas)) != {bytes}:
+        raise ProtocolError("message: entry datas must be a non-empty array of bytes")
+    n = len(datas)
+    if len(types) != n:
+        raise ProtocolError("message: one entry type per entry")
+    index_runs = _runs(raw_index_runs, n, "entry index", consecutive=True)
+    term_runs = _runs(raw_term_runs, n, "entry term", consecutive=False)
+    indexes = chain.from_iterable(range(first, first + k) for first, k in index_runs)
+    terms = chain.from_iterable(repeat(term, k) for term, k in term_runs)
+    return tuple(map(Entry, terms, indexes, map(_ENTRY_TYPES.__getitem__, types), datas))
+
+
+def _runs(v: Any, n: int, name: str, consecutive: bool) -> list[tuple[int, int]]:
+    """Validate a flat run list [value, count, ...] covering exactly `n` entries; yields (value, count) pairs.
+    Runs of consecutive values must not pass the u64 limit."""
+    if not isinstance(v, list) or not v or len(v) % 2 or len(v) > 2 * n:
+        raise ProtocolError(f"message: {name} runs must be [value, count, ...] pairs")
+    for x in v:
+        if type(x) is not int or not 0 <= x <= _U64_MAX:
+            raise ProtocolError(f"message: {name} runs must hold unsigned ints")
+    pairs = list(zip(v[::2], v[1::2], strict=True))
+    total = 0
+    for value, k in pairs:
+        if k == 0 or (consecutive and value + k - 1 > _U64_MAX):
+            raise ProtocolError(f"message: {name} run out of range")
+        total += k
+    if total != n:
+        raise ProtocolError(f"message: {name} runs cover {total} entries, not {n}")
+    return pairs
 
 
 def _uint(v: Any, name: str) -> int:
@@ -102,16 +173,6 @@ def _node_id(v: Any, name: str) -> str:
     if not isinstance(v, str) or not v or len(v) > _NODE_ID_MAX_LEN:
         raise ProtocolError(f"message: {name} must be a non-empty string")
     return v
-
-
-def _entry(v: Any) -> Entry:
-    if not isinstance(v, list) or len(v) != 4:
-        raise ProtocolError("message: entry must be [term, index, type, data]")
-    kind = _uint(v[2], "entry.type")
-    if kind not in EntryType._value2member_map_:
-        raise ProtocolError(f"message: unknown entry type {kind}")
-    return Entry(term=_uint(v[0], "entry.term"), index=_uint(v[1], "entry.index"), type=EntryType(kind),
-                 data=_bytes(v[3], "entry.data"))
 
 
 def _members(v: Any, name: str) -> tuple[str, ...]:

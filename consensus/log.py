@@ -10,9 +10,13 @@ Unstable entries may overwrite a suffix of stable ones (a follower truncating a 
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from consensus.invariant import require
 from consensus.messages import Entry, Snapshot
 from consensus.storage import CompactedError, Storage, UnavailableError
+
+_DATA = attrgetter("data")
 
 
 class Unstable:
@@ -72,6 +76,8 @@ class Unstable:
 
 def limit_size(ents: list[Entry], max_bytes: int) -> list[Entry]:
     """The longest prefix whose data fits in `max_bytes`, but always at least one entry."""
+    if sum(map(len, map(_DATA, ents))) <= max_bytes:
+        return ents  # the usual case, in one C-level pass
     size = 0
     for i, e in enumerate(ents):
         size += len(e.data)

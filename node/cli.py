@@ -343,8 +343,9 @@ def genesis_doc(cluster: ClusterConfig, genesis_time_ms: int) -> dict[str, Any]:
     return {"chain_id": cluster.chain_id, "genesis_time": genesis_time_ms, "orgs": orgs}
 
 
-def write_genesis(cluster: ClusterConfig, path: Path) -> None:
-    doc = genesis_doc(cluster, time.time_ns() // 1_000_000)
+def write_genesis(cluster: ClusterConfig, path: Path, genesis_time_ms: int | None = None) -> None:
+    """genesis.json for the cluster's orgs, dated now unless `genesis_time_ms` says otherwise."""
+    doc = genesis_doc(cluster, time.time_ns() // 1_000_000 if genesis_time_ms is None else genesis_time_ms)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     # Never overwrite: if another `ecert init` won the race, keep its file.
@@ -445,19 +446,16 @@ def tx_org_register(ctx: Ctx) -> int:
     return submit(ctx, "org.register", body, create_key=True)
 
 
-def tx_org_action(kind: str) -> Callable[[Ctx], int]:
+def tx_from_args(kind: str, *fields: str, optional: Sequence[str] = ()) -> Callable[[Ctx], int]:
+    """A tx whose body is these command-line arguments as parsed (each of `optional` only when given)."""
+
     def run(ctx: Ctx) -> int:
-        body: dict[str, object] = {"org_id": ctx.args.org_id}
-        if ctx.args.reason is not None:
-            body["reason"] = ctx.args.reason
+        args = vars(ctx.args)
+        body: dict[str, object] = {name: args[name] for name in fields}
+        body.update({name: args[name] for name in optional if args[name] is not None})
         return submit(ctx, kind, body)
 
     return run
-
-
-def tx_credit_grant(ctx: Ctx) -> int:
-    a = ctx.args
-    return submit(ctx, "credit.grant", {"core": a.core, "limit": a.limit, "expires_at": a.expires_at})
 
 
 def tx_trade_anchor(ctx: Ctx) -> int:
@@ -509,43 +507,6 @@ def cmd_trade_open(ctx: Ctx) -> int:
         sys.stdout.buffer.write(plaintext)
         sys.stdout.flush()
     return EXIT_OK
-
-
-def tx_trade_confirm(ctx: Ctx) -> int:
-    return submit(ctx, "trade.confirm", {"doc_id": ctx.args.doc_id})
-
-
-def tx_cert_issue(ctx: Ctx) -> int:
-    a = ctx.args
-    return submit(ctx, "ecert.issue", {"to": a.to, "amount": a.amount, "maturity": a.maturity, "bank": a.bank,
-                                       "invoice_ids": a.invoice})
-
-
-def tx_cert_ref(kind: str) -> Callable[[Ctx], int]:
-    return lambda ctx: submit(ctx, kind, {"cert_id": ctx.args.cert_id})
-
-
-def tx_cert_transfer(ctx: Ctx) -> int:
-    return submit(ctx, "ecert.transfer", {"cert_id": ctx.args.cert_id, "to": ctx.args.to})
-
-
-def tx_cert_split(ctx: Ctx) -> int:
-    return submit(ctx, "ecert.split", {"cert_id": ctx.args.cert_id, "amounts": ctx.args.amounts})
-
-
-def tx_finance_request(ctx: Ctx) -> int:
-    return submit(ctx, "finance.request", {"cert_id": ctx.args.cert_id, "bank": ctx.args.bank})
-
-
-def tx_finance_approve(ctx: Ctx) -> int:
-    return submit(ctx, "finance.approve", {"cert_id": ctx.args.cert_id, "discount_bps": ctx.args.discount_bps})
-
-
-def tx_finance_decline(ctx: Ctx) -> int:
-    body: dict[str, object] = {"cert_id": ctx.args.cert_id}
-    if ctx.args.reason is not None:
-        body["reason"] = ctx.args.reason
-    return submit(ctx, "finance.decline", body)
 
 
 # --- queries -------------------------------------------------------------------------------------------------------
@@ -838,7 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--role", required=True, choices=["bank", "core", "supplier"])
     for action in ("approve", "freeze", "unfreeze"):
-        p = cmd(org, action, tx_org_action(f"org.{action}"), f"org.{action} (signed by a bank)", [txopts])
+        p = cmd(org, action, tx_from_args(f"org.{action}", "org_id", optional=["reason"]),
+                f"org.{action} (signed by a bank)", [txopts])
         p.add_argument("org_id", metavar="ORG")
         p.add_argument("--reason", default=None)
     cmd(org, "show", query(lambda a: f"/v1/orgs/{_q(a.org_id)}", render_org), "an organisation",
@@ -847,8 +809,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the certificates an org holds", [readopts]).add_argument("org_id", metavar="ORG")
 
     credit = group("credit", "credit lines: credit.grant and queries")
-    p = cmd(credit, "grant", tx_credit_grant, "credit.grant: a bank sets its credit line to a core enterprise",
-            [txopts])
+    p = cmd(credit, "grant", tx_from_args("credit.grant", "core", "limit", "expires_at"),
+            "credit.grant: a bank sets its credit line to a core enterprise", [txopts])
     p.add_argument("--core", required=True)
     p.add_argument("--limit", required=True, type=parse_amount)
     p.add_argument("--expires-at", required=True, type=parse_time_ms, metavar="TIME")
@@ -868,7 +830,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc-hash", default=None, metavar="HEX", help="sha256 of the document, if not --file")
     p.add_argument("--seal", action="append", default=[], metavar="ORG",
                    help="with --file: also store the document sealed to both parties and this org (e.g. a bank)")
-    p = cmd(trade, "confirm", tx_trade_confirm, "trade.confirm: the counterparty confirms a document", [txopts])
+    p = cmd(trade, "confirm", tx_from_args("trade.confirm", "doc_id"),
+            "trade.confirm: the counterparty confirms a document", [txopts])
     p.add_argument("doc_id", metavar="DOC_ID")
     cmd(trade, "show", query(lambda a: f"/v1/docs/{_q(a.doc_id)}", kv_table), "a trade document",
         [readopts]).add_argument("doc_id", metavar="DOC_ID")
@@ -878,26 +841,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default=None, help="write the document here (default: stdout)")
 
     cert = group("cert", "E-certificates: ecert.issue / accept / reject / transfer / split / settle, and queries")
-    p = cmd(cert, "issue", tx_cert_issue, "ecert.issue: a core enterprise issues a certificate to a supplier",
-            [txopts])
+    p = cmd(cert, "issue", tx_from_args("ecert.issue", "to", "amount", "maturity", "bank", "invoice_ids"),
+            "ecert.issue: a core enterprise issues a certificate to a supplier", [txopts])
     p.add_argument("--to", required=True, metavar="ORG")
     p.add_argument("--amount", required=True, type=parse_amount)
     p.add_argument("--maturity", required=True, type=parse_time_ms, metavar="TIME")
     p.add_argument("--bank", required=True, metavar="BANK", help="the bank whose credit line backs it")
-    p.add_argument("--invoice", required=True, action="append", metavar="DOC_ID",
+    p.add_argument("--invoice", dest="invoice_ids", required=True, action="append", metavar="DOC_ID",
                    help="a confirmed invoice backing it (repeat for several)")
     for action, text in (("accept", "the holder accepts an issued certificate"),
                          ("reject", "the holder rejects an issued certificate"),
                          ("settle", "the debtor pays a certificate at or after maturity")):
-        cmd(cert, action, tx_cert_ref(f"ecert.{action}"), f"ecert.{action}: {text}",
+        cmd(cert, action, tx_from_args(f"ecert.{action}", "cert_id"), f"ecert.{action}: {text}",
             [txopts]).add_argument("cert_id", metavar="CERT")
-    p = cmd(cert, "transfer", tx_cert_transfer, "ecert.transfer: pass parts of a certificate on (rest stays)",
-            [txopts])
+    p = cmd(cert, "transfer", tx_from_args("ecert.transfer", "cert_id", "to"),
+            "ecert.transfer: pass parts of a certificate on (rest stays)", [txopts])
     p.add_argument("cert_id", metavar="CERT")
     p.add_argument("--to", required=True, action="append", type=parse_recipient, metavar="ORG:AMOUNT",
                    help="a recipient and its amount (repeat for several)")
-    p = cmd(cert, "split", tx_cert_split, "ecert.split: split a certificate into parts kept by the holder",
-            [txopts])
+    p = cmd(cert, "split", tx_from_args("ecert.split", "cert_id", "amounts"),
+            "ecert.split: split a certificate into parts kept by the holder", [txopts])
     p.add_argument("cert_id", metavar="CERT")
     p.add_argument("--amounts", required=True, nargs="+", type=parse_amount, metavar="AMOUNT")
     cmd(cert, "show", query(lambda a: f"/v1/certs/{_q(a.cert_id)}", kv_table), "a certificate",
@@ -906,13 +869,16 @@ def build_parser() -> argparse.ArgumentParser:
         "a certificate's lineage, drawn as a tree", [readopts]).add_argument("cert_id", metavar="CERT")
 
     fin = group("finance", "financing: finance.request / approve / decline")
-    p = cmd(fin, "request", tx_finance_request, "finance.request: the holder asks a bank to finance", [txopts])
+    p = cmd(fin, "request", tx_from_args("finance.request", "cert_id", "bank"),
+            "finance.request: the holder asks a bank to finance", [txopts])
     p.add_argument("cert_id", metavar="CERT")
     p.add_argument("--bank", required=True)
-    p = cmd(fin, "approve", tx_finance_approve, "finance.approve: the bank buys it at a discount", [txopts])
+    p = cmd(fin, "approve", tx_from_args("finance.approve", "cert_id", "discount_bps"),
+            "finance.approve: the bank buys it at a discount", [txopts])
     p.add_argument("cert_id", metavar="CERT")
     p.add_argument("--discount-bps", required=True, type=int, help="annual discount rate in basis points")
-    p = cmd(fin, "decline", tx_finance_decline, "finance.decline: the bank says no", [txopts])
+    p = cmd(fin, "decline", tx_from_args("finance.decline", "cert_id", optional=["reason"]),
+            "finance.decline: the bank says no", [txopts])
     p.add_argument("cert_id", metavar="CERT")
     p.add_argument("--reason", default=None)
 

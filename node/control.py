@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -34,9 +33,9 @@ from rich.console import Console
 from rich.table import Table
 
 from node.config import ClusterConfig, ConfigError, NodeSpec, load_config
+from node.localnet import OUT_FILE, start_node
 
 PID_FILE = "node.pid"
-OUT_FILE = "node.out"
 LOG_FILE = "node.log"
 
 stop_timeout_s_default = 10.0
@@ -145,22 +144,8 @@ def _remove_pid_file(node: NodeSpec) -> None:
 
 def spawn_node(cluster: ClusterConfig, node: NodeSpec, extra_args: Sequence[str] = ()) -> int:
     """Start the node process detached (own session); its output goes to node.out. Returns its pid."""
-    node.data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "node", "--config", str(cluster.path), "--id", node.id, *extra_args]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with out_file(node).open("ab") as out:
-        out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting: {' '.join(argv)}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            argv,
-            cwd=cluster.path.parent,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
+    proc = start_node(cluster.path, node.id, node.data_dir, cwd=cluster.path.parent, extra_args=extra_args,
+                      outlive_parent=True)
     _write_pid_file(node, proc.pid)
     # The node outlives us; keep Popen from warning that it is "still running" when we exit.
     proc.returncode = 0
@@ -205,11 +190,16 @@ def finish_stop(cluster: ClusterConfig, node: NodeSpec, pid: int, timeout_s: flo
     return "killed"
 
 
-def kill_node_pid(cluster: ClusterConfig, node: NodeSpec, pid: int) -> None:
+def sigkill_group(pid: int) -> None:
+    """SIGKILL a node's process group (it leads its own session, so the group is its own) and the process."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def kill_node_pid(cluster: ClusterConfig, node: NodeSpec, pid: int) -> None:
+    sigkill_group(pid)
     if not wait_gone(cluster, node, pid, 5.0):
         raise ControlError(f"{node.id}: pid {pid} survived SIGKILL")
     _remove_pid_file(node)

@@ -28,7 +28,7 @@ from consensus.ready import Role
 
 log = logging.getLogger("node.proposer")
 
-INFLIGHT_BLOCKS_MAX = 8
+INFLIGHT_BLOCKS_MAX = int(__import__("os").environ.get("PERF_INFLIGHT", "8"))  # PERF EXPERIMENT
 
 
 class QueueFullError(Exception):

@@ -32,6 +32,7 @@ from rich.table import Table
 from node.bench import ecert_side, etcd, failover, raw
 from node.bench.loadgen import LoadResult, run_closed_loop
 from node.bench.resources import cluster_resources
+from node.localnet import free_ports
 
 console = Console(stderr=True)
 VALUE_BYTES = 300
@@ -110,7 +111,7 @@ async def measure(label: str, workers: list[Any], duration: float) -> LoadResult
 async def bench_etcd(root: Path, nodes: int, levels: list[int], duration: float) -> tuple[dict[int, LoadResult], str]:
     binary = etcd.ensure_etcd()
     version = etcd.etcd_version(binary)
-    base = ecert_side.free_ports(1)[0]
+    base = free_ports(1)[0]
     cluster = etcd.EtcdCluster(binary, root / "etcd", nodes, base_port=30000 + base % 20000, procs=[])
     results = {}
     try:

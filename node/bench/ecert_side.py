@@ -7,7 +7,6 @@ can be signed before the clock starts and the client spends no CPU on signing du
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -21,45 +20,25 @@ import msgpack
 
 from ecert.rules import cert_id_for
 from ecert.tx import make_tx, tx_id_of
+from node import localnet
 from node.bench.loadgen import Request
 from node.config import ClusterConfig, load_config
 from node.keys import load_org_key
+from node.localnet import free_ports as free_ports  # re-exported: node/bench/raw.py imports it from here
 
-ORGS = (("boc", "Bank of China", "bank"), ("geely", "Geely Automobile", "core"),
-        ("tier1", "Tier-1 Supplier", "supplier"), ("tier2", "Tier-2 Supplier", "supplier"),
-        ("tier3", "Tier-3 Supplier", "supplier"))
+ORGS = localnet.consortium_orgs(5)
 MSGPACK = "application/msgpack"
 ROOT_AMOUNT = 10**12
 YEAR_MS = 365 * 86_400_000
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def write_cluster_file(root: Path, nodes: int, block_timeout_ms: int = 2) -> Path:
+def write_cluster_file(root: Path, nodes: int, block_timeout_ms: int = 2, **settings: int) -> Path:
     """A cluster of `nodes` nodes; the five orgs exist in genesis, the first `nodes` of them run a node
-    (beyond five, extra nodes are run by the suppliers' org `tier3`)."""
-    ports = free_ports(2 * nodes)
-    lines = ["[cluster]", 'chain_id = "ecert-bench"', "block_max_txs = 1000", f"block_timeout_ms = {block_timeout_ms}",
-             "snapshot_entries = 5000", "queue_max = 50000", ""]
-    for org_id, name, role in ORGS:
-        lines += ["[[orgs]]", f'id = "{org_id}"', f'name = "{name}"', f'role = "{role}"', ""]
-    for i in range(nodes):
-        node_id = ORGS[i][0] if i < len(ORGS) else f"n{i}"
-        org = ORGS[i][0] if i < len(ORGS) else "tier3"
-        lines += ["[[nodes]]", f'id = "{node_id}"', f'org = "{org}"', f'http = "127.0.0.1:{ports[2 * i]}"',
-                  f'raft = "127.0.0.1:{ports[2 * i + 1]}"', f'data_dir = "data/{node_id}"', ""]
-    path = root / "cluster.toml"
-    path.write_text("\n".join(lines))
-    return path
+    (beyond five, extra nodes are run by the suppliers' org `tier3`). `settings`: more [cluster] keys."""
+    members = [(ORGS[i][0], ORGS[i][0]) if i < len(ORGS) else (f"n{i}", "tier3") for i in range(nodes)]
+    return localnet.write_cluster_file(root, "ecert-bench", ORGS, localnet.local_nodes(members), {
+        "block_max_txs": 1000, "block_timeout_ms": block_timeout_ms, "snapshot_entries": 5000, "queue_max": 50000,
+        **settings})
 
 
 def run_tool(module: str, *args: str) -> None:
@@ -95,12 +74,21 @@ class Signer:
         return tx_id_of(payload), raw
 
 
-async def submit(session: aiohttp.ClientSession, url: str, raw: bytes) -> dict[str, Any]:
+async def post_tx(session: aiohttp.ClientSession, url: str, raw: bytes) -> tuple[int, Any]:
+    """POST one signed tx to the node at `url`, waiting for its commit: (HTTP status, the JSON answer)."""
     async with session.post(url + "/v1/tx?wait=commit", data=raw, headers={"Content-Type": MSGPACK}) as resp:
-        doc = await resp.json()
-    if resp.status != 200 or doc.get("status") != "committed":
-        raise RuntimeError(f"set-up tx refused: HTTP {resp.status} {doc}")
-    return doc
+        return resp.status, await resp.json(content_type=None)
+
+
+def committed(status: int, doc: Any) -> bool:
+    return status == 200 and isinstance(doc, dict) and doc.get("status") == "committed"
+
+
+async def submit(session: aiohttp.ClientSession, url: str, raw: bytes) -> dict[str, Any]:
+    status, doc = await post_tx(session, url, raw)
+    if not committed(status, doc):
+        raise RuntimeError(f"set-up tx refused: HTTP {status} {doc}")
+    return doc  # type: ignore[no-any-return]
 
 
 async def prepare_roots(cluster: ClusterConfig, url: str, count: int) -> list[str]:
@@ -150,10 +138,7 @@ def transfer_worker(urls: list[str], chain: list[bytes], offset: int) -> Callabl
         position += 1
 
         async def send(session: aiohttp.ClientSession) -> bool:
-            async with session.post(url + "/v1/tx?wait=commit", data=raw,
-                                    headers={"Content-Type": MSGPACK}) as resp:
-                doc = await resp.json(content_type=None)
-                return resp.status == 200 and doc.get("status") == "committed"
+            return committed(*await post_tx(session, url, raw))
 
         return send
 

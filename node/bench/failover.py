@@ -77,16 +77,8 @@ class FailoverReport:
 
 def write_failover_cluster(root: Path, tick_ms: int | None, election_ticks: int | None) -> Path:
     """The bench cluster file of ecert_side, with the Raft timing keys set if asked."""
-    path = ecert_side.write_cluster_file(root, 3)
-    extra = []
-    if tick_ms is not None:
-        extra.append(f"tick_ms = {tick_ms}")
-    if election_ticks is not None:
-        extra.append(f"election_ticks = {election_ticks}")
-    if extra:
-        text = path.read_text()
-        path.write_text(text.replace("[cluster]\n", "[cluster]\n" + "\n".join(extra) + "\n", 1))
-    return path
+    timing = {"tick_ms": tick_ms, "election_ticks": election_ticks}
+    return ecert_side.write_cluster_file(root, 3, **{k: v for k, v in timing.items() if v is not None})
 
 
 class Submitters:
@@ -116,12 +108,8 @@ class Submitters:
             node = up[(i + turn) % len(up)]
             raw = self.tx()
             t0 = time.monotonic()
-            ok = False
             try:
-                async with session.post(node.http_url + "/v1/tx?wait=commit", data=raw,
-                                        headers={"Content-Type": ecert_side.MSGPACK}) as resp:
-                    doc = await resp.json(content_type=None)
-                    ok = resp.status == 200 and isinstance(doc, dict) and doc.get("status") == "committed"
+                ok = ecert_side.committed(*await ecert_side.post_tx(session, node.http_url, raw))
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 ok = False
             if ok:
@@ -234,10 +222,7 @@ def wait_started(node: NodeSpec, pid: int, timeout_s: float) -> str | None:
 
 def kill_group(pid: int) -> None:
     """SIGKILL a node process we started (its own session, so its own group) and reap it if it is our child."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    control.sigkill_group(pid)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
 

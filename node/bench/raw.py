@@ -33,7 +33,7 @@ class RawSettings:
     max_inflight: int = 16
     """Our AppendEntries pipelining window per follower; few in flight means more entries per message."""
     read_cache: bool = True
-    """Our driver keeps the log tail in memory for the core's reads (etcd's MemoryStorage beside its WAL)."""
+    """LevelDBStorage keeps the log tail in memory for the core's reads (its default); False turns that off."""
     propose_many: bool = True
     """Our leader appends each batch with one `RaftCore.propose_many` call instead of one `propose` per entry."""
     tick_ms: int = 50

@@ -25,14 +25,18 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from operator import attrgetter, countOf
 from pathlib import Path
 from typing import Any
 
 from consensus.config import Config
 from consensus.core import RaftCore
-from consensus.leveldb_storage import LevelDBStorage
-from consensus.messages import Entry, EntryType, Message, Snapshot, SnapshotMeta
-from consensus.ready import HardState, Ready, Role
+from consensus.leveldb_storage import CACHE_BYTES_MAX, LevelDBStorage
+from consensus.messages import EntryType, Message
+from consensus.ready import Ready, Role
+
+_TYPE = attrgetter("type")
+_DATA = attrgetter("data")
 
 
 @dataclass(slots=True)
@@ -97,74 +101,6 @@ def write_result(root: Path, system: str, node_id: str, result: dict[str, Any]) 
 # -- ours ---------------------------------------------------------------------------------------------------
 
 
-class CachedLog:
-    """A `Storage` for the core in etcd's shape: LevelDBStorage is the durable write path (every `save` is its
-    synced WriteBatch), and the log tail is also kept in memory so that the core's reads (entries to send,
-    committed entries to apply, terms) do not decode LevelDB records again. Keeps at most `keep` entries."""
-
-    def __init__(self, durable: LevelDBStorage, keep: int = 1 << 17) -> None:
-        self.durable = durable
-        self.keep = keep
-        self.tail: list[Entry] = []
-        self.tail_first = durable.last_index() + 1
-        """Index of tail[0]; the tail always ends at durable.last_index()."""
-
-    def initial_state(self) -> tuple[HardState, SnapshotMeta]:
-        return self.durable.initial_state()
-
-    def first_index(self) -> int:
-        return self.durable.first_index()
-
-    def last_index(self) -> int:
-        return self.durable.last_index()
-
-    def snapshot(self) -> Snapshot:
-        return self.durable.snapshot()
-
-    def term(self, index: int) -> int:
-        if self.tail_first <= index < self.tail_first + len(self.tail):
-            return self.tail[index - self.tail_first].term
-        return self.durable.term(index)
-
-    def entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
-        if lo < self.tail_first or hi > self.tail_first + len(self.tail):
-            return self.durable.entries(lo, hi, max_bytes)
-        out = self.tail[lo - self.tail_first:hi - self.tail_first]
-        size = 0
-        for i, e in enumerate(out):
-            size += len(e.data)
-            if i and size > max_bytes:
-                return out[:i]
-        return out
-
-    def save(self, hard_state: HardState | None, entries: tuple[Entry, ...], snapshot: Snapshot | None,
-             sync: bool) -> None:
-        self.durable.save(hard_state, entries, snapshot, sync)
-        if snapshot is not None:
-            self.tail, self.tail_first = [], self.durable.last_index() + 1
-        if entries:
-            first = entries[0].index
-            if first < self.tail_first:
-                self.tail, self.tail_first = list(entries), first
-            else:
-                del self.tail[first - self.tail_first:]
-                self.tail.extend(entries)
-            if len(self.tail) > self.keep:
-                cut = len(self.tail) - self.keep // 2
-                del self.tail[:cut]
-                self.tail_first += cut
-        # Whatever the durable log now holds must be what the tail says.
-        if self.tail_first + len(self.tail) != self.durable.last_index() + 1:
-            self.tail, self.tail_first = [], self.durable.last_index() + 1
-
-    def compact(self, snapshot: Snapshot) -> None:
-        self.durable.compact(snapshot)
-        drop = snapshot.meta.index + 1 - self.tail_first
-        if drop > 0:
-            del self.tail[:drop]
-            self.tail_first += drop
-
-
 class RawDriver:
     """The Ready loop with a null application."""
 
@@ -175,11 +111,12 @@ class RawDriver:
         voters = tuple(sorted(n["id"] for n in spec["nodes"]))
         raft_dir = self.root / "ours" / node_id
         raft_dir.mkdir(parents=True, exist_ok=True)
-        self.storage = LevelDBStorage(str(raft_dir), voters)
-        self.log: Any = CachedLog(self.storage) if spec["read_cache"] else self.storage
+        # The storage keeps the log's tail in memory for the core's reads; `read_cache` false turns that off.
+        self.storage = LevelDBStorage(str(raft_dir), voters,
+                                      cache_bytes_max=CACHE_BYTES_MAX if spec["read_cache"] else 0)
         config = Config(id=node_id, election_ticks=spec["election_ticks"], heartbeat_ticks=1,
                         max_inflight_msgs=spec["max_inflight"])
-        self.core = RaftCore(config, self.log, random.Random(os.urandom(16)))
+        self.core = RaftCore(config, self.storage, random.Random(os.urandom(16)))
         self.tick_s = spec["tick_ms"] / 1000
         self.payload = bytes(spec["payload"])
         self.meter = Meter(spec["warmup_s"], spec["duration_s"],
@@ -217,7 +154,7 @@ class RawDriver:
     def handle_ready(self, rd: Ready, send: Any) -> None:
         # 1. persist: one WriteBatch, fsynced when the core says so.
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
-            self.log.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+            self.storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
             if rd.must_sync or rd.entries:
                 self.meter.fsyncs += 1
         # 2. send
@@ -225,10 +162,12 @@ class RawDriver:
             send(m)
         if rd.soft_state is not None:
             self.meter.role_changes += 1
-        # 3. apply: the null application only counts its entries.
-        for e in rd.committed_entries:
-            if e.type == EntryType.NORMAL and e.data:
-                self.meter.applied += 1
+        # 3. apply: the null application only counts its proposals (NORMAL entries with data; a leader's no-op
+        # is NORMAL and empty).
+        committed = rd.committed_entries
+        if committed:
+            self.meter.applied += (countOf(map(_TYPE, committed), EntryType.NORMAL)
+                                   - countOf(map(_DATA, committed), b""))
         # 4. no reads here. 5. advance
         self.core.advance(rd)
         self.meter.readies += 1

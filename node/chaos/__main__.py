@@ -22,8 +22,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from node.chaos.checker import check_run
+from node.chaos.history import history_from_json
 from node.chaos.nemesis import FAULT_KINDS
-from node.chaos.runner import Options, run_chaos
+from node.chaos.runner import Options, make_summary, run_chaos
 
 err = Console(stderr=True, highlight=False)
 
@@ -115,10 +117,6 @@ async def amain(args: argparse.Namespace, progress: Progress) -> tuple[dict[str,
 
 
 def recheck(report_dir: Path) -> int:
-    from node.chaos.checker import check_run
-    from node.chaos.history import history_from_json
-    from node.chaos.runner import make_summary
-
     history, dumps = history_from_json(json.loads((report_dir / "history.json").read_text()))
     report = check_run(history, dumps)
     for v in report.violations[:20]:

@@ -11,10 +11,11 @@ import textwrap
 import time
 from pathlib import Path
 
+import msgpack
 import plyvel
 import pytest
 
-from consensus.leveldb_storage import LevelDBStorage, _entry_key
+from consensus.leveldb_storage import CACHE_ENTRY_OVERHEAD_BYTES, LevelDBStorage, _entry_key
 from consensus.messages import Entry, EntryType, Snapshot, SnapshotMeta
 from consensus.ready import HardState
 from consensus.storage import CompactedError, CorruptionError, UnavailableError
@@ -147,7 +148,7 @@ def test_corrupted_record_is_detected_on_open(path: str, key: bytes) -> None:
 def test_corruption_after_open_is_detected_on_read(path: str) -> None:
     with LevelDBStorage(path, VOTERS) as st:
         st.save(None, ents(1, 4, 1), None, sync=True)
-    st = LevelDBStorage(path, VOTERS)
+    st = LevelDBStorage(path, VOTERS, cache_bytes_max=0)  # every read goes to LevelDB
     try:
         # Damage the record underneath the open store (another handle is not allowed by LevelDB's lock,
         # so go through the store's own handle).
@@ -221,3 +222,110 @@ def test_kill_minus_9_keeps_every_acknowledged_entry(path: str) -> None:
             assert [e.index for e in got] == list(range(1, acked + 1))
             assert all(e.term == e.index // 7 + 1 and e.data == b"x" * (e.index % 300) for e in got)
         acked_total = acked
+
+
+# -- the in-memory tail cache ---------------------------------------------------------------------------------
+
+
+def _erase_entries_underneath(st: LevelDBStorage, lo: int, hi: int) -> None:
+    """Delete records behind the store's back: a read that still succeeds was served from the cache."""
+    for i in range(lo, hi):
+        st._db.delete(_entry_key(i))
+
+
+def test_cache_serves_the_tail_without_touching_leveldb(path: str) -> None:
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(HardState(term=1), ents(1, 11, 1), None, sync=True)
+        _erase_entries_underneath(st, 1, 11)
+        assert st.entries(1, 11, 1 << 20) == list(ents(1, 11, 1))
+        assert [st.term(i) for i in range(1, 11)] == [1] * 10
+        assert [e.index for e in st.entries(3, 11, 11)] == [3, 4]  # size limit: stops before exceeding
+        assert len(st.entries(3, 11, 0)) == 1
+    with LevelDBStorage(path + "-uncached", VOTERS, cache_bytes_max=0) as st:
+        st.save(None, ents(1, 3, 1), None, sync=True)
+        _erase_entries_underneath(st, 1, 3)
+        with pytest.raises(CorruptionError):
+            st.entries(1, 3, 1 << 20)
+
+
+def test_cache_is_bounded_and_reads_fall_back_to_leveldb(path: str) -> None:
+    cost = CACHE_ENTRY_OVERHEAD_BYTES + 5  # data "e{i}t1" is 4-5 bytes
+    with LevelDBStorage(path, VOTERS, cache_bytes_max=10 * cost) as st:
+        st.save(None, ents(1, 101, 1), None, sync=True)
+        assert 0 < len(st._cache) <= 10 and st._cache_bytes <= 10 * cost
+        assert st._cache_first + len(st._cache) == 101  # always the tail
+        assert st.entries(1, 101, 1 << 20) == list(ents(1, 101, 1))  # LevelDB part, then the cached part
+        assert [e.index for e in st.entries(85, 101, 1 << 20)] == list(range(85, 101))
+        assert st.term(1) == st.term(100) == 1
+
+
+def test_cache_follows_truncation_compaction_and_snapshots(path: str) -> None:
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(HardState(term=1), ents(1, 9, 1), None, sync=True)
+        st.save(HardState(term=2), ents(5, 7, 2), None, sync=True)  # a new leader's conflicting suffix
+        assert (st._cache_first, len(st._cache)) == (1, 6)
+        assert [st.term(i) for i in range(1, 7)] == [1, 1, 1, 1, 2, 2]
+        with pytest.raises(UnavailableError):
+            st.term(7)
+        st.compact(Snapshot(SnapshotMeta(index=4, term=1, voters=VOTERS)))
+        assert st._cache_first == 5 and st.entries(5, 7, 1 << 20) == list(ents(5, 7, 2))
+        with pytest.raises(CompactedError):
+            st.entries(4, 7, 1 << 20)
+        st.save(HardState(term=3), (), Snapshot(SnapshotMeta(index=30, term=3, voters=VOTERS)), sync=True)
+        assert (st._cache_first, st._cache, st.last_index()) == (31, [], 30)
+        assert st.term(30) == 3
+        st.save(None, ents(31, 33, 3), None, sync=True)
+        _erase_entries_underneath(st, 31, 33)
+        assert st.entries(31, 33, 1 << 20) == list(ents(31, 33, 3))
+
+
+def test_reopen_fills_the_cache_with_the_verified_tail(path: str) -> None:
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(HardState(term=2), ents(1, 6, 2), None, sync=True)
+    with LevelDBStorage(path, VOTERS) as st:
+        assert st._cache == list(ents(1, 6, 2)) and st._cache_first == 1
+
+
+def test_a_refused_save_writes_nothing(path: str) -> None:
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(None, ents(1, 4, 1), None, sync=True)
+        snap = Snapshot(SnapshotMeta(index=9, term=2, voters=VOTERS))
+        with pytest.raises(AssertionError, match="contiguous"):
+            st.save(HardState(term=2), (Entry(2, 10), Entry(2, 12)), snap, sync=True)
+        assert (st.last_index(), st.snapshot().meta.index, st.initial_state()[0]) == (3, 0, HardState())
+    with LevelDBStorage(path, VOTERS) as st:
+        assert (st.last_index(), st.snapshot().meta.index) == (3, 0)
+
+
+# -- record format ------------------------------------------------------------------------------------------
+
+
+def test_entry_record_is_checksum_term_type_data(path: str) -> None:
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(None, (Entry(term=7, index=1, type=EntryType.CONF_CHANGE, data=b"abc"),), None, sync=True)
+        raw = st._db.get(_entry_key(1))
+    assert raw[4:] == (7).to_bytes(8, "big") + b"\x01abc"
+
+
+def _seal_v1(key: bytes, payload: object) -> bytes:
+    import zlib
+    body = msgpack.packb(payload, use_bin_type=True)
+    return zlib.crc32(key + body).to_bytes(4, "big") + body
+
+
+def test_format_1_store_is_migrated_on_open(path: str) -> None:
+    db = plyvel.DB(path, create_if_missing=True)
+    try:
+        db.put(b"v", _seal_v1(b"v", 1))
+        db.put(b"s", _seal_v1(b"s", [0, 0, list(VOTERS), [], b""]))
+        db.put(b"h", _seal_v1(b"h", [2, "n1", 2]))
+        for e in ents(1, 4, 2):
+            db.put(_entry_key(e.index), _seal_v1(_entry_key(e.index), [e.term, e.index, int(e.type), e.data]))
+    finally:
+        db.close()
+    with LevelDBStorage(path, VOTERS) as st:
+        assert st.initial_state()[0] == HardState(term=2, vote="n1", commit=2)
+        assert st.entries(1, 4, 1 << 20) == list(ents(1, 4, 2))
+    with LevelDBStorage(path, VOTERS, cache_bytes_max=0) as st:  # now format 2 on disk
+        assert st.entries(1, 4, 1 << 20) == list(ents(1, 4, 2))
+        assert st._db.get(_entry_key(1))[4:12] == (2).to_bytes(8, "big")

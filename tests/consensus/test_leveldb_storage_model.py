@@ -76,13 +76,14 @@ def apply(s: object, op: tuple[str, object]) -> None:
 
 
 @settings(max_examples=12, deadline=None)
-@given(seed=st.integers(0, 2**32), n=st.integers(1, 30))
-def test_leveldb_storage_matches_memory_storage(seed: int, n: int) -> None:
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 30), cache_bytes_max=st.sampled_from([0, 400, 1 << 20]))
+def test_leveldb_storage_matches_memory_storage(seed: int, n: int, cache_bytes_max: int) -> None:
+    """With the tail cache off, trimmed often (400 bytes is two or three entries) and holding everything."""
     ops = random_ops(random.Random(seed), n, MemoryStorage(VOTERS))
     model, sim = MemoryStorage(VOTERS), SimStorage(VOTERS)
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "raft")
-        db = LevelDBStorage(path, VOTERS)
+        db = LevelDBStorage(path, VOTERS, cache_bytes_max=cache_bytes_max)
         try:
             for op in ops:
                 for s in (model, db, sim):
@@ -91,5 +92,5 @@ def test_leveldb_storage_matches_memory_storage(seed: int, n: int) -> None:
                 assert observe(sim) == observe(model)
         finally:
             db.close()
-        with LevelDBStorage(path, VOTERS) as reopened:
+        with LevelDBStorage(path, VOTERS, cache_bytes_max=cache_bytes_max) as reopened:
             assert observe(reopened) == observe(model)

@@ -7,22 +7,20 @@
 
 Each cluster lives in its own tmp dir with free 127.0.0.1 ports. Nodes are `python -m node --config F --id ID`
 processes (own session, SIGKILLed if pytest itself dies: PR_SET_PDEATHSIG), stdout/stderr in <data_dir>/node.out.
-`Cluster` is plain Python (no pytest) so chaos/bench code may reuse it: `Cluster.create(root, n, ...)`.
+The cluster file, keys, genesis and process handling are node/localnet.py's, shared with the chaos runner and the
+bench; `Cluster` adds the HTTP helpers tests want and is plain Python (no pytest): `Cluster.create(root, n, ...)`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import itertools
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -33,35 +31,24 @@ from typing import Any
 
 import pytest
 
+from ecert.tx import make_tx
 from node.config import ClusterConfig, load_config
-from node.keys import ensure_cluster_keys, load_org_key
+from node.keys import load_org_key
+from node.localnet import (
+    consortium_orgs,
+    init_cluster,
+    kill_all,
+    kill_process,
+    local_nodes,
+    start_node,
+    stop_process,
+    write_cluster_file,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-ORG_IDS = ("boc", "geely", "tier1", "tier2", "tier3", "tier4", "tier5", "tier6", "tier7")
-ORG_ROLES = {"boc": "bank", "geely": "core"}
-ORG_NAMES = {"boc": "Bank of China", "geely": "Geely Auto"}
+NODES_MAX = 9
 CHAIN_ID = "ecert-test"
 _nonce = itertools.count(int(time.time() * 1000))
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (bound together so they differ; released before use)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _die_with_parent() -> None:
-    # Linux: the node gets SIGKILL if the test process dies, so no orphan outlives a crashed pytest.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def http_json(method: str, url: str, body: bytes | None = None, *, content_type: str = "application/json",
@@ -111,32 +98,14 @@ class Cluster:
         """Write cluster.toml (n voters + `learners` spare nodes with voter = false; at least `orgs` genesis
         orgs: boc (bank), geely (core), tier1.. (suppliers); node i runs org i), keys/ and genesis.json."""
         total = n + learners
-        if not 1 <= total <= len(ORG_IDS):
-            raise ValueError(f"between 1 and {len(ORG_IDS)} nodes")
-        root.mkdir(parents=True, exist_ok=True)
+        if not 1 <= total <= NODES_MAX:
+            raise ValueError(f"between 1 and {NODES_MAX} nodes")
+        members = consortium_orgs(max(total, orgs))
+        nodes = local_nodes([(o, o) for o, _, _ in members[:total]], voters=n)
         settings = {"tick_ms": 50, "election_ticks": 10, "block_timeout_ms": 5, **cluster_keys}
-        lines = ["[cluster]", f'chain_id = "{CHAIN_ID}"']
-        lines += [f"{k} = {v}" for k, v in settings.items()]
-        ports = free_ports(2 * total)
-        for i, org in enumerate(ORG_IDS[:total]):
-            lines += ["", "[[nodes]]", f'id = "{org}"', f'org = "{org}"', f'http = "127.0.0.1:{ports[2 * i]}"',
-                      f'raft = "127.0.0.1:{ports[2 * i + 1]}"', f'data_dir = "data/{org}"']
-            if i >= n:
-                lines.append("voter = false")
-        for org in ORG_IDS[:max(total, orgs)]:
-            lines += ["", "[[orgs]]", f'id = "{org}"', f'name = "{ORG_NAMES.get(org, org.title())}"',
-                      f'role = "{ORG_ROLES.get(org, "supplier")}"']
-        path = root / "cluster.toml"
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        config = load_config(path)
-        ensure_cluster_keys(config)
-        orgs = []
-        for o in config.orgs:
-            kp = load_org_key(config.keys_dir, o.id)
-            orgs.append({"id": o.id, "name": o.name, "role": o.role, "sign_pk": kp.sign_pk_hex,
-                         "box_pk": kp.box_pk_hex})
-        genesis = {"chain_id": CHAIN_ID, "genesis_time": int(time.time() * 1000) - 60_000, "orgs": orgs}
-        config.genesis_path.write_text(json.dumps(genesis, indent=2), encoding="utf-8")
+        path = write_cluster_file(root, CHAIN_ID, members, nodes, settings)
+        # Dated a minute back: genesis_time bounds block 1's time from below.
+        init_cluster(path, genesis_time_ms=int(time.time() * 1000) - 60_000)
         return cls(root, path, fault_injection)
 
     # -- processes
@@ -145,14 +114,8 @@ class Cluster:
         h = self.nodes[node_id]
         if h.alive:
             return h
-        h.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "node", "--config", str(self.config_path), "--id", node_id]
-        if self.fault_injection:
-            cmd.append("--fault-injection")
-        with (h.data_dir / "node.out").open("ab") as out:
-            h.proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      start_new_session=True, preexec_fn=_die_with_parent,
-                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        h.proc = start_node(self.config_path, node_id, h.data_dir, cwd=REPO,
+                            extra_args=["--fault-injection"] if self.fault_injection else [])
         self.all_pids.append(h.proc.pid)
         return h
 
@@ -181,22 +144,15 @@ class Cluster:
     def kill(self, node_id: str) -> None:
         """SIGKILL (no cleanup at all), and reap."""
         h = self.nodes[node_id]
-        if h.proc is not None and h.proc.poll() is None:
-            h.proc.kill()
-            h.proc.wait(10)
+        if h.proc is not None:
+            kill_process(h.proc)
 
     def stop(self, node_id: str, timeout: float = 15.0) -> int | None:
         """SIGTERM, wait for a graceful exit (SIGKILL after `timeout`); returns the exit code."""
         h = self.nodes[node_id]
         if h.proc is None:
             return None
-        if h.proc.poll() is None:
-            h.proc.terminate()
-            try:
-                h.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                h.proc.kill()
-                h.proc.wait(10)
+        stop_process(h.proc, timeout)
         return h.proc.returncode
 
     def wipe(self, node_id: str) -> None:
@@ -206,14 +162,7 @@ class Cluster:
 
     def close(self) -> None:
         """Kill every process this cluster ever started (teardown; also after failures)."""
-        for h in self.nodes.values():
-            if h.proc is not None and h.proc.poll() is None:
-                with contextlib.suppress(Exception):
-                    h.proc.kill()
-        for h in self.nodes.values():
-            if h.proc is not None:
-                with contextlib.suppress(Exception):
-                    h.proc.wait(10)
+        kill_all(h.proc for h in self.nodes.values() if h.proc is not None)
         for pid in self.all_pids:  # belt and braces: a pid we started that is somehow still ours
             with contextlib.suppress(ProcessLookupError, PermissionError, ChildProcessError):
                 os.kill(pid, 0)
@@ -294,8 +243,6 @@ class Cluster:
     def anchor_tx(self, signer: str = "tier1", counterparty: str = "geely", amount: int = 1000,
                   doc_id: str | None = None) -> bytes:
         """A signed `trade.anchor` (valid for any active genesis org): cheap and unique per call."""
-        from ecert.tx import make_tx
-
         nonce = next(_nonce)
         doc = doc_id or f"inv-{signer}-{nonce}"
         return make_tx(self.org_seed(signer), CHAIN_ID, "trade.anchor", signer, nonce,

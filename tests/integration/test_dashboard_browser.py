@@ -16,13 +16,22 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgpack
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from ecert.tx import make_tx
+from node.dashboard import setup_dashboard
+from node.metrics import NodeMetrics
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REPO = Path(__file__).resolve().parents[2]
@@ -176,8 +185,6 @@ def _write_file(path: Path, data: bytes) -> None:
 
 
 def threading_drain(stream: Any) -> None:
-    import threading
-
     threading.Thread(target=lambda: [None for _ in stream], daemon=True).start()
 
 
@@ -203,8 +210,6 @@ async def tree_amounts(page: Page) -> list[int]:
 @pytest.mark.slow
 async def test_dashboard_in_chromium_against_a_real_cluster(cluster_factory: Any) -> None:
     """A newcomer's view after the demo: one leader, the demo's lineage tree, and a killed node's alarm."""
-    import sys
-
     cluster = cluster_factory(3)
     leader = cluster.wait_leader()
     demo = await asyncio.to_thread(
@@ -220,8 +225,6 @@ async def test_dashboard_in_chromium_against_a_real_cluster(cluster_factory: Any
     assert len(expected_amounts) == summary["certs"] >= 2
 
     # A tx that breaks a rule: the chain view must show it rejected, with its code.
-    from ecert.tx import make_tx
-
     bad = make_tx(cluster.org_seed("tier1"), cluster.config.chain_id, "ecert.accept", "tier1",
                   int(time.time() * 1000), {"cert_id": "EC" + "0" * 32})
     status, answer = await asyncio.to_thread(cluster.submit, leader, bad)
@@ -290,8 +293,6 @@ async def test_dashboard_in_chromium_against_a_real_cluster(cluster_factory: Any
 @pytest.mark.bench
 async def test_first_view_under_a_second_with_10000_blocks(cluster_factory: Any) -> None:
     """Issue 7: the page loads in under a second on loopback with 10,000 blocks in the chain (opt-in: -m bench)."""
-    import msgpack
-
     blocks = int(os.environ.get("ECERT_DASHBOARD_BENCH_BLOCKS", "10000"))
     cluster = cluster_factory(1, block_max_txs=1, queue_max=20_000, snapshot_entries=100_000)
     node = cluster.wait_leader()
@@ -335,11 +336,6 @@ DAY_MS = 86_400_000
 
 def scripted_node(now_ms: int) -> tuple[Any, Any]:
     """An aiohttp app: the dashboard over a fake NodeSource plus the node's read routes, with fixed data."""
-    from aiohttp import web
-
-    from node.dashboard import setup_dashboard
-    from node.metrics import NodeMetrics
-
     def cert(cid: str, parent: str | None, holder: str, amount: int, status: str, maturity: int) -> dict[str, Any]:
         return {"id": cid, "root_id": "R", "parent_id": parent, "debtor": "geely", "holder": holder,
                 "amount": amount, "maturity": maturity, "status": status}
@@ -415,8 +411,6 @@ def scripted_node(now_ms: int) -> tuple[Any, Any]:
 
 @needs_chromium
 async def test_dashboard_views_in_chromium_against_a_scripted_node() -> None:
-    from aiohttp.test_utils import TestServer
-
     now_ms = int(time.time() * 1000)
     app, source = scripted_node(now_ms)
     async with TestServer(app, host="127.0.0.1") as server, Chromium() as browser:

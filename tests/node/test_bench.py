@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.leveldb_storage import LevelDBStorage
-from consensus.messages import Entry
-from consensus.ready import HardState, Role
+from consensus.ready import Role
 from node.bench.__main__ import median, parse_args, raw_settings
 from node.bench.failover import FailoverReport, KillSample
 from node.bench.loadgen import LoadResult
-from node.bench.raw_node import CachedLog, Meter, RawDriver
+from node.bench.raw_node import Meter, RawDriver
 
 # -- loadgen percentiles (nearest rank) ---------------------------------------------------------------------
 
@@ -103,33 +101,16 @@ def test_meter_counts_only_the_window() -> None:
     assert (m.result["entries"], m.result["entries_per_s"], m.result["entries_per_fsync"]) == (2000, 1000.0, 500.0)
 
 
-def test_cached_log_reads_what_leveldb_holds(tmp_path) -> None:
-    durable = LevelDBStorage(str(tmp_path / "raft"), ("a",))
-    try:
-        log = CachedLog(durable, keep=8)
-        log.save(HardState(term=1, vote="a", commit=0), tuple(Entry(1, i, data=b"x%d" % i) for i in range(1, 7)),
-                 None, sync=True)
-        # A conflicting suffix from a new leader replaces entries 5..6 with 5..10 of term 2.
-        log.save(None, tuple(Entry(2, i, data=b"y%d" % i) for i in range(5, 11)), None, sync=True)
-        assert log.last_index() == durable.last_index() == 10
-        assert len(log.tail) <= 8
-        for lo, hi in ((1, 11), (3, 9), (7, 11)):
-            assert log.entries(lo, hi, 1 << 20) == durable.entries(lo, hi, 1 << 20)
-        assert [log.term(i) for i in range(1, 11)] == [durable.term(i) for i in range(1, 11)]
-        assert len(log.entries(5, 11, 4)) == 2  # max_bytes keeps at least one entry, stops before exceeding
-    finally:
-        durable.close()
-
-
 def test_raw_driver_proposes_batches_within_its_window(tmp_path) -> None:
     spec = {"root": str(tmp_path), "chain_id": "t", "nodes": [{"id": "a", "port": 1, "seed": "00" * 32}],
             "election_ticks": 10, "max_inflight": 4, "read_cache": True, "propose_many": True, "tick_ms": 50,
             "payload": 8, "warmup_s": 0.0, "duration_s": 1.0, "batch": 5, "window": 12}
     sent: list[object] = []
-    for propose_many in (True, False):
+    for propose_many, read_cache in ((True, True), (False, False)):
         root = tmp_path / str(propose_many)
         root.mkdir()
-        driver = RawDriver({**spec, "root": str(root), "propose_many": propose_many}, "a")
+        driver = RawDriver({**spec, "root": str(root), "propose_many": propose_many, "read_cache": read_cache},
+                           "a")
         try:
             core = driver.core
             core.campaign()  # a single voter elects itself
@@ -146,5 +127,6 @@ def test_raw_driver_proposes_batches_within_its_window(tmp_path) -> None:
                 driver.handle_ready(core.ready(), sent.append)
             assert driver.meter.applied == 12 and driver.meter.fsyncs >= 1
             assert driver.storage.last_index() == noop + 12
+            assert (len(driver.storage._cache) == noop + 12) is read_cache  # the storage's tail cache, or none
         finally:
             driver.storage.close()
