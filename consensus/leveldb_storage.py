@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable
-from itertools import count
-from operator import attrgetter, eq
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Sequence
+from itertools import accumulate, count, islice, repeat
+from operator import add, attrgetter, eq
 from typing import Any
 
 import msgpack
@@ -55,11 +57,12 @@ _CRC = struct.Struct(">I")
 _ENTRY_KEY = struct.Struct(">cQ")
 _ENTRY_HEAD = struct.Struct(">QB")
 """Entry record after the checksum: term, type, then the data to the end of the value."""
-_ENTRY_KEY_HEAD = struct.Struct(">cQQB")
 _ENTRY_DATA_AT = _CRC.size + _ENTRY_HEAD.size
 _ENTRY_TYPES = {int(t): t for t in EntryType}
 _DATA = attrgetter("data")
 _INDEX = attrgetter("index")
+_TERM = attrgetter("term")
+_TYPE = attrgetter("type")
 
 
 def _entry_key(index: int) -> bytes:
@@ -84,15 +87,14 @@ def _unseal(key: bytes, value: bytes) -> Any:
         raise CorruptionError(f"record {key!r}: undecodable ({exc})") from exc
 
 
-def _encode_entries(entries: Iterable[Entry]) -> list[tuple[bytes, bytes]]:
-    """(key, value) of each entry's record. A leader writes thousands per fsync: one struct call and one CRC
-    per entry, in comprehensions (about half the cost of a function call per entry)."""
-    pack = _ENTRY_KEY_HEAD.pack
-    crc32 = zlib.crc32
-    pack_crc = _CRC.pack
-    # key + head + data: the checksum covers exactly this, and the value is the checksum and all after the key.
-    records = [pack(_ENTRY_PREFIX, e.index, e.term, e.type) + e.data for e in entries]
-    return [(r[:_ENTRY_KEY.size], pack_crc(crc32(r)) + r[_ENTRY_KEY.size:]) for r in records]
+def _encode_entries(entries: Sequence[Entry]) -> tuple[list[bytes], list[bytes]]:
+    """Keys and values of the entries' records. A leader writes thousands per fsync, so every step is a C-level
+    `map` over the batch (no Python bytecode per entry): about a third of a loop calling a function per entry."""
+    keys = list(map(_ENTRY_KEY.pack, repeat(_ENTRY_PREFIX, len(entries)), map(_INDEX, entries)))
+    bodies = list(map(add, map(_ENTRY_HEAD.pack, map(_TERM, entries), map(_TYPE, entries)), map(_DATA, entries)))
+    # crc32(key + body), computed as crc32(body, start=crc32(key)) to avoid the concatenation.
+    values = list(map(add, map(_CRC.pack, map(zlib.crc32, bodies, map(zlib.crc32, keys))), bodies))
+    return keys, values
 
 
 def _decode_entry(key: bytes, value: bytes) -> Entry:
@@ -211,7 +213,7 @@ class LevelDBStorage:
         """Rewrite every format-1 entry record as format 2, and the version, in one synced batch."""
         with self._db.write_batch(sync=True, transaction=True) as wb:
             old = [_decode_entry_v1(key, value) for key, value in self._db.iterator(prefix=_ENTRY_PREFIX)]
-            for key, value in _encode_entries(old):
+            for key, value in zip(*_encode_entries(old), strict=True):
                 wb.put(key, value)
             wb.put(_KEY_VERSION, _seal(_KEY_VERSION, FORMAT_VERSION))
 
@@ -342,9 +344,8 @@ class LevelDBStorage:
                 wb.put(_KEY_SNAPSHOT, _encode_snapshot(snap))
             for index in truncated:
                 wb.delete(_entry_key(index))
-            put = wb.put
-            for key, value in _encode_entries(entries):
-                put(key, value)
+            # One put per entry, consumed in C (a deque of length 0 drops map's results).
+            deque(map(wb.put, *_encode_entries(entries)), maxlen=0)
             if hard_state is not None:
                 wb.put(_KEY_HARD_STATE, _seal(_KEY_HARD_STATE, [hard_state.term, hard_state.vote,
                                                                  hard_state.commit]))
@@ -404,14 +405,15 @@ class LevelDBStorage:
 
     def _trim_cache(self) -> None:
         """Drop the oldest cached entries down to 3/4 of the bound, so that trimming is not paid every save."""
-        target = self._cache_bytes_max * 3 // 4
-        cut = 0
-        size = self._cache_bytes
-        for e in self._cache:
-            if size <= target:
-                break
-            size -= len(e.data) + CACHE_ENTRY_OVERHEAD_BYTES
-            cut += 1
+        excess = self._cache_bytes - self._cache_bytes_max * 3 // 4
+        if excess <= 0:
+            return
+        # Running cost of the oldest entries (C-level passes); cut the shortest prefix that covers the excess.
+        # Every entry costs at least the overhead, so the prefix is at most this long.
+        prefix = islice(self._cache, excess // CACHE_ENTRY_OVERHEAD_BYTES + 1)
+        costs = accumulate(map(len, map(_DATA, prefix)), initial=0)
+        running = list(map(add, costs, count(0, CACHE_ENTRY_OVERHEAD_BYTES)))
+        cut = min(bisect_left(running, excess), len(running) - 1)
         del self._cache[:cut]
         self._cache_first += cut
-        self._cache_bytes = size
+        self._cache_bytes -= running[cut]

@@ -224,9 +224,11 @@ class RaftLog:
         if lo < offset:
             stop = min(hi, offset)
             stored = self.storage.entries(lo, stop, max_bytes)
-            ents.extend(stored)
             if len(stored) < stop - lo:
-                return ents  # storage hit the size limit
+                return stored  # storage hit the size limit
+            if hi <= offset:
+                return stored  # all from storage, which already kept to max_bytes
+            ents.extend(stored)
         if hi > offset:
             ents.extend(self.unstable.entries[max(lo, offset) - offset:hi - offset])
         return limit_size(ents, max_bytes)

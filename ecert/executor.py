@@ -39,40 +39,47 @@ answered "valid" for, so skipping it cannot change any outcome. Failures are not
 verified again and rejected again), and a different signature over the same payload is verified on its own."""
 
 
-def _verify_once(tx: Tx, sign_pk_hex: str) -> None:
-    seen = _verified.pop(tx.tx_id, None)
+def _verify_once(tx: Tx, sign_pk_hex: str, remember: bool) -> None:
+    seen = _verified.get(tx.tx_id)
     if seen is not None and seen[0] == tx.sig and seen[1] == sign_pk_hex:
-        return  # verified by this process at admission; each tx is applied once, so the entry is spent
+        if not remember:
+            del _verified[tx.tx_id]  # the apply: a tx id is applied once, so the entry is spent
+        return
     verify_signature(tx, sign_pk_hex)
+    if not remember:
+        return
     if len(_verified) >= VERIFIED_CACHE_MAX:
         del _verified[next(iter(_verified))]  # oldest first (dicts keep insertion order)
     _verified[tx.tx_id] = (tx.sig, sign_pk_hex)
 
 
-def authenticate(view: StateView, tx: Tx) -> None:
-    """Signer registered, active, signature valid under its key; nonce unused. Raises TxRejected."""
+def authenticate(view: StateView, tx: Tx, *, remember: bool = True) -> None:
+    """Signer registered, active, signature valid under its key; nonce unused. Raises TxRejected.
+
+    Admission calls this with `remember` (the default): a valid signature is remembered so that applying the
+    same tx later on this node does not verify it again. Apply passes `remember=False` (it consumes entries)."""
     if tx.type == "org.register":
         body: OrgRegister = tx.body
         if body.org_id != tx.signer:
             raise TxRejected(codes.SIGNER_MISMATCH, "org.register must be signed by the org being registered")
         if s.get_org(view, tx.signer) is None:
-            _verify_once(tx, body.sign_pk)
+            _verify_once(tx, body.sign_pk, remember)
         # else: rules reject with org_exists; verify under the registered key so a stranger learns nothing more
         else:
-            _authenticate_registered(view, tx, require_active=False)
+            _authenticate_registered(view, tx, require_active=False, remember=remember)
     else:
-        _authenticate_registered(view, tx, require_active=True)
+        _authenticate_registered(view, tx, require_active=True, remember=remember)
     if s.nonce_used(view, tx.signer, tx.nonce):
         raise TxRejected(codes.NONCE_REUSED, f"{tx.signer} already used nonce {tx.nonce!r}")
 
 
-def _authenticate_registered(view: StateView, tx: Tx, require_active: bool) -> None:
+def _authenticate_registered(view: StateView, tx: Tx, require_active: bool, remember: bool) -> None:
     org = s.get_org(view, tx.signer)
     if org is None:
         raise TxRejected(codes.UNKNOWN_SIGNER, f"no organisation {tx.signer!r} is registered")
     if require_active and org.status != s.ORG_ACTIVE:
         raise TxRejected(codes.SIGNER_NOT_ACTIVE, f"signer {tx.signer} is {org.status}")
-    _verify_once(tx, org.sign_pk)
+    _verify_once(tx, org.sign_pk, remember)
 
 
 class EcertExecutor:
@@ -107,7 +114,7 @@ class EcertExecutor:
         if isinstance(tx, TxRejected):
             return TxOutcome.rejected(tx_id, tx.code, tx.message)
         try:
-            authenticate(view, tx)
+            authenticate(view, tx, remember=False)
             result = RULES[tx.type](view, tx, ctx.time)
         except TxRejected as exc:
             return TxOutcome.rejected(tx.tx_id, exc.code, exc.message)

@@ -28,7 +28,7 @@ from consensus.ready import Role
 
 log = logging.getLogger("node.proposer")
 
-INFLIGHT_BLOCKS_MAX = int(__import__("os").environ.get("PERF_INFLIGHT", "8"))  # PERF EXPERIMENT
+INFLIGHT_BLOCKS_MAX = 8
 
 
 class QueueFullError(Exception):
@@ -246,7 +246,7 @@ class Proposer:
             self._proposed_ids.difference_update(t for t, _ in mine.txs)
             if mine.block_hash != block_hash(block.header):
                 self._requeue(mine)
-        self._drop_applied_from_queue(block)
+        self._drop_applied_from_queue(block, outcomes)
         self._maybe_sync()
 
     def on_block_skipped(self, index: int, block: Any, reason: str) -> None:
@@ -328,11 +328,13 @@ class Proposer:
                 self.requeued += 1
         self._kick.set()
 
-    def _drop_applied_from_queue(self, block: Any) -> None:
+    def _drop_applied_from_queue(self, block: Any, outcomes: Sequence[Any]) -> None:
         if not self.pending:
             return
-        for raw in block.txs:
-            tx_id = self.tx_id_of(raw)
+        # The store returns one outcome per tx, in block order, carrying the tx id: no need to decode again.
+        ids = ([o.tx_id for o in outcomes] if len(outcomes) == len(block.txs)
+               else [self.tx_id_of(raw) for raw in block.txs])
+        for tx_id in ids:
             raw_q = self.pending.pop(tx_id, None)
             if raw_q is not None:
                 self.pending_bytes -= len(raw_q)

@@ -59,11 +59,17 @@ def spec_for(root: Path, settings: RawSettings) -> dict[str, Any]:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a live process, from /proc (0 if it is gone)."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a live process and all its threads, from /proc ((0, 0) if it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 5.0) -> None:
@@ -105,21 +111,51 @@ def run_system(root: Path, system: str, settings: RawSettings) -> dict[str, Any]
                  "--system", system], stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
             out.close()
         deadline = time.monotonic() + settings.warmup_s + settings.duration_s + 60
-        cpu_start: float | None = None
+        cpu_start: list[float] | None = None
         while not result_path.exists():
             dead = [p for p in procs if p.poll() is not None]
             if dead or time.monotonic() > deadline:
                 why = "a node exited" if dead else "no result in time"
                 raise RuntimeError(f"{system}: {why}; logs in {root}")
             if cpu_start is None and (root / f"window-{system}").exists():
-                cpu_start = sum(cpu_seconds(p.pid) for p in procs)
+                cpu_start = [sum(x) for x in zip(*(cpu_split(p.pid) for p in procs), strict=True)]
             time.sleep(0.05)
-        cpu_end = sum(cpu_seconds(p.pid) for p in procs)
+        cpu_end = [sum(x) for x in zip(*(cpu_split(p.pid) for p in procs), strict=True)]
         result: dict[str, Any] = json.loads(result_path.read_text())
         if cpu_start is not None and result["entries"]:
             # CPU of all three nodes per entry: a figure less bent by other load on a shared machine.
-            result["cluster_cpu_s"] = round(cpu_end - cpu_start, 2)
-            result["cpu_us_per_entry"] = round((cpu_end - cpu_start) / result["entries"] * 1e6, 1)
+            user, system = cpu_end[0] - cpu_start[0], cpu_end[1] - cpu_start[1]
+            result["cluster_cpu_s"] = round(user + system, 2)
+            result["cpu_us_per_entry"] = round((user + system) / result["entries"] * 1e6, 1)
+            # System time is the kernel's share (fsync, loopback TCP): none of it is Python work.
+            result["cpu_sys_us_per_entry"] = round(system / result["entries"] * 1e6, 1)
         return result
     finally:
         stop_all(procs)
+
+
+def codec_micro(entries: int = 64, payload: int = 16, rounds: int = 200, repeat: int = 5) -> dict[str, float]:
+    """µs to encode and to decode one APPEND of `entries` entries (best of `repeat` rounds: the least disturbed
+    by other load), and its size on the wire. `python -m node.bench.raw` prints it."""
+    from consensus.codec import decode_message, encode_message
+    from consensus.messages import Entry, Message, MessageType
+
+    msg = Message(MessageType.APPEND, "n0", "n1", 7, log_term=7, index=1000, commit=990,
+                  entries=tuple(Entry(7, 1001 + i, data=bytes(payload)) for i in range(entries)))
+    wire = encode_message(msg)
+    if decode_message(wire) != msg:
+        raise RuntimeError("codec does not round-trip")
+    out: dict[str, float] = {"entries": entries, "payload_bytes": payload, "wire_bytes": len(wire)}
+    for name, run in (("encode_us", lambda: encode_message(msg)), ("decode_us", lambda: decode_message(wire))):
+        best = float("inf")
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for _ in range(rounds):
+                run()
+            best = min(best, (time.perf_counter() - start) / rounds)
+        out[name] = round(best * 1e6, 1)
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(codec_micro()))

@@ -52,8 +52,22 @@ def test_other_signature_over_same_payload_is_verified_again(monkeypatch: pytest
     outcome = w.apply(forged)
     assert outcome.status == "rejected" and outcome.error_code == "bad_signature"
     assert calls == [tx_id, tx_id]
-    # ... and the genuine one still applies (verified again: nothing was cached for it any more).
+    # ... and the genuine one still applies, on the verification remembered at its admission.
     assert w.apply(raw).status == "committed"
+    assert calls == [tx_id, tx_id]
+
+
+def test_apply_does_not_remember(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = World()
+    calls = _count_verifies(monkeypatch)
+    raw = w.raw("geely", "trade.anchor", {"doc_id": "INV-4", "kind": "invoice", "doc_hash": "ab" * 32,
+                                          "counterparty": "tier1", "amount": 1000})
+    tx_id = precheck(w.view, raw, CHAIN)
+    precheck(w.view, raw, CHAIN)  # a resubmission before the block: still one verification
+    assert w.apply(raw).status == "committed"
+    assert tx_id not in executor_module._verified  # spent by the apply
+    assert calls == [tx_id]
+
 
 
 def test_rekeyed_signer_is_verified_under_the_new_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,7 +78,7 @@ def test_rekeyed_signer_is_verified_under_the_new_key(monkeypatch: pytest.Monkey
     precheck(w.view, raw, CHAIN)
     # The signature was remembered under geely's key at admission; under any other key it must verify afresh.
     with pytest.raises(Exception) as exc:
-        executor_module._verify_once(tx, w.key("tier3").sign_pk)
+        executor_module._verify_once(tx, w.key("tier3").sign_pk, False)
     assert getattr(exc.value, "code", None) == "bad_signature"
 
 
