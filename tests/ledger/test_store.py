@@ -297,3 +297,21 @@ def test_the_committed_view_is_a_read_only_state_view(store: StateStore) -> None
     with pytest.raises(InvariantViolation):
         view.delete(b"org/bank")
     assert store.get(b"org/bank") == b"active"
+
+
+def test_tree_node_cache_follows_imports_and_failed_blocks(
+    store: StateStore, kv: KvExecutor, tmp_path: Path
+) -> None:
+    """The store caches the state-root tree in memory: after a snapshot import, or a block whose executor
+    raised, the next block's root must still equal a from-scratch recomputation (paranoid stores check it)."""
+    store.apply_block(next_block(store, *[kv_tx(i, ["put", f"a/{i}".encode(), b"1"]) for i in range(50)]), kv)
+    data = store.export_snapshot()
+    store.apply_block(next_block(store, *[kv_tx(i, ["put", f"a/{i}".encode(), b"2"]) for i in range(50, 80)]), kv)
+    with pytest.raises(ExecutorBug):
+        store.apply_block(next_block(store, kv_tx("b1", ["put", b"a/1", b"3"]), kv_tx("b2", ["raise"])), kv)
+    store.apply_block(next_block(store, kv_tx("c", ["del", b"a/1"], ["count", b"a/", b"n"])), kv)
+    assert store.state_root == state_root_of(store.scan(b""))
+    store.import_snapshot(data)  # back to height 1: every cached node from heights 2-3 is stale
+    store.apply_block(next_block(store, kv_tx("d", ["put", b"a/2", b"4"])), kv)
+    assert store.state_root == state_root_of(store.scan(b""))
+    store.check_integrity()
