@@ -1,9 +1,11 @@
 """Block proposal on the leader, and the tx waiters every node keeps.
 
-Admitted txs wait in a bounded queue; the leader cuts them into blocks when `block_max_txs` are pending, when the
-next tx would pass `block_max_bytes`, or `block_timeout_ms` after the oldest pending tx arrived (Fabric's
-MaxMessageCount / PreferredMaxBytes / BatchTimeout). Blocks are pipelined (up to `INFLIGHT_BLOCKS_MAX` proposed
-and not yet applied), each chained onto the previous *proposed* block.
+Admitted txs wait in a bounded queue. The leader cuts them into blocks the group-commit way: at once when none
+of its blocks is in flight (proposed, not yet applied), so a lone tx waits on no timer; otherwise it keeps
+filling the next block until the in-flight one is applied or `block_max_txs` / `block_max_bytes` is reached
+(Fabric's MaxMessageCount / PreferredMaxBytes). Idle: lowest latency; loaded: blocks grow with the load.
+`block_timeout_ms` is no longer needed for this (the config still accepts it). Full blocks are pipelined (up to
+`INFLIGHT_BLOCKS_MAX` proposed and not yet applied), each chained onto the previous *proposed* block.
 
 Heights must chain: a new leader proposes nothing until it has applied every entry in its log at the moment it
 won (including its own no-op), so the tip it builds on is the committed tip. If one of our blocks is nevertheless
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -85,7 +86,6 @@ class Proposer:
         self.metrics = metrics
         self.pending: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self.pending_bytes = 0
-        self._first_arrival = 0.0
         self._inflight: dict[int, _Inflight] = {}
         self._proposed_ids: set[str] = set()
         self._tip: _Tip | None = None
@@ -139,8 +139,6 @@ class Proposer:
             return
         if len(self.pending) >= self.queue_max:
             raise QueueFullError(f"{len(self.pending)} txs already queued (queue_max)")
-        if not self.pending:
-            self._first_arrival = time.monotonic()
         self.pending[tx_id] = raw
         self.pending_bytes += len(raw)
         self._kick.set()
@@ -157,22 +155,25 @@ class Proposer:
 
     async def run(self) -> None:
         while not self._stopping:
-            timeout: float | None = None
-            if self.pending and self.can_propose():
-                full = len(self.pending) >= self.block_max_txs or self.pending_bytes >= self.block_max_bytes
-                wait = self._first_arrival + self.block_timeout_s - time.monotonic()
-                if full or wait <= 0:
-                    try:
-                        self._cut()
-                    except Exception:
-                        log.exception("propose_failed")
-                        await asyncio.sleep(0.05)
-                    await asyncio.sleep(0)
-                    continue
-                timeout = wait
+            if self.pending and self.can_propose() and self._should_cut():
+                try:
+                    self._cut()
+                except Exception:
+                    log.exception("propose_failed")
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0)
+                continue
             self._kick.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout)
+            await self._kick.wait()
+
+    def _should_cut(self) -> bool:
+        """Group commit: cut at once when none of our blocks is in flight (an idle cluster answers a lone tx
+        without waiting on a timer), otherwise keep filling the next block until the in-flight one is applied
+        (on_block_applied kicks us) or the block is full. Waiting costs a tx nothing: Raft commits in log
+        order, so a block cut now could not commit before the one already in flight."""
+        if not self._inflight:
+            return True
+        return len(self.pending) >= self.block_max_txs or self.pending_bytes >= self.block_max_bytes
 
     def stop(self) -> None:
         self._stopping = True
@@ -194,7 +195,6 @@ class Proposer:
             self.pending_bytes -= len(raw)
             txs.append((tx_id, raw))
             size += len(raw)
-        self._first_arrival = time.monotonic()
         now_ms = time.time_ns() // 1_000_000 + (self.clock_skew_ms() if self.clock_skew_ms else 0)
         block = make_block(tip.height + 1, tip.hash, max(now_ms, tip.time), self.node_id,
                            tuple(raw for _, raw in txs))
@@ -246,6 +246,8 @@ class Proposer:
             self._proposed_ids.difference_update(t for t, _ in mine.txs)
             if mine.block_hash != block_hash(block.header):
                 self._requeue(mine)
+            if self.pending:
+                self._kick.set()  # what gathered while this block was in flight goes out now
         self._drop_applied_from_queue(block, outcomes)
         self._maybe_sync()
 

@@ -3,21 +3,31 @@ node started with ``--fault-injection``, and the process-level faults (SIGKILL, 
 
 Every process this module starts is remembered and `close()` kills it (also paused ones). Each node also gets
 PR_SET_PDEATHSIG, so even a chaos runner killed with SIGKILL takes its nodes with it.
+
+By default nodes listen on 127.0.0.1; with a `NetnsNetwork` (real-network mode, node/chaos/netns.py: selected
+by `./scripts/chaos --netns`, which sets NETWORK_MODE for the run) each node gets its own network namespace and
+address, the network is built by `write_files()` and torn down by `close()`.
 """
 
 from __future__ import annotations
 
 import signal
 import subprocess
+import sys
+from contextvars import ContextVar
 from pathlib import Path
 
 from node import localnet
+from node.chaos.netns import HTTP_PORT, NetnsNetwork, cluster_toml
 from node.keys import load_org_key
 
 NODES_MIN = 3
 NODES_MAX = 9
 STOP_TIMEOUT_S = 5.0
 SETTINGS = {"election_ticks": 10, "heartbeat_ticks": 1, "snapshot_entries": 1000}
+# True: clusters made while it is set run in network namespaces. __main__ sets it for `--netns`; the runner
+# (which builds the cluster) needs no option of its own.
+NETWORK_MODE: ContextVar[bool] = ContextVar("chaos_network_mode", default=False)
 
 
 def orgs_for(n_nodes: int) -> list[localnet.Org]:
@@ -28,7 +38,8 @@ def orgs_for(n_nodes: int) -> list[localnet.Org]:
 class ChaosCluster:
     """The node processes of one chaos run."""
 
-    def __init__(self, base_dir: Path, n_nodes: int, chain_id: str = "ecert-chaos", tick_ms: int = 50) -> None:
+    def __init__(self, base_dir: Path, n_nodes: int, chain_id: str = "ecert-chaos", tick_ms: int = 50,
+                 netns: bool | None = None) -> None:
         if not NODES_MIN <= n_nodes <= NODES_MAX:
             raise ValueError(f"--nodes must be in {NODES_MIN}..{NODES_MAX}")
         self.base_dir = Path(base_dir).resolve()
@@ -41,6 +52,8 @@ class ChaosCluster:
         self.paused: set[str] = set()
         self.expected_down: set[str] = set()  # stopped or killed on purpose, not yet restarted
         self.crashes_seen: set[int] = set()  # pids already reported as having exited on their own
+        use_netns = NETWORK_MODE.get() if netns is None else netns
+        self.network: NetnsNetwork | None = NetnsNetwork(self.ids) if use_netns else None
 
     @property
     def ids(self) -> list[str]:
@@ -50,13 +63,25 @@ class ChaosCluster:
         return next(n for n in self.nodes if n.id == node_id)
 
     def url(self, node_id: str) -> str:
+        if self.network is not None:
+            return f"http://{self.network.address(node_id)}:{HTTP_PORT}"
         return self.node(node_id).url
 
     def data_dir(self, node_id: str) -> Path:
         return self.base_dir / self.node(node_id).data_dir
 
     def write_files(self) -> None:
-        """cluster.toml, keys/ and genesis.json, with the project's own tools (as `ecert init` does)."""
+        """cluster.toml, keys/ and genesis.json, with the project's own tools (as `ecert init` does). In
+        real-network mode the namespaces are built first: the file holds their addresses."""
+        if self.network is not None:
+            self.network.up()
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            self.config_path.write_text(cluster_toml(
+                self.chain_id, self.orgs, [(n.id, n.org, self.network.address(n.id)) for n in self.nodes],
+                {"tick_ms": self.tick_ms, **SETTINGS},
+                "Written by the chaos runner (node/chaos/cluster.py) for one real-network run."), encoding="utf-8")
+            localnet.init_cluster(self.config_path)
+            return
         localnet.write_cluster_file(self.base_dir, self.chain_id, self.orgs, self.nodes,
                                     {"tick_ms": self.tick_ms, **SETTINGS},
                                     comment="Written by the chaos runner (node/chaos/cluster.py) for one run.")
@@ -70,8 +95,16 @@ class ChaosCluster:
     def start(self, node_id: str, fault_injection: bool = True) -> int:
         if self.alive(node_id):
             return self.procs[node_id].pid
-        proc = localnet.start_node(self.config_path, node_id, self.data_dir(node_id), cwd=self.base_dir,
-                                   extra_args=["--fault-injection"] if fault_injection else [])
+        extra = ["--fault-injection"] if fault_injection else []
+        if self.network is not None:
+            data_dir = self.data_dir(node_id)
+            data_dir.mkdir(parents=True, exist_ok=True)
+            argv = [sys.executable, "-m", "node", "--config", str(self.config_path), "--id", node_id, *extra]
+            proc = self.network.start_node(argv, node_id, data_dir / localnet.OUT_FILE, self.base_dir,
+                                           localnet.die_with_parent)
+        else:
+            proc = localnet.start_node(self.config_path, node_id, self.data_dir(node_id), cwd=self.base_dir,
+                                       extra_args=extra)
         self.procs[node_id] = proc
         self.paused.discard(node_id)
         self.expected_down.discard(node_id)
@@ -127,7 +160,12 @@ class ChaosCluster:
         return {n: p.poll() for n, p in self.procs.items()}
 
     def close(self) -> None:
-        """Kill every process this cluster started (paused ones too) and reap them."""
+        """Kill every process this cluster started (paused ones too) and reap them; tear the network down."""
         self.expected_down.update(self.procs)
-        localnet.kill_all(self.procs.values(), STOP_TIMEOUT_S)
-        self.paused.clear()
+        try:
+            localnet.kill_all(self.procs.values(), STOP_TIMEOUT_S)
+            self.paused.clear()
+        finally:
+            if self.network is not None:
+                self.network.down()
+

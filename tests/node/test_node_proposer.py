@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from typing import Any
 
 import pytest
@@ -83,21 +82,40 @@ async def test_a_new_leader_waits_until_its_log_is_applied() -> None:
     assert len(replica.proposed) == 1
 
 
-async def test_cut_by_count_then_timeout_and_heights_chain() -> None:
+async def test_a_lone_tx_is_cut_at_once_when_nothing_is_in_flight() -> None:
+    p, replica = make(block_timeout_ms=10_000)
+    replica.applied_index = 1
+    p.on_role_change(Role.LEADER, "boc", 2)
+    put(p, 1)
+    await run_for(p, 0.05)
+    assert len(replica.proposed) == 1  # no timer: block_timeout_ms (10 s) is not waited for
+
+
+async def test_group_commit_full_blocks_at_once_the_rest_after_the_in_flight_block_is_applied() -> None:
     p, replica = make()
     replica.applied_index = 1
     p.on_role_change(Role.LEADER, "boc", 2)
-    raws = put(p, 5)
-    t0 = time.monotonic()
-    await run_for(p, 0.1)
+    raws = put(p, 7)
+    task = asyncio.create_task(p.run())
+    await asyncio.sleep(0.1)
     blocks = [decode_block(d) for d in replica.proposed]
-    assert [len(b.txs) for b in blocks] == [3, 2]  # full block at once, the rest after block_timeout_ms
-    assert blocks[0].txs + blocks[1].txs == tuple(raws)
+    assert [len(b.txs) for b in blocks] == [3, 3]  # full blocks go at once; the last tx waits for an apply
+    assert len(p.pending) == 1
+    p.on_block_applied(2, blocks[0], [])
+    await asyncio.sleep(0.05)
+    assert len(replica.proposed) == 2  # one of ours is still in flight
+    p.on_block_applied(3, blocks[1], [])
+    await asyncio.sleep(0.05)
+    p.stop()
+    await task
+    blocks = [decode_block(d) for d in replica.proposed]
+    assert [len(b.txs) for b in blocks] == [3, 3, 1]
+    assert sum((b.txs for b in blocks), ()) == tuple(raws)
     assert blocks[0].header.height == 5 and blocks[0].header.prev_hash == FakeStore.block_hash
     assert blocks[1].header.height == 6 and blocks[1].header.prev_hash == block_hash(blocks[0].header)
+    assert blocks[2].header.height == 7 and blocks[2].header.prev_hash == block_hash(blocks[1].header)
     assert all(b.header.time >= FakeStore.last_time for b in blocks)  # never below the last block time
     assert blocks[1].header.time >= blocks[0].header.time
-    assert time.monotonic() - t0 >= 0.02
 
 
 async def test_cut_by_bytes() -> None:
@@ -106,7 +124,9 @@ async def test_cut_by_bytes() -> None:
     p.on_role_change(Role.LEADER, "boc", 2)
     put(p, 5, size=400)
     await run_for(p, 0.1)
-    assert [len(decode_block(d).txs) for d in replica.proposed] == [2, 2, 1]
+    # Two full blocks by bytes; the last tx waits for an in-flight block to be applied (none is, here).
+    assert [len(decode_block(d).txs) for d in replica.proposed] == [2, 2]
+    assert len(p.pending) == 1
 
 
 async def test_queue_is_bounded_and_deduplicates() -> None:
