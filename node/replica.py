@@ -210,31 +210,47 @@ class Replica:
     # -- the loop
 
     async def run(self) -> None:
+        # The tick is a timer that sets the same event a message or a proposal sets: a wake-up runs the Ready
+        # loop at once, with no per-wait task or timeout object (asyncio.wait_for cost a task per wake-up).
         loop = asyncio.get_running_loop()
+        due = [False]
+
+        def tick_due() -> None:
+            due[0] = True
+            self._wake.set()
+
         next_tick = loop.time() + self.tick_s
-        while not self._stopping:
-            delay = next_tick - loop.time()
-            if delay > 0 and not self._wake.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
-            self._wake.clear()
-            now = loop.time()
-            if now >= next_tick:
-                self.core.tick()
-                next_tick += self.tick_s
-                if next_tick < now:  # we were starved: do not burst ticks (that would fake elapsed time)
-                    next_tick = now + self.tick_s
-            if self.halted:
-                continue
-            try:
-                self.process_ready()
-            except Exception as exc:
-                # A broken invariant while persisting/applying: stop driving Raft rather than diverge.
-                self.halted = f"{type(exc).__name__}: {exc}"
-                log.exception("driver_halted", extra={"reason": self.halted})
-                if self.metrics is not None:
-                    with contextlib.suppress(Exception):
-                        self.metrics.set_apply_halted(True, type(exc).__name__)
+        timer = loop.call_at(next_tick, tick_due)
+        try:
+            while not self._stopping:
+                if self._wake.is_set():
+                    await asyncio.sleep(0)  # woken during the last Ready: let the transport and HTTP run once
+                else:
+                    await self._wake.wait()
+                self._wake.clear()
+                if due[0]:
+                    due[0] = False
+                    self.core.tick()
+                    now = loop.time()
+                    next_tick += self.tick_s
+                    if next_tick < now:  # we were starved: do not burst ticks (that would fake elapsed time)
+                        next_tick = now + self.tick_s
+                    timer = loop.call_at(next_tick, tick_due)
+                if not self.halted:
+                    self._drive()
+        finally:
+            timer.cancel()
+
+    def _drive(self) -> None:
+        try:
+            self.process_ready()
+        except Exception as exc:
+            # A broken invariant while persisting/applying: stop driving Raft rather than diverge.
+            self.halted = f"{type(exc).__name__}: {exc}"
+            log.exception("driver_halted", extra={"reason": self.halted})
+            if self.metrics is not None:
+                with contextlib.suppress(Exception):
+                    self.metrics.set_apply_halted(True, type(exc).__name__)
 
     def stop(self) -> None:
         self._stopping = True

@@ -22,7 +22,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from node.chaos import netns
 from node.chaos.checker import check_run
+from node.chaos.cluster import NETWORK_MODE
 from node.chaos.history import history_from_json
 from node.chaos.nemesis import FAULT_KINDS
 from node.chaos.runner import Options, make_summary, run_chaos
@@ -49,6 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    f"(kinds: {', '.join(FAULT_KINDS)})")
     p.add_argument("--workers", type=int, default=1, help="clients per organisation (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--netns", action="store_true", help="real-network mode (root only): each node in its own "
+                   "network namespace on a private bridge (10.77.R.0/24), partitions and one-way links made by "
+                   "the kernel (tc), delay and loss by tc netem; everything torn down at the end")
     p.add_argument("--recheck", type=Path, default=None, metavar="REPORT_DIR",
                    help="run no cluster: check the history.json of an earlier run again and print its summary")
     args = p.parse_args(argv)
@@ -130,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.recheck is not None:
         return recheck(args.recheck)
+    if args.netns:
+        try:
+            netns.require_netns()
+        except netns.NetnsError as exc:
+            err.print(f"[red]--netns refused: {exc}[/]")
+            print(json.dumps({"seed": args.seed, "error": f"netns: {exc}"}), flush=True)
+            return 2
+        NETWORK_MODE.set(True)
     with Progress(args.quiet) as progress:
         try:
             summary, report = asyncio.run(amain(args, progress))

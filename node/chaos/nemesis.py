@@ -6,7 +6,10 @@ starts, from the cluster's answers then, with a random.Random seeded by (seed, s
 
 Faults are sequential: one at a time, each healed before a quiet gap. Process faults act on the OS processes
 (SIGKILL, SIGSTOP/SIGCONT, SIGTERM + start); network faults go through each node's fault layer
-(`POST /admin/faults`, see node/faults.py), as do the leader's slow disk (fsync delay) and clock skew. Real-network mode (network namespaces, tc netem) is not implemented.
+(`POST /admin/faults`, see node/faults.py), as do the leader's slow disk (fsync delay) and clock skew. In
+real-network mode (the cluster has a `network`, node/chaos/netns.py) partitions, one-way links, delay and loss are
+made by the kernel (tc on each namespace's veth) instead, and the in-process rules are posted from inside the
+node's namespace (the admin route answers loopback clients only).
 """
 
 from __future__ import annotations
@@ -198,13 +201,18 @@ class Nemesis:
             event.targets = [pick_leader]
             event.detail += _describe_rule(rule)
             self._rule_active = True
-            await self.post_rule(pick_leader, rule)
+            await self._post_one(pick_leader, rule)
         else:
             rule = partition_groups(kind, ids, leader, rng)
             event.targets = affected_by_rule(rule, ids)
             event.detail += _describe_rule(rule)
             self._rule_active = True
-            await self._post_all(rule)
+            network = self.cluster.network
+            if network is not None:
+                how = await asyncio.to_thread(network.apply, rule)
+                event.detail += f" [{how}]"
+            else:
+                await self._post_all(rule)
 
     async def _kill(self, targets: list[str], event: FaultEvent) -> None:
         event.targets = sorted(targets)
@@ -220,8 +228,14 @@ class Nemesis:
             self.cluster.pause(t)
             self._paused.append(t)
 
+    async def _post_one(self, node: str, rule: dict[str, Any]) -> bool:
+        network = self.cluster.network
+        if network is not None:
+            return await asyncio.to_thread(network.post_admin, node, rule)
+        return await self.post_rule(node, rule)
+
     async def _post_all(self, rule: dict[str, Any]) -> None:
-        await asyncio.gather(*(self.post_rule(n, rule) for n in self.cluster.ids if self.cluster.alive(n)))
+        await asyncio.gather(*(self._post_one(n, rule) for n in self.cluster.ids if self.cluster.alive(n)))
 
     async def heal(self) -> None:
         """Undo whatever is in force: resume paused nodes, restart killed ones, clear fault rules."""
@@ -232,6 +246,8 @@ class Nemesis:
             self.cluster.start(n)
         self._killed.clear()
         if self._rule_active:
+            if self.cluster.network is not None:
+                await asyncio.to_thread(self.cluster.network.heal)
             await self._post_all({"heal": True})
             self._rule_active = False
 
