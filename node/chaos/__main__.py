@@ -24,7 +24,6 @@ from rich.table import Table
 
 from node.chaos import netns
 from node.chaos.checker import check_run
-from node.chaos.cluster import NETWORK_MODE
 from node.chaos.history import history_from_json
 from node.chaos.nemesis import FAULT_KINDS
 from node.chaos.runner import Options, make_summary, run_chaos
@@ -112,7 +111,8 @@ class Progress:
 async def amain(args: argparse.Namespace, progress: Progress) -> tuple[dict[str, Any], Any]:
     opts = Options(duration=args.duration, seed=args.seed, nodes=args.nodes,
                    report_dir=args.report or Path("reports") / f"chaos-{args.seed}", workdir=args.workdir,
-                   keep=args.keep, workers_per_org=args.workers, kinds=args.kinds, progress=progress)
+                   keep=args.keep, workers_per_org=args.workers, kinds=args.kinds, netns=args.netns,
+                   progress=progress)
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -142,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
             err.print(f"[red]--netns refused: {exc}[/]")
             print(json.dumps({"seed": args.seed, "error": f"netns: {exc}"}), flush=True)
             return 2
-        NETWORK_MODE.set(True)
     with Progress(args.quiet) as progress:
         try:
             summary, report = asyncio.run(amain(args, progress))

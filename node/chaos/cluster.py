@@ -5,7 +5,7 @@ Every process this module starts is remembered and `close()` kills it (also paus
 PR_SET_PDEATHSIG, so even a chaos runner killed with SIGKILL takes its nodes with it.
 
 By default nodes listen on 127.0.0.1; with a `NetnsNetwork` (real-network mode, node/chaos/netns.py: selected
-by `./scripts/chaos --netns`, which sets NETWORK_MODE for the run) each node gets its own network namespace and
+by `./scripts/chaos --netns`, i.e. `Options.netns`) each node gets its own network namespace and
 address, the network is built by `write_files()` and torn down by `close()`.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from contextvars import ContextVar
 from pathlib import Path
 
 from node import localnet
@@ -25,9 +24,6 @@ NODES_MIN = 3
 NODES_MAX = 9
 STOP_TIMEOUT_S = 5.0
 SETTINGS = {"election_ticks": 10, "heartbeat_ticks": 1, "snapshot_entries": 1000}
-# True: clusters made while it is set run in network namespaces. __main__ sets it for `--netns`; the runner
-# (which builds the cluster) needs no option of its own.
-NETWORK_MODE: ContextVar[bool] = ContextVar("chaos_network_mode", default=False)
 
 
 def orgs_for(n_nodes: int) -> list[localnet.Org]:
@@ -39,7 +35,7 @@ class ChaosCluster:
     """The node processes of one chaos run."""
 
     def __init__(self, base_dir: Path, n_nodes: int, chain_id: str = "ecert-chaos", tick_ms: int = 50,
-                 netns: bool | None = None) -> None:
+                 netns: bool = False) -> None:
         if not NODES_MIN <= n_nodes <= NODES_MAX:
             raise ValueError(f"--nodes must be in {NODES_MIN}..{NODES_MAX}")
         self.base_dir = Path(base_dir).resolve()
@@ -52,8 +48,7 @@ class ChaosCluster:
         self.paused: set[str] = set()
         self.expected_down: set[str] = set()  # stopped or killed on purpose, not yet restarted
         self.crashes_seen: set[int] = set()  # pids already reported as having exited on their own
-        use_netns = NETWORK_MODE.get() if netns is None else netns
-        self.network: NetnsNetwork | None = NetnsNetwork(self.ids) if use_netns else None
+        self.network: NetnsNetwork | None = NetnsNetwork(self.ids) if netns else None
 
     @property
     def ids(self) -> list[str]:

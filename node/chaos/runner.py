@@ -52,6 +52,8 @@ class Options:
     workers_per_org: int = 1
     readers: int = 2
     kinds: tuple[str, ...] = FAULT_KINDS
+    netns: bool = False
+    """Real-network mode: each node in its own network namespace (node/chaos/netns.py; root only)."""
     progress: Callable[[dict[str, Any]], None] | None = None
 
 
@@ -313,7 +315,7 @@ class Run:
         opts = self.opts
         workdir = Path(opts.workdir) if opts.workdir else Path(tempfile.mkdtemp(prefix=f"chaos-{opts.seed}-"))
         report_dir = Path(opts.report_dir) if opts.report_dir else workdir / "report"
-        self.cluster = cluster = ChaosCluster(workdir / "cluster", opts.nodes)
+        self.cluster = cluster = ChaosCluster(workdir / "cluster", opts.nodes, netns=opts.netns)
         self.history.nodes = cluster.ids
         steps = schedule(opts.seed, opts.duration, opts.kinds)
         try:
