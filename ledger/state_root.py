@@ -3,20 +3,26 @@
 Design (a fixed-depth hexary Merkle tree over hashed-key buckets):
 - Each entry has a leaf hash `sha256(0x00 || u32be(len(key)) || key || value)`, and is placed by its hashed key
   `hk = sha256(key)` in bucket `hk[0:2]` (65,536 buckets = 16^DEPTH with DEPTH = 4 nibbles).
-- A bucket's hash is `sha256(0x02 || leaf hashes of its entries in hk order)`; an empty bucket hashes as
-  `sha256(0x02)`.
+- A bucket of at most SPLIT_ABOVE (16) entries hashes as `sha256(0x02 || leaf hashes of its entries in hk
+  order)`; an empty bucket hashes as `sha256(0x02)`. A bucket of more entries is split by the next nibble of hk
+  (`hk[2] >> 4`) into 16 sub-buckets, each hashed like a small bucket, and hashes as
+  `sha256(0x03 || sub_0 || ... || sub_15)`. Whether a bucket is split depends only on its entry count, so the
+  root is still a function of the state set; the store keeps, per split bucket, a record of its count and 16
+  sub-bucket hashes, so a change rereads only its sub-bucket.
 - Above the buckets sit DEPTH levels of 16-ary inner nodes: node (level l, prefix p of l nibbles) hashes as
   `sha256(0x01 || child_0 || ... || child_15)`. The root is node (0, 0). A subtree with no entries has a fixed
   hash per level (`EMPTY[l]`), so only non-empty nodes are stored.
-- Domain bytes 0x00 / 0x01 / 0x02 keep leaves, inner nodes and buckets from passing for one another; the length
-  prefix keeps (key, value) splits unambiguous. The root depends only on the set of entries, never on the order
+- Domain bytes 0x00 / 0x01 / 0x02 / 0x03 keep leaves, inner nodes, buckets and split buckets from passing for one
+  another; the length prefix keeps (key, value) splits unambiguous. The root depends only on the set of entries, never on the order
   of writes or blocks, so every node that applies the same history gets the same root.
 
-Cost per block: for each changed key, rehash its bucket (about N/65,536 entries; under 16 for a state of a
-million keys) and DEPTH inner nodes of 16 children; shared ancestors are updated once per block. Independent of
-the state size until it passes ~10^6 keys, after which it grows by N/65,536 per changed key.
-Storage overhead: a 32-byte leaf-hash index entry per key, plus at most 1 + 16 + 256 + 4096 node records of 512
-bytes (~2 MB).
+Cost per block: for each changed key, rehash its bucket (at most 16 entries) or, in a split bucket, its
+sub-bucket (about N/2^20 entries: 4 at 4 M keys, 10 at 10^7) and one 516-byte split record; then DEPTH inner
+nodes of 16 children; shared ancestors are updated once per block. Near constant up to ~10^7 keys. (Format 1,
+without splitting, reread N/65,536 leaves per changed key: ~61 at 4 M keys, half of block time.)
+Storage overhead: a 32-byte leaf-hash index entry per key, at most 1 + 16 + 256 + 4096 inner node records of 512
+bytes (~2 MB), and one 516-byte record per split bucket (~0.3% of buckets at 500,000 keys, nearly all from ~2 M
+keys; at most 65,536, ~34 MB).
 
 Properties: collision resistance of the root reduces to sha256's; the tree has no inclusion proofs for light
 clients in this version (a bucket proof would be its entries plus 4 x 15 sibling hashes).
@@ -38,6 +44,12 @@ HASH_BYTES = 32
 _LEAF = b"\x00"
 _NODE = b"\x01"
 _BUCKET = b"\x02"
+_SPLIT = b"\x03"
+
+SPLIT_ABOVE = 16
+"""A bucket with more entries than this is hashed as 16 sub-buckets (see the module docstring)."""
+SPLIT_RECORD_BYTES = 4 + FANOUT * HASH_BYTES
+"""Stored per split bucket: u32be entry count, then the 16 sub-bucket hashes."""
 
 
 def _empty_hashes() -> tuple[bytes, ...]:
@@ -69,6 +81,27 @@ def bucket_hash(leaves_in_hk_order: Iterable[bytes]) -> bytes:
     for leaf in leaves_in_hk_order:
         h.update(leaf)
     return h.digest()
+
+
+def sub_bucket_of(hk: bytes) -> int:
+    """The sub-bucket of a split bucket: the nibble of hk after the bucket's DEPTH nibbles."""
+    return hk[2] >> 4
+
+
+def split_hash(sub_hashes: bytes) -> bytes:
+    require(len(sub_hashes) == FANOUT * HASH_BYTES, "a split bucket has 16 sub-bucket hashes")
+    return hashlib.sha256(_SPLIT + sub_hashes).digest()
+
+
+def bucket_entry(entries_in_hk_order: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes | None]:
+    """One bucket's (hash, split record or None) from its (hk, leaf_hash) pairs in increasing hk order."""
+    if len(entries_in_hk_order) <= SPLIT_ABOVE:
+        return bucket_hash(leaf for _hk, leaf in entries_in_hk_order), None
+    subs = [hashlib.sha256(_BUCKET) for _ in range(FANOUT)]
+    for hk, leaf in entries_in_hk_order:
+        subs[sub_bucket_of(hk)].update(leaf)
+    sub_hashes = b"".join(h.digest() for h in subs)
+    return split_hash(sub_hashes), len(entries_in_hk_order).to_bytes(4, "big") + sub_hashes
 
 
 NodeId = tuple[int, int]
@@ -118,11 +151,14 @@ def tree_from_buckets(bucket_hashes: Mapping[int, bytes]) -> tuple[bytes, dict[N
     return root, {node: record for node, record in writes.items() if record is not None}
 
 
-def buckets_from_sorted_leaves(entries: Iterable[tuple[bytes, bytes]]) -> dict[int, bytes]:
-    """Bucket hashes from (hk, leaf_hash) pairs given in increasing hk order (streams; one bucket in memory)."""
-    buckets: dict[int, bytes] = {}
+def buckets_from_sorted_leaves(
+    entries: Iterable[tuple[bytes, bytes]],
+) -> dict[int, tuple[bytes, bytes | None]]:
+    """Each non-empty bucket's (hash, split record or None) from (hk, leaf_hash) pairs given in increasing hk
+    order (streams; one bucket in memory)."""
+    buckets: dict[int, tuple[bytes, bytes | None]] = {}
     current: int | None = None
-    h = hashlib.sha256(_BUCKET)
+    members: list[tuple[bytes, bytes]] = []
     last_hk = b""
     for hk, leaf in entries:
         require(hk > last_hk, "leaves must come in strictly increasing hashed-key order")
@@ -130,17 +166,21 @@ def buckets_from_sorted_leaves(entries: Iterable[tuple[bytes, bytes]]) -> dict[i
         b = bucket_of(hk)
         if b != current:
             if current is not None:
-                buckets[current] = h.digest()
-            current, h = b, hashlib.sha256(_BUCKET)
-        h.update(leaf)
+                buckets[current] = bucket_entry(members)
+            current, members = b, []
+        members.append((hk, leaf))
     if current is not None:
-        buckets[current] = h.digest()
+        buckets[current] = bucket_entry(members)
     return buckets
+
+
+def bucket_hashes(buckets: Mapping[int, tuple[bytes, bytes | None]]) -> dict[int, bytes]:
+    return {b: entry[0] for b, entry in buckets.items()}
 
 
 def state_root_of(items: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The state root computed from scratch over (key, value) pairs (the reference the incremental root must
     equal)."""
     leaves = sorted((hashed_key(k), leaf_hash(k, v)) for k, v in items)
-    root, _nodes = tree_from_buckets(buckets_from_sorted_leaves(leaves))
+    root, _nodes = tree_from_buckets(bucket_hashes(buckets_from_sorted_leaves(leaves)))
     return root

@@ -4,10 +4,11 @@ LevelDB key schema (one byte tag, then the rest; full description in docs/STORAG
 
     M head            -> msgpack [height, block_hash, state_root, time, applied_index]
     M genesis         -> msgpack [genesis_hash, chain_id, genesis_time]
-    M format          -> b"1"
+    M format          -> b"2"  (b"1": state roots without split buckets; refused, rebuild the store)
     S <state key>     -> state value (the executor's keys, verbatim)
     H <sha256(key)>   -> leaf hash of that entry (index grouping entries by state-root bucket)
-    N <level:1><prefix:2 BE> -> 16 x 32-byte child hashes of a state-root inner node (ledger/state_root.py)
+    N <level:1><prefix:2 BE> -> 16 x 32-byte child hashes of a state-root inner node (levels 0-3), or, at level 4,
+                                a split bucket's u32be count and 16 sub-bucket hashes (ledger/state_root.py)
     T <tx_id ascii>   -> msgpack tx record [height, position, tx_id, status, result, error_code, error_message]
     B <height:8 BE>   -> msgpack block record [header row, [raw tx, ...], [tx_id, ...]]
 
@@ -62,14 +63,21 @@ from ledger.executor import (
 )
 from ledger.merkle import tx_root
 from ledger.state_root import (
+    DEPTH,
     EMPTY_ROOT,
+    SPLIT_ABOVE,
+    SPLIT_RECORD_BYTES,
     NodeId,
+    bucket_entry,
     bucket_hash,
+    bucket_hashes,
     bucket_of,
     buckets_from_sorted_leaves,
     hashed_key,
     leaf_hash,
+    split_hash,
     state_root_of,
+    sub_bucket_of,
     tree_from_buckets,
     update_root,
 )
@@ -82,9 +90,14 @@ from ledger.state_view import (
     prefix_end,
 )
 
-STORE_FORMAT = b"1"
+STORE_FORMAT = b"2"
+"""Layout version. 2: split buckets in the state root (ledger/state_root.py), so roots and `N` records differ
+from format 1; a format 1 store is refused and must be rebuilt (Raft log or snapshot, docs/STORAGE.md)."""
 SNAPSHOT_MAGIC = "ecert-ledger-snapshot"
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+"""Written by `export_snapshot`. 2: the head carries a split-bucket state root. Format 1 (same stream) is still
+imported, its root recomputed, so a store can be rebuilt from a Raft snapshot taken before the change."""
+_SNAPSHOT_FORMAT_1 = 1
 TX_ID_CHARS_MAX = 128
 BLOCKS_PAGE_MAX = 1000
 """Most block records one `blocks()` call returns."""
@@ -264,9 +277,11 @@ class StateStore:
         self._view = CommittedView(db)
         self._head = _EMPTY_HEAD
         self._genesis: Genesis | None = None
-        # The state-root tree's inner nodes (at most 4,369 records of 512 bytes), read through: every block
-        # rewrites a few thousand of them, and a LevelDB read each was the largest cost of a commit. Updated
-        # only after the batch holding the same writes is written; cleared on snapshot import.
+        # The state-root tree's inner nodes (at most 4,369 records of 512 bytes) and split-bucket records (at
+        # most 65,536 of 516 bytes, or None for a bucket that is not split), read through: every block rewrites
+        # a few thousand of them, and a LevelDB read each was the largest cost of a commit. Keyed by node id,
+        # so bounded by the 69,905 ids (~45 MB with Python overhead when every bucket is split, i.e. 10^6+
+        # keys). Updated only after the batch holding the same writes is written; cleared on snapshot import.
         self._nodes: dict[NodeId, bytes | None] = {}
         self._load_meta()
 
@@ -514,28 +529,76 @@ class StateStore:
                 pending[bucket] = {hk: leaf}
             else:
                 bucket_changes[hk] = leaf
-        # Each touched bucket is rehashed once per block, from its committed leaves plus this block's changes;
-        # one iterator seeks from bucket to bucket in order (creating an iterator per bucket cost more).
+        # Each touched bucket is rehashed once per block, from its committed leaves plus this block's changes
+        # (in a split bucket, only the touched sub-buckets); one iterator seeks from bucket to bucket in order
+        # (creating an iterator per bucket cost more).
         new_buckets: dict[int, bytes] = {}
+        split_writes: dict[NodeId, bytes | None] = {}
         with db.iterator(prefix=_INDEX) as it:
             for bucket in sorted(pending):
                 prefix = bucket.to_bytes(2, "big")
+                bucket_changes = pending[bucket]
+                split = self._load_node((DEPTH, bucket))
+                if split is not None:
+                    new_hash = self._rehash_split(it, prefix, split, bucket_changes, split_writes, bucket)
+                    if new_hash is not None:
+                        new_buckets[bucket] = new_hash
+                        continue
+                    # It fell to SPLIT_ABOVE entries or fewer: hash it whole, as a small bucket, below.
                 it.seek(_INDEX + prefix)
                 leaves: dict[bytes, bytes | None] = {}
                 for k, v in it:
                     if k[1:3] != prefix:
                         break
                     leaves[k[1:]] = v
-                leaves.update(pending[bucket])
+                leaves.update(bucket_changes)
                 present = sorted((hk, leaf) for hk, leaf in leaves.items() if leaf is not None)
-                new_buckets[bucket] = bucket_hash(leaf for _hk, leaf in present)
+                new_buckets[bucket], record = bucket_entry(present)
+                if record is not None or split is not None:
+                    split_writes[(DEPTH, bucket)] = record
         root, node_writes = update_root(new_buckets, self._load_node)
+        node_writes.update(split_writes)
         for node, record in node_writes.items():
             if record is None:
                 batch.delete(_node_key(node))
             else:
                 batch.put(_node_key(node), record)
         return root, node_writes
+
+    @staticmethod
+    def _rehash_split(
+        it: Any,
+        prefix: bytes,
+        split: bytes,
+        bucket_changes: dict[bytes, bytes | None],
+        split_writes: dict[NodeId, bytes | None],
+        bucket: int,
+    ) -> bytes | None:
+        """New hash of a split bucket, rereading only its touched sub-buckets; None if the changes leave it
+        with SPLIT_ABOVE entries or fewer (the caller then hashes it whole)."""
+        require(len(split) == SPLIT_RECORD_BYTES, f"split record of bucket {bucket} has bad length")
+        count = int.from_bytes(split[:4], "big")
+        subs = bytearray(split[4:])
+        by_sub: dict[int, dict[bytes, bytes | None]] = {}
+        for hk, leaf in bucket_changes.items():
+            by_sub.setdefault(sub_bucket_of(hk), {})[hk] = leaf
+        for sub in sorted(by_sub):
+            it.seek(_INDEX + prefix + bytes([sub << 4]))
+            leaves: dict[bytes, bytes | None] = {}
+            for k, v in it:
+                if k[1:3] != prefix or k[3] >> 4 != sub:
+                    break
+                leaves[k[1:]] = v
+            count -= len(leaves)
+            leaves.update(by_sub[sub])
+            present = sorted((hk, leaf) for hk, leaf in leaves.items() if leaf is not None)
+            count += len(present)
+            subs[sub * HASH_BYTES : (sub + 1) * HASH_BYTES] = bucket_hash(leaf for _hk, leaf in present)
+        require(count >= 0, f"split bucket {bucket} count went negative")
+        if count <= SPLIT_ABOVE:
+            return None
+        split_writes[(DEPTH, bucket)] = count.to_bytes(4, "big") + bytes(subs)
+        return split_hash(bytes(subs))
 
     def _load_node(self, node: NodeId) -> bytes | None:
         nodes = self._nodes
@@ -558,7 +621,9 @@ class StateStore:
         index = {k[1:]: v for k, v in db.iterator(prefix=_INDEX)}
         expected = {hashed_key(k): leaf_hash(k, v) for k, v in self.scan(b"")}
         require(index == expected, "state root leaf index differs from the state")
-        _root, nodes = tree_from_buckets(buckets_from_sorted_leaves(sorted(expected.items())))
+        buckets = buckets_from_sorted_leaves(sorted(expected.items()))
+        _root, nodes = tree_from_buckets(bucket_hashes(buckets))
+        nodes.update({(DEPTH, b): record for b, (_h, record) in buckets.items() if record is not None})
         stored = {k: v for k, v in db.iterator(prefix=_NODE)}
         require(stored == {_node_key(n): r for n, r in nodes.items()}, "stored root tree differs")
 
@@ -654,7 +719,7 @@ class StateStore:
         nothing) otherwise."""
         db = self._live_db()
         try:
-            head, genesis, last_block, records = _parse_snapshot_header(data)
+            fmt, head, genesis, last_block, records = _parse_snapshot_header(data)
         except SnapshotError:
             raise
         except Exception as exc:  # msgpack errors, or a require() on a malformed head
@@ -673,11 +738,19 @@ class StateStore:
                 if leaves[i - 1][:HASH_BYTES] == leaves[i][:HASH_BYTES]:
                     raise SnapshotError("snapshot repeats a state key")
             buckets = buckets_from_sorted_leaves((e[:HASH_BYTES], e[HASH_BYTES:]) for e in leaves)
-            root, nodes = tree_from_buckets(buckets)
-            if root != head.state_root:
+            root, nodes = tree_from_buckets(bucket_hashes(buckets))
+            if fmt == _SNAPSHOT_FORMAT_1:
+                # Its root is of the tree without split buckets, which this code no longer builds; blocks do
+                # not commit to the state root, so the one recomputed here is the root of this state. Integrity
+                # rests on the trailer checksum alone for these.
+                head = Head(head.height, head.block_hash, root, head.time, head.applied_index)
+            elif root != head.state_root:
                 raise SnapshotError("snapshot state does not hash to its state root")
             for node, record in nodes.items():
                 batch.put(_node_key(node), record)
+            for b, (_h, split) in buckets.items():
+                if split is not None:
+                    batch.put(_node_key((DEPTH, b)), split)
             batch.put(_HEAD_KEY, _encode_head(head))
             if genesis is not None:
                 batch.put(_GENESIS_KEY, _encode_genesis(genesis))
@@ -692,12 +765,18 @@ class StateStore:
         self._check_root_if_paranoid()
 
 
-def _parse_snapshot_header(data: bytes) -> tuple[Head, Genesis | None, bytes | None, Any]:
+def _parse_snapshot_header(data: bytes) -> tuple[int, Head, Genesis | None, bytes | None, Any]:
     unpacker = msgpack.Unpacker(io.BytesIO(data), raw=False, use_list=True, strict_map_key=True)
     row = unpacker.unpack()
-    if type(row) is not list or len(row) != 5 or row[0] != SNAPSHOT_MAGIC or row[1] != SNAPSHOT_FORMAT:
+    if (
+        type(row) is not list
+        or len(row) != 5
+        or row[0] != SNAPSHOT_MAGIC
+        or type(row[1]) is not int
+        or row[1] not in (SNAPSHOT_FORMAT, _SNAPSHOT_FORMAT_1)
+    ):
         raise SnapshotError("not a ledger snapshot (bad magic or format)")
-    _magic, _fmt, head_bytes, genesis_bytes, last_block = row
+    _magic, fmt, head_bytes, genesis_bytes, last_block = row
     if type(head_bytes) is not bytes:
         raise SnapshotError("snapshot head is malformed")
     head = _decode_head(head_bytes)
@@ -708,7 +787,7 @@ def _parse_snapshot_header(data: bytes) -> tuple[Head, Genesis | None, bytes | N
         record = _decode_block_record(last_block)
         if record.header.height != head.height or record.hash != head.block_hash:
             raise SnapshotError("snapshot last block does not match its head")
-    return head, genesis, last_block, unpacker
+    return fmt, head, genesis, last_block, unpacker
 
 
 def _stage_snapshot_records(batch: Any, data: bytes, unpacker: Any) -> list[bytes]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -19,10 +18,6 @@ from typing import Any
 from node.config import ConfigError, load_config
 
 log = logging.getLogger("node")
-
-GC_THRESHOLDS = (20_000, 20, 100)
-"""Young-generation collections every 20,000 net allocations instead of 700: a tx allocates hundreds of short-lived
-objects (msgpack, dicts, futures), and each collection is a pause on the one event loop every request shares."""
 
 
 def _loop_factory() -> Any:
@@ -75,12 +70,6 @@ async def _run(config_path: str, node_id: str, fault_injection: bool) -> int:
         print(f"node {node_id}: cannot start: {exc}", file=sys.stderr)
         await node.stop()
         return 1
-    if not os.environ.get("ECERT_NODE_NO_GC_TUNING"):
-        # Everything built while starting (config, keys, caches, the open databases) lives as long as the node:
-        # freezing it keeps every later full collection from walking it again.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
     await stop.wait()
     await node.stop()
     return 0

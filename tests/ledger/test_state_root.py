@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import random as stdlib_random
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger import state_root
 from ledger.state_root import (
     BUCKET_COUNT,
     EMPTY,
     EMPTY_ROOT,
+    SPLIT_ABOVE,
     NodeId,
+    bucket_entry,
     bucket_hash,
+    bucket_hashes,
     bucket_of,
     buckets_from_sorted_leaves,
     hashed_key,
@@ -66,7 +72,7 @@ def _incremental(steps: list[dict[bytes, bytes | None]]) -> tuple[bytes, dict[by
             leaves = sorted(
                 (hashed_key(k), leaf_hash(k, v)) for k, v in state.items() if bucket_of(hashed_key(k)) == b
             )
-            new_buckets[b] = bucket_hash(leaf for _hk, leaf in leaves)
+            new_buckets[b] = bucket_entry(leaves)[0]
         root, writes = update_root(new_buckets, nodes.get)
         for node, record in writes.items():
             if record is None:
@@ -74,7 +80,9 @@ def _incremental(steps: list[dict[bytes, bytes | None]]) -> tuple[bytes, dict[by
             else:
                 nodes[node] = record
         _, full_nodes = tree_from_buckets(
-            buckets_from_sorted_leaves(sorted((hashed_key(k), leaf_hash(k, v)) for k, v in state.items()))
+            bucket_hashes(
+                buckets_from_sorted_leaves(sorted((hashed_key(k), leaf_hash(k, v)) for k, v in state.items()))
+            )
         )
         assert nodes == full_nodes  # only non-empty nodes are kept, and they are the same
     return root, state
@@ -88,6 +96,33 @@ _small_keys = st.binary(min_size=1, max_size=2)
 def test_incremental_root_equals_from_scratch(steps: list[dict[bytes, bytes | None]]) -> None:
     root, state = _incremental(steps)
     assert root == state_root_of(state.items())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.dictionaries(_small_keys, st.none() | st.binary(max_size=3), max_size=40), max_size=6))
+def test_incremental_root_equals_from_scratch_with_split_buckets(steps: list[dict[bytes, bytes | None]]) -> None:
+    """With a threshold of 0 every non-empty bucket is split, so the split rule is exercised by small states."""
+    with mock.patch.object(state_root, "SPLIT_ABOVE", 0):
+        root, state = _incremental(steps)
+        assert root == state_root_of(state.items())
+
+
+def test_a_bucket_splits_above_16_entries() -> None:
+    """Up to SPLIT_ABOVE entries a bucket hashes its leaves; one more and it hashes 16 sub-bucket hashes, the
+    sub-bucket being the nibble of hk after the bucket's 16 bits."""
+    assert SPLIT_ABOVE == 16
+    entries = [(bytes([0, 0, i * 8]) + bytes(29), hashlib.sha256(bytes([i])).digest()) for i in range(17)]
+    small_hash, small_record = bucket_entry(entries[:16])
+    assert small_record is None
+    assert small_hash == hashlib.sha256(b"\x02" + b"".join(leaf for _hk, leaf in entries[:16])).digest()
+    big_hash, record = bucket_entry(entries)
+    subs = [hashlib.sha256(b"\x02") for _ in range(16)]
+    for hk, leaf in entries:
+        subs[hk[2] >> 4].update(leaf)
+    sub_hashes = b"".join(h.digest() for h in subs)
+    assert record == (17).to_bytes(4, "big") + sub_hashes
+    assert big_hash == hashlib.sha256(b"\x03" + sub_hashes).digest()
+    assert buckets_from_sorted_leaves(entries) == {0: (big_hash, record)}
 
 
 def test_deleting_everything_returns_to_the_empty_root() -> None:

@@ -12,8 +12,8 @@ from consensus.invariant import InvariantViolation
 from ledger.block import Block, block_hash, make_block
 from ledger.errors import GenesisMismatchError, SnapshotError, StaleBlockError, StoreClosedError
 from ledger.executor import STATUS_COMMITTED, STATUS_REJECTED, TxOutcome
-from ledger.state_root import EMPTY_ROOT, state_root_of
-from ledger.store import StateStore
+from ledger.state_root import EMPTY_ROOT, bucket_of, hashed_key, state_root_of
+from ledger.store import SNAPSHOT_FORMAT, STORE_FORMAT, StateStore
 from tests.ledger.conftest import GENESIS
 from tests.ledger.kv_executor import ExecutorBug, KvExecutor, kv_tx
 
@@ -315,3 +315,105 @@ def test_tree_node_cache_follows_imports_and_failed_blocks(
     store.apply_block(next_block(store, kv_tx("d", ["put", b"a/2", b"4"])), kv)
     assert store.state_root == state_root_of(store.scan(b""))
     store.check_integrity()
+
+
+def _keys_in_crowded_buckets(buckets: int, per_bucket: int) -> list[bytes]:
+    """Keys from `buckets` state-root buckets holding at least `per_bucket` of them each."""
+    by_bucket: dict[int, list[bytes]] = {}
+    for i in range(200_000):
+        key = f"crowd/{i}".encode()
+        by_bucket.setdefault(bucket_of(hashed_key(key)), []).append(key)
+    crowded = sorted((ks for ks in by_bucket.values() if len(ks) >= per_bucket), key=len, reverse=True)
+    return [k for ks in crowded[:buckets] for k in ks[:per_bucket]]
+
+
+def test_split_buckets_stay_equal_to_the_from_scratch_root(
+    tmp_path: Path, kv: KvExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Buckets split above a threshold and merge back below it, rereading only touched sub-buckets while split.
+    A threshold of 2 makes that happen in a small state: every block's root must equal the from-scratch one
+    (paranoid store) and the stored split records must equal the recomputed ones."""
+    import random
+
+    import ledger.state_root
+    import ledger.store
+
+    monkeypatch.setattr(ledger.state_root, "SPLIT_ABOVE", 2)
+    monkeypatch.setattr(ledger.store, "SPLIT_ABOVE", 2)
+    keys = _keys_in_crowded_buckets(12, 7)
+    rng = random.Random(7)
+    splits_seen = merges_seen = 0
+    with StateStore.open(tmp_path / "db", paranoid=True, sync=False) as s:
+        s.init_genesis(GENESIS, [(k, b"g") for k in keys[::3]])
+        db = s._live_db()
+        before = 0
+        for height in range(40):
+            txs = []
+            for t in range(rng.randrange(1, 8)):
+                ops = [
+                    ["del", k] if rng.random() < 0.45 else ["put", k, bytes([height, t])]
+                    for k in rng.sample(keys, rng.randrange(1, 6))
+                ]
+                txs.append(kv_tx(f"{height}-{t}", *ops))
+            s.apply_block(next_block(s, *txs), kv)
+            split_now = sum(1 for k in db.iterator(prefix=b"N\x04", include_value=False))
+            splits_seen += split_now > before
+            merges_seen += split_now < before
+            before = split_now
+        s.check_integrity()
+        assert s.state_root == state_root_of(s.scan(b""))
+    assert splits_seen and merges_seen  # both transitions were exercised
+
+
+def test_a_store_of_another_format_is_refused(tmp_path: Path) -> None:
+    """Format 1 stores hold roots without split buckets: opening one must fail, not mix two definitions."""
+    import plyvel
+
+    path = tmp_path / "db"
+    with StateStore.open(path, sync=False) as s:
+        s.init_genesis(GENESIS, [(b"a", b"1")])
+    db = plyvel.DB(str(path))
+    assert db.get(b"Mformat") == STORE_FORMAT == b"2"
+    db.put(b"Mformat", b"1")
+    db.close()
+    with pytest.raises(InvariantViolation, match="format"):
+        StateStore.open(path, sync=False)
+
+
+def _rewrite_snapshot(data: bytes, fmt: int, state_root: bytes) -> bytes:
+    """The same snapshot with another format number and claimed root, and a valid trailer."""
+    import hashlib
+
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data)
+    rows = list(unpacker)
+    header, records = rows[0], rows[1:-1]
+    head = msgpack.unpackb(header[2], raw=False)
+    head[2] = state_root
+    header[1], header[2] = fmt, msgpack.packb(head, use_bin_type=True)
+    body = b"".join(msgpack.packb(r, use_bin_type=True) for r in [header, *records])
+    return body + msgpack.packb(["end", len(records), hashlib.sha256(body).digest()], use_bin_type=True)
+
+
+def test_a_format_1_snapshot_imports_with_its_root_recomputed(
+    store: StateStore, kv: KvExecutor, tmp_path: Path
+) -> None:
+    """Format 1 snapshots (taken before split buckets) stay usable to rebuild a store: their root is replaced
+    by this state's root. Other unknown formats are refused, and format 2 still checks its root."""
+    store.apply_block(next_block(store, *[kv_tx(i, ["put", f"k/{i}".encode(), b"v"]) for i in range(30)]), kv)
+    data = store.export_snapshot()
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data)
+    assert unpacker.unpack()[1] == SNAPSHOT_FORMAT == 2  # what an export writes now
+    old_root = b"\x5a" * 32  # stands for the format 1 root such a snapshot carried
+    with StateStore.open(tmp_path / "other", paranoid=True, sync=False) as other:
+        other.import_snapshot(_rewrite_snapshot(data, 1, old_root))
+        assert other.state_root == store.state_root != old_root
+        assert (other.height, other.block_hash) == (store.height, store.block_hash)
+        other.check_integrity()
+        for fmt in (0, 3):
+            with pytest.raises(SnapshotError, match="format"):
+                other.import_snapshot(_rewrite_snapshot(data, fmt, store.state_root))
+        with pytest.raises(SnapshotError, match="root"):
+            other.import_snapshot(_rewrite_snapshot(data, 2, old_root))
+        assert other.head == store.head

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,37 @@ def test_a_block_that_does_not_chain_is_skipped(tmp_path: Path) -> None:
     assert r.store.height == 3 and r.store.block_hash == block_hash(good.header)
     assert r.applied_index == r.core.applied_index == r.store.applied_index
     close(r)
+
+
+def open_replica_ticking(tmp: Path, hooks: Hooks, tick_ms: int) -> Replica:
+    store = StateStore.open(str(tmp / "state"))
+    store.init_genesis(GENESIS, [], chain_id="t", genesis_time=0)
+    return Replica(node_id="a", raft_dir=tmp / "raft", store=store, executor=EcertExecutor("t"),
+                   bootstrap_voters=("a",), send=lambda m: None, hooks=hooks, tick_ms=tick_ms)
+
+
+async def test_the_driver_runs_a_ready_when_woken_without_waiting_for_a_tick(tmp_path: Path) -> None:
+    hooks = Hooks()
+    r = open_replica_ticking(tmp_path, hooks, tick_ms=5)
+    task = asyncio.create_task(r.run())
+    try:
+        # Ticks alone (timer-driven) elect the single voter.
+        for _ in range(400):
+            if r.role == Role.LEADER:
+                break
+            await asyncio.sleep(0.005)
+        assert r.role == Role.LEADER
+        r.tick_s = 3600.0  # takes effect after the pending tick: from then on no tick comes during this test
+        await asyncio.sleep(0.02)
+        s = r.store
+        blk = make_block(s.height + 1, s.block_hash, s.last_time + 1, "a", (b"not a tx",))
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        index = r.propose(encode_block(blk))
+        assert await r.wait_applied(index, 2.0)
+        assert loop.time() - t0 < 1.0  # the proposal woke the driver; no tick was needed
+        assert r.store.height == 1 and hooks.applied[-1][1] == 1
+    finally:
+        r.stop()
+        await asyncio.wait_for(task, 2.0)
+        close(r)
