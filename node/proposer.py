@@ -3,8 +3,9 @@
 Admitted txs wait in a bounded queue. The leader cuts them into blocks the group-commit way: at once when none
 of its blocks is in flight (proposed, not yet applied), so a lone tx waits on no timer; otherwise it keeps
 filling the next block until the in-flight one is applied or `block_max_txs` / `block_max_bytes` is reached
-(Fabric's MaxMessageCount / PreferredMaxBytes). Idle: lowest latency; loaded: blocks grow with the load.
-`block_timeout_ms` is no longer needed for this (the config still accepts it). Full blocks are pipelined (up to
+(Fabric's MaxMessageCount / PreferredMaxBytes), or until the oldest queued tx has waited `block_timeout_ms`
+(Fabric's BatchTimeout: a cap on queueing behind a slow block, after which a partial block is pipelined).
+Idle: lowest latency; loaded: blocks grow with the load. Blocks are pipelined (up to
 `INFLIGHT_BLOCKS_MAX` proposed and not yet applied), each chained onto the previous *proposed* block.
 
 Heights must chain: a new leader proposes nothing until it has applied every entry in its log at the moment it
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -81,6 +83,8 @@ class Proposer:
         self.block_max_txs = min(block_max_txs, BLOCK_TXS_MAX)
         self.block_max_bytes = min(block_max_bytes, BLOCK_BYTES_MAX - (64 << 10))
         self.block_timeout_s = block_timeout_ms / 1000
+        self._pending_since = 0.0
+        """Monotonic time the queue last went from empty to non-empty (or was last partly drained)."""
         self.queue_max = queue_max
         self.clock_skew_ms = clock_skew_ms
         self.metrics = metrics
@@ -139,6 +143,8 @@ class Proposer:
             return
         if len(self.pending) >= self.queue_max:
             raise QueueFullError(f"{len(self.pending)} txs already queued (queue_max)")
+        if not self.pending:
+            self._pending_since = time.monotonic()
         self.pending[tx_id] = raw
         self.pending_bytes += len(raw)
         self._kick.set()
@@ -164,7 +170,18 @@ class Proposer:
                 await asyncio.sleep(0)
                 continue
             self._kick.clear()
-            await self._kick.wait()
+            wait_s = self._batch_wait_s()
+            if wait_s is None:
+                await self._kick.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), wait_s)
+
+    def _batch_wait_s(self) -> float | None:
+        """Seconds until the oldest queued tx reaches `block_timeout_ms`, if that is what we are waiting for."""
+        if not self.pending or not self._inflight or not self.can_propose() or self.block_timeout_s <= 0:
+            return None
+        return max(0.0, self._pending_since + self.block_timeout_s - time.monotonic())
 
     def _should_cut(self) -> bool:
         """Group commit: cut at once when none of our blocks is in flight (an idle cluster answers a lone tx
@@ -173,7 +190,9 @@ class Proposer:
         order, so a block cut now could not commit before the one already in flight."""
         if not self._inflight:
             return True
-        return len(self.pending) >= self.block_max_txs or self.pending_bytes >= self.block_max_bytes
+        if len(self.pending) >= self.block_max_txs or self.pending_bytes >= self.block_max_bytes:
+            return True
+        return self.block_timeout_s > 0 and time.monotonic() - self._pending_since >= self.block_timeout_s
 
     def stop(self) -> None:
         self._stopping = True
@@ -195,6 +214,7 @@ class Proposer:
             self.pending_bytes -= len(raw)
             txs.append((tx_id, raw))
             size += len(raw)
+        self._pending_since = time.monotonic()  # what is left starts a new batch window
         now_ms = time.time_ns() // 1_000_000 + (self.clock_skew_ms() if self.clock_skew_ms else 0)
         block = make_block(tip.height + 1, tip.hash, max(now_ms, tip.time), self.node_id,
                            tuple(raw for _, raw in txs))
@@ -325,6 +345,8 @@ class Proposer:
             if self.store.tx_outcome(tx_id) is None and tx_id not in self.pending:
                 if len(self.pending) >= self.queue_max:
                     break
+                if not self.pending:
+                    self._pending_since = time.monotonic()
                 self.pending[tx_id] = raw
                 self.pending_bytes += len(raw)
                 self.requeued += 1

@@ -92,7 +92,7 @@ async def test_a_lone_tx_is_cut_at_once_when_nothing_is_in_flight() -> None:
 
 
 async def test_group_commit_full_blocks_at_once_the_rest_after_the_in_flight_block_is_applied() -> None:
-    p, replica = make()
+    p, replica = make(block_timeout_ms=10_000)
     replica.applied_index = 1
     p.on_role_change(Role.LEADER, "boc", 2)
     raws = put(p, 7)
@@ -118,8 +118,29 @@ async def test_group_commit_full_blocks_at_once_the_rest_after_the_in_flight_blo
     assert blocks[1].header.time >= blocks[0].header.time
 
 
+async def test_block_timeout_pipelines_a_partial_block_behind_a_slow_one() -> None:
+    """BatchTimeout: a tx queued behind an in-flight block waits at most block_timeout_ms, then goes out in a
+    partial block chained onto the in-flight one (pipelined), without waiting for it to be applied."""
+    p, replica = make(block_timeout_ms=30)
+    replica.applied_index = 1
+    p.on_role_change(Role.LEADER, "boc", 2)
+    put(p, 1)
+    task = asyncio.create_task(p.run())
+    await asyncio.sleep(0.01)
+    assert len(replica.proposed) == 1  # nothing in flight: cut at once
+    put(p, 1, size=11)
+    await asyncio.sleep(0.005)
+    assert len(replica.proposed) == 1  # behind the in-flight block, within the batch timeout
+    await asyncio.sleep(0.1)
+    p.stop()
+    await task
+    blocks = [decode_block(d) for d in replica.proposed]
+    assert [len(b.txs) for b in blocks] == [1, 1]  # cut by the timeout, the first block still not applied
+    assert blocks[1].header.prev_hash == block_hash(blocks[0].header)
+
+
 async def test_cut_by_bytes() -> None:
-    p, replica = make(block_max_txs=100, block_max_bytes=1000)
+    p, replica = make(block_max_txs=100, block_max_bytes=1000, block_timeout_ms=10_000)
     replica.applied_index = 1
     p.on_role_change(Role.LEADER, "boc", 2)
     put(p, 5, size=400)
