@@ -274,7 +274,10 @@ class Replica:
         self.stats.readies += 1
         applied_before = self.applied_index
         # A leader may send its appends before its own write (thesis §10.2.1): its disk and the followers'
-        # then work in parallel. Only when term and vote are unchanged (those must be durable first).
+        # then work in parallel. Only when term and vote are unchanged (those must be durable first). Safe
+        # although the core counts the leader's own entries towards the quorum at append time: save() below
+        # is synchronous on this thread, so no follower's ack can be stepped (and nothing can commit) before
+        # the leader's own copy is on disk.
         early = self.core.role == Role.LEADER and (
             rd.hard_state is None or (rd.hard_state.term, rd.hard_state.vote) == self._persisted_term_vote)
         if early:
