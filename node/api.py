@@ -26,7 +26,16 @@ from typing import Any
 import msgpack
 from aiohttp import web
 
+from consensus.errors import NotLeaderError, ProposalDroppedError
+from consensus.membership import ConfChange, ConfChangeType
 from ecert import queries
+from ecert.admission import precheck
+from ecert.errors import TxRejected
+from ecert.tx import envelope_from_json, raw_tx_id
+from node.dashboard import setup_dashboard
+from node.faults import setup_admin_routes
+from node.openapi import openapi_document
+from node.proposer import QueueFullError, outcome_answer
 
 log = logging.getLogger("node.api")
 
@@ -154,8 +163,6 @@ def _node(request: web.Request) -> Any:
 
 def parse_envelope(request: web.Request, body: bytes) -> bytes:
     """The raw msgpack envelope from a msgpack or JSON body (raises ApiError 400)."""
-    from ecert.errors import TxRejected
-    from ecert.tx import envelope_from_json
 
     if not body:
         raise ApiError(400, "empty_body", "the body must hold a transaction envelope")
@@ -172,8 +179,6 @@ def parse_envelope(request: web.Request, body: bytes) -> bytes:
 
 
 def parse_batch(request: web.Request, body: bytes) -> list[bytes]:
-    from ecert.errors import TxRejected
-    from ecert.tx import envelope_from_json
 
     if not body:
         raise ApiError(400, "empty_body", "the body must hold a list of envelopes")
@@ -218,10 +223,6 @@ def _wait_mode(request: web.Request) -> str:
 
 def admit(node: Any, raw: bytes) -> tuple[str, dict[str, Any] | None]:
     """Cheap checks; returns (tx_id, first outcome if the tx was already applied)."""
-    from ecert.admission import precheck
-    from ecert.errors import TxRejected
-    from ecert.tx import raw_tx_id
-    from node.proposer import outcome_answer
 
     # A resubmission returns the first outcome (before precheck, which would refuse the used nonce).
     tx_id = raw_tx_id(raw)  # envelope decode + sha256 only: cheap
@@ -238,7 +239,6 @@ def admit(node: Any, raw: bytes) -> tuple[str, dict[str, Any] | None]:
 async def route_to_leader(node: Any, admitted: list[tuple[str, bytes]]) -> list[dict[str, Any] | None]:
     """Queue on this node if it leads, else forward to the leader. Returns, per tx, None if accepted or the
     leader's refusal answer; raises ApiError (503 no leader / 429 queue full) when the whole batch failed."""
-    from node.proposer import QueueFullError
     from node.server import ForwardError
 
     if not admitted:
@@ -259,7 +259,6 @@ async def route_to_leader(node: Any, admitted: list[tuple[str, bytes]]) -> list[
 
 async def wait_outcome(node: Any, tx_id: str, fut: asyncio.Future[dict[str, Any]], timeout_s: float
                        ) -> dict[str, Any] | None:
-    from node.proposer import outcome_answer
 
     try:
         return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
@@ -342,7 +341,6 @@ async def post_txs(request: web.Request) -> web.Response:
 
 
 async def get_tx(request: web.Request) -> web.Response:
-    from node.proposer import outcome_answer
 
     node = _node(request)
     tx_id = request.match_info["tx_id"].lower()
@@ -382,7 +380,6 @@ async def get_blocks(request: web.Request) -> web.Response:
 
 async def _consistent(request: web.Request) -> None:
     """`?consistency=linearizable`: wait for a ReadIndex round (thesis §6.4) before reading local state."""
-    from consensus.errors import NotLeaderError, ProposalDroppedError
 
     mode = request.query.get("consistency", "local")
     if mode not in ("local", "linearizable", "serializable"):
@@ -442,8 +439,6 @@ async def get_cluster(request: web.Request) -> web.Response:
 
 async def post_members(request: web.Request) -> web.Response:
     """{"action": "add_learner" | "promote" | "remove", "node_id"}; on the leader (a follower forwards)."""
-    from consensus.errors import NotLeaderError, ProposalDroppedError
-    from consensus.membership import ConfChange, ConfChangeType
 
     node = _node(request)
     if not _is_loopback(request):
@@ -484,7 +479,6 @@ async def post_members(request: web.Request) -> web.Response:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    from node.openapi import openapi_document
 
     return web.json_response(openapi_document())
 
@@ -514,11 +508,9 @@ def build_app(node: Any) -> web.Application:
     r.add_post("/admin/members", post_members)
     r.add_get("/openapi.json", get_openapi)
     if node.faults is not None:
-        from node.faults import setup_admin_routes
 
         setup_admin_routes(app, node.faults)
     try:
-        from node.dashboard import setup_dashboard
 
         setup_dashboard(app, node, node.metrics, data_dir=node.data_dir)
     except Exception:

@@ -27,7 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from consensus.errors import NotLeaderError, ProposalDroppedError
 from consensus.ready import Role
+from ledger.block import BLOCK_BYTES_MAX, BLOCK_TXS_MAX, block_hash, encode_block, make_block
 
 log = logging.getLogger("node.proposer")
 
@@ -77,7 +79,6 @@ class Proposer:
         self.replica = replica
         self.store = store
         self.tx_id_of = tx_id_of
-        from ledger.block import BLOCK_BYTES_MAX, BLOCK_TXS_MAX
 
         # The ledger's hard limits win over cluster.toml (leave room for the block's own encoding).
         self.block_max_txs = min(block_max_txs, BLOCK_TXS_MAX)
@@ -199,8 +200,6 @@ class Proposer:
         self._kick.set()
 
     def _cut(self) -> None:
-        from consensus.errors import NotLeaderError, ProposalDroppedError
-        from ledger.block import block_hash, encode_block, make_block
 
         tip = self._tip
         assert tip is not None
@@ -243,7 +242,6 @@ class Proposer:
     # -- hooks from the driver
 
     def on_block_applied(self, index: int, block: Any, outcomes: Sequence[Any]) -> None:
-        from ledger.block import block_hash
 
         height = block.header.height
         seen = set()

@@ -20,8 +20,12 @@ from typing import Any
 import aiohttp
 from aiohttp import ClientSession, ClientTimeout, web
 
+from consensus.membership import ConfChangeType
 from consensus.ready import Role
-from ecert.tx import raw_tx_id
+from ecert.executor import EcertExecutor
+from ecert.genesis import genesis_from_json, genesis_hash, genesis_writes
+from ecert.tx import decode_tx, raw_tx_id
+from ledger.store import StateStore
 from node.config import ClusterConfig
 from node.keys import load_or_create_key, node_key_path, node_public_key
 from node.proposer import Proposer
@@ -117,9 +121,6 @@ class Node:
     # -- startup
 
     def _open_state(self) -> None:
-        from ecert.executor import EcertExecutor
-        from ecert.genesis import genesis_from_json, genesis_hash, genesis_writes
-        from ledger.store import StateStore
 
         gpath = self.config.genesis_path
         try:
@@ -305,7 +306,6 @@ class Node:
             self._forward_kick.set()
 
     def on_conf_change(self, cc: Any) -> None:
-        from consensus.membership import ConfChangeType
 
         assert self.transport is not None
         if cc.type == ConfChangeType.REMOVE_NODE:
@@ -498,7 +498,6 @@ class Node:
         return out
 
     def block_txs(self, height: int) -> list[dict[str, Any]]:
-        from ecert.tx import decode_tx
         from node.proposer import outcome_answer
 
         if not 1 <= height <= self.store.height:
