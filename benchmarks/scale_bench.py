@@ -58,6 +58,7 @@ from ledger.block import make_block
 from ledger.executor import BlockContext, TxOutcome
 from ledger.state_view import StateView
 from ledger.store import StateStore
+from node.bench.resources import dir_bytes
 
 CHAIN = "scale-bench"
 T0 = 1_700_000_000_000
@@ -258,10 +259,6 @@ def time_state_staging(store: StateStore) -> Callable[[], float] | None:
 
     store._stage_state = timed  # type: ignore[method-assign]
     return lambda: spent[0]
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
 
 
 def rss_mb() -> float:

@@ -19,7 +19,15 @@ def rss_bytes(pid: int) -> int | None:
 
 
 def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    """Bytes of the files under `path`; a file LevelDB deletes while we walk (compaction) counts as 0."""
+    total = 0
+    for p in path.rglob("*"):
+        try:
+            if p.is_file():
+                total += p.stat().st_size
+        except FileNotFoundError:
+            continue
+    return total
 
 
 def cluster_resources(config: ClusterConfig) -> dict[str, Any]:
