@@ -6,6 +6,8 @@ Other modes:
   --mode raw       unsigned no-op entries through our Raft vs PySyncObj's replicated counter (3 processes each);
                    JSON {"ours_entries_per_s", "pysyncobj_entries_per_s", "ratio", ...}
   --mode failover  SIGKILL the leader --kills times; JSON {"p50_ms", "p99_ms", "max_ms", "tick_ms", ...}
+  --mode soak      steady signed load for --duration s, every node's RSS and disk sampled every --sample-s s;
+                   JSON {"rss_mb_first", "rss_mb_last", "disk_mb_first", "disk_mb_last", "samples", ...}
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from node.bench import ecert_side, etcd, failover, raw
+from node.bench import ecert_side, etcd, failover, raw, soak
 from node.bench.loadgen import LoadResult, run_closed_loop
 from node.bench.resources import cluster_resources
 from node.localnet import free_ports
@@ -51,9 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="clients in flight; a comma list sweeps, e.g. 1,16,64,256 (default 64)")
     p.add_argument("--skip-etcd", action="store_true", help="measure only ecert-chain")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
-    p.add_argument("--mode", choices=("signed", "raw", "failover"), default="signed",
+    p.add_argument("--mode", choices=("signed", "raw", "failover", "soak"), default="signed",
                    help="signed (default): E-cert txs vs etcd; raw: consensus alone vs PySyncObj; "
-                        "failover: SIGKILL the leader repeatedly")
+                        "failover: SIGKILL the leader repeatedly; soak: memory and disk under steady load")
     g = p.add_argument_group("raw mode")
     g.add_argument("--repeat", type=int, default=1, help="alternate our run and PySyncObj's this many times; "
                                                         "medians are reported (default 1)")
@@ -75,7 +77,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--tick-ms", type=int, default=None, help="cluster tick_ms (default: the node's, 50)")
     g.add_argument("--election-ticks", type=int, default=None,
                    help="cluster election_ticks (default: the node's, 10)")
+    g = p.add_argument_group("soak mode (uses --duration, --nodes and the first --concurrency level)")
+    g.add_argument("--sample-s", type=float, default=10.0, help="seconds between samples (default 10)")
+    g.add_argument("--snapshot-entries", type=int, default=2000,
+                   help="cluster snapshot_entries: snapshot + compact every this many entries (default 2000)")
     args = p.parse_args(argv)
+    if args.sample_s <= 0 or args.snapshot_entries < 1:
+        p.error("--sample-s must be positive and --snapshot-entries at least 1")
     if args.repeat < 1 or args.kills < 1 or args.clients < 1:
         p.error("--repeat, --kills and --clients must be at least 1")
     if args.batch < 1 or args.window < args.batch or args.payload < 0:
@@ -287,6 +295,21 @@ def main_failover(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(root, ignore_errors=True)
 
 
+def main_soak(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="ecert-soak-"))
+
+    def show(sample: dict[str, Any]) -> None:
+        console.print(f"t={sample['t_s']:>5}s  acked {sample['acked']:>8}  RSS max {sample['rss_mb_max']:>7.1f} MB"
+                      f"  disk max {sample['disk_mb_max']:>7.1f} MB")
+
+    try:
+        return asyncio.run(soak.run_soak(root, args.nodes, args.concurrency_levels[0], args.duration,
+                                         args.sample_s, args.snapshot_entries, on_sample=show))
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Ctrl-C or SIGTERM: unwind through the finally blocks so every process we started is stopped.
@@ -296,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = main_raw(args)
         elif args.mode == "failover":
             summary = main_failover(args)
+        elif args.mode == "soak":
+            summary = main_soak(args)
         else:
             summary = asyncio.run(main_async(args))
     except KeyboardInterrupt:

@@ -7,10 +7,11 @@ can be signed before the clock starts and the client spends no CPU on signing du
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,26 +115,30 @@ async def prepare_roots(cluster: ClusterConfig, url: str, count: int) -> list[st
     return roots
 
 
-def presign_chain(signer: Signer, root: str, length: int) -> list[bytes]:
-    """`length` transfers, each spending the remainder child of the previous one."""
-    txs = []
+def transfer_chain(signer: Signer, root: str) -> Iterator[bytes]:
+    """Endless transfers of 1 fen to tier2, each spending the remainder child of the previous one."""
     cert = root
-    for _ in range(length):
+    while True:
         tx_id, raw = signer.tx("ecert.transfer", {"cert_id": cert, "to": [{"org": "tier2", "amount": 1}]})
-        txs.append(raw)
+        yield raw
         cert = cert_id_for(tx_id, 1)
-    return txs
 
 
-def transfer_worker(urls: list[str], chain: list[bytes], offset: int) -> Callable[[], Request | None]:
+def presign_chain(signer: Signer, root: str, length: int) -> list[bytes]:
+    """The first `length` transfers of `transfer_chain`, signed before the clock starts."""
+    return list(itertools.islice(transfer_chain(signer, root), length))
+
+
+def transfer_worker(urls: list[str], chain: Iterable[bytes], offset: int) -> Callable[[], Request | None]:
     """Requests of one chain, sent round-robin to the nodes (followers forward to the leader)."""
+    txs = iter(chain)
     position = 0
 
     def next_request() -> Request | None:
         nonlocal position
-        if position >= len(chain):
+        raw = next(txs, None)
+        if raw is None:
             return None
-        raw = chain[position]
         url = urls[(offset + position) % len(urls)]
         position += 1
 
