@@ -58,11 +58,14 @@ def test_raw_and_failover_options() -> None:
     f = parse_args(["--mode", "failover", "--kills", "5", "--tick-ms", "15"])
     assert (f.kills, f.tick_ms, f.election_ticks) == (5, 15, None)
     assert parse_args(["--mode", "failover"]).kills == 50
+    soak = parse_args(["--mode", "soak", "--duration", "600", "--sample-s", "30", "--snapshot-entries", "500"])
+    assert (soak.mode, soak.duration, soak.sample_s, soak.snapshot_entries) == ("soak", 600, 30, 500)
 
 
 @pytest.mark.parametrize("argv", [
     ["--mode", "fast"], ["--duration", "0"], ["--concurrency", "a,b"], ["--concurrency", "0"], ["--nodes", "0"],
     ["--kills", "0"], ["--batch", "10", "--window", "5"], ["--election-ticks", "1"], ["--repeat", "0"],
+    ["--mode", "soak", "--sample-s", "0"], ["--mode", "soak", "--snapshot-entries", "0"],
 ])
 def test_bad_arguments_exit(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
