@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -679,7 +679,14 @@ class StateStore:
     # snapshots
 
     def export_snapshot(self) -> bytes:
-        """The state, tx-outcome index, head and last block record, from one consistent LevelDB snapshot.
+        """The state, tx-outcome index, head and last block record, from one consistent LevelDB snapshot
+        (see `snapshot_exporter`)."""
+        return self.snapshot_exporter()()
+
+    def snapshot_exporter(self) -> Callable[[], bytes]:
+        """Pin the state as it is now (a LevelDB snapshot: cheap) and return the function that serialises it.
+        The function may run on another thread while blocks keep being applied; call it exactly once, and
+        before the store is closed.
 
         Stream of msgpack objects: header `[magic, format, head, genesis, last_block | None]`, then one
         `[kind, key, value]` per state entry (kind 0) and tx record (kind 1), then the trailer
@@ -687,31 +694,34 @@ class StateStore:
         not included (`block(h)` answers None for them after an import); outcomes are, so replays still get
         their first outcome.
         """
-        db = self._live_db()
-        packer = msgpack.Packer(use_bin_type=True)
-        pieces: list[bytes] = []
-        digest = hashlib.sha256()
-        snap = db.snapshot()
-        try:
-            head_bytes = snap.get(_HEAD_KEY) or _encode_head(_EMPTY_HEAD)
-            head = _decode_head(head_bytes)
-            genesis_bytes = snap.get(_GENESIS_KEY)
-            last_block = snap.get(_height_key(head.height)) if head.height > 0 else None
-            pieces.append(
-                packer.pack([SNAPSHOT_MAGIC, SNAPSHOT_FORMAT, head_bytes, genesis_bytes, last_block])
-            )
-            count = 0
-            for tag, kind in ((_STATE, _SNAP_STATE), (_TX, _SNAP_TX)):
-                with snap.iterator(prefix=tag) as it:
-                    for key, value in it:
-                        pieces.append(packer.pack([kind, key[1:], value]))
-                        count += 1
-        finally:
-            snap.close()
-        for piece in pieces:
-            digest.update(piece)
-        pieces.append(packer.pack(["end", count, digest.digest()]))
-        return b"".join(pieces)
+        snap = self._live_db().snapshot()
+
+        def export() -> bytes:
+            packer = msgpack.Packer(use_bin_type=True)
+            pieces: list[bytes] = []
+            digest = hashlib.sha256()
+            try:
+                head_bytes = snap.get(_HEAD_KEY) or _encode_head(_EMPTY_HEAD)
+                head = _decode_head(head_bytes)
+                genesis_bytes = snap.get(_GENESIS_KEY)
+                last_block = snap.get(_height_key(head.height)) if head.height > 0 else None
+                pieces.append(
+                    packer.pack([SNAPSHOT_MAGIC, SNAPSHOT_FORMAT, head_bytes, genesis_bytes, last_block])
+                )
+                count = 0
+                for tag, kind in ((_STATE, _SNAP_STATE), (_TX, _SNAP_TX)):
+                    with snap.iterator(prefix=tag) as it:
+                        for key, value in it:
+                            pieces.append(packer.pack([kind, key[1:], value]))
+                            count += 1
+            finally:
+                snap.close()
+            for piece in pieces:
+                digest.update(piece)
+            pieces.append(packer.pack(["end", count, digest.digest()]))
+            return b"".join(pieces)
+
+        return export
 
     def import_snapshot(self, data: bytes) -> None:
         """Replace everything in the store by the snapshot, atomically (one WriteBatch), after checking its

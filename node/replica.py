@@ -17,6 +17,7 @@ applied index; a follower too far behind receives that state (in chunks, by the 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import heapq
@@ -38,6 +39,10 @@ from consensus.messages import Entry, EntryType, Message, MessageType, Snapshot,
 from consensus.ready import Ready, Role
 from ledger.block import decode_block
 from ledger.errors import BlockDecodeError, StaleBlockError
+
+SNAPSHOT_AMORTISE_BYTES_MIN = 8 << 20
+"""Below this size a snapshot costs milliseconds and is taken every `snapshot_entries`; above it, also only once
+the log since the last one holds half its size in bytes."""
 
 log = logging.getLogger("node.replica")
 
@@ -117,6 +122,10 @@ class Replica:
         # The store records the Raft index of the last entry it applied (in the block's own batch).
         self.applied_index = max(snap_meta.index, min(store.applied_index, self.storage.last_index()))
         self.snapshot_index = snap_meta.index
+        self._snapshot_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
+        self._snapshot_pending: tuple[concurrent.futures.Future[bytes], SnapshotMeta, float] | None = None
+        self._snapshot_bytes_last = 0
+        self._log_bytes_since_snapshot = 0
         self.role: Role = self.core.role
         self.leader_id: str | None = self.core.leader_id
         self.term: int = self.core.term
@@ -257,6 +266,9 @@ class Replica:
         self._wake.set()
 
     def close(self) -> None:
+        # A snapshot being serialised reads the state store through a LevelDB snapshot: let it finish before
+        # anything is closed (the server closes the store after us).
+        self._snapshot_pool.shutdown(wait=True)
         self.storage.close()
 
     def process_ready(self) -> None:
@@ -265,6 +277,7 @@ class Replica:
             rounds += 1
             rd = self.core.ready()
             self._handle_ready(rd)
+        self._maybe_snapshot()
 
     def _has_ready(self) -> bool:
         hr = self.core.has_ready  # a property on our core; a method in etcd's shape
@@ -336,7 +349,6 @@ class Replica:
         self._notify_applied()
         if self.applied_index != applied_before:
             self.hooks.on_applied(self.applied_index)
-        self._maybe_snapshot()
 
     def _install_snapshot(self, snap: Snapshot) -> None:
         self.store.import_snapshot(snap.data)
@@ -344,12 +356,15 @@ class Replica:
             self.store.mark_applied(snap.meta.index)
         self.applied_index = snap.meta.index
         self.snapshot_index = snap.meta.index
+        self._snapshot_bytes_last = len(snap.data)
+        self._log_bytes_since_snapshot = 0
         self.stats.snapshots_installed += 1
         log.info("snapshot_installed", extra={"index": snap.meta.index, "bytes": len(snap.data),
                                               "height": self.store.height})
         self.hooks.on_snapshot_installed(snap.meta.index)
 
     def _apply(self, entry: Entry) -> None:
+        self._log_bytes_since_snapshot += len(entry.data)
         if entry.type == EntryType.CONF_CHANGE:
             self._apply_conf_change(entry)
         elif entry.data:
@@ -401,17 +416,48 @@ class Replica:
                 fut.set_result(None)
 
     def _maybe_snapshot(self) -> None:
+        """Snapshot the state and compact the log every `snapshot_entries` applied entries, but not before the
+        log since the last snapshot holds half that snapshot's size in bytes: the cost stays amortised as the
+        state grows (etcd's snapshot-count plays the same part). The state is pinned here, on the loop, at a
+        known index (a LevelDB snapshot, cheap); serialising it takes seconds for a state of 100 MB, so that
+        runs on a worker thread while heartbeats and appends keep flowing. The log is compacted when it is done."""
+        if self._snapshot_pending is not None:
+            if self._snapshot_pending[0].done():
+                self._finish_snapshot()
+            return
         # Never past what the core itself has applied: after a restart our store may be ahead of the core's
         # commit (the hard state's commit is written lazily), and the core must still read those entries.
         index = min(self.applied_index, self.core.applied_index, self.storage.last_index())
         if index - self.snapshot_index < self.snapshot_entries:
             return
-        t0 = time.perf_counter()
-        data = self.store.export_snapshot()
+        if (self._snapshot_bytes_last > SNAPSHOT_AMORTISE_BYTES_MIN
+                and 2 * self._log_bytes_since_snapshot < self._snapshot_bytes_last):
+            return
         meta = SnapshotMeta(index=index, term=self.storage.term(index),
                             voters=tuple(sorted(self.core.voters)), learners=tuple(sorted(self.core.learners)))
+        future = self._snapshot_pool.submit(self.store.snapshot_exporter())
+        with contextlib.suppress(RuntimeError):  # no running loop: a synchronous caller (tests, tools)
+            loop = asyncio.get_running_loop()
+            future.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._wake.set))
+        self._snapshot_pending = (future, meta, time.perf_counter())
+
+    def wait_snapshot(self) -> None:
+        """Block until a snapshot being serialised is done and the log compacted (tests and tools)."""
+        if self._snapshot_pending is not None:
+            concurrent.futures.wait([self._snapshot_pending[0]])
+            self._finish_snapshot()
+
+    def _finish_snapshot(self) -> None:
+        assert self._snapshot_pending is not None
+        future, meta, t0 = self._snapshot_pending
+        self._snapshot_pending = None
+        data = future.result()  # an export that failed raises here: the driver halts and says why
+        if meta.index <= self.snapshot_index:
+            return  # a newer snapshot was installed from the leader meanwhile
         self.storage.compact(Snapshot(meta, data))
-        self.snapshot_index = index
+        self.snapshot_index = meta.index
+        self._snapshot_bytes_last = len(data)
+        self._log_bytes_since_snapshot = 0
         self.stats.snapshots_taken += 1
-        log.info("snapshot_taken", extra={"index": index, "bytes": len(data), "height": self.store.height,
+        log.info("snapshot_taken", extra={"index": meta.index, "bytes": len(data), "height": self.store.height,
                                           "ms": int((time.perf_counter() - t0) * 1000)})

@@ -63,6 +63,7 @@ def propose_blocks(r: Replica, n: int) -> None:
         blk = make_block(s.height + 1, s.block_hash, s.last_time + 1, "a", (b"not a tx",))
         r.propose(encode_block(blk))
         r.process_ready()
+        r.wait_snapshot()  # snapshots serialise on a worker thread; here, finish each before the next block
 
 
 def test_blocks_apply_snapshot_compacts_and_restart_resumes(tmp_path: Path) -> None:
