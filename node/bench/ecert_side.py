@@ -130,20 +130,28 @@ def presign_chain(signer: Signer, root: str, length: int) -> list[bytes]:
 
 
 def transfer_worker(urls: list[str], chain: Iterable[bytes], offset: int) -> Callable[[], Request | None]:
-    """Requests of one chain, sent round-robin to the nodes (followers forward to the leader)."""
+    """Requests of one chain, sent round-robin to the nodes (followers forward to the leader). A tx without a
+    definite answer (timeout, 503, connection lost) is sent again, to the next node, before the chain moves on:
+    the next transfer spends its child, and a resubmission is answered with the first outcome (tx ids apply once)."""
     txs = iter(chain)
     position = 0
+    unanswered: bytes | None = None
 
     def next_request() -> Request | None:
-        nonlocal position
-        raw = next(txs, None)
+        nonlocal position, unanswered
+        raw = unanswered if unanswered is not None else next(txs, None)
         if raw is None:
             return None
         url = urls[(offset + position) % len(urls)]
         position += 1
 
         async def send(session: aiohttp.ClientSession) -> bool:
-            return committed(*await post_tx(session, url, raw))
+            nonlocal unanswered
+            unanswered = raw
+            status, doc = await post_tx(session, url, raw)
+            if status == 200 and isinstance(doc, dict) and doc.get("status") in ("committed", "rejected"):
+                unanswered = None
+            return committed(status, doc)
 
         return send
 
