@@ -236,19 +236,53 @@ def admit(node: Any, raw: bytes) -> tuple[str, dict[str, Any] | None]:
     return tx_id, None
 
 
+def admit_batch(node: Any, raws: list[bytes]) -> tuple[list[dict[str, Any] | None], list[tuple[int, str, bytes]]]:
+    """`admit` for each tx: (answer per tx, or None where it was admitted; the admitted (position, tx id, raw))."""
+    results: list[dict[str, Any] | None] = [None] * len(raws)
+    admitted: list[tuple[int, str, bytes]] = []
+    for i, raw in enumerate(raws):
+        try:
+            tx_id, known = admit(node, raw)
+        except ApiError as e:
+            results[i] = {"tx_id": e.extra.get("tx_id"), "status": "refused", **error_body(e.code, e.message)}
+            continue
+        if known is not None:
+            results[i] = known
+        else:
+            admitted.append((i, tx_id, raw))
+    return results, admitted
+
+
+def enqueue_on_leader(node: Any, admitted: list[tuple[str, bytes]]) -> None:
+    """Queue admitted txs in this leader's proposer; ApiError 503 if this node does not lead, 429 if full."""
+    if not node.proposer.is_leader:
+        raise ApiError(503, "not_leader", "this node is not the leader", leader_id=node.replica.leader_id)
+    for tx_id, raw in admitted:
+        try:
+            node.proposer.enqueue(tx_id, raw)
+        except QueueFullError as exc:
+            raise ApiError(429, "queue_full", str(exc), tx_id=tx_id) from None
+
+
+def accept_forwarded(node: Any, raws: list[bytes]) -> list[dict[str, Any]]:
+    """The leader's side of node/forward.py: a follower's batch gets the same admission as POST /v1/txs
+    (signatures verified again: nothing a peer sends is trusted) and the same answers as `?wait=none`.
+    Raises ApiError when the batch fails as a whole."""
+    results, admitted = admit_batch(node, raws)
+    enqueue_on_leader(node, [(tx_id, raw) for _, tx_id, raw in admitted])
+    accepted = {i: {"tx_id": tx_id, "status": "accepted"} for i, tx_id, _ in admitted}
+    return [accepted[i] if r is None else r for i, r in enumerate(results)]
+
+
 async def route_to_leader(node: Any, admitted: list[tuple[str, bytes]]) -> list[dict[str, Any] | None]:
     """Queue on this node if it leads, else forward to the leader. Returns, per tx, None if accepted or the
     leader's refusal answer; raises ApiError (503 no leader / 429 queue full) when the whole batch failed."""
-    from node.server import ForwardError
+    from node.forward import ForwardError
 
     if not admitted:
         return []
     if node.proposer.is_leader:
-        for tx_id, raw in admitted:
-            try:
-                node.proposer.enqueue(tx_id, raw)
-            except QueueFullError as exc:
-                raise ApiError(429, "queue_full", str(exc), tx_id=tx_id) from None
+        enqueue_on_leader(node, admitted)
         return [None] * len(admitted)
     try:
         results = await node.forward_txs([raw for _, raw in admitted])
@@ -305,18 +339,7 @@ async def post_txs(request: web.Request) -> web.Response:
     timeout_ms = _q_int(request, "timeout_ms", WAIT_TIMEOUT_MS_DEFAULT, 1, WAIT_TIMEOUT_MS_MAX)
     raws = parse_batch(request, await read_body(request, max(node.config.max_body_bytes,
                                                               node.config.block_max_bytes * 4)))
-    results: list[dict[str, Any] | None] = [None] * len(raws)
-    admitted: list[tuple[int, str, bytes]] = []
-    for i, raw in enumerate(raws):
-        try:
-            tx_id, known = admit(node, raw)
-        except ApiError as e:
-            results[i] = {"tx_id": e.extra.get("tx_id"), "status": "refused", **error_body(e.code, e.message)}
-            continue
-        if known is not None:
-            results[i] = known
-        else:
-            admitted.append((i, tx_id, raw))
+    results, admitted = admit_batch(node, raws)
     futs = {tx_id: node.proposer.wait_for(tx_id, raw) for _, tx_id, raw in admitted} if wait == "commit" else {}
     try:
         refusals = await route_to_leader(node, [(t, r) for _, t, r in admitted])

@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import web
 
 from consensus.membership import ConfChangeType
 from consensus.ready import Role
@@ -27,6 +26,17 @@ from ecert.genesis import genesis_from_json, genesis_hash, genesis_writes
 from ecert.tx import decode_tx, raw_tx_id
 from ledger.store import StateStore
 from node.config import ClusterConfig
+from node.forward import (
+    FORWARD_BATCH_TXS_MAX,
+    Forwarder,
+    ForwardError,
+    ForwardFailed,
+    ForwardFrameError,
+    ForwardResults,
+    ForwardTxs,
+    decode_frame,
+    encode_frame,
+)
 from node.keys import load_or_create_key, node_key_path, node_public_key
 from node.proposer import Proposer
 from node.replica import Replica
@@ -34,21 +44,9 @@ from node.transport import PeerInfo, PeerTransport
 
 log = logging.getLogger("node")
 
-FORWARD_BATCH_MAX = 1000
 DRAIN_TIMEOUT_S = 5.0
 _ROLE_NAMES = {Role.LEADER: "leader", Role.FOLLOWER: "follower", Role.CANDIDATE: "candidate",
                Role.PRE_CANDIDATE: "candidate", Role.LEARNER: "learner"}
-
-
-class ForwardError(Exception):
-    """Forwarding to the leader failed as a whole: the HTTP status, code and message to answer with."""
-
-    def __init__(self, status: int, code: str, message: str, leader_id: str | None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.leader_id = leader_id
 
 
 class StartupError(Exception):
@@ -109,12 +107,10 @@ class Node:
         self.replica: Replica | None = None
         self.proposer: Proposer | None = None
         self.runner: web.AppRunner | None = None
-        self.http: ClientSession | None = None
+        self.forwarder: Forwarder | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._forward_queue: list[bytes] = []
         self._forward_kick = asyncio.Event()
-        self._batch_waiting: list[tuple[list[bytes], asyncio.Future[list[dict[str, Any]]]]] = []
-        self._batch_kick = asyncio.Event()
         self._role_changed = asyncio.Event()
         self.stopping = False
 
@@ -176,6 +172,7 @@ class Node:
         self.transport = PeerTransport(
             node_id=self.node_id, chain_id=self.chain_id, key=key, listen=self.spec.raft, peers=peers,
             on_message=self._on_peer_message, on_peer_connected=self._on_peer_connected,
+            on_app_frame=self._on_app_frame,
             on_drop=self.metrics.count_message_dropped if self.metrics is not None else None, faults=self.faults,
             frame_bytes_max=max(16 << 20, 4 * self.config.block_max_bytes))
         cfg = self.config
@@ -198,13 +195,12 @@ class Node:
             clock_skew_ms=(lambda: self.faults.clock_skew_ms) if self.faults is not None else None,
             metrics=self.metrics)
         self.proposer.on_lost_leadership = self._forward_later
-        self.http = ClientSession(timeout=ClientTimeout(total=10))
+        self.forwarder = Forwarder(self.transport.send_app, lambda: self.replica.leader_id if self.replica else None)
         await self.transport.start()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.replica.run(), name="raft-driver"),
                        loop.create_task(self.proposer.run(), name="proposer"),
-                       loop.create_task(self._forwarder(), name="forwarder"),
-                       loop.create_task(self._batch_forwarder(), name="batch-forwarder")]
+                       loop.create_task(self._forwarder(), name="forwarder")]
         from node.api import build_app
 
         app = build_app(self)
@@ -235,10 +231,10 @@ class Node:
         for t in self._tasks:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(t, 2.0)
+        if self.forwarder is not None:
+            self.forwarder.close()
         if self.transport is not None:
             await self.transport.close()
-        if self.http is not None:
-            await self.http.close()
         if self.replica is not None:
             self.replica.close()
         if self.store is not None:
@@ -301,6 +297,8 @@ class Node:
             with contextlib.suppress(Exception):
                 self.metrics.note_leader(leader_id)
         self.proposer.on_role_change(role, leader_id, term)
+        if self.forwarder is not None:
+            self.forwarder.on_leader_change(leader_id)
         self._role_changed.set()
         if leader_id is not None and leader_id != self.node_id and self._forward_queue:
             self._forward_kick.set()
@@ -338,81 +336,41 @@ class Node:
                 leader = self.leader_spec()
                 if leader is None or leader.id == self.node_id:
                     break
-                batch = self._forward_queue[:FORWARD_BATCH_MAX]
+                batch = self._forward_queue[:FORWARD_BATCH_TXS_MAX]
                 try:
-                    await self.forward_batch(batch)
-                except Exception as exc:
-                    log.info("forward_failed", extra={"leader": leader.id, "reason": repr(exc)})
+                    await self.forward_txs(batch)
+                except ForwardError as exc:
+                    log.info("forward_failed", extra={"leader": leader.id, "reason": exc.code})
                     await asyncio.sleep(0.2)
                     continue
                 del self._forward_queue[:len(batch)]
 
     async def forward_txs(self, raws: list[bytes]) -> list[dict[str, Any]]:
-        """Forward admitted txs to the leader, coalesced with concurrent callers into one /v1/txs request per
-        round trip. Returns the leader's per-tx answers; raises ForwardError if the whole batch failed."""
-        fut: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
-        self._batch_waiting.append((raws, fut))
-        self._batch_kick.set()
-        return await fut
+        """Forward admitted txs to the leader over the peer transport (node/forward.py), coalesced with the
+        other callers of this event-loop turn. Returns the leader's per-tx answers; raises ForwardError if the
+        whole batch failed."""
+        if self.forwarder is None:
+            raise ForwardError(503, "not_ready", "the node is starting", None)
+        return await self.forwarder.forward(raws)
 
-    async def _batch_forwarder(self) -> None:
-        while True:
-            await self._batch_kick.wait()
-            self._batch_kick.clear()
-            while self._batch_waiting:
-                group: list[tuple[list[bytes], asyncio.Future[list[dict[str, Any]]]]] = []
-                count = 0
-                while self._batch_waiting and (not group or count + len(self._batch_waiting[0][0])
-                                               <= FORWARD_BATCH_MAX):
-                    item = self._batch_waiting.pop(0)
-                    group.append(item)
-                    count += len(item[0])
-                flat = [raw for raws, _ in group for raw in raws]
-                try:
-                    results = await self._post_batch(flat)
-                except ForwardError as exc:
-                    for _, f in group:
-                        if not f.done():
-                            f.set_exception(exc)
-                    continue
-                at = 0
-                for raws, f in group:
-                    if not f.done():
-                        f.set_result(results[at:at + len(raws)])
-                    at += len(raws)
-
-    async def _post_batch(self, raws: list[bytes]) -> list[dict[str, Any]]:
-        leader = self.leader_spec()
-        if leader is None or leader.id == self.node_id:
-            raise ForwardError(503, "no_leader", "no leader is known right now; retry shortly", None)
+    def _on_app_frame(self, peer: str, payload: bytes) -> None:
         try:
-            status, body = await self.forward_batch(raws)
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            raise ForwardError(503, "leader_unreachable", f"could not forward to leader {leader.id}: {exc!r}",
-                               leader.id) from None
-        if status >= 400 or not isinstance(body, dict):
-            err = body.get("error", {}) if isinstance(body, dict) else {}
-            raise ForwardError(status if 400 <= status < 600 else 503, err.get("code", "forward_failed"),
-                               err.get("message", f"leader answered {status}"), leader.id)
-        results = body.get("results")
-        if not isinstance(results, list) or len(results) != len(raws):
-            raise ForwardError(503, "forward_failed", "leader answered a malformed batch result", leader.id)
-        return results
+            frame = decode_frame(payload)
+        except ForwardFrameError as exc:
+            log.warning("bad_forward_frame", extra={"peer": peer, "reason": str(exc)})
+            return
+        if not isinstance(frame, ForwardTxs):
+            if self.forwarder is not None:
+                self.forwarder.on_frame(peer, frame)
+            return
+        from node.api import ApiError, accept_forwarded
 
-    async def forward_batch(self, raws: list[bytes]) -> Any:
-        import msgpack
-
-        leader = self.leader_spec()
-        if leader is None or self.http is None:
-            raise ConnectionError("no leader known")
-        async with self.http.post(f"{leader.http_url}/v1/txs?wait=none",
-                                  data=msgpack.packb(raws, use_bin_type=True),
-                                  headers={"Content-Type": "application/msgpack",
-                                           "Accept": "application/json"}) as resp:
-            body = await resp.json(content_type=None)
-            if resp.status >= 500:
-                raise ConnectionError(f"leader answered {resp.status}")
-            return resp.status, body
+        assert self.transport is not None
+        try:
+            answer: Any = ForwardResults(frame.batch_id, tuple(accept_forwarded(self, list(frame.raws))))
+        except ApiError as exc:
+            answer = ForwardFailed(frame.batch_id, exc.status, exc.code, exc.message)
+        self.transport.send_app(peer, encode_frame(answer))
 
     def leader_spec(self) -> Any:
         if self.replica is None:

@@ -18,6 +18,11 @@ Each side checks the claimed id is a current member listed in cluster.toml and v
 id's node key. A recorded transcript is useless later: the other side's nonce is fresh each time. After the
 handshake every frame's `from_id` must equal the authenticated id and `to` our own id, or the connection closes.
 
+Application frames: a frame whose body starts with the byte 0xC1 (which msgpack never produces, so no Raft frame
+can start with it) carries an application payload instead of a Raft message: the nodes use them to forward
+clients' txs to the leader and to answer. They share the authenticated connection, its ordering, its bounded queue
+and the fault layer with Raft frames; the payload is not interpreted here.
+
 Bounded per-peer send queues: when full the *oldest* frame is dropped (Raft retransmits; newer state matters
 more) and counted. Reconnects back off exponentially, capped.
 """
@@ -56,6 +61,8 @@ SEND_QUEUE_MAX = 4096
 FRAME_BYTES_MAX = 16 << 20
 WRITE_BUFFER_BYTES_MAX = 4 << 20
 _LEN = struct.Struct(">I")
+APP_FRAME_MARK = b"\xc1"
+"""First byte of an application frame's body: msgpack's one never-used byte."""
 
 
 class TransportError(Exception):
@@ -173,6 +180,7 @@ class PeerTransport:
         on_message: Callable[[Message], None],
         on_peer_connected: Callable[[str], None] | None = None,
         on_drop: Callable[[str], None] | None = None,
+        on_app_frame: Callable[[str, bytes], None] | None = None,
         encode: Callable[[Message], bytes] | None = None,
         decode: Callable[[bytes], Message] | None = None,
         faults: Faults | None = None,
@@ -192,6 +200,7 @@ class PeerTransport:
         self.on_message = on_message
         self.on_peer_connected = on_peer_connected
         self.on_drop = on_drop
+        self.on_app_frame = on_app_frame
         self.encode = encode
         self.decode = decode
         self.faults = faults
@@ -254,15 +263,24 @@ class PeerTransport:
         dst = msg.to
         if self._closed or not self.is_member(dst):
             return
+        self._send_frame(dst, encode_frame(self.encode(msg)))
+
+    def send_app(self, dst: str, payload: bytes) -> None:
+        """Queue an application payload for peer `dst` (see the module docstring); never blocks. Like Raft
+        frames it may be dropped (partition, full queue, lost connection): the caller needs its own timeout."""
+        if self._closed or not self.is_member(dst):
+            return
+        self._send_frame(dst, encode_frame(APP_FRAME_MARK + payload))
+
+    def _send_frame(self, dst: str, frame: bytes) -> None:
         if self.faults is not None:
             drop, delay_ms = self.faults.outbound(dst)
             if drop:
                 return
             if delay_ms > 0:
-                frame = encode_frame(self.encode(msg))
                 self._later(delay_ms, lambda: self._enqueue(dst, frame))
                 return
-        self._enqueue(dst, encode_frame(self.encode(msg)))
+        self._enqueue(dst, frame)
 
     def _enqueue(self, dst: str, frame: bytes) -> None:
         if self._closed or not self.is_member(dst):
@@ -435,6 +453,11 @@ class PeerTransport:
             body = await read_frame(reader, self.frame_bytes_max)
             if peer_id in self.removed:
                 raise TransportError(f"{peer_id} was removed")
+            if body[:1] == APP_FRAME_MARK:
+                stats.received += 1
+                stats.last_contact = time.monotonic()
+                self._receive_app(peer_id, body[1:])
+                continue
             try:
                 msg = self.decode(body)
             except Exception as exc:  # the codec raises ProtocolError; anything else is also a bad frame
@@ -451,6 +474,24 @@ class PeerTransport:
                     self._later(delay_ms, functools.partial(self._deliver, msg))
                     continue
             self._deliver(msg)
+
+    def _receive_app(self, peer_id: str, payload: bytes) -> None:
+        if self.faults is not None:
+            drop, delay_ms = self.faults.inbound(peer_id)
+            if drop:
+                return
+            if delay_ms > 0:
+                self._later(delay_ms, functools.partial(self._deliver_app, peer_id, payload))
+                return
+        self._deliver_app(peer_id, payload)
+
+    def _deliver_app(self, peer_id: str, payload: bytes) -> None:
+        if self._closed or self.on_app_frame is None:
+            return
+        try:
+            self.on_app_frame(peer_id, payload)
+        except Exception:
+            log.exception("on_app_frame_failed", extra={"peer": peer_id})
 
     def _deliver(self, msg: Message) -> None:
         if self._closed:
