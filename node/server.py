@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientSession, ClientTimeout, web
 
 from consensus.membership import ConfChangeType
 from consensus.ready import Role
@@ -108,6 +108,8 @@ class Node:
         self.proposer: Proposer | None = None
         self.runner: web.AppRunner | None = None
         self.forwarder: Forwarder | None = None
+        self.http: ClientSession | None = None
+        """For the rare requests a follower passes to the leader's HTTP API (membership changes)."""
         self._tasks: list[asyncio.Task[Any]] = []
         self._forward_queue: list[bytes] = []
         self._forward_kick = asyncio.Event()
@@ -196,6 +198,7 @@ class Node:
             metrics=self.metrics)
         self.proposer.on_lost_leadership = self._forward_later
         self.forwarder = Forwarder(self.transport.send_app, lambda: self.replica.leader_id if self.replica else None)
+        self.http = ClientSession(timeout=ClientTimeout(total=10))
         await self.transport.start()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.replica.run(), name="raft-driver"),
@@ -235,6 +238,8 @@ class Node:
             self.forwarder.close()
         if self.transport is not None:
             await self.transport.close()
+        if self.http is not None:
+            await self.http.close()
         if self.replica is not None:
             self.replica.close()
         if self.store is not None:

@@ -196,6 +196,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     console.print(render(args.concurrency_levels, ours, theirs))
+    for result in [*ours.values(), *theirs.values()]:
+        if result.failed:
+            console.print(f"[yellow]{result.name}: {result.failed} requests failed[/] "
+                          f"{dict(result.failures.most_common(5))}")
     head = args.concurrency_levels[-1]
     a, b = ours[head], theirs.get(head)
     return {

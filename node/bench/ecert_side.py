@@ -22,7 +22,7 @@ import msgpack
 from ecert.rules import cert_id_for
 from ecert.tx import make_tx, tx_id_of
 from node import localnet
-from node.bench.loadgen import Request
+from node.bench.loadgen import Refused, Request
 from node.config import ClusterConfig, load_config
 from node.keys import load_org_key
 from node.localnet import free_ports as free_ports  # re-exported: node/bench/raw.py imports it from here
@@ -79,6 +79,14 @@ async def post_tx(session: aiohttp.ClientSession, url: str, raw: bytes) -> tuple
     """POST one signed tx to the node at `url`, waiting for its commit: (HTTP status, the JSON answer)."""
     async with session.post(url + "/v1/tx?wait=commit", data=raw, headers={"Content-Type": MSGPACK}) as resp:
         return resp.status, await resp.json(content_type=None)
+
+
+def refusal_reason(status: int, doc: Any) -> str:
+    """HTTP status, answer status and error code: what the load generator counts a failure under."""
+    if not isinstance(doc, dict):
+        return f"HTTP {status}"
+    code = doc.get("error", {}).get("code") if isinstance(doc.get("error"), dict) else None
+    return f"HTTP {status} {doc.get('status', '')} {code or ''}".strip()
 
 
 def committed(status: int, doc: Any) -> bool:
@@ -151,7 +159,9 @@ def transfer_worker(urls: list[str], chain: Iterable[bytes], offset: int) -> Cal
             status, doc = await post_tx(session, url, raw)
             if status == 200 and isinstance(doc, dict) and doc.get("status") in ("committed", "rejected"):
                 unanswered = None
-            return committed(status, doc)
+            if not committed(status, doc):
+                raise Refused(refusal_reason(status, doc))
+            return True
 
         return send
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from node.bench.loadgen import Request
+from node.bench.loadgen import Refused, Request
 
 ETCD_PACKAGE = "etcd-server"
 
@@ -71,14 +71,19 @@ class EtcdCluster:
         self.wait_healthy()
 
     def wait_healthy(self, timeout_s: float = 30) -> None:
+        """Every member answers /health with health true (one healthy member says little about the others)."""
         deadline = time.monotonic() + timeout_s
+        pending = list(self.client_urls)
         while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.client_urls[0] + "/health", timeout=1) as resp:
-                    if b'"true"' in resp.read():
-                        return
-            except OSError:
-                pass
+            for url in list(pending):
+                try:
+                    with urllib.request.urlopen(url + "/health", timeout=1) as resp:
+                        if b'"true"' in resp.read():
+                            pending.remove(url)
+                except OSError:
+                    pass
+            if not pending:
+                return
             time.sleep(0.2)
         raise RuntimeError(f"etcd cluster not healthy after {timeout_s}s; logs in {self.root}")
 
@@ -100,7 +105,9 @@ def put_request(url: str, key: bytes, value: bytes) -> Request:
 
     async def send(session: aiohttp.ClientSession) -> bool:
         async with session.post(url + "/v3/kv/put", json=body) as resp:
-            await resp.read()
-            return resp.status == 200
+            answer = await resp.read()
+            if resp.status != 200:
+                raise Refused(f"HTTP {resp.status}: {answer[:80].decode(errors='replace')}")
+            return True
 
     return send

@@ -6,6 +6,7 @@ The same generator drives etcd and ecert-chain so that the client's own cost is 
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -14,7 +15,12 @@ from dataclasses import dataclass, field
 import aiohttp
 
 Request = Callable[[aiohttp.ClientSession], Awaitable[bool]]
-"""Sends one request; returns True if the server acknowledged it as durable, False on a refusal."""
+"""Sends one request; returns True if the server acknowledged it as durable, False on a refusal (or raises
+Refused to say why)."""
+
+
+class Refused(Exception):
+    """A request the server answered without acknowledging it; the message is the reason counted."""
 
 
 @dataclass(slots=True)
@@ -24,6 +30,8 @@ class LoadResult:
     ok: int = 0
     failed: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    failures: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Why requests failed (reason -> count): a refusal's message, or the client exception's type."""
 
     @property
     def tps(self) -> float:
@@ -44,6 +52,7 @@ class LoadResult:
             "p99_ms": round(self.percentile_ms(99), 2),
             "ok": self.ok,
             "failed": self.failed,
+            "failures": dict(self.failures.most_common(5)),
         }
 
 
@@ -64,8 +73,11 @@ async def run_closed_loop(name: str, workers: Sequence[Callable[[], Request | No
             t0 = time.perf_counter()
             try:
                 ok = await request(session)
-            except (TimeoutError, aiohttp.ClientError):
-                ok = False
+                reason = "refused"
+            except Refused as exc:
+                ok, reason = False, str(exc)[:120]
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                ok, reason = False, type(exc).__name__
             if ok:
                 result.ok += 1
                 result.latencies_ms.append((time.perf_counter() - t0) * 1000)
@@ -73,6 +85,7 @@ async def run_closed_loop(name: str, workers: Sequence[Callable[[], Request | No
                     on_progress(result.ok)
             else:
                 result.failed += 1
+                result.failures[reason] += 1
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.gather(*(worker(w, session) for w in workers))

@@ -206,3 +206,27 @@ async def test_fault_hook_drops_and_delays() -> None:
         assert loop.time() - t0 >= 0.03
         await asyncio.sleep(0.2)
         assert net.got["c"] == []
+
+
+async def test_application_frames_share_the_connection_and_a_failing_handler_keeps_it() -> None:
+    apps: dict[str, list[tuple[str, bytes]]] = {"a": [], "b": []}
+
+    def on_app(node: str):  # type: ignore[no-untyped-def]
+        def handle(peer: str, payload: bytes) -> None:
+            apps[node].append((peer, payload))
+            if payload == b"boom":
+                raise ValueError("a handler bug must not take the connection down")
+        return handle
+
+    async with Net(["a", "b"]) as net:
+        for node in ("a", "b"):
+            net.t[node].on_app_frame = on_app(node)
+        net.t["a"].send_app("b", b"boom")
+        net.t["a"].send_app("b", b"\xc1\x00 any bytes")  # the payload itself is opaque to the transport
+        net.t["a"].send(Message(type=MessageType.HEARTBEAT, from_id="a", to="b", term=1))
+        net.t["b"].send_app("a", b"answer")
+        net.t["a"].send_app("nobody", b"dropped")  # not a member: ignored
+        await until(lambda: len(apps["b"]) == 2 and net.got["b"] and apps["a"])
+        assert apps["b"] == [("a", b"boom"), ("a", b"\xc1\x00 any bytes")]
+        assert apps["a"] == [("b", b"answer")]
+        assert net.got["b"][0].type == MessageType.HEARTBEAT
