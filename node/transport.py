@@ -166,6 +166,8 @@ class _Outbox:
     task: asyncio.Task[None] | None = None
     writer: asyncio.StreamWriter | None = None
     """Set while connected and authenticated: frames may be written at once when nothing is queued."""
+    redial: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the peer dialled us: it is up, so a dial loop backing off tries again now."""
 
 
 class PeerTransport:
@@ -351,8 +353,14 @@ class PeerTransport:
                 stats.connected = False
                 if writer is not None:
                     writer.close()
-            await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            # Back off, unless the peer dials us meanwhile: a restarted peer would otherwise wait up to
+            # BACKOFF_MAX_S for our messages (votes included), which showed as 1-1.7 s failovers.
+            box.redial.clear()
+            try:
+                await asyncio.wait_for(box.redial.wait(), backoff * (0.5 + random.random()))
+                backoff = BACKOFF_MIN_S
+            except TimeoutError:
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _pump(self, box: _Outbox, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     stats: PeerStats) -> None:
@@ -413,6 +421,9 @@ class PeerTransport:
                     writer.write(encode_frame(_pack({"t": "error", "reason": str(exc)[:200]})))
                     await asyncio.wait_for(writer.drain(), 0.5)
                 return
+            box = self._outboxes.get(peer_id)
+            if box is not None and box.writer is None:
+                box.redial.set()
             if self.on_peer_connected is not None:
                 try:
                     self.on_peer_connected(peer_id)

@@ -63,6 +63,7 @@ async def run_soak(root: Path, nodes: int, concurrency: int, duration_s: float, 
     disk = [s["disk_mb_max"] for s in samples]
     return {"mode": "soak", "duration_s": duration_s, "concurrency": concurrency, "nodes": nodes,
             "snapshot_entries": snapshot_entries, "acked": result.ok, "failed": result.failed,
+            "failures": dict(result.failures.most_common(5)),
             "tps": round(result.tps, 1), "p50_ms": round(result.percentile_ms(50), 2),
             "p99_ms": round(result.percentile_ms(99), 2),
             "rss_mb_first": rss[0], "rss_mb_last": rss[-1], "rss_mb_max": max(rss),

@@ -230,3 +230,22 @@ async def test_application_frames_share_the_connection_and_a_failing_handler_kee
         assert apps["b"] == [("a", b"boom"), ("a", b"\xc1\x00 any bytes")]
         assert apps["a"] == [("b", b"answer")]
         assert net.got["b"][0].type == MessageType.HEARTBEAT
+
+
+async def test_a_peer_that_dials_us_ends_our_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted peer must not wait out our reconnect backoff for our messages (votes included)."""
+    import node.transport as transport
+
+    monkeypatch.setattr(transport, "BACKOFF_MIN_S", 2.0)  # every failed dial then waits 1-3 s
+    net = Net(["a", "b"])
+    await net.t["a"].start()  # b is down: a's dial fails and backs off
+    try:
+        net.t["a"].send(hb("a", "b"))
+        await asyncio.sleep(0.3)
+        await net.t["b"].start()
+        t0 = asyncio.get_running_loop().time()
+        net.t["b"].send(hb("b", "a"))  # b dials a: a learns b is up
+        await until(lambda: net.got["b"], within_s=5.0)
+        assert asyncio.get_running_loop().time() - t0 < 0.8, "a waited out its backoff"
+    finally:
+        await net.__aexit__()
