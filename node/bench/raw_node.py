@@ -7,6 +7,19 @@ consensus/ready.py exactly (persist with one synced LevelDB WriteBatch -> send -
 node/transport.py's authenticated peer connections. node/replica.py is not reused because it decodes every
 non-empty entry as a block; here the "application" only counts entries.
 
+With `write_thread` (the default) the synced write of a Ready runs on a writer thread
+(`LevelDBStorage.begin_save/write_save/end_save`; LevelDB releases the GIL) while the event loop keeps receiving
+messages and stepping the core, as etcd's raft node keeps stepping while its storage writes run. The order per
+Ready is unchanged: nothing of a Ready is sent, applied or advanced before its write has returned, and the next
+Ready is taken only after `advance`; proposals and acknowledgements that arrive meanwhile go into the next Ready,
+so batches grow with the fsync latency instead of the loop idling through it.
+
+`gc_threshold0` raises the cyclic collector's young-generation threshold in our node processes: a node keeps
+hundreds of thousands of log entries alive in its tail cache, and with CPython's default (700) the collections
+that their churn triggers (each traversing every live entry) cost more than the rest of a follower's per-entry
+work (see node/bench/raw.py `RawSettings.gc_threshold0`). PySyncObj runs with CPython's defaults: its log
+entries are plain tuples, which the collector stops tracking, and the same setting made it slightly slower.
+
 Whichever node is leader proposes: up to `batch` entries per loop turn while fewer than `window` of its entries
 are unapplied (a real leader with a full client queue does the same). After `warmup_s` it counts the entries it
 applied during `duration_s` and writes one JSON result to `<root>/result-<system>.json`; then it idles until the
@@ -18,12 +31,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import attrgetter, countOf
 from pathlib import Path
@@ -31,11 +46,10 @@ from typing import Any
 
 from consensus.config import Config
 from consensus.core import RaftCore
-from consensus.leveldb_storage import CACHE_BYTES_MAX, LevelDBStorage
-from consensus.messages import EntryType, Message
+from consensus.leveldb_storage import CACHE_BYTES_MAX, LevelDBStorage, PendingSave
+from consensus.messages import Message
 from consensus.ready import Ready, Role
 
-_TYPE = attrgetter("type")
 _DATA = attrgetter("data")
 
 
@@ -123,7 +137,8 @@ class RawDriver:
                            extra={"batch": spec["batch"], "window": spec["window"],
                                   "max_inflight_msgs": spec["max_inflight"], "payload_bytes": spec["payload"],
                                   "tick_ms": spec["tick_ms"], "read_cache": spec["read_cache"],
-                                  "propose_many": spec["propose_many"]})
+                                  "propose_many": spec["propose_many"], "write_thread": spec.get("write_thread", False),
+                                  "gc_threshold0": spec.get("gc_threshold0")})
         self.meter.report = (self.root, "ours", node_id)
         self.wake = asyncio.Event()
         self.stopping = False
@@ -151,26 +166,32 @@ class RawDriver:
             except Exception:  # lost leadership or flow control: try again next turn
                 return
 
-    def handle_ready(self, rd: Ready, send: Any) -> None:
-        # 1. persist: one WriteBatch, fsynced when the core says so.
-        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
-            self.storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
-            if rd.must_sync or rd.entries:
-                self.meter.fsyncs += 1
-        # 2. send
+    def persist(self, rd: Ready) -> bool:
+        """Whether a Ready has anything to write."""
+        return rd.hard_state is not None or bool(rd.entries) or rd.snapshot is not None
+
+    def finish_ready(self, rd: Ready, send: Any) -> None:
+        """After rd's write returned: 2. send, 3. apply, 4. (no reads here), 5. advance."""
+        if rd.must_sync or rd.entries:
+            self.meter.fsyncs += 1
         for m in rd.messages:
             send(m)
         if rd.soft_state is not None:
             self.meter.role_changes += 1
-        # 3. apply: the null application only counts its proposals (NORMAL entries with data; a leader's no-op
-        # is NORMAL and empty).
+        # The null application only counts its proposals, and only on a node that leads or has led (a follower's
+        # count is never reported): entries with data (a leader's no-op is empty; the benchmark changes no
+        # membership, so there are no CONF_CHANGE entries).
         committed = rd.committed_entries
-        if committed:
-            self.meter.applied += (countOf(map(_TYPE, committed), EntryType.NORMAL)
-                                   - countOf(map(_DATA, committed), b""))
-        # 4. no reads here. 5. advance
+        if committed and (self.meter.started is not None or self.core.role is Role.LEADER):
+            self.meter.applied += len(committed) - countOf(map(_DATA, committed), b"")
         self.core.advance(rd)
         self.meter.readies += 1
+
+    def handle_ready(self, rd: Ready, send: Any) -> None:
+        """The whole Ready on the loop: 1. persist (one WriteBatch, fsynced when the core says so), then the rest."""
+        if self.persist(rd):
+            self.storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+        self.finish_ready(rd, send)
 
     async def run(self) -> None:
         from node.config import Address
@@ -186,6 +207,8 @@ class RawDriver:
                                   peers=peers, on_message=self.on_message)
         await transport.start()
         loop = asyncio.get_running_loop()
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-write")
+        writing: tuple[Ready, PendingSave, asyncio.Future[None]] | None = None
         next_tick = loop.time() + self.tick_s
         try:
             while not self.stopping:
@@ -204,9 +227,26 @@ class RawDriver:
                 self.meter.on_turn(time.monotonic(), is_leader)
                 if is_leader and self.meter.proposing:
                     self.propose()
-                while self.core.has_ready():
-                    self.handle_ready(self.core.ready(), transport.send)
+                if writing is not None and writing[2].done():
+                    rd, pending, done = writing
+                    writing = None
+                    done.result()  # a failed write stops the node before anything of its Ready leaves
+                    self.storage.end_save(pending)
+                    self.finish_ready(rd, transport.send)
+                while writing is None and self.core.has_ready():
+                    rd = self.core.ready()
+                    if not (spec.get("write_thread") and self.persist(rd)):
+                        self.handle_ready(rd, transport.send)
+                        continue
+                    pending = self.storage.begin_save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+                    done = loop.run_in_executor(writer, self.storage.write_save, pending)
+                    done.add_done_callback(lambda _: self.wake.set())
+                    writing = (rd, pending, done)
         finally:
+            if writing is not None:
+                with contextlib.suppress(Exception):
+                    await writing[2]
+            writer.shutdown(wait=True)
             await transport.close()
             self.storage.close()
 
@@ -261,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--system", choices=("ours", "pysyncobj"), default="ours")
     args = p.parse_args(argv)
     spec = json.loads(args.spec.read_text())
+    if args.system == "ours" and spec.get("gc_threshold0"):
+        gc.set_threshold(spec["gc_threshold0"], *gc.get_threshold()[1:])
     if args.system == "pysyncobj":
         stop = [False]
         signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))

@@ -9,13 +9,14 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from pathlib import Path
 
 import msgpack
 import plyvel
 import pytest
 
-from consensus.leveldb_storage import CACHE_ENTRY_OVERHEAD_BYTES, LevelDBStorage, _entry_key
+from consensus.leveldb_storage import CACHE_ENTRY_OVERHEAD_BYTES, LevelDBStorage, _segment_key
 from consensus.messages import Entry, EntryType, Snapshot, SnapshotMeta
 from consensus.ready import HardState
 from consensus.storage import CompactedError, CorruptionError, UnavailableError
@@ -98,8 +99,8 @@ def test_compaction_drops_prefix_and_keeps_boundary_term(path: str) -> None:
         assert st.initial_state()[1] == snap.meta
         assert [e.index for e in st.entries(8, 11, 1 << 20)] == [8, 9, 10]
     db = plyvel.DB(path)
-    try:
-        assert db.get(_entry_key(7)) is None and db.get(_entry_key(8)) is not None
+    try:  # the one segment (entries 1..10) stays, partly covered by the snapshot
+        assert list(db.iterator(prefix=b"g", include_value=False)) == [_segment_key(1)]
     finally:
         db.close()
 
@@ -136,10 +137,11 @@ def _flip_byte(path: str, key: bytes, at: int) -> None:
         db.close()
 
 
-@pytest.mark.parametrize("key", [_entry_key(2), b"h", b"s"])
+@pytest.mark.parametrize("key", [_segment_key(1), _segment_key(3), b"h", b"s"])
 def test_corrupted_record_is_detected_on_open(path: str, key: bytes) -> None:
     with LevelDBStorage(path, VOTERS) as st:
-        st.save(HardState(term=1, vote="n1", commit=2), ents(1, 4, 1), None, sync=True)
+        st.save(HardState(term=1, vote="n1", commit=2), ents(1, 3, 1), None, sync=True)
+        st.save(None, ents(3, 5, 1), None, sync=True)
     _flip_byte(path, key, -1)
     with pytest.raises(CorruptionError):
         LevelDBStorage(path, VOTERS)
@@ -147,14 +149,15 @@ def test_corrupted_record_is_detected_on_open(path: str, key: bytes) -> None:
 
 def test_corruption_after_open_is_detected_on_read(path: str) -> None:
     with LevelDBStorage(path, VOTERS) as st:
-        st.save(None, ents(1, 4, 1), None, sync=True)
+        st.save(None, ents(1, 3, 1), None, sync=True)
+        st.save(None, ents(3, 4, 1), None, sync=True)  # a second segment, holding entry 3
     st = LevelDBStorage(path, VOTERS, cache_bytes_max=0)  # every read goes to LevelDB
     try:
         # Damage the record underneath the open store (another handle is not allowed by LevelDB's lock,
         # so go through the store's own handle).
-        raw = bytearray(st._db.get(_entry_key(3)))
+        raw = bytearray(st._db.get(_segment_key(3)))
         raw[5] ^= 0x01
-        st._db.put(_entry_key(3), bytes(raw))
+        st._db.put(_segment_key(3), bytes(raw))
         with pytest.raises(CorruptionError):
             st.entries(1, 4, 1 << 20)
         with pytest.raises(CorruptionError):
@@ -166,10 +169,11 @@ def test_corruption_after_open_is_detected_on_read(path: str) -> None:
 
 def test_record_moved_under_another_key_is_detected(path: str) -> None:
     with LevelDBStorage(path, VOTERS) as st:
-        st.save(None, ents(1, 4, 1), None, sync=True)
+        st.save(None, ents(1, 3, 1), None, sync=True)
+        st.save(None, ents(3, 5, 1), None, sync=True)
     db = plyvel.DB(path)
-    try:
-        db.put(_entry_key(2), db.get(_entry_key(3)))
+    try:  # a well-formed segment of two entries, under the key of the other one
+        db.put(_segment_key(1), db.get(_segment_key(3)))
     finally:
         db.close()
     with pytest.raises(CorruptionError):
@@ -228,9 +232,12 @@ def test_kill_minus_9_keeps_every_acknowledged_entry(path: str) -> None:
 
 
 def _erase_entries_underneath(st: LevelDBStorage, lo: int, hi: int) -> None:
-    """Delete records behind the store's back: a read that still succeeds was served from the cache."""
-    for i in range(lo, hi):
-        st._db.delete(_entry_key(i))
+    """Delete the segments holding entries lo..hi-1 behind the store's back: a read that still succeeds was
+    served from the cache."""
+    starts = st._segments
+    for first, end in zip(starts, [*starts[1:], st.last_index() + 1], strict=True):
+        if first < hi and end > lo:
+            st._db.delete(_segment_key(first))
 
 
 def test_cache_serves_the_tail_without_touching_leveldb(path: str) -> None:
@@ -252,7 +259,7 @@ def test_cache_is_bounded_and_reads_fall_back_to_leveldb(path: str) -> None:
     cost = CACHE_ENTRY_OVERHEAD_BYTES + 5  # data "e{i}t1" is 4-5 bytes
     with LevelDBStorage(path, VOTERS, cache_bytes_max=10 * cost) as st:
         st.save(None, ents(1, 101, 1), None, sync=True)
-        assert 0 < len(st._cache) <= 10 and st._cache_bytes <= 10 * cost
+        assert 0 < len(st._cache) <= 10 and st._cache_cost() <= 10 * cost
         assert st._cache_first + len(st._cache) == 101  # always the tail
         assert st.entries(1, 101, 1 << 20) == list(ents(1, 101, 1))  # LevelDB part, then the cached part
         assert [e.index for e in st.entries(85, 101, 1 << 20)] == list(range(85, 101))
@@ -300,15 +307,21 @@ def test_a_refused_save_writes_nothing(path: str) -> None:
 # -- record format ------------------------------------------------------------------------------------------
 
 
-def test_entry_record_is_checksum_term_type_data(path: str) -> None:
+def test_segment_record_is_checksum_and_columns(path: str) -> None:
     with LevelDBStorage(path, VOTERS) as st:
-        st.save(None, (Entry(term=7, index=1, type=EntryType.CONF_CHANGE, data=b"abc"),), None, sync=True)
-        raw = st._db.get(_entry_key(1))
-    assert raw[4:] == (7).to_bytes(8, "big") + b"\x01abc"
+        st.save(None, (Entry(term=7, index=1, type=EntryType.CONF_CHANGE, data=b"abc"), Entry(term=7, index=2),
+                       Entry(term=8, index=3, data=b"de")), None, sync=True)
+        raw = st._db.get(_segment_key(1))
+    assert raw[4:] == (
+        (3).to_bytes(4, "big") + (2).to_bytes(4, "big")                    # 3 entries, 2 term runs
+        + (7).to_bytes(8, "big") + (2).to_bytes(4, "big") + (8).to_bytes(8, "big") + (1).to_bytes(4, "big")
+        + b"\x01\x00\x00"                                                   # types
+        + (3).to_bytes(4, "little") + (0).to_bytes(4, "little") + (2).to_bytes(4, "little")  # data lengths
+        + b"abcde")
+    assert int.from_bytes(raw[:4], "big") == zlib.crc32(_segment_key(1) + raw[4:])
 
 
 def _seal_v1(key: bytes, payload: object) -> bytes:
-    import zlib
     body = msgpack.packb(payload, use_bin_type=True)
     return zlib.crc32(key + body).to_bytes(4, "big") + body
 
@@ -320,12 +333,14 @@ def test_format_1_store_is_migrated_on_open(path: str) -> None:
         db.put(b"s", _seal_v1(b"s", [0, 0, list(VOTERS), [], b""]))
         db.put(b"h", _seal_v1(b"h", [2, "n1", 2]))
         for e in ents(1, 4, 2):
-            db.put(_entry_key(e.index), _seal_v1(_entry_key(e.index), [e.term, e.index, int(e.type), e.data]))
+            key = b"e" + e.index.to_bytes(8, "big")
+            db.put(key, _seal_v1(key, [e.term, e.index, int(e.type), e.data]))
     finally:
         db.close()
     with LevelDBStorage(path, VOTERS) as st:
         assert st.initial_state()[0] == HardState(term=2, vote="n1", commit=2)
         assert st.entries(1, 4, 1 << 20) == list(ents(1, 4, 2))
-    with LevelDBStorage(path, VOTERS, cache_bytes_max=0) as st:  # now format 2 on disk
+    with LevelDBStorage(path, VOTERS, cache_bytes_max=0) as st:  # now format 3 on disk
         assert st.entries(1, 4, 1 << 20) == list(ents(1, 4, 2))
-        assert st._db.get(_entry_key(1))[4:12] == (2).to_bytes(8, "big")
+        assert list(st._db.iterator(prefix=b"e")) == []
+        assert list(st._db.iterator(prefix=b"g", include_value=False)) == [_segment_key(1)]
