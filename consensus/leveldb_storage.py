@@ -293,6 +293,11 @@ def _decode_snapshot(value: bytes) -> Snapshot:
         raise CorruptionError("snapshot record malformed") from exc
 
 
+def _meta_only(snapshot: Snapshot) -> Snapshot:
+    """What the store keeps in memory of a snapshot: its metadata (`snapshot()` reads the data back)."""
+    return Snapshot(meta=snapshot.meta) if snapshot.data else snapshot
+
+
 def _encode_snapshot(snapshot: Snapshot) -> bytes:
     m = snapshot.meta
     return _seal(_KEY_SNAPSHOT, [m.index, m.term, list(m.voters), list(m.learners), snapshot.data])
@@ -345,10 +350,11 @@ class LevelDBStorage:
         raw_version = self._db.get(_KEY_VERSION)
         if raw_version is None:
             # A fresh store: write the version and the bootstrap configuration (the "snapshot" at index 0).
-            self._snapshot = Snapshot(SnapshotMeta(index=0, term=0, voters=bootstrap_voters))
+            bootstrap = Snapshot(SnapshotMeta(index=0, term=0, voters=bootstrap_voters))
+            self._snapshot = bootstrap
             with self._db.write_batch(sync=True) as wb:
                 wb.put(_KEY_VERSION, _seal(_KEY_VERSION, FORMAT_VERSION))
-                wb.put(_KEY_SNAPSHOT, _encode_snapshot(self._snapshot))
+                wb.put(_KEY_SNAPSHOT, _encode_snapshot(bootstrap))
         else:
             version = _unseal(_KEY_VERSION, raw_version)
             if version not in (1, 2, FORMAT_VERSION) or isinstance(version, bool):
@@ -356,7 +362,7 @@ class LevelDBStorage:
             raw_snap = self._db.get(_KEY_SNAPSHOT)
             if raw_snap is None:
                 raise CorruptionError("snapshot record missing")
-            self._snapshot = _decode_snapshot(raw_snap)
+            self._snapshot = _meta_only(_decode_snapshot(raw_snap))
             if version != FORMAT_VERSION:
                 self._migrate(_decode_entry_v1 if version == 1 else _decode_entry_v2)
         raw_hs = self._db.get(_KEY_HARD_STATE)
@@ -477,7 +483,20 @@ class LevelDBStorage:
         return out
 
     def snapshot(self) -> Snapshot:
-        return self._snapshot
+        """The latest snapshot, read back from LevelDB: its data (the whole state machine, possibly hundreds of
+        MB) is not kept in memory between the rare calls (a leader starting to ship it, a restart)."""
+        if self._pending is not None and self._pending.snapshot is not None:
+            return self._pending.snapshot  # being written on another thread: the record may be either one
+        if not self._snapshot.meta.index:
+            return self._snapshot  # the bootstrap configuration: no data
+        raw = self._db.get(_KEY_SNAPSHOT)
+        if raw is None:
+            raise CorruptionError("snapshot record missing")
+        snap = _decode_snapshot(raw)
+        if snap.meta != self._snapshot.meta:
+            raise CorruptionError(f"snapshot record holds index {snap.meta.index}, expected "
+                                  f"{self._snapshot.meta.index}")
+        return snap
 
     def _cached(self, a: int, b: int, max_bytes: int) -> list[Entry]:
         """cache[a:b], cut to the longest prefix within `max_bytes` but at least one entry."""
@@ -605,7 +624,7 @@ class LevelDBStorage:
         self._segments += pending.new_segments
         last = self._last_index
         if pending.snapshot is not None:
-            self._snapshot = pending.snapshot
+            self._snapshot = _meta_only(pending.snapshot)
             last = pending.snapshot.meta.index
             self._clear_cache(last + 1)
         entries = pending.entries
@@ -636,7 +655,7 @@ class LevelDBStorage:
                 wb.delete(_segment_key(first))
             wb.put(_KEY_SNAPSHOT, _encode_snapshot(snapshot))
         del self._segments[:dropped]
-        self._snapshot = snapshot
+        self._snapshot = _meta_only(snapshot)
         self._cache_drop_to(meta.index)
 
     # -- the cache of the log's tail -------------------------------------------------------------------------
