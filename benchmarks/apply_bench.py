@@ -7,6 +7,13 @@ invoice, confirm it, issue a certificate, accept it, transfer part of it, split 
 round, all committed. Txs are built and signed before the clock starts.
 
     .venv/bin/python benchmarks/apply_bench.py [--txs N] [--block-txs B] [--sync]
+    .venv/bin/python benchmarks/apply_bench.py --workload transfers --prefill-keys 300000 --block-txs 15
+
+`--workload transfers` matches the cluster benchmark (`./scripts/bench`, node/bench/ecert_side.py): `--chains`
+accepted certificates held by tier1, each walking a chain of transfers of 1 fen to tier2 (the remainder back to
+tier1 as a child), the chains interleaved so a block holds one link of many chains; the state is first grown by
+`--prefill-keys` filler entries (random 200-byte values, written at genesis) so the state tree and LevelDB have
+the size of a long-running cluster's. Set-up and prefill are outside the timing; the JSON adds `us_per_tx`.
 
 Rates are per second of this process's CPU time (`time.process_time`), so a busy shared machine slows the
 wall clock but not the numbers. Besides the full path, it reports the executor alone (over an in-memory
@@ -18,11 +25,15 @@ Prints a table and ends with one line of JSON: {"txs", "apply_tps", "verify_per_
 from __future__ import annotations
 
 import argparse
+import cProfile
+import hashlib
 import json
+import pstats
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -66,6 +77,96 @@ def build_workload(n: int) -> tuple[GenesisDoc, list[bytes]]:
         txs.append(transfer)
         txs.append(tx("tier1", "ecert.split", {"cert_id": rest, "amounts": [35_000, 35_000]}))
     return doc, txs[:n]
+
+
+def build_transfers(n: int, chains: int) -> tuple[GenesisDoc, list[bytes], list[bytes]]:
+    """(genesis, set-up txs, `n` transfer txs): credit, one confirmed invoice, `chains` issued and accepted
+    roots held by tier1; then transfers of 1 fen to tier2, round-robin over the chains (each spends the
+    remainder child of its chain's previous transfer)."""
+    keys = {o: org_keys_from_seed(o.encode().ljust(32, b"\x00")) for o, _ in ORGS}
+    doc = GenesisDoc(CHAIN, T0, tuple(GenesisOrg(o, o, r, keys[o].sign_pk, keys[o].box_pk) for o, r in ORGS))
+    nonce = iter(range(1, 10**9))
+
+    def tx(signer: str, kind: str, body: dict[str, object]) -> bytes:
+        return make_tx(keys[signer].seed, CHAIN, kind, signer, next(nonce), body)
+
+    amount = 10**12
+    setup = [tx("boc", "credit.grant", {"core": "geely", "limit": 10**15, "expires_at": T0 + 3650 * DAY}),
+             tx("tier1", "trade.anchor", {"doc_id": "INV-1", "kind": "invoice", "doc_hash": "ab" * 32,
+                                          "counterparty": "geely", "amount": amount * chains}),
+             tx("geely", "trade.confirm", {"doc_id": "INV-1"})]
+    heads = []
+    for _ in range(chains):
+        issue = tx("geely", "ecert.issue", {"to": "tier1", "amount": amount, "maturity": T0 + 180 * DAY,
+                                            "bank": "boc", "invoice_ids": ["INV-1"]})
+        root = cert_id_for(tx_id_of(decode_envelope(issue).payload), 0)
+        setup += [issue, tx("tier1", "ecert.accept", {"cert_id": root})]
+        heads.append(root)
+    transfers = []
+    for i in range(n):
+        c = i % chains
+        raw = tx("tier1", "ecert.transfer", {"cert_id": heads[c], "to": [{"org": "tier2", "amount": 1}]})
+        heads[c] = cert_id_for(tx_id_of(decode_envelope(raw).payload), 1)
+        transfers.append(raw)
+    return doc, setup, transfers
+
+
+def prefill_writes(count: int) -> list[tuple[bytes, bytes]]:
+    """Filler state entries (deterministic pseudo-random 200-byte values under their own prefix)."""
+    seed = hashlib.sha256(b"prefill").digest()
+    return [(b"zf/%09d" % i, hashlib.sha256(seed + i.to_bytes(8, "big")).digest() * 6 + b"prefill!")
+            for i in range(count)]
+
+
+def bench_transfers(args: argparse.Namespace) -> dict[str, object]:
+    """The cluster-like workload through StateStore: CPU µs per applied transfer (set-up and prefill untimed)."""
+    from ledger.block import make_block
+    from ledger.store import StateStore
+
+    print(f"building and signing {args.txs} transfers over {args.chains} chains ...", file=sys.stderr)
+    doc, setup, transfers = build_transfers(args.txs, args.chains)
+    executor = EcertExecutor(CHAIN)
+    with tempfile.TemporaryDirectory() as tmp, StateStore.open(Path(tmp) / "state", sync=args.sync) as store:
+        print(f"prefilling {args.prefill_keys} keys ...", file=sys.stderr)
+        t = time.process_time()
+        store.init_genesis(genesis_hash(doc), [*genesis_writes(doc), *prefill_writes(args.prefill_keys)],
+                           chain_id=CHAIN, genesis_time=T0)
+        prefill_s = time.process_time() - t
+        h = 0
+        for i in range(0, len(setup), 100):
+            h += 1
+            outcomes = store.apply_block(make_block(h, store.block_hash, T0 + h, "bench", tuple(setup[i:i + 100])),
+                                         executor)
+            require_all_committed(outcomes)
+        print("applying transfers ...", file=sys.stderr)
+        committed = 0
+        profiler = cProfile.Profile() if args.profile else None
+        start = time.process_time()
+        if profiler is not None:
+            profiler.enable()
+        for i in range(0, len(transfers), args.block_txs):
+            h += 1
+            block = make_block(h, store.block_hash, T0 + h, "bench", tuple(transfers[i:i + args.block_txs]))
+            outcomes = store.apply_block(block, executor)
+            committed += sum(o.status == "committed" for o in outcomes)
+        if profiler is not None:
+            profiler.disable()
+        elapsed = time.process_time() - start
+        if profiler is not None:
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats(args.profile).print_stats(40)
+        state_keys = sum(1 for _ in store.scan(b""))
+        if args.check:
+            store.check_integrity()
+    return {"workload": "transfers", "txs": len(transfers), "committed": committed, "block_txs": args.block_txs,
+            "chains": args.chains, "prefill_keys": args.prefill_keys, "state_keys": state_keys, "sync": args.sync,
+            "us_per_tx": round(elapsed / len(transfers) * 1e6, 1), "apply_tps": round(len(transfers) / elapsed),
+            "prefill_s": round(prefill_s, 2)}
+
+
+def require_all_committed(outcomes: list[Any]) -> None:
+    bad = [o for o in outcomes if o.status != "committed"]
+    if bad:
+        raise SystemExit(f"set-up tx rejected: {bad[0]}")
 
 
 def bench_verify(txs: list[bytes], seconds: float) -> float:
@@ -130,7 +231,16 @@ def main() -> None:
     parser.add_argument("--block-txs", type=int, default=500, help="txs per block (default 500)")
     parser.add_argument("--sync", action="store_true", help="fsync every block's batch (default: no)")
     parser.add_argument("--verify-seconds", type=float, default=2.0)
+    parser.add_argument("--workload", choices=("flow", "transfers"), default="flow",
+                        help="flow: the six-tx supply-chain round; transfers: the cluster benchmark's chains")
+    parser.add_argument("--prefill-keys", type=int, default=0, help="transfers: filler state entries first")
+    parser.add_argument("--chains", type=int, default=64, help="transfers: concurrent chains (cluster clients)")
+    parser.add_argument("--check", action="store_true", help="transfers: check_integrity() at the end")
+    parser.add_argument("--profile", metavar="SORT", help="transfers: cProfile the timed part, sorted by SORT")
     args = parser.parse_args()
+    if args.workload == "transfers":
+        print(json.dumps(bench_transfers(args)))
+        return
 
     print(f"building and signing {args.txs} txs ...", file=sys.stderr)
     doc, txs = build_workload(args.txs)

@@ -99,6 +99,10 @@ class TxExecutor(Protocol):
         ...
 
 
+_packer = msgpack.Packer(use_bin_type=True)
+"""Reused: `msgpack.packb` builds a Packer per call. `pack` runs in C under the GIL, so sharing is safe."""
+
+
 # Encoding of outcomes for the store (msgpack array, versioned by position: new fields go at the end).
 
 
@@ -109,7 +113,7 @@ def encode_tx_record(record: TxRecord) -> bytes:
     require(not _has_float(result), f"tx {o.tx_id}: outcome result contains a float")
     row = [record.height, record.position, o.tx_id, o.status, result, o.error_code, o.error_message]
     try:
-        return msgpack.packb(row, use_bin_type=True, strict_types=False)  # type: ignore[no-any-return]
+        return _packer.pack(row)  # type: ignore[no-any-return]
     except (TypeError, ValueError, OverflowError) as exc:
         # The executor produced a result we cannot store identically everywhere: a bug in the rules.
         require(False, f"tx {o.tx_id}: outcome result is not msgpack-able: {exc}")
@@ -123,10 +127,15 @@ def decode_tx_record(data: bytes) -> TxRecord:
     return TxRecord(height, position, TxOutcome(tx_id, status, result, error_code, error_message))
 
 
+_SCALARS = (str, int, bytes, bool, type(None))
+
+
 def _has_float(value: Any) -> bool:
+    if type(value) in _SCALARS:  # the common case first: isinstance against the Mapping ABC is slow
+        return False
     if isinstance(value, float):
         return True
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         return any(_has_float(k) or _has_float(v) for k, v in value.items())
     if isinstance(value, list | tuple):
         return any(_has_float(v) for v in value)

@@ -11,18 +11,20 @@ Design (a fixed-depth hexary Merkle tree over hashed-key buckets):
   sub-bucket hashes, so a change rereads only its sub-bucket.
 - Above the buckets sit DEPTH levels of 16-ary inner nodes: node (level l, prefix p of l nibbles) hashes as
   `sha256(0x01 || child_0 || ... || child_15)`. The root is node (0, 0). A subtree with no entries has a fixed
-  hash per level (`EMPTY[l]`), so only non-empty nodes are stored.
+  hash per level (`EMPTY[l]`).
 - Domain bytes 0x00 / 0x01 / 0x02 / 0x03 keep leaves, inner nodes, buckets and split buckets from passing for one
   another; the length prefix keeps (key, value) splits unambiguous. The root depends only on the set of entries, never on the order
   of writes or blocks, so every node that applies the same history gets the same root.
 
+Two implementations of the same function: `state_root_of` / `tree_from_buckets` / `update_root` build it from
+scratch (the reference, and what tests compare against); `RootTree` is the incremental one the store keeps in
+memory (store format 3, ledger/store.py): every hash above the entries, in flat arrays, updated in place.
 Cost per block: for each changed key, rehash its bucket (at most 16 entries) or, in a split bucket, its
-sub-bucket (about N/2^20 entries: 4 at 4 M keys, 10 at 10^7) and one 516-byte split record; then DEPTH inner
-nodes of 16 children; shared ancestors are updated once per block. Near constant up to ~10^7 keys. (Format 1,
+sub-bucket (about N/2^20 entries: 4 at 4 M keys, 10 at 10^7) and its 548-byte summary; then DEPTH inner nodes of
+16 children, in memory; shared ancestors are updated once per block. Near constant up to ~10^7 keys. (Format 1,
 without splitting, reread N/65,536 leaves per changed key: ~61 at 4 M keys, half of block time.)
-Storage overhead: a 32-byte leaf-hash index entry per key, at most 1 + 16 + 256 + 4096 inner node records of 512
-bytes (~2 MB), and one 516-byte record per split bucket (~0.3% of buckets at 500,000 keys, nearly all from ~2 M
-keys; at most 65,536, ~34 MB).
+Storage overhead: a 32-byte leaf-hash entry per key and one 548-byte summary per split bucket (~0.3% of buckets
+at 500,000 keys, nearly all from ~2 M keys; at most 65,536, ~36 MB); no inner node is stored.
 
 Properties: collision resistance of the root reduces to sha256's; the tree has no inclusion proofs for light
 clients in this version (a bucket proof would be its entries plus 4 x 15 sibling hashes).
@@ -184,3 +186,97 @@ def state_root_of(items: Iterable[tuple[bytes, bytes]]) -> bytes:
     leaves = sorted((hashed_key(k), leaf_hash(k, v)) for k, v in items)
     root, _nodes = tree_from_buckets(bucket_hashes(buckets_from_sorted_leaves(leaves)))
     return root
+
+
+# --- The tree kept in memory, and the bucket encodings the store uses (store format 3) ---------------------------
+
+ENTRY_BYTES = 2 * HASH_BYTES
+"""A bucket entry as stored: hashed key (32 bytes) then leaf hash (32 bytes)."""
+SUMMARY_BYTES = HASH_BYTES + 4 + FANOUT * HASH_BYTES
+"""A split bucket's summary as stored: its hash, its u32be entry count, its 16 sub-bucket hashes."""
+_NODE_BYTES = FANOUT * HASH_BYTES
+
+
+class RootTree:
+    """Every hash of the tree above the entries, in memory: one flat array of 32-byte hashes per level (level
+    DEPTH holds the 65,536 bucket hashes: 2 MB; levels 0-3 together ~140 KB).
+
+    Built from the bucket hashes (the store persists those, one small record per non-empty bucket) and updated
+    in place: a changed bucket rehashes only its DEPTH ancestors, each one sha256 over a 512-byte slice of the
+    level below, with no record read or written. An empty subtree needs no special case: the arrays start as
+    EMPTY[level], and EMPTY[l] is by definition the node hash of sixteen EMPTY[l + 1]."""
+
+    __slots__ = ("_levels",)
+
+    def __init__(self) -> None:
+        self._levels = [bytearray(EMPTY[level] * FANOUT**level) for level in range(DEPTH + 1)]
+
+    @classmethod
+    def from_buckets(cls, hashes: Mapping[int, bytes]) -> RootTree:
+        tree = cls()
+        tree.set_buckets(hashes)
+        return tree
+
+    @property
+    def root(self) -> bytes:
+        return bytes(self._levels[0])
+
+    def bucket_hash(self, bucket: int) -> bytes:
+        return bytes(self._levels[DEPTH][bucket * HASH_BYTES : (bucket + 1) * HASH_BYTES])
+
+    def set_buckets(self, hashes: Mapping[int, bytes]) -> bytes:
+        """Set these buckets' hashes, rehash their ancestors once each, return the new root."""
+        buckets = self._levels[DEPTH]
+        dirty: set[int] = set()
+        for bucket, h in hashes.items():
+            if not (0 <= bucket < BUCKET_COUNT and len(h) == HASH_BYTES):
+                require(False, f"bad bucket hash for {bucket}")  # formatted only on failure: a hot loop
+            buckets[bucket * HASH_BYTES : (bucket + 1) * HASH_BYTES] = h
+            dirty.add(bucket >> 4)
+        sha256 = hashlib.sha256
+        for level in range(DEPTH - 1, -1, -1):
+            hashes_here = self._levels[level]
+            parents: set[int] = set()
+            with memoryview(self._levels[level + 1]) as below:
+                for node in dirty:
+                    start = node * _NODE_BYTES
+                    hashes_here[node * HASH_BYTES : (node + 1) * HASH_BYTES] = sha256(
+                        _NODE + below[start : start + _NODE_BYTES]
+                    ).digest()
+                    parents.add(node >> 4)
+            dirty = parents
+        return self.root
+
+    def same_as(self, other: RootTree) -> bool:
+        return self._levels == other._levels
+
+
+def decode_entries(record: bytes) -> dict[bytes, bytes]:
+    """A stored entry list (hk || leaf, ...) as {hk: leaf}."""
+    require(len(record) % ENTRY_BYTES == 0, "bucket entry record has a bad length")
+    return {record[i : i + HASH_BYTES]: record[i + HASH_BYTES : i + ENTRY_BYTES]
+            for i in range(0, len(record), ENTRY_BYTES)}
+
+
+def encode_entries(entries_in_hk_order: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(hk + leaf for hk, leaf in entries_in_hk_order)
+
+
+def encode_summary(bucket_hash_: bytes, count: int, sub_hashes: bytes) -> bytes:
+    require(count > SPLIT_ABOVE and len(sub_hashes) == _NODE_BYTES, "a summary is of a split bucket")
+    return bucket_hash_ + count.to_bytes(4, "big") + sub_hashes
+
+
+def decode_summary(record: bytes) -> tuple[bytes, int, bytes]:
+    """A split bucket's (hash, entry count, 16 sub-bucket hashes)."""
+    count = int.from_bytes(record[HASH_BYTES : HASH_BYTES + 4], "big")
+    require(len(record) == SUMMARY_BYTES and count > SPLIT_ABOVE, "bad split bucket summary")
+    return record[:HASH_BYTES], count, record[HASH_BYTES + 4 :]
+
+
+def sub_buckets(entries_in_hk_order: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:
+    """A split bucket's entries by sub-bucket (16 lists, each in hk order)."""
+    subs: list[list[tuple[bytes, bytes]]] = [[] for _ in range(FANOUT)]
+    for entry in entries_in_hk_order:
+        subs[entry[0][2] >> 4].append(entry)
+    return subs

@@ -161,8 +161,12 @@ class OverlayView:
             check_key(key)
         if type(value) is not bytes or len(value) > VALUE_BYTES_MAX:
             check_value(value)
-        self._record(key)
-        self._writes[key] = value
+        writes = self._writes
+        previous = writes.get(key, _ABSENT)  # _record, inlined
+        self._journal.append((key, previous))
+        if previous is _ABSENT and self._sorted is not None:
+            bisect.insort(self._sorted, key)
+        writes[key] = value
 
     def delete(self, key: bytes) -> None:
         check_key(key)

@@ -4,18 +4,20 @@ LevelDB key schema (one byte tag, then the rest; full description in docs/STORAG
 
     M head            -> msgpack [height, block_hash, state_root, time, applied_index]
     M genesis         -> msgpack [genesis_hash, chain_id, genesis_time]
-    M format          -> b"2"  (b"1": state roots without split buckets; refused, rebuild the store)
+    M format          -> b"3"  (b"2" is migrated on open; b"1": roots without split buckets, refused)
     S <state key>     -> state value (the executor's keys, verbatim)
-    H <sha256(key)>   -> leaf hash of that entry (index grouping entries by state-root bucket)
-    N <level:1><prefix:2 BE> -> 16 x 32-byte child hashes of a state-root inner node (levels 0-3), or, at level 4,
-                                a split bucket's u32be count and 16 sub-bucket hashes (ledger/state_root.py)
+    H <sha256(key)>   -> leaf hash of that entry, if its state-root bucket (the first 2 bytes) is unsplit
+    P <sha256(key)>   -> the same, if its bucket is split (over 16 entries; ledger/state_root.py)
+    R <bucket:2 BE>   -> a split bucket's hash, u32be entry count and 16 sub-bucket hashes
     T <tx_id ascii>   -> msgpack tx record [height, position, tx_id, status, result, error_code, error_message]
     B <height:8 BE>   -> msgpack block record [header row, [raw tx, ...], [tx_id, ...]]
 
 `apply_block` validates the chaining, runs every tx through the executor over one `OverlayView` (a savepoint per
-tx, rolled back if rejected), then writes ONE WriteBatch with the state changes, their root index and tree
-nodes, every new tx record, the block record and the head. LevelDB applies a batch atomically (its log record
-is all or nothing), so after a crash the store is at a whole block: the previous one or this one.
+tx, rolled back if rejected), then writes ONE WriteBatch with the state changes, their root index entries, every
+new tx record, the block record and the head. The tree above the buckets, and every unsplit bucket's entries,
+live in memory too (`RootTree`, 2 MB; entries at most 64 MB, as an unsplit bucket holds at most 16), loaded at
+open from the `H` and `R` records and checked against the head's root. LevelDB applies a batch atomically (its
+log record is all or nothing), so after a crash the store is at a whole block: the previous one or this one.
 
 Heights are contiguous from 1 (block records of a store restored from a snapshot start at the snapshot's head).
 Reads (`get`, `scan`, `tx_outcome`, `block`, `blocks`) see committed blocks only.
@@ -23,6 +25,7 @@ Reads (`get`, `scan`, `tx_outcome`, `block`, `blocks`) see committed blocks only
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -63,23 +66,19 @@ from ledger.executor import (
 )
 from ledger.merkle import tx_root
 from ledger.state_root import (
-    DEPTH,
+    BUCKET_COUNT,
     EMPTY_ROOT,
+    FANOUT,
     SPLIT_ABOVE,
-    SPLIT_RECORD_BYTES,
-    NodeId,
-    bucket_entry,
+    RootTree,
     bucket_hash,
-    bucket_hashes,
-    bucket_of,
-    buckets_from_sorted_leaves,
+    decode_summary,
+    encode_summary,
     hashed_key,
     leaf_hash,
     split_hash,
     state_root_of,
-    sub_bucket_of,
-    tree_from_buckets,
-    update_root,
+    sub_buckets,
 )
 from ledger.state_view import (
     KEY_BYTES_MAX,
@@ -90,9 +89,15 @@ from ledger.state_view import (
     prefix_end,
 )
 
-STORE_FORMAT = b"2"
-"""Layout version. 2: split buckets in the state root (ledger/state_root.py), so roots and `N` records differ
-from format 1; a format 1 store is refused and must be rebuilt (Raft log or snapshot, docs/STORAGE.md)."""
+STORE_FORMAT = b"3"
+"""Layout version. 3: a leaf entry per key (`H`, or `P` in a split bucket) and a summary `R` per split bucket;
+the tree above the buckets in memory only. 2 (same roots; `H` for every key and stored inner nodes `N`) is
+migrated on open, in one batch, checked against the head's root. 1 (roots without split buckets) is refused and must be rebuilt (Raft log or snapshot, docs/STORAGE.md)."""
+_STORE_FORMAT_2 = b"2"
+WRITE_BUFFER_BYTES = 16 << 20
+"""LevelDB memtable size (twice this in memory while one is flushed)."""
+BLOCK_CACHE_BYTES = 32 << 20
+"""LevelDB block cache (default 8 MB)."""
 SNAPSHOT_MAGIC = "ecert-ledger-snapshot"
 SNAPSHOT_FORMAT = 2
 """Written by `export_snapshot`. 2: the head carries a split-bucket state root. Format 1 (same stream) is still
@@ -105,8 +110,10 @@ GENESIS_WRITES_MAX = 1 << 20
 
 _META = b"M"
 _STATE = b"S"
-_INDEX = b"H"
-_NODE = b"N"
+_ENTRY = b"H"
+_SPLIT_ENTRY = b"P"
+_SUMMARY = b"R"
+_NODE_2 = b"N"
 _TX = b"T"
 _BLOCK = b"B"
 _HEAD_KEY = _META + b"head"
@@ -192,11 +199,6 @@ def _height_key(height: int) -> bytes:
     return _BLOCK + height.to_bytes(8, "big")
 
 
-def _node_key(node: NodeId) -> bytes:
-    level, prefix = node
-    return _NODE + bytes([level]) + prefix.to_bytes(2, "big")
-
-
 def _encode_block_record(block: Block, tx_ids: list[str]) -> bytes:
     return _pack([header_row(block.header), list(block.txs), tx_ids])
 
@@ -277,12 +279,14 @@ class StateStore:
         self._view = CommittedView(db)
         self._head = _EMPTY_HEAD
         self._genesis: Genesis | None = None
-        # The state-root tree's inner nodes (at most 4,369 records of 512 bytes) and split-bucket records (at
-        # most 65,536 of 516 bytes, or None for a bucket that is not split), read through: every block rewrites
-        # a few thousand of them, and a LevelDB read each was the largest cost of a commit. Keyed by node id,
-        # so bounded by the 69,905 ids (~45 MB with Python overhead when every bucket is split, i.e. 10^6+
-        # keys). Updated only after the batch holding the same writes is written; cleared on snapshot import.
-        self._nodes: dict[NodeId, bytes | None] = {}
+        # Derived from the `H` and `R` records at open: the state-root tree, each bucket's entry count (which
+        # says where its entries are: `H`, or `P` when split), and every unsplit bucket's entries by 2-byte
+        # bucket prefix, as (its hks, its leaf hashes), each concatenated in hk order: rehashing a touched
+        # bucket reads nothing and hashes `leaves` as they are. Changed while a batch holding the
+        # same writes is staged: if anything fails before it is written, they are loaded again.
+        self._tree = RootTree()
+        self._counts: list[int] = [0] * BUCKET_COUNT
+        self._leaves: dict[bytes, tuple[bytes, bytes]] = {}
         self._load_meta()
 
     @classmethod
@@ -291,15 +295,31 @@ class StateStore:
         requires it to equal the incremental one (debug: O(state) per block). `sync` fsyncs every batch."""
         # Bloom filters make the per-tx "applied before?" lookup of a new tx id (a miss) and reads of new
         # state keys cheap once they have left the memtable. No compression: most bytes written are hashes
-        # (tree nodes, leaf index), which snappy cannot shrink, and compacting them through it was ~30% of the
-        # CPU of applying small blocks. Both are per-table options: a store written with other options opens.
-        db = plyvel.DB(os.fspath(path), create_if_missing=True, bloom_filter_bits=10, compression=None)
-        fmt = db.get(_FORMAT_KEY)
-        if fmt is None:
-            db.put(_FORMAT_KEY, STORE_FORMAT, sync=sync)
-        else:
-            require(fmt == STORE_FORMAT, f"state store format {fmt!r}, this code reads {STORE_FORMAT!r}")
-        return cls(db, paranoid=paranoid, sync=sync)
+        # (bucket entries), which snappy cannot shrink, and compacting them through it was ~30% of the CPU of
+        # applying small blocks. Both are per-table options: a store written with other options opens. A 16 MB
+        # memtable (default 4) cut compaction CPU per block by ~40% for ~10% slower inserts; 8 and 32-64 MB cost
+        # more in total (benchmarks/apply_bench.py, transfers). A 32 MB block cache (default 8) keeps the
+        # state's hot table blocks of a few 100k keys.
+        db = plyvel.DB(
+            os.fspath(path),
+            create_if_missing=True,
+            bloom_filter_bits=10,
+            compression=None,
+            write_buffer_size=WRITE_BUFFER_BYTES,
+            lru_cache_size=BLOCK_CACHE_BYTES,
+        )
+        try:
+            fmt = db.get(_FORMAT_KEY)
+            if fmt is None:
+                db.put(_FORMAT_KEY, STORE_FORMAT, sync=sync)
+            elif fmt == _STORE_FORMAT_2:
+                _migrate_from_format_2(db, sync)
+            else:
+                require(fmt == STORE_FORMAT, f"state store format {fmt!r}, this code reads {STORE_FORMAT!r}")
+            return cls(db, paranoid=paranoid, sync=sync)
+        except BaseException:
+            db.close()
+            raise
 
     def close(self) -> None:
         if self._db is not None:
@@ -323,6 +343,11 @@ class StateStore:
         self._head = _EMPTY_HEAD if head is None else _decode_head(head)
         genesis = db.get(_GENESIS_KEY)
         self._genesis = None if genesis is None else _decode_genesis(genesis)
+        self._tree, self._counts, self._leaves = _load_tree(db)
+        require(
+            self._tree.root == self._head.state_root,
+            f"the stored leaf entries hash to {self._tree.root.hex()}, the head says {self._head.state_root.hex()}",
+        )
 
     # head and genesis
 
@@ -392,13 +417,13 @@ class StateStore:
             changes[key] = value
         db = self._live_db()
         batch = db.write_batch(sync=self._sync)
-        root, node_writes = self._stage_state(batch, changes, {})
         genesis = Genesis(genesis_hash, chain_id, genesis_time)
-        head = Head(0, genesis_hash, root, genesis_time, self._head.applied_index)
         batch.put(_GENESIS_KEY, _encode_genesis(genesis))
-        batch.put(_HEAD_KEY, _encode_head(head))
-        batch.write()
-        self._nodes.update(node_writes)
+        with self._staging():
+            root = self._stage_state(batch, changes, {})
+            head = Head(0, genesis_hash, root, genesis_time, self._head.applied_index)
+            batch.put(_HEAD_KEY, _encode_head(head))
+            batch.write()
         self._genesis, self._head = genesis, head
         self._check_root_if_paranoid()
 
@@ -426,10 +451,9 @@ class StateStore:
         new_records: dict[str, bytes] = {}
         for position, raw in enumerate(block.txs):
             tx_id = executor.tx_id(raw)
-            require(
-                type(tx_id) is str and 0 < len(tx_id) <= TX_ID_CHARS_MAX and tx_id.isascii(),
-                f"executor gave a bad tx id {tx_id!r}",
-            )
+            # `if not ...: require(False, f"...")` on hot paths: the message is formatted only on failure.
+            if not (type(tx_id) is str and 0 < len(tx_id) <= TX_ID_CHARS_MAX and tx_id.isascii()):
+                require(False, f"executor gave a bad tx id {tx_id!r}")
             tx_ids.append(tx_id)
             earlier = new_records.get(tx_id)
             if earlier is None:
@@ -440,28 +464,30 @@ class StateStore:
             savepoint = overlay.savepoint()
             outcome = executor.execute(overlay, raw, ctx)
             require(isinstance(outcome, TxOutcome), "executor must return a TxOutcome")
-            require(outcome.tx_id == tx_id, f"executor outcome tx id {outcome.tx_id} != {tx_id}")
+            if outcome.tx_id != tx_id:
+                require(False, f"executor outcome tx id {outcome.tx_id} != {tx_id}")
             if outcome.status == STATUS_REJECTED:
                 overlay.rollback(savepoint)
             encoded = encode_tx_record(TxRecord(header.height, position, outcome))
             new_records[tx_id] = encoded
-            # Hand back what a later read returns (msgpack-normalised), so callers see one shape.
-            outcomes.append(decode_tx_record(encoded).outcome)
+            # Hand back what a later read returns (msgpack-normalised), so callers see one shape; a result of
+            # str-keyed maps, lists and scalars already has it (the common case: skip the decode).
+            outcomes.append(outcome if _plain(outcome.result) else decode_tx_record(encoded).outcome)
 
-        batch = db.write_batch(sync=self._sync)
-        root, node_writes = self._stage_state(batch, overlay.changes(), base.read)
-        for tx_id, encoded in new_records.items():
-            batch.put(_TX + tx_id.encode("ascii"), encoded)
         height_key = _height_key(header.height)
         require(db.get(height_key) is None, f"block record at height {header.height} already exists")
-        batch.put(height_key, _encode_block_record(block, tx_ids))
         index = self._head.applied_index if applied_index is None else applied_index
         require(index >= self._head.applied_index, "applied index must not go back")
-        head = Head(header.height, block_hash(header), root, header.time, index)
-        batch.put(_HEAD_KEY, _encode_head(head))
-        require(head.height == self._head.height + 1, "heights must be contiguous")
-        batch.write()
-        self._nodes.update(node_writes)
+        batch = db.write_batch(sync=self._sync)
+        for tx_id, encoded in new_records.items():
+            batch.put(_TX + tx_id.encode("ascii"), encoded)
+        batch.put(height_key, _encode_block_record(block, tx_ids))
+        with self._staging():
+            root = self._stage_state(batch, overlay.changes(), base.read)
+            head = Head(header.height, block_hash(header), root, header.time, index)
+            require(head.height == self._head.height + 1, "heights must be contiguous")
+            batch.put(_HEAD_KEY, _encode_head(head))
+            batch.write()
         self._head = head
         self._check_root_if_paranoid()
         return outcomes
@@ -499,114 +525,164 @@ class StateStore:
         if header.tx_root != tx_root(block.txs):
             raise StaleBlockError("tx_root", f"block {header.height} tx_root does not match its txs")
 
+    @contextlib.contextmanager
+    def _staging(self) -> Iterator[None]:
+        """Around staging and writing a batch: the in-memory tree and counts change while staging, before the
+        batch is written; if anything fails before the write returns, rebuild them from the committed records."""
+        try:
+            yield
+        except BaseException:
+            if self._db is not None:
+                self._tree, self._counts, self._leaves = _load_tree(self._db)
+            raise
+
     def _stage_state(
         self, batch: Any, changes: dict[bytes, bytes | None], known: dict[bytes, bytes | None]
-    ) -> tuple[bytes, dict[NodeId, bytes | None]]:
-        """Put state changes, their index entries and the updated root tree into `batch`. Returns the root and
-        the tree node writes (the caller caches them once the batch is written). `known` holds committed
-        values already read in this block (key -> value or None), so they are not read again."""
-        db = self._live_db()
-        pending: dict[int, dict[bytes, bytes | None]] = {}
-        state_get = db.get
+    ) -> bytes:
+        """Put state changes and their root index entries into `batch`, update the in-memory tree
+        (call inside `_staging`), return the new root. `known` holds committed values already read in this
+        block (key -> value or None): a write of the value a key already has is dropped without hashing. Other
+        no-op writes need no read: a bucket whose entries come out unchanged is not rewritten."""
+        pending: dict[bytes, dict[bytes, bytes | None]] = {}
+        sha256 = hashlib.sha256
+        put, delete = batch.put, batch.delete
         for key, value in changes.items():
-            old = known.get(key, _UNREAD)
-            if old is _UNREAD:
-                old = state_get(_STATE + key)
-            if old == value:
-                continue  # a no-op write must not touch the root (a delete of a missing key included)
-            hk = hashed_key(key)
+            if key in known and known[key] == value:
+                continue
+            hk = sha256(key).digest()
             if value is None:
-                batch.delete(_STATE + key)
-                batch.delete(_INDEX + hk)
+                delete(_STATE + key)
                 leaf = None
             else:
-                batch.put(_STATE + key, value)
-                leaf = leaf_hash(key, value)
-                batch.put(_INDEX + hk, leaf)
-            bucket = bucket_of(hk)
-            bucket_changes = pending.get(bucket)
+                put(_STATE + key, value)
+                leaf = sha256(b"\x00" + len(key).to_bytes(4, "big") + key + value).digest()  # leaf_hash, inlined
+            bucket_changes = pending.get(hk[:2])
             if bucket_changes is None:
-                pending[bucket] = {hk: leaf}
+                pending[hk[:2]] = {hk: leaf}
             else:
                 bucket_changes[hk] = leaf
-        # Each touched bucket is rehashed once per block, from its committed leaves plus this block's changes
-        # (in a split bucket, only the touched sub-buckets); one iterator seeks from bucket to bucket in order
-        # (creating an iterator per bucket cost more).
-        new_buckets: dict[int, bytes] = {}
-        split_writes: dict[NodeId, bytes | None] = {}
-        with db.iterator(prefix=_INDEX) as it:
-            for bucket in sorted(pending):
-                prefix = bucket.to_bytes(2, "big")
-                bucket_changes = pending[bucket]
-                split = self._load_node((DEPTH, bucket))
-                if split is not None:
-                    new_hash = self._rehash_split(it, prefix, split, bucket_changes, split_writes, bucket)
-                    if new_hash is not None:
-                        new_buckets[bucket] = new_hash
-                        continue
-                    # It fell to SPLIT_ABOVE entries or fewer: hash it whole, as a small bucket, below.
-                it.seek(_INDEX + prefix)
-                leaves: dict[bytes, bytes | None] = {}
-                for k, v in it:
-                    if k[1:3] != prefix:
-                        break
-                    leaves[k[1:]] = v
-                leaves.update(bucket_changes)
-                present = sorted((hk, leaf) for hk, leaf in leaves.items() if leaf is not None)
-                new_buckets[bucket], record = bucket_entry(present)
-                if record is not None or split is not None:
-                    split_writes[(DEPTH, bucket)] = record
-        root, node_writes = update_root(new_buckets, self._load_node)
-        node_writes.update(split_writes)
-        for node, record in node_writes.items():
-            if record is None:
-                batch.delete(_node_key(node))
+        new_hashes: dict[int, bytes] = {}
+        counts = self._counts
+        for prefix in sorted(pending):  # LevelDB key order: neighbouring reads share table blocks
+            bucket = int.from_bytes(prefix, "big")
+            count = counts[bucket]
+            if count <= SPLIT_ABOVE:
+                changed = self._stage_small_bucket(batch, prefix, count, pending[prefix])
             else:
-                batch.put(_node_key(node), record)
-        return root, node_writes
+                changed = self._stage_split_bucket(batch, prefix, count, pending[prefix])
+            if changed is not None:
+                new_hashes[bucket], counts[bucket] = changed
+        return self._tree.set_buckets(new_hashes)
 
-    @staticmethod
-    def _rehash_split(
-        it: Any,
-        prefix: bytes,
-        split: bytes,
-        bucket_changes: dict[bytes, bytes | None],
-        split_writes: dict[NodeId, bytes | None],
-        bucket: int,
-    ) -> bytes | None:
-        """New hash of a split bucket, rereading only its touched sub-buckets; None if the changes leave it
-        with SPLIT_ABOVE entries or fewer (the caller then hashes it whole)."""
-        require(len(split) == SPLIT_RECORD_BYTES, f"split record of bucket {bucket} has bad length")
-        count = int.from_bytes(split[:4], "big")
-        subs = bytearray(split[4:])
-        by_sub: dict[int, dict[bytes, bytes | None]] = {}
-        for hk, leaf in bucket_changes.items():
-            by_sub.setdefault(sub_bucket_of(hk), {})[hk] = leaf
-        for sub in sorted(by_sub):
-            it.seek(_INDEX + prefix + bytes([sub << 4]))
-            leaves: dict[bytes, bytes | None] = {}
-            for k, v in it:
-                if k[1:3] != prefix or k[3] >> 4 != sub:
-                    break
-                leaves[k[1:]] = v
-            count -= len(leaves)
-            leaves.update(by_sub[sub])
-            present = sorted((hk, leaf) for hk, leaf in leaves.items() if leaf is not None)
-            count += len(present)
-            subs[sub * HASH_BYTES : (sub + 1) * HASH_BYTES] = bucket_hash(leaf for _hk, leaf in present)
-        require(count >= 0, f"split bucket {bucket} count went negative")
-        if count <= SPLIT_ABOVE:
+    def _stage_small_bucket(
+        self, batch: Any, prefix: bytes, count: int, changes: dict[bytes, bytes | None]
+    ) -> tuple[bytes, int] | None:
+        """Apply `changes` to an unsplit bucket; (new hash, new count), None if its entries did not change."""
+        hks, leaves = self._leaves.get(prefix, (b"", b""))
+        if not len(hks) == len(leaves) == count * HASH_BYTES:
+            require(False, f"bucket {prefix.hex()} miscounted")
+        changed = False
+        for hk, leaf in changes.items():
+            lo, hi = 0, len(hks) // HASH_BYTES  # binary search for hk among at most 16
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if hks[mid * HASH_BYTES : (mid + 1) * HASH_BYTES] < hk:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            at, end = lo * HASH_BYTES, (lo + 1) * HASH_BYTES
+            if hks[at:end] == hk:
+                if leaf is None:
+                    hks, leaves = hks[:at] + hks[end:], leaves[:at] + leaves[end:]
+                    batch.delete(_ENTRY + hk)
+                elif leaves[at:end] != leaf:
+                    leaves = leaves[:at] + leaf + leaves[end:]
+                    batch.put(_ENTRY + hk, leaf)
+                else:
+                    continue
+            elif leaf is not None:
+                hks, leaves = hks[:at] + hk + hks[at:], leaves[:at] + leaf + leaves[at:]
+                batch.put(_ENTRY + hk, leaf)
+            else:
+                continue
+            changed = True
+        if not changed:
             return None
-        split_writes[(DEPTH, bucket)] = count.to_bytes(4, "big") + bytes(subs)
-        return split_hash(bytes(subs))
+        count = len(hks) // HASH_BYTES
+        if count > SPLIT_ABOVE:  # becomes split: its entries move from `H` to `P`
+            entries = [(hks[i : i + HASH_BYTES], leaves[i : i + HASH_BYTES]) for i in range(0, len(hks), HASH_BYTES)]
+            for hk, _leaf in entries:
+                batch.delete(_ENTRY + hk)  # including the ones just put: the batch applies in order
+            self._leaves.pop(prefix, None)
+            return _put_bucket(batch, prefix, entries), count
+        if count:
+            self._leaves[prefix] = (hks, leaves)
+        else:
+            del self._leaves[prefix]
+        return hashlib.sha256(b"\x02" + leaves).digest(), count  # bucket_hash
 
-    def _load_node(self, node: NodeId) -> bytes | None:
-        nodes = self._nodes
-        if node in nodes:
-            return nodes[node]
-        record: bytes | None = self._live_db().get(_node_key(node))
-        nodes[node] = record
-        return record
+    def _stage_split_bucket(
+        self, batch: Any, prefix: bytes, count: int, changes: dict[bytes, bytes | None]
+    ) -> tuple[bytes, int] | None:
+        """Apply `changes` to a split bucket, rereading only its touched sub-buckets; make it unsplit again if it
+        falls to SPLIT_ABOVE entries or fewer. (new hash, new count), None if its entries did not change."""
+        summary = self._db.get(_SUMMARY + prefix)
+        require(summary is not None, f"split bucket {prefix.hex()} has no summary")
+        _old_hash, stored_count, old_subs = decode_summary(summary)
+        require(stored_count == count, f"bucket {prefix.hex()} summary disagrees with its count")
+        subs = bytearray(old_subs)
+        by_sub: dict[int, dict[bytes, bytes | None]] = {}
+        for hk, leaf in changes.items():
+            by_sub.setdefault(hk[2] >> 4, {})[hk] = leaf
+        merged: dict[int, tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes | None]]]] = {}
+        for sub, sub_changes in by_sub.items():
+            entries: dict[bytes, bytes | None] = dict(self._read_sub_bucket(prefix, sub))
+            writes = [(hk, leaf) for hk, leaf in sub_changes.items() if entries.get(hk) != leaf]
+            if not writes:
+                continue
+            count -= len(entries)
+            entries.update(writes)
+            present = sorted([(hk, leaf) for hk, leaf in entries.items() if leaf is not None])
+            count += len(present)
+            merged[sub] = (present, writes)
+        require(count >= 0, f"split bucket {prefix.hex()} count went negative")
+        if not merged:
+            return None
+        if count > SPLIT_ABOVE:
+            for sub, (present, writes) in merged.items():
+                for hk, leaf in writes:
+                    if leaf is None:
+                        batch.delete(_SPLIT_ENTRY + hk)
+                    else:
+                        batch.put(_SPLIT_ENTRY + hk, leaf)
+                subs[sub * HASH_BYTES : (sub + 1) * HASH_BYTES] = bucket_hash([leaf for _hk, leaf in present])
+            h = split_hash(bytes(subs))
+            batch.put(_SUMMARY + prefix, encode_summary(h, count, bytes(subs)))
+            return h, count
+        # Fell to SPLIT_ABOVE entries or fewer: it becomes an unsplit bucket (sub order is hk order).
+        everything: list[tuple[bytes, bytes]] = []
+        for sub in range(FANOUT):
+            everything += merged[sub][0] if sub in merged else sorted(self._read_sub_bucket(prefix, sub).items())
+        require(len(everything) == count, f"split bucket {prefix.hex()} lost entries while merging")
+        with self._db.iterator(prefix=_SPLIT_ENTRY + prefix, include_value=False) as it:
+            for key in it:
+                batch.delete(key)
+        batch.delete(_SUMMARY + prefix)
+        if not everything:
+            return bucket_hash(()), 0
+        self._leaves[prefix] = (b"".join([hk for hk, _ in everything]), b"".join([leaf for _, leaf in everything]))
+        return _put_bucket(batch, prefix, everything), count
+
+    def _read_sub_bucket(self, prefix: bytes, sub: int) -> dict[bytes, bytes]:
+        """The committed entries {hk: leaf} of one sub-bucket of a split bucket."""
+        start = _SPLIT_ENTRY + prefix + bytes([sub << 4])
+        entries: dict[bytes, bytes] = {}
+        with self._db.iterator(start=start) as it:
+            for key, leaf in it:
+                if key[:3] != start[:3] or key[3] >> 4 != sub:
+                    break
+                entries[key[1:]] = leaf
+        return entries
 
     # invariants
 
@@ -615,17 +691,19 @@ class StateStore:
         return state_root_of(self.scan(b""))
 
     def check_integrity(self) -> None:
-        """Require the incremental root (and its leaf index) to match a from-scratch recomputation."""
+        """Require the incremental root, the stored root index and the in-memory tree to match a from-scratch
+        recomputation over the state."""
         db = self._live_db()
         require(self.recompute_state_root() == self._head.state_root, "state root differs from recomputation")
-        index = {k[1:]: v for k, v in db.iterator(prefix=_INDEX)}
-        expected = {hashed_key(k): leaf_hash(k, v) for k, v in self.scan(b"")}
-        require(index == expected, "state root leaf index differs from the state")
-        buckets = buckets_from_sorted_leaves(sorted(expected.items()))
-        _root, nodes = tree_from_buckets(bucket_hashes(buckets))
-        nodes.update({(DEPTH, b): record for b, (_h, record) in buckets.items() if record is not None})
-        stored = {k: v for k, v in db.iterator(prefix=_NODE)}
-        require(stored == {_node_key(n): r for n, r in nodes.items()}, "stored root tree differs")
+        expected: dict[bytes, bytes] = {}
+        hashes = _bucket_records(sorted((hashed_key(k), leaf_hash(k, v)) for k, v in self.scan(b"")),
+                                 expected.__setitem__)
+        stored = {k: v for tag in (_ENTRY, _SPLIT_ENTRY, _SUMMARY) for k, v in db.iterator(prefix=tag)}
+        require(stored == expected, "stored root index (H, P, R) differs from the state")
+        require(self._tree.same_as(RootTree.from_buckets(hashes)), "in-memory root tree differs from the state")
+        tree, counts, leaves = _load_tree(db)
+        require(tree.same_as(self._tree), "in-memory root tree differs from the stored buckets")
+        require(counts == self._counts and leaves == self._leaves, "in-memory bucket entries differ")
 
     def _check_root_if_paranoid(self) -> None:
         if self._paranoid:
@@ -747,8 +825,8 @@ class StateStore:
             for i in range(1, len(leaves)):
                 if leaves[i - 1][:HASH_BYTES] == leaves[i][:HASH_BYTES]:
                     raise SnapshotError("snapshot repeats a state key")
-            buckets = buckets_from_sorted_leaves((e[:HASH_BYTES], e[HASH_BYTES:]) for e in leaves)
-            root, nodes = tree_from_buckets(bucket_hashes(buckets))
+            hashes = _bucket_records(((e[:HASH_BYTES], e[HASH_BYTES:]) for e in leaves), batch.put)
+            root = RootTree.from_buckets(hashes).root
             if fmt == _SNAPSHOT_FORMAT_1:
                 # Its root is of the tree without split buckets, which this code no longer builds; blocks do
                 # not commit to the state root, so the one recomputed here is the root of this state. Integrity
@@ -756,11 +834,6 @@ class StateStore:
                 head = Head(head.height, head.block_hash, root, head.time, head.applied_index)
             elif root != head.state_root:
                 raise SnapshotError("snapshot state does not hash to its state root")
-            for node, record in nodes.items():
-                batch.put(_node_key(node), record)
-            for b, (_h, split) in buckets.items():
-                if split is not None:
-                    batch.put(_node_key((DEPTH, b)), split)
             batch.put(_HEAD_KEY, _encode_head(head))
             if genesis is not None:
                 batch.put(_GENESIS_KEY, _encode_genesis(genesis))
@@ -770,9 +843,124 @@ class StateStore:
             batch.clear()
             raise
         batch.write()
-        self._nodes.clear()
         self._load_meta()
         self._check_root_if_paranoid()
+
+
+_PLAIN_SCALARS = (str, int, bytes, bool, type(None))
+
+
+def _plain(value: Any) -> bool:
+    """True if msgpack (use_bin_type, raw=False, use_list) round-trips `value` to an equal value of the same
+    types: maps with str keys, lists, str, int, bytes, bool, None."""
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return True
+    if kind is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v) for v in value)
+    return False
+
+
+def _put_bucket(batch: Any, prefix: bytes, entries_in_hk_order: list[tuple[bytes, bytes]]) -> bytes:
+    """Put a non-empty bucket's records (an `H` per entry; or, over SPLIT_ABOVE entries, a `P` per entry and
+    its summary `R`); return its hash. Does not delete records of its previous shape."""
+    count = len(entries_in_hk_order)
+    require(count > 0, "an empty bucket has no records")
+    if count <= SPLIT_ABOVE:
+        for hk, leaf in entries_in_hk_order:
+            batch.put(_ENTRY + hk, leaf)
+        return bucket_hash([leaf for _hk, leaf in entries_in_hk_order])
+    for hk, leaf in entries_in_hk_order:
+        batch.put(_SPLIT_ENTRY + hk, leaf)
+    sub_hashes = b"".join(bucket_hash([leaf for _hk, leaf in entries]) for entries in sub_buckets(entries_in_hk_order))
+    h = split_hash(sub_hashes)
+    batch.put(_SUMMARY + prefix, encode_summary(h, count, sub_hashes))
+    return h
+
+
+class _PutOnly:
+    """`_put_bucket`'s batch when only the records are wanted."""
+
+    __slots__ = ("put",)
+
+    def __init__(self, put: Callable[[bytes, bytes], None]) -> None:
+        self.put = put
+
+
+def _by_bucket(entries_in_hk_order: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, list[tuple[bytes, bytes]]]]:
+    """(bucket prefix, its entries) for each non-empty bucket, from all (hk, leaf) entries in strictly
+    increasing hk order. Streams: one bucket in memory at a time."""
+    members: list[tuple[bytes, bytes]] = []
+    last_hk = b""
+    for entry in entries_in_hk_order:
+        hk = entry[0]
+        require(hk > last_hk and len(hk) == HASH_BYTES, "entries must come in strictly increasing hk order")
+        if members and hk[:2] != last_hk[:2]:
+            yield last_hk[:2], members
+            members = []
+        members.append(entry)
+        last_hk = hk
+    if members:
+        yield last_hk[:2], members
+
+
+def _bucket_records(
+    entries_in_hk_order: Iterable[tuple[bytes, bytes]], put: Callable[[bytes, bytes], None]
+) -> dict[int, bytes]:
+    """Every bucket's records from all (hk, leaf) entries in strictly increasing hk order, through `put`;
+    returns the non-empty buckets' hashes."""
+    target = _PutOnly(put)
+    return {int.from_bytes(prefix, "big"): _put_bucket(target, prefix, members)
+            for prefix, members in _by_bucket(entries_in_hk_order)}
+
+
+def _load_tree(db: Any) -> tuple[RootTree, list[int], dict[bytes, tuple[bytes, bytes]]]:
+    """The in-memory tree, bucket counts and unsplit buckets' entries from the `H` and `R` records (`H` holds
+    at most 16 entries per bucket: at most ~1 M records, 64 MB)."""
+    hashes: dict[int, bytes] = {}
+    counts = [0] * BUCKET_COUNT
+    leaves: dict[bytes, tuple[bytes, bytes]] = {}
+    with db.iterator(prefix=_ENTRY) as it:
+        for prefix, members in _by_bucket((key[1:], leaf) for key, leaf in it):
+            require(len(members) <= SPLIT_ABOVE, f"unsplit bucket {prefix.hex()} has {len(members)} entries")
+            require(all(len(leaf) == HASH_BYTES for _hk, leaf in members), f"bucket {prefix.hex()}: bad leaf")
+            bucket = int.from_bytes(prefix, "big")
+            leaves[prefix] = (b"".join([hk for hk, _ in members]), b"".join([leaf for _, leaf in members]))
+            hashes[bucket] = bucket_hash([leaves[prefix][1]])
+            counts[bucket] = len(members)
+    with db.iterator(prefix=_SUMMARY) as it:
+        for key, record in it:
+            require(len(key) == 3, "bucket summary key is malformed")
+            bucket = int.from_bytes(key[1:], "big")
+            require(counts[bucket] == 0, f"bucket {bucket} is both split and unsplit")
+            hashes[bucket], counts[bucket], _subs = decode_summary(record)
+    return RootTree.from_buckets(hashes), counts, leaves
+
+
+def _migrate_from_format_2(db: Any, sync: bool) -> None:
+    """Rewrite a format 2 store's root index in format 3, in one batch: its `H` entries stay, except those of
+    split buckets, which move to `P` with an `R` summary; its stored inner nodes `N` go. Same state, same root
+    (checked against the head before anything is written)."""
+    batch = db.write_batch(sync=sync)
+    hashes: dict[int, bytes] = {}
+    with db.iterator(prefix=_ENTRY) as it:
+        for prefix, members in _by_bucket((key[1:], leaf) for key, leaf in it):
+            if len(members) > SPLIT_ABOVE:
+                for hk, _leaf in members:
+                    batch.delete(_ENTRY + hk)
+                hashes[int.from_bytes(prefix, "big")] = _put_bucket(batch, prefix, members)
+            else:
+                hashes[int.from_bytes(prefix, "big")] = bucket_hash([leaf for _hk, leaf in members])
+    head = db.get(_HEAD_KEY)
+    claimed = EMPTY_ROOT if head is None else _decode_head(head).state_root
+    require(RootTree.from_buckets(hashes).root == claimed, "format 2 store: its leaf index does not hash to its root")
+    with db.iterator(prefix=_NODE_2, include_value=False) as it:
+        for key in it:
+            batch.delete(key)
+    batch.put(_FORMAT_KEY, STORE_FORMAT)
+    batch.write()
 
 
 def _parse_snapshot_header(data: bytes) -> tuple[int, Head, Genesis | None, bytes | None, Any]:
@@ -829,7 +1017,6 @@ def _stage_snapshot_records(batch: Any, data: bytes, unpacker: Any) -> list[byte
             hk = hashed_key(key)
             leaf = leaf_hash(key, value)
             batch.put(_STATE + key, value)
-            batch.put(_INDEX + hk, leaf)
             leaves.append(hk + leaf)
         elif kind == _SNAP_TX:
             try:

@@ -137,3 +137,35 @@ def test_no_change_keeps_the_root() -> None:
     _, built = tree_from_buckets({bucket_of(hashed_key(b"a")): bucket_hash([leaf_hash(b"a", b"1")])})
     nodes.update(built)
     assert update_root({}, nodes.get) == (root, {})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.dictionaries(_small_keys, st.none() | st.binary(max_size=3), max_size=30), max_size=8),
+       st.booleans())
+def test_the_in_memory_tree_follows_the_from_scratch_root(
+    steps: list[dict[bytes, bytes | None]], split_everything: bool
+) -> None:
+    """RootTree, updated bucket by bucket as the store does, always has the from-scratch root."""
+    with mock.patch.object(state_root, "SPLIT_ABOVE", 0 if split_everything else SPLIT_ABOVE):
+        tree = state_root.RootTree()
+        assert tree.root == EMPTY_ROOT
+        state: dict[bytes, bytes] = {}
+        for changes in steps:
+            touched = set()
+            for key, value in changes.items():
+                if value is None:
+                    state.pop(key, None)
+                else:
+                    state[key] = value
+                touched.add(bucket_of(hashed_key(key)))
+            new_hashes = {}
+            for b in touched:
+                leaves = sorted(
+                    (hashed_key(k), leaf_hash(k, v)) for k, v in state.items() if bucket_of(hashed_key(k)) == b
+                )
+                new_hashes[b] = bucket_entry(leaves)[0]
+            assert tree.set_buckets(new_hashes) == state_root_of(state.items()) == tree.root
+        rebuilt = state_root.RootTree.from_buckets(
+            bucket_hashes(buckets_from_sorted_leaves(sorted((hashed_key(k), leaf_hash(k, v)) for k, v in state.items())))
+        )
+        assert rebuilt.same_as(tree)

@@ -356,7 +356,7 @@ def test_split_buckets_stay_equal_to_the_from_scratch_root(
                 ]
                 txs.append(kv_tx(f"{height}-{t}", *ops))
             s.apply_block(next_block(s, *txs), kv)
-            split_now = sum(1 for k in db.iterator(prefix=b"N\x04", include_value=False))
+            split_now = sum(1 for _k in db.iterator(prefix=b"R", include_value=False))  # split bucket summaries
             splits_seen += split_now > before
             merges_seen += split_now < before
             before = split_now
@@ -373,7 +373,7 @@ def test_a_store_of_another_format_is_refused(tmp_path: Path) -> None:
     with StateStore.open(path, sync=False) as s:
         s.init_genesis(GENESIS, [(b"a", b"1")])
     db = plyvel.DB(str(path))
-    assert db.get(b"Mformat") == STORE_FORMAT == b"2"
+    assert db.get(b"Mformat") == STORE_FORMAT == b"3"
     db.put(b"Mformat", b"1")
     db.close()
     with pytest.raises(InvariantViolation, match="format"):
@@ -417,3 +417,167 @@ def test_a_format_1_snapshot_imports_with_its_root_recomputed(
         with pytest.raises(SnapshotError, match="root"):
             other.import_snapshot(_rewrite_snapshot(data, 2, old_root))
         assert other.head == store.head
+
+
+def _split_above_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Buckets split above 2 entries instead of 16, so small states have split buckets."""
+    import ledger.state_root
+    import ledger.store
+
+    monkeypatch.setattr(ledger.state_root, "SPLIT_ABOVE", 2)
+    monkeypatch.setattr(ledger.store, "SPLIT_ABOVE", 2)
+
+
+def _crowded_state(kv: KvExecutor, store: StateStore) -> None:
+    """Blocks that leave small buckets, an emptied bucket and (with `_split_above_2`) split ones."""
+    crowded = _keys_in_crowded_buckets(2, 5)
+    store.apply_block(next_block(store, *[kv_tx(f"c{i}", ["put", k, b"c"]) for i, k in enumerate(crowded)]), kv)
+    store.apply_block(next_block(store, *[kv_tx(f"p{i}", ["put", f"p/{i}".encode(), b"v"]) for i in range(40)]), kv)
+    store.apply_block(next_block(store, kv_tx("d", ["del", b"p/3"], ["del", crowded[0]])), kv)
+
+
+def _rewrite_as_format_2(path: Path) -> None:
+    """Turn a store into the format 2 layout (docs/STORAGE.md before format 3): a leaf index entry `H` per key,
+    every non-empty inner node `N` (levels 0-3) and a split record `N` level 4 per split bucket."""
+    import plyvel
+
+    from ledger.state_root import bucket_hashes, buckets_from_sorted_leaves, leaf_hash, tree_from_buckets
+
+    db = plyvel.DB(str(path))
+    with db.write_batch() as batch:
+        for tag in (b"R", b"H", b"P"):
+            for key in db.iterator(prefix=tag, include_value=False):
+                batch.delete(key)
+        leaves = sorted((hashed_key(k[1:]), leaf_hash(k[1:], v)) for k, v in db.iterator(prefix=b"S"))
+        for hk, leaf in leaves:
+            batch.put(b"H" + hk, leaf)
+        buckets = buckets_from_sorted_leaves(leaves)
+        _root, nodes = tree_from_buckets(bucket_hashes(buckets))
+        nodes.update({(4, b): record for b, (_h, record) in buckets.items() if record is not None})
+        assert any(level == 4 for level, _ in nodes)  # a split record is part of what gets migrated
+        for (level, prefix), record in nodes.items():
+            batch.put(b"N" + bytes([level]) + prefix.to_bytes(2, "big"), record)
+        batch.put(b"Mformat", b"2")
+    db.close()
+
+
+def test_a_format_2_store_is_migrated_on_open(tmp_path: Path, kv: KvExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _split_above_2(monkeypatch)
+    """Format 2 has the same roots with another root index: opening rewrites it in format 3, once."""
+    import plyvel
+
+    path = tmp_path / "db"
+    with StateStore.open(path, sync=False) as s:
+        s.init_genesis(GENESIS, [(b"org/bank", b"active")])
+        _crowded_state(kv, s)
+        head, state = s.head, everything(s)
+    _rewrite_as_format_2(path)
+    with StateStore.open(path, paranoid=True, sync=False) as s:
+        assert s.head == head and everything(s) == state
+        s.check_integrity()
+        s.apply_block(next_block(s, kv_tx("after", ["put", b"p/3", b"back"])), kv)
+        s.check_integrity()
+    db = plyvel.DB(str(path))
+    assert db.get(b"Mformat") == b"3"
+    assert not any(True for _ in db.iterator(prefix=b"N"))  # stored inner nodes are gone
+    assert any(True for _ in db.iterator(prefix=b"R")) and any(True for _ in db.iterator(prefix=b"P"))  # split
+    db.close()
+
+
+def test_a_format_2_store_whose_index_disagrees_with_its_root_is_refused(tmp_path: Path, kv: KvExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _split_above_2(monkeypatch)
+    import plyvel
+
+    path = tmp_path / "db"
+    with StateStore.open(path, sync=False) as s:
+        s.init_genesis(GENESIS, [(b"org/bank", b"active")])
+        _crowded_state(kv, s)
+    _rewrite_as_format_2(path)
+    db = plyvel.DB(str(path))
+    hk, _leaf = next(db.iterator(prefix=b"H"))
+    db.put(hk, b"\x00" * 32)
+    db.close()
+    with pytest.raises(InvariantViolation, match="format 2"):
+        StateStore.open(path, sync=False)
+    db = plyvel.DB(str(path))
+    assert db.get(b"Mformat") == b"2"  # nothing was written
+    db.close()
+
+
+def test_reopening_rebuilds_the_same_in_memory_tree(tmp_path: Path, kv: KvExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _split_above_2(monkeypatch)
+    import random
+
+    rng = random.Random(3)
+    path = tmp_path / "db"
+    with StateStore.open(path, sync=False) as s:
+        s.init_genesis(GENESIS, [(b"org/bank", b"active")])
+        _crowded_state(kv, s)
+        for height in range(30):
+            txs = [kv_tx(f"{height}-{t}", *[["del", f"r/{rng.randrange(300)}".encode()] if rng.random() < 0.3
+                                            else ["put", f"r/{rng.randrange(300)}".encode(), bytes([t])]
+                                            for _ in range(rng.randrange(1, 9))]) for t in range(rng.randrange(1, 12))]
+            s.apply_block(next_block(s, *txs), kv)
+            assert s.state_root == s.recompute_state_root()
+        tree, counts = s._tree, list(s._counts)
+        root = s.state_root
+    with StateStore.open(path, sync=False) as s:
+        assert s.state_root == root and s._tree.same_as(tree) and s._counts == counts
+        s.check_integrity()
+
+
+def test_bucket_records_that_disagree_with_the_head_are_refused_at_open(tmp_path: Path) -> None:
+    import plyvel
+
+    path = tmp_path / "db"
+    with StateStore.open(path, sync=False) as s:
+        s.init_genesis(GENESIS, [(b"a", b"1"), (b"b", b"2")])
+    db = plyvel.DB(str(path))
+    key, leaf = next(db.iterator(prefix=b"H"))
+    db.put(key, bytes([leaf[0] ^ 1]) + leaf[1:])
+    db.close()
+    with pytest.raises(InvariantViolation, match="the head says"):
+        StateStore.open(path, sync=False)
+
+
+def test_a_failed_batch_write_leaves_the_in_memory_tree_at_the_committed_state(
+    store: StateStore, kv: KvExecutor
+) -> None:
+    """The tree changes while a block is staged; if the batch is not written, it must come back."""
+    store.apply_block(next_block(store, *[kv_tx(i, ["put", f"a/{i}".encode(), b"1"]) for i in range(30)]), kv)
+    import copy
+
+    before, tree, counts = store.head, copy.deepcopy(store._tree), list(store._counts)
+    real_db = store._db
+
+    class FailingBatch:
+        def __init__(self, batch: object) -> None:
+            self._batch = batch
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._batch, name)
+
+        def write(self) -> None:
+            raise OSError("disk full")
+
+    class FailingDb:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real_db, name)
+
+        def write_batch(self, **kw: object) -> FailingBatch:
+            return FailingBatch(real_db.write_batch(**kw))
+
+    block = next_block(store, *[kv_tx(f"b{i}", ["put", f"a/{i}".encode(), b"2"]) for i in range(20)])
+    store._db = FailingDb()
+    try:
+        with pytest.raises(OSError, match="disk full"):
+            store.apply_block(block, kv)
+    finally:
+        store._db = real_db
+    assert store.head == before and store._counts == counts and store._tree.same_as(tree)
+    assert store._tree.root == before.state_root
+    store.apply_block(block, kv)
+    store.check_integrity()
