@@ -123,7 +123,7 @@ class Replica:
         self.applied_index = max(snap_meta.index, min(store.applied_index, self.storage.last_index()))
         self.snapshot_index = snap_meta.index
         self._snapshot_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
-        self._snapshot_pending: tuple[concurrent.futures.Future[bytes], SnapshotMeta, float] | None = None
+        self._snapshot_pending: tuple[concurrent.futures.Future[int], SnapshotMeta, float] | None = None
         self._snapshot_bytes_last = 0
         self._log_bytes_since_snapshot = 0
         self.role: Role = self.core.role
@@ -296,6 +296,10 @@ class Replica:
         if early:
             for m in rd.messages:
                 self.send(m)
+        # A snapshot from the leader replaces our snapshot record: our own, still being written on the worker
+        # thread, must land first (rare: a follower far behind that was also snapshotting).
+        if rd.snapshot is not None and self._snapshot_pending is not None:
+            self.wait_snapshot()
         # 1. persist
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             t0 = time.perf_counter()
@@ -435,7 +439,16 @@ class Replica:
             return
         meta = SnapshotMeta(index=index, term=self.storage.term(index),
                             voters=tuple(sorted(self.core.voters)), learners=tuple(sorted(self.core.learners)))
-        future = self._snapshot_pool.submit(self.store.snapshot_exporter())
+        export = self.store.snapshot_exporter()
+        storage = self.storage
+
+        def serialise_and_write() -> int:
+            # Both take seconds for a large state; both touch only LevelDB (thread-safe) and this closure.
+            data = export()
+            storage.write_snapshot(Snapshot(meta, data))
+            return len(data)
+
+        future = self._snapshot_pool.submit(serialise_and_write)
         with contextlib.suppress(RuntimeError):  # no running loop: a synchronous caller (tests, tools)
             loop = asyncio.get_running_loop()
             future.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._wake.set))
@@ -451,13 +464,13 @@ class Replica:
         assert self._snapshot_pending is not None
         future, meta, t0 = self._snapshot_pending
         self._snapshot_pending = None
-        data = future.result()  # an export that failed raises here: the driver halts and says why
+        size = future.result()  # an export or write that failed raises here: the driver halts and says why
         if meta.index <= self.snapshot_index:
             return  # a newer snapshot was installed from the leader meanwhile
-        self.storage.compact(Snapshot(meta, data))
+        self.storage.compact_written(meta)
         self.snapshot_index = meta.index
-        self._snapshot_bytes_last = len(data)
+        self._snapshot_bytes_last = size
         self._log_bytes_since_snapshot = 0
         self.stats.snapshots_taken += 1
-        log.info("snapshot_taken", extra={"index": meta.index, "bytes": len(data), "height": self.store.height,
+        log.info("snapshot_taken", extra={"index": meta.index, "bytes": size, "height": self.store.height,
                                           "ms": int((time.perf_counter() - t0) * 1000)})

@@ -140,6 +140,31 @@ def test_snapshot_data_is_read_back_not_kept_in_memory(path: str) -> None:
         LevelDBStorage(path, VOTERS)
 
 
+def test_snapshot_written_off_the_driver_then_compacted_and_a_crash_in_between(path: str) -> None:
+    """The node writes a large snapshot's record on a worker thread, then drops the covered log on its loop."""
+    with LevelDBStorage(path, VOTERS) as st:
+        st.save(HardState(term=1, commit=8), ents(1, 5, 1), None, sync=True)
+        st.save(HardState(term=1, commit=8), ents(5, 9, 1), None, sync=True)
+        first = Snapshot(SnapshotMeta(index=4, term=1, voters=VOTERS), data=b"state@4")
+        st.write_snapshot(first)
+        assert st.first_index() == 1  # nothing dropped yet
+        assert st.snapshot() == first  # a newer record than the compacted one is as good to ship
+        st.compact_written(first.meta)
+        assert (st.first_index(), st.last_index(), st.snapshot()) == (5, 8, first)
+        second = Snapshot(SnapshotMeta(index=8, term=1, voters=VOTERS), data=b"state@8")
+        st.write_snapshot(second)  # ... and the process dies before compact_written
+    with LevelDBStorage(path, VOTERS) as st:  # the covered segment is garbage, dropped on open
+        assert (st.first_index(), st.last_index(), st.snapshot()) == (9, 8, second)
+        st.save(HardState(term=2, commit=9), ents(9, 10, 2), None, sync=True)
+    with LevelDBStorage(path, VOTERS) as st:
+        assert [e.index for e in st.entries(9, 10, 1 << 20)] == [9]
+    db = plyvel.DB(path)
+    try:
+        assert list(db.iterator(prefix=b"g", include_value=False)) == [_segment_key(9)]
+    finally:
+        db.close()
+
+
 def test_append_with_a_gap_is_refused(path: str) -> None:
     with LevelDBStorage(path, VOTERS) as st:
         st.save(None, ents(1, 3, 1), None, sync=True)
