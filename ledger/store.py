@@ -100,6 +100,8 @@ BLOCK_CACHE_BYTES = 32 << 20
 """LevelDB block cache (default 8 MB)."""
 SNAPSHOT_MAGIC = "ecert-ledger-snapshot"
 SNAPSHOT_FORMAT = 2
+SNAPSHOT_CHUNK_BYTES = 4 << 20
+"""`snapshot_stream`'s chunk size: bounds what a snapshot being written holds in memory besides LevelDB's own."""
 """Written by `export_snapshot`. 2: the head carries a split-bucket state root. Format 1 (same stream) is still
 imported, its root recomputed, so a store can be rebuilt from a Raft snapshot taken before the change."""
 _SNAPSHOT_FORMAT_1 = 1
@@ -762,9 +764,15 @@ class StateStore:
         return self.snapshot_exporter()()
 
     def snapshot_exporter(self) -> Callable[[], bytes]:
-        """Pin the state as it is now (a LevelDB snapshot: cheap) and return the function that serialises it.
-        The function may run on another thread while blocks keep being applied; call it exactly once, and
-        before the store is closed.
+        """`snapshot_stream`, joined into one bytes object."""
+        stream = self.snapshot_stream()
+        return lambda: b"".join(stream())
+
+    def snapshot_stream(self, chunk_bytes: int = SNAPSHOT_CHUNK_BYTES) -> Callable[[], Iterator[bytes]]:
+        """Pin the state as it is now (a LevelDB snapshot: cheap) and return the function that serialises it,
+        as consecutive chunks of about `chunk_bytes` (so a large state is never held whole in memory while it
+        is written). The function may run on another thread while blocks keep being applied; call it exactly
+        once, consume it to the end, and before the store is closed.
 
         Stream of msgpack objects: header `[magic, format, head, genesis, last_block | None]`, then one
         `[kind, key, value]` per state entry (kind 0) and tx record (kind 1), then the trailer
@@ -772,12 +780,15 @@ class StateStore:
         not included (`block(h)` answers None for them after an import); outcomes are, so replays still get
         their first outcome.
         """
+        require(chunk_bytes > 0, "chunk size must be positive")
         snap = self._live_db().snapshot()
 
-        def export() -> bytes:
+        def export() -> Iterator[bytes]:
             packer = msgpack.Packer(use_bin_type=True)
-            pieces: list[bytes] = []
             digest = hashlib.sha256()
+            pieces: list[bytes] = []
+            size = 0
+            count = 0
             try:
                 head_bytes = snap.get(_HEAD_KEY) or _encode_head(_EMPTY_HEAD)
                 head = _decode_head(head_bytes)
@@ -786,18 +797,25 @@ class StateStore:
                 pieces.append(
                     packer.pack([SNAPSHOT_MAGIC, SNAPSHOT_FORMAT, head_bytes, genesis_bytes, last_block])
                 )
-                count = 0
+                size = len(pieces[0])
                 for tag, kind in ((_STATE, _SNAP_STATE), (_TX, _SNAP_TX)):
                     with snap.iterator(prefix=tag) as it:
                         for key, value in it:
-                            pieces.append(packer.pack([kind, key[1:], value]))
+                            piece = packer.pack([kind, key[1:], value])
+                            pieces.append(piece)
+                            size += len(piece)
                             count += 1
+                            if size >= chunk_bytes:
+                                chunk = b"".join(pieces)
+                                digest.update(chunk)
+                                yield chunk
+                                pieces.clear()
+                                size = 0
             finally:
                 snap.close()
-            for piece in pieces:
-                digest.update(piece)
-            pieces.append(packer.pack(["end", count, digest.digest()]))
-            return b"".join(pieces)
+            chunk = b"".join(pieces)
+            digest.update(chunk)
+            yield chunk + packer.pack(["end", count, digest.digest()])
 
         return export
 

@@ -439,14 +439,12 @@ class Replica:
             return
         meta = SnapshotMeta(index=index, term=self.storage.term(index),
                             voters=tuple(sorted(self.core.voters)), learners=tuple(sorted(self.core.learners)))
-        export = self.store.snapshot_exporter()
+        stream = self.store.snapshot_stream()
         storage = self.storage
 
         def serialise_and_write() -> int:
-            # Both take seconds for a large state; both touch only LevelDB (thread-safe) and this closure.
-            data = export()
-            storage.write_snapshot(Snapshot(meta, data))
-            return len(data)
+            # Seconds for a large state; touches only LevelDB (thread-safe) and this closure; holds one chunk.
+            return storage.write_snapshot_chunks(meta, stream())
 
         future = self._snapshot_pool.submit(serialise_and_write)
         with contextlib.suppress(RuntimeError):  # no running loop: a synchronous caller (tests, tools)
