@@ -165,15 +165,14 @@ def test_snapshot_written_off_the_driver_then_compacted_and_a_crash_in_between(p
         db.close()
 
 
-def _chunk_keys(path: str) -> list[bytes]:
-    db = plyvel.DB(path)
+def _snapshot_files(path: str) -> list[str]:
     try:
-        return list(db.iterator(prefix=b"c", include_value=False))
-    finally:
-        db.close()
+        return sorted(os.listdir(path + ".snapshots"))
+    except FileNotFoundError:
+        return []
 
 
-def test_a_snapshot_written_in_chunks_reads_back_whole_and_old_chunks_go(path: str) -> None:
+def test_a_snapshot_written_to_its_file_reads_back_and_old_files_go(path: str) -> None:
     chunks = [os.urandom(1000), b"", os.urandom(7)]
     with LevelDBStorage(path, VOTERS) as st:
         st.save(HardState(term=1, commit=9), ents(1, 10, 1), None, sync=True)
@@ -183,46 +182,40 @@ def test_a_snapshot_written_in_chunks_reads_back_whole_and_old_chunks_go(path: s
         assert st.snapshot() == Snapshot(meta4, b"".join(chunks))
         meta8 = SnapshotMeta(index=8, term=1, voters=VOTERS)
         st.write_snapshot_chunks(meta8, [b"a", b"b"])
-        st.compact_written(meta8)  # the chunks of the snapshot at 4 are deleted
-    assert [int.from_bytes(k[1:9], "big") for k in _chunk_keys(path)] == [8, 8]
+        st.compact_written(meta8)  # the file of the snapshot at 4 is removed
+        assert _snapshot_files(path) == [f"{8:020d}.snap"]
     with LevelDBStorage(path, VOTERS) as st:
         assert st.snapshot() == Snapshot(meta8, b"ab")
-        st.write_snapshot_chunks(SnapshotMeta(index=9, term=1, voters=VOTERS), [b"x"])
-        # Put the old record back: as if the process had died after the chunks, before their record.
-        st._db.put(b"s", _seal_for_test(meta8))
-    with LevelDBStorage(path, VOTERS) as st:  # the orphan chunk is dropped on open
+    # What a crash mid-write leaves: a partial file, a newer file without its record. Open removes both.
+    for name in (f"{9:020d}.snap.partial", f"{10:020d}.snap"):
+        with open(os.path.join(path + ".snapshots", name), "wb") as f:
+            f.write(b"junk")
+    with LevelDBStorage(path, VOTERS) as st:
         assert st.snapshot() == Snapshot(meta8, b"ab")
-    assert [int.from_bytes(k[1:9], "big") for k in _chunk_keys(path)] == [8, 8]
-    with LevelDBStorage(path, VOTERS) as st:  # a received snapshot is stored inline and replaces all chunks
+        assert _snapshot_files(path) == [f"{8:020d}.snap"]
+        # A received snapshot is stored inline and replaces the file.
         received = Snapshot(SnapshotMeta(index=20, term=2, voters=VOTERS), data=b"theirs")
         st.save(HardState(term=2, commit=20), (), received, sync=True)
         assert st.snapshot() == received
-    assert _chunk_keys(path) == []
+        assert _snapshot_files(path) == []
+    with LevelDBStorage(path, VOTERS) as st:
+        assert st.snapshot() == received
 
 
-def _seal_for_test(meta: SnapshotMeta) -> bytes:
-    """The chunked `s` record of the snapshot at 8 above: [index, term, voters, learners, None, 2, 2, crc]."""
-    crc = zlib.crc32(b"b", zlib.crc32(b"a"))
-    body = msgpack.packb([meta.index, meta.term, list(meta.voters), [], None, 2, 2, crc], use_bin_type=True)
-    return zlib.crc32(b"s" + body).to_bytes(4, "big") + body
-
-
-def test_a_damaged_or_missing_snapshot_chunk_is_detected(path: str) -> None:
+def test_a_damaged_or_missing_snapshot_file_is_detected(path: str) -> None:
     meta = SnapshotMeta(index=3, term=1, voters=VOTERS)
     with LevelDBStorage(path, VOTERS) as st:
         st.save(HardState(term=1, commit=5), ents(1, 6, 1), None, sync=True)
         st.write_snapshot_chunks(meta, [b"hello", b"world"])
         st.compact_written(meta)
-        key = b"c" + (3).to_bytes(8, "big") + (1).to_bytes(4, "big")
-        good = st._db.get(key)
-        st._db.put(key, good[:-1] + b"W")
+        name = os.path.join(path + ".snapshots", f"{3:020d}.snap")
+        with open(name, "r+b") as f:
+            f.write(b"J")
         with pytest.raises(CorruptionError, match="checksum"):
             st.snapshot()
-        st._db.delete(key)
-        with pytest.raises(CorruptionError, match="missing"):
+        os.unlink(name)
+        with pytest.raises(CorruptionError, match="unreadable"):
             st.snapshot()
-        st._db.put(key, good)
-        assert st.snapshot().data == b"helloworld"
 
 
 def test_append_with_a_gap_is_refused(path: str) -> None:
