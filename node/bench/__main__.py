@@ -71,6 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="our leader calls RaftCore.propose once per entry (no batch append)")
     g.add_argument("--no-read-cache", action="store_true",
                    help="the core reads its log back from LevelDB (no in-memory tail)")
+    g.add_argument("--no-write-thread", action="store_true",
+                   help="our raw driver writes each Ready on its loop (default: on a thread while it steps the core)")
+    g.add_argument("--gc-threshold0", type=int, default=500_000,
+                   help="our raw nodes' young-generation GC threshold (default 500000; CPython's own is 700)")
     g = p.add_argument_group("failover mode")
     g.add_argument("--kills", type=int, default=50, help="leader kills (default 50)")
     g.add_argument("--clients", type=int, default=4, help="clients submitting through the survivors (default 4)")
@@ -219,7 +223,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def raw_settings(args: argparse.Namespace) -> raw.RawSettings:
     return raw.RawSettings(duration_s=args.duration, batch=args.batch, window=args.window, payload=args.payload,
                            pso_journal=args.pysyncobj_journal, propose_many=not args.per_entry_propose,
-                           read_cache=not args.no_read_cache)
+                           read_cache=not args.no_read_cache, write_thread=not args.no_write_thread,
+                           gc_threshold0=args.gc_threshold0)
 
 
 def median(values: list[float]) -> float:
