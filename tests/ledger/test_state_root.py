@@ -29,6 +29,14 @@ from ledger.state_root import (
 )
 
 
+def _bucket_hashes_from_scratch(state: dict[bytes, bytes], buckets: set[int]) -> dict[int, bytes]:
+    """The model: each bucket's hash recomputed from every entry of the state that falls in it."""
+    hashes = {}
+    for b in buckets:
+        leaves = sorted((hashed_key(k), leaf_hash(k, v)) for k, v in state.items() if bucket_of(hashed_key(k)) == b)
+        hashes[b] = bucket_entry(leaves)[0]
+    return hashes
+
 def test_empty_state_has_the_empty_root() -> None:
     assert state_root_of([]) == EMPTY_ROOT == EMPTY[0]
     assert len(EMPTY) == 5 and len(set(EMPTY)) == 5
@@ -67,12 +75,7 @@ def _incremental(steps: list[dict[bytes, bytes | None]]) -> tuple[bytes, dict[by
             else:
                 state[key] = value
             touched.add(bucket_of(hashed_key(key)))
-        new_buckets = {}
-        for b in touched:
-            leaves = sorted(
-                (hashed_key(k), leaf_hash(k, v)) for k, v in state.items() if bucket_of(hashed_key(k)) == b
-            )
-            new_buckets[b] = bucket_entry(leaves)[0]
+        new_buckets = _bucket_hashes_from_scratch(state, touched)
         root, writes = update_root(new_buckets, nodes.get)
         for node, record in writes.items():
             if record is None:
@@ -158,12 +161,7 @@ def test_the_in_memory_tree_follows_the_from_scratch_root(
                 else:
                     state[key] = value
                 touched.add(bucket_of(hashed_key(key)))
-            new_hashes = {}
-            for b in touched:
-                leaves = sorted(
-                    (hashed_key(k), leaf_hash(k, v)) for k, v in state.items() if bucket_of(hashed_key(k)) == b
-                )
-                new_hashes[b] = bucket_entry(leaves)[0]
+            new_hashes = _bucket_hashes_from_scratch(state, touched)
             assert tree.set_buckets(new_hashes) == state_root_of(state.items()) == tree.root
         rebuilt = state_root.RootTree.from_buckets(
             bucket_hashes(buckets_from_sorted_leaves(sorted((hashed_key(k), leaf_hash(k, v)) for k, v in state.items())))

@@ -463,8 +463,8 @@ def _rewrite_as_format_2(path: Path) -> None:
 
 def test_a_format_2_store_is_migrated_on_open(tmp_path: Path, kv: KvExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _split_above_2(monkeypatch)
     """Format 2 has the same roots with another root index: opening rewrites it in format 3, once."""
+    _split_above_2(monkeypatch)
     import plyvel
 
     path = tmp_path / "db"
