@@ -33,6 +33,9 @@ log = logging.getLogger("node.forward")
 
 FORWARD_BATCH_TXS_MAX = 1000
 """Txs per frame; a larger burst goes out as several frames."""
+FORWARD_BATCH_BYTES_MAX = 8 << 20
+"""Tx bytes per frame, well under the transport's frame limit (16 MiB at least: a larger frame would close the
+connection, Raft traffic included)."""
 FORWARD_TIMEOUT_S = 3.0
 """A batch without an answer by then fails with 503 leader_unreachable (the frame or its answer was lost)."""
 _BATCH_ID_MAX = (1 << 63) - 1
@@ -119,6 +122,7 @@ class _Batch:
     raws: list[bytes]
     waiters: list[tuple[int, asyncio.Future[list[dict[str, Any]]]]]
     timer: asyncio.TimerHandle | None = None
+    size: int = 0
 
 
 class Forwarder:
@@ -138,21 +142,38 @@ class Forwarder:
         return len(self._in_flight)
 
     async def forward(self, raws: list[bytes]) -> list[dict[str, Any]]:
-        """The leader's answer per tx (as POST /v1/txs?wait=none); ForwardError if the batch failed as a whole."""
+        """The leader's answer per tx (as POST /v1/txs?wait=none); ForwardError if a batch failed as a whole.
+        Txs beyond a frame's count or byte limit go in further frames."""
+        parts: list[list[bytes]] = [[]]
+        size = 0
+        for raw in raws:
+            if parts[-1] and (len(parts[-1]) >= FORWARD_BATCH_TXS_MAX or size + len(raw) > FORWARD_BATCH_BYTES_MAX):
+                parts.append([])
+                size = 0
+            parts[-1].append(raw)
+            size += len(raw)
+        if len(parts) == 1:
+            return await self._forward_part(raws)
+        answers = await asyncio.gather(*(self._forward_part(part) for part in parts))
+        return [answer for part in answers for answer in part]
+
+    async def _forward_part(self, raws: list[bytes]) -> list[dict[str, Any]]:
         leader = self._leader_id()
         if leader is None:
             raise ForwardError(503, "no_leader", "no leader is known right now; retry shortly", None)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
         batch = self._open
-        if (batch is None or batch.leader_id != leader
-                or len(batch.raws) + len(raws) > FORWARD_BATCH_TXS_MAX):
+        size = sum(map(len, raws))
+        if (batch is None or batch.leader_id != leader or len(batch.raws) + len(raws) > FORWARD_BATCH_TXS_MAX
+                or batch.size + size > FORWARD_BATCH_BYTES_MAX):
             if batch is not None:
                 self._flush()
             batch = self._open = _Batch(leader, [], [])
             loop.call_soon(self._flush_batch, batch)
         batch.waiters.append((len(raws), fut))
         batch.raws.extend(raws)
+        batch.size += size
         return await fut
 
     def _flush(self) -> None:

@@ -443,7 +443,8 @@ class Replica:
         storage = self.storage
 
         def serialise_and_write() -> int:
-            # Seconds for a large state; touches only LevelDB (thread-safe) and this closure; holds one chunk.
+            # Seconds for a large state; touches only LevelDB (thread-safe), its own snapshot file and this
+            # closure, and holds one ~4 MiB chunk at a time.
             return storage.write_snapshot_chunks(meta, stream())
 
         future = self._snapshot_pool.submit(serialise_and_write)

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from node.forward import (
+    FORWARD_BATCH_BYTES_MAX,
     FORWARD_BATCH_TXS_MAX,
     Forwarder,
     ForwardError,
@@ -140,3 +141,19 @@ async def test_a_burst_larger_than_a_frame_goes_out_as_several() -> None:
         fwd.on_frame("L", ForwardResults(frame.batch_id, tuple({"status": "accepted"} for _ in frame.raws)))
     assert [len(await c) for c in calls] == [600, 600, 600]
     fwd.close()
+
+
+async def test_frames_stay_under_the_byte_limit_even_for_one_large_caller() -> None:
+    net = _Leader()
+    fwd = Forwarder(net.send, lambda: net.leader)
+    big = b"x" * (1 << 20)
+    count = FORWARD_BATCH_BYTES_MAX // len(big) * 2 + 1  # one caller, more than two frames' worth
+    call = asyncio.ensure_future(fwd.forward([big] * count))
+    other = asyncio.ensure_future(fwd.forward([b"small"]))
+    await asyncio.sleep(0.01)
+    assert all(sum(map(len, f.raws)) <= FORWARD_BATCH_BYTES_MAX for _, f in net.sent)
+    assert sum(len(f.raws) for _, f in net.sent) == count + 1
+    for _, frame in net.sent:
+        fwd.on_frame("L", ForwardResults(frame.batch_id, tuple({"n": len(r)} for r in frame.raws)))
+    assert await call == [{"n": len(big)}] * count
+    assert await other == [{"n": 5}]
