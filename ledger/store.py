@@ -15,7 +15,8 @@ LevelDB key schema (one byte tag, then the rest; full description in docs/STORAG
 `apply_block` validates the chaining, runs every tx through the executor over one `OverlayView` (a savepoint per
 tx, rolled back if rejected), then writes ONE WriteBatch with the state changes, their root index entries, every
 new tx record, the block record and the head. The tree above the buckets, and every unsplit bucket's entries,
-live in memory too (`RootTree`, 2 MB; entries at most 64 MB, as an unsplit bucket holds at most 16), loaded at
+live in memory too (`RootTree`, 2 MB; entries at most 64 MB of hashes, as an unsplit bucket holds at most 16 —
+~150-200 MB with Python's object overhead when every bucket is near full, ~1 M keys), loaded at
 open from the `H` and `R` records and checked against the head's root. LevelDB applies a batch atomically (its
 log record is all or nothing), so after a crash the store is at a whole block: the previous one or this one.
 
@@ -100,10 +101,10 @@ BLOCK_CACHE_BYTES = 32 << 20
 """LevelDB block cache (default 8 MB)."""
 SNAPSHOT_MAGIC = "ecert-ledger-snapshot"
 SNAPSHOT_FORMAT = 2
-SNAPSHOT_CHUNK_BYTES = 4 << 20
-"""`snapshot_stream`'s chunk size: bounds what a snapshot being written holds in memory besides LevelDB's own."""
 """Written by `export_snapshot`. 2: the head carries a split-bucket state root. Format 1 (same stream) is still
 imported, its root recomputed, so a store can be rebuilt from a Raft snapshot taken before the change."""
+SNAPSHOT_CHUNK_BYTES = 4 << 20
+"""`snapshot_stream`'s chunk size: bounds what a snapshot being written holds in memory besides LevelDB's own."""
 _SNAPSHOT_FORMAT_1 = 1
 TX_ID_CHARS_MAX = 128
 BLOCKS_PAGE_MAX = 1000
