@@ -15,8 +15,8 @@ LevelDB key schema (one byte tag, then the rest; full description in docs/STORAG
 `apply_block` validates the chaining, runs every tx through the executor over one `OverlayView` (a savepoint per
 tx, rolled back if rejected), then writes ONE WriteBatch with the state changes, their root index entries, every
 new tx record, the block record and the head. The tree above the buckets, and every unsplit bucket's entries,
-live in memory too (`RootTree`, 2 MB; entries at most 64 MB of hashes, as an unsplit bucket holds at most 16 —
-~150-200 MB with Python's object overhead when every bucket is near full, ~1 M keys), loaded at
+live in memory too (`RootTree`, 2 MB; entries at most 64 MB of hashes, as an unsplit bucket holds at most 16,
+kept as two concatenated byte strings per bucket: ~80 MB with Python's overhead), loaded at
 open from the `H` and `R` records and checked against the head's root. LevelDB applies a batch atomically (its
 log record is all or nothing), so after a crash the store is at a whole block: the previous one or this one.
 
