@@ -308,6 +308,12 @@ class Run:
     certs: int = 0
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
 
+    def apply_full_blocks(self, pending: list[bytes], block_txs: int, window: Window) -> None:
+        """Apply blocks of `block_txs` from the front of `pending` while it holds that many; the rest stays."""
+        while len(pending) >= block_txs:
+            self.apply(pending[:block_txs], window)
+            del pending[:block_txs]
+
     def apply(self, txs: list[bytes], window: Window) -> None:
         store = self.store
         block = make_block(store.height + 1, store.block_hash, T0 + (store.height + 1) * BLOCK_MS, "bench",
@@ -418,9 +424,7 @@ def run_bench(orgs: int, certs: int, block_txs: int, path: Path, *, banks: int =
                 stall += time.perf_counter() - wait0
                 sign_cpu += cpu
                 pending += raws
-                while len(pending) >= block_txs:
-                    run.apply(pending[:block_txs], w)
-                    del pending[:block_txs]
+                run.apply_full_blocks(pending, block_txs, w)
                 progress.update(task, advance=n, info=f"{w.txs / max(w.cpu, 1e-9):,.0f} tx/s")
                 wait0 = time.perf_counter()
             if pending:
@@ -441,9 +445,7 @@ def run_bench(orgs: int, certs: int, block_txs: int, path: Path, *, banks: int =
                 sign_cpu += cpu
                 pending += raws
                 done_rounds += n
-                while len(pending) >= block_txs:
-                    run.apply(pending[:block_txs], w)
-                    del pending[:block_txs]
+                run.apply_full_blocks(pending, block_txs, w)
                 progress.update(task, completed=run.certs, info=f"{w.txs / max(w.cpu, 1e-9):,.0f} tx/s")
                 if done_rounds == rounds and pending:
                     run.apply(pending, w)
@@ -465,9 +467,7 @@ def run_bench(orgs: int, certs: int, block_txs: int, path: Path, *, banks: int =
             for raws, cpu, n in chunks(pool, plan, "steady", steady, picks):
                 sign_cpu += cpu
                 pending += raws
-                while len(pending) >= block_txs:
-                    run.apply(pending[:block_txs], w)
-                    del pending[:block_txs]
+                run.apply_full_blocks(pending, block_txs, w)
                 progress.update(task, advance=n, info=f"{w.txs / max(w.cpu, 1e-9):,.0f} tx/s")
             if pending:
                 run.apply(pending, w)

@@ -58,6 +58,7 @@ import msgpack
 import plyvel
 
 from consensus.invariant import require
+from consensus.log import limit_size
 from consensus.messages import (
     Entry,
     EntryType,
@@ -333,18 +334,6 @@ def _encode_snapshot(snapshot: Snapshot) -> bytes:
     return _seal(_KEY_SNAPSHOT, [m.index, m.term, list(m.voters), list(m.learners), snapshot.data])
 
 
-def _limit_size(ents: list[Entry], max_bytes: int) -> list[Entry]:
-    """The longest prefix whose data fits in `max_bytes`, but at least one entry (one C-level pass if all fit)."""
-    if sum(map(len, map(_DATA, ents))) <= max_bytes:
-        return ents
-    size = 0
-    for i, e in enumerate(ents):
-        size += len(e.data)
-        if i > 0 and size > max_bytes:
-            return ents[:i]
-    return ents
-
-
 class LevelDBStorage:
     """`consensus.storage.Storage`, durable. Not thread-safe: one driver owns it.
 
@@ -522,7 +511,7 @@ class LevelDBStorage:
             return self._cached(lo - cache_first, hi - cache_first, max_bytes)
         out = self._read_entries(lo, min(hi, cache_first), max_bytes)
         if hi > cache_first and len(out) == cache_first - lo:
-            out = _limit_size(out + self._cache[:hi - cache_first], max_bytes)
+            out = limit_size(out + self._cache[:hi - cache_first], max_bytes)
         return out
 
     def snapshot(self) -> Snapshot:
@@ -572,7 +561,7 @@ class LevelDBStorage:
         ents = self._cache[a:b]
         if (b - a) * self._cache_longest <= max_bytes:
             return ents  # fits whatever the entries hold: no pass over them
-        return _limit_size(ents, max_bytes)
+        return limit_size(ents, max_bytes)
 
     def _segment_record(self, index: int) -> tuple[bytes, bytes]:
         """Key and value of the segment holding `index` (which must be in the log)."""
@@ -602,7 +591,7 @@ class LevelDBStorage:
                 break  # enough to fill max_bytes
         if len(out) != hi - lo and size <= max_bytes:
             raise CorruptionError(f"log has a gap at entry {lo + len(out)}")
-        return _limit_size(out, max_bytes)
+        return limit_size(out, max_bytes)
 
     def _segment_entries_at(self, first: int) -> list[Entry]:
         key = _segment_key(first)

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from node.chaos import netns
 from node.chaos.cluster import ChaosCluster
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,16 +48,6 @@ def status(cluster: ChaosCluster, node: str) -> dict | None:
             return json.loads(resp.read())
     except (OSError, ValueError):
         return None
-
-
-def wait_for(pred, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def leader_seen_by_all(cluster: ChaosCluster, nodes: list[str]) -> str | None:

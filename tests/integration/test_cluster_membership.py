@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
 
 from tests.integration.conftest import Cluster, http_json
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -16,13 +16,6 @@ pytestmark = pytest.mark.slow
 def _members(c: Cluster, node_id: str, action: str, target: str) -> tuple[int, Any]:
     return http_json("POST", c.url(node_id, "/admin/members"),
                      json.dumps({"action": action, "node_id": target}).encode())
-
-
-def _wait(cond, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
 
 
 def test_add_learner_promote_and_remove(cluster_factory: Any) -> None:
@@ -50,7 +43,8 @@ def test_add_learner_promote_and_remove(cluster_factory: Any) -> None:
     status, body = _members(c, leader, "promote", spare)
     assert status == 200, body
     assert spare in body["voters"]
-    _wait(lambda: c.status(spare)["role"] == "follower" and len(c.status(spare)["voters"]) == 4)
+    wait_for(lambda: c.status(spare)["role"] == "follower" and len(c.status(spare)["voters"]) == 4, 15.0,
+             "the spare to be a voter")
     status, body = c.submit(spare, c.anchor_tx("geely", counterparty="tier1"))
     assert status == 200 and body["status"] == "committed", body
 

@@ -29,6 +29,18 @@ from ledger.state_root import (
 )
 
 
+def _apply_to_model(state: dict[bytes, bytes], changes: dict[bytes, bytes | None]) -> set[int]:
+    """Apply a block's changes (None = delete) to the model state; returns the buckets they touched."""
+    touched: set[int] = set()
+    for key, value in changes.items():
+        if value is None:
+            state.pop(key, None)
+        else:
+            state[key] = value
+        touched.add(bucket_of(hashed_key(key)))
+    return touched
+
+
 def _bucket_hashes_from_scratch(state: dict[bytes, bytes], buckets: set[int]) -> dict[int, bytes]:
     """The model: each bucket's hash recomputed from every entry of the state that falls in it."""
     hashes = {}
@@ -68,14 +80,7 @@ def _incremental(steps: list[dict[bytes, bytes | None]]) -> tuple[bytes, dict[by
     state: dict[bytes, bytes] = {}
     root = EMPTY_ROOT
     for changes in steps:
-        touched: set[int] = set()
-        for key, value in changes.items():
-            if value is None:
-                state.pop(key, None)
-            else:
-                state[key] = value
-            touched.add(bucket_of(hashed_key(key)))
-        new_buckets = _bucket_hashes_from_scratch(state, touched)
+        new_buckets = _bucket_hashes_from_scratch(state, _apply_to_model(state, changes))
         root, writes = update_root(new_buckets, nodes.get)
         for node, record in writes.items():
             if record is None:
@@ -154,14 +159,7 @@ def test_the_in_memory_tree_follows_the_from_scratch_root(
         assert tree.root == EMPTY_ROOT
         state: dict[bytes, bytes] = {}
         for changes in steps:
-            touched = set()
-            for key, value in changes.items():
-                if value is None:
-                    state.pop(key, None)
-                else:
-                    state[key] = value
-                touched.add(bucket_of(hashed_key(key)))
-            new_hashes = _bucket_hashes_from_scratch(state, touched)
+            new_hashes = _bucket_hashes_from_scratch(state, _apply_to_model(state, changes))
             assert tree.set_buckets(new_hashes) == state_root_of(state.items()) == tree.root
         rebuilt = state_root.RootTree.from_buckets(
             bucket_hashes(buckets_from_sorted_leaves(sorted((hashed_key(k), leaf_hash(k, v)) for k, v in state.items())))

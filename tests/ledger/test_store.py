@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -461,18 +462,25 @@ def _rewrite_as_format_2(path: Path) -> None:
     db.close()
 
 
-def test_a_format_2_store_is_migrated_on_open(tmp_path: Path, kv: KvExecutor, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Format 2 has the same roots with another root index: opening rewrites it in format 3, once."""
+def _crowded_format_2_store(tmp_path: Path, kv: KvExecutor, monkeypatch: pytest.MonkeyPatch
+                            ) -> tuple[Path, Any, dict[bytes, bytes]]:
+    """A store with split buckets, rewritten as format 2 wrote it: (path, its head, its state)."""
     _split_above_2(monkeypatch)
-    import plyvel
-
     path = tmp_path / "db"
     with StateStore.open(path, sync=False) as s:
         s.init_genesis(GENESIS, [(b"org/bank", b"active")])
         _crowded_state(kv, s)
         head, state = s.head, everything(s)
     _rewrite_as_format_2(path)
+    return path, head, state
+
+
+def test_a_format_2_store_is_migrated_on_open(tmp_path: Path, kv: KvExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Format 2 has the same roots with another root index: opening rewrites it in format 3, once."""
+    import plyvel
+
+    path, head, state = _crowded_format_2_store(tmp_path, kv, monkeypatch)
     with StateStore.open(path, paranoid=True, sync=False) as s:
         assert s.head == head and everything(s) == state
         s.check_integrity()
@@ -487,14 +495,9 @@ def test_a_format_2_store_is_migrated_on_open(tmp_path: Path, kv: KvExecutor, mo
 
 def test_a_format_2_store_whose_index_disagrees_with_its_root_is_refused(tmp_path: Path, kv: KvExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _split_above_2(monkeypatch)
     import plyvel
 
-    path = tmp_path / "db"
-    with StateStore.open(path, sync=False) as s:
-        s.init_genesis(GENESIS, [(b"org/bank", b"active")])
-        _crowded_state(kv, s)
-    _rewrite_as_format_2(path)
+    path, _head, _state = _crowded_format_2_store(tmp_path, kv, monkeypatch)
     db = plyvel.DB(str(path))
     hk, _leaf = next(db.iterator(prefix=b"H"))
     db.put(hk, b"\x00" * 32)

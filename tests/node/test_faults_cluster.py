@@ -13,6 +13,7 @@ import pytest
 
 from ecert.tx import envelope_to_json, make_tx
 from node.chaos.cluster import ChaosCluster
+from tests.polling import wait_for
 
 
 def http(method: str, url: str, doc: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
@@ -33,16 +34,6 @@ def statuses(c: ChaosCluster) -> dict[str, dict | None]:
         code, body = http("GET", c.url(n) + "/v1/status", timeout=1.0)
         out[n] = body if code == 200 else None
     return out
-
-
-def wait_for(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def leader_among(c: ChaosCluster, ids: list[str]) -> str | None:
