@@ -25,6 +25,7 @@ from ecert.executor import EcertExecutor
 from ecert.genesis import genesis_from_json, genesis_hash, genesis_writes
 from ecert.tx import decode_tx, raw_tx_id
 from ledger.store import StateStore
+from node.api import ApiError, accept_forwarded
 from node.config import ClusterConfig
 from node.forward import (
     FORWARD_BATCH_TXS_MAX,
@@ -368,8 +369,6 @@ class Node:
             if self.forwarder is not None:
                 self.forwarder.on_frame(peer, frame)
             return
-        from node.api import ApiError, accept_forwarded
-
         assert self.transport is not None
         try:
             answer: Any = ForwardResults(frame.batch_id, tuple(accept_forwarded(self, list(frame.raws))))
