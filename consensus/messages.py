@@ -11,7 +11,7 @@ import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 NodeId = str
 """A node's id as written in cluster.toml (`[[nodes]] id`)."""
@@ -119,10 +119,18 @@ class SnapshotMeta:
     learners: tuple[NodeId, ...] = ()
 
 
+class SnapshotBytes(Protocol):
+    """What the core needs of a snapshot's data: its length and slices of it as bytes (to cut chunks). A storage
+    may hand out something lighter than `bytes` for a large snapshot (LevelDBStorage maps its file)."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, key: slice, /) -> bytes: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     meta: SnapshotMeta
-    data: bytes = b""
+    data: bytes | SnapshotBytes = b""
     """The application's state at `meta.index`, opaque to Raft."""
 
 
