@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from consensus.leveldb_storage import LevelDBStorage  # noqa: E402
-from consensus.messages import Entry, EntryType, Snapshot, SnapshotMeta  # noqa: E402
-from consensus.ready import HardState  # noqa: E402
+from consensus.leveldb_storage import LevelDBStorage
+from consensus.messages import Entry, EntryType, Snapshot, SnapshotMeta
+from consensus.ready import HardState
 
 VOTERS = ("a", "b", "c")
 CHUNK = 4 << 20

@@ -528,6 +528,12 @@ class LevelDBStorage:
     def close(self) -> None:
         self._db.close()
 
+    def memory_bytes(self) -> dict[str, int]:
+        """What this store holds in memory, by part: `raft_log_cache` (the log's tail, bounded by
+        `cache_bytes_max`) and `raft_leveldb` (LevelDB's own estimate: memtables and block cache)."""
+        leveldb = self._db.get_property(b"leveldb.approximate-memory-usage")
+        return {"raft_log_cache": self._cache_cost(), "raft_leveldb": int(leveldb or 0)}
+
     def __enter__(self) -> LevelDBStorage:
         return self
 

@@ -221,6 +221,11 @@ class RootTree:
     def root(self) -> bytes:
         return bytes(self._levels[0])
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of hashes held (levels 0 to DEPTH)."""
+        return sum(map(len, self._levels))
+
     def bucket_hash(self, bucket: int) -> bytes:
         return bytes(self._levels[DEPTH][bucket * HASH_BYTES : (bucket + 1) * HASH_BYTES])
 

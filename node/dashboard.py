@@ -159,6 +159,9 @@ class Dashboard:
             path = self.data_dir / db
             if path.is_dir():
                 self.metrics.set_db_size(db, _dir_size(path))
+        memory = getattr(self.source, "memory", None)
+        if memory is not None:
+            self.metrics.set_memory(_safe(memory, {}))
 
     def cluster_rows(self, status: Mapping[str, Any], peers: list[dict[str, Any]], t: int) -> list[dict[str, Any]]:
         """Every node as this node sees it, merged with what each node says about itself."""

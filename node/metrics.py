@@ -115,6 +115,10 @@ class NodeMetrics:
         self.db_size = Gauge(
             "ecert_storage_db_size_bytes", "On-disk size of a LevelDB database, by database (raft, state).",
             ["db"], registry=r)
+        self.memory = Gauge(
+            "ecert_memory_bytes", "Bytes the node holds in memory, by part: state_root_cache, state_leveldb, "
+            "raft_leveldb, raft_log_cache (LevelDB's parts are its own estimate of memtables and block cache).",
+            ["part"], registry=r)
         self.disk_free = Gauge(
             "ecert_storage_disk_free_bytes", "Free bytes on the filesystem holding the data directory.", registry=r)
         self.disk_total = Gauge(
@@ -235,6 +239,10 @@ class NodeMetrics:
 
     def set_db_size(self, db: str, size_bytes: int) -> None:
         self.db_size.labels(db=db).set(size_bytes)
+
+    def set_memory(self, parts: Mapping[str, int]) -> None:
+        for part, n in parts.items():
+            self.memory.labels(part=part).set(n)
 
     def set_disk(self, free_bytes: int, total_bytes: int) -> None:
         self.disk_free.set(free_bytes)

@@ -407,6 +407,12 @@ class Node:
             "started_ms": self.started_ms,
         }
 
+    def memory(self) -> dict[str, int]:
+        """Bytes held in memory by part (state root cache, the two LevelDBs, the Raft log's tail cache): what
+        the node can account for of its RSS (docs/MONITORING.md)."""
+        assert self.replica is not None and self.store is not None
+        return {**self.store.memory_bytes(), **self.replica.storage.memory_bytes()}
+
     def peers(self) -> list[dict[str, Any]]:
         r = self.replica
         t = self.transport

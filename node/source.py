@@ -30,3 +30,7 @@ class NodeSource(Protocol):
     def alarms(self) -> list[dict[str, Any]]:
         """Alarms the node raises itself: name, severity, subject, message."""
         ...
+
+    def memory(self) -> dict[str, int]:
+        """Bytes held in memory by part (part name -> bytes); optional: a source without it reports none."""
+        ...

@@ -308,8 +308,9 @@ def main_soak(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="ecert-soak-"))
 
     def show(sample: dict[str, Any]) -> None:
+        parts = "  ".join(f"{k} {v:.0f}" for k, v in sample.get("rss_parts_mb", {}).items())
         console.print(f"t={sample['t_s']:>5}s  acked {sample['acked']:>8}  RSS max {sample['rss_mb_max']:>7.1f} MB"
-                      f"  disk max {sample['disk_mb_max']:>7.1f} MB")
+                      f"  disk max {sample['disk_mb_max']:>7.1f} MB" + (f"  (MB: {parts})" if parts else ""))
 
     try:
         return asyncio.run(soak.run_soak(root, args.nodes, args.concurrency_levels[0], args.duration,

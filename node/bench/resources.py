@@ -1,9 +1,13 @@
-"""Memory and disk of a running cluster: RSS per node process and on-disk size of its data directory."""
+"""Memory and disk of a running cluster: RSS per node process, what the node accounts for of it (its
+`ecert_memory_bytes` gauges), and on-disk size of its data directory."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from node.config import ClusterConfig
 
@@ -28,6 +32,24 @@ def dir_bytes(path: Path) -> int:
         except FileNotFoundError:
             continue
     return total
+
+
+_MEMORY_LINE = re.compile(r'^ecert_memory_bytes\{part="([a-z_]+)"\} ([0-9.e+]+)$', re.MULTILINE)
+
+
+async def memory_parts(session: aiohttp.ClientSession, http_url: str) -> dict[str, int]:
+    """A node's `ecert_memory_bytes` by part, from its /metrics ({} if it does not answer within 2 s)."""
+    try:
+        async with session.get(http_url + "/metrics", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return {}
+    return parse_memory_parts(text)
+
+
+def parse_memory_parts(metrics_text: str) -> dict[str, int]:
+    """`ecert_memory_bytes` by part from a /metrics page (Prometheus text format)."""
+    return {part: int(float(value)) for part, value in _MEMORY_LINE.findall(metrics_text)}
 
 
 def cluster_resources(config: ClusterConfig) -> dict[str, Any]:

@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from node.bench import ecert_side
 from node.bench.loadgen import run_closed_loop
-from node.bench.resources import cluster_resources
+from node.bench.resources import cluster_resources, memory_parts
 
 MB = 1_000_000
 
@@ -39,16 +41,28 @@ async def run_soak(root: Path, nodes: int, concurrency: int, duration_s: float, 
                    for i in range(concurrency)]
         started = time.monotonic()
 
+        http = {n.id: n.http_url for n in config.nodes}
+
         async def sample_forever() -> None:
-            while True:
-                per_node = cluster_resources(config)
-                sample = {"t_s": round(time.monotonic() - started), "acked": acked,
-                          "rss_mb_max": round(max(v["rss_bytes"] or 0 for v in per_node.values()) / MB, 1),
-                          "disk_mb_max": round(max(v["disk_bytes"] for v in per_node.values()) / MB, 1)}
-                samples.append(sample)
-                if on_sample is not None:
-                    on_sample(sample)
-                await asyncio.sleep(sample_s)
+            async with aiohttp.ClientSession() as session:
+                while True:
+                    per_node = cluster_resources(config)
+                    biggest = max(per_node, key=lambda nid: per_node[nid]["rss_bytes"] or 0)
+                    rss = per_node[biggest]["rss_bytes"] or 0
+                    # What the node with the largest RSS accounts for of it; "other" is the interpreter's own
+                    # heap (Python objects, pymalloc arenas), code and stacks.
+                    parts = await memory_parts(session, http[biggest])
+                    parts_mb = {k: round(v / MB, 1) for k, v in sorted(parts.items())}
+                    if parts:
+                        parts_mb["other"] = round((rss - sum(parts.values())) / MB, 1)
+                    sample = {"t_s": round(time.monotonic() - started), "acked": acked,
+                              "rss_mb_max": round(rss / MB, 1),
+                              "disk_mb_max": round(max(v["disk_bytes"] for v in per_node.values()) / MB, 1),
+                              "rss_parts_mb": parts_mb}
+                    samples.append(sample)
+                    if on_sample is not None:
+                        on_sample(sample)
+                    await asyncio.sleep(sample_s)
 
         sampler = asyncio.create_task(sample_forever())
         try:

@@ -242,6 +242,16 @@ def test_a_received_snapshot_stored_inline_by_an_older_build_still_reads(path: s
         assert st.snapshot() == received and st.first_index() == 21
 
 
+def test_memory_bytes_reports_the_tail_cache_and_leveldb(path: str) -> None:
+    with LevelDBStorage(path, VOTERS) as st:
+        empty = st.memory_bytes()
+        st.save(HardState(term=1, commit=5), ents(1, 6, 1), None, sync=True)
+        grown = st.memory_bytes()
+    assert set(grown) == {"raft_log_cache", "raft_leveldb"}
+    assert empty["raft_log_cache"] == 0 and grown["raft_log_cache"] >= 5 * CACHE_ENTRY_OVERHEAD_BYTES
+    assert grown["raft_leveldb"] > 0
+
+
 def test_a_damaged_or_missing_snapshot_file_is_detected(path: str) -> None:
     meta = SnapshotMeta(index=3, term=1, voters=VOTERS)
     with LevelDBStorage(path, VOTERS) as st:

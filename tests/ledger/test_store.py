@@ -14,7 +14,7 @@ from ledger.block import Block, block_hash, make_block
 from ledger.errors import GenesisMismatchError, SnapshotError, StaleBlockError, StoreClosedError
 from ledger.executor import STATUS_COMMITTED, STATUS_REJECTED, TxOutcome
 from ledger.state_root import EMPTY_ROOT, bucket_of, hashed_key, state_root_of
-from ledger.store import SNAPSHOT_FORMAT, STORE_FORMAT, StateStore
+from ledger.store import BUCKET_OVERHEAD_BYTES, SNAPSHOT_FORMAT, STORE_FORMAT, StateStore
 from tests.ledger.conftest import GENESIS
 from tests.ledger.kv_executor import ExecutorBug, KvExecutor, kv_tx
 
@@ -67,6 +67,20 @@ def test_apply_block_chains_and_records_everything(store: StateStore, kv: KvExec
     assert stored.tx_ids == (kv.tx_id(t1), kv.tx_id(t2))
     assert stored.to_json()["hash"] == block_hash(block.header).hex()
     store.check_integrity()
+
+
+def test_memory_bytes_counts_the_root_cache_and_leveldb(store: StateStore, kv: KvExecutor) -> None:
+    before = store.memory_bytes()
+    assert set(before) == {"state_root_cache", "state_leveldb"}
+    keys = [b"k/%d" % i for i in range(200)]
+    store.apply_block(next_block(store, kv_tx(1, *(["put", k, b"v"] for k in keys))), kv)
+    after = store.memory_bytes()
+    buckets = {bucket_of(hashed_key(k)) for k in keys} | {bucket_of(hashed_key(k)) for k, _ in store.scan(b"org/")}
+    # 64 bytes of hashes per key, plus CPython's overhead per unsplit bucket, over the fixed tree (2.2 MB).
+    grown = after["state_root_cache"] - before["state_root_cache"]
+    assert grown >= 64 * len(keys)
+    assert after["state_root_cache"] < 2_300_000 + 64 * (len(keys) + 10) + BUCKET_OVERHEAD_BYTES * len(buckets)
+    assert after["state_leveldb"] > 0
 
 
 def test_rejected_tx_leaves_no_writes(store: StateStore, kv: KvExecutor) -> None:

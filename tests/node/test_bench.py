@@ -9,6 +9,8 @@ from node.bench.__main__ import median, parse_args, raw_settings
 from node.bench.failover import FailoverReport, KillSample
 from node.bench.loadgen import LoadResult
 from node.bench.raw_node import Meter, RawDriver
+from node.bench.resources import parse_memory_parts
+from node.metrics import NodeMetrics
 
 # -- loadgen percentiles (nearest rank) ---------------------------------------------------------------------
 
@@ -133,3 +135,12 @@ def test_raw_driver_proposes_batches_within_its_window(tmp_path) -> None:
             assert (len(driver.storage._cache) == noop + 12) is read_cache  # the storage's tail cache, or none
         finally:
             driver.storage.close()
+
+
+def test_soak_reads_the_memory_parts_a_node_exports() -> None:
+    metrics = NodeMetrics(process=False)
+    metrics.set_memory({"state_root_cache": 81_234_567, "raft_leveldb": 4_200_000})
+    metrics.set_db_size("raft", 1 << 20)
+    parts = parse_memory_parts(metrics.render()[0].decode())
+    assert parts == {"state_root_cache": 81_234_567, "raft_leveldb": 4_200_000}
+    assert parse_memory_parts("") == {}

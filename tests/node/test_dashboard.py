@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node import dashboard as dash_mod
 from node.alarms import AlarmRules
-from node.dashboard import DASHBOARD_KEY, setup_dashboard
+from node.dashboard import DASHBOARD_KEY, Dashboard, setup_dashboard
 from node.metrics import NodeMetrics
 
 ROOT = "aa" * 32
@@ -117,6 +117,16 @@ async def test_metrics_endpoint_parses_and_counts_requests(served):
     statuses = {(s.labels["route"], s.labels["status"]) for s in fams["ecert_http_request_duration_seconds"].samples
                 if s.name.endswith("_count")}
     assert ("/v1/alarms", "200") in statuses and ("unmatched", "404") in statuses
+
+
+def test_sampling_exports_the_memory_the_source_accounts_for(tmp_path):
+    source = FakeSource()
+    source.memory = lambda: {"state_root_cache": 7 << 20, "raft_log_cache": 4096}  # type: ignore[attr-defined]
+    metrics = NodeMetrics(process=False)
+    Dashboard(source, metrics, data_dir=tmp_path, probe_peers=False, clock=Clock()).sample()
+    fams = {f.name: f for f in text_string_to_metric_families(metrics.render()[0].decode())}
+    got = {s.labels["part"]: s.value for s in fams["ecert_memory_bytes"].samples}
+    assert got == {"state_root_cache": 7 << 20, "raft_log_cache": 4096}
 
 
 async def test_alarms_route_reports_unreachable_peer_after_grace(served):

@@ -30,6 +30,7 @@ def exercised() -> NodeMetrics:
     m.set_apply_halted(True, "invariant")
     m.observe_fsync(0.0031)
     m.set_db_size("raft", 1 << 20)
+    m.set_memory({"state_root_cache": 5 << 20, "raft_leveldb": 123})
     m.set_disk(10 << 30, 100 << 30)
     m.observe_request("/v1/tx", 200, 0.02, "POST")
     m.observe_request("/v1/tx", 429, 0.001, "POST")
@@ -67,6 +68,8 @@ def test_render_parses_and_values_follow_calls():
     assert s[("ecert_http_request_duration_seconds_count",
               (("method", "POST"), ("route", "/v1/tx"), ("status", "200")))] == 1
     assert s[("ecert_api_queue_depth", ())] == 17
+    assert s[("ecert_memory_bytes", (("part", "state_root_cache"),))] == 5 << 20
+    assert s[("ecert_memory_bytes", (("part", "raft_leveldb"),))] == 123
     assert s[("ecert_alarm_active", (("alarm", "peer_unreachable"), ("subject", "n3")))] == 1
 
 
