@@ -7,7 +7,9 @@ Other modes:
                    JSON {"ours_entries_per_s", "pysyncobj_entries_per_s", "ratio", ...}
   --mode failover  SIGKILL the leader --kills times; JSON {"p50_ms", "p99_ms", "max_ms", "tick_ms", ...}
   --mode soak      steady signed load for --duration s, every node's RSS and disk sampled every --sample-s s;
-                   JSON {"rss_mb_first", "rss_mb_last", "disk_mb_first", "disk_mb_last", "samples", ...}
+                   JSON {"rss_mb_first", "rss_mb_last", "rss_anon_mb_first", "rss_anon_mb_last", "disk_mb_first",
+                   "disk_mb_last", "samples", ...}; each sample splits the largest RSS into private (anon) and
+                   file-mapped (LevelDB's tables) memory and the node's ecert_memory_bytes parts
 """
 
 from __future__ import annotations
@@ -310,7 +312,9 @@ def main_soak(args: argparse.Namespace) -> dict[str, Any]:
     def show(sample: dict[str, Any]) -> None:
         parts = "  ".join(f"{k} {v:.0f}" for k, v in sample.get("rss_parts_mb", {}).items())
         console.print(f"t={sample['t_s']:>5}s  acked {sample['acked']:>8}  RSS max {sample['rss_mb_max']:>7.1f} MB"
-                      f"  disk max {sample['disk_mb_max']:>7.1f} MB" + (f"  (MB: {parts})" if parts else ""))
+                      f" (anon {sample['rss_anon_mb']:.0f}, file {sample['rss_file_mb']:.0f})"
+                      f"  disk max {sample['disk_mb_max']:>7.1f} MB" + (f"  [MB: {parts}]" if parts else ""),
+                      soft_wrap=True)
 
     try:
         return asyncio.run(soak.run_soak(root, args.nodes, args.concurrency_levels[0], args.duration,

@@ -12,14 +12,18 @@ import aiohttp
 from node.config import ClusterConfig
 
 
-def rss_bytes(pid: int) -> int | None:
+def rss_split(pid: int) -> dict[str, int]:
+    """VmRSS and its parts RssAnon (private memory) and RssFile (mapped files: for a node, mostly LevelDB's
+    table files, which LevelDB reads through mmap; page cache the kernel can reclaim), in bytes; {} if gone."""
+    out: dict[str, int] = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile"):
+                out[name] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
 
 
 def dir_bytes(path: Path) -> int:
@@ -57,6 +61,8 @@ def cluster_resources(config: ClusterConfig) -> dict[str, Any]:
     for node in config.nodes:
         pid_path = node.data_dir / "node.pid"
         pid = int(pid_path.read_text().split()[0]) if pid_path.exists() else None
-        out[node.id] = {"rss_bytes": rss_bytes(pid) if pid else None,
+        split = rss_split(pid) if pid else {}
+        out[node.id] = {"rss_bytes": split.get("VmRSS"), "rss_anon_bytes": split.get("RssAnon"),
+                        "rss_file_bytes": split.get("RssFile"),
                         "disk_bytes": dir_bytes(node.data_dir) if node.data_dir.exists() else 0}
     return out

@@ -49,14 +49,19 @@ async def run_soak(root: Path, nodes: int, concurrency: int, duration_s: float, 
                     per_node = cluster_resources(config)
                     biggest = max(per_node, key=lambda nid: per_node[nid]["rss_bytes"] or 0)
                     rss = per_node[biggest]["rss_bytes"] or 0
-                    # What the node with the largest RSS accounts for of it; "other" is the interpreter's own
-                    # heap (Python objects, pymalloc arenas), code and stacks.
+                    anon = per_node[biggest]["rss_anon_bytes"] or 0
+                    # The node with the largest RSS: its private (anon) and file-mapped parts (LevelDB reads its
+                    # tables through mmap: page cache, reclaimable), and what it accounts for of the whole;
+                    # "other_anon" is the rest of the private memory: the interpreter's own heap (Python objects,
+                    # pymalloc arenas), code and stacks.
                     parts = await memory_parts(session, http[biggest])
                     parts_mb = {k: round(v / MB, 1) for k, v in sorted(parts.items())}
                     if parts:
-                        parts_mb["other"] = round((rss - sum(parts.values())) / MB, 1)
+                        parts_mb["other_anon"] = round((anon - sum(parts.values())) / MB, 1)
                     sample = {"t_s": round(time.monotonic() - started), "acked": acked,
                               "rss_mb_max": round(rss / MB, 1),
+                              "rss_anon_mb": round(anon / MB, 1),
+                              "rss_file_mb": round((per_node[biggest]["rss_file_bytes"] or 0) / MB, 1),
                               "disk_mb_max": round(max(v["disk_bytes"] for v in per_node.values()) / MB, 1),
                               "rss_parts_mb": parts_mb}
                     samples.append(sample)
@@ -74,6 +79,7 @@ async def run_soak(root: Path, nodes: int, concurrency: int, duration_s: float, 
     finally:
         cluster.down()
     rss = [s["rss_mb_max"] for s in samples]
+    anon = [s["rss_anon_mb"] for s in samples]
     disk = [s["disk_mb_max"] for s in samples]
     return {"mode": "soak", "duration_s": duration_s, "concurrency": concurrency, "nodes": nodes,
             "snapshot_entries": snapshot_entries, "acked": result.ok, "failed": result.failed,
@@ -81,4 +87,5 @@ async def run_soak(root: Path, nodes: int, concurrency: int, duration_s: float, 
             "tps": round(result.tps, 1), "p50_ms": round(result.percentile_ms(50), 2),
             "p99_ms": round(result.percentile_ms(99), 2),
             "rss_mb_first": rss[0], "rss_mb_last": rss[-1], "rss_mb_max": max(rss),
+            "rss_anon_mb_first": anon[0], "rss_anon_mb_last": anon[-1], "rss_anon_mb_max": max(anon),
             "disk_mb_first": disk[0], "disk_mb_last": disk[-1], "disk_mb_max": max(disk), "samples": samples}
