@@ -382,7 +382,7 @@ def _file_record(meta: SnapshotMeta, size: int, crc: int) -> bytes:
 
 
 def _meta_only(snapshot: Snapshot) -> Snapshot:
-    """What the store keeps in memory of a snapshot: its metadata (`snapshot()` reads the data back)."""
+    """What the store keeps in memory of a snapshot: its metadata (`snapshot()` maps the file when asked)."""
     return Snapshot(meta=snapshot.meta) if snapshot.data else snapshot
 
 
