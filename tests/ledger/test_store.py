@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,80 @@ def test_corrupt_snapshots_are_refused_and_change_nothing(
         other.check_integrity()
         other.import_snapshot(data)
         assert other.head == store.head
+
+
+def test_an_import_is_built_aside_and_swapped_in(store: StateStore, kv: KvExecutor, tmp_path: Path) -> None:
+    """import_snapshot fills `<path>.import` in bounded batches and swaps it in; a refused snapshot leaves no
+    trace; views handed out before the import read the imported state after it."""
+    store.apply_block(next_block(store, *[kv_tx(i, ["put", b"k/%d" % i, b"v" * 50]) for i in range(300)]), kv)
+    data = store.export_snapshot()
+    path = tmp_path / "other"
+    with StateStore.open(path, sync=False) as other:
+        view = other.view()
+        with pytest.raises(SnapshotError):
+            other.import_snapshot(data[:-3])
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "state"]
+        other.import_snapshot(data)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "state"]
+        assert everything(other) == everything(store) and other.head == store.head
+        assert view.get(b"k/7") == b"v" * 50
+        other.check_integrity()
+    with StateStore.open(path, sync=False) as other:
+        assert other.head == store.head
+
+
+def _swap_crash(store: StateStore, kv: KvExecutor, tmp_path: Path, renamed: int) -> tuple[Path, StateStore]:
+    """An import of `store`'s snapshot into a new store at tmp_path/"b" whose process dies after the import
+    directory is complete and `renamed` of the swap's two renames are done (the store is not closed)."""
+    store.apply_block(next_block(store, *[kv_tx(i, ["put", b"k/%d" % i, b"w"]) for i in range(50)]), kv)
+    path = tmp_path / "b"
+    other = StateStore.open(path, sync=False)
+    other.init_genesis(GENESIS, [(b"org/bank", b"active")], chain_id="kv-test", genesis_time=1000)
+    renames = [0]
+    real_rename = os.rename
+
+    def rename_then_die(src: str, dst: str) -> None:
+        if renames[0] == renamed:
+            raise KeyboardInterrupt  # stands in for SIGKILL
+        renames[0] += 1
+        real_rename(src, dst)
+
+    os.rename = rename_then_die  # type: ignore[assignment]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            other.import_snapshot(store.export_snapshot())
+    finally:
+        os.rename = real_rename  # type: ignore[assignment]
+    return path, other
+
+
+@pytest.mark.parametrize("renamed", [0, 1])
+def test_open_finishes_an_import_swap_a_crash_interrupted(
+    store: StateStore, kv: KvExecutor, tmp_path: Path, renamed: int
+) -> None:
+    path, _dead = _swap_crash(store, kv, tmp_path, renamed)
+    # 0: the live store is still in place next to a complete import; 1: only the import is left, complete.
+    assert (path.exists(), Path(str(path) + ".import").exists()) == ((True, True) if renamed == 0 else (False, True))
+    with StateStore.open(path, sync=False) as reopened:
+        if renamed == 0:
+            # The swap had not started: the old store stays (the node re-imports from its Raft snapshot).
+            assert reopened.height == 0 and reopened.get(b"k/1") is None
+        else:
+            assert reopened.head == store.head and reopened.get(b"k/1") == b"w"
+        reopened.check_integrity()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("b")) == ["b"]
+
+
+def test_open_removes_a_half_filled_import_and_a_retired_store(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with StateStore.open(path, sync=False) as s:
+        s.init_genesis(GENESIS, [(b"org/bank", b"active")], chain_id="kv-test", genesis_time=1000)
+    for leftover in (".import", ".retired"):
+        (tmp_path / ("s" + leftover)).mkdir()
+        (tmp_path / ("s" + leftover) / "000001.log").write_bytes(b"partial")
+    with StateStore.open(path, sync=False) as s:
+        assert s.genesis_hash == GENESIS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
 
 
 def test_snapshot_with_a_wrong_root_is_refused(store: StateStore, kv: KvExecutor, tmp_path: Path) -> None:
