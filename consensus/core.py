@@ -740,9 +740,11 @@ class RaftCore:
                                reject_hint=len(buf)))
             return
         self._incoming_snapshot = None
+        data = bytes(buf)
+        buf.clear()  # the assembly buffer goes now, not when this returns: one copy of the state, not two
         # After a restore our log ends at the snapshot; otherwise only the committed prefix is known to match
         # the leader (entries after it may be from another term).
-        index = self._log.last_index() if self._restore(Snapshot(meta, bytes(buf))) else self._log.committed
+        index = self._log.last_index() if self._restore(Snapshot(meta, data)) else self._log.committed
         self._send(Message(MessageType.APPEND_RESP, self._id, m.from_id, self._term, index=index))
 
     def _restore(self, snapshot: Snapshot) -> bool:
