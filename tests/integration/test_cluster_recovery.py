@@ -99,6 +99,17 @@ def test_wiped_follower_catches_up_through_a_snapshot(cluster_factory: Any) -> N
     # It keeps following: a new tx commits on it too.
     status, body = c.submit(victim, c.anchor_tx("geely", counterparty="tier1"))
     assert status == 200 and body["status"] == "committed", body
+    # What it installed is on disk as files (the received Raft snapshot; the state store swapped in whole), and
+    # it reopens from them.
+    data_dir = c.nodes[victim].data_dir
+    assert list((data_dir / "raft.snapshots").glob("*.snap"))
+    assert not (data_dir / "state.import").exists() and not (data_dir / "state.retired").exists()
+    assert c.stop(victim) == 0
+    c.start(victim)
+    c.wait_up(victim)
+    c.wait_converged(list(c.nodes))
+    status, body = c.submit(victim, c.anchor_tx("geely", counterparty="tier1"))
+    assert status == 200 and body["status"] == "committed", body
 
 
 async def _forge(host: str, port: int, claimed: str, to: str, key: Any, chain_id: str = CHAIN_ID,
