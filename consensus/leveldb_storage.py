@@ -58,6 +58,7 @@ from typing import Any
 import msgpack
 import plyvel
 
+from consensus.fsync import fsync_dir
 from consensus.invariant import require
 from consensus.log import limit_size
 from consensus.messages import (
@@ -320,14 +321,6 @@ def _decode_snapshot(value: bytes) -> _SnapshotRecord:
         raise CorruptionError("snapshot record malformed") from exc
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class MappedSnapshotData:
     """A snapshot file's bytes, mapped read-only. A leader slices the chunks it ships out of it: reading the whole
     file into memory to ship it held the driver's event loop ~0.2 s and the state's size in RSS for a 200 MB
@@ -372,7 +365,7 @@ def _write_snapshot_file(directory: str, final: str, chunks: Iterable[bytes]) ->
         f.flush()
         os.fsync(f.fileno())
     os.replace(partial, final)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return size, crc
 
 

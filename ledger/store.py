@@ -39,6 +39,7 @@ from typing import Any
 import msgpack
 import plyvel
 
+from consensus.fsync import fsync_dir, fsync_tree
 from consensus.invariant import require
 from ledger.block import (
     HASH_BYTES,
@@ -887,7 +888,7 @@ class StateStore:
             shutil.rmtree(target, ignore_errors=True)
             raise
         fresh.close()
-        _fsync_tree(target)
+        fsync_tree(target)
         self._swap_in(target)
         self._check_root_if_paranoid()
 
@@ -900,7 +901,7 @@ class StateStore:
         shutil.rmtree(retired, ignore_errors=True)
         os.rename(self._path, retired)
         os.rename(target, self._path)
-        _fsync_dir(os.path.dirname(os.path.abspath(self._path)))
+        fsync_dir(os.path.dirname(os.path.abspath(self._path)))
         shutil.rmtree(retired, ignore_errors=True)
         self._db = _open_db(self._path)
         self._view._db = self._db  # in place: whoever holds the committed view keeps a live one
@@ -955,29 +956,9 @@ def _settle_import(path: str) -> None:
             shutil.rmtree(target)  # unfinished: the live store was never replaced
         else:
             os.rename(target, path)  # complete and durable: the crash fell between the two renames
-            _fsync_dir(os.path.dirname(os.path.abspath(path)))
+            fsync_dir(os.path.dirname(os.path.abspath(path)))
     if os.path.isdir(retired):
         shutil.rmtree(retired)
-
-
-def _fsync_tree(path: str) -> None:
-    """fsync every file in a (flat) directory, then the directory: LevelDB does not sync what it writes
-    unsynced, and the swap must not put in place a store a power loss could leave half-written."""
-    for name in os.listdir(path):
-        fd = os.open(os.path.join(path, name), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    _fsync_dir(path)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 _PLAIN_SCALARS = (str, int, bytes, bool, type(None))
