@@ -3,9 +3,7 @@ real rules (nothing rejected), it counts what it built, and its numbers are sane
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,18 +13,12 @@ from rich.console import Console
 
 from ecert.tx import decode_envelope, tx_id_of
 from ledger.store import StateStore
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "scale_bench.py"
+from tests.benchmark_module import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("scale_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scale_bench"] = module  # the signing pool's workers find its functions by module name
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("scale_bench")
 
 
 def _run(bench: ModuleType, path: Path, workers: int) -> dict[str, Any]:
