@@ -1,7 +1,7 @@
 """Membership changes one server at a time (Raft thesis §4.1; paper §6).
 
 A change is proposed as a CONF_CHANGE log entry and takes effect on every node when that entry is *applied*
-(etcd-io/raft's approach): the driver calls `RaftCore.apply_conf_change`. Safety relies on at most one change being
+(etcd-io/raft's approach): the driver calls `Raft.apply_conf_change`. Safety relies on at most one change being
 pending at a time and on a new leader not proposing one before its own no-op is applied.
 """
 

@@ -24,7 +24,7 @@ class ProgressState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class PeerProgress:
-    """A read-only copy of one peer's Progress, for `RaftCore.status()`."""
+    """A read-only copy of one peer's Progress, for `Raft.status()`."""
 
     match_index: int
     next_index: int

@@ -19,7 +19,7 @@ a field added later goes at the end with a default, so older rows still decode.
 
 Records are `typing.NamedTuple`s rather than frozen dataclasses: they are as immutable, but they are built,
 copied (`_replace`) and encoded several times faster, and every tx reads and writes a few of them (see
-benchmarks/apply_bench.py).
+node/bench/apply_bench.py).
 Holdings and lineage queries are prefix scans of `h/<org>/` and `l/<root>/`; nothing here scans the whole state
 (only ecert/invariants.py, a debug check, does).
 """

@@ -106,15 +106,15 @@ def bucket_entry(entries_in_hk_order: list[tuple[bytes, bytes]]) -> tuple[bytes,
     return split_hash(sub_hashes), len(entries_in_hk_order).to_bytes(4, "big") + sub_hashes
 
 
-NodeId = tuple[int, int]
+TreeNodeId = tuple[int, int]
 """(level, prefix): level 0..DEPTH-1, prefix = the first `level` nibbles of the bucket number."""
-NodeLoader = Callable[[NodeId], bytes | None]
+NodeLoader = Callable[[TreeNodeId], bytes | None]
 """Reads a stored node record (16 child hashes, 512 bytes), None if the subtree is empty."""
 
 
 def update_root(
     changed_buckets: Mapping[int, bytes], load_node: NodeLoader
-) -> tuple[bytes, dict[NodeId, bytes | None]]:
+) -> tuple[bytes, dict[TreeNodeId, bytes | None]]:
     """Fold new bucket hashes into the stored tree.
 
     Returns the new root and the node records to write (None = delete: the subtree became empty). Touches
@@ -123,7 +123,7 @@ def update_root(
     if not changed_buckets:
         top = load_node((0, 0))
         return (EMPTY_ROOT if top is None else hashlib.sha256(_NODE + top).digest()), {}
-    writes: dict[NodeId, bytes | None] = {}
+    writes: dict[TreeNodeId, bytes | None] = {}
     child_hashes: dict[int, bytes] = dict(changed_buckets)  # prefix at level `level + 1` -> its new hash
     for level in range(DEPTH - 1, -1, -1):
         by_parent: dict[int, list[tuple[int, bytes]]] = {}
@@ -147,7 +147,7 @@ def update_root(
     return child_hashes.get(0, EMPTY_ROOT), writes
 
 
-def tree_from_buckets(bucket_hashes: Mapping[int, bytes]) -> tuple[bytes, dict[NodeId, bytes]]:
+def tree_from_buckets(bucket_hashes: Mapping[int, bytes]) -> tuple[bytes, dict[TreeNodeId, bytes]]:
     """Build the whole tree from the non-empty buckets' hashes: (root, every non-empty node record)."""
     root, writes = update_root(bucket_hashes, lambda _node: None)
     return root, {node: record for node, record in writes.items() if record is not None}

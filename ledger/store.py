@@ -936,7 +936,7 @@ def _open_db(path: str) -> Any:
     # (bucket entries), which snappy cannot shrink, and compacting them through it was ~30% of the CPU of
     # applying small blocks. Both are per-table options: a store written with other options opens. A 16 MB
     # memtable (default 4) cut compaction CPU per block by ~40% for ~10% slower inserts; 8 and 32-64 MB cost
-    # more in total (benchmarks/apply_bench.py, transfers). A 32 MB block cache (default 8) keeps the
+    # more in total (node/bench/apply_bench.py, transfers). A 32 MB block cache (default 8) keeps the
     # state's hot table blocks of a few 100k keys.
     return plyvel.DB(
         path,

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.config import ConfigError, load_config
+from node.config import ClusterConfigError, load_config
 
 log = logging.getLogger("node")
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         spec = config.node(args.id)
-    except ConfigError as exc:
+    except ClusterConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     spec.data_dir.mkdir(parents=True, exist_ok=True)

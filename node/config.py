@@ -31,7 +31,7 @@ CLUSTER_INT_KEYS: dict[str, tuple[int, int, int]] = {
 }
 
 
-class ConfigError(ValueError):
+class ClusterConfigError(ValueError):
     """cluster.toml is missing, unreadable or invalid; `key` names the offending key."""
 
     def __init__(self, key: str, message: str) -> None:
@@ -115,7 +115,7 @@ class ClusterConfig:
         for n in self.nodes:
             if n.id == node_id:
                 return n
-        raise ConfigError("nodes", f"no node with id {node_id!r} (known: {', '.join(self.node_ids)})")
+        raise ClusterConfigError("nodes", f"no node with id {node_id!r} (known: {', '.join(self.node_ids)})")
 
     def find_node(self, node_id: str | None) -> NodeSpec | None:
         return next((n for n in self.nodes if n.id == node_id), None)
@@ -124,20 +124,20 @@ class ClusterConfig:
         for o in self.orgs:
             if o.id == org_id:
                 return o
-        raise ConfigError("orgs", f"no org with id {org_id!r}")
+        raise ClusterConfigError("orgs", f"no org with id {org_id!r}")
 
 
 def load_config(path: str | Path) -> ClusterConfig:
-    """Read and validate a cluster file. Raises ConfigError naming the key at fault."""
+    """Read and validate a cluster file. Raises ClusterConfigError naming the key at fault."""
     p = Path(path).resolve()
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError("", f"cluster file not found: {p}") from None
+        raise ClusterConfigError("", f"cluster file not found: {p}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("", f"cannot read {p}: {exc}") from None
+        raise ClusterConfigError("", f"cannot read {p}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"{p} is not valid TOML: {exc}") from None
+        raise ClusterConfigError("", f"{p} is not valid TOML: {exc}") from None
     return parse_config(raw, p)
 
 
@@ -145,39 +145,39 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> ClusterConfig:
     """Validate an already-parsed cluster file (tests build dicts directly)."""
     cluster = raw.get("cluster")
     if not isinstance(cluster, Mapping):
-        raise ConfigError("cluster", "missing [cluster] table")
+        raise ClusterConfigError("cluster", "missing [cluster] table")
     chain_id = _str(cluster, "chain_id", "cluster.chain_id")
     ints: dict[str, int] = {}
     for key, (default, lo, hi) in CLUSTER_INT_KEYS.items():
         value = cluster.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"cluster.{key}", f"must be an integer, got {value!r}")
+            raise ClusterConfigError(f"cluster.{key}", f"must be an integer, got {value!r}")
         if not lo <= value <= hi:
-            raise ConfigError(f"cluster.{key}", f"must be in [{lo}, {hi}], got {value}")
+            raise ClusterConfigError(f"cluster.{key}", f"must be in [{lo}, {hi}], got {value}")
         ints[key] = value
     if ints["heartbeat_ticks"] >= ints["election_ticks"]:
-        raise ConfigError("cluster.heartbeat_ticks", "must be smaller than cluster.election_ticks")
+        raise ClusterConfigError("cluster.heartbeat_ticks", "must be smaller than cluster.election_ticks")
 
     orgs = _parse_orgs(raw.get("orgs"))
     nodes = _parse_nodes(raw.get("nodes"), path.parent)
     org_ids = {o.id for o in orgs}
     for i, n in enumerate(nodes):
         if orgs and n.org not in org_ids:
-            raise ConfigError(f"nodes[{i}].org", f"unknown org {n.org!r} (not in [[orgs]])")
+            raise ClusterConfigError(f"nodes[{i}].org", f"unknown org {n.org!r} (not in [[orgs]])")
     if not any(n.voter for n in nodes):
-        raise ConfigError("nodes", "at least one node must be a voter")
+        raise ClusterConfigError("nodes", "at least one node must be a voter")
     return ClusterConfig(path=path, chain_id=chain_id, nodes=nodes, orgs=orgs, **ints)
 
 
 def parse_address(text: object, key: str) -> Address:
     if not isinstance(text, str):
-        raise ConfigError(key, f"must be a string \"HOST:PORT\", got {text!r}")
+        raise ClusterConfigError(key, f"must be a string \"HOST:PORT\", got {text!r}")
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ConfigError(key, f"must look like \"127.0.0.1:PORT\", got {text!r}")
+        raise ClusterConfigError(key, f"must look like \"127.0.0.1:PORT\", got {text!r}")
     number = int(port)
     if not 1 <= number <= 65535:
-        raise ConfigError(key, f"port must be in [1, 65535], got {number}")
+        raise ClusterConfigError(key, f"port must be in [1, 65535], got {number}")
     return Address(host.strip("[]"), number)
 
 
@@ -185,20 +185,20 @@ def _parse_orgs(raw: object) -> tuple[OrgSpec, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        raise ConfigError("orgs", "must be an array of tables ([[orgs]])")
+        raise ClusterConfigError("orgs", "must be an array of tables ([[orgs]])")
     out: list[OrgSpec] = []
     seen: set[str] = set()
     for i, item in enumerate(raw):
         key = f"orgs[{i}]"
         if not isinstance(item, Mapping):
-            raise ConfigError(key, "must be a table")
+            raise ClusterConfigError(key, "must be a table")
         org_id = _ident(item, "id", f"{key}.id")
         if org_id in seen:
-            raise ConfigError(f"{key}.id", f"duplicate org id {org_id!r}")
+            raise ClusterConfigError(f"{key}.id", f"duplicate org id {org_id!r}")
         seen.add(org_id)
         role = _str(item, "role", f"{key}.role")
         if role not in ROLES:
-            raise ConfigError(f"{key}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
+            raise ClusterConfigError(f"{key}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
         out.append(OrgSpec(
             id=org_id,
             name=_str(item, "name", f"{key}.name"),
@@ -211,7 +211,7 @@ def _parse_orgs(raw: object) -> tuple[OrgSpec, ...]:
 
 def _parse_nodes(raw: object, base_dir: Path) -> tuple[NodeSpec, ...]:
     if not isinstance(raw, list) or not raw:
-        raise ConfigError("nodes", "need at least one [[nodes]] entry")
+        raise ClusterConfigError("nodes", "need at least one [[nodes]] entry")
     out: list[NodeSpec] = []
     ids: set[str] = set()
     addrs: dict[Address, str] = {}
@@ -219,24 +219,24 @@ def _parse_nodes(raw: object, base_dir: Path) -> tuple[NodeSpec, ...]:
     for i, item in enumerate(raw):
         key = f"nodes[{i}]"
         if not isinstance(item, Mapping):
-            raise ConfigError(key, "must be a table")
+            raise ClusterConfigError(key, "must be a table")
         node_id = _ident(item, "id", f"{key}.id")
         if node_id in ids:
-            raise ConfigError(f"{key}.id", f"duplicate node id {node_id!r}")
+            raise ClusterConfigError(f"{key}.id", f"duplicate node id {node_id!r}")
         ids.add(node_id)
         http = parse_address(item.get("http"), f"{key}.http")
         raft = parse_address(item.get("raft"), f"{key}.raft")
         for name, addr in (("http", http), ("raft", raft)):
             if addr in addrs:
-                raise ConfigError(f"{key}.{name}", f"address {addr} already used by {addrs[addr]}")
+                raise ClusterConfigError(f"{key}.{name}", f"address {addr} already used by {addrs[addr]}")
             addrs[addr] = f"{key}.{name}"
         data_dir = (base_dir / _str(item, "data_dir", f"{key}.data_dir")).resolve()
         if data_dir in dirs:
-            raise ConfigError(f"{key}.data_dir", f"{data_dir} is used by another node")
+            raise ClusterConfigError(f"{key}.data_dir", f"{data_dir} is used by another node")
         dirs.add(data_dir)
         voter = item.get("voter", True)
         if not isinstance(voter, bool):
-            raise ConfigError(f"{key}.voter", f"must be true or false, got {voter!r}")
+            raise ClusterConfigError(f"{key}.voter", f"must be true or false, got {voter!r}")
         out.append(NodeSpec(
             id=node_id,
             org=_ident(item, "org", f"{key}.org"),
@@ -252,14 +252,14 @@ def _parse_nodes(raw: object, base_dir: Path) -> tuple[NodeSpec, ...]:
 def _str(table: Mapping[str, Any], name: str, key: str) -> str:
     value = table.get(name)
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(key, f"required, must be a non-empty string (got {value!r})")
+        raise ClusterConfigError(key, f"required, must be a non-empty string (got {value!r})")
     return value
 
 
 def _ident(table: Mapping[str, Any], name: str, key: str) -> str:
     value = _str(table, name, key)
     if not _ID_RE.match(value):
-        raise ConfigError(key, f"must match {_ID_RE.pattern} (lowercase letters, digits, _ . -), got {value!r}")
+        raise ClusterConfigError(key, f"must match {_ID_RE.pattern} (lowercase letters, digits, _ . -), got {value!r}")
     return value
 
 
@@ -268,9 +268,9 @@ def _hex32(table: Mapping[str, Any], name: str, key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or len(value) != 64:
-        raise ConfigError(key, "must be 64 hex characters")
+        raise ClusterConfigError(key, "must be 64 hex characters")
     try:
         bytes.fromhex(value)
     except ValueError:
-        raise ConfigError(key, "must be 64 hex characters") from None
+        raise ClusterConfigError(key, "must be 64 hex characters") from None
     return value.lower()

@@ -65,7 +65,7 @@ class Proposer:
         self,
         *,
         node_id: str,
-        replica: Any,
+        driver: Any,
         store: Any,
         tx_id_of: Callable[[bytes], str],
         block_max_txs: int,
@@ -76,7 +76,7 @@ class Proposer:
         metrics: Any = None,
     ) -> None:
         self.node_id = node_id
-        self.replica = replica
+        self.driver = driver
         self.store = store
         self.tx_id_of = tx_id_of
 
@@ -156,7 +156,7 @@ class Proposer:
 
     def can_propose(self) -> bool:
         return (self._is_leader and self._tip is not None and len(self._inflight) < INFLIGHT_BLOCKS_MAX
-                and not self.replica.halted)
+                and not self.driver.halted)
 
     # -- the cutter
 
@@ -219,7 +219,7 @@ class Proposer:
                            tuple(raw for _, raw in txs))
         data = encode_block(block)
         try:
-            index = self.replica.propose(data)
+            index = self.driver.propose(data)
         except (NotLeaderError, ProposalDroppedError) as exc:
             # Put them back in front; a new leader gets them through on_lost_leadership.
             for tx_id, raw in reversed(txs):
@@ -229,7 +229,7 @@ class Proposer:
             log.info("proposal_dropped", extra={"reason": repr(exc)})
             if isinstance(exc, ProposalDroppedError):
                 self._tip = None  # back-pressure: resync after the in-flight blocks are applied
-                self._sync_index = self.replica.last_index()
+                self._sync_index = self.driver.last_index()
             return
         h = block_hash(block.header)
         self._inflight[index] = _Inflight(h, tuple(txs))
@@ -276,7 +276,7 @@ class Proposer:
             log.warning("own_block_skipped", extra={"index": index, "reason": reason})
             self._requeue(mine)
             self._tip = None
-            self._sync_index = self.replica.last_index()
+            self._sync_index = self.driver.last_index()
         self._maybe_sync()
 
     def on_snapshot_installed(self) -> None:
@@ -292,7 +292,7 @@ class Proposer:
             self._tip = None
             self._inflight.clear()
             self._proposed_ids.clear()
-            self._sync_index = self.replica.last_index()
+            self._sync_index = self.driver.last_index()
             log.info("became_leader", extra={"term": term, "sync_index": self._sync_index})
             self._maybe_sync()
         elif was_leader and not self._is_leader:
@@ -331,7 +331,7 @@ class Proposer:
 
     def _maybe_sync(self) -> None:
         if (self._is_leader and self._tip is None and not self._inflight
-                and self.replica.applied_index >= self._sync_index):
+                and self.driver.applied_index >= self._sync_index):
             self._tip = self._store_tip()
             self._kick.set()
 

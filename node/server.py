@@ -25,8 +25,8 @@ from ecert.executor import EcertExecutor
 from ecert.genesis import genesis_from_json, genesis_hash, genesis_writes
 from ecert.tx import decode_tx, raw_tx_id
 from ledger.store import StateStore
-from node.api import ApiError, accept_forwarded
 from node.config import ClusterConfig
+from node.driver import RaftDriver
 from node.forward import (
     FORWARD_BATCH_TXS_MAX,
     Forwarder,
@@ -38,9 +38,9 @@ from node.forward import (
     decode_frame,
     encode_frame,
 )
+from node.http.api import HttpError, accept_forwarded
 from node.keys import load_or_create_key, node_key_path, node_public_key
 from node.proposer import Proposer
-from node.replica import Replica
 from node.transport import PeerInfo, PeerTransport
 
 log = logging.getLogger("node")
@@ -105,7 +105,7 @@ class Node:
         self.store: Any = None
         self.executor: Any = None
         self.transport: PeerTransport | None = None
-        self.replica: Replica | None = None
+        self.driver: RaftDriver | None = None
         self.proposer: Proposer | None = None
         self.runner: web.AppRunner | None = None
         self.forwarder: Forwarder | None = None
@@ -163,7 +163,7 @@ class Node:
 
             self.faults = FaultRules(self.node_id, seed=int.from_bytes(os.urandom(4), "big"))
         try:
-            from node.metrics import NodeMetrics
+            from node.http.metrics import NodeMetrics
 
             self.metrics = NodeMetrics()
             self.metrics.set_info(self.node_id, self.spec.org, self.chain_id)
@@ -179,7 +179,7 @@ class Node:
             on_drop=self.metrics.count_message_dropped if self.metrics is not None else None, faults=self.faults,
             frame_bytes_max=max(16 << 20, 4 * self.config.block_max_bytes))
         cfg = self.config
-        self.replica = Replica(
+        self.driver = RaftDriver(
             node_id=self.node_id, raft_dir=self.data_dir / "raft", store=self.store, executor=self.executor,
             bootstrap_voters=cfg.voter_ids, send=self.transport.send, hooks=self,
             tick_ms=cfg.tick_ms, election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks,
@@ -187,25 +187,25 @@ class Node:
             fsync_delay_ms=(lambda: self.faults.fsync_delay_ms) if self.faults is not None else None,
             metrics=self.metrics)
         # Members in cluster.toml as voters but absent from the Raft configuration were removed earlier.
-        members = self.replica.core.voters | self.replica.core.learners
+        members = self.driver.core.voters | self.driver.core.learners
         for n in cfg.nodes:
             if n.voter and n.id not in members and n.id != self.node_id:
                 self.transport.remove_member(n.id)
         self.proposer = Proposer(
-            node_id=self.node_id, replica=self.replica, store=self.store, tx_id_of=raw_tx_id,
+            node_id=self.node_id, driver=self.driver, store=self.store, tx_id_of=raw_tx_id,
             block_max_txs=cfg.block_max_txs, block_max_bytes=cfg.block_max_bytes,
             block_timeout_ms=cfg.block_timeout_ms, queue_max=cfg.queue_max,
             clock_skew_ms=(lambda: self.faults.clock_skew_ms) if self.faults is not None else None,
             metrics=self.metrics)
         self.proposer.on_lost_leadership = self._forward_later
-        self.forwarder = Forwarder(self.transport.send_app, lambda: self.replica.leader_id if self.replica else None)
+        self.forwarder = Forwarder(self.transport.send_app, lambda: self.driver.leader_id if self.driver else None)
         self.http = ClientSession(timeout=ClientTimeout(total=10))
         await self.transport.start()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self.replica.run(), name="raft-driver"),
+        self._tasks = [loop.create_task(self.driver.run(), name="raft-driver"),
                        loop.create_task(self.proposer.run(), name="proposer"),
                        loop.create_task(self._forwarder(), name="forwarder")]
-        from node.api import build_app
+        from node.http.api import build_app
 
         app = build_app(self)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=DRAIN_TIMEOUT_S)
@@ -214,7 +214,7 @@ class Node:
         await site.start()
         log.info("node_started", extra={"http": str(self.spec.http), "raft": str(self.spec.raft),
                                         "pid": os.getpid(), "height": self.store.height,
-                                        "applied_index": self.replica.applied_index})
+                                        "applied_index": self.driver.applied_index})
 
     async def stop(self) -> None:
         """Graceful: stop accepting, drain in-flight HTTP requests, stop the driver, flush and close."""
@@ -227,8 +227,8 @@ class Node:
                 await self.runner.cleanup()  # stops the site, waits for in-flight handlers
         if self.proposer is not None:
             self.proposer.stop()
-        if self.replica is not None:
-            self.replica.stop()
+        if self.driver is not None:
+            self.driver.stop()
         for t in self._tasks:
             if t.get_name() != "raft-driver":
                 t.cancel()
@@ -241,8 +241,8 @@ class Node:
             await self.transport.close()
         if self.http is not None:
             await self.http.close()
-        if self.replica is not None:
-            self.replica.close()
+        if self.driver is not None:
+            self.driver.close()
         if self.store is not None:
             self.store.close()
         log.info("node_stopped")
@@ -250,7 +250,7 @@ class Node:
     async def _hand_over_leadership(self) -> None:
         """A leader that stops gracefully first hands leadership to its most up-to-date connected voter
         (thesis §3.10), so the cluster does not wait an election timeout (etcd does the same)."""
-        r, t = self.replica, self.transport
+        r, t = self.driver, self.transport
         if r is None or t is None or r.role != Role.LEADER or len(r.core.voters) < 2:
             return
         progress = getattr(r.core.status(), "progress", {}) or {}
@@ -273,11 +273,11 @@ class Node:
     # -- transport -> driver
 
     def _on_peer_message(self, msg: Any) -> None:
-        assert self.replica is not None
-        self.replica.step(msg)
+        assert self.driver is not None
+        self.driver.step(msg)
 
     def _on_peer_connected(self, peer: str) -> None:
-        if self.replica is not None and self.replica.reset_peer_progress(peer):
+        if self.driver is not None and self.driver.reset_peer_progress(peer):
             log.info("peer_reprobed", extra={"peer": peer})
 
     # -- driver hooks (synchronous, inside a Ready)
@@ -372,25 +372,25 @@ class Node:
         assert self.transport is not None
         try:
             answer: Any = ForwardResults(frame.batch_id, tuple(accept_forwarded(self, list(frame.raws))))
-        except ApiError as exc:
+        except HttpError as exc:
             answer = ForwardFailed(frame.batch_id, exc.status, exc.code, exc.message)
         self.transport.send_app(peer, encode_frame(answer))
 
     def leader_spec(self) -> Any:
-        if self.replica is None:
+        if self.driver is None:
             return None
-        return self.config.find_node(self.replica.leader_id)
+        return self.config.find_node(self.driver.leader_id)
 
     # -- NodeSource
 
     def role_name(self) -> str:
-        assert self.replica is not None
-        if self.node_id in self.replica.core.learners:
+        assert self.driver is not None
+        if self.node_id in self.driver.core.learners:
             return "learner"
-        return _ROLE_NAMES.get(self.replica.role, "follower")
+        return _ROLE_NAMES.get(self.driver.role, "follower")
 
     def status(self) -> dict[str, Any]:
-        r = self.replica
+        r = self.driver
         assert r is not None and self.store is not None
         height = self.store.height
         return {
@@ -410,11 +410,11 @@ class Node:
     def memory(self) -> dict[str, int]:
         """Bytes held in memory by part (state root cache, the two LevelDBs, the Raft log's tail cache): what
         the node can account for of its RSS (docs/MONITORING.md)."""
-        assert self.replica is not None and self.store is not None
-        return {**self.store.memory_bytes(), **self.replica.storage.memory_bytes()}
+        assert self.driver is not None and self.store is not None
+        return {**self.store.memory_bytes(), **self.driver.storage.memory_bytes()}
 
     def peers(self) -> list[dict[str, Any]]:
-        r = self.replica
+        r = self.driver
         t = self.transport
         assert r is not None and t is not None
         progress: dict[str, Any] = {}
@@ -491,10 +491,10 @@ class Node:
 
     def alarms(self) -> list[dict[str, Any]]:
         out = []
-        if self.replica is not None and self.replica.halted:
+        if self.driver is not None and self.driver.halted:
             out.append({"name": "apply_halted", "severity": "critical", "subject": self.node_id,
-                        "message": self.replica.halted})
+                        "message": self.driver.halted})
         return out
 
     def apply_error(self) -> str | None:
-        return self.replica.halted if self.replica else None
+        return self.driver.halted if self.driver else None

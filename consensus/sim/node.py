@@ -1,4 +1,4 @@
-"""One simulated node: a RaftCore, its SimStorage and a tiny application, driven by the Ready contract.
+"""One simulated node: a Raft, its SimStorage and a tiny application, driven by the Ready contract.
 
 The application is a hash chain over the applied entries: its state after index i is a digest of every entry
 1..i, so two nodes that applied different entries anywhere end up with different states. Client writes are
@@ -28,7 +28,7 @@ _INDEX = struct.Struct(">QB")
 
 
 class Core(Protocol):
-    """The part of consensus.core.RaftCore the simulator drives (a test may plant a faulty one)."""
+    """The part of consensus.core.Raft the simulator drives (a test may plant a faulty one)."""
 
     @property
     def term(self) -> int: ...

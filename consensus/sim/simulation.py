@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 
 from consensus.config import Config
-from consensus.core import RaftCore
 from consensus.errors import NotLeaderError, ProposalDroppedError
 from consensus.membership import ConfChange, ConfChangeType, decode_conf_change
 from consensus.messages import Entry, EntryType, Message, MessageType, NodeId, Snapshot, SnapshotMeta
+from consensus.raft import Raft
 from consensus.ready import Ready, Role
 from consensus.sim.checkers import Checker, SafetyViolation
 from consensus.sim.network import PARTITION_KINDS, LinkFaults, Network, cut_links
@@ -168,7 +168,7 @@ class Simulation:
         self.cfg = cfg
         self.storage_factory = storage_factory or (lambda nid, voters: SimStorage(voters))
         self.rng = random.Random(cfg.seed)
-        self.core_factory: CoreFactory = core_factory or RaftCore
+        self.core_factory: CoreFactory = core_factory or Raft
         self.trace = Trace(echo=echo)
         self.checker = Checker()
         self.stats = RunStats(seed=cfg.seed)

@@ -36,7 +36,7 @@ from rich.table import Table
 from node.bench import ecert_side, etcd, failover, raw, soak
 from node.bench.loadgen import LoadResult, run_closed_loop
 from node.bench.resources import cluster_resources
-from node.localnet import free_ports
+from node.ops.localnet import free_ports
 
 console = Console(stderr=True)
 VALUE_BYTES = 300
@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--pysyncobj-journal", action="store_true",
                    help="PySyncObj with its file journal instead of its default in-memory log")
     g.add_argument("--per-entry-propose", action="store_true",
-                   help="our leader calls RaftCore.propose once per entry (no batch append)")
+                   help="our leader calls Raft.propose once per entry (no batch append)")
     g.add_argument("--no-read-cache", action="store_true",
                    help="the core reads its log back from LevelDB (no in-memory tail)")
     g.add_argument("--no-write-thread", action="store_true",

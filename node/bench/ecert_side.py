@@ -21,11 +21,11 @@ import msgpack
 
 from ecert.rules import cert_id_for
 from ecert.tx import make_tx, tx_id_of
-from node import localnet
 from node.bench.loadgen import Refused, Request
 from node.config import ClusterConfig, load_config
 from node.keys import load_org_key
-from node.localnet import free_ports as free_ports  # re-exported: node/bench/raw.py imports it from here
+from node.ops import localnet
+from node.ops.localnet import free_ports as free_ports  # re-exported: node/bench/raw.py imports it from here
 
 ORGS = localnet.consortium_orgs(5)
 MSGPACK = "application/msgpack"
@@ -51,12 +51,12 @@ class EcertCluster:
     config_path: Path
 
     def up(self) -> ClusterConfig:
-        run_tool("node.cli", "--config", str(self.config_path), "init")
-        run_tool("node.control", "up", "--config", str(self.config_path))
+        run_tool("node.client.cli", "--config", str(self.config_path), "init")
+        run_tool("node.ops.control", "up", "--config", str(self.config_path))
         return load_config(self.config_path)
 
     def down(self) -> None:
-        subprocess.run([sys.executable, "-m", "node.control", "down", "--config", str(self.config_path)],
+        subprocess.run([sys.executable, "-m", "node.ops.control", "down", "--config", str(self.config_path)],
                        check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import aiohttp
 
-from node import control
 from node.bench import ecert_side
 from node.bench.loadgen import LoadResult
 from node.config import ClusterConfig, NodeSpec
+from node.ops import control
 
 REQUEST_TIMEOUT_S = 2.0
 RECOVERY_TIMEOUT_S = 30.0

@@ -36,7 +36,7 @@ class RawSettings:
     read_cache: bool = True
     """LevelDBStorage keeps the log tail in memory for the core's reads (its default); False turns that off."""
     propose_many: bool = True
-    """Our leader appends each batch with one `RaftCore.propose_many` call instead of one `propose` per entry."""
+    """Our leader appends each batch with one `Raft.propose_many` call instead of one `propose` per entry."""
     write_thread: bool = True
     """Our driver runs each Ready's synced write on a writer thread while its loop keeps stepping the core (as
     etcd's raft node does); False blocks the loop on it."""

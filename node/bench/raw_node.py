@@ -2,9 +2,9 @@
 
     python -m node.bench.raw_node --spec SPEC.json --id ID [--system ours|pysyncobj]
 
-`ours` is a minimal driver around `consensus.core.RaftCore` that follows the Ready contract of
+`ours` is a minimal driver around `consensus.core.Raft` that follows the Ready contract of
 consensus/ready.py exactly (persist with one synced LevelDB WriteBatch -> send -> apply -> advance), over
-node/transport.py's authenticated peer connections. node/replica.py is not reused because it decodes every
+node/transport.py's authenticated peer connections. node/driver.py is not reused because it decodes every
 non-empty entry as a block; here the "application" only counts entries.
 
 With `write_thread` (the default) the synced write of a Ready runs on a writer thread
@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from consensus.config import Config
-from consensus.core import RaftCore
 from consensus.leveldb_storage import CACHE_BYTES_MAX, LevelDBStorage, PendingSave
 from consensus.messages import Message
+from consensus.raft import Raft
 from consensus.ready import Ready, Role
 
 _DATA = attrgetter("data")
@@ -130,7 +130,7 @@ class RawDriver:
                                       cache_bytes_max=CACHE_BYTES_MAX if spec["read_cache"] else 0)
         config = Config(id=node_id, election_ticks=spec["election_ticks"], heartbeat_ticks=1,
                         max_inflight_msgs=spec["max_inflight"])
-        self.core = RaftCore(config, self.storage, random.Random(os.urandom(16)))
+        self.core = Raft(config, self.storage, random.Random(os.urandom(16)))
         self.tick_s = spec["tick_ms"] / 1000
         self.payload = bytes(spec["payload"])
         self.meter = Meter(spec["warmup_s"], spec["duration_s"],
@@ -148,7 +148,7 @@ class RawDriver:
         self.wake.set()
 
     def on_message(self, msg: Message) -> None:
-        with contextlib.suppress(Exception):  # a bad message must not kill the node (as in node/replica.py)
+        with contextlib.suppress(Exception):  # a bad message must not kill the node (as in node/driver.py)
             self.core.step(msg)
         self.wake.set()
 

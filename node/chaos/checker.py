@@ -32,7 +32,7 @@ from node.chaos.history import (
     History,
     NodeDump,
     StatusSample,
-    TxRecord,
+    SubmitRecord,
     Violation,
 )
 from node.chaos.linearizability import CheckResult, Operation, check_history
@@ -252,7 +252,7 @@ def chain_outcome(dumps: list[NodeDump], tx_id: str) -> tuple[str, int | None, A
 
 def check_final_state(report: CheckReport, history: History, dumps: list[NodeDump]) -> None:
     issues = [r for r in history.txs if r.kind == "ecert.issue"]
-    roots: dict[str, TxRecord] = {}
+    roots: dict[str, SubmitRecord] = {}
     for rec in issues:
         status, _, result = chain_outcome(dumps, rec.tx_id)
         if status == COMMITTED and isinstance(result, dict) and result.get("certs"):
@@ -286,7 +286,7 @@ def check_final_state(report: CheckReport, history: History, dumps: list[NodeDum
     report.stats["credit_lines_checked"] = credit_checked
 
 
-def check_lineage(report: CheckReport, node: str, root_id: str, lineage: dict[str, Any], issue: TxRecord) -> int:
+def check_lineage(report: CheckReport, node: str, root_id: str, lineage: dict[str, Any], issue: SubmitRecord) -> int:
     """Check one lineage; return its outstanding (unsettled, uncancelled) amount."""
     certs = lineage.get("certs") or []
     by_id = {c["id"]: c for c in certs}
@@ -327,7 +327,7 @@ def check_lineage(report: CheckReport, node: str, root_id: str, lineage: dict[st
 # -- linearizability of certificate reads -----------------------------------------------------------------------
 
 
-def tx_effects(rec: TxRecord, result: Any) -> list[tuple[str, tuple[str, str]]]:
+def tx_effects(rec: SubmitRecord, result: Any) -> list[tuple[str, tuple[str, str]]]:
     """What a committed tx writes to each certificate register: [(cert id, (holder, status))]."""
     body, signer = rec.body, rec.signer
     certs = list(result.get("certs") or []) if isinstance(result, dict) else []
@@ -452,7 +452,7 @@ def in_fault(t: float, faults: list[FaultEvent]) -> bool:
     return any(f.start <= t <= (f.end if f.end is not None else math.inf) for f in faults)
 
 
-def availability(samples: list[StatusSample], faults: list[FaultEvent], txs: list[TxRecord],
+def availability(samples: list[StatusSample], faults: list[FaultEvent], txs: list[SubmitRecord],
                  cluster_size: int) -> dict[str, Any]:
     with_leader = 0.0
     total = 0.0
@@ -477,7 +477,7 @@ def availability(samples: list[StatusSample], faults: list[FaultEvent], txs: lis
     if gap_start is not None and samples:
         gaps.append(samples[-1].t - gap_start)
 
-    def rate(recs: list[TxRecord]) -> float | None:
+    def rate(recs: list[SubmitRecord]) -> float | None:
         return round(sum(1 for r in recs if r.outcome != UNKNOWN) / len(recs), 3) if recs else None
 
     during = [r for r in txs if in_fault(r.invoke, faults)]

@@ -16,9 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from node import localnet
 from node.chaos.netns import HTTP_PORT, NetnsNetwork, cluster_toml
 from node.keys import load_org_key
+from node.ops import localnet
 
 NODES_MIN = 3
 NODES_MAX = 9

@@ -17,7 +17,7 @@ UNKNOWN = "unknown"
 
 
 @dataclass(slots=True)
-class TxRecord:
+class SubmitRecord:
     """One logical transaction (one tx id), possibly sent several times to several nodes."""
 
     tx_id: str
@@ -103,7 +103,7 @@ class Violation:
 class History:
     seed: int
     nodes: list[str]
-    txs: list[TxRecord] = field(default_factory=list)
+    txs: list[SubmitRecord] = field(default_factory=list)
     reads: list[ReadRecord] = field(default_factory=list)
     faults: list[FaultEvent] = field(default_factory=list)
     samples: list[StatusSample] = field(default_factory=list)
@@ -116,7 +116,7 @@ def history_from_json(doc: dict[str, Any]) -> tuple[History, list[NodeDump]]:
     h = dict(doc["history"])
     history = History(
         seed=h["seed"], nodes=list(h["nodes"]), duration=h["duration"], crashes=list(h.get("crashes") or []),
-        txs=[TxRecord(**t) for t in h["txs"]],
+        txs=[SubmitRecord(**t) for t in h["txs"]],
         reads=[ReadRecord(**{**r, "value": tuple(r["value"]) if r["value"] is not None else None})
                for r in h["reads"]],
         faults=[FaultEvent(**f) for f in h["faults"]],

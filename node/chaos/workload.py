@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 
 from ecert.tx import decode_envelope, envelope_to_json, make_tx, tx_id_of
-from node.chaos.history import COMMITTED, REJECTED, UNKNOWN, History, ReadRecord, TxRecord
+from node.chaos.history import COMMITTED, REJECTED, UNKNOWN, History, ReadRecord, SubmitRecord
 
 OP_TIMEOUT_S = 8.0  # a tx still unknown after this is recorded as unknown
 IMPATIENT_TIMEOUT_S = 1.0
@@ -97,7 +97,7 @@ class Api:
         return ids
 
     async def submit(self, client: str, signer: str, kind: str, body: dict[str, Any], patient: bool = True
-                     ) -> TxRecord:
+                     ) -> SubmitRecord:
         """Send until a definite answer or the op deadline. An impatient client sends once with a short
         timeout and gives up: its outcome stays unknown, which is what the checker's fate rules are for."""
         self.nonce += 1
@@ -105,7 +105,7 @@ class Api:
                       body)
         doc = envelope_to_json(raw)
         tx_id = tx_id_of(decode_envelope(raw).payload)
-        rec = TxRecord(tx_id, kind, client, signer, body, invoke=self.clock())
+        rec = SubmitRecord(tx_id, kind, client, signer, body, invoke=self.clock())
         self.history.txs.append(rec)
         deadline = rec.invoke + (OP_TIMEOUT_S if patient else IMPATIENT_TIMEOUT_S)
         order = self._node_order()

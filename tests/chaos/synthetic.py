@@ -18,7 +18,7 @@ from node.chaos.history import (
     NodeDump,
     ReadRecord,
     StatusSample,
-    TxRecord,
+    SubmitRecord,
 )
 
 NODES = ["boc", "geely", "tier1"]
@@ -34,25 +34,25 @@ def build() -> tuple[History, list[NodeDump]]:
         h(x) for x in ("issue", "accept", "xfer", "freq", "fapp", "split", "unk-absent", "rej"))
     c1, c2, c3, c4, c5 = "c1", "c2", "c3", "c4", "c5"
     txs = [
-        TxRecord(t_issue, "ecert.issue", "geely-0", "geely",
+        SubmitRecord(t_issue, "ecert.issue", "geely-0", "geely",
                  {"to": "tier1", "amount": 1000, "maturity": 10**13, "bank": "boc", "invoice_ids": ["inv1"]},
                  invoke=1.0, complete=1.2, outcome=COMMITTED, height=1, result={"certs": [c1]}),
-        TxRecord(t_accept, "ecert.accept", "tier1-0", "tier1", {"cert_id": c1},
+        SubmitRecord(t_accept, "ecert.accept", "tier1-0", "tier1", {"cert_id": c1},
                  invoke=2.0, complete=2.1, outcome=COMMITTED, height=2, result={}),
-        TxRecord(t_xfer, "ecert.transfer", "tier1-0", "tier1",
+        SubmitRecord(t_xfer, "ecert.transfer", "tier1-0", "tier1",
                  {"cert_id": c1, "to": [{"org": "geely", "amount": 600}]},
                  invoke=3.0, complete=3.3, outcome=COMMITTED, height=3, result={"certs": [c2, c3]}),
-        TxRecord(t_freq, "finance.request", "geely-0", "geely", {"cert_id": c2, "bank": "boc"},
+        SubmitRecord(t_freq, "finance.request", "geely-0", "geely", {"cert_id": c2, "bank": "boc"},
                  invoke=4.0, complete=4.2, outcome=COMMITTED, height=4, result={}),
-        TxRecord(t_fapp, "finance.approve", "boc-0", "boc", {"cert_id": c2, "discount_bps": 100},
+        SubmitRecord(t_fapp, "finance.approve", "boc-0", "boc", {"cert_id": c2, "discount_bps": 100},
                  invoke=5.0, complete=5.2, outcome=COMMITTED, height=5, result={"disbursed": 594}),
         # Unknown to the client (timed out) but committed: allowed.
-        TxRecord(t_split, "ecert.split", "tier1-0", "tier1", {"cert_id": c3, "amounts": [100, 300]},
+        SubmitRecord(t_split, "ecert.split", "tier1-0", "tier1", {"cert_id": c3, "amounts": [100, 300]},
                  invoke=6.0, outcome=UNKNOWN, error="timeout", result=None),
         # Unknown and absent everywhere: allowed.
-        TxRecord(t_lost_unknown, "ecert.accept", "tier1-0", "tier1", {"cert_id": "nope"},
+        SubmitRecord(t_lost_unknown, "ecert.accept", "tier1-0", "tier1", {"cert_id": "nope"},
                  invoke=7.0, outcome=UNKNOWN, error="unavailable"),
-        TxRecord(t_rej, "ecert.transfer", "tier1-0", "tier1",
+        SubmitRecord(t_rej, "ecert.transfer", "tier1-0", "tier1",
                  {"cert_id": c1, "to": [{"org": "geely", "amount": 1}]},
                  invoke=8.0, complete=8.1, outcome=REJECTED, height=7, error_code="cert_not_active"),
     ]

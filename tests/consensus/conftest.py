@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from consensus.config import Config
-from consensus.core import RaftCore
 from consensus.messages import Entry, Message, MessageType
+from consensus.raft import Raft
 from consensus.ready import HardState, Ready
 from consensus.storage import MemoryStorage
 
@@ -31,12 +31,12 @@ def make_storage(voters: Sequence[str], log_terms: Sequence[int] = (), term: int
 
 
 def make_core(nid: str, voters: Sequence[str] = ("a", "b", "c"), log_terms: Sequence[int] = (), term: int = 0,
-              rng_value: int = 0, learners: Sequence[str] = (), **cfg: int | bool) -> RaftCore:
+              rng_value: int = 0, learners: Sequence[str] = (), **cfg: int | bool) -> Raft:
     storage = make_storage(voters, log_terms, term, learners)
-    return RaftCore(Config(id=nid, **cfg), storage, FixedRng(rng_value))  # type: ignore[arg-type]
+    return Raft(Config(id=nid, **cfg), storage, FixedRng(rng_value))  # type: ignore[arg-type]
 
 
-def drain(core: RaftCore) -> Ready:
+def drain(core: Raft) -> Ready:
     """Take one Ready, persist it into the core's storage, advance; returns it."""
     rd = core.ready()
     core._storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
@@ -44,7 +44,7 @@ def drain(core: RaftCore) -> Ready:
     return rd
 
 
-def msgs(core: RaftCore, kind: MessageType | None = None) -> list[Message]:
+def msgs(core: Raft, kind: MessageType | None = None) -> list[Message]:
     if not core.has_ready():
         return []
     out = list(drain(core).messages)

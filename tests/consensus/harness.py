@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from consensus.codec import decode_message, encode_message
 from consensus.config import Config
-from consensus.core import RaftCore
 from consensus.membership import decode_conf_change
 from consensus.messages import Entry, EntryType, Message, MessageType, NodeId
+from consensus.raft import Raft
 from consensus.ready import ReadState, Role
 from consensus.storage import MemoryStorage
 
@@ -24,7 +24,7 @@ DELIVER_STEPS_MAX = 100_000
 
 @dataclass
 class Node:
-    core: RaftCore
+    core: Raft
     storage: MemoryStorage
     applied: list[Entry] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
@@ -51,7 +51,7 @@ class Network:
 
     def add_node(self, nid: NodeId, storage: MemoryStorage) -> Node:
         cfg = Config(id=nid, **self.config)  # type: ignore[arg-type]
-        node = Node(RaftCore(cfg, storage, random.Random(f"{nid}-{self.rng.random()}")), storage)
+        node = Node(Raft(cfg, storage, random.Random(f"{nid}-{self.rng.random()}")), storage)
         self.nodes[nid] = node
         return node
 
@@ -64,7 +64,7 @@ class Network:
         snap_index = old.storage.snapshot().meta.index
         new.applied = [e for e in old.applied if e.index <= snap_index]
 
-    def core(self, nid: NodeId) -> RaftCore:
+    def core(self, nid: NodeId) -> Raft:
         return self.nodes[nid].core
 
     # -- fault injection

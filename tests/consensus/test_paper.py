@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.core import TRANSFER_CONTEXT
 from consensus.errors import ProposalDroppedError
 from consensus.membership import ConfChange, ConfChangeType
 from consensus.messages import Entry, Message, MessageType, SnapshotChunk, SnapshotMeta
+from consensus.raft import TRANSFER_CONTEXT
 from consensus.ready import Role
 from tests.consensus.conftest import drain, make_core, make_storage, msgs
 from tests.consensus.harness import Network
@@ -115,12 +115,12 @@ def test_5_2_election_timeout_is_randomized_in_range() -> None:
     import random
 
     from consensus.config import Config
-    from consensus.core import RaftCore
+    from consensus.raft import Raft
     from consensus.storage import MemoryStorage
 
     seen = set()
     for seed in range(60):
-        core = RaftCore(Config(A, election_ticks=10, pre_vote=False), MemoryStorage((A, B, C)),
+        core = Raft(Config(A, election_ticks=10, pre_vote=False), MemoryStorage((A, B, C)),
                         random.Random(seed))
         ticks = 0
         while core.role is Role.FOLLOWER:

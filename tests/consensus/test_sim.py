@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consensus.config import Config
-from consensus.core import RaftCore
 from consensus.messages import Entry, EntryType, Message, MessageType
+from consensus.raft import Raft
 from consensus.ready import ReadState, Ready
 from consensus.sim import __main__ as sim_main
 from consensus.sim.checkers import Checker, SafetyViolation
@@ -128,10 +128,10 @@ def test_soak_thousands_of_seeds() -> None:
 # -- the checkers catch planted bugs --------------------------------------------------------------------------
 
 class PlantedCore:
-    """A real RaftCore whose Ready is tampered with by `mutate` before the driver sees it."""
+    """A real Raft whose Ready is tampered with by `mutate` before the driver sees it."""
 
     def __init__(self, config: Config, storage: SimStorage, rng: random.Random, mutate: Any) -> None:
-        self._core = RaftCore(config, storage, rng)
+        self._core = Raft(config, storage, rng)
         self._mutate = mutate
         self._real: dict[int, Ready] = {}
 
@@ -162,7 +162,7 @@ def first_failure(cfg: SimConfig, factory: Any, seeds: range) -> Failure:
 
 def test_planted_log_matching_bug_is_caught() -> None:
     """Follower n2 writes a different payload than the leader sent: same (index, term), different entry."""
-    def corrupt(core: RaftCore, rd: Ready) -> Ready:
+    def corrupt(core: Raft, rd: Ready) -> Ready:
         if core.id != "n2" or not rd.entries:
             return rd
         return dataclasses.replace(rd, entries=tuple(
@@ -176,7 +176,7 @@ def test_planted_log_matching_bug_is_caught() -> None:
 
 def test_planted_unsynced_persistence_bug_is_caught() -> None:
     """A core that never asks for fsync: crashes lose votes and acknowledged entries."""
-    def never_sync(core: RaftCore, rd: Ready) -> Ready:
+    def never_sync(core: Raft, rd: Ready) -> Ready:
         return dataclasses.replace(rd, must_sync=False)
 
     cfg = SimConfig(seed=0, nodes=3, faults=frozenset({"crash"}), steps=4000, crash_permille=150)
@@ -187,7 +187,7 @@ def test_planted_unsynced_persistence_bug_is_caught() -> None:
 
 def test_planted_stale_read_is_caught() -> None:
     """ReadIndex answered with a stale index (as if the leader skipped the heartbeat round)."""
-    def stale(core: RaftCore, rd: Ready) -> Ready:
+    def stale(core: Raft, rd: Ready) -> Ready:
         if not rd.read_states:
             return rd
         return dataclasses.replace(rd, read_states=tuple(ReadState(0, rs.context) for rs in rd.read_states))
@@ -200,8 +200,8 @@ def test_planted_stale_read_is_caught() -> None:
 def test_planted_missing_election_restriction_is_caught_by_random_runs() -> None:
     """Voters that ignore §5.4.1 ("at least as up-to-date") elect leaders that lack committed entries; plain
     random seeds find it. (Reaches into the core's private `_log`: if it is renamed, update this planted bug.)"""
-    def no_restriction(config: Config, storage: SimStorage, rng: random.Random) -> RaftCore:
-        core = RaftCore(config, storage, rng)
+    def no_restriction(config: Config, storage: SimStorage, rng: random.Random) -> Raft:
+        core = Raft(config, storage, rng)
 
         class AnyLogWins(type(core._log)):  # type: ignore[misc]
             __slots__ = ()
@@ -332,7 +332,7 @@ def test_vote_changed_within_a_term_is_caught() -> None:
 
 # -- Figure 8, scripted ---------------------------------------------------------------------------------------
 
-class Figure8BugCore(RaftCore):
+class Figure8BugCore(Raft):
     """The classic mistake of Figure 8: commit an entry of an earlier term by counting its replicas.
     (Overrides a private method of the core: if it is renamed, update this planted bug.)"""
 
@@ -345,13 +345,13 @@ class Figure8BugCore(RaftCore):
         return False
 
 
-def figure_8(core_cls: type[RaftCore]) -> Simulation:
+def figure_8(core_cls: type[Raft]) -> Simulation:
     """Raft paper, Figure 8, step by step (elections only by `campaign`, no pre-vote or lease to get in the way):
     (a) n1 (term a) replicates X at index x to n2 only and crashes; (b) n5 is elected by n3, n4 and appends
     its own entry at x, then crashes before sending it; (c) n1 returns, is elected by n2, n3 and ships X to n3:
     X is now on a majority, but of an old term; n1 crashes; (d) n5 returns and is elected by n3, n4 - it may
     overwrite X, so X must not have been committed in (c)."""
-    def factory(config: Config, storage: SimStorage, rng: random.Random) -> RaftCore:
+    def factory(config: Config, storage: SimStorage, rng: random.Random) -> Raft:
         return core_cls(dataclasses.replace(config, pre_vote=False, check_quorum=False), storage, rng)
 
     quiet = {k: 0 for k in ("propose_permille", "read_permille", "conf_change_permille", "transfer_permille",
@@ -408,7 +408,7 @@ def figure_8(core_cls: type[RaftCore]) -> Simulation:
 
 
 def test_figure_8_scripted_is_safe() -> None:
-    sim = figure_8(RaftCore)
+    sim = figure_8(Raft)
     # n5 overwrote X everywhere: legal, because n1 never committed it.
     assert sim.checker.committed[2].data == b""
     assert all(node.storage.term(2) == 2 for node in sim.nodes.values() if node.storage.first_index() <= 2)

@@ -7,7 +7,7 @@
 
 Each cluster lives in its own tmp dir with free 127.0.0.1 ports. Nodes are `python -m node --config F --id ID`
 processes (own session, SIGKILLed if pytest itself dies: PR_SET_PDEATHSIG), stdout/stderr in <data_dir>/node.out.
-The cluster file, keys, genesis and process handling are node/localnet.py's, shared with the chaos runner and the
+The cluster file, keys, genesis and process handling are node/ops/localnet.py's, shared with the chaos runner and the
 bench; `Cluster` adds the HTTP helpers tests want and is plain Python (no pytest): `Cluster.create(root, n, ...)`.
 """
 
@@ -34,7 +34,7 @@ import pytest
 from ecert.tx import make_tx
 from node.config import ClusterConfig, load_config
 from node.keys import load_org_key
-from node.localnet import (
+from node.ops.localnet import (
     consortium_orgs,
     init_cluster,
     kill_all,

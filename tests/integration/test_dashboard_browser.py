@@ -30,8 +30,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ecert.tx import make_tx
-from node.dashboard import setup_dashboard
-from node.metrics import NodeMetrics
+from node.http.dashboard import setup_dashboard
+from node.http.metrics import NodeMetrics
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REPO = Path(__file__).resolve().parents[2]
@@ -213,7 +213,7 @@ async def test_dashboard_in_chromium_against_a_real_cluster(cluster_factory: Any
     cluster = cluster_factory(3)
     leader = cluster.wait_leader()
     demo = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "node.demo", "--config", str(cluster.config_path),
+        subprocess.run, [sys.executable, "-m", "node.client.demo", "--config", str(cluster.config_path),
                          "--maturity-seconds", "2"],
         capture_output=True, text=True, timeout=120, cwd=REPO)
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from node.localnet import free_ports
+from node.ops.localnet import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 PY = str(REPO / ".venv" / "bin" / "python")

@@ -1,19 +1,18 @@
-"""benchmarks/apply_bench.py's cluster-like mode at a toy scale: every transfer of the chains commits, the state
+"""node/bench/apply_bench.py's cluster-like mode at a toy scale: every transfer of the chains commits, the state
 grew by the prefill, and the store's integrity check passes at the end."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from types import ModuleType
 
 import pytest
 
-from tests.benchmark_module import load_benchmark
-
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    return load_benchmark("apply_bench")
+    return importlib.import_module("node.bench.apply_bench")
 
 
 def test_transfer_chains_all_commit_over_a_prefilled_state(bench: ModuleType) -> None:

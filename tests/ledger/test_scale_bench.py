@@ -1,8 +1,9 @@
-"""benchmarks/scale_bench.py at a toy scale (50 orgs, 500 certificates): the workload it builds is valid under the
+"""node/bench/scale_bench.py at a toy scale (50 orgs, 500 certificates): the workload it builds is valid under the
 real rules (nothing rejected), it counts what it built, and its numbers are sane and deterministic."""
 
 from __future__ import annotations
 
+import importlib
 import io
 from pathlib import Path
 from types import ModuleType
@@ -13,12 +14,11 @@ from rich.console import Console
 
 from ecert.tx import decode_envelope, tx_id_of
 from ledger.store import StateStore
-from tests.benchmark_module import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    return load_benchmark("scale_bench")
+    return importlib.import_module("node.bench.scale_bench")
 
 
 def _run(bench: ModuleType, path: Path, workers: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from ledger.state_root import (
     EMPTY,
     EMPTY_ROOT,
     SPLIT_ABOVE,
-    NodeId,
+    TreeNodeId,
     bucket_entry,
     bucket_hash,
     bucket_hashes,
@@ -76,7 +76,7 @@ def test_bucket_hash_of_nothing_is_the_empty_bucket() -> None:
 
 def _incremental(steps: list[dict[bytes, bytes | None]]) -> tuple[bytes, dict[bytes, bytes]]:
     """Apply change sets through update_root against an in-memory node table, like the store does."""
-    nodes: dict[NodeId, bytes] = {}
+    nodes: dict[TreeNodeId, bytes] = {}
     state: dict[bytes, bytes] = {}
     root = EMPTY_ROOT
     for changes in steps:
@@ -141,7 +141,7 @@ def test_deleting_everything_returns_to_the_empty_root() -> None:
 
 def test_no_change_keeps_the_root() -> None:
     root, _ = _incremental([{b"a": b"1"}])
-    nodes: dict[NodeId, bytes] = {}
+    nodes: dict[TreeNodeId, bytes] = {}
     _, built = tree_from_buckets({bucket_of(hashed_key(b"a")): bucket_hash([leaf_hash(b"a", b"1")])})
     nodes.update(built)
     assert update_root({}, nodes.get) == (root, {})

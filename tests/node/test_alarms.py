@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from consensus.invariant import InvariantViolation
-from node.alarms import (
+from node.http.alarms import (
     APPLY_HALTED,
     CRITICAL,
     DISK_NEARLY_FULL,

@@ -10,7 +10,7 @@ from node.bench.failover import FailoverReport, KillSample
 from node.bench.loadgen import LoadResult
 from node.bench.raw_node import Meter, RawDriver
 from node.bench.resources import parse_memory_parts
-from node.metrics import NodeMetrics
+from node.http.metrics import NodeMetrics
 
 # -- loadgen percentiles (nearest rank) ---------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from ecert.privacy import open_document_with_seed
 from ecert.tx import decode_tx, envelope_from_json
 from ledger.executor import BlockContext
 from ledger.state_view import MemoryStateView, OverlayView
-from node import cli, demo
+from node.client import cli, demo
 
 REPO = Path(__file__).resolve().parents[2]
 

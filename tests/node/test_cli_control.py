@@ -1,4 +1,4 @@
-"""node/control.py without node processes: leader agreement, /proc parsing, pid trust, command line."""
+"""node/ops/control.py without node processes: leader agreement, /proc parsing, pid trust, command line."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from node import control
 from node.config import load_config
+from node.ops import control
 
 REPO = Path(__file__).resolve().parents[2]
 

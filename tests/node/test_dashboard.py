@@ -12,10 +12,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from node import dashboard as dash_mod
-from node.alarms import AlarmRules
-from node.dashboard import DASHBOARD_KEY, Dashboard, setup_dashboard
-from node.metrics import NodeMetrics
+from node.http import dashboard as dash_mod
+from node.http.alarms import AlarmRules
+from node.http.dashboard import DASHBOARD_KEY, Dashboard, setup_dashboard
+from node.http.metrics import NodeMetrics
 
 ROOT = "aa" * 32
 KID1, KID2 = "bb" * 32, "cc" * 32
@@ -152,12 +152,12 @@ async def test_alarms_route_reports_unreachable_peer_after_grace(served):
 async def test_alarm_transitions_are_logged(served, caplog):
     _, source, dash = served
     dash.sample()
-    with caplog.at_level(logging.INFO, logger="node.alarms"):
+    with caplog.at_level(logging.INFO, logger="node.http.alarms"):
         source.apply_error = "apply failed at height 4"
         dash.sample()
         source.apply_error = None
         dash.sample()
-    msgs = [r.getMessage() for r in caplog.records if r.name == "node.alarms"]
+    msgs = [r.getMessage() for r in caplog.records if r.name == "node.http.alarms"]
     assert any(m.startswith("alarm raised: apply_halted") and "height 4" in m for m in msgs)
     assert any(m.startswith("alarm cleared: apply_halted") for m in msgs)
 

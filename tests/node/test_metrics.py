@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.metrics import NodeMetrics
+from node.http.metrics import NodeMetrics
 
 
 def exercised() -> NodeMetrics:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.alarms import ALARM_NAMES
+from node.http.alarms import ALARM_NAMES
 
 
 def exercised():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config import ConfigError, load_config
+from node.config import ClusterConfigError, load_config
 from node.keys import (
     KeyFileError,
     ensure_cluster_keys,
@@ -90,25 +90,25 @@ def test_good_file_with_defaults(tmp_path: Path) -> None:
 ])
 def test_errors_name_the_key(tmp_path: Path, old: str, new: str, key: str) -> None:
     assert old in GOOD
-    with pytest.raises(ConfigError) as exc:
+    with pytest.raises(ClusterConfigError) as exc:
         load_config(write(tmp_path, GOOD.replace(old, new, 1)))
     assert exc.value.key == key
     assert key in str(exc.value)
 
 
 def test_missing_and_unparsable_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ClusterConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
-    with pytest.raises(ConfigError, match="not valid TOML"):
+    with pytest.raises(ClusterConfigError, match="not valid TOML"):
         load_config(write(tmp_path, "[cluster\n"))
-    with pytest.raises(ConfigError) as exc:
+    with pytest.raises(ClusterConfigError) as exc:
         load_config(write(tmp_path, '[cluster]\nchain_id = "x"\n'))
     assert exc.value.key == "nodes"
 
 
 def test_unknown_node_lookup(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, GOOD))
-    with pytest.raises(ConfigError, match="tier9"):
+    with pytest.raises(ClusterConfigError, match="tier9"):
         cfg.node("tier9")
     assert cfg.find_node("tier9") is None and cfg.find_node(None) is None
 

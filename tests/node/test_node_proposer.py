@@ -47,10 +47,10 @@ def tx_id_of(raw: bytes) -> str:
 
 
 def make(**kw: Any) -> tuple[Proposer, FakeReplica]:
-    replica = FakeReplica()
+    driver = FakeReplica()
     args = {"block_max_txs": 3, "block_max_bytes": 1 << 20, "block_timeout_ms": 20, "queue_max": 10} | kw
-    p = Proposer(node_id="boc", replica=replica, store=FakeStore(), tx_id_of=tx_id_of, **args)
-    return p, replica
+    p = Proposer(node_id="boc", driver=driver, store=FakeStore(), tx_id_of=tx_id_of, **args)
+    return p, driver
 
 
 def put(p: Proposer, n: int, size: int = 10) -> list[bytes]:
@@ -68,47 +68,47 @@ async def run_for(p: Proposer, seconds: float) -> None:
 
 
 async def test_a_new_leader_waits_until_its_log_is_applied() -> None:
-    p, replica = make()
+    p, driver = make()
     p.on_role_change(Role.LEADER, "boc", 2)
     put(p, 3)
     task = asyncio.create_task(p.run())
     await asyncio.sleep(0.05)
-    assert replica.proposed == []  # the no-op at index 1 is not applied yet
-    replica.applied_index = 1
+    assert driver.proposed == []  # the no-op at index 1 is not applied yet
+    driver.applied_index = 1
     p.on_applied()
     await asyncio.sleep(0.05)
     p.stop()
     await task
-    assert len(replica.proposed) == 1
+    assert len(driver.proposed) == 1
 
 
 async def test_a_lone_tx_is_cut_at_once_when_nothing_is_in_flight() -> None:
-    p, replica = make(block_timeout_ms=10_000)
-    replica.applied_index = 1
+    p, driver = make(block_timeout_ms=10_000)
+    driver.applied_index = 1
     p.on_role_change(Role.LEADER, "boc", 2)
     put(p, 1)
     await run_for(p, 0.05)
-    assert len(replica.proposed) == 1  # no timer: block_timeout_ms (10 s) is not waited for
+    assert len(driver.proposed) == 1  # no timer: block_timeout_ms (10 s) is not waited for
 
 
 async def test_group_commit_full_blocks_at_once_the_rest_after_the_in_flight_block_is_applied() -> None:
-    p, replica = make(block_timeout_ms=10_000)
-    replica.applied_index = 1
+    p, driver = make(block_timeout_ms=10_000)
+    driver.applied_index = 1
     p.on_role_change(Role.LEADER, "boc", 2)
     raws = put(p, 7)
     task = asyncio.create_task(p.run())
     await asyncio.sleep(0.1)
-    blocks = [decode_block(d) for d in replica.proposed]
+    blocks = [decode_block(d) for d in driver.proposed]
     assert [len(b.txs) for b in blocks] == [3, 3]  # full blocks go at once; the last tx waits for an apply
     assert len(p.pending) == 1
     p.on_block_applied(2, blocks[0], [])
     await asyncio.sleep(0.05)
-    assert len(replica.proposed) == 2  # one of ours is still in flight
+    assert len(driver.proposed) == 2  # one of ours is still in flight
     p.on_block_applied(3, blocks[1], [])
     await asyncio.sleep(0.05)
     p.stop()
     await task
-    blocks = [decode_block(d) for d in replica.proposed]
+    blocks = [decode_block(d) for d in driver.proposed]
     assert [len(b.txs) for b in blocks] == [3, 3, 1]
     assert sum((b.txs for b in blocks), ()) == tuple(raws)
     assert blocks[0].header.height == 5 and blocks[0].header.prev_hash == FakeStore.block_hash
@@ -121,32 +121,32 @@ async def test_group_commit_full_blocks_at_once_the_rest_after_the_in_flight_blo
 async def test_block_timeout_pipelines_a_partial_block_behind_a_slow_one() -> None:
     """BatchTimeout: a tx queued behind an in-flight block waits at most block_timeout_ms, then goes out in a
     partial block chained onto the in-flight one (pipelined), without waiting for it to be applied."""
-    p, replica = make(block_timeout_ms=30)
-    replica.applied_index = 1
+    p, driver = make(block_timeout_ms=30)
+    driver.applied_index = 1
     p.on_role_change(Role.LEADER, "boc", 2)
     put(p, 1)
     task = asyncio.create_task(p.run())
     await asyncio.sleep(0.01)
-    assert len(replica.proposed) == 1  # nothing in flight: cut at once
+    assert len(driver.proposed) == 1  # nothing in flight: cut at once
     put(p, 1, size=11)
     await asyncio.sleep(0.005)
-    assert len(replica.proposed) == 1  # behind the in-flight block, within the batch timeout
+    assert len(driver.proposed) == 1  # behind the in-flight block, within the batch timeout
     await asyncio.sleep(0.1)
     p.stop()
     await task
-    blocks = [decode_block(d) for d in replica.proposed]
+    blocks = [decode_block(d) for d in driver.proposed]
     assert [len(b.txs) for b in blocks] == [1, 1]  # cut by the timeout, the first block still not applied
     assert blocks[1].header.prev_hash == block_hash(blocks[0].header)
 
 
 async def test_cut_by_bytes() -> None:
-    p, replica = make(block_max_txs=100, block_max_bytes=1000, block_timeout_ms=10_000)
-    replica.applied_index = 1
+    p, driver = make(block_max_txs=100, block_max_bytes=1000, block_timeout_ms=10_000)
+    driver.applied_index = 1
     p.on_role_change(Role.LEADER, "boc", 2)
     put(p, 5, size=400)
     await run_for(p, 0.1)
     # Two full blocks by bytes; the last tx waits for an in-flight block to be applied (none is, here).
-    assert [len(decode_block(d).txs) for d in replica.proposed] == [2, 2]
+    assert [len(decode_block(d).txs) for d in driver.proposed] == [2, 2]
     assert len(p.pending) == 1
 
 
@@ -160,10 +160,10 @@ async def test_queue_is_bounded_and_deduplicates() -> None:
 
 
 async def test_losing_leadership_hands_the_queue_over() -> None:
-    p, replica = make()
+    p, driver = make()
     handed: list[list[bytes]] = []
     p.on_lost_leadership = handed.append
-    replica.applied_index = 1
+    driver.applied_index = 1
     p.on_role_change(Role.LEADER, "boc", 2)
     raws = put(p, 2)
     p.on_role_change(Role.FOLLOWER, "geely", 3)
@@ -175,7 +175,7 @@ async def test_losing_leadership_hands_the_queue_over() -> None:
 
 
 async def test_awaited_txs_go_again_to_each_new_leader() -> None:
-    p, replica = make()
+    p, driver = make()
     sent: list[list[bytes]] = []
     p.on_lost_leadership = sent.append
     raw = b"tx-bytes"
@@ -184,7 +184,7 @@ async def test_awaited_txs_go_again_to_each_new_leader() -> None:
     assert sent == [[raw]]
     p.on_role_change(Role.FOLLOWER, "geely", 2)  # same leader: nothing again
     assert sent == [[raw]]
-    replica.applied_index = 1
+    driver.applied_index = 1
     p.on_role_change(Role.LEADER, "boc", 3)  # we lead now: it is queued here
     assert tx_id_of(raw) in p.pending
     p.forget(tx_id_of(raw), fut)

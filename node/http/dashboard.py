@@ -15,7 +15,7 @@ adds
 
 A sampler task runs once a second: it reads the node through `NodeSource` (never its internals), asks the other
 nodes for their `/v1/status` (so any node's dashboard shows the whole cluster), refreshes the level gauges,
-evaluates the alarms (node/alarms.py) and logs each alarm raised or cleared. Every SSE client gets the latest
+evaluates the alarms (node/http/alarms.py) and logs each alarm raised or cleared. Every SSE client gets the latest
 sample; a slow dashboard never makes the node do more work.
 """
 
@@ -35,11 +35,11 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from node.alarms import Alarm, AlarmRules, AlarmTracker, Transition, evaluate
-from node.metrics import NodeMetrics, contact_age_ms
+from node.http.alarms import Alarm, AlarmRules, AlarmTracker, Transition, evaluate
+from node.http.metrics import NodeMetrics, contact_age_ms
 from node.source import NodeSource
 
-log = logging.getLogger("node.alarms")
+log = logging.getLogger("node.http.alarms")
 
 STATIC_DIR = Path(__file__).with_name("static")
 _CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",

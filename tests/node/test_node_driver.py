@@ -1,4 +1,4 @@
-"""The Raft driver in-process on one voter: real RaftCore, real LevelDB, real StateStore."""
+"""The Raft driver in-process on one voter: real Raft, real LevelDB, real StateStore."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from consensus.ready import Role
 from ecert.executor import EcertExecutor
 from ledger.block import block_hash, encode_block, make_block
 from ledger.store import StateStore
-from node.replica import Replica
+from node.driver import RaftDriver
 
 GENESIS = b"\x07" * 32
 
@@ -41,10 +41,10 @@ class Hooks:
         pass
 
 
-def open_replica(tmp: Path, hooks: Hooks, snapshot_entries: int = 1000) -> Replica:
+def open_replica(tmp: Path, hooks: Hooks, snapshot_entries: int = 1000) -> RaftDriver:
     store = StateStore.open(str(tmp / "state"))
     store.init_genesis(GENESIS, [], chain_id="t", genesis_time=0)
-    r = Replica(node_id="a", raft_dir=tmp / "raft", store=store, executor=EcertExecutor("t"),
+    r = RaftDriver(node_id="a", raft_dir=tmp / "raft", store=store, executor=EcertExecutor("t"),
                 bootstrap_voters=("a",), send=lambda m: None, hooks=hooks, snapshot_entries=snapshot_entries)
     r.core.campaign()
     r.process_ready()
@@ -52,12 +52,12 @@ def open_replica(tmp: Path, hooks: Hooks, snapshot_entries: int = 1000) -> Repli
     return r
 
 
-def close(r: Replica) -> None:
+def close(r: RaftDriver) -> None:
     r.close()
     r.store.close()
 
 
-def propose_blocks(r: Replica, n: int) -> None:
+def propose_blocks(r: RaftDriver, n: int) -> None:
     for _ in range(n):
         s = r.store
         blk = make_block(s.height + 1, s.block_hash, s.last_time + 1, "a", (b"not a tx",))
@@ -120,10 +120,10 @@ def test_a_block_that_does_not_chain_is_skipped(tmp_path: Path) -> None:
     close(r)
 
 
-def open_replica_ticking(tmp: Path, hooks: Hooks, tick_ms: int) -> Replica:
+def open_replica_ticking(tmp: Path, hooks: Hooks, tick_ms: int) -> RaftDriver:
     store = StateStore.open(str(tmp / "state"))
     store.init_genesis(GENESIS, [], chain_id="t", genesis_time=0)
-    return Replica(node_id="a", raft_dir=tmp / "raft", store=store, executor=EcertExecutor("t"),
+    return RaftDriver(node_id="a", raft_dir=tmp / "raft", store=store, executor=EcertExecutor("t"),
                    bootstrap_voters=("a",), send=lambda m: None, hooks=hooks, tick_ms=tick_ms)
 
 

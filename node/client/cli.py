@@ -45,7 +45,7 @@ from rich.tree import Tree
 
 from ecert.privacy import DocumentError, open_document_with_seed, seal_document
 from ecert.tx import decode_envelope, envelope_to_json, make_tx, tx_id_of
-from node.config import ClusterConfig, ConfigError, load_config
+from node.config import ClusterConfig, ClusterConfigError, load_config
 from node.keys import (
     KeyFileError,
     KeyPair,
@@ -278,7 +278,7 @@ class Ctx:
         if self._cluster is None:
             try:
                 self._cluster = load_config(self.args.config)
-            except ConfigError as e:
+            except ClusterConfigError as e:
                 raise CliError(str(e)) from None
         return self._cluster
 

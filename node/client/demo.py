@@ -1,6 +1,6 @@
 """The supply-chain story of the seed (Bank of China and Geely, ../shared/seed), told on chain.
 
-    python -m node.demo --config cluster.toml [--node URL] [--maturity-seconds 12]
+    python -m node.client.demo --config cluster.toml [--node URL] [--maturity-seconds 12]
 
 1. boc grants geely a credit line (credit.grant).
 2. tier1 anchors the purchase contract, the delivery note and the invoice it sent geely (trade.anchor: the
@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ecert.privacy import seal_document
-from node.cli import (
+from node.client.cli import (
     ApiError,
     Client,
     CliError,
@@ -43,7 +43,7 @@ from node.cli import (
     lineage_tree,
     load_signer,
 )
-from node.config import ClusterConfig, ConfigError, load_config
+from node.config import ClusterConfig, ClusterConfigError, load_config
 from node.keys import org_public_keys
 
 console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
@@ -263,7 +263,7 @@ def run(cluster: ClusterConfig, client: Client, maturity_s: float) -> dict[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m node.demo", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m node.client.demo", description=__doc__.split("\n\n")[0],
                                      epilog="See the module docstring (python -m pydoc node.demo) for the story.")
     parser.add_argument("--config", default="cluster.toml", help="cluster file (default: cluster.toml)")
     parser.add_argument("--node", default=None, help="node URL (default: the cluster's nodes, first that answers)")
@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster = load_config(args.config)
         urls = [args.node] if args.node else [n.http_url for n in cluster.nodes]
         summary = run(cluster, Client(urls, args.timeout), args.maturity_seconds)
-    except (DemoError, CliError, ConfigError, ApiError) as e:
+    except (DemoError, CliError, ClusterConfigError, ApiError) as e:
         console.print(f"[red]demo failed:[/red] {e}")
         print(json.dumps({"demo": "failed", "error": str(e)}), flush=True)
         return 1

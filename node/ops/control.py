@@ -1,7 +1,7 @@
 """Process control for a local cluster: what ./scripts/cluster and ./scripts/run drive.
 
-    python -m node.control up|down|status [--config FILE]
-    python -m node.control start|stop|kill|pause|resume NODE_ID [--config FILE]
+    python -m node.ops.control up|down|status [--config FILE]
+    python -m node.ops.control start|stop|kill|pause|resume NODE_ID [--config FILE]
 
 Every node is one detached OS process (`python -m node --config FILE --id ID`, its own session, so it outlives the
 script that started it). Its pid is kept in <data_dir>/node.pid, its stdout/stderr (crash traces) go to
@@ -32,8 +32,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from node.config import ClusterConfig, ConfigError, NodeSpec, load_config
-from node.localnet import OUT_FILE, start_node
+from node.config import ClusterConfig, ClusterConfigError, NodeSpec, load_config
+from node.ops.localnet import OUT_FILE, start_node
 
 PID_FILE = "node.pid"
 LOG_FILE = "node.log"
@@ -514,7 +514,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "scripts/cluster") -> in
     try:
         cluster = load_config(args.config)
         code, summary = COMMANDS[args.command](cluster, args)
-    except (ControlError, ConfigError) as e:
+    except (ControlError, ClusterConfigError) as e:
         console.print(f"[red]error:[/red] {e}")
         code, summary = 1, {"command": args.command, "error": str(e)}
     print(json.dumps(summary), flush=True)

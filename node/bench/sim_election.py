@@ -1,4 +1,4 @@
-"""Election time after a leader crash, and simulator throughput (not a test: `python benchmarks/sim_election.py`).
+"""Election time after a leader crash, and simulator throughput (not a test: `python node/bench/sim_election.py`).
 
 1. Leader-crash election time (Raft paper §9.3, Figure 16): 5 nodes, 10 ms ticks, election_ticks=15 (randomized
    timeouts of 150-300 ms), a heartbeat every 70 ms (about half the minimum timeout, as in the paper), 15 ms
@@ -15,9 +15,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from consensus.sim.simulation import FAULT_KINDS, SimConfig, Simulation
 
@@ -64,10 +61,10 @@ def election_trial(seed: int, pre_vote: bool) -> int:
 def _factory(pre_vote: bool):  # type: ignore[no-untyped-def]
     import dataclasses
 
-    from consensus.core import RaftCore
+    from consensus.raft import Raft
 
     def make(config, storage, rng):  # type: ignore[no-untyped-def]
-        return RaftCore(dataclasses.replace(config, pre_vote=pre_vote), storage, rng)
+        return Raft(dataclasses.replace(config, pre_vote=pre_vote), storage, rng)
 
     return make
 

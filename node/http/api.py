@@ -32,12 +32,12 @@ from ecert import queries
 from ecert.admission import precheck
 from ecert.errors import TxRejected
 from ecert.tx import envelope_from_json, raw_tx_id
-from node.dashboard import setup_dashboard
 from node.faults import setup_admin_routes
-from node.openapi import openapi_document
+from node.http.dashboard import setup_dashboard
+from node.http.openapi import openapi_document
 from node.proposer import QueueFullError, outcome_answer
 
-log = logging.getLogger("node.api")
+log = logging.getLogger("node.http.api")
 
 NODE_KEY: web.AppKey[Any] = web.AppKey("node", object)
 WAIT_TIMEOUT_MS_DEFAULT = 10_000
@@ -48,7 +48,7 @@ TX_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 
 
-class ApiError(Exception):
+class HttpError(Exception):
     def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
@@ -92,7 +92,7 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "body_too_large", f"body of {request.content_length} bytes over the limit of {limit}")
+        raise HttpError(413, "body_too_large", f"body of {request.content_length} bytes over the limit of {limit}")
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -101,7 +101,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             break
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "body_too_large", f"body over the limit of {limit} bytes")
+            raise HttpError(413, "body_too_large", f"body over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -111,17 +111,17 @@ def _q_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> i
     if raw is None:
         return default
     if not re.fullmatch(r"-?\d{1,19}", raw):
-        raise ApiError(400, "bad_parameter", f"{name} must be an integer, got {raw[:40]!r}")
+        raise HttpError(400, "bad_parameter", f"{name} must be an integer, got {raw[:40]!r}")
     value = int(raw)
     if not lo <= value <= hi:
-        raise ApiError(400, "bad_parameter", f"{name} must be in [{lo}, {hi}], got {value}")
+        raise HttpError(400, "bad_parameter", f"{name} must be in [{lo}, {hi}], got {value}")
     return value
 
 
 def _path_int(request: web.Request, name: str) -> int:
     raw = request.match_info[name]
     if not re.fullmatch(r"\d{1,19}", raw):
-        raise ApiError(400, "bad_parameter", f"{name} must be a non-negative integer, got {raw[:40]!r}")
+        raise HttpError(400, "bad_parameter", f"{name} must be a non-negative integer, got {raw[:40]!r}")
     return int(raw)
 
 
@@ -140,7 +140,7 @@ async def error_middleware(request: web.Request,
                            handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as e:
+    except HttpError as e:
         return reply(request, error_body(e.code, e.message, **e.extra), e.status)
     except web.HTTPException as e:
         if e.status < 400:
@@ -162,62 +162,62 @@ def _node(request: web.Request) -> Any:
 
 
 def parse_envelope(request: web.Request, body: bytes) -> bytes:
-    """The raw msgpack envelope from a msgpack or JSON body (raises ApiError 400)."""
+    """The raw msgpack envelope from a msgpack or JSON body (raises HttpError 400)."""
 
     if not body:
-        raise ApiError(400, "empty_body", "the body must hold a transaction envelope")
+        raise HttpError(400, "empty_body", "the body must hold a transaction envelope")
     if is_msgpack_body(request):
         return body
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed_json", f"body is not JSON: {exc}") from None
+        raise HttpError(400, "malformed_json", f"body is not JSON: {exc}") from None
     try:
         return envelope_from_json(obj)
     except TxRejected as exc:
-        raise ApiError(400, exc.code, exc.message) from None
+        raise HttpError(400, exc.code, exc.message) from None
 
 
 def parse_batch(request: web.Request, body: bytes) -> list[bytes]:
 
     if not body:
-        raise ApiError(400, "empty_body", "the body must hold a list of envelopes")
+        raise HttpError(400, "empty_body", "the body must hold a list of envelopes")
     if is_msgpack_body(request):
         try:
             items = msgpack.unpackb(body, raw=False, strict_map_key=True)
         except Exception as exc:
-            raise ApiError(400, "malformed_msgpack", f"body is not msgpack: {exc}") from None
+            raise HttpError(400, "malformed_msgpack", f"body is not msgpack: {exc}") from None
         if isinstance(items, dict):
             items = items.get("txs")
         if not isinstance(items, list) or not all(isinstance(x, bytes) for x in items):
-            raise ApiError(400, "malformed_batch", "msgpack batch must be an array of envelope bytes")
+            raise HttpError(400, "malformed_batch", "msgpack batch must be an array of envelope bytes")
         raws = items
     else:
         try:
             obj = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "malformed_json", f"body is not JSON: {exc}") from None
+            raise HttpError(400, "malformed_json", f"body is not JSON: {exc}") from None
         if isinstance(obj, dict):
             obj = obj.get("txs")
         if not isinstance(obj, list):
-            raise ApiError(400, "malformed_batch", "JSON batch must be {\"txs\": [envelope, ...]}")
+            raise HttpError(400, "malformed_batch", "JSON batch must be {\"txs\": [envelope, ...]}")
         raws = []
         for i, item in enumerate(obj):
             try:
                 raws.append(envelope_from_json(item))
             except TxRejected as exc:
-                raise ApiError(400, exc.code, f"txs[{i}]: {exc.message}") from None
+                raise HttpError(400, exc.code, f"txs[{i}]: {exc.message}") from None
     if not raws:
-        raise ApiError(400, "malformed_batch", "batch is empty")
+        raise HttpError(400, "malformed_batch", "batch is empty")
     if len(raws) > BATCH_TXS_MAX:
-        raise ApiError(413, "batch_too_large", f"at most {BATCH_TXS_MAX} txs per batch")
+        raise HttpError(413, "batch_too_large", f"at most {BATCH_TXS_MAX} txs per batch")
     return raws
 
 
 def _wait_mode(request: web.Request) -> str:
     wait = request.query.get("wait", "commit")
     if wait not in ("commit", "none"):
-        raise ApiError(400, "bad_parameter", "wait must be 'commit' or 'none'")
+        raise HttpError(400, "bad_parameter", "wait must be 'commit' or 'none'")
     return wait
 
 
@@ -232,7 +232,7 @@ def admit(node: Any, raw: bytes) -> tuple[str, dict[str, Any] | None]:
     try:
         tx_id = precheck(node.store, raw, node.chain_id)
     except TxRejected as exc:
-        raise ApiError(400, exc.code, exc.message, tx_id=tx_id) from None
+        raise HttpError(400, exc.code, exc.message, tx_id=tx_id) from None
     return tx_id, None
 
 
@@ -243,7 +243,7 @@ def admit_batch(node: Any, raws: list[bytes]) -> tuple[list[dict[str, Any] | Non
     for i, raw in enumerate(raws):
         try:
             tx_id, known = admit(node, raw)
-        except ApiError as e:
+        except HttpError as e:
             results[i] = {"tx_id": e.extra.get("tx_id"), "status": "refused", **error_body(e.code, e.message)}
             continue
         if known is not None:
@@ -254,20 +254,20 @@ def admit_batch(node: Any, raws: list[bytes]) -> tuple[list[dict[str, Any] | Non
 
 
 def enqueue_on_leader(node: Any, admitted: list[tuple[str, bytes]]) -> None:
-    """Queue admitted txs in this leader's proposer; ApiError 503 if this node does not lead, 429 if full."""
+    """Queue admitted txs in this leader's proposer; HttpError 503 if this node does not lead, 429 if full."""
     if not node.proposer.is_leader:
-        raise ApiError(503, "not_leader", "this node is not the leader", leader_id=node.replica.leader_id)
+        raise HttpError(503, "not_leader", "this node is not the leader", leader_id=node.driver.leader_id)
     for tx_id, raw in admitted:
         try:
             node.proposer.enqueue(tx_id, raw)
         except QueueFullError as exc:
-            raise ApiError(429, "queue_full", str(exc), tx_id=tx_id) from None
+            raise HttpError(429, "queue_full", str(exc), tx_id=tx_id) from None
 
 
 def accept_forwarded(node: Any, raws: list[bytes]) -> list[dict[str, Any]]:
     """The leader's side of node/forward.py: a follower's batch gets the same admission as POST /v1/txs
     (signatures verified again: nothing a peer sends is trusted) and the same answers as `?wait=none`.
-    Raises ApiError when the batch fails as a whole."""
+    Raises HttpError when the batch fails as a whole."""
     results, admitted = admit_batch(node, raws)
     enqueue_on_leader(node, [(tx_id, raw) for _, tx_id, raw in admitted])
     accepted = {i: {"tx_id": tx_id, "status": "accepted"} for i, tx_id, _ in admitted}
@@ -276,7 +276,7 @@ def accept_forwarded(node: Any, raws: list[bytes]) -> list[dict[str, Any]]:
 
 async def route_to_leader(node: Any, admitted: list[tuple[str, bytes]]) -> list[dict[str, Any] | None]:
     """Queue on this node if it leads, else forward to the leader. Returns, per tx, None if accepted or the
-    leader's refusal answer; raises ApiError (503 no leader / 429 queue full) when the whole batch failed."""
+    leader's refusal answer; raises HttpError (503 no leader / 429 queue full) when the whole batch failed."""
     from node.forward import ForwardError
 
     if not admitted:
@@ -287,7 +287,7 @@ async def route_to_leader(node: Any, admitted: list[tuple[str, bytes]]) -> list[
     try:
         results = await node.forward_txs([raw for _, raw in admitted])
     except ForwardError as exc:
-        raise ApiError(exc.status, exc.code, exc.message, leader_id=exc.leader_id) from None
+        raise HttpError(exc.status, exc.code, exc.message, leader_id=exc.leader_id) from None
     return [r if isinstance(r, dict) and r.get("status") == "refused" else None for r in results]
 
 
@@ -316,9 +316,9 @@ async def post_tx(request: web.Request) -> web.Response:
         refused = (await route_to_leader(node, [(tx_id, raw)]))[0]
         if refused is not None:
             err = refused.get("error") or {}
-            raise ApiError(400, err.get("code", "refused"), err.get("message", "the leader refused the tx"),
+            raise HttpError(400, err.get("code", "refused"), err.get("message", "the leader refused the tx"),
                            tx_id=tx_id)
-    except ApiError:
+    except HttpError:
         if fut is not None:
             node.proposer.forget(tx_id, fut)
         raise
@@ -343,7 +343,7 @@ async def post_txs(request: web.Request) -> web.Response:
     futs = {tx_id: node.proposer.wait_for(tx_id, raw) for _, tx_id, raw in admitted} if wait == "commit" else {}
     try:
         refusals = await route_to_leader(node, [(t, r) for _, t, r in admitted])
-    except ApiError:
+    except HttpError:
         for tx_id, fut in futs.items():
             node.proposer.forget(tx_id, fut)
         raise
@@ -368,7 +368,7 @@ async def get_tx(request: web.Request) -> web.Response:
     node = _node(request)
     tx_id = request.match_info["tx_id"].lower()
     if not TX_ID_RE.match(tx_id):
-        raise ApiError(400, "bad_tx_id", "a tx id is 64 lowercase hex characters")
+        raise HttpError(400, "bad_tx_id", "a tx id is 64 lowercase hex characters")
     record = node.store.tx_outcome(tx_id)
     if record is not None:
         return reply(request, outcome_answer(record))
@@ -389,7 +389,7 @@ async def get_block(request: web.Request) -> web.Response:
     height = _path_int(request, "height")
     block = node.block_json(height)
     if block is None:
-        raise ApiError(404, "block_not_found", f"no block at height {height} on this node "
+        raise HttpError(404, "block_not_found", f"no block at height {height} on this node "
                                                 f"(height {node.store.height})")
     return reply(request, block)
 
@@ -406,19 +406,19 @@ async def _consistent(request: web.Request) -> None:
 
     mode = request.query.get("consistency", "local")
     if mode not in ("local", "linearizable", "serializable"):
-        raise ApiError(400, "bad_parameter", "consistency must be 'linearizable' or 'local'")
+        raise HttpError(400, "bad_parameter", "consistency must be 'linearizable' or 'local'")
     if mode != "linearizable":
         return
     node = _node(request)
     try:
-        await node.replica.read_barrier()
+        await node.driver.read_barrier()
     except NotLeaderError:
-        raise ApiError(503, "no_leader", "no leader known: a linearizable read is impossible now",
+        raise HttpError(503, "no_leader", "no leader known: a linearizable read is impossible now",
                        leader_id=None) from None
     except ProposalDroppedError as exc:
-        raise ApiError(503, "busy", f"too many reads in flight: {exc}") from None
+        raise HttpError(503, "busy", f"too many reads in flight: {exc}") from None
     except TimeoutError:
-        raise ApiError(504, "read_timeout", "no quorum confirmed the read in time") from None
+        raise HttpError(504, "read_timeout", "no quorum confirmed the read in time") from None
 
 
 def _query_route(query: Callable[..., dict[str, Any] | None], what: str, *params: str,
@@ -431,10 +431,10 @@ def _query_route(query: Callable[..., dict[str, Any] | None], what: str, *params
         args = [request.match_info[p] for p in params]
         for a in args:
             if len(a) > 128:
-                raise ApiError(400, "bad_id", "id too long")
+                raise HttpError(400, "bad_id", "id too long")
         result = query(node.store, *args, now=node.store.last_time) if timed else query(node.store, *args)
         if result is None:
-            raise ApiError(404, f"{what}_not_found", f"no {what} {'/'.join(args)!r}")
+            raise HttpError(404, f"{what}_not_found", f"no {what} {'/'.join(args)!r}")
         return reply(request, result)
 
     handler.__name__ = query.__name__
@@ -465,38 +465,38 @@ async def post_members(request: web.Request) -> web.Response:
 
     node = _node(request)
     if not _is_loopback(request):
-        raise ApiError(403, "forbidden", "membership changes are accepted from loopback clients only")
+        raise HttpError(403, "forbidden", "membership changes are accepted from loopback clients only")
     body = await read_body(request, 4096)
     try:
         doc = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "malformed_json", "body is not JSON") from None
+        raise HttpError(400, "malformed_json", "body is not JSON") from None
     if not isinstance(doc, dict) or set(doc) != {"action", "node_id"}:
-        raise ApiError(400, "bad_request", 'body must be {"action": ..., "node_id": ...}')
+        raise HttpError(400, "bad_request", 'body must be {"action": ..., "node_id": ...}')
     kinds = {"add_learner": ConfChangeType.ADD_LEARNER, "promote": ConfChangeType.ADD_VOTER,
              "add_voter": ConfChangeType.ADD_VOTER, "remove": ConfChangeType.REMOVE_NODE}
     action, target = doc["action"], doc["node_id"]
     if action not in kinds:
-        raise ApiError(400, "bad_action", f"action must be one of {', '.join(kinds)}")
+        raise HttpError(400, "bad_action", f"action must be one of {', '.join(kinds)}")
     if not isinstance(target, str) or node.config.find_node(target) is None:
-        raise ApiError(404, "node_not_found", f"{target!r} is not a node of {node.config.path.name}")
+        raise HttpError(404, "node_not_found", f"{target!r} is not a node of {node.config.path.name}")
     if not node.proposer.is_leader:
         leader = node.leader_spec()
         if leader is None:
-            raise ApiError(503, "no_leader", "no leader known", leader_id=None)
+            raise HttpError(503, "no_leader", "no leader known", leader_id=None)
         async with node.http.post(f"{leader.http_url}/admin/members", json=doc) as resp:
             return reply(request, await resp.json(content_type=None), resp.status)
-    r = node.replica
+    r = node.driver
     if action == "promote" and target not in r.core.learners and target not in r.core.voters:
-        raise ApiError(409, "not_a_learner", f"{target} must be added as a learner first")
+        raise HttpError(409, "not_a_learner", f"{target} must be added as a learner first")
     try:
         index = r.propose_conf_change(ConfChange(kinds[action], target))
     except NotLeaderError:
-        raise ApiError(503, "not_leader", "leadership moved; retry", leader_id=r.leader_id) from None
+        raise HttpError(503, "not_leader", "leadership moved; retry", leader_id=r.leader_id) from None
     except ProposalDroppedError as exc:
-        raise ApiError(409, "conf_change_pending", f"another change is in progress: {exc}") from None
+        raise HttpError(409, "conf_change_pending", f"another change is in progress: {exc}") from None
     if not await r.wait_applied(index, 10.0):
-        raise ApiError(504, "timeout", "the change was proposed but not applied in time", index=index)
+        raise HttpError(504, "timeout", "the change was proposed but not applied in time", index=index)
     return reply(request, {"action": action, "node_id": target, "index": index,
                            "voters": sorted(r.core.voters), "learners": sorted(r.core.learners)})
 

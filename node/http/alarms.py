@@ -3,7 +3,7 @@
 `evaluate(snapshot, rules)` reads nothing but its arguments: every time is passed in as milliseconds, so a
 test states a situation and the alarms it must raise. `AlarmTracker` keeps the little history the rules need
 (since when no leader, since when a peer is unreachable, recent leader changes and rejections) and says which
-alarms were raised or cleared since the last call, for the log. The caller (node/dashboard.py) owns the clock.
+alarms were raised or cleared since the last call, for the log. The caller (node/http/dashboard.py) owns the clock.
 
 The rules (issue 7), names stable for dashboards and alerting:
 - `no_leader`: no leader known for longer than `no_leader_election_timeouts` election timeouts;

@@ -115,7 +115,7 @@ class _ReadOnly:
         return self.queue[-1] if self.queue else b""
 
 
-class RaftCore:
+class Raft:
     def __init__(self, config: Config, storage: Storage, rng: Rng) -> None:
         self._cfg = config
         self._id = config.id

@@ -1,7 +1,7 @@
 """Large-state benchmark (not a test): grow a real LevelDB state to N organisations and M certificates through
 the real executor and store, block by block, and report how applying behaves as the state grows.
 
-    .venv/bin/python benchmarks/scale_bench.py [--orgs 20000] [--certs 1000000] [--block-txs 1000] [--dir PATH]
+    .venv/bin/python node/bench/scale_bench.py [--orgs 20000] [--certs 1000000] [--block-txs 1000] [--dir PATH]
 
 Workload, all signed txs applied through `StateStore.apply_block` with `EcertExecutor` (nothing written around
 the rules; genesis holds only the banks and core enterprises):
@@ -35,15 +35,12 @@ import os
 import random
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.cli import write_genesis
+from node.client.cli import write_genesis
 from node.config import ClusterConfig, load_config
 from node.keys import ensure_cluster_keys
 

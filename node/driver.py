@@ -1,4 +1,4 @@
-"""The Raft driver: feeds time and peer messages into the pure `RaftCore` and carries out each `Ready`.
+"""The Raft driver: feeds time and peer messages into the pure `Raft` and carries out each `Ready`.
 
 Order per Ready (consensus/ready.py's contract, in one place):
     persist (LevelDBStorage.save, fsync when must_sync) -> send -> install snapshot -> apply committed entries
@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from consensus.config import Config
-from consensus.core import RaftCore
 from consensus.leveldb_storage import LevelDBStorage
 from consensus.membership import decode_conf_change
 from consensus.messages import Entry, EntryType, Message, MessageType, Snapshot, SnapshotMeta
+from consensus.raft import Raft
 from consensus.ready import Ready, Role
 from ledger.block import decode_block
 from ledger.errors import BlockDecodeError, StaleBlockError
@@ -44,7 +44,7 @@ SNAPSHOT_AMORTISE_BYTES_MIN = 8 << 20
 """Below this size a snapshot costs milliseconds and is taken every `snapshot_entries`; above it, also only once
 the log since the last one holds half its size in bytes."""
 
-log = logging.getLogger("node.replica")
+log = logging.getLogger("node.driver")
 
 READ_INDEX_TIMEOUT_S = 5.0
 
@@ -74,7 +74,7 @@ class DriverStats:
     messages_sent: int = 0
 
 
-class Replica:
+class RaftDriver:
     def __init__(
         self,
         *,
@@ -105,7 +105,7 @@ class Replica:
         self.storage = LevelDBStorage(str(raft_dir), tuple(sorted(bootstrap_voters)))
         try:
             config = Config(id=node_id, election_ticks=election_ticks, heartbeat_ticks=heartbeat_ticks)
-            self.core = RaftCore(config, self.storage, random.Random(os.urandom(16)))
+            self.core = Raft(config, self.storage, random.Random(os.urandom(16)))
         except BaseException:
             self.storage.close()
             raise

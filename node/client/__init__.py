@@ -1,0 +1,1 @@
+"""Clients of the node API: one HTTP client with signing, the `ecert` CLI, the demo."""

@@ -1,0 +1,1 @@
+"""The node's HTTP surface: API routes, OpenAPI document, dashboard, metrics and alarms."""

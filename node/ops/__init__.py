@@ -1,0 +1,1 @@
+"""Local operations: cluster control and the local-network launcher."""
