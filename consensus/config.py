@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from consensus.errors import ConfigError
+from consensus.invariant import require
 from consensus.messages import NodeId
+
+# Defaults of the size limits, named so that a host can assert its own limits against them (node/transport.py:
+# a peer frame must hold the largest message the core sends).
+MSG_BYTES_MAX_DEFAULT = 1 << 20
+UNCOMMITTED_BYTES_MAX_DEFAULT = 64 << 20
+SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT = 256 << 10
+require(MSG_BYTES_MAX_DEFAULT <= UNCOMMITTED_BYTES_MAX_DEFAULT,
+        "the default max_uncommitted_bytes must be at least the default max_msg_bytes (see Config)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,12 +26,12 @@ class Config:
     """A leader sends heartbeats every `heartbeat_ticks` ticks; must be below `election_ticks`."""
     max_inflight_msgs: int = 256
     """Max unacknowledged AppendEntries per follower in the replicate state (pipelining window)."""
-    max_msg_bytes: int = 1 << 20
+    max_msg_bytes: int = MSG_BYTES_MAX_DEFAULT
     """Max entry data bytes per AppendEntries (and per Ready's committed entries); a single larger entry still
     goes alone."""
-    max_uncommitted_bytes: int = 64 << 20
+    max_uncommitted_bytes: int = UNCOMMITTED_BYTES_MAX_DEFAULT
     """A leader drops proposals while the data of its uncommitted (not yet applied) tail exceeds this."""
-    max_snapshot_chunk_bytes: int = 256 << 10
+    max_snapshot_chunk_bytes: int = SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT
     """InstallSnapshot carries the snapshot's data in chunks of at most this many bytes."""
     pre_vote: bool = True
     check_quorum: bool = True

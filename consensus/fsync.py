@@ -1,6 +1,6 @@
 """Making file-system changes survive a power loss: fsync of a directory (after a create or rename in it) and of
-every file in a directory. Shared by the Raft log's storage and the ledger's state store, which both move whole
-files into place (snapshot files, an imported store)."""
+every file in a directory. Shared by the Raft log's snapshot files (consensus/snapshot_files.py) and the ledger's
+state store, which both move whole files into place (snapshot files, an imported store)."""
 
 from __future__ import annotations
 

@@ -707,7 +707,10 @@ class Raft:
                            reject=True, reject_hint=hint_index, hint_term=hint_term))
 
     def _handle_heartbeat(self, m: Message) -> None:
-        self._log.commit_to(m.commit)
+        # The leader sends min(match, commit), so a commit beyond our log means its view of us is stale (we
+        # restarted with a wiped data dir): take only what we hold, never a commit past our log. The leader
+        # re-probes us (reset_progress on reconnection) and sends the rest.
+        self._log.commit_to(min(m.commit, self._log.last_index()))
         self._send(Message(MessageType.HEARTBEAT_RESP, self._id, m.from_id, self._term, context=m.context))
 
     def _handle_snapshot(self, m: Message) -> None:

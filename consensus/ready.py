@@ -10,8 +10,11 @@ Contract for the driver (the simulator, and node/ in production), in this order,
 4. Hand `read_states` to waiting readers once `applied_index >= read_state.index`.
 5. Call `core.advance(ready)`.
 
-(A leader may send its appends before its own disk write finishes (thesis §10.2.1); this core does not rely
-on that and the simple order above is always correct.)
+One exception to step 1, the early send (thesis §10.2.1): a leader whose Ready changes neither its term nor
+its vote, and whose commit index covers none of the entries being written, may send `messages` before its
+write, so that its disk and the followers' work in parallel. Both drivers run exactly this order, early send
+included, through one routine: `consensus.ready_loop.handle_ready` (the rule is its `may_send_early`, with the
+reason it is safe). The simulator crashes nodes between an early send and the end of the write.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ class Ready:
     committed_entries: tuple[Entry, ...]
     """Entries known committed and already persisted: apply them, in order."""
     messages: tuple[Message, ...]
-    """Send after persisting."""
+    """Send after persisting (a leader may send them first: the early send, above)."""
     read_states: tuple[ReadState, ...]
     must_sync: bool
     """True when hard state term/vote or entries changed: the write must be fsynced."""

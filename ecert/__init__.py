@@ -13,5 +13,8 @@ Pure and deterministic: no I/O, no clocks, no floats. Modules:
     queries         JSON-ready reads for the HTTP API
     privacy         sealed-box trade documents bound to their hash
     invariants      whole-state checks for debug runs and tests
+    membership      node membership in state: records, proposals, their keys (CONTRACT §6)
+    governance      member.propose / member.approve rules and the membership reads
+    reconcile       next_conf_change: the one Raft change that brings Raft to the state membership
 The rules, check by check, are in docs/RULES.md.
 """

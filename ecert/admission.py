@@ -1,7 +1,9 @@
 """Cheap checks a node runs before it queues a tx for a block (so garbage never reaches consensus).
 
 `precheck` decodes strictly, checks the chain id, verifies the signature against the signer's key in the
-node's current state, and checks the signer is active and the nonce unused. It does not run the rules: state
+node's current state (after an `org.rotate_key` is applied, the new key: a tx signed with the old one is
+refused here and, if it was queued before, again at apply), and checks the signer is active, a regulator signs
+only what it may, and the nonce is unused. It does not run the rules: state
 may change before the tx is applied, and the rules run again, deterministically, at apply time.
 """
 

@@ -33,6 +33,10 @@ NOT_A_CORE = "not_a_core"
 NOT_A_BANK = "not_a_bank"
 SAME_PARTY = "same_party"
 INVALID_STATUS_TRANSITION = "invalid_status_transition"
+REGULATOR_GENESIS_ONLY = "regulator_genesis_only"
+REGULATOR_STATUS_FIXED = "regulator_status_fixed"
+REGULATOR_NOT_PARTY = "regulator_not_party"
+BAD_KEY_PROOF = "bad_key_proof"
 
 # --- credit lines -------------------------------------------------------------------------------------------------
 LIMIT_BELOW_USED = "limit_below_used"
@@ -63,6 +67,25 @@ SPLIT_SUM_MISMATCH = "split_sum_mismatch"
 DUPLICATE_RECIPIENT = "duplicate_recipient"
 NOT_FINANCE_BANK = "not_finance_bank"
 DISCOUNT_TOO_LARGE = "discount_too_large"
+LINEAGE_TOO_DEEP = "lineage_too_deep"
+
+# --- membership governance (ecert/governance.py) -------------------------------------------------------------------
+NOT_VOTING_ORG = "not_voting_org"
+TOO_MANY_PROPOSALS = "too_many_proposals"
+TOO_FEW_VOTERS = "too_few_voters"
+REGULATOR_NODE = "regulator_node"
+NOT_A_LEARNER = "not_a_learner"
+UNKNOWN_NODE = "unknown_node"
+NODE_REMOVED = "node_removed"
+NODE_EXISTS = "node_exists"
+NODE_PK_IN_USE = "node_pk_in_use"
+ADDRESS_IN_USE = "address_in_use"
+MEMBERSHIP_FULL = "membership_full"
+UNKNOWN_PROPOSAL = "unknown_proposal"
+PROPOSAL_EXPIRED = "proposal_expired"
+PROPOSAL_CLOSED = "proposal_closed"
+OWN_PROPOSAL = "own_proposal"
+ALREADY_APPROVED = "already_approved"
 
 ALL_CODES: frozenset[str] = frozenset(
     value for name, value in dict(globals()).items() if name.isupper() and isinstance(value, str)

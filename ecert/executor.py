@@ -8,8 +8,10 @@ Authentication, in order (docs/RULES.md):
 1. `org.register`: the signer must be the org being registered, and the signature must verify under the key in
    the body (the org is not on chain yet).
 2. every other kind: the signer must be registered (`unknown_signer`), `active` (`signer_not_active`) and the
-   signature must verify under its registered key (`bad_signature`).
-3. the signer must not have used this nonce before (`nonce_reused`).
+   signature must verify under its registered key (`bad_signature`): the key the state holds now, so after an
+   `org.rotate_key` only the new key signs (also for the rest of the same block).
+3. a regulator signs only the kinds in `rules.REGULATOR_TX_TYPES` (`role_not_allowed`).
+4. the signer must not have used this nonce before (`nonce_reused`).
 
 Each node verifies a signature once: admission (`ecert.admission.precheck`) and apply both call `authenticate`,
 and a valid verification is remembered for the apply (see `_verified`). Only this process's own verifications
@@ -21,7 +23,7 @@ from __future__ import annotations
 from ecert import codes
 from ecert import state as s
 from ecert.errors import TxRejected
-from ecert.rules import RULES
+from ecert.rules import REGULATOR_TX_TYPES, RULES
 from ecert.tx import OrgRegister, Tx, decode_tx, raw_tx_id, verify_signature
 from ledger.executor import BlockContext, TxOutcome
 from ledger.state_view import StateView
@@ -80,6 +82,8 @@ def _authenticate_registered(view: StateView, tx: Tx, require_active: bool, reme
     if require_active and org.status != s.ORG_ACTIVE:
         raise TxRejected(codes.SIGNER_NOT_ACTIVE, f"signer {tx.signer} is {org.status}")
     _verify_once(tx, org.sign_pk, remember)
+    if org.role == s.REGULATOR and tx.type not in REGULATOR_TX_TYPES:
+        raise TxRejected(codes.ROLE_NOT_ALLOWED, f"the regulator does not sign {tx.type}")
 
 
 class EcertExecutor:

@@ -1,8 +1,14 @@
-"""The genesis document: the chain id, the genesis time and the organisations that exist at height 0.
+"""The genesis document: the chain id, the genesis time, and the organisations and nodes that exist at height 0.
 
 `genesis.json` (beside cluster.toml) reads `{"chain_id", "genesis_time", "orgs": [{"id", "name", "role",
-"sign_pk", "box_pk"}]}`. Every node derives the same `genesis_hash` (sha256 of a canonical msgpack encoding) and
-the same `genesis_writes` (the orgs, all `active`), which the ledger commits as the state before block 1.
+"sign_pk", "box_pk"}], "nodes": [{"id", "org", "raft", "http", "node_pk", "voter"}]}`. Every node derives the
+same `genesis_hash` (sha256 of a canonical msgpack encoding) and the same `genesis_writes` (the orgs, all
+`active`; one membership record per node, `voter` or `learner`), which the ledger commits as the state before
+block 1.
+
+`nodes` is optional so that genesis files written before membership governance still load, with the same hash
+as before. Such a chain has an empty membership: the state does not govern its nodes (Raft keeps the cluster
+file's configuration) and every `member.propose` is refused, as no org runs a voting node in state.
 """
 
 from __future__ import annotations
@@ -14,11 +20,16 @@ from typing import Any
 
 import msgpack
 
-from ecert import state
+from ecert import membership, state
 from ecert.errors import GenesisError, TxRejected
-from ecert.tx import ID_LEN_MAX, ROLES, TIME_MS_MAX, v_hex32, v_id, v_name
+from ecert.tx import ID_LEN_MAX, ROLES, TIME_MS_MAX, v_address, v_hex32, v_id, v_name
 
 GENESIS_ORGS_MAX = 1024
+GENESIS_NODES_MAX = membership.MEMBERS_MAX
+_DOC_FIELDS_REQUIRED = frozenset({"chain_id", "genesis_time", "orgs"})
+_DOC_FIELDS = _DOC_FIELDS_REQUIRED | {"nodes"}
+_ORG_FIELDS = frozenset({"id", "name", "role", "sign_pk", "box_pk"})
+_NODE_FIELDS = frozenset({"id", "org", "raft", "http", "node_pk", "voter"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +42,26 @@ class GenesisOrg:
 
 
 @dataclass(frozen=True, slots=True)
+class GenesisNode:
+    id: str
+    org: str  # a genesis org: the one that runs the node
+    raft: str  # "host:port" (an IPv6 host in brackets)
+    http: str  # "host:port"
+    node_pk: str  # hex Ed25519 public key of the node's transport key
+    voter: bool  # False: a learner (the regulator's node always is)
+
+
+@dataclass(frozen=True, slots=True)
 class GenesisDoc:
     chain_id: str
     genesis_time: int  # ms since the Unix epoch
     orgs: tuple[GenesisOrg, ...]
+    nodes: tuple[GenesisNode, ...] = ()
+    """Empty for a genesis written before membership governance (see the module docstring)."""
 
     def __post_init__(self) -> None:
         _validate(self)
+        _validate_nodes(self)
 
 
 def _validate(doc: GenesisDoc) -> None:
@@ -65,41 +89,107 @@ def _validate(doc: GenesisDoc) -> None:
         raise GenesisError("genesis needs at least one bank (only a bank can approve new orgs)")
 
 
+def _validate_nodes(doc: GenesisDoc) -> None:
+    if len(doc.nodes) > GENESIS_NODES_MAX:
+        raise GenesisError(f"genesis lists {len(doc.nodes)} nodes, at most {GENESIS_NODES_MAX}")
+    roles = {org.id: org.role for org in doc.orgs}
+    ids: set[str] = set()
+    keys: set[str] = set()
+    addresses: set[str] = set()
+    for node in doc.nodes:
+        try:
+            v_id("id", node.id)
+            v_id("org", node.org)
+            v_address("raft", node.raft)
+            v_address("http", node.http)
+            v_hex32("node_pk", node.node_pk)
+        except TxRejected as exc:
+            raise GenesisError(f"node {node.id!r}: {exc.message}") from None
+        if type(node.voter) is not bool:
+            raise GenesisError(f"node {node.id!r}: voter must be true or false")
+        if node.org not in roles:
+            raise GenesisError(f"node {node.id!r}: org {node.org!r} is not a genesis org")
+        if node.voter and roles[node.org] == membership.REGULATOR_ROLE:
+            raise GenesisError(f"node {node.id!r}: the regulator's node must be a learner (voter: false)")
+        if node.id in ids:
+            raise GenesisError(f"node {node.id!r} listed twice")
+        if node.node_pk in keys:
+            raise GenesisError(f"node {node.id!r}: node_pk is another node's")
+        for address in (node.raft, node.http):
+            if address.lower() in addresses:
+                raise GenesisError(f"node {node.id!r}: address {address} is used twice")
+            addresses.add(address.lower())
+        ids.add(node.id)
+        keys.add(node.node_pk)
+    if doc.nodes and not any(node.voter for node in doc.nodes):
+        raise GenesisError("genesis nodes need at least one voter")
+
+
 def genesis_from_json(obj: Any) -> GenesisDoc:
     """Parse the genesis.json object (raises GenesisError on anything malformed)."""
-    if not isinstance(obj, Mapping) or set(obj) != {"chain_id", "genesis_time", "orgs"}:
-        raise GenesisError('genesis must be an object with exactly "chain_id", "genesis_time", "orgs"')
-    orgs = obj["orgs"]
+    keys = set(obj) if isinstance(obj, Mapping) else None
+    if keys is None or not _DOC_FIELDS_REQUIRED <= keys <= _DOC_FIELDS:
+        raise GenesisError('genesis must be an object with exactly "chain_id", "genesis_time", "orgs" and '
+                           'optionally "nodes"')
+    orgs, nodes = obj["orgs"], obj.get("nodes", [])
     if not isinstance(orgs, list):
         raise GenesisError('"orgs" must be a list')
+    if not isinstance(nodes, list):
+        raise GenesisError('"nodes" must be a list')
     parsed = []
     for item in orgs:
-        if not isinstance(item, Mapping) or set(item) != {"id", "name", "role", "sign_pk", "box_pk"}:
+        if not isinstance(item, Mapping) or set(item) != _ORG_FIELDS:
             raise GenesisError('each org must have exactly "id", "name", "role", "sign_pk", "box_pk"')
         parsed.append(GenesisOrg(item["id"], item["name"], item["role"], item["sign_pk"], item["box_pk"]))
-    return GenesisDoc(obj["chain_id"], obj["genesis_time"], tuple(parsed))
+    parsed_nodes = []
+    for item in nodes:
+        if not isinstance(item, Mapping) or set(item) != _NODE_FIELDS:
+            raise GenesisError('each node must have exactly "id", "org", "raft", "http", "node_pk", "voter"')
+        parsed_nodes.append(GenesisNode(item["id"], item["org"], item["raft"], item["http"], item["node_pk"],
+                                        item["voter"]))
+    return GenesisDoc(obj["chain_id"], obj["genesis_time"], tuple(parsed), tuple(parsed_nodes))
 
 
 def genesis_to_json(doc: GenesisDoc) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "chain_id": doc.chain_id,
         "genesis_time": doc.genesis_time,
         "orgs": [{"id": o.id, "name": o.name, "role": o.role, "sign_pk": o.sign_pk, "box_pk": o.box_pk}
                  for o in doc.orgs],
     }
+    if doc.nodes:
+        out["nodes"] = [{"id": n.id, "org": n.org, "raft": n.raft, "http": n.http, "node_pk": n.node_pk,
+                         "voter": n.voter} for n in doc.nodes]
+    return out
 
 
 def genesis_hash(doc: GenesisDoc) -> bytes:
-    """32-byte sha256 of the canonical encoding (orgs in the order listed: order is part of the document)."""
-    canonical = [doc.chain_id, doc.genesis_time, [[o.id, o.name, o.role, o.sign_pk, o.box_pk] for o in doc.orgs]]
-    return hashlib.sha256(b"ecert-genesis-v1" + msgpack.packb(canonical, use_bin_type=True)).digest()
+    """32-byte sha256 of the canonical encoding (orgs and nodes in the order listed: order is part of the
+    document). A document without nodes hashes exactly as before nodes existed, so older chains keep their hash;
+    one with nodes is tagged v2 and covers every field of every node."""
+    orgs = [[o.id, o.name, o.role, o.sign_pk, o.box_pk] for o in doc.orgs]
+    if not doc.nodes:
+        canonical: list[Any] = [doc.chain_id, doc.genesis_time, orgs]
+        return hashlib.sha256(b"ecert-genesis-v1" + msgpack.packb(canonical, use_bin_type=True)).digest()
+    nodes = [[n.id, n.org, n.raft, n.http, n.node_pk, n.voter] for n in doc.nodes]
+    canonical = [doc.chain_id, doc.genesis_time, orgs, nodes]
+    return hashlib.sha256(b"ecert-genesis-v2" + msgpack.packb(canonical, use_bin_type=True)).digest()
 
 
 def genesis_writes(doc: GenesisDoc) -> list[tuple[bytes, bytes]]:
-    """The state at height 0: every genesis org, `active`, sorted by key."""
+    """The state at height 0, sorted by key: every genesis org, `active`; every genesis node, `voter` or
+    `learner`, with the genesis voter count (the floor of later removals, docs/RULES.md)."""
     writes = []
     for o in doc.orgs:
         org = state.Org(id=o.id, name=o.name, role=o.role, sign_pk=o.sign_pk, box_pk=o.box_pk,
                         status=state.ORG_ACTIVE, registered_at=doc.genesis_time, updated_at=doc.genesis_time)
         writes.append((state.org_key(o.id), state.encode_record(org)))
+    for n in doc.nodes:
+        member = membership.NodeMember(id=n.id, org=n.org, raft=n.raft, http=n.http, node_pk=n.node_pk,
+                                       status=membership.VOTER if n.voter else membership.LEARNER,
+                                       since=doc.genesis_time)
+        writes.append((membership.member_key(n.id), membership.encode_member(member)))
+    if doc.nodes:
+        voters = sum(1 for n in doc.nodes if n.voter)
+        writes.append((membership.GENESIS_VOTERS_KEY, str(voters).encode()))
     return sorted(writes)

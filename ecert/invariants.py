@@ -12,6 +12,9 @@ only when its debug flag is on. Each broken invariant raises `consensus.invarian
    names it as parent; no other certificate has children, and every non-root's parent lists it.
 4. Indexes: holdings hold exactly the live certificates under their holder; the lineage of each root lists
    exactly its members; an invoice's `backed` equals what non-cancelled roots draw on it.
+5. Depth: a root is at depth 0, a child one below its parent, and none below LINEAGE_DEPTH_MAX.
+6. Parties: the party index names the holder of every certificate, its seller and the bank asked to finance it
+   (if any), and nothing but existing certificates under their own root.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def check_invariants(view: StateView) -> None:
     _check_conservation(certs, by_root)
     _check_credit(view, certs, by_root)
     _check_indexes(view, certs, by_root)
+    _check_parties(view, certs)
 
 
 def _check_children(certs: dict[str, s.Cert]) -> None:
@@ -51,11 +55,15 @@ def _check_children(certs: dict[str, s.Cert]) -> None:
             require(cert.children == (), f"cert {cert.id} is {cert.status} but has children")
         if cert.parent_id is None:
             require(cert.root_id == cert.id, f"root {cert.id} names another root")
+            require(cert.depth == 0, f"root {cert.id} at depth {cert.depth}")
         else:
             parent = certs.get(cert.parent_id)
             require(parent is not None and cert.id in parent.children,
                     f"cert {cert.id} is not among its parent's children")
             require(parent is not None and parent.root_id == cert.root_id, f"cert {cert.id} left its lineage")
+            require(parent is not None and cert.depth == parent.depth + 1,
+                    f"cert {cert.id} at depth {cert.depth}, not one below its parent")
+        require(cert.depth <= s.LINEAGE_DEPTH_MAX, f"cert {cert.id} deeper than LINEAGE_DEPTH_MAX")
 
 
 def _check_conservation(certs: dict[str, s.Cert], by_root: dict[str, list[s.Cert]]) -> None:
@@ -102,3 +110,17 @@ def _check_indexes(view: StateView, certs: dict[str, s.Cert], by_root: dict[str,
         listed = s.lineage_ids(view, root_id)
         require(sorted(listed) == sorted(c.id for c in members), f"lineage index of {root_id} is wrong")
         require(listed[0] == root_id, f"lineage of {root_id} does not start with the root")
+
+
+def _check_parties(view: StateView, certs: dict[str, s.Cert]) -> None:
+    indexed: set[tuple[str, str]] = set()
+    for key, _ in view.scan(s.PARTY_PREFIX):
+        parts = key.decode().split("/")
+        require(len(parts) == 4, f"malformed party key {key!r}")
+        _, org_id, root_id, cert_id = parts
+        cert = certs.get(cert_id)
+        require(cert is not None and cert.root_id == root_id, f"party key {key!r} names no cert of that root")
+        indexed.add((org_id, cert_id))
+    for cert in certs.values():
+        for party in (cert.holder, cert.seller, cert.finance_bank):
+            require(party is None or (party, cert.id) in indexed, f"{party} is not indexed as party to {cert.id}")

@@ -2,14 +2,17 @@
 
 `(status, tx type) -> new status`. A pair missing from the table is not allowed: `next_*` raises
 `TxRejected("invalid_status_transition")`. The rules in ecert/rules.py check who may act and with what amounts;
-this table alone says which statuses a kind of transaction may move from and to.
+this table alone says which statuses a kind of transaction may move from and to. Membership proposals are the
+one table keyed by event instead of tx kind (see PROPOSAL_TRANSITIONS).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from consensus.invariant import require
 from ecert import codes
+from ecert import membership as m
 from ecert import state as s
 from ecert.errors import TxRejected
 
@@ -39,6 +42,22 @@ DOC_TRANSITIONS: Mapping[tuple[str, str], str] = {
     (s.DOC_ANCHORED, "trade.confirm"): s.DOC_CONFIRMED,
 }
 
+# Membership proposals (ecert/governance.py). Keyed by *event*, not by tx kind: one `member.approve` can carry
+# its own proposal out and supersede every other open one, so a tx kind alone does not say which move happens.
+APPROVE = "approve"  # an approval that does not reach the threshold yet
+CARRY_OUT = "carry_out"  # the threshold is reached: the membership change happens in that same tx
+SUPERSEDE = "supersede"  # another proposal was carried out while this one was open
+EXPIRE = "expire"  # block time reached expires_at (stored when a tx touches it; a query derives it anyway)
+PROPOSAL_EVENTS = (APPROVE, CARRY_OUT, SUPERSEDE, EXPIRE)
+
+PROPOSAL_TRANSITIONS: Mapping[tuple[str, str], str] = {
+    (m.P_OPEN, APPROVE): m.P_OPEN,
+    (m.P_OPEN, CARRY_OUT): m.P_EFFECTIVE,
+    (m.P_OPEN, SUPERSEDE): m.P_SUPERSEDED,
+    (m.P_OPEN, EXPIRE): m.P_EXPIRED,
+}
+"""Proposals. Only `open` moves; `effective`, `superseded` and `expired` are final."""
+
 CERT_FINAL_STATUSES = frozenset({s.SPLIT, s.SETTLED, s.CANCELLED})
 
 
@@ -59,3 +78,18 @@ def next_org_status(status: str, kind: str) -> str:
 
 def next_doc_status(status: str, kind: str) -> str:
     return _next(DOC_TRANSITIONS, "trade document", status, kind)
+
+
+def next_proposal_status(status: str, event: str) -> str:
+    return _next(PROPOSAL_TRANSITIONS, "membership proposal", status, event)
+
+
+def check_proposal_table(table: Mapping[tuple[str, str], str]) -> None:
+    """Raise InvariantViolation unless every move is between known statuses on a known event."""
+    for (status, event), new in table.items():
+        require(event in PROPOSAL_EVENTS, f"proposal transition on unknown event {event!r}")
+        require(status in m.PROPOSAL_STATUSES and new in m.PROPOSAL_STATUSES,
+                f"proposal transition {status!r} -> {new!r} names an unknown status")
+
+
+check_proposal_table(PROPOSAL_TRANSITIONS)

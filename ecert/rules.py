@@ -10,14 +10,16 @@ ecert/executor.py.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from consensus.invariant import require
 from ecert import codes, lifecycle
 from ecert import state as s
 from ecert.errors import TxRejected
+from ecert.governance import apply_member_approve, apply_member_propose
 from ecert.tx import (
+    TX_TYPES,
     CertRef,
     CreditGrant,
     EcertIssue,
@@ -28,9 +30,11 @@ from ecert.tx import (
     FinanceRequest,
     OrgAction,
     OrgRegister,
+    OrgRotateKey,
     TradeAnchor,
     TradeConfirm,
     Tx,
+    verify_key_proof,
 )
 from ledger.state_view import StateView
 
@@ -38,6 +42,19 @@ MS_PER_DAY = 86_400_000
 DAYS_PER_YEAR = 360  # money-market convention for the discount
 BPS = 10_000
 CERT_ID_HEX_CHARS = 32
+
+ORG_STATUS_SIGNERS: Mapping[str, tuple[str, ...]] = {
+    "org.approve": (s.BANK,),
+    "org.freeze": (s.BANK, s.REGULATOR),
+    "org.unfreeze": (s.BANK, s.REGULATOR),
+}
+"""Who may sign each org status change: a bank admits members; the regulator may also freeze and unfreeze."""
+
+REGULATOR_TX_TYPES = frozenset({"org.freeze", "org.unfreeze", "org.rotate_key", "member.propose", "member.approve"})
+"""The only kinds a regulator signs (CONTRACT §6): of section 3's, org.freeze and org.unfreeze; it never trades
+or lends. It keeps its own key (org.rotate_key), and membership is governance's to judge (ecert/governance.py:
+the regulator approves the add_learner of its own node, and runs no voting node to propose from). Checked at
+authentication (ecert/executor.py), so admission refuses the rest too."""
 
 
 def cert_id_for(tx_id: str, index: int) -> str:
@@ -69,11 +86,25 @@ def _active_org(view: StateView, org_id: str) -> s.Org:
 
 
 def _signer_role(view: StateView, tx: Tx, role: str) -> s.Org:
+    return _signer_role_in(view, tx, (role,))
+
+
+def _signer_role_in(view: StateView, tx: Tx, roles: tuple[str, ...]) -> s.Org:
     org = s.get_org(view, tx.signer)
     require(org is not None, "executor authenticated a signer that is not registered")
     assert org is not None
-    if org.role != role:
-        raise TxRejected(codes.ROLE_NOT_ALLOWED, f"{tx.type} needs a {role} signer; {tx.signer} is a {org.role}")
+    if org.role not in roles:
+        raise TxRejected(codes.ROLE_NOT_ALLOWED,
+                         f"{tx.type} needs a {' or '.join(roles)} signer; {tx.signer} is a {org.role}")
+    return org
+
+
+def _business_party(view: StateView, org_id: str) -> s.Org:
+    """An active org that may receive a certificate or be a trade document's counterparty: not the regulator,
+    which signs nothing that would accept, confirm or pass it on."""
+    org = _active_org(view, org_id)
+    if org.role == s.REGULATOR:
+        raise TxRejected(codes.REGULATOR_NOT_PARTY, f"{org_id!r} is the regulator; it takes no part in trade")
     return org
 
 
@@ -96,13 +127,20 @@ def _cert(view: StateView, cert_id: str) -> s.Cert:
 def _held_cert(view: StateView, tx: Tx, cert_id: str) -> s.Cert:
     cert = _cert(view, cert_id)
     if cert.holder != tx.signer:
-        raise TxRejected(codes.NOT_HOLDER, f"certificate {cert_id} is held by {cert.holder}, not {tx.signer}")
+        raise TxRejected(codes.NOT_HOLDER, f"certificate {cert_id}: the signer is not the holder")
     return cert
 
 
 def _before_maturity(cert: s.Cert, now: int) -> None:
     if now >= cert.maturity:
         raise TxRejected(codes.CERT_MATURED, f"certificate {cert.id} matured at {cert.maturity}; it can only be settled")
+
+
+def _below_depth_max(cert: s.Cert) -> None:
+    if cert.depth >= s.LINEAGE_DEPTH_MAX:
+        raise TxRejected(codes.LINEAGE_TOO_DEEP,
+                         f"certificate {cert.id} is {cert.depth} deep, the most a lineage may be; it can only be "
+                         "financed or settled")
 
 
 def _credit_line(view: StateView, bank: str, core: str) -> s.CreditLine:
@@ -120,7 +158,7 @@ def _new_children(view: StateView, parent: s.Cert, tx: Tx, now: int,
     for child_id, (holder, amount) in zip(ids, parts, strict=True):
         child = s.Cert(id=child_id, root_id=parent.root_id, parent_id=parent.id, debtor=parent.debtor,
                        holder=holder, amount=amount, maturity=parent.maturity, status=s.ACTIVE, bank=parent.bank,
-                       created_at=now, created_by=tx.tx_id, updated_at=now)
+                       created_at=now, created_by=tx.tx_id, updated_at=now, depth=parent.depth + 1)
         if view.get(s.cert_key(child_id)) is not None:  # an invariant; the message is formatted only if broken
             require(False, f"derived certificate id {child_id} already exists")
         s.put_cert(view, child, None)
@@ -135,6 +173,8 @@ def apply_org_register(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     body: OrgRegister = tx.body
     if s.get_org(view, body.org_id) is not None:
         raise TxRejected(codes.ORG_EXISTS, f"organisation {body.org_id!r} is already registered")
+    if body.role == s.REGULATOR:
+        raise TxRejected(codes.REGULATOR_GENESIS_ONLY, "the regulator exists only from genesis")
     s.put_org(view, s.Org(id=body.org_id, name=body.name, role=body.role, sign_pk=body.sign_pk,
                           box_pk=body.box_pk, status=s.ORG_PENDING, registered_at=now, updated_at=now))
     return {"org_id": body.org_id, "status": s.ORG_PENDING}
@@ -142,13 +182,28 @@ def apply_org_register(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
 
 def apply_org_status(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     body: OrgAction = tx.body
-    _signer_role(view, tx, "bank")
+    _signer_role_in(view, tx, ORG_STATUS_SIGNERS[tx.type])
     if body.org_id == tx.signer:
-        raise TxRejected(codes.SAME_PARTY, "a bank cannot change its own status")
+        raise TxRejected(codes.SAME_PARTY, "an organisation cannot change its own status")
     org = _org(view, body.org_id)
+    if org.role == s.REGULATOR:
+        raise TxRejected(codes.REGULATOR_STATUS_FIXED, "no transaction changes the regulator's status")
     status = lifecycle.next_org_status(org.status, tx.type)
     s.put_org(view, org._replace(status=status, updated_at=now, reason=body.reason))
     return {"org_id": org.id, "status": status}
+
+
+def apply_org_rotate_key(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
+    """Replace the signer's keys; the executor already checked the tx under the current (old) sign key, and
+    every later tx and signed request is checked under the new one."""
+    body: OrgRotateKey = tx.body
+    org = s.get_org(view, tx.signer)
+    require(org is not None, "executor authenticated a signer that is not registered")
+    assert org is not None
+    if not verify_key_proof(body.sign_pk, tx.nonce, body.proof):
+        raise TxRejected(codes.BAD_KEY_PROOF, "proof is not the new sign key's signature over this tx's nonce")
+    s.put_org(view, org._replace(sign_pk=body.sign_pk, box_pk=body.box_pk, updated_at=now))
+    return {"org_id": org.id, "sign_pk": body.sign_pk, "box_pk": body.box_pk}
 
 
 # --- credit lines -------------------------------------------------------------------------------------------------
@@ -178,14 +233,14 @@ def apply_trade_anchor(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
         raise TxRejected(codes.DOC_EXISTS, f"trade document {body.doc_id!r} already anchored")
     if body.counterparty == tx.signer:
         raise TxRejected(codes.SAME_PARTY, "a trade document needs two different parties")
-    _active_org(view, body.counterparty)
+    _business_party(view, body.counterparty)
     for org_id, _ in body.ciphertext or ():
         if org_id in (tx.signer, body.counterparty):
             continue
         org = s.get_org(view, org_id)
-        if org is None or org.role != "bank":
+        if org is None or org.role not in (s.BANK, s.REGULATOR):
             raise TxRejected(codes.BAD_CIPHERTEXT_RECIPIENT,
-                             f"ciphertexts are for the two parties and a bank, not {org_id!r}")
+                             f"ciphertexts are for the two parties, a bank and the regulator, not {org_id!r}")
     s.put_doc(view, s.TradeDoc(id=body.doc_id, kind=body.kind, doc_hash=body.doc_hash, issuer=tx.signer,
                                counterparty=body.counterparty, amount=body.amount, status=s.DOC_ANCHORED,
                                anchored_at=now, ciphertext=body.ciphertext or ()))
@@ -198,7 +253,7 @@ def apply_trade_confirm(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     if doc is None:
         raise TxRejected(codes.UNKNOWN_DOC, f"no trade document {body.doc_id!r}")
     if doc.counterparty != tx.signer:
-        raise TxRejected(codes.NOT_COUNTERPARTY, f"only {doc.counterparty} can confirm {doc.id}")
+        raise TxRejected(codes.NOT_COUNTERPARTY, f"trade document {doc.id}: the signer is not the counterparty")
     status = lifecycle.next_doc_status(doc.status, tx.type)
     s.put_doc(view, doc._replace(status=status, confirmed_at=now))
     return {"doc_id": doc.id, "status": status}
@@ -216,13 +271,12 @@ def _allocate_invoices(view: StateView, debtor: str, seller: str, invoice_ids: t
         if doc is None:
             raise TxRejected(codes.UNKNOWN_DOC, f"no trade document {doc_id!r}")
         if doc.kind != "invoice":
-            raise TxRejected(codes.NOT_AN_INVOICE, f"{doc_id} is a {doc.kind}, not an invoice")
+            raise TxRejected(codes.NOT_AN_INVOICE, f"trade document {doc_id} is not an invoice")
         if doc.status != s.DOC_CONFIRMED:
             raise TxRejected(codes.DOC_NOT_CONFIRMED, f"invoice {doc_id} is not confirmed by both parties")
         if {doc.issuer, doc.counterparty} != parties:
             raise TxRejected(codes.INVOICE_PARTIES_MISMATCH,
-                             f"invoice {doc_id} is between {doc.issuer} and {doc.counterparty}, "
-                             f"not {debtor} and {seller}")
+                             f"invoice {doc_id} is not between the debtor {debtor} and the recipient {seller}")
         take = min(remaining, doc.amount - doc.backed)
         allocation.append((doc, take))
         remaining -= take
@@ -237,7 +291,7 @@ def apply_ecert_issue(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     _signer_role(view, tx, "core")
     if body.to == tx.signer:
         raise TxRejected(codes.SAME_PARTY, "a core enterprise cannot issue a certificate to itself")
-    _active_org(view, body.to)
+    _business_party(view, body.to)
     if body.maturity <= now:
         raise TxRejected(codes.MATURITY_NOT_IN_FUTURE, f"maturity {body.maturity} is not after block time {now}")
     _active_bank(view, body.bank)
@@ -305,10 +359,11 @@ def apply_ecert_transfer(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
         if org_id in seen:
             raise TxRejected(codes.DUPLICATE_RECIPIENT, f"{org_id} is listed twice")
         seen.add(org_id)
-        _active_org(view, org_id)
+        _business_party(view, org_id)
     total = sum(amount for _, amount in body.to)
     if total > cert.amount:
         raise TxRejected(codes.AMOUNTS_EXCEED_CERT, f"transfers total {total}, the certificate is {cert.amount}")
+    _below_depth_max(cert)
     parts = list(body.to)
     if total < cert.amount:
         parts.append((cert.holder, cert.amount - total))
@@ -321,6 +376,7 @@ def apply_ecert_split(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     lifecycle.next_cert_status(cert.status, tx.type)
     if sum(body.amounts) != cert.amount:
         raise TxRejected(codes.SPLIT_SUM_MISMATCH, f"parts sum to {sum(body.amounts)}, the certificate is {cert.amount}")
+    _below_depth_max(cert)
     return {"certs": _new_children(view, cert, tx, now, [(cert.holder, amount) for amount in body.amounts])}
 
 
@@ -339,9 +395,13 @@ def apply_finance_request(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
 
 def _financing_cert(view: StateView, tx: Tx, cert_id: str) -> tuple[s.Cert, str]:
     cert = _cert(view, cert_id)
-    status = lifecycle.next_cert_status(cert.status, tx.type)
+    # The status is checked before the bank (a stable order), so the message must not tell a bank that was
+    # never asked what the status is.
+    status = lifecycle.CERT_TRANSITIONS.get((cert.status, tx.type))
+    if status is None:
+        raise TxRejected(codes.INVALID_STATUS_TRANSITION, f"{tx.type} needs a certificate awaiting financing")
     if cert.finance_bank != tx.signer:
-        raise TxRejected(codes.NOT_FINANCE_BANK, f"financing of {cert.id} was requested from {cert.finance_bank}")
+        raise TxRejected(codes.NOT_FINANCE_BANK, f"certificate {cert.id}: the signer is not the bank asked")
     return cert, status
 
 
@@ -372,7 +432,7 @@ def apply_ecert_settle(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     body: CertRef = tx.body
     cert = _cert(view, body.cert_id)
     if cert.debtor != tx.signer:
-        raise TxRejected(codes.NOT_DEBTOR, f"only the debtor {cert.debtor} settles {cert.id}")
+        raise TxRejected(codes.NOT_DEBTOR, f"certificate {cert.id}: the signer is not the debtor")
     status = lifecycle.next_cert_status(cert.status, tx.type)
     if now < cert.maturity:
         raise TxRejected(codes.NOT_MATURED, f"certificate {cert.id} matures at {cert.maturity}, block time is {now}")
@@ -388,6 +448,7 @@ RULES: Mapping[str, Callable[[StateView, Tx, int], dict[str, Any]]] = {
     "org.approve": apply_org_status,
     "org.freeze": apply_org_status,
     "org.unfreeze": apply_org_status,
+    "org.rotate_key": apply_org_rotate_key,
     "credit.grant": apply_credit_grant,
     "trade.anchor": apply_trade_anchor,
     "trade.confirm": apply_trade_confirm,
@@ -400,4 +461,25 @@ RULES: Mapping[str, Callable[[StateView, Tx, int], dict[str, Any]]] = {
     "finance.approve": apply_finance_approve,
     "finance.decline": apply_finance_decline,
     "ecert.settle": apply_ecert_settle,
+    # membership governance (ecert/governance.py)
+    "member.propose": apply_member_propose,
+    "member.approve": apply_member_approve,
 }
+
+
+def check_rule_table(kinds: Iterable[str], rules: Mapping[str, object],
+                     transitions: Iterable[Mapping[tuple[str, str], str]]) -> None:
+    """Raise InvariantViolation unless every tx kind has exactly one rule, every rule is for a tx kind, and every
+    status transition is for a tx kind: a kind the codec admits but no rule applies would crash the executor."""
+    kinds = tuple(kinds)
+    require(len(set(kinds)) == len(kinds), f"tx kinds listed twice: {sorted(k for k in kinds if kinds.count(k) > 1)}")
+    require(set(rules) <= set(kinds), f"rules for unknown tx kinds: {sorted(set(rules) - set(kinds))}")
+    require(set(kinds) <= set(rules), f"tx kinds without a rule: {sorted(set(kinds) - set(rules))}")
+    moved = {kind for table in transitions for _, kind in table}
+    require(moved <= set(kinds), f"status transitions for unknown tx kinds: {sorted(moved - set(kinds))}")
+
+
+check_rule_table(TX_TYPES, RULES,
+                 (lifecycle.CERT_TRANSITIONS, lifecycle.ORG_TRANSITIONS, lifecycle.DOC_TRANSITIONS))
+require(not REGULATOR_TX_TYPES - set(TX_TYPES), "REGULATOR_TX_TYPES names a kind that does not exist")
+require(set(ORG_STATUS_SIGNERS) == {kind for _, kind in lifecycle.ORG_TRANSITIONS}, "org status kinds without signers")

@@ -11,6 +11,9 @@ Key schema (keys are ASCII; ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}, so "/" ne
     l/<root_id>/<ordinal:010d>  -> cert_id  lineage index: the root (ordinal 0) and every descendant,
                                         in creation order
     lc/<root_id>                -> ordinal count of the lineage (decimal ASCII)
+    p/<org_id>/<root_id>/<cert_id> -> b""  party index: the org holds or held this cert, or was asked to
+                                        finance it. Written in `put_cert` when a (org, cert) pair first
+                                        arises, never deleted: who is party to a cert only grows
     n/<signer>/i<nonce>         -> b""  an integer nonce the signer has used
     n/<signer>/s<nonce>         -> b""  a string nonce the signer has used
 
@@ -20,7 +23,8 @@ a field added later goes at the end with a default, so older rows still decode.
 Records are `typing.NamedTuple`s rather than frozen dataclasses: they are as immutable, but they are built,
 copied (`_replace`) and encoded several times faster, and every tx reads and writes a few of them (see
 node/bench/apply_bench.py).
-Holdings and lineage queries are prefix scans of `h/<org>/` and `l/<root>/`; nothing here scans the whole state
+Holdings and lineage queries are prefix scans of `h/<org>/` and `l/<root>/`; who may read a certificate
+(ecert/access.py) reads `p/<org>/<root>/`, one org's part of one lineage. Nothing here scans the whole state
 (only ecert/invariants.py, a debug check, does).
 """
 
@@ -46,6 +50,13 @@ LIVE_STATUSES = frozenset({ISSUED, ACTIVE, FINANCING, FINANCED})
 OUTSTANDING_STATUSES = LIVE_STATUSES
 """The debtor still owes it: counts toward the bank's used credit."""
 
+# organisation roles
+BANK = "bank"
+CORE = "core"
+SUPPLIER = "supplier"
+REGULATOR = "regulator"
+"""Exists only from genesis; reads everything; signs only what ecert/rules.py REGULATOR_TX_TYPES lists."""
+
 # organisation statuses
 ORG_PENDING = "pending"
 ORG_ACTIVE = "active"
@@ -59,7 +70,7 @@ DOC_CONFIRMED = "confirmed"
 class Org(NamedTuple):
     id: str
     name: str
-    role: str  # bank | core | supplier
+    role: str  # bank | core | supplier | regulator
     sign_pk: str
     box_pk: str
     status: str  # pending | active | frozen
@@ -116,7 +127,15 @@ class Cert(NamedTuple):
     seller: str | None = None  # the holder who sold it to the bank
     settled_at: int | None = None
     paid_to: str | None = None
+    depth: int = 0  # 0 for a root, parent's + 1; invariant: 0 <= depth <= LINEAGE_DEPTH_MAX
 
+
+LINEAGE_DEPTH_MAX = 1 << 20
+"""Deepest certificate below its root. Every transfer's remainder is a child of the cert it spends, so a
+chain of payments from one certificate deepens by one per payment (node/bench walks such chains: about
+2,200 deep in a default run; a soak deepens each client's chain for as long as it runs). The bound is what a
+walk up the parent chain (ecert/access.py) may read at most; a transfer or split beyond it is
+`lineage_too_deep`."""
 
 Record = Org | CreditLine | TradeDoc | Cert
 R = TypeVar("R", Org, CreditLine, TradeDoc, Cert)
@@ -165,6 +184,14 @@ def lineage_count_key(root_id: str) -> bytes:
     return b"lc/" + root_id.encode()
 
 
+def party_prefix(org_id: str, root_id: str) -> bytes:
+    return b"p/" + org_id.encode() + b"/" + root_id.encode() + b"/"
+
+
+def party_key(org_id: str, root_id: str, cert_id: str) -> bytes:
+    return party_prefix(org_id, root_id) + cert_id.encode()
+
+
 def nonce_key(signer: str, nonce: int | str) -> bytes:
     tag = b"i" + str(nonce).encode() if type(nonce) is int else b"s" + str(nonce).encode()
     return b"n/" + signer.encode() + b"/" + tag
@@ -174,6 +201,7 @@ ORG_PREFIX = b"o/"
 CERT_PREFIX = b"c/"
 CREDIT_PREFIX = b"k/"
 DOC_PREFIX = b"d/"
+PARTY_PREFIX = b"p/"
 
 
 # --- typed reads and writes ---------------------------------------------------------------------------------------
@@ -228,9 +256,18 @@ def get_cert(view: StateView, cert_id: str) -> Cert | None:
 
 
 def put_cert(view: StateView, cert: Cert, previous: Cert | None) -> None:
-    """Write a cert and keep the holdings index in step with (holder, status)."""
+    """Write a cert and keep the holdings index in step with (holder, status) and the party index with every
+    holder and every bank asked to finance it (one put per new pair: the hot path is a transfer's children)."""
     if cert.amount <= 0:
         require(False, f"cert {cert.id}: amount must be positive")
+    if not 0 <= cert.depth <= LINEAGE_DEPTH_MAX:
+        require(False, f"cert {cert.id}: depth {cert.depth} outside 0..{LINEAGE_DEPTH_MAX}")
+    if previous is None:
+        view.put(party_key(cert.holder, cert.root_id, cert.id), b"")
+    elif previous.holder != cert.holder and cert.holder != previous.finance_bank:
+        view.put(party_key(cert.holder, cert.root_id, cert.id), b"")  # (the asked bank is a party already)
+    if cert.finance_bank is not None and (previous is None or previous.finance_bank != cert.finance_bank):
+        view.put(party_key(cert.finance_bank, cert.root_id, cert.id), b"")
     was_held = previous is not None and previous.status in LIVE_STATUSES
     is_held = cert.status in LIVE_STATUSES
     if was_held and previous is not None and (not is_held or previous.holder != cert.holder):
@@ -260,6 +297,21 @@ def lineage_ids(view: StateView, root_id: str) -> list[str]:
 
 def holding_ids(view: StateView, org_id: str) -> list[str]:
     prefix = holdings_prefix(org_id)
+    return [key[len(prefix):].decode() for key, _ in view.scan(prefix)]
+
+
+def is_party(view: StateView, org_id: str, root_id: str, cert_id: str) -> bool:
+    return view.get(party_key(org_id, root_id, cert_id)) is not None
+
+
+def has_party_in(view: StateView, org_id: str, root_id: str) -> bool:
+    """Is the org party to any cert of this lineage? (Stops at the first index key.)"""
+    return next(iter(view.scan(party_prefix(org_id, root_id))), None) is not None
+
+
+def party_cert_ids(view: StateView, org_id: str, root_id: str) -> list[str]:
+    """The certs of one lineage the org holds, held or was asked to finance, by id."""
+    prefix = party_prefix(org_id, root_id)
     return [key[len(prefix):].decode() for key, _ in view.scan(prefix)]
 
 

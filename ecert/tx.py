@@ -26,12 +26,18 @@ import msgpack
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
+from consensus.invariant import require
 from ecert import codes
 from ecert.errors import TxRejected
+from ledger.block import TX_BYTES_MAX as TX_BYTES_MAX
 
 # --- limits (TigerBeetle style: everything has a named maximum) ---------------------------------------------------
-TX_BYTES_MAX = 256 * 1024
+# TX_BYTES_MAX (256 KiB, the envelope limit) is the ledger's: one name for "a tx" from admission to the block.
 PAYLOAD_BYTES_MAX = TX_BYTES_MAX - 256
+"""The envelope's other fields (signer, signature, keys) take under 256 bytes: asserted at the end."""
+TX_JSON_BYTES_MAX = 2 * TX_BYTES_MAX
+"""Largest JSON form of one tx worth reading (base64 grows the payload by 4/3; the rest is keys and slack): the
+floor of cluster.toml `max_body_bytes`, so that every tx ecert admits can be posted as JSON."""
 AMOUNT_MAX = 10**15  # fen; CONTRACT §3: 0 < amount <= 10^15
 TIME_MS_MAX = 2**53  # ms since epoch; far beyond any real date, and exact in JSON clients
 NONCE_INT_MAX = 2**64 - 1
@@ -47,7 +53,8 @@ CIPHERTEXT_BYTES_MAX = 64 * 1024
 DISCOUNT_BPS_MAX = 10_000
 SIG_BYTES = 64
 
-ROLES = ("bank", "core", "supplier")
+ROLES = ("bank", "core", "supplier", "regulator")
+"""`regulator` decodes so that org.register can refuse it with its own code (genesis only, ecert/rules.py)."""
 DOC_KINDS = ("contract", "invoice", "delivery", "payment")
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -140,9 +147,48 @@ class FinanceDecline:
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class OrgRotateKey:
+    """org.rotate_key: the signer's new keys, from the next tx on (CONTRACT §6 "Keys")."""
+
+    sign_pk: str  # hex Ed25519 public key
+    box_pk: str  # hex X25519 public key
+    proof: bytes  # the new key's Ed25519 signature over `key_proof_message(nonce)`
+
+
+# --- membership governance bodies (CONTRACT §6; rules in ecert/governance.py) ----------------------------------
+MEMBER_NODE_FIELDS = ("org", "raft", "http", "node_pk")
+"""The fields only `add_learner` takes (and must take): the new node's org, addresses and transport key."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPropose:
+    action: str  # add_learner | promote | remove
+    node_id: str
+    org: str | None = None
+    raft: str | None = None  # "host:port"
+    http: str | None = None  # "host:port"
+    node_pk: str | None = None  # hex Ed25519 public key of the node's transport key
+
+    def __post_init__(self) -> None:
+        # Which fields a body holds depends on its action; decode_payload turns this into a coded rejection.
+        for name in MEMBER_NODE_FIELDS:
+            given = getattr(self, name) is not None
+            if self.action == "add_learner" and not given:
+                raise TxRejected(codes.MISSING_FIELD, f"body: add_learner needs field {name!r}")
+            if self.action != "add_learner" and given:
+                raise TxRejected(codes.UNKNOWN_FIELD, f"body: field {name!r} is only for add_learner")
+
+
+@dataclass(frozen=True, slots=True)
+class MemberApprove:
+    proposal_id: str
+
+
 Body = (
     OrgRegister | OrgAction | CreditGrant | TradeAnchor | TradeConfirm | EcertIssue | CertRef | EcertTransfer
-    | EcertSplit | FinanceRequest | FinanceApprove | FinanceDecline
+    | EcertSplit | FinanceRequest | FinanceApprove | FinanceDecline | OrgRotateKey
+    | MemberPropose | MemberApprove
 )
 
 
@@ -250,6 +296,12 @@ def v_bps(name: str, value: object) -> int:
     return _int(name, value, 0, DISCOUNT_BPS_MAX)
 
 
+def v_sig(name: str, value: object) -> bytes:
+    if type(value) is not bytes or len(value) != SIG_BYTES:
+        raise _bad(name, f"must be bin of {SIG_BYTES} bytes (an Ed25519 signature)")
+    return value
+
+
 def v_nonce(name: str, value: object) -> int | str:
     if type(value) is int:
         return _int(name, value, 0, NONCE_INT_MAX)
@@ -305,6 +357,79 @@ Fields = Mapping[str, tuple[Validator, bool]]
 
 _RECIPIENT_FIELDS: Fields = {"org": (v_id, True), "amount": (v_amount, True)}
 
+# --- membership governance validators ---------------------------------------------------------------------------
+MEMBER_ACTIONS = ("add_learner", "promote", "remove")
+HOSTNAME_LEN_MAX = 253
+ADDRESS_LEN_MAX = HOSTNAME_LEN_MAX + 6  # ":" and a 5-digit port; a bracketed IPv6 address is far shorter
+
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_OCTET_RE = re.compile(r"0|[1-9][0-9]{0,2}")
+_HEXTET_RE = re.compile(r"[0-9A-Fa-f]{1,4}")
+_PORT_RE = re.compile(r"[1-9][0-9]{0,4}")
+
+
+def is_ipv4(text: str) -> bool:
+    """Dotted quad, each part 0-255 without leading zeros (written out here: ipaddress changed this rule
+    between Python releases, and every node must agree)."""
+    parts = text.split(".")
+    return len(parts) == 4 and all(_OCTET_RE.fullmatch(p) is not None and int(p) <= 255 for p in parts)
+
+
+def is_ipv6(text: str) -> bool:
+    """RFC 4291 text form: eight hextets, one `::` for a run of zeros, optionally an IPv4 tail; no zone id."""
+    if text.count("::") > 1:
+        return False
+    head, gap, tail = text.partition("::")
+    parts = (head, tail) if gap else (head,)
+    groups = 0
+    for i, part in enumerate(parts):
+        if part == "":
+            continue
+        items = part.split(":")
+        if i == len(parts) - 1 and "." in items[-1]:  # only the very end may be written as IPv4
+            if not is_ipv4(items.pop()):
+                return False
+            groups += 2
+        if not all(_HEXTET_RE.fullmatch(item) is not None for item in items):
+            return False
+        groups += len(items)
+    return groups <= 7 if gap else groups == 8
+
+
+def is_hostname(text: str) -> bool:
+    """RFC 1123 labels joined by dots; all-numeric dotted text must be an IPv4 address instead."""
+    if not 0 < len(text) <= HOSTNAME_LEN_MAX or all(c in "0123456789." for c in text):
+        return False
+    return all(_LABEL_RE.fullmatch(label) is not None for label in text.split("."))
+
+
+def v_address(name: str, value: object) -> str:
+    """`host:port`: an IPv4 address, a hostname, or an IPv6 address in brackets (`[::1]:9701`)."""
+    text = _str(name, value, ADDRESS_LEN_MAX)
+    host, sep, port = text.rpartition(":")
+    if not sep or _PORT_RE.fullmatch(port) is None or int(port) > 65535:
+        raise _bad(name, 'must be "host:port" with a port of 1..65535')
+    if host.startswith("[") and host.endswith("]"):
+        ok = is_ipv6(host[1:-1])
+    else:
+        ok = is_ipv4(host) or is_hostname(host)
+    if not ok:
+        raise _bad(name, "host must be an IPv4 address, a hostname or a bracketed IPv6 address")
+    return text
+
+
+def v_member_action(name: str, value: object) -> str:
+    if type(value) is not str or value not in MEMBER_ACTIONS:
+        raise _bad(name, f"must be one of {', '.join(MEMBER_ACTIONS)}")
+    return value
+
+
+_MEMBER_PROPOSE_FIELDS: Fields = {
+    "action": (v_member_action, True), "node_id": (v_id, True), "org": (v_id, False),
+    "raft": (v_address, False), "http": (v_address, False), "node_pk": (v_hex32, False)}
+"""`org, raft, http, node_pk` are required for add_learner and refused otherwise (MemberPropose checks)."""
+
+
 BODY_SCHEMAS: Mapping[str, tuple[type, Fields]] = {
     "org.register": (OrgRegister, {
         "org_id": (v_id, True), "name": (v_name, True), "role": (v_role, True),
@@ -312,6 +437,7 @@ BODY_SCHEMAS: Mapping[str, tuple[type, Fields]] = {
     "org.approve": (OrgAction, {"org_id": (v_id, True), "reason": (v_reason, False)}),
     "org.freeze": (OrgAction, {"org_id": (v_id, True), "reason": (v_reason, False)}),
     "org.unfreeze": (OrgAction, {"org_id": (v_id, True), "reason": (v_reason, False)}),
+    "org.rotate_key": (OrgRotateKey, {"sign_pk": (v_hex32, True), "box_pk": (v_hex32, True), "proof": (v_sig, True)}),
     "credit.grant": (CreditGrant, {"core": (v_id, True), "limit": (v_limit, True), "expires_at": (v_time, True)}),
     "trade.anchor": (TradeAnchor, {
         "doc_id": (v_id, True), "kind": (v_doc_kind, True), "doc_hash": (v_hex32, True),
@@ -328,6 +454,9 @@ BODY_SCHEMAS: Mapping[str, tuple[type, Fields]] = {
     "finance.approve": (FinanceApprove, {"cert_id": (v_id, True), "discount_bps": (v_bps, True)}),
     "finance.decline": (FinanceDecline, {"cert_id": (v_id, True), "reason": (v_reason, False)}),
     "ecert.settle": (CertRef, {"cert_id": (v_id, True)}),
+    # membership governance (CONTRACT §6)
+    "member.propose": (MemberPropose, _MEMBER_PROPOSE_FIELDS),
+    "member.approve": (MemberApprove, {"proposal_id": (v_id, True)}),
 }
 TX_TYPES: tuple[str, ...] = tuple(BODY_SCHEMAS)
 
@@ -454,7 +583,28 @@ def verify_signature(tx: Tx, sign_pk_hex: str) -> None:
         raise TxRejected(codes.BAD_SIGNATURE, f"signature does not verify under {tx.signer}'s key") from None
 
 
+def key_proof_message(nonce: int | str) -> bytes:
+    """What an org.rotate_key `proof` signs: the tx's nonce as msgpack, exactly as the payload encodes it
+    (`7` -> 0x07, `"n-7"` -> 0xa3 6e 2d 37), so the nonces 1 and "1" give different messages."""
+    data: bytes = msgpack.packb(nonce, use_bin_type=True)
+    return data
+
+
+def verify_key_proof(sign_pk_hex: str, nonce: int | str, proof: bytes) -> bool:
+    """True iff `proof` is the signature of the key `sign_pk_hex` over `key_proof_message(nonce)`."""
+    try:
+        VerifyKey(bytes.fromhex(sign_pk_hex)).verify(key_proof_message(nonce), proof)
+    except (CryptoError, ValueError, TypeError):  # not a curve point, or a bad signature
+        return False
+    return True
+
+
 # --- building -----------------------------------------------------------------------------------------------------
+def key_proof(new_seed32: bytes, nonce: int | str) -> bytes:
+    """The `proof` of an org.rotate_key tx with this nonce, signed by the new key."""
+    return SigningKey(new_seed32).sign(key_proof_message(nonce)).signature
+
+
 def encode_payload(payload: Mapping[str, object]) -> bytes:
     data: bytes = msgpack.packb(dict(payload), use_bin_type=True)
     return data
@@ -493,7 +643,7 @@ def envelope_from_json(obj: object) -> bytes:
     parts = {}
     for name in ("payload", "sig"):
         value = obj[name]
-        if type(value) is not str or len(value) > TX_BYTES_MAX * 2:
+        if type(value) is not str or len(value) > TX_JSON_BYTES_MAX:
             raise _bad(name, "must be a base64 string")
         try:
             parts[name] = base64.b64decode(value, validate=True)
@@ -508,3 +658,31 @@ def envelope_to_json(raw: bytes) -> dict[str, str]:
     env = decode_envelope(raw)
     return {"payload": base64.b64encode(env.payload).decode(), "signer": env.signer,
             "sig": base64.b64encode(env.sig).decode()}
+
+
+# --- relations between the limits, asserted at import ---------------------------------------------------------------
+def _largest_anchor_payload(ciphertexts_max: int, ciphertext_bytes_max: int) -> bytes:
+    """The largest payload the schema admits: a trade.anchor with every sealed copy at its maximum (no other kind
+    comes near: the next largest, a transfer to RECIPIENTS_MAX orgs, is a few KiB)."""
+    ident = "a" * ID_LEN_MAX
+    body = {"doc_id": ident, "kind": "delivery", "doc_hash": "0" * 64, "counterparty": ident, "amount": AMOUNT_MAX,
+            "ciphertext": {f"{i:0{ID_LEN_MAX}d}": bytes(ciphertext_bytes_max) for i in range(ciphertexts_max)}}
+    return encode_payload({"chain_id": ident, "type": "trade.anchor", "signer": ident, "nonce": "n" * NONCE_STR_LEN_MAX,
+                           "body": body})
+
+
+def check_tx_limits(tx_bytes_max: int, payload_bytes_max: int, tx_json_bytes_max: int, ciphertexts_max: int,
+                    ciphertext_bytes_max: int) -> None:
+    """Raise InvariantViolation unless every tx the schema admits fits the envelope and JSON limits."""
+    envelope = len(encode_envelope(bytes(payload_bytes_max), "a" * ID_LEN_MAX, bytes(SIG_BYTES)))
+    require(envelope <= tx_bytes_max,
+            f"an envelope around a {payload_bytes_max}-byte payload is {envelope} bytes, over {tx_bytes_max}")
+    anchor = len(_largest_anchor_payload(ciphertexts_max, ciphertext_bytes_max))
+    require(anchor <= payload_bytes_max,
+            f"the largest trade.anchor payload is {anchor} bytes, over PAYLOAD_BYTES_MAX {payload_bytes_max}")
+    json_form = 4 * -(-tx_bytes_max // 3) + 256  # base64 of everything, plus keys, quotes and the signer
+    require(json_form <= tx_json_bytes_max,
+            f"the JSON form of a {tx_bytes_max}-byte tx needs {json_form} bytes, over {tx_json_bytes_max}")
+
+
+check_tx_limits(TX_BYTES_MAX, PAYLOAD_BYTES_MAX, TX_JSON_BYTES_MAX, CIPHERTEXTS_MAX, CIPHERTEXT_BYTES_MAX)

@@ -26,16 +26,25 @@ BLOCK_FORMAT = 1
 HEADER_DOMAIN = b"ecert-chain/block-header/v1\x00"
 HASH_BYTES = 32
 
+# --- limits (docs/CONTRACT.md "Limits"): the ledger owns the block caps and the size of one tx in a block -------
 BLOCK_TXS_MAX = 10_000
-"""Most txs in one block (the node's `block_max_txs`, default 500, must not exceed it)."""
-TX_BYTES_MAX = 1 << 20
-"""Largest raw tx (equals the HTTP body limit `max_body_bytes`)."""
+"""Most txs in one block (cluster.toml `block_max_txs` is validated against it by node/config.py)."""
+TX_BYTES_MAX = 256 << 10
+"""Largest raw tx a block carries. ecert/tx.py imports it as the envelope limit (CONTRACT §3: `tx_too_large`
+above 256 KiB), so a tx that ecert admits always fits in a block that the ledger accepts."""
 BLOCK_BYTES_MAX = 16 << 20
-"""Largest encoded block (the node's `block_max_bytes`, default 1 MiB, must not exceed it)."""
+"""Largest encoded block: one Raft entry, so the peer transport's frame limit is asserted to hold it."""
+BLOCK_FRAMING_BYTES_MAX = 64 << 10
+"""Room an encoded block needs beyond its raw txs (header, array headers, a bin header per tx), asserted below
+to cover the worst case of BLOCK_TXS_MAX txs."""
+BLOCK_TXS_BYTES_MAX = BLOCK_BYTES_MAX - BLOCK_FRAMING_BYTES_MAX
+"""Most raw tx bytes in one block: the cap of cluster.toml `block_max_bytes`, which the proposer fills up to."""
 PROPOSER_BYTES_MAX = 128
 """Longest proposer node id, in UTF-8 bytes."""
 HEIGHT_MAX = (1 << 63) - 1
 TIME_MAX = (1 << 63) - 1
+_TX_BIN_HEADER_BYTES_MAX = 5
+"""msgpack's bin32 header; a shorter tx gets a 2- or 3-byte header."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,3 +198,26 @@ def decode_header_row(row: Any) -> BlockHeader:
 
 def header_row(header: BlockHeader) -> list[Any]:
     return _header_row(header)
+
+
+# --- relations between the limits, asserted at import (they hold for any block the proposer may build) ---------
+def block_framing_bytes(txs: int) -> int:
+    """The most bytes an encoded block of `txs` txs adds to the sum of their raw sizes."""
+    widest = BlockHeader(HEIGHT_MAX, b"\xff" * HASH_BYTES, b"\xff" * HASH_BYTES, TIME_MAX, "p" * PROPOSER_BYTES_MAX)
+    head: bytes = msgpack.packb([BLOCK_FORMAT, _header_row(widest)], use_bin_type=True)
+    txs_array_header = 5  # array32: the widest an array header gets
+    return len(head) + txs_array_header + txs * _TX_BIN_HEADER_BYTES_MAX
+
+
+def check_block_limits(tx_bytes_max: int, block_txs_max: int, block_bytes_max: int,
+                       block_framing_bytes_max: int) -> None:
+    """Raise InvariantViolation unless the block limits agree with each other."""
+    require(tx_bytes_max > 0 and block_txs_max > 0, "block limits must be positive")
+    require(block_framing_bytes(block_txs_max) <= block_framing_bytes_max,
+            f"{block_txs_max} txs need {block_framing_bytes(block_txs_max)} bytes of block framing, "
+            f"over BLOCK_FRAMING_BYTES_MAX {block_framing_bytes_max}")
+    require(tx_bytes_max <= block_bytes_max - block_framing_bytes_max,
+            f"a tx of TX_BYTES_MAX {tx_bytes_max} bytes does not fit in a block of {block_bytes_max} bytes")
+
+
+check_block_limits(TX_BYTES_MAX, BLOCK_TXS_MAX, BLOCK_BYTES_MAX, BLOCK_FRAMING_BYTES_MAX)

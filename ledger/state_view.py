@@ -1,14 +1,14 @@
 """The key-value view of chain state that transaction rules (ecert/) read and write.
 
 `StateView` is the seam: `get`, `put`, `delete`, `scan(prefix)`. Keys and values are raw bytes; what they mean
-is the executor's business (the ledger only commits to them in the state root, see ledger/store.py).
+is the executor's business (the ledger only commits to them in the state root, see ledger/state_root.py).
 
 Three implementations:
 - `MemoryStateView`: a dict, for unit tests of the rules and as the model in ledger tests.
 - `OverlayView(base)`: buffered writes over any read base. The store runs each block in one overlay over the
   committed state and takes a `savepoint()` before each transaction; a rejected transaction is undone with
   `rollback(sp)`, so it leaves no writes. `changes()` hands the net writes to the store's WriteBatch.
-- the store's committed view (ledger/store.py), read-only, used as an overlay's base.
+- the store's committed view (ledger/committed_view.py), read-only, used as an overlay's base.
 
 `scan(prefix)` yields `(key, value)` sorted by key (bytewise, as LevelDB orders them) and sees the view's own
 writes. It iterates over a snapshot taken when the scan starts: writes made while iterating are not seen by that

@@ -1,6 +1,8 @@
 """`python -m node --config cluster.toml --id NODE_ID [--fault-injection]`: run one node until SIGTERM/SIGINT.
 
-Exit codes: 0 after a graceful stop, 2 for a bad command line or cluster file, 1 if the node cannot start.
+Exit codes (node/exit_status.py): 0 after a graceful stop, 2 for a bad command line or cluster file, 1 if the
+node cannot start, 70 (EXIT_INVARIANT_VIOLATION) if an invariant broke: the node logs `invariant_violation`,
+writes <data_dir>/node.exit for `scripts/cluster status`, says why on stderr (node.out) and stops.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from consensus.invariant import InvariantViolation
 from node.config import ClusterConfigError, load_config
+from node.exit_status import (
+    EXIT_CANNOT_START,
+    EXIT_INVARIANT_VIOLATION,
+    EXIT_OK,
+    EXIT_USAGE,
+    clear_exit_record,
+    write_exit_record,
+)
 
 log = logging.getLogger("node")
 
@@ -82,15 +93,34 @@ async def _run(config_path: str, node_id: str, fault_injection: bool) -> int:
         log.error("startup_failed", extra={"reason": str(exc)})
         print(f"node {node_id}: cannot start: {exc}", file=sys.stderr)
         await node.stop()
-        return 1
+        return EXIT_CANNOT_START
     except OSError as exc:
         log.exception("startup_failed")
         print(f"node {node_id}: cannot start: {exc}", file=sys.stderr)
         await node.stop()
-        return 1
-    await stop.wait()
+        return EXIT_CANNOT_START
+    assert node.driver is not None
+    stopped = loop.create_task(stop.wait(), name="stop-signal")
+    broken = loop.create_task(node.driver.wait_broken_invariant(), name="invariant-watch")
+    await asyncio.wait((stopped, broken), return_when=asyncio.FIRST_COMPLETED)
+    for t in (stopped, broken):
+        t.cancel()
     await node.stop()
-    return 0
+    reason = node.driver.broken_invariant
+    if reason is not None:
+        _stopped_by_invariant(node.data_dir, node_id, reason)
+        return EXIT_INVARIANT_VIOLATION
+    return EXIT_OK
+
+
+def _stopped_by_invariant(data_dir: Path, node_id: str, reason: str) -> None:
+    """The loud part of stopping on a broken invariant: the record, a log line, a line on stderr (node.out)."""
+    with contextlib.suppress(OSError):
+        write_exit_record(data_dir, EXIT_INVARIANT_VIOLATION, "invariant_violation", reason)
+    log.critical("node_exit", extra={"status": EXIT_INVARIANT_VIOLATION, "reason": "invariant_violation",
+                                     "detail": reason})
+    print(f"node {node_id}: stopped: invariant violation: {reason} (exit {EXIT_INVARIANT_VIOLATION})",
+          file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         spec = config.node(args.id)
     except ClusterConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     spec.data_dir.mkdir(parents=True, exist_ok=True)
     from node.server import setup_logging
 
     setup_logging(spec.data_dir / "node.log", args.id)
     pid_path = spec.data_dir / "node.pid"
     _write_pid(pid_path)
+    clear_exit_record(spec.data_dir)  # from an earlier run: this one has not exited
     profile_to = os.environ.get("ECERT_NODE_PROFILE")  # opt-in: cProfile stats written at exit
     try:
         if profile_to:
@@ -123,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 prof.dump_stats(f"{profile_to}.{args.id}")
         return _run_node(args.config, args.id, args.fault_injection)
+    except InvariantViolation as exc:  # outside the driver's loop (opening a store, ...): the same stop
+        log.critical("invariant_violation", exc_info=exc, extra={"where": "node", "reason": str(exc)})
+        _stopped_by_invariant(spec.data_dir, args.id, f"node: {exc}")
+        return EXIT_INVARIANT_VIOLATION
     except Exception:
         log.exception("node_crashed")
         raise

@@ -7,6 +7,7 @@ resolved against the directory holding cluster.toml, as are `keys/` and `genesis
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Mapping
@@ -14,20 +15,47 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consensus.invariant import require
+from ecert.tx import TX_JSON_BYTES_MAX
+from ledger.block import BLOCK_BYTES_MAX, BLOCK_TXS_BYTES_MAX, BLOCK_TXS_MAX
+
 ROLES = ("bank", "core", "supplier")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
-# Defaults of the optional [cluster] keys (INTERFACES.md), with the lowest and highest value we accept.
-CLUSTER_INT_KEYS: dict[str, tuple[int, int, int]] = {
-    "block_max_txs": (500, 1, 100_000),
-    "block_max_bytes": (1 << 20, 1024, 64 << 20),
-    "block_timeout_ms": (5, 0, 60_000),
-    "tick_ms": (50, 1, 10_000),
-    "election_ticks": (10, 2, 10_000),
-    "heartbeat_ticks": (1, 1, 10_000),
-    "snapshot_entries": (2000, 1, 100_000_000),
-    "max_body_bytes": (1 << 20, 1024, 256 << 20),
-    "queue_max": (10_000, 1, 10_000_000),
+BODY_BYTES_MAX = 4 * BLOCK_BYTES_MAX
+"""Ceiling of `max_body_bytes` (64 MiB). The batch endpoint reads up to max(max_body_bytes, 4 x block_max_bytes)
+(node/http/api.py): four full blocks' worth at most, which the leader cuts and pipelines. A body above four of the
+largest blocks the ledger accepts is never needed and would only let one request pin that much memory."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntKey:
+    """An optional [cluster] integer: its default and the range we accept."""
+
+    default: int
+    lo: int
+    hi: int
+    why_lo: str = ""
+    """Where the floor comes from, when another layer sets it (named in the error)."""
+    why_hi: str = ""
+    """Where the ceiling comes from, when another layer sets it (named in the error)."""
+
+
+# The optional [cluster] keys (INTERFACES.md). A ceiling set by another layer is that layer's constant, so a
+# value the node would have to clamp (or could not carry) is refused at start, naming the key and the cap.
+CLUSTER_INT_KEYS: dict[str, IntKey] = {
+    "block_max_txs": IntKey(500, 1, BLOCK_TXS_MAX, why_hi="ledger.block.BLOCK_TXS_MAX, the most txs in a block"),
+    "block_max_bytes": IntKey(1 << 20, 1024, BLOCK_TXS_BYTES_MAX,
+                              why_hi="ledger.block.BLOCK_TXS_BYTES_MAX, the most tx bytes in a block"),
+    "block_timeout_ms": IntKey(5, 0, 60_000),
+    "tick_ms": IntKey(50, 1, 10_000),
+    "election_ticks": IntKey(10, 2, 10_000),
+    "heartbeat_ticks": IntKey(1, 1, 10_000),
+    "snapshot_entries": IntKey(2000, 1, 100_000_000),
+    "max_body_bytes": IntKey(1 << 20, TX_JSON_BYTES_MAX, BODY_BYTES_MAX,
+                             why_lo="ecert.tx.TX_JSON_BYTES_MAX, so that the largest tx can be posted as JSON",
+                             why_hi="node.config.BODY_BYTES_MAX, four of the largest blocks"),
+    "queue_max": IntKey(10_000, 1, 10_000_000),
 }
 
 
@@ -148,13 +176,8 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> ClusterConfig:
         raise ClusterConfigError("cluster", "missing [cluster] table")
     chain_id = _str(cluster, "chain_id", "cluster.chain_id")
     ints: dict[str, int] = {}
-    for key, (default, lo, hi) in CLUSTER_INT_KEYS.items():
-        value = cluster.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ClusterConfigError(f"cluster.{key}", f"must be an integer, got {value!r}")
-        if not lo <= value <= hi:
-            raise ClusterConfigError(f"cluster.{key}", f"must be in [{lo}, {hi}], got {value}")
-        ints[key] = value
+    for key, spec in CLUSTER_INT_KEYS.items():
+        ints[key] = _int_key(cluster, key, spec)
     if ints["heartbeat_ticks"] >= ints["election_ticks"]:
         raise ClusterConfigError("cluster.heartbeat_ticks", "must be smaller than cluster.election_ticks")
 
@@ -167,6 +190,31 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> ClusterConfig:
     if not any(n.voter for n in nodes):
         raise ClusterConfigError("nodes", "at least one node must be a voter")
     return ClusterConfig(path=path, chain_id=chain_id, nodes=nodes, orgs=orgs, **ints)
+
+
+def _int_key(cluster: Mapping[str, Any], key: str, spec: IntKey) -> int:
+    value = cluster.get(key, spec.default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ClusterConfigError(f"cluster.{key}", f"must be an integer, got {value!r}")
+    if value > spec.hi and spec.why_hi:
+        raise ClusterConfigError(f"cluster.{key}", f"must be at most {spec.hi} ({spec.why_hi}), got {value}")
+    if value < spec.lo and spec.why_lo:
+        raise ClusterConfigError(f"cluster.{key}", f"must be at least {spec.lo} ({spec.why_lo}), got {value}")
+    if not spec.lo <= value <= spec.hi:
+        raise ClusterConfigError(f"cluster.{key}", f"must be in [{spec.lo}, {spec.hi}], got {value}")
+    return value
+
+
+def check_cluster_int_keys(keys: Mapping[str, IntKey]) -> None:
+    """Raise InvariantViolation unless each key's default is in its range and is ClusterConfig's default too (a
+    config built in code, without a file, gets the same values as an empty [cluster] table)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(ClusterConfig)}
+    for key, spec in keys.items():
+        require(spec.lo <= spec.default <= spec.hi, f"cluster.{key}: default {spec.default} not in its range")
+        require(defaults.get(key) == spec.default, f"cluster.{key}: ClusterConfig's default differs from the table's")
+
+
+check_cluster_int_keys(CLUSTER_INT_KEYS)
 
 
 def parse_address(text: object, key: str) -> Address:

@@ -1,9 +1,16 @@
 """The Raft driver: feeds time and peer messages into the pure `Raft` and carries out each `Ready`.
 
-Order per Ready (consensus/ready.py's contract, in one place):
-    persist (LevelDBStorage.save, fsync when must_sync) -> send -> install snapshot -> apply committed entries
-    into the StateStore -> hand read states to waiting readers -> core.advance().
+Order per Ready: consensus/ready.py's contract, carried out by `consensus.ready_loop.handle_ready` - the routine
+the simulator runs too - with this module's `_DriverIO` doing the work:
+    (a leader's early send) -> persist (LevelDBStorage.save, fsync when must_sync) -> send -> install snapshot
+    -> apply committed entries into the StateStore -> hand read states to waiting readers -> core.advance().
 Everything from "persist" to "advance" runs without an await, so no other coroutine observes a half-done Ready.
+
+A broken invariant (`consensus.invariant.InvariantViolation`) anywhere in the loop - stepping a message, a tick,
+a Ready, applying a block, a snapshot - stops the driver for good: it logs `invariant_violation`, sets
+`broken_invariant` (and `halted`, which the status and alarms show) and wakes `wait_broken_invariant()`, on which
+the process exits with status 70 (node/exit_status.py). Any other error in a Ready only halts the driver
+(`halted`): the node stays up and says why.
 
 Applying: a NORMAL entry with data carries one encoded Block. A block that does not chain (`StaleBlockError`, e.g.
 proposed by a deposed leader) is skipped — every replica skips it identically, since it depends only on the
@@ -19,24 +26,27 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import heapq
 import itertools
 import logging
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from consensus.config import Config
+from consensus.errors import RaftError
+from consensus.invariant import InvariantViolation, require
 from consensus.leveldb_storage import LevelDBStorage
 from consensus.membership import decode_conf_change
-from consensus.messages import Entry, EntryType, Message, MessageType, Snapshot, SnapshotMeta
+from consensus.messages import Entry, EntryType, Message, Snapshot, SnapshotMeta
 from consensus.raft import Raft
-from consensus.ready import Ready, Role
+from consensus.ready import ReadState, Ready, Role
+from consensus.ready_loop import handle_ready
+from consensus.storage import CompactedError, UnavailableError
 from ledger.block import decode_block
 from ledger.errors import BlockDecodeError, StaleBlockError
 
@@ -47,6 +57,10 @@ the log since the last one holds half its size in bytes."""
 log = logging.getLogger("node.driver")
 
 READ_INDEX_TIMEOUT_S = 5.0
+
+PEER_MESSAGE_ERRORS = (RaftError, CompactedError, UnavailableError)
+"""What stepping a malformed or unexpected peer message can raise: the message is dropped, the node goes on.
+Never `InvariantViolation`: that one stops the node."""
 
 
 class Hooks(Protocol):
@@ -90,6 +104,7 @@ class RaftDriver:
         heartbeat_ticks: int = 1,
         snapshot_entries: int = 2000,
         fsync_delay_ms: Callable[[], int] | None = None,
+        break_invariant: Callable[[str], bool] | None = None,
         metrics: Any = None,
     ) -> None:
         self.node_id = node_id
@@ -100,6 +115,8 @@ class RaftDriver:
         self.tick_s = tick_ms / 1000
         self.snapshot_entries = snapshot_entries
         self.fsync_delay_ms = fsync_delay_ms
+        self.break_invariant = break_invariant
+        """Fault injection only (node/faults.py): asked at "step" and "apply"; True breaks an invariant there."""
         self.metrics = metrics
         raft_dir.mkdir(parents=True, exist_ok=True)
         self.storage = LevelDBStorage(str(raft_dir), tuple(sorted(bootstrap_voters)))
@@ -111,7 +128,8 @@ class RaftDriver:
             raise
         self.stats = DriverStats()
         hard_state, snap_meta = self.storage.initial_state()
-        self._persisted_term_vote = (hard_state.term, hard_state.vote)
+        self._persisted = hard_state
+        """The hard state of the last finished write (the early-send rule compares against it)."""
         if store.applied_index < snap_meta.index and snap_meta.index > 0:
             # We crashed between persisting a received Raft snapshot and importing it into the store: the
             # entries it replaced are gone from the log, so the store can only catch up from the snapshot.
@@ -131,7 +149,13 @@ class RaftDriver:
         self.term: int = self.core.term
         self.leader_changes = 0
         self.halted: str | None = None
-        """Set (with the reason) if applying hit a broken invariant; the driver stops rather than diverge."""
+        """Set (with the reason) if a Ready failed (a disk error, a broken invariant while applying); the
+        driver stops rather than diverge."""
+        self.broken_invariant: str | None = None
+        """Set (where, and the invariant's message) when an invariant broke: the driver never runs again and
+        the process must exit (`wait_broken_invariant`)."""
+        self._broken = asyncio.Event()
+        self._io = _DriverIO(self)
         self._wake = asyncio.Event()
         self._stopping = False
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -141,15 +165,17 @@ class RaftDriver:
     # -- inputs
 
     def step(self, msg: Message) -> None:
-        if msg.type == MessageType.HEARTBEAT and msg.commit > self.core.last_index:
-            # The leader believes we hold entries we do not (our data was wiped, or its view is stale after
-            # our restart): a commit hint beyond our log must not be taken; the leader re-probes us on
-            # reconnection (reset_peer_progress) and sends entries or a snapshot.
-            msg = dataclasses.replace(msg, commit=self.core.last_index)
+        if self.broken_invariant is not None:
+            return
         try:
+            if self.break_invariant is not None and self.break_invariant("step"):
+                require(False, f"fault injection: invariant broken stepping {msg.type.name} from {msg.from_id}")
             self.core.step(msg)
-        except Exception as exc:  # a malformed or unexpected message must not kill the node
+        except PEER_MESSAGE_ERRORS as exc:  # a malformed or unexpected message must not kill the node
             log.warning("step_failed", extra={"peer": msg.from_id, "type": int(msg.type), "reason": repr(exc)})
+            return
+        except InvariantViolation as exc:
+            self._invariant_broken("step", exc)
             return
         self._wake.set()
 
@@ -161,18 +187,21 @@ class RaftDriver:
         """
         if self.core.role != Role.LEADER or peer not in self.core.status().progress:
             return False
-        self.core.reset_progress(peer)
+        with self._stop_on_broken_invariant("reset_progress"):
+            self.core.reset_progress(peer)
         self._wake.set()
         return True
 
     def propose(self, data: bytes) -> int:
         """Append `data` as a log entry (leader only). Returns its index; raises NotLeaderError & co."""
-        index = self.core.propose(data)
+        with self._stop_on_broken_invariant("propose"):
+            index = self.core.propose(data)
         self._wake.set()
         return index
 
     def propose_conf_change(self, cc: Any) -> int:
-        index = self.core.propose_conf_change(cc)
+        with self._stop_on_broken_invariant("propose_conf_change"):
+            index = self.core.propose_conf_change(cc)
         self._wake.set()
         return index
 
@@ -207,7 +236,8 @@ class RaftDriver:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._reads[context] = fut
         try:
-            self.core.read_index(context)
+            with self._stop_on_broken_invariant("read_index"):
+                self.core.read_index(context)
             self._wake.set()
             index = await asyncio.wait_for(fut, timeout_s)
         finally:
@@ -217,6 +247,38 @@ class RaftDriver:
         return index
 
     # -- the loop
+
+    async def wait_broken_invariant(self) -> str:
+        """Return (the reason) once an invariant broke in the driver; never returns otherwise."""
+        await self._broken.wait()
+        assert self.broken_invariant is not None
+        return self.broken_invariant
+
+    @contextlib.contextmanager
+    def _stop_on_broken_invariant(self, where: str) -> Iterator[None]:
+        """Around a call into the core from outside the loop (a proposal, a read): a broken invariant stops
+        the driver, then reaches the caller too."""
+        try:
+            yield
+        except InvariantViolation as exc:
+            self._invariant_broken(where, exc)
+            raise
+
+    def _invariant_broken(self, where: str, exc: InvariantViolation) -> None:
+        """Stop for good: the core's or the store's state can no longer be trusted. The process exits on it."""
+        if self.broken_invariant is not None:
+            return
+        self.broken_invariant = f"{where}: {exc}"
+        self.halted = f"{type(exc).__name__}: {exc}"
+        self._stopping = True
+        log.critical("invariant_violation", exc_info=exc,
+                     extra={"where": where, "reason": str(exc), "applied_index": self.applied_index,
+                            "term": self.term})
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):
+                self.metrics.set_apply_halted(True, "invariant")
+        self._broken.set()
+        self._wake.set()
 
     async def run(self) -> None:
         # The tick is a timer that sets the same event a message or a proposal sets: a wake-up runs the Ready
@@ -237,9 +299,15 @@ class RaftDriver:
                 else:
                     await self._wake.wait()
                 self._wake.clear()
+                if self.broken_invariant is not None:
+                    break
                 if due[0]:
                     due[0] = False
-                    self.core.tick()
+                    try:
+                        self.core.tick()
+                    except InvariantViolation as exc:
+                        self._invariant_broken("tick", exc)
+                        break
                     now = loop.time()
                     next_tick += self.tick_s
                     if next_tick < now:  # we were starved: do not burst ticks (that would fake elapsed time)
@@ -253,8 +321,10 @@ class RaftDriver:
     def _drive(self) -> None:
         try:
             self.process_ready()
+        except InvariantViolation as exc:
+            self._invariant_broken("ready", exc)
         except Exception as exc:
-            # A broken invariant while persisting/applying: stop driving Raft rather than diverge.
+            # A Ready that failed (a disk error, ...): stop driving Raft rather than diverge.
             self.halted = f"{type(exc).__name__}: {exc}"
             log.exception("driver_halted", extra={"reason": self.halted})
             if self.metrics is not None:
@@ -286,43 +356,8 @@ class RaftDriver:
     def _handle_ready(self, rd: Ready) -> None:
         self.stats.readies += 1
         applied_before = self.applied_index
-        # A leader may send its appends before its own write (thesis §10.2.1): its disk and the followers'
-        # then work in parallel. Only when term and vote are unchanged (those must be durable first). Safe
-        # although the core counts the leader's own entries towards the quorum at append time: save() below
-        # is synchronous on this thread, so no follower's ack can be stepped (and nothing can commit) before
-        # the leader's own copy is on disk.
-        early = self.core.role == Role.LEADER and (
-            rd.hard_state is None or (rd.hard_state.term, rd.hard_state.vote) == self._persisted_term_vote)
-        if early:
-            for m in rd.messages:
-                self.send(m)
-        # A snapshot from the leader replaces our snapshot record: our own, still being written on the worker
-        # thread, must land first (rare: a follower far behind that was also snapshotting).
-        if rd.snapshot is not None and self._snapshot_pending is not None:
-            self.wait_snapshot()
-        # 1. persist
-        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
-            t0 = time.perf_counter()
-            if self.fsync_delay_ms is not None and rd.must_sync:
-                delay = self.fsync_delay_ms()
-                if delay > 0:
-                    time.sleep(delay / 1000)  # chaos only: a slow disk stalls the driver as a real one would
-            self.storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
-            if rd.hard_state is not None:
-                self._persisted_term_vote = (rd.hard_state.term, rd.hard_state.vote)
-            dt = time.perf_counter() - t0
-            if rd.must_sync or rd.entries or rd.snapshot is not None:
-                self.stats.fsyncs += 1
-                self.stats.fsync_seconds_total += dt
-                self.stats.fsync_seconds_max = max(self.stats.fsync_seconds_max, dt)
-                if self.metrics is not None:
-                    self.metrics.observe_fsync(dt)
-        # 2. send
-        if not early:
-            for m in rd.messages:
-                self.send(m)
-        self.stats.messages_sent += len(rd.messages)
-        # role/leader (observers only; after persisting so a new leader's no-op is on disk)
+        # Role and leader are for observers only. Nothing awaits until the Ready is done, so no coroutine
+        # sees the new role before the write (a new leader's no-op) is on disk.
         if rd.soft_state is not None:
             if rd.soft_state.leader_id != self.leader_id:
                 self.leader_changes += 1
@@ -330,10 +365,42 @@ class RaftDriver:
             self.leader_id = rd.soft_state.leader_id
         term_changed = self.core.term != self.term
         self.term = self.core.term
-        # 3. snapshot, then committed entries
-        if rd.snapshot is not None and rd.snapshot.meta.index > self.applied_index:
-            self._install_snapshot(rd.snapshot)
-        for entry in rd.committed_entries:
+        self._persisted = handle_ready(rd, self._io, role=self.core.role, persisted=self._persisted)
+        if rd.soft_state is not None or term_changed:
+            self.hooks.on_role_change(self.role, self.leader_id, self.term)
+        self._notify_applied()
+        if self.applied_index != applied_before:
+            self.hooks.on_applied(self.applied_index)
+
+    def _persist(self, rd: Ready) -> None:
+        # A snapshot from the leader replaces our snapshot record: our own, still being written on the worker
+        # thread, must land first (rare: a follower far behind that was also snapshotting).
+        if rd.snapshot is not None and self._snapshot_pending is not None:
+            self.wait_snapshot()
+        t0 = time.perf_counter()
+        if self.fsync_delay_ms is not None and rd.must_sync:
+            delay = self.fsync_delay_ms()
+            if delay > 0:
+                time.sleep(delay / 1000)  # chaos only: a slow disk stalls the driver as a real one would
+        # Synchronous on this thread: when it returns the write is durable, and no acknowledgement has been
+        # stepped meanwhile - what makes a leader's early send safe (consensus/ready_loop.py).
+        self.storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+        dt = time.perf_counter() - t0
+        if rd.must_sync or rd.entries or rd.snapshot is not None:
+            self.stats.fsyncs += 1
+            self.stats.fsync_seconds_total += dt
+            self.stats.fsync_seconds_max = max(self.stats.fsync_seconds_max, dt)
+            if self.metrics is not None:
+                self.metrics.observe_fsync(dt)
+
+    def _send_messages(self, messages: tuple[Message, ...]) -> None:
+        send = self.send
+        for m in messages:
+            send(m)
+        self.stats.messages_sent += len(messages)
+
+    def _apply_committed(self, entries: tuple[Entry, ...]) -> None:
+        for entry in entries:
             if entry.index <= self.applied_index:
                 # Replayed after a restart: the store already holds its block, but the core must still
                 # learn the configuration changes (it restores only the snapshot's configuration).
@@ -341,18 +408,12 @@ class RaftDriver:
                     self._apply_conf_change(entry)
                 continue
             self._apply(entry)
-        # 4. read states
-        for rs in rd.read_states:
+
+    def _hand_read_states(self, read_states: tuple[ReadState, ...]) -> None:
+        for rs in read_states:
             fut = self._reads.get(rs.context)
             if fut is not None and not fut.done():
                 fut.set_result(rs.index)
-        # 5. advance
-        self.core.advance(rd)
-        if rd.soft_state is not None or term_changed:
-            self.hooks.on_role_change(self.role, self.leader_id, self.term)
-        self._notify_applied()
-        if self.applied_index != applied_before:
-            self.hooks.on_applied(self.applied_index)
 
     def _install_snapshot(self, snap: Snapshot) -> None:
         self.store.import_snapshot(snap.data)
@@ -368,6 +429,8 @@ class RaftDriver:
         self.hooks.on_snapshot_installed(snap.meta.index)
 
     def _apply(self, entry: Entry) -> None:
+        if self.break_invariant is not None and self.break_invariant("apply"):
+            require(False, f"fault injection: invariant broken applying entry {entry.index}")
         self._log_bytes_since_snapshot += len(entry.data)
         if entry.type == EntryType.CONF_CHANGE:
             self._apply_conf_change(entry)
@@ -473,3 +536,32 @@ class RaftDriver:
         self.stats.snapshots_taken += 1
         log.info("snapshot_taken", extra={"index": meta.index, "bytes": size, "height": self.store.height,
                                           "ms": int((time.perf_counter() - t0) * 1000)})
+
+
+class _DriverIO:
+    """The driver's `consensus.ready_loop.ReadyIO`: LevelDB, the peer transport and the StateStore."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, driver: RaftDriver) -> None:
+        self._d = driver
+
+    def persist(self, rd: Ready) -> None:
+        self._d._persist(rd)
+
+    def send(self, messages: tuple[Message, ...]) -> None:
+        self._d._send_messages(messages)
+
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        if snapshot.meta.index > self._d.applied_index:
+            self._d._install_snapshot(snapshot)
+
+    def apply(self, entries: tuple[Entry, ...]) -> None:
+        self._d._apply_committed(entries)
+
+    def hand_read_states(self, read_states: tuple[ReadState, ...]) -> None:
+        if read_states:
+            self._d._hand_read_states(read_states)
+
+    def advance(self, rd: Ready) -> None:
+        self._d.core.advance(rd)

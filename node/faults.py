@@ -18,6 +18,9 @@ Rule documents (JSON bodies of ``POST /admin/faults``; keys may be combined, eac
 - ``{"fsync_delay_ms": n}``, ``{"clock_skew_ms": n}``: hooks the node may read (slow disk, skewed proposer
   clock); the layer itself only stores them.
 - ``{"seed": n}``: re-seed the loss/jitter randomness (with the node id), so a chaos seed replays the same draws.
+- ``{"break_invariant": {"node": id, "at": "apply" | "step"}}``: node `id` breaks an invariant (raises
+  `InvariantViolation`) once, when it next applies a committed entry or steps a peer message; the other nodes
+  ignore the rule. Tests use it to see a broken invariant stop a running node (exit status 70).
 - ``{"heal": true}``: forget every rule.
 """
 
@@ -36,6 +39,8 @@ DELAY_MS_MAX = 60_000
 GROUPS_MAX = 64
 BLOCKS_MAX = 4096
 RULE_BODY_BYTES_MAX = 64 << 10
+INVARIANT_BREAK_POINTS = ("apply", "step")
+"""Where `break_invariant` may strike (node/driver.py asks at each)."""
 
 
 class FaultRuleError(ValueError):
@@ -57,6 +62,8 @@ class FaultRules:
     jitter_ms: int = 0
     fsync_delay_ms: int = 0
     clock_skew_ms: int = 0
+    invariant_break: str | None = None
+    """One of INVARIANT_BREAK_POINTS, armed by `break_invariant`; cleared when it strikes."""
     dropped: int = 0
     delayed: int = 0
     _rng: random.Random = field(init=False, repr=False)
@@ -101,6 +108,13 @@ class FaultRules:
             return True, 0
         return False, 0
 
+    def take_invariant_break(self, point: str) -> bool:
+        """The driver, at `point`: whether to break an invariant here (once: the rule is then spent)."""
+        if self.invariant_break != point:
+            return False
+        self.invariant_break = None
+        return True
+
     def _delay(self) -> int:
         if not (self.delay_ms or self.jitter_ms):
             return 0
@@ -117,13 +131,14 @@ class FaultRules:
         self.jitter_ms = 0
         self.fsync_delay_ms = 0
         self.clock_skew_ms = 0
+        self.invariant_break = None
 
     def apply(self, doc: Any) -> None:
         """Validate a whole rule document first, then apply it, so a bad document changes nothing."""
         if not isinstance(doc, dict) or not doc:
             raise FaultRuleError("rule document must be a non-empty JSON object")
         unknown = set(doc) - {"partition", "block", "loss", "delay_ms", "jitter_ms", "fsync_delay_ms",
-                              "clock_skew_ms", "heal", "seed"}
+                              "clock_skew_ms", "heal", "seed", "break_invariant"}
         if unknown:
             raise FaultRuleError(f"unknown keys: {sorted(unknown)}")
         groups = _parse_groups(doc["partition"]) if "partition" in doc else None
@@ -131,6 +146,7 @@ class FaultRules:
         loss = _parse_loss(doc["loss"]) if "loss" in doc else None
         ints = {k: _parse_ms(k, doc[k]) for k in ("delay_ms", "jitter_ms", "fsync_delay_ms") if k in doc}
         skew = _parse_skew(doc["clock_skew_ms"]) if "clock_skew_ms" in doc else None
+        breaks = _parse_invariant_break(doc["break_invariant"]) if "break_invariant" in doc else None
         seed = doc.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise FaultRuleError("seed must be an integer")
@@ -151,6 +167,8 @@ class FaultRules:
         if seed is not None:
             self.seed = seed
             self._rng = random.Random(f"{seed}:{self.node_id}")
+        if breaks is not None and breaks[0] == self.node_id:
+            self.invariant_break = breaks[1]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -162,6 +180,7 @@ class FaultRules:
             "jitter_ms": self.jitter_ms,
             "fsync_delay_ms": self.fsync_delay_ms,
             "clock_skew_ms": self.clock_skew_ms,
+            "invariant_break": self.invariant_break,
             "dropped": self.dropped,
             "delayed": self.delayed,
         }
@@ -206,6 +225,14 @@ def _parse_skew(raw: Any) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or abs(raw) > DELAY_MS_MAX * 10:
         raise FaultRuleError("clock_skew_ms must be an integer")
     return raw
+
+
+def _parse_invariant_break(raw: Any) -> tuple[str, str]:
+    if (not isinstance(raw, dict) or set(raw) != {"node", "at"} or not isinstance(raw["node"], str)
+            or not raw["node"] or raw["at"] not in INVARIANT_BREAK_POINTS):
+        raise FaultRuleError(f"break_invariant must be {{\"node\": id, \"at\": one of "
+                             f"{', '.join(INVARIANT_BREAK_POINTS)}}}")
+    return raw["node"], raw["at"]
 
 
 def _is_loopback(remote: str | None) -> bool:

@@ -29,16 +29,41 @@ from typing import Any
 
 import msgpack
 
+from consensus.invariant import require
+from ledger.block import TX_BYTES_MAX
+from node.transport import FRAME_BYTES_MAX
+
 log = logging.getLogger("node.forward")
 
 FORWARD_BATCH_TXS_MAX = 1000
 """Txs per frame; a larger burst goes out as several frames."""
 FORWARD_BATCH_BYTES_MAX = 8 << 20
-"""Tx bytes per frame, well under the transport's frame limit (16 MiB at least: a larger frame would close the
-connection, Raft traffic included)."""
+"""Tx bytes per frame, well under the transport's FRAME_BYTES_MAX (asserted below: a larger frame would close
+the connection, Raft traffic included). A lone tx over it would go alone, so TX_BYTES_MAX must not exceed it."""
+FORWARD_ANSWER_BYTES_MAX = 4 << 10
+"""Allowance per answer in a results frame (tx id, status, error code and a message of a few hundred bytes)."""
 FORWARD_TIMEOUT_S = 3.0
 """A batch without an answer by then fails with 503 leader_unreachable (the frame or its answer was lost)."""
 _BATCH_ID_MAX = (1 << 63) - 1
+_FRAME_HEAD_BYTES_MAX = 64
+"""A frame's bytes around its list of txs or answers: the app mark, the kind, the batch id, the list header."""
+_TX_HEADER_BYTES_MAX = 5
+"""msgpack's bin32 header around each tx."""
+
+
+def check_forward_limits(frame_bytes_max: int, tx_bytes_max: int, batch_txs_max: int, batch_bytes_max: int,
+                         answer_bytes_max: int) -> None:
+    """Raise InvariantViolation unless the largest txs frame and the largest results frame fit in a transport
+    frame, and any one tx fits in a txs frame."""
+    require(tx_bytes_max <= batch_bytes_max, f"a tx of {tx_bytes_max} bytes would not fit in a forwarded batch")
+    txs_frame = _FRAME_HEAD_BYTES_MAX + batch_bytes_max + batch_txs_max * _TX_HEADER_BYTES_MAX
+    require(txs_frame <= frame_bytes_max, f"a forwarded batch frame of {txs_frame} bytes is over {frame_bytes_max}")
+    results_frame = _FRAME_HEAD_BYTES_MAX + batch_txs_max * answer_bytes_max
+    require(results_frame <= frame_bytes_max, f"a results frame of {results_frame} bytes is over {frame_bytes_max}")
+
+
+check_forward_limits(FRAME_BYTES_MAX, TX_BYTES_MAX, FORWARD_BATCH_TXS_MAX, FORWARD_BATCH_BYTES_MAX,
+                     FORWARD_ANSWER_BYTES_MAX)
 
 
 class ForwardError(Exception):

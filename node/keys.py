@@ -21,7 +21,7 @@ SEED_BYTES = 32
 
 
 class KeyFileError(ValueError):
-    """A key file exists but is malformed (never silently replaced)."""
+    """A key file exists but is malformed (never silently replaced), or is missing where it must exist."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from consensus.errors import NotLeaderError, ProposalDroppedError
+from consensus.invariant import require
 from consensus.ready import Role
-from ledger.block import BLOCK_BYTES_MAX, BLOCK_TXS_MAX, block_hash, encode_block, make_block
+from ledger.block import BLOCK_TXS_BYTES_MAX, BLOCK_TXS_MAX, block_hash, encode_block, make_block
 
 log = logging.getLogger("node.proposer")
 
@@ -80,9 +81,12 @@ class Proposer:
         self.store = store
         self.tx_id_of = tx_id_of
 
-        # The ledger's hard limits win over cluster.toml (leave room for the block's own encoding).
-        self.block_max_txs = min(block_max_txs, BLOCK_TXS_MAX)
-        self.block_max_bytes = min(block_max_bytes, BLOCK_BYTES_MAX - (64 << 10))
+        # node/config.py refuses values over the ledger's caps at start, so every block we cut encodes.
+        require(1 <= block_max_txs <= BLOCK_TXS_MAX, f"block_max_txs {block_max_txs} not in 1..{BLOCK_TXS_MAX}")
+        require(1 <= block_max_bytes <= BLOCK_TXS_BYTES_MAX,
+                f"block_max_bytes {block_max_bytes} not in 1..{BLOCK_TXS_BYTES_MAX}")
+        self.block_max_txs = block_max_txs
+        self.block_max_bytes = block_max_bytes
         self.block_timeout_s = block_timeout_ms / 1000
         self._pending_since = 0.0
         """Monotonic time the queue last went from empty to non-empty (or was last partly drained)."""

@@ -31,16 +31,14 @@ from node.forward import (
     FORWARD_BATCH_TXS_MAX,
     Forwarder,
     ForwardError,
-    ForwardFailed,
     ForwardFrameError,
-    ForwardResults,
     ForwardTxs,
     decode_frame,
     encode_frame,
 )
-from node.http.api import HttpError, accept_forwarded
 from node.keys import load_or_create_key, node_key_path, node_public_key
 from node.proposer import Proposer
+from node.submission import answer_forwarded
 from node.transport import PeerInfo, PeerTransport
 
 log = logging.getLogger("node")
@@ -90,7 +88,8 @@ def setup_logging(path: Path, node_id: str, level: int = logging.INFO) -> None:
 
 
 class Node:
-    """A running node. Implements node.source.NodeSource for the dashboard and metrics."""
+    """A running node. Implements node.source.NodeSource for the dashboard and metrics,
+    node.submission.SubmissionNode for tx submission and node.http.api.ApiNode for the HTTP API."""
 
     def __init__(self, config: ClusterConfig, node_id: str, *, fault_injection: bool = False) -> None:
         self.config = config
@@ -176,8 +175,7 @@ class Node:
             node_id=self.node_id, chain_id=self.chain_id, key=key, listen=self.spec.raft, peers=peers,
             on_message=self._on_peer_message, on_peer_connected=self._on_peer_connected,
             on_app_frame=self._on_app_frame,
-            on_drop=self.metrics.count_message_dropped if self.metrics is not None else None, faults=self.faults,
-            frame_bytes_max=max(16 << 20, 4 * self.config.block_max_bytes))
+            on_drop=self.metrics.count_message_dropped if self.metrics is not None else None, faults=self.faults)
         cfg = self.config
         self.driver = RaftDriver(
             node_id=self.node_id, raft_dir=self.data_dir / "raft", store=self.store, executor=self.executor,
@@ -185,6 +183,7 @@ class Node:
             tick_ms=cfg.tick_ms, election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks,
             snapshot_entries=cfg.snapshot_entries,
             fsync_delay_ms=(lambda: self.faults.fsync_delay_ms) if self.faults is not None else None,
+            break_invariant=self.faults.take_invariant_break if self.faults is not None else None,
             metrics=self.metrics)
         # Members in cluster.toml as voters but absent from the Raft configuration were removed earlier.
         members = self.driver.core.voters | self.driver.core.learners
@@ -251,7 +250,8 @@ class Node:
         """A leader that stops gracefully first hands leadership to its most up-to-date connected voter
         (thesis §3.10), so the cluster does not wait an election timeout (etcd does the same)."""
         r, t = self.driver, self.transport
-        if r is None or t is None or r.role != Role.LEADER or len(r.core.voters) < 2:
+        if r is None or t is None or r.halted or r.role != Role.LEADER or len(r.core.voters) < 2:
+            # (A halted driver runs no more Readies: the transfer could not happen.)
             return
         progress = getattr(r.core.status(), "progress", {}) or {}
         choices = [(pr.match_index, pid) for pid, pr in progress.items()
@@ -370,11 +370,7 @@ class Node:
                 self.forwarder.on_frame(peer, frame)
             return
         assert self.transport is not None
-        try:
-            answer: Any = ForwardResults(frame.batch_id, tuple(accept_forwarded(self, list(frame.raws))))
-        except HttpError as exc:
-            answer = ForwardFailed(frame.batch_id, exc.status, exc.code, exc.message)
-        self.transport.send_app(peer, encode_frame(answer))
+        self.transport.send_app(peer, encode_frame(answer_forwarded(self, frame)))
 
     def leader_spec(self) -> Any:
         if self.driver is None:

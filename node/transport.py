@@ -44,7 +44,10 @@ from typing import Any, Protocol
 
 import msgpack
 
+from consensus.config import MSG_BYTES_MAX_DEFAULT, SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT
+from consensus.invariant import require
 from consensus.messages import Message
+from ledger.block import BLOCK_BYTES_MAX
 from node.config import Address
 from node.keys import KeyPair, verify
 
@@ -58,11 +61,34 @@ CONNECT_TIMEOUT_S = 2.0
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
 SEND_QUEUE_MAX = 4096
-FRAME_BYTES_MAX = 16 << 20
+RAFT_MSG_OVERHEAD_BYTES_MAX = 1 << 20
+"""What a Raft message adds to the entry data or snapshot chunk it carries: fixed fields, node ids, a snapshot's
+membership (at most 1024 ids of 256 bytes) and per entry its type, bin header and term run. Measured worst cases
+(tests/node/test_limits.py): 0.6 KiB around one block, 160 KiB around max_msg_bytes of the smallest blocks,
+260 KiB around a snapshot chunk."""
+FRAME_BYTES_MAX = BLOCK_BYTES_MAX + RAFT_MSG_OVERHEAD_BYTES_MAX
+"""Largest frame body read from a peer: an AppendEntries carrying one block of BLOCK_BYTES_MAX (Raft sends a
+single entry over max_msg_bytes alone) with its message around it."""
 WRITE_BUFFER_BYTES_MAX = 4 << 20
 _LEN = struct.Struct(">I")
 APP_FRAME_MARK = b"\xc1"
 """First byte of an application frame's body: msgpack's one never-used byte."""
+
+
+def check_frame_limits(frame_bytes_max: int, handshake_frame_bytes_max: int, block_bytes_max: int,
+                       msg_bytes_max: int, snapshot_chunk_bytes_max: int, raft_msg_overhead_bytes_max: int) -> None:
+    """Raise InvariantViolation unless a frame holds the largest Raft message the node sends: one block alone,
+    `max_msg_bytes` of entries, or a snapshot chunk, each with its message around it. The node runs the Raft core
+    with consensus/config.py's default sizes (node/driver.py)."""
+    payload = max(block_bytes_max, msg_bytes_max, snapshot_chunk_bytes_max)
+    require(payload + raft_msg_overhead_bytes_max <= frame_bytes_max,
+            f"a Raft message of {payload} data bytes plus {raft_msg_overhead_bytes_max} of overhead does not fit "
+            f"in FRAME_BYTES_MAX {frame_bytes_max}")
+    require(handshake_frame_bytes_max <= frame_bytes_max, "a handshake frame must fit in a frame")
+
+
+check_frame_limits(FRAME_BYTES_MAX, HANDSHAKE_FRAME_BYTES_MAX, BLOCK_BYTES_MAX, MSG_BYTES_MAX_DEFAULT,
+                   SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT, RAFT_MSG_OVERHEAD_BYTES_MAX)
 
 
 class TransportError(Exception):

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     totals = {"seeds": 0, "violations": 0, "elections": 0, "committed": 0, "crashes": 0, "partitions": 0,
               "dropped": 0}
     extra = dict.fromkeys(("proposals", "reads", "conf_changes", "transfers", "compactions",
-                           "snapshots_installed", "lost_writes", "duplicated", "messages", "steps", "sim_ms"), 0)
+                           "snapshots_installed", "lost_writes", "early_sends", "crashes_in_write",
+                           "crashes_after_early_send", "duplicated", "messages", "steps", "sim_ms"), 0)
     failures: list[Failure] = []
     with Progress(TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[info]}"), console=console, disable=args.quiet or args.trace,

@@ -98,6 +98,8 @@ class SimNode:
     pending_reads: list[tuple[ReadState, int]] = field(default_factory=list)
     """ReadStates waiting for the applied index, with the acknowledged index when each read started."""
     incarnation: int = 0
+    crash_in_write: int | None = None
+    """Set (to the restart delay in ms) when a crash is armed to strike this node's next write."""
 
     @property
     def up(self) -> bool:

@@ -6,6 +6,15 @@ leadership transfers and compactions, and - for the enabled faults - crashes nod
 partitions the network and drops, duplicates and delays messages. Every choice comes from one
 `random.Random(seed)`, so a seed replays bit for bit (`trace_hash` proves it).
 
+Each Ready is carried out by `consensus.ready_loop.handle_ready`, the routine the node runs, so leaders send
+before persisting when its early-send rule allows. A write is synchronous here as in the node: messages go onto
+the simulated network and are delivered only as later events, so no acknowledgement is stepped before the write
+returned. What the early send does risk is a crash while the write is in flight, with the messages already out;
+so some crashes are armed to strike a node's next write instead of striking at once ("crash in write"): the
+messages the rule let out are on the wire, the write never reaches the disk, unsynced earlier writes may be lost
+too, and the checkers judge what follows. An over-eager rule (a follower acknowledging, or anyone voting, before
+the write) is caught that way.
+
 After every step the `Checker` verifies Raft's safety properties. At the end the network heals, every node
 restarts, and the cluster must converge with every committed entry in place.
 """
@@ -24,10 +33,11 @@ from consensus.errors import NotLeaderError, ProposalDroppedError
 from consensus.membership import ConfChange, ConfChangeType, decode_conf_change
 from consensus.messages import Entry, EntryType, Message, MessageType, NodeId, Snapshot, SnapshotMeta
 from consensus.raft import Raft
-from consensus.ready import Ready, Role
+from consensus.ready import ReadState, Ready, Role
+from consensus.ready_loop import handle_ready
 from consensus.sim.checkers import Checker, SafetyViolation
 from consensus.sim.network import PARTITION_KINDS, LinkFaults, Network, cut_links
-from consensus.sim.node import App, CoreFactory, SimNode
+from consensus.sim.node import App, Core, CoreFactory, SimNode
 from consensus.sim.storage import SimStorage
 
 FAULT_KINDS = ("drop", "duplicate", "reorder", "partition", "crash")
@@ -76,6 +86,9 @@ class SimConfig:
     crash_permille: int = 12
     crash_leader_permille: int = 500
     """Of the crashes, how many hit a leader."""
+    crash_in_write_permille: int = 500
+    """Of the crashes, how many wait for the node's next write and strike while it is in flight (after the
+    messages the early-send rule let out, before the write reached the disk)."""
     partition_permille: int = 10
     restart_ms_max: int = 1000
     """A crashed node restarts 20 ms .. this much later."""
@@ -134,6 +147,12 @@ class RunStats:
     transfers: int = 0
     compactions: int = 0
     snapshots_installed: int = 0
+    early_sends: int = 0
+    """Writes that began after their Ready's messages had left (a leader's early send)."""
+    crashes_in_write: int = 0
+    """Crashes that struck while a write was in flight (counted in `crashes` too)."""
+    crashes_after_early_send: int = 0
+    """Of those, how many with the Ready's messages already sent."""
     sim_ms: int = 0
     trace_hash: str = ""
 
@@ -294,18 +313,31 @@ class Simulation:
     def _drive(self, node: SimNode) -> None:
         core = node.core
         assert core is not None
-        while core.has_ready():
-            self._handle_ready(node, core.ready())
+        try:
+            while core.has_ready():
+                self._handle_ready(node, core.ready())
+        except _CrashedInWrite:
+            return  # the node is down; what it had sent is on the wire
         node.leader_term = core.term if core.role == Role.LEADER else None
 
     def _handle_ready(self, node: SimNode, rd: Ready) -> None:
-        core, st, ck = node.core, node.storage, self.checker
+        core = node.core
         assert core is not None
         if core.role == Role.LEADER and node.leader_term != core.term:
             self._on_new_leader(node, core.term)
             node.leader_term = core.term
-        # 1. Persist. (Everything before this step is persisted, so a leader now was leader for all of it.)
-        leader_last = st.last_index() if core.role == Role.LEADER else None
+        # What the last write left: term and vote changes are always synced, so this is also what is durable.
+        persisted = node.storage.visible.hard_state
+        handle_ready(rd, _SimReadyIO(self, node, core), role=core.role, persisted=persisted)
+
+    def _persist(self, node: SimNode, role: Role, rd: Ready, sent_before: int) -> None:
+        st, ck = node.storage, self.checker
+        if sent_before:
+            self.stats.early_sends += 1
+        if node.crash_in_write is not None:
+            self._crash_in_write(node, sent_before)
+        # (Everything before this write is persisted, so a leader now was leader for all of it.)
+        leader_last = st.last_index() if role == Role.LEADER else None
         if rd.hard_state is not None:
             ck.on_hard_state(node.id, st.visible.hard_state, rd.hard_state)
         st.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
@@ -316,22 +348,24 @@ class Simulation:
             self.trace.add(f"{self.now} {node.id} persist snapshot@{rd.snapshot.meta.index}")
         if rd.hard_state is not None:
             self._observe_commit(node, rd.hard_state.commit)
-        # 2. Send.
-        for m in sorted(rd.messages, key=lambda m: m.to):  # stable: the core's order per peer is kept
-            self._send(node, m)
-        # 3. Apply.
-        if rd.snapshot is not None:
-            self._install_snapshot(node, rd.snapshot)
-        for e in rd.committed_entries:
-            self._apply(node, e)
-        # 4. Reads.
-        for rs in rd.read_states:
+
+    def _crash_in_write(self, node: SimNode, sent_before: int) -> None:
+        """The process dies with this write in flight: it never reaches the disk (unsynced earlier writes may
+        be lost too), and the `sent_before` messages already sent stay on the wire."""
+        restart_after_ms = node.crash_in_write
+        self.stats.crashes_in_write += 1
+        if sent_before:
+            self.stats.crashes_after_early_send += 1
+        self.trace.add(f"{self.now} {node.id} crash in write, {sent_before} messages out")
+        self.crash(node.id, restart_after_ms)
+        raise _CrashedInWrite(node.id)
+
+    def _hand_read_states(self, node: SimNode, read_states: tuple[ReadState, ...]) -> None:
+        for rs in read_states:
             started = self._read_started.pop(rs.context, None)
             if started is not None:  # a duplicate answer to a read already served is ignored
                 node.pending_reads.append((rs, started))
         self._serve_reads(node)
-        # 5. Advance.
-        core.advance(rd)
 
     def _on_new_leader(self, node: SimNode, term: int) -> None:
         if self.checker.on_leader(node.id, term):
@@ -531,7 +565,12 @@ class Simulation:
         leader = self.leader()
         use_leader = leader is not None and self.rng.randrange(1000) < self.cfg.crash_leader_permille
         node = leader if use_leader and leader is not None else self.rng.choice(up)
-        self.crash(node.id, restart_after_ms=self.rng.randint(20, max(20, self.cfg.restart_ms_max)))
+        restart_after_ms = self.rng.randint(20, max(20, self.cfg.restart_ms_max))
+        if self.rng.randrange(1000) < self.cfg.crash_in_write_permille:
+            node.crash_in_write = restart_after_ms
+            self.trace.add(f"{self.now} {node.id} crash armed for its next write")
+            return
+        self.crash(node.id, restart_after_ms=restart_after_ms)
 
     def crash(self, nid: NodeId, restart_after_ms: int | None) -> None:
         """Crash node `nid` now (losing unsynced writes); restart it later unless `restart_after_ms` is None."""
@@ -539,6 +578,7 @@ class Simulation:
         lost = node.storage.crash(self.rng)
         node.core = None
         node.leader_term = None
+        node.crash_in_write = None
         node.pending_reads = []
         self.net.drop_to(node.id)
         self.stats.crashes += 1
@@ -620,6 +660,8 @@ class Simulation:
         self._chaos = False
         self.net.cut = set()
         self._heal_at = None
+        for node in self.nodes.values():
+            node.crash_in_write = None  # chaos is over: an armed crash no longer strikes
         self.net.faults = replace(self.net.faults, drop_permille=0, duplicate_permille=0)
         for nid in sorted(self.nodes):
             if self.nodes[nid].core is None:
@@ -653,6 +695,46 @@ class Simulation:
                               + "; ".join(f"{n.id}: applied {n.app.applied} role "
                                           f"{n.core.role.value if n.core else 'down'}"
                                           for n in self.nodes.values()))
+
+
+class _CrashedInWrite(Exception):
+    """Unwinds the Ready of a node that crashed in its write (the simulator's "the process died here")."""
+
+
+@dataclass(slots=True)
+class _SimReadyIO:
+    """The simulator's `consensus.ready_loop.ReadyIO` for one Ready of one node."""
+
+    sim: Simulation
+    node: SimNode
+    core: Core
+    sent: int = 0
+    """Messages of this Ready sent so far (before the write: an early send)."""
+
+    def persist(self, rd: Ready) -> None:
+        self.sim._persist(self.node, self.core.role, rd, self.sent)
+
+    def send(self, messages: tuple[Message, ...]) -> None:
+        for m in sorted(messages, key=_recipient):  # stable: the core's order per peer is kept
+            self.sim._send(self.node, m)
+        self.sent += len(messages)
+
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        self.sim._install_snapshot(self.node, snapshot)
+
+    def apply(self, entries: tuple[Entry, ...]) -> None:
+        for e in entries:
+            self.sim._apply(self.node, e)
+
+    def hand_read_states(self, read_states: tuple[ReadState, ...]) -> None:
+        self.sim._hand_read_states(self.node, read_states)
+
+    def advance(self, rd: Ready) -> None:
+        self.core.advance(rd)
+
+
+def _recipient(m: Message) -> NodeId:
+    return m.to
 
 
 @dataclass(slots=True)

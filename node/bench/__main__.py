@@ -162,7 +162,7 @@ async def bench_ecert(root: Path, nodes: int, levels: list[int], duration: float
         total_clients = sum(levels)
         with console.status(f"set-up: credit, invoice, {total_clients} certificates"):
             roots = await ecert_side.prepare_roots(config, urls[0], total_clients)
-        signer = ecert_side.Signer(config, "tier1")
+        signer = ecert_side.bench_signer(config, "tier1")
         used = 0
         for c in levels:
             per_client = math.ceil(TPS_CEILING * duration / c) + 8

@@ -17,18 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import msgpack
 
 from ecert.rules import cert_id_for
-from ecert.tx import make_tx, tx_id_of
 from node.bench.loadgen import Refused, Request
+from node.client.api import AsyncClient, CounterNonces, Signer, error_code, load_signer
 from node.config import ClusterConfig, load_config
-from node.keys import load_org_key
 from node.ops import localnet
 from node.ops.localnet import free_ports as free_ports  # re-exported: node/bench/raw.py imports it from here
 
 ORGS = localnet.consortium_orgs(5)
-MSGPACK = "application/msgpack"
+CLIENT = AsyncClient()
 ROOT_AMOUNT = 10**12
 YEAR_MS = 365 * 86_400_000
 
@@ -60,33 +58,16 @@ class EcertCluster:
                        check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-class Signer:
-    def __init__(self, cluster: ClusterConfig, org_id: str) -> None:
-        self.org_id = org_id
-        self.seed = load_org_key(cluster.keys_dir, org_id).seed
-        self.chain_id = cluster.chain_id
-        self.counter = 0
-        self.run = time.time_ns()
-
-    def tx(self, kind: str, body: dict[str, Any]) -> tuple[str, bytes]:
-        self.counter += 1
-        raw = make_tx(self.seed, self.chain_id, kind, self.org_id, f"{self.run}-{self.counter}", body)
-        payload = msgpack.unpackb(raw, raw=False)["payload"]
-        return tx_id_of(payload), raw
-
-
-async def post_tx(session: aiohttp.ClientSession, url: str, raw: bytes) -> tuple[int, Any]:
-    """POST one signed tx to the node at `url`, waiting for its commit: (HTTP status, the JSON answer)."""
-    async with session.post(url + "/v1/tx?wait=commit", data=raw, headers={"Content-Type": MSGPACK}) as resp:
-        return resp.status, await resp.json(content_type=None)
+def bench_signer(cluster: ClusterConfig, org_id: str) -> Signer:
+    """A signer whose nonces count from this moment's clock: cheap to sign with, unique across runs."""
+    return load_signer(cluster, org_id, nonces=CounterNonces(str(time.time_ns())))
 
 
 def refusal_reason(status: int, doc: Any) -> str:
     """HTTP status, answer status and error code: what the load generator counts a failure under."""
     if not isinstance(doc, dict):
         return f"HTTP {status}"
-    code = doc.get("error", {}).get("code") if isinstance(doc.get("error"), dict) else None
-    return f"HTTP {status} {doc.get('status', '')} {code or ''}".strip()
+    return f"HTTP {status} {doc.get('status', '')} {error_code(doc) or ''}".strip()
 
 
 def committed(status: int, doc: Any) -> bool:
@@ -94,7 +75,7 @@ def committed(status: int, doc: Any) -> bool:
 
 
 async def submit(session: aiohttp.ClientSession, url: str, raw: bytes) -> dict[str, Any]:
-    status, doc = await post_tx(session, url, raw)
+    status, doc = await CLIENT.post_tx(session, url, raw)
     if not committed(status, doc):
         raise RuntimeError(f"set-up tx refused: HTTP {status} {doc}")
     return doc  # type: ignore[no-any-return]
@@ -102,23 +83,23 @@ async def submit(session: aiohttp.ClientSession, url: str, raw: bytes) -> dict[s
 
 async def prepare_roots(cluster: ClusterConfig, url: str, count: int) -> list[str]:
     """Credit line, a confirmed invoice, `count` issued and accepted certificates held by tier1."""
-    boc, geely, tier1 = (Signer(cluster, o) for o in ("boc", "geely", "tier1"))
+    boc, geely, tier1 = (bench_signer(cluster, o) for o in ("boc", "geely", "tier1"))
     now = int(time.time() * 1000)
     total = ROOT_AMOUNT * count
     async with aiohttp.ClientSession() as session:
-        await submit(session, url, boc.tx("credit.grant", {"core": "geely", "limit": total,
-                                                            "expires_at": now + 2 * YEAR_MS})[1])
-        doc_id = f"INV-bench-{tier1.run}"
-        await submit(session, url, tier1.tx("trade.anchor", {
-            "doc_id": doc_id, "kind": "invoice", "doc_hash": "00" * 32, "counterparty": "geely", "amount": total})[1])
-        await submit(session, url, geely.tx("trade.confirm", {"doc_id": doc_id})[1])
+        await submit(session, url, boc.sign("credit.grant", {"core": "geely", "limit": total,
+                                                              "expires_at": now + 2 * YEAR_MS}))
+        doc_id = f"INV-bench-{time.time_ns()}"
+        await submit(session, url, tier1.sign("trade.anchor", {
+            "doc_id": doc_id, "kind": "invoice", "doc_hash": "00" * 32, "counterparty": "geely", "amount": total}))
+        await submit(session, url, geely.sign("trade.confirm", {"doc_id": doc_id}))
         roots = []
         for _ in range(count):
-            doc = await submit(session, url, geely.tx("ecert.issue", {
+            doc = await submit(session, url, geely.sign("ecert.issue", {
                 "to": "tier1", "amount": ROOT_AMOUNT, "maturity": now + YEAR_MS, "bank": "boc",
-                "invoice_ids": [doc_id]})[1])
+                "invoice_ids": [doc_id]}))
             cert_id = doc["result"]["certs"][0]
-            await submit(session, url, tier1.tx("ecert.accept", {"cert_id": cert_id})[1])
+            await submit(session, url, tier1.sign("ecert.accept", {"cert_id": cert_id}))
             roots.append(cert_id)
     return roots
 
@@ -127,7 +108,7 @@ def transfer_chain(signer: Signer, root: str) -> Iterator[bytes]:
     """Endless transfers of 1 fen to tier2, each spending the remainder child of the previous one."""
     cert = root
     while True:
-        tx_id, raw = signer.tx("ecert.transfer", {"cert_id": cert, "to": [{"org": "tier2", "amount": 1}]})
+        tx_id, raw = signer.signed("ecert.transfer", {"cert_id": cert, "to": [{"org": "tier2", "amount": 1}]})
         yield raw
         cert = cert_id_for(tx_id, 1)
 
@@ -156,7 +137,7 @@ def transfer_worker(urls: list[str], chain: Iterable[bytes], offset: int) -> Cal
         async def send(session: aiohttp.ClientSession) -> bool:
             nonlocal unanswered
             unanswered = raw
-            status, doc = await post_tx(session, url, raw)
+            status, doc = await CLIENT.post_tx(session, url, raw)
             if status == 200 and isinstance(doc, dict) and doc.get("status") in ("committed", "rejected"):
                 unanswered = None
             if not committed(status, doc):

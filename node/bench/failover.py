@@ -87,7 +87,8 @@ class Submitters:
     def __init__(self, config: ClusterConfig, clients: int) -> None:
         self.config = config
         self.clients = clients
-        self.signer = ecert_side.Signer(config, "tier1")
+        self.signer = ecert_side.bench_signer(config, "tier1")
+        self.run_tag = time.time_ns()  # unique doc ids per run
         self.down: set[str] = set()
         self.commits: list[tuple[float, float]] = []
         """(monotonic submit time, monotonic committed-answer time) of each committed tx."""
@@ -97,8 +98,8 @@ class Submitters:
 
     def tx(self) -> bytes:
         self._n += 1
-        return self.signer.tx("trade.anchor", {"doc_id": f"FO-{self.signer.run}-{self._n}", "kind": "invoice",
-                                               "doc_hash": "00" * 32, "counterparty": "geely", "amount": 1})[1]
+        return self.signer.sign("trade.anchor", {"doc_id": f"FO-{self.run_tag}-{self._n}", "kind": "invoice",
+                                                 "doc_hash": "00" * 32, "counterparty": "geely", "amount": 1})
 
     async def client(self, i: int, session: aiohttp.ClientSession) -> None:
         turn = 0
@@ -109,7 +110,7 @@ class Submitters:
             raw = self.tx()
             t0 = time.monotonic()
             try:
-                ok = ecert_side.committed(*await ecert_side.post_tx(session, node.http_url, raw))
+                ok = ecert_side.committed(*await ecert_side.CLIENT.post_tx(session, node.http_url, raw))
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 ok = False
             if ok:

@@ -45,7 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from consensus.config import Config
-from consensus.leveldb_storage import CACHE_BYTES_MAX, LevelDBStorage, PendingSave
+from consensus.leveldb_storage import LevelDBStorage, PendingSave
+from consensus.log_cache import CACHE_BYTES_MAX
 from consensus.messages import Message
 from consensus.raft import Raft
 from consensus.ready import Ready, Role

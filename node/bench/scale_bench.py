@@ -512,7 +512,7 @@ TAGS = {"S": "state", "H": "root leaf index", "N": "root tree nodes", "T": "tx r
 
 
 def disk_by_tag(path: Path, scan_state: bool) -> dict[str, Any]:
-    """LevelDB's estimate of on-disk bytes per key tag (ledger/store.py schema), and, if `scan_state`, the count
+    """LevelDB's estimate of on-disk bytes per key tag (ledger/schema.py), and, if `scan_state`, the count
     and raw bytes of state entries per ecert key kind (o/ orgs, c/ certs, h/ holdings, l/ lineage, n/ nonces...)."""
     import plyvel
 

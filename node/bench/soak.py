@@ -35,7 +35,7 @@ async def run_soak(root: Path, nodes: int, concurrency: int, duration_s: float, 
         config = cluster.up()
         urls = [n.http_url for n in config.nodes]
         roots = await ecert_side.prepare_roots(config, urls[0], concurrency)
-        signer = ecert_side.Signer(config, "tier1")
+        signer = ecert_side.bench_signer(config, "tier1")
         # Signed as they are sent: the soak is about the nodes' memory and disk, not the client's peak rate.
         workers = [ecert_side.transfer_worker(urls, ecert_side.transfer_chain(signer, roots[i]), i)
                    for i in range(concurrency)]

@@ -14,10 +14,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from node.chaos.netns import HTTP_PORT, NetnsNetwork, cluster_toml
-from node.keys import load_org_key
+from node.chaos.netns import HTTP_PORT, RAFT_PORT, NetnsNetwork
+from node.client.api import Signer
+from node.keys import KeyPair, load_org_key
 from node.ops import localnet
 
 NODES_MIN = 3
@@ -68,22 +71,25 @@ class ChaosCluster:
     def write_files(self) -> None:
         """cluster.toml, keys/ and genesis.json, with the project's own tools (as `ecert init` does). In
         real-network mode the namespaces are built first: the file holds their addresses."""
+        nodes, run = self.nodes, "one run"
         if self.network is not None:
             self.network.up()
-            self.base_dir.mkdir(parents=True, exist_ok=True)
-            self.config_path.write_text(cluster_toml(
-                self.chain_id, self.orgs, [(n.id, n.org, self.network.address(n.id)) for n in self.nodes],
-                {"tick_ms": self.tick_ms, **SETTINGS},
-                "Written by the chaos runner (node/chaos/cluster.py) for one real-network run."), encoding="utf-8")
-            localnet.init_cluster(self.config_path)
-            return
-        localnet.write_cluster_file(self.base_dir, self.chain_id, self.orgs, self.nodes,
+            nodes = [replace(n, host=self.network.address(n.id), http_port=HTTP_PORT, raft_port=RAFT_PORT)
+                     for n in self.nodes]
+            run = "one real-network run"
+        localnet.write_cluster_file(self.base_dir, self.chain_id, self.orgs, nodes,
                                     {"tick_ms": self.tick_ms, **SETTINGS},
-                                    comment="Written by the chaos runner (node/chaos/cluster.py) for one run.")
+                                    comment=f"Written by the chaos runner (node/chaos/cluster.py) for {run}.")
         localnet.init_cluster(self.config_path)
 
+    def org_key(self, org_id: str) -> KeyPair:
+        return load_org_key(self.base_dir / "keys", org_id)
+
     def org_seed(self, org_id: str) -> bytes:
-        return load_org_key(self.base_dir / "keys", org_id).seed
+        return self.org_key(org_id).seed
+
+    def signer(self, org_id: str, nonces: Callable[[], int | str]) -> Signer:
+        return Signer(org_id, self.org_key(org_id), self.chain_id, nonces)
 
     # -- process faults -------------------------------------------------------------------------------------
 

@@ -329,18 +329,3 @@ class NetnsNetwork:
         return {"run": self.run, "subnet": SUBNET.format(run=self.run), "bridge": self.bridge,
                 "namespaces": {n: self.namespace(n) for n in self.ids}, "netem": self.netem}
 
-
-def cluster_toml(chain_id: str, orgs: list[tuple[str, str, str]], nodes: list[tuple[str, str, str]],
-                 settings: dict[str, int], comment: str) -> str:
-    """cluster.toml for nodes (id, org, address) listening on HTTP_PORT / RAFT_PORT of their own address."""
-    def s(v: object) -> str:
-        return str(v) if isinstance(v, int) else json.dumps(str(v))
-
-    lines = [f"# {comment}", "[cluster]", f"chain_id = {s(chain_id)}"]
-    lines += [f"{k} = {s(v)}" for k, v in settings.items()]
-    for org_id, name, role in orgs:
-        lines += ["", "[[orgs]]", f"id = {s(org_id)}", f"name = {s(name)}", f"role = {s(role)}"]
-    for node_id, org, addr in nodes:
-        lines += ["", "[[nodes]]", f"id = {s(node_id)}", f"org = {s(org)}", f'http = "{addr}:{HTTP_PORT}"',
-                  f'raft = "{addr}:{RAFT_PORT}"', f"data_dir = {s('data/' + node_id)}"]
-    return "\n".join(lines) + "\n"

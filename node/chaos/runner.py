@@ -27,6 +27,7 @@ from node.chaos.history import COMMITTED, History, NodeDump, StatusSample
 from node.chaos.nemesis import FAULT_KINDS, Nemesis, schedule
 from node.chaos.report import write_report
 from node.chaos.workload import Api, Workload
+from node.client.api import AsyncClient, CounterNonces, json_body
 
 SAMPLE_INTERVAL_S = 0.25
 STATUS_TIMEOUT_S = 0.6
@@ -77,6 +78,7 @@ class Run:
         self.history = History(seed=opts.seed, nodes=[])
         self.cluster: ChaosCluster | None = None
         self.session: aiohttp.ClientSession | None = None
+        self.http = AsyncClient()
         self.latest: StatusSample | None = None
         self.nemesis: Nemesis | None = None
         self.workload: Workload | None = None
@@ -97,9 +99,7 @@ class Run:
 
     async def get_json(self, node: str, path: str, timeout_s: float = HTTP_TIMEOUT_S) -> tuple[int, Any]:
         assert self.session is not None and self.cluster is not None
-        async with self.session.get(self.cluster.url(node) + path,
-                                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-            return resp.status, await resp.json(content_type=None)
+        return await self.http.request(self.session, self.cluster.url(node), "GET", path, timeout_s=timeout_s)
 
     async def status_of(self, node: str) -> dict[str, Any] | None:
         try:
@@ -119,13 +119,14 @@ class Run:
 
     async def post_rule(self, node: str, rule: dict[str, Any]) -> bool:
         assert self.session is not None and self.cluster is not None
+        body = json_body(rule)
         for _ in range(ADMIN_ATTEMPTS):
             try:
-                async with self.session.post(self.cluster.url(node) + "/admin/faults", json=rule,
-                                             timeout=aiohttp.ClientTimeout(total=ADMIN_TIMEOUT_S)) as resp:
-                    if resp.status == 200:
-                        return True
-            except (aiohttp.ClientError, TimeoutError):
+                status, _ = await self.http.request(self.session, self.cluster.url(node), "POST", "/admin/faults",
+                                                    body, timeout_s=ADMIN_TIMEOUT_S)
+                if status == 200:
+                    return True
+            except (aiohttp.ClientError, TimeoutError, ValueError):
                 pass
             await asyncio.sleep(0.1)
         return False
@@ -326,9 +327,10 @@ class Run:
                 self.session = session
                 self.phase("waiting for a leader")
                 await self.wait_ready()
-                seeds = {o: cluster.org_seed(o) for o, _, _ in cluster.orgs}
-                api = Api(session, {n: cluster.url(n) for n in cluster.ids}, self.history, self.clock,
-                          cluster.chain_id, seeds, random.Random(f"api:{opts.seed}"))
+                # Nonces count per signer from the seed: cheap, and the same from run to run.
+                signers = {o: cluster.signer(o, CounterNonces(str(opts.seed))) for o, _, _ in cluster.orgs}
+                api = Api(session, {n: cluster.url(n) for n in cluster.ids}, self.history, self.clock, signers,
+                          random.Random(f"api:{opts.seed}"))
                 stop_workload = asyncio.Event()
                 stop_sampler = asyncio.Event()
                 self.workload = Workload(api, cluster.orgs, opts.seed, stop_workload, opts.workers_per_org,

@@ -29,8 +29,8 @@ from typing import Any
 
 import aiohttp
 
-from ecert.tx import decode_envelope, envelope_to_json, make_tx, tx_id_of
 from node.chaos.history import COMMITTED, REJECTED, UNKNOWN, History, ReadRecord, SubmitRecord
+from node.client.api import JSON, AsyncClient, Signer, error_code, tx_json
 
 OP_TIMEOUT_S = 8.0  # a tx still unknown after this is recorded as unknown
 IMPATIENT_TIMEOUT_S = 1.0
@@ -81,15 +81,14 @@ class Api:
     """Submits signed txs and reads certificates through random nodes, recording everything in the history."""
 
     def __init__(self, session: aiohttp.ClientSession, urls: dict[str, str], history: History,
-                 clock: Callable[[], float], chain_id: str, seeds: dict[str, bytes], rng: random.Random) -> None:
+                 clock: Callable[[], float], signers: dict[str, Signer], rng: random.Random) -> None:
         self.session = session
         self.urls = urls
         self.history = history
         self.clock = clock
-        self.chain_id = chain_id
-        self.seeds = seeds
+        self.signers = signers
         self.rng = rng
-        self.nonce = 0
+        self.http = AsyncClient()
 
     def _node_order(self) -> list[str]:
         ids = list(self.urls)
@@ -100,11 +99,8 @@ class Api:
                      ) -> SubmitRecord:
         """Send until a definite answer or the op deadline. An impatient client sends once with a short
         timeout and gives up: its outcome stays unknown, which is what the checker's fate rules are for."""
-        self.nonce += 1
-        raw = make_tx(self.seeds[signer], self.chain_id, kind, signer, f"{self.history.seed}.{client}.{self.nonce}",
-                      body)
-        doc = envelope_to_json(raw)
-        tx_id = tx_id_of(decode_envelope(raw).payload)
+        tx_id, raw = self.signers[signer].signed(kind, body)
+        doc = tx_json(raw)
         rec = SubmitRecord(tx_id, kind, client, signer, body, invoke=self.clock())
         self.history.txs.append(rec)
         deadline = rec.invoke + (OP_TIMEOUT_S if patient else IMPATIENT_TIMEOUT_S)
@@ -115,18 +111,15 @@ class Api:
             rec.nodes.append(node)
             timeout = max(0.2, min(ATTEMPT_TIMEOUT_S, deadline - self.clock()))
             try:
-                async with self.session.post(
-                    f"{self.urls[node]}/v1/tx?wait=commit&timeout_ms={int(timeout * 1000) - 100}", json=doc,
-                    timeout=aiohttp.ClientTimeout(total=timeout),
-                ) as resp:
-                    answer = _as_dict(await resp.json(content_type=None))
-                    status = resp.status
+                status, answer = await self.http.post_tx(self.session, self.urls[node], doc, JSON,
+                                                         timeout_ms=int(timeout * 1000) - 100, timeout_s=timeout)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 rec.error = type(exc).__name__
                 if not patient:
                     break
                 await asyncio.sleep(self.rng.uniform(*RETRY_PAUSE_S))
                 continue
+            answer = _as_dict(answer)
             if status == 200 and answer.get("status") in (COMMITTED, REJECTED):
                 rec.complete = self.clock()
                 rec.outcome = answer["status"]
@@ -134,14 +127,14 @@ class Api:
                 if rec.outcome == COMMITTED:
                     rec.result = answer.get("result") or {}
                 else:
-                    rec.error_code = _code(answer)
+                    rec.error_code = error_code(answer)
                 return rec
             if status == 400:  # refused at admission: never enters a block
                 rec.complete = self.clock()
                 rec.outcome = REJECTED
-                rec.error_code = _code(answer)
+                rec.error_code = error_code(answer)
                 return rec
-            rec.error = _code(answer) or f"http_{status}"
+            rec.error = error_code(answer) or f"http_{status}"
             if not patient:
                 break
             await asyncio.sleep(self.rng.uniform(*RETRY_PAUSE_S))
@@ -152,36 +145,27 @@ class Api:
         node = self.rng.choice(list(self.urls))
         t0 = self.clock()
         try:
-            async with self.session.get(f"{self.urls[node]}/v1/certs/{cert_id}?consistency=linearizable",
-                                        timeout=aiohttp.ClientTimeout(total=READ_TIMEOUT_S)) as resp:
-                answer = _as_dict(await resp.json(content_type=None))
-                status = resp.status
+            status, answer = await self.http.request(self.session, self.urls[node], "GET",
+                                                     f"/v1/certs/{cert_id}?consistency=linearizable",
+                                                     timeout_s=READ_TIMEOUT_S)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             rec = ReadRecord(cert_id, node, client, t0, self.clock(), False, error=type(exc).__name__)
         else:
             t1 = self.clock()
+            answer = _as_dict(answer)
             if status == 200:
                 rec = ReadRecord(cert_id, node, client, t0, t1, True,
                                  (str(answer.get("holder")), str(answer.get("status"))))
-            elif status == 404 and _code(answer) == "cert_not_found":
+            elif status == 404 and error_code(answer) == "cert_not_found":
                 rec = ReadRecord(cert_id, node, client, t0, t1, True, None)
             else:
-                rec = ReadRecord(cert_id, node, client, t0, t1, False, error=_code(answer) or f"http_{status}")
+                rec = ReadRecord(cert_id, node, client, t0, t1, False, error=error_code(answer) or f"http_{status}")
         self.history.reads.append(rec)
         return rec
 
 
 def _as_dict(answer: Any) -> dict[str, Any]:
     return answer if isinstance(answer, dict) else {}
-
-
-def _code(answer: Any) -> str | None:
-    if not isinstance(answer, dict):
-        return None
-    err = answer.get("error")
-    if isinstance(err, dict):
-        return err.get("code")
-    return err if isinstance(err, str) else None
 
 
 class Workload:

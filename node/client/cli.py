@@ -21,18 +21,14 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
 import re
-import secrets
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -44,21 +40,23 @@ from rich.table import Table
 from rich.tree import Tree
 
 from ecert.privacy import DocumentError, open_document_with_seed, seal_document
-from ecert.tx import decode_envelope, envelope_to_json, make_tx, tx_id_of
-from node.config import ClusterConfig, ClusterConfigError, load_config
-from node.keys import (
-    KeyFileError,
-    KeyPair,
-    ensure_cluster_keys,
-    load_or_create_key,
-    org_key_path,
-    org_public_keys,
+from ecert.tx import envelope_to_json
+from node.client.api import (
+    ApiError,
+    Client,
+    Signer,
+    Unreachable,
+    api_error,
+    json_body,
+    load_signer,
+    request_timeout_s_default,
 )
+from node.config import ClusterConfig, ClusterConfigError, load_config
+from node.genesis_file import GenesisFileError, init_cluster_files
+from node.keys import KeyFileError, org_key_path, org_public_keys
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 
-request_timeout_s_default = 30.0
-no_leader_retry_s = 10.0
 watch_poll_s = 0.5
 
 # Off a terminal rich would wrap tables at 80 columns; give them room instead.
@@ -70,132 +68,11 @@ class CliError(Exception):
     """A usage or environment problem; printed as `error: ...`, exit code 2."""
 
 
-class ApiError(Exception):
-    """The node answered with a JSON error (CONTRACT §4)."""
-
-    def __init__(self, status: int, code: str, message: str, doc: Mapping[str, Any] | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status, self.code, self.message, self.doc = status, code, message, doc or {}
-
-
-# --- HTTP client ---------------------------------------------------------------------------------------------------
-
-
-class Client:
-    """A tiny synchronous client of the node HTTP API that fails over between the nodes it knows.
-
-    Failing over is safe for submissions too: a tx id is applied at most once and a resubmission answers with the
-    first outcome (CONTRACT §3).
-    """
-
-    def __init__(self, urls: Sequence[str], timeout_s: float = request_timeout_s_default) -> None:
-        if not urls:
-            raise CliError("no node URL: give --node URL or a cluster file with [[nodes]]")
-        self.urls = [u.rstrip("/") for u in urls]
-        self.timeout_s = timeout_s
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                content_type: str = "application/json") -> tuple[int, Any]:
-        """(HTTP status, decoded JSON). Raises CliError if no node answers at all."""
-        failures = []
-        for i, base in enumerate(self.urls):
-            req = urllib.request.Request(base + path, data=body, method=method)
-            req.add_header("Accept", "application/json")
-            if body is not None:
-                req.add_header("Content-Type", content_type)
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    status, raw = resp.status, resp.read()
-            except urllib.error.HTTPError as e:
-                status, raw = e.code, e.read()
-            except (OSError, urllib.error.URLError) as e:
-                failures.append(f"{base}: {getattr(e, 'reason', e)}")
-                continue
-            if i:
-                # Remember the node that answered so the next request goes there first.
-                self.urls.insert(0, self.urls.pop(i))
-            try:
-                return status, json.loads(raw) if raw else None
-            except ValueError:
-                return status, {"error": {"code": "bad_response", "message": raw[:200].decode(errors="replace")}}
-        raise CliError("no node answered: " + "; ".join(failures))
-
-    def get(self, path: str) -> Any:
-        status, doc = self.request("GET", path)
-        if status >= 400:
-            raise _api_error(status, doc)
-        return doc
-
-    def submit(self, envelope: bytes, wait: bool = True) -> dict[str, Any]:
-        """POST /v1/tx; retries while no leader is known; polls the tx id after a 504."""
-        body = json.dumps(envelope_to_json(envelope)).encode()
-        tx_id = tx_id_of(_payload_of(envelope))
-        path = "/v1/tx?wait=commit" if wait else "/v1/tx?wait=none"
-        deadline = time.monotonic() + max(self.timeout_s, no_leader_retry_s)
-        while True:
-            status, doc = self.request("POST", path, body)
-            if status in (429, 503) and time.monotonic() < deadline:
-                time.sleep(0.2)  # an election is under way, or the leader's queue is full: back off
-                continue
-            if status == 504 or (isinstance(doc, dict) and doc.get("status") == "unknown"):
-                return self.poll_tx(tx_id, deadline)
-            if not isinstance(doc, dict) or (status >= 400 and doc.get("status") != "rejected"):
-                raise _api_error(status, doc)
-            return doc
-
-    def poll_tx(self, tx_id: str, deadline: float) -> dict[str, Any]:
-        while True:
-            with contextlib.suppress(ApiError):
-                doc = self.get(f"/v1/tx/{tx_id}")
-                if isinstance(doc, dict) and doc.get("status") in ("committed", "rejected"):
-                    return doc
-            if time.monotonic() >= deadline:
-                return {"tx_id": tx_id, "status": "unknown"}
-            time.sleep(0.2)
-
-
-def _api_error(status: int, doc: Any) -> ApiError:
-    error = doc.get("error") if isinstance(doc, dict) else None
-    if isinstance(error, dict):
-        return ApiError(status, str(error.get("code", "error")), str(error.get("message", "")), doc)
-    return ApiError(status, f"http_{status}", json.dumps(doc)[:200] if doc is not None else "", None)
-
-
-def _payload_of(envelope: bytes) -> bytes:
-    return decode_envelope(envelope).payload
-
-
-# --- signing -------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Signer:
-    """An org able to sign transactions for one chain."""
-
-    org_id: str
-    key: KeyPair
-    chain_id: str
-
-    def sign(self, kind: str, body: Mapping[str, object], nonce: int | str | None = None) -> bytes:
-        """Envelope bytes (CONTRACT §3) for one transaction; a fresh nonce unless one is given."""
-        return make_tx(self.key.seed, self.chain_id, kind, self.org_id, fresh_nonce() if nonce is None else nonce,
-                       body)
-
-
-def fresh_nonce() -> str:
-    """Never reused by a signer: nanosecond clock plus 48 random bits (two processes may share a clock tick)."""
-    return f"{time.time_ns():x}-{secrets.token_hex(6)}"
-
-
-def load_signer(cluster: ClusterConfig, org_id: str, create: bool = False) -> Signer:
-    path = org_key_path(cluster.keys_dir, org_id)
-    if not create and not path.exists():
-        raise CliError(f"no key for {org_id!r}: {path} does not exist (run `ecert init`)")
+def cli_signer(cluster: ClusterConfig, org_id: str, create: bool = False) -> Signer:
     try:
-        key, _ = load_or_create_key(path)
+        return load_signer(cluster, org_id, create=create)
     except KeyFileError as e:
         raise CliError(str(e)) from None
-    return Signer(org_id=org_id, key=key, chain_id=cluster.chain_id)
 
 
 # --- parsing helpers -----------------------------------------------------------------------------------------------
@@ -311,19 +188,15 @@ def emit_json(doc: Any) -> None:
 
 def cmd_init(ctx: Ctx) -> int:
     cluster = ctx.cluster
-    created = [str(p) for p in ensure_cluster_keys(cluster)]
+    try:
+        result = init_cluster_files(cluster)
+    except GenesisFileError as e:
+        raise CliError(str(e)) from None
+    created = [str(p) for p in result.keys_created]
     genesis_path = cluster.genesis_path
-    genesis_created = False
-    if not genesis_path.exists():
-        write_genesis(cluster, genesis_path)
-        genesis_created = True
-    else:
-        existing = json.loads(genesis_path.read_text())
-        if existing.get("chain_id") != cluster.chain_id:
-            raise CliError(f"{genesis_path} is for chain {existing.get('chain_id')!r}, cluster file says "
-                           f"{cluster.chain_id!r}; remove it (and the data dirs) to start a new chain")
     summary = {"command": "init", "config": str(cluster.path), "keys_created": created,
-               "keys_dir": str(cluster.keys_dir), "genesis": str(genesis_path), "genesis_created": genesis_created}
+               "keys_dir": str(cluster.keys_dir), "genesis": str(genesis_path),
+               "genesis_created": result.genesis_created}
     if ctx.json:
         emit_json(summary)
         return EXIT_OK
@@ -331,30 +204,8 @@ def cmd_init(ctx: Ctx) -> int:
               f"{len(cluster.orgs) + len(cluster.nodes) - len(created)} kept")
     for p in created:
         out.print(f"  + {p}")
-    out.print(f"genesis {genesis_path}: {'created' if genesis_created else 'kept (never overwritten)'}")
+    out.print(f"genesis {genesis_path}: {'created' if result.genesis_created else 'kept (never overwritten)'}")
     return EXIT_OK
-
-
-def genesis_doc(cluster: ClusterConfig, genesis_time_ms: int) -> dict[str, Any]:
-    orgs = []
-    for org in cluster.orgs:
-        sign_pk, box_pk = org_public_keys(cluster, org.id)
-        orgs.append({"id": org.id, "name": org.name, "role": org.role, "sign_pk": sign_pk, "box_pk": box_pk})
-    return {"chain_id": cluster.chain_id, "genesis_time": genesis_time_ms, "orgs": orgs}
-
-
-def write_genesis(cluster: ClusterConfig, path: Path, genesis_time_ms: int | None = None) -> None:
-    """genesis.json for the cluster's orgs, dated now unless `genesis_time_ms` says otherwise."""
-    doc = genesis_doc(cluster, time.time_ns() // 1_000_000 if genesis_time_ms is None else genesis_time_ms)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    # Never overwrite: if another `ecert init` won the race, keep its file.
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
 
 
 def cmd_keys_show(ctx: Ctx) -> int:
@@ -391,7 +242,7 @@ def cmd_keys_show(ctx: Ctx) -> int:
 
 
 def submit(ctx: Ctx, kind: str, body: Mapping[str, object], create_key: bool = False) -> int:
-    signer = load_signer(ctx.cluster, ctx.args.signer, create=create_key)
+    signer = cli_signer(ctx.cluster, ctx.args.signer, create=create_key)
     envelope = signer.sign(kind, body, ctx.args.nonce)
     if ctx.args.dry_run:
         emit_json(envelope_to_json(envelope))
@@ -440,7 +291,7 @@ def show_api_error(ctx: Ctx, e: ApiError) -> int:
 
 
 def tx_org_register(ctx: Ctx) -> int:
-    signer = load_signer(ctx.cluster, ctx.args.signer, create=True)
+    signer = cli_signer(ctx.cluster, ctx.args.signer, create=True)
     body = {"org_id": signer.org_id, "name": ctx.args.name, "role": ctx.args.role,
             "sign_pk": signer.key.sign_pk_hex, "box_pk": signer.key.box_pk_hex}
     return submit(ctx, "org.register", body, create_key=True)
@@ -488,7 +339,7 @@ def seal_for(ctx: Ctx, content: bytes, org_ids: Sequence[str]) -> dict[str, byte
 
 def cmd_trade_open(ctx: Ctx) -> int:
     """Decrypt the signer's sealed copy of a trade document and check it against the anchored hash."""
-    signer = load_signer(ctx.cluster, ctx.args.signer)
+    signer = cli_signer(ctx.cluster, ctx.args.signer)
     try:
         doc = ctx.read(f"/v1/docs/{_q(ctx.args.doc_id)}")
     except ApiError as e:
@@ -632,7 +483,7 @@ def cmd_status(ctx: Ctx) -> int:
     for node_id, url in targets:
         try:
             doc = Client([url], timeout_s=2.0).get("/v1/status")
-        except (CliError, ApiError) as e:
+        except (Unreachable, ApiError) as e:
             doc = {"node_id": node_id, "error": str(e)}
         doc.setdefault("http", url)
         rows.append(doc)
@@ -726,10 +577,10 @@ def member_change(action: str) -> Callable[[Ctx], int]:
     """POST /admin/members on a node (loopback only; a follower forwards it to the leader)."""
 
     def run(ctx: Ctx) -> int:
-        body = json.dumps({"action": action, "node_id": ctx.args.node_id}).encode()
+        body = json_body({"action": action, "node_id": ctx.args.node_id})
         status, doc = ctx.client.request("POST", "/admin/members", body)
         if status >= 400:
-            return show_api_error(ctx, _api_error(status, doc))
+            return show_api_error(ctx, api_error(status, doc))
         if ctx.json:
             emit_json(doc)
         else:
@@ -911,7 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(Ctx(args)))
-    except CliError as e:
+    except (CliError, Unreachable) as e:
         err.print(f"[red]error:[/red] {e}")
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -33,18 +33,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ecert.privacy import seal_document
-from node.client.cli import (
-    ApiError,
-    Client,
-    CliError,
-    Signer,
-    fmt_amount,
-    fmt_time,
-    lineage_tree,
-    load_signer,
-)
+from node.client.api import ApiError, Client, Signer, Unreachable, load_signer
+from node.client.cli import fmt_amount, fmt_time, lineage_tree
 from node.config import ClusterConfig, ClusterConfigError, load_config
-from node.keys import org_public_keys
+from node.keys import KeyFileError, org_public_keys
 
 console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
 
@@ -235,7 +227,7 @@ def run(cluster: ClusterConfig, client: Client, maturity_s: float) -> dict[str, 
     cast = Cast.of(cluster)
     try:
         signers = {org: load_signer(cluster, org) for org in cast.orgs}
-    except CliError as e:
+    except KeyFileError as e:
         raise DemoError(str(e)) from None
     run_id = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
     story = Story(cluster=cluster, client=client, cast=cast, signers=signers, run_id=run_id)
@@ -275,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster = load_config(args.config)
         urls = [args.node] if args.node else [n.http_url for n in cluster.nodes]
         summary = run(cluster, Client(urls, args.timeout), args.maturity_seconds)
-    except (DemoError, CliError, ClusterConfigError, ApiError) as e:
+    except (DemoError, Unreachable, ClusterConfigError, ApiError) as e:
         console.print(f"[red]demo failed:[/red] {e}")
         print(json.dumps({"demo": "failed", "error": str(e)}), flush=True)
         return 1

@@ -5,9 +5,10 @@ or msgpack when the client's Accept names msgpack. Every error is `{"error": {"c
 for bad input; a middleware turns anything unexpected into a JSON 503 `internal_error` (logged with its trace,
 never shown to the client).
 
-Submissions: every node checks a tx at admission (decode, signature, signer active: ecert.admission.precheck)
-so bad input is refused where it arrives; the leader queues it for the next block, a follower forwards it to the
-leader over HTTP. With `wait=commit` the answer comes only once the tx's block is applied on *this* node; if
+Submissions (node/submission.py does the work; this module parses, calls it and renders): every node checks a
+tx at admission (decode, signature, signer active: ecert.admission.precheck) so bad input is refused where it
+arrives; the leader queues it for the next block, a follower forwards it to the leader over the peer transport
+(node/forward.py). With `wait=commit` the answer comes only once the tx's block is applied on *this* node; if
 that does not happen within `timeout_ms` (a leader change can lose an uncommitted block) the answer is 504
 `{"status": "unknown", "tx_id"}` — the client polls `GET /v1/tx/{tx_id}`; never a false success.
 """
@@ -19,31 +20,87 @@ import ipaddress
 import json
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from consensus.errors import NotLeaderError, ProposalDroppedError
+from consensus.invariant import InvariantViolation, require
 from consensus.membership import ConfChange, ConfChangeType
 from ecert import queries
-from ecert.admission import precheck
 from ecert.errors import TxRejected
-from ecert.tx import envelope_from_json, raw_tx_id
+from ecert.tx import envelope_from_json
+from ledger.store import StateStore
+from node import submission
+from node.config import ClusterConfig, NodeSpec
+from node.driver import RaftDriver
 from node.faults import setup_admin_routes
 from node.http.dashboard import setup_dashboard
-from node.http.openapi import openapi_document
-from node.proposer import QueueFullError, outcome_answer
+from node.http.openapi import HTTP_BLOCKS_PAGE_MAX, openapi_document
+from node.proposer import Proposer, outcome_answer
+from node.source import NodeSource
+from node.submission import (
+    FORWARD_FAILED_STATUS,
+    NotLeader,
+    QueueFull,
+    SubmissionError,
+    SubmissionNode,
+    TxRefused,
+    Unroutable,
+)
+
+if TYPE_CHECKING:
+    from node.faults import FaultRules
+    from node.http.metrics import NodeMetrics
 
 log = logging.getLogger("node.http.api")
 
-NODE_KEY: web.AppKey[Any] = web.AppKey("node", object)
+
+class ApiNode(SubmissionNode, NodeSource, Protocol):
+    """What the HTTP API reads of the node (node.server.Node implements it). `driver`, `proposer` and `http`
+    are None only before Node.start() has built them, and the API is mounted after that."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def spec(self) -> NodeSpec: ...
+
+    @property
+    def config(self) -> ClusterConfig: ...
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def store(self) -> StateStore: ...
+
+    @property
+    def driver(self) -> RaftDriver | None: ...
+
+    @property
+    def http(self) -> ClientSession | None:
+        """For the rare requests a follower passes to the leader's HTTP API (membership changes)."""
+        ...
+
+    @property
+    def faults(self) -> FaultRules | None: ...
+
+    @property
+    def metrics(self) -> NodeMetrics | None: ...
+
+    def leader_spec(self) -> NodeSpec | None: ...
+
+    def block_json(self, height: int) -> dict[str, Any] | None: ...
+
+
+NODE_KEY: web.AppKey[ApiNode] = web.AppKey("node")
 WAIT_TIMEOUT_MS_DEFAULT = 10_000
 WAIT_TIMEOUT_MS_MAX = 60_000
 BATCH_TXS_MAX = 10_000
-BLOCKS_PAGE_MAX = 100
 TX_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 
@@ -55,6 +112,23 @@ class HttpError(Exception):
         self.code = code
         self.message = message
         self.extra = extra
+
+
+SUBMISSION_STATUS: dict[type[SubmissionError], int] = {TxRefused: 400, NotLeader: 503, QueueFull: 429}
+"""The status of each node/submission.py error (Unroutable carries the forwarding protocol's own)."""
+require(all(SUBMISSION_STATUS[cls] == status for cls, status in FORWARD_FAILED_STATUS.items()),
+        "a follower relays a leader's batch failure with the status the leader's own API would answer")
+
+
+def submission_http_error(exc: SubmissionError) -> HttpError:
+    """The HTTP answer to a submission error: its code and message, plus the tx or leader it is about."""
+    if isinstance(exc, Unroutable):
+        return HttpError(exc.status, exc.code, exc.message, leader_id=exc.leader_id)
+    if isinstance(exc, NotLeader):
+        return HttpError(SUBMISSION_STATUS[NotLeader], exc.code, exc.message, leader_id=exc.leader_id)
+    if isinstance(exc, TxRefused | QueueFull):
+        return HttpError(SUBMISSION_STATUS[type(exc)], exc.code, exc.message, tx_id=exc.tx_id)
+    raise InvariantViolation(f"no HTTP answer for submission error {type(exc).__name__}")
 
 
 # -- encoding -----------------------------------------------------------------------------------------------------
@@ -142,6 +216,9 @@ async def error_middleware(request: web.Request,
         return await handler(request)
     except HttpError as e:
         return reply(request, error_body(e.code, e.message, **e.extra), e.status)
+    except SubmissionError as se:
+        he = submission_http_error(se)
+        return reply(request, error_body(he.code, he.message, **he.extra), he.status)
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -157,8 +234,22 @@ async def error_middleware(request: web.Request,
 # -- tx submission ------------------------------------------------------------------------------------------------
 
 
-def _node(request: web.Request) -> Any:
+def _node(request: web.Request) -> ApiNode:
     return request.app[NODE_KEY]
+
+
+def _driver(node: ApiNode) -> RaftDriver:
+    driver = node.driver
+    if driver is None:
+        raise InvariantViolation("HTTP API mounted before Node.start() built the driver")
+    return driver
+
+
+def _proposer(node: ApiNode) -> Proposer:
+    proposer = node.proposer
+    if proposer is None:
+        raise InvariantViolation("HTTP API mounted before Node.start() built the proposer")
+    return proposer
 
 
 def parse_envelope(request: web.Request, body: bytes) -> bytes:
@@ -221,114 +312,18 @@ def _wait_mode(request: web.Request) -> str:
     return wait
 
 
-def admit(node: Any, raw: bytes) -> tuple[str, dict[str, Any] | None]:
-    """Cheap checks; returns (tx_id, first outcome if the tx was already applied)."""
-
-    # A resubmission returns the first outcome (before precheck, which would refuse the used nonce).
-    tx_id = raw_tx_id(raw)  # envelope decode + sha256 only: cheap
-    record = node.store.tx_outcome(tx_id)
-    if record is not None:
-        return record.outcome.tx_id, outcome_answer(record)
-    try:
-        tx_id = precheck(node.store, raw, node.chain_id)
-    except TxRejected as exc:
-        raise HttpError(400, exc.code, exc.message, tx_id=tx_id) from None
-    return tx_id, None
-
-
-def admit_batch(node: Any, raws: list[bytes]) -> tuple[list[dict[str, Any] | None], list[tuple[int, str, bytes]]]:
-    """`admit` for each tx: (answer per tx, or None where it was admitted; the admitted (position, tx id, raw))."""
-    results: list[dict[str, Any] | None] = [None] * len(raws)
-    admitted: list[tuple[int, str, bytes]] = []
-    for i, raw in enumerate(raws):
-        try:
-            tx_id, known = admit(node, raw)
-        except HttpError as e:
-            results[i] = {"tx_id": e.extra.get("tx_id"), "status": "refused", **error_body(e.code, e.message)}
-            continue
-        if known is not None:
-            results[i] = known
-        else:
-            admitted.append((i, tx_id, raw))
-    return results, admitted
-
-
-def enqueue_on_leader(node: Any, admitted: list[tuple[str, bytes]]) -> None:
-    """Queue admitted txs in this leader's proposer; HttpError 503 if this node does not lead, 429 if full."""
-    if not node.proposer.is_leader:
-        raise HttpError(503, "not_leader", "this node is not the leader", leader_id=node.driver.leader_id)
-    for tx_id, raw in admitted:
-        try:
-            node.proposer.enqueue(tx_id, raw)
-        except QueueFullError as exc:
-            raise HttpError(429, "queue_full", str(exc), tx_id=tx_id) from None
-
-
-def accept_forwarded(node: Any, raws: list[bytes]) -> list[dict[str, Any]]:
-    """The leader's side of node/forward.py: a follower's batch gets the same admission as POST /v1/txs
-    (signatures verified again: nothing a peer sends is trusted) and the same answers as `?wait=none`.
-    Raises HttpError when the batch fails as a whole."""
-    results, admitted = admit_batch(node, raws)
-    enqueue_on_leader(node, [(tx_id, raw) for _, tx_id, raw in admitted])
-    accepted = {i: {"tx_id": tx_id, "status": "accepted"} for i, tx_id, _ in admitted}
-    return [accepted[i] if r is None else r for i, r in enumerate(results)]
-
-
-async def route_to_leader(node: Any, admitted: list[tuple[str, bytes]]) -> list[dict[str, Any] | None]:
-    """Queue on this node if it leads, else forward to the leader. Returns, per tx, None if accepted or the
-    leader's refusal answer; raises HttpError (503 no leader / 429 queue full) when the whole batch failed."""
-    from node.forward import ForwardError
-
-    if not admitted:
-        return []
-    if node.proposer.is_leader:
-        enqueue_on_leader(node, admitted)
-        return [None] * len(admitted)
-    try:
-        results = await node.forward_txs([raw for _, raw in admitted])
-    except ForwardError as exc:
-        raise HttpError(exc.status, exc.code, exc.message, leader_id=exc.leader_id) from None
-    return [r if isinstance(r, dict) and r.get("status") == "refused" else None for r in results]
-
-
-async def wait_outcome(node: Any, tx_id: str, fut: asyncio.Future[dict[str, Any]], timeout_s: float
-                       ) -> dict[str, Any] | None:
-
-    try:
-        return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
-    except TimeoutError:
-        record = node.store.tx_outcome(tx_id)
-        return outcome_answer(record) if record is not None else None
-    finally:
-        node.proposer.forget(tx_id, fut)
-
-
 async def post_tx(request: web.Request) -> web.Response:
     node = _node(request)
     wait = _wait_mode(request)
     timeout_ms = _q_int(request, "timeout_ms", WAIT_TIMEOUT_MS_DEFAULT, 1, WAIT_TIMEOUT_MS_MAX)
     raw = parse_envelope(request, await read_body(request, node.config.max_body_bytes))
-    tx_id, known = admit(node, raw)
-    if known is not None:
-        return reply(request, known, 200)
-    fut = node.proposer.wait_for(tx_id, raw) if wait == "commit" else None
-    try:
-        refused = (await route_to_leader(node, [(tx_id, raw)]))[0]
-        if refused is not None:
-            err = refused.get("error") or {}
-            raise HttpError(400, err.get("code", "refused"), err.get("message", "the leader refused the tx"),
-                           tx_id=tx_id)
-    except HttpError:
-        if fut is not None:
-            node.proposer.forget(tx_id, fut)
-        raise
-    if fut is None:
-        return reply(request, {"tx_id": tx_id, "status": "accepted"}, 202)
-    answer = await wait_outcome(node, tx_id, fut, timeout_ms / 1000)
-    if answer is None:
-        return reply(request, {"tx_id": tx_id, "status": "unknown",
-                               **error_body("timeout", f"not applied here within {timeout_ms} ms; "
-                                                       f"poll GET /v1/tx/{tx_id}")}, 504)
+    answer = await submission.submit(node, raw, timeout_ms / 1000 if wait == "commit" else None)
+    if answer["status"] == submission.STATUS_ACCEPTED:
+        return reply(request, answer, 202)
+    if answer["status"] == submission.STATUS_UNKNOWN:
+        tx_id = answer["tx_id"]
+        return reply(request, {**answer, **error_body("timeout", f"not applied here within {timeout_ms} ms; "
+                                                                  f"poll GET /v1/tx/{tx_id}")}, 504)
     return reply(request, answer, 200)
 
 
@@ -339,26 +334,7 @@ async def post_txs(request: web.Request) -> web.Response:
     timeout_ms = _q_int(request, "timeout_ms", WAIT_TIMEOUT_MS_DEFAULT, 1, WAIT_TIMEOUT_MS_MAX)
     raws = parse_batch(request, await read_body(request, max(node.config.max_body_bytes,
                                                               node.config.block_max_bytes * 4)))
-    results, admitted = admit_batch(node, raws)
-    futs = {tx_id: node.proposer.wait_for(tx_id, raw) for _, tx_id, raw in admitted} if wait == "commit" else {}
-    try:
-        refusals = await route_to_leader(node, [(t, r) for _, t, r in admitted])
-    except HttpError:
-        for tx_id, fut in futs.items():
-            node.proposer.forget(tx_id, fut)
-        raise
-    deadline = time.monotonic() + timeout_ms / 1000
-    for (i, tx_id, _), refused in zip(admitted, refusals, strict=True):
-        if refused is not None:
-            results[i] = refused
-            if tx_id in futs:
-                node.proposer.forget(tx_id, futs[tx_id])
-            continue
-        if wait == "none":
-            results[i] = {"tx_id": tx_id, "status": "accepted"}
-            continue
-        answer = await wait_outcome(node, tx_id, futs[tx_id], max(0.0, deadline - time.monotonic()))
-        results[i] = answer if answer is not None else {"tx_id": tx_id, "status": "unknown"}
+    results = await submission.submit_batch(node, raws, timeout_ms / 1000 if wait == "commit" else None)
     status = 202 if wait == "none" else 200
     return reply(request, {"results": results}, status)
 
@@ -372,7 +348,7 @@ async def get_tx(request: web.Request) -> web.Response:
     record = node.store.tx_outcome(tx_id)
     if record is not None:
         return reply(request, outcome_answer(record))
-    if tx_id in node.proposer.pending:
+    if tx_id in _proposer(node).pending:
         return reply(request, {"tx_id": tx_id, "status": "pending"})
     return reply(request, {"tx_id": tx_id, "status": "unknown"})
 
@@ -397,7 +373,7 @@ async def get_block(request: web.Request) -> web.Response:
 async def get_blocks(request: web.Request) -> web.Response:
     node = _node(request)
     before = _q_int(request, "before", node.store.height + 1, 1, 1 << 62) if "before" in request.query else None
-    limit = _q_int(request, "limit", 20, 1, BLOCKS_PAGE_MAX)
+    limit = _q_int(request, "limit", 20, 1, HTTP_BLOCKS_PAGE_MAX)
     return reply(request, {"height": node.store.height, "blocks": node.recent_blocks(before, limit)})
 
 
@@ -411,7 +387,7 @@ async def _consistent(request: web.Request) -> None:
         return
     node = _node(request)
     try:
-        await node.driver.read_barrier()
+        await _driver(node).read_barrier()
     except NotLeaderError:
         raise HttpError(503, "no_leader", "no leader known: a linearizable read is impossible now",
                        leader_id=None) from None
@@ -480,13 +456,15 @@ async def post_members(request: web.Request) -> web.Response:
         raise HttpError(400, "bad_action", f"action must be one of {', '.join(kinds)}")
     if not isinstance(target, str) or node.config.find_node(target) is None:
         raise HttpError(404, "node_not_found", f"{target!r} is not a node of {node.config.path.name}")
-    if not node.proposer.is_leader:
+    if not _proposer(node).is_leader:
         leader = node.leader_spec()
         if leader is None:
             raise HttpError(503, "no_leader", "no leader known", leader_id=None)
+        if node.http is None:
+            raise InvariantViolation("HTTP API mounted before Node.start() opened its client session")
         async with node.http.post(f"{leader.http_url}/admin/members", json=doc) as resp:
             return reply(request, await resp.json(content_type=None), resp.status)
-    r = node.driver
+    r = _driver(node)
     if action == "promote" and target not in r.core.learners and target not in r.core.voters:
         raise HttpError(409, "not_a_learner", f"{target} must be added as a learner first")
     try:
@@ -509,7 +487,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 # -- the app ------------------------------------------------------------------------------------------------------
 
 
-def build_app(node: Any) -> web.Application:
+def build_app(node: ApiNode) -> web.Application:
     # The body limit is enforced by read_body (413 JSON); aiohttp's own limit is a backstop above it.
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=max(node.config.max_body_bytes, node.config.block_max_bytes) * 8)
@@ -542,7 +520,7 @@ def build_app(node: Any) -> web.Application:
     return app
 
 
-def _fallback_routes(app: web.Application, node: Any) -> None:
+def _fallback_routes(app: web.Application, node: ApiNode) -> None:
     """Minimal `/`, `/metrics`, `/v1/alarms` when the dashboard package cannot be mounted."""
     existing = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
 

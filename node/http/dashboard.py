@@ -37,6 +37,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 from node.http.alarms import Alarm, AlarmRules, AlarmTracker, Transition, evaluate
 from node.http.metrics import NodeMetrics, contact_age_ms
+from node.http.openapi import HTTP_BLOCKS_PAGE_MAX
 from node.source import NodeSource
 
 log = logging.getLogger("node.http.alarms")
@@ -50,7 +51,6 @@ sse_interval_s = 1.0
 sse_clients_max = 64
 peer_probe_timeout_s = 0.5
 disk_sample_every = 5          # samples between disk / LevelDB size reads
-blocks_page_max = 100
 latest_cert_scan_blocks_max = 200
 lagging_entries = 10           # a node this far behind the leader shows as "lagging" on the cluster view
 
@@ -388,8 +388,8 @@ async def _blocks(request: web.Request) -> web.StreamResponse:
         limit = int(request.query.get("limit", "20"))
     except ValueError:
         return _error(400, "bad_query", "before and limit must be integers")
-    if limit < 1 or limit > blocks_page_max or (before is not None and before < 0):
-        return _error(400, "bad_query", f"limit must be 1..{blocks_page_max} and before >= 0")
+    if limit < 1 or limit > HTTP_BLOCKS_PAGE_MAX or (before is not None and before < 0):
+        return _error(400, "bad_query", f"limit must be 1..{HTTP_BLOCKS_PAGE_MAX} and before >= 0")
     return web.json_response({"blocks": dash.source.recent_blocks(before, limit)}, dumps=_dumps)
 
 

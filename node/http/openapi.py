@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+HTTP_BLOCKS_PAGE_MAX = 100
+"""Most block headers one `GET /v1/blocks` answers (node/http/api.py and the dashboard's fallback route serve
+the same page). Not ledger.store.BLOCKS_PAGE_MAX, the store's own cap on StateStore.blocks()."""
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -76,7 +80,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/status": _get("This node's Raft and chain status", {"$ref": "#/components/schemas/Status"}),
             "/v1/blocks": _get("Block headers, newest first", _OBJ, [
                 {"name": "before", "in": "query", "schema": {"type": "integer"}},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 100}}]),
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": HTTP_BLOCKS_PAGE_MAX}}]),
             "/v1/blocks/{height}": _get("A block header and its tx ids", {"$ref": "#/components/schemas/Block"},
                                         [_path_param("height", {"type": "integer"})], True),
             "/v1/certs/{id}": _get("A certificate", _OBJ, [_path_param("id"), _CONSISTENCY], True),

@@ -10,6 +10,10 @@ script that started it). Its pid is kept in <data_dir>/node.pid, its stdout/stde
 A pid file alone is never trusted: a pid is "ours" only while /proc says that process runs `-m node` with this
 cluster file and this node id (pids are reused) and is not a zombie.
 
+A detached node's exit status reaches no parent: a node that stopped on a broken invariant (exit 70) leaves
+<data_dir>/node.exit (node/exit_status.py), and `status` shows it as "stopped (exit 70)", with the reason
+("stopped: invariant violation (exit 70): ...") below the table.
+
 Human output (progress, tables) goes to stderr; the last line on stdout is one JSON summary (CONTRACT §5).
 """
 
@@ -30,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from node.config import ClusterConfig, ClusterConfigError, NodeSpec, load_config
+from node.exit_status import read_exit_record
 from node.ops.localnet import OUT_FILE, start_node
 
 PID_FILE = "node.pid"
@@ -337,14 +343,19 @@ def cmd_down(cluster: ClusterConfig, args: argparse.Namespace) -> tuple[int, dic
     return 0, {"command": "down", "config": str(cluster.path), **outcome}
 
 
+LIVE_STATES = ("running", "paused", "no_answer")
+
+
 def status_rows(cluster: ClusterConfig, statuses: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
-    """One row per node: its process state (running, paused, no_answer, down) and its /v1/status fields."""
+    """One row per node: its process state (running, paused, no_answer; or, with no process, stopped - it
+    left an exit record, see node/exit_status.py - or down) and its /v1/status fields."""
     rows = []
     for node in cluster.nodes:
         pid = running_pid(cluster, node)
         st = statuses[node.id]
+        exit_record = read_exit_record(node.data_dir) if pid is None else None
         if pid is None:
-            state = "down"
+            state = "stopped" if exit_record is not None else "down"
         elif is_paused(pid):
             state = "paused"
         elif st is None:
@@ -352,6 +363,8 @@ def status_rows(cluster: ClusterConfig, statuses: dict[str, dict[str, Any] | Non
         else:
             state = "running"
         row: dict[str, Any] = {"id": node.id, "org": node.org, "http": node.http_url, "pid": pid, "state": state}
+        if exit_record is not None:
+            row["exit"] = {k: exit_record.get(k) for k in ("status", "reason", "detail", "ts_ms")}
         if st is not None:
             for key in ("role", "term", "leader_id", "commit_index", "applied_index", "height", "block_hash",
                         "state_root"):
@@ -367,15 +380,31 @@ def cmd_status(cluster: ClusterConfig, args: argparse.Namespace) -> tuple[int, d
     answered = [r for r in rows if "height" in r]
     heads = {(r["height"], r["block_hash"], r["state_root"]) for r in answered}
     console.print(_status_table(cluster, rows, leader))
+    for r in rows:
+        if r.get("exit"):
+            node = cluster.node(r["id"])
+            console.print(f"  {r['id']}: {escape(state_text(r))}: {escape(str(r['exit'].get('detail') or ''))}"
+                          f"  (log {_rel(log_file(node))}, output {_rel(out_file(node))})", soft_wrap=True)
     summary = {
         "command": "status",
         "config": str(cluster.path),
         "leader": leader,
-        "running": sum(r["state"] != "down" for r in rows),
+        "running": sum(r["state"] in LIVE_STATES for r in rows),
         "converged": len(heads) == 1 and len(answered) == len(rows),
         "nodes": rows,
     }
     return 0, summary
+
+
+def state_text(row: dict[str, Any], *, short: bool = False) -> str:
+    """A node's state for people: "running", "no answer", "stopped: invariant violation (exit 70)"; `short`
+    (the table's column) leaves the reason out: "stopped (exit 70)"."""
+    text = str(row["state"]).replace("_", " ")
+    exit_record = row.get("exit")
+    if row["state"] == "stopped" and exit_record is not None:
+        reason = "" if short else f": {str(exit_record['reason']).replace('_', ' ')}"
+        text += f"{reason} (exit {exit_record['status']})"
+    return text
 
 
 def _short(h: Any) -> str:
@@ -388,13 +417,13 @@ def _status_table(cluster: ClusterConfig, rows: Iterable[dict[str, Any]], leader
     for col in ("node", "pid", "state", "role", "term", "leader", "commit", "applied", "height", "block hash",
                 "state root", "http"):
         table.add_column(col, justify="right" if col in numeric else "left", no_wrap=True)
-    colors = {"running": "green", "paused": "yellow", "no_answer": "yellow", "down": "red"}
+    colors = {"running": "green", "paused": "yellow", "no_answer": "yellow", "down": "red", "stopped": "bold red"}
     for r in rows:
         role = r.get("role") or ""
         table.add_row(
             f"[bold]{r['id']}[/bold]" if r["id"] == leader else r["id"],
             str(r["pid"] or ""),
-            f"[{colors[r['state']]}]{r['state'].replace('_', ' ')}[/]",
+            f"[{colors[r['state']]}]{escape(state_text(r, short=True))}[/]",
             f"[bold cyan]{role}[/]" if role == "leader" else role,
             str(r.get("term", "")),
             r.get("leader_id") or "",

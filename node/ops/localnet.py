@@ -26,9 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.client.cli import write_genesis
 from node.config import ClusterConfig, load_config
-from node.keys import ensure_cluster_keys
+from node.genesis_file import init_cluster_files
 
 LOOPBACK = "127.0.0.1"
 PR_SET_PDEATHSIG = 1
@@ -71,10 +70,12 @@ class LocalNode:
     http_port: int
     raft_port: int
     voter: bool = True
+    host: str = LOOPBACK
+    """The address both ports listen on (a network namespace's own address in the chaos real-network mode)."""
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def data_dir(self) -> str:
@@ -108,7 +109,7 @@ def cluster_toml(chain_id: str, orgs: Sequence[Org], nodes: Sequence[LocalNode],
                   f"role = {_toml_value(role)}"]
     for n in nodes:
         lines += ["", "[[nodes]]", f"id = {_toml_value(n.id)}", f"org = {_toml_value(n.org)}",
-                  f'http = "{LOOPBACK}:{n.http_port}"', f'raft = "{LOOPBACK}:{n.raft_port}"',
+                  f'http = "{n.host}:{n.http_port}"', f'raft = "{n.host}:{n.raft_port}"',
                   f"data_dir = {_toml_value(n.data_dir)}"]
         if not n.voter:
             lines.append("voter = false")
@@ -127,9 +128,7 @@ def write_cluster_file(root: Path, chain_id: str, orgs: Sequence[Org], nodes: Se
 def init_cluster(config_path: Path, genesis_time_ms: int | None = None) -> ClusterConfig:
     """keys/ and genesis.json beside the cluster file, each only if missing (what `ecert init` does)."""
     config = load_config(config_path)
-    ensure_cluster_keys(config)
-    if not config.genesis_path.exists():
-        write_genesis(config, config.genesis_path, genesis_time_ms)
+    init_cluster_files(config, genesis_time_ms)
     return config
 
 

@@ -16,16 +16,12 @@ import msgpack
 import plyvel
 import pytest
 
-from consensus.leveldb_storage import (
-    CACHE_ENTRY_OVERHEAD_BYTES,
-    LevelDBStorage,
-    MappedSnapshotData,
-    _encode_snapshot,
-    _segment_key,
-    _write_snapshot_file,
-)
+from consensus.leveldb_storage import LevelDBStorage
+from consensus.log_cache import CACHE_ENTRY_OVERHEAD_BYTES
+from consensus.log_records import encode_snapshot_record, segment_key
 from consensus.messages import Entry, EntryType, Snapshot, SnapshotMeta
 from consensus.ready import HardState
+from consensus.snapshot_files import MappedSnapshotData, write_snapshot_file
 from consensus.storage import CompactedError, CorruptionError, UnavailableError
 
 VOTERS = ("n1", "n2", "n3")
@@ -107,7 +103,7 @@ def test_compaction_drops_prefix_and_keeps_boundary_term(path: str) -> None:
         assert [e.index for e in st.entries(8, 11, 1 << 20)] == [8, 9, 10]
     db = plyvel.DB(path)
     try:  # the one segment (entries 1..10) stays, partly covered by the snapshot
-        assert list(db.iterator(prefix=b"g", include_value=False)) == [_segment_key(1)]
+        assert list(db.iterator(prefix=b"g", include_value=False)) == [segment_key(1)]
     finally:
         db.close()
 
@@ -168,7 +164,7 @@ def test_snapshot_written_off_the_driver_then_compacted_and_a_crash_in_between(p
         assert [e.index for e in st.entries(9, 10, 1 << 20)] == [9]
     db = plyvel.DB(path)
     try:
-        assert list(db.iterator(prefix=b"g", include_value=False)) == [_segment_key(9)]
+        assert list(db.iterator(prefix=b"g", include_value=False)) == [segment_key(9)]
     finally:
         db.close()
 
@@ -225,7 +221,7 @@ def test_a_crash_between_a_received_snapshot_file_and_its_record_leaves_the_old_
         st.write_snapshot_chunks(meta8, [b"ours"])
         st.compact_written(meta8)
         # write_save's first step for a snapshot received at 20; then the process dies before the batch.
-        _write_snapshot_file(path + ".snapshots", os.path.join(path + ".snapshots", f"{20:020d}.snap"), [b"theirs"])
+        write_snapshot_file(path + ".snapshots", os.path.join(path + ".snapshots", f"{20:020d}.snap"), [b"theirs"])
         assert _snapshot_files(path) == [f"{8:020d}.snap", f"{20:020d}.snap"]
     with LevelDBStorage(path, VOTERS) as st:
         assert st.snapshot() == Snapshot(meta8, b"ours")
@@ -237,7 +233,7 @@ def test_a_received_snapshot_stored_inline_by_an_older_build_still_reads(path: s
     received = Snapshot(SnapshotMeta(index=20, term=2, voters=VOTERS), data=b"theirs")
     with LevelDBStorage(path, VOTERS) as st:
         st.save(HardState(term=2, commit=20), (), None, sync=True)
-        st._db.put(b"s", _encode_snapshot(received), sync=True)  # the record as it was written before
+        st._db.put(b"s", encode_snapshot_record(received), sync=True)  # the record as it was written before
     with LevelDBStorage(path, VOTERS) as st:
         assert st.snapshot() == received and st.first_index() == 21
 
@@ -298,7 +294,7 @@ def _flip_byte(path: str, key: bytes, at: int) -> None:
         db.close()
 
 
-@pytest.mark.parametrize("key", [_segment_key(1), _segment_key(3), b"h", b"s"])
+@pytest.mark.parametrize("key", [segment_key(1), segment_key(3), b"h", b"s"])
 def test_corrupted_record_is_detected_on_open(path: str, key: bytes) -> None:
     with LevelDBStorage(path, VOTERS) as st:
         st.save(HardState(term=1, vote="n1", commit=2), ents(1, 3, 1), None, sync=True)
@@ -316,9 +312,9 @@ def test_corruption_after_open_is_detected_on_read(path: str) -> None:
     try:
         # Damage the record underneath the open store (another handle is not allowed by LevelDB's lock,
         # so go through the store's own handle).
-        raw = bytearray(st._db.get(_segment_key(3)))
+        raw = bytearray(st._db.get(segment_key(3)))
         raw[5] ^= 0x01
-        st._db.put(_segment_key(3), bytes(raw))
+        st._db.put(segment_key(3), bytes(raw))
         with pytest.raises(CorruptionError):
             st.entries(1, 4, 1 << 20)
         with pytest.raises(CorruptionError):
@@ -334,7 +330,7 @@ def test_record_moved_under_another_key_is_detected(path: str) -> None:
         st.save(None, ents(3, 5, 1), None, sync=True)
     db = plyvel.DB(path)
     try:  # a well-formed segment of two entries, under the key of the other one
-        db.put(_segment_key(1), db.get(_segment_key(3)))
+        db.put(segment_key(1), db.get(segment_key(3)))
     finally:
         db.close()
     with pytest.raises(CorruptionError):
@@ -398,7 +394,7 @@ def _erase_entries_underneath(st: LevelDBStorage, lo: int, hi: int) -> None:
     starts = st._segments
     for first, end in zip(starts, [*starts[1:], st.last_index() + 1], strict=True):
         if first < hi and end > lo:
-            st._db.delete(_segment_key(first))
+            st._db.delete(segment_key(first))
 
 
 def test_cache_serves_the_tail_without_touching_leveldb(path: str) -> None:
@@ -420,8 +416,8 @@ def test_cache_is_bounded_and_reads_fall_back_to_leveldb(path: str) -> None:
     cost = CACHE_ENTRY_OVERHEAD_BYTES + 5  # data "e{i}t1" is 4-5 bytes
     with LevelDBStorage(path, VOTERS, cache_bytes_max=10 * cost) as st:
         st.save(None, ents(1, 101, 1), None, sync=True)
-        assert 0 < len(st._cache) <= 10 and st._cache_cost() <= 10 * cost
-        assert st._cache_first + len(st._cache) == 101  # always the tail
+        assert 0 < len(st._cache) <= 10 and st._cache.cost() <= 10 * cost
+        assert st._cache.first + len(st._cache) == 101  # always the tail
         assert st.entries(1, 101, 1 << 20) == list(ents(1, 101, 1))  # LevelDB part, then the cached part
         assert [e.index for e in st.entries(85, 101, 1 << 20)] == list(range(85, 101))
         assert st.term(1) == st.term(100) == 1
@@ -431,16 +427,16 @@ def test_cache_follows_truncation_compaction_and_snapshots(path: str) -> None:
     with LevelDBStorage(path, VOTERS) as st:
         st.save(HardState(term=1), ents(1, 9, 1), None, sync=True)
         st.save(HardState(term=2), ents(5, 7, 2), None, sync=True)  # a new leader's conflicting suffix
-        assert (st._cache_first, len(st._cache)) == (1, 6)
+        assert (st._cache.first, len(st._cache)) == (1, 6)
         assert [st.term(i) for i in range(1, 7)] == [1, 1, 1, 1, 2, 2]
         with pytest.raises(UnavailableError):
             st.term(7)
         st.compact(Snapshot(SnapshotMeta(index=4, term=1, voters=VOTERS)))
-        assert st._cache_first == 5 and st.entries(5, 7, 1 << 20) == list(ents(5, 7, 2))
+        assert st._cache.first == 5 and st.entries(5, 7, 1 << 20) == list(ents(5, 7, 2))
         with pytest.raises(CompactedError):
             st.entries(4, 7, 1 << 20)
         st.save(HardState(term=3), (), Snapshot(SnapshotMeta(index=30, term=3, voters=VOTERS)), sync=True)
-        assert (st._cache_first, st._cache, st.last_index()) == (31, [], 30)
+        assert (st._cache.first, st._cache.entries, st.last_index()) == (31, [], 30)
         assert st.term(30) == 3
         st.save(None, ents(31, 33, 3), None, sync=True)
         _erase_entries_underneath(st, 31, 33)
@@ -451,7 +447,7 @@ def test_reopen_fills_the_cache_with_the_verified_tail(path: str) -> None:
     with LevelDBStorage(path, VOTERS) as st:
         st.save(HardState(term=2), ents(1, 6, 2), None, sync=True)
     with LevelDBStorage(path, VOTERS) as st:
-        assert st._cache == list(ents(1, 6, 2)) and st._cache_first == 1
+        assert st._cache.entries == list(ents(1, 6, 2)) and st._cache.first == 1
 
 
 def test_a_refused_save_writes_nothing(path: str) -> None:
@@ -472,14 +468,14 @@ def test_segment_record_is_checksum_and_columns(path: str) -> None:
     with LevelDBStorage(path, VOTERS) as st:
         st.save(None, (Entry(term=7, index=1, type=EntryType.CONF_CHANGE, data=b"abc"), Entry(term=7, index=2),
                        Entry(term=8, index=3, data=b"de")), None, sync=True)
-        raw = st._db.get(_segment_key(1))
+        raw = st._db.get(segment_key(1))
     assert raw[4:] == (
         (3).to_bytes(4, "big") + (2).to_bytes(4, "big")                    # 3 entries, 2 term runs
         + (7).to_bytes(8, "big") + (2).to_bytes(4, "big") + (8).to_bytes(8, "big") + (1).to_bytes(4, "big")
         + b"\x01\x00\x00"                                                   # types
         + (3).to_bytes(4, "little") + (0).to_bytes(4, "little") + (2).to_bytes(4, "little")  # data lengths
         + b"abcde")
-    assert int.from_bytes(raw[:4], "big") == zlib.crc32(_segment_key(1) + raw[4:])
+    assert int.from_bytes(raw[:4], "big") == zlib.crc32(segment_key(1) + raw[4:])
 
 
 def _seal_v1(key: bytes, payload: object) -> bytes:
@@ -504,4 +500,4 @@ def test_format_1_store_is_migrated_on_open(path: str) -> None:
     with LevelDBStorage(path, VOTERS, cache_bytes_max=0) as st:  # now format 3 on disk
         assert st.entries(1, 4, 1 << 20) == list(ents(1, 4, 2))
         assert list(st._db.iterator(prefix=b"e")) == []
-        assert list(st._db.iterator(prefix=b"g", include_value=False)) == [_segment_key(1)]
+        assert list(st._db.iterator(prefix=b"g", include_value=False)) == [segment_key(1)]

@@ -15,10 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consensus import ready_loop
 from consensus.config import Config
 from consensus.messages import Entry, EntryType, Message, MessageType
 from consensus.raft import Raft
-from consensus.ready import ReadState, Ready
+from consensus.ready import HardState, ReadState, Ready, Role
 from consensus.sim import __main__ as sim_main
 from consensus.sim.checkers import Checker, SafetyViolation
 from consensus.sim.network import PARTITION_KINDS, cut_links
@@ -73,6 +74,9 @@ def test_thirty_seeds_with_all_faults(nodes: int) -> None:
     # Every fault and every workload actually happened: a silent no-op simulator would fail here.
     for k in ("elections", "committed", "crashes", "lost_writes", "partitions", "dropped", "duplicated",
               "reads", "conf_changes", "transfers", "compactions", "snapshots_installed"):
+        assert total[k] > 0, k
+    # The node's early send runs here too, and crashes strike between it and the leader's write.
+    for k in ("early_sends", "crashes_in_write", "crashes_after_early_send"):
         assert total[k] > 0, k
 
 
@@ -183,6 +187,47 @@ def test_planted_unsynced_persistence_bug_is_caught() -> None:
     failure = first_failure(cfg, planted(never_sync), range(1, 30))
     assert failure.prop in ("durability", "election_safety", "state_machine_safety", "leader_completeness",
                             "log_matching")
+
+
+def first_failure_with_rule(monkeypatch: pytest.MonkeyPatch, rule: Any, cfg: SimConfig, seeds: range) -> Failure:
+    """Run seeds with `rule` in place of the early-send rule both drivers use."""
+    monkeypatch.setattr(ready_loop, "may_send_early", rule)
+    return first_failure(cfg, None, seeds)
+
+
+CRASH_IN_WRITE = SimConfig(seed=0, nodes=3, faults=frozenset({"crash"}), steps=4000, crash_permille=150,
+                           crash_in_write_permille=1000)
+
+
+def test_planted_early_send_by_anyone_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every node sends before its write (votes, term changes and follower acks included): a crash in the
+    write then forgets a term or a vote the peers were told, or an entry a follower acknowledged."""
+    failure = first_failure_with_rule(monkeypatch, lambda role, rd, persisted: True, CRASH_IN_WRITE,
+                                      range(1, 10))
+    assert failure.prop in ("durability", "election_safety", "state_machine_safety", "leader_completeness")
+
+
+def test_planted_early_send_of_an_own_commit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule without its commit condition: a lone voter commits an entry at append time and tells its
+    learners before the entry is on its own disk; a crash in the write loses a committed entry."""
+    def term_and_vote_only(role: Role, rd: Ready, persisted: HardState) -> bool:
+        hs = rd.hard_state
+        return role is Role.LEADER and (hs is None or (hs.term, hs.vote) == (persisted.term, persisted.vote))
+
+    cfg = dataclasses.replace(CRASH_IN_WRITE, nodes=1, conf_change_permille=150)
+    failure = first_failure_with_rule(monkeypatch, term_and_vote_only, cfg, range(1, 60))
+    assert failure.prop in ("leader_completeness", "state_machine_safety", "durability", "exception")
+
+
+def test_the_real_early_send_rule_survives_crashes_in_write() -> None:
+    """The same crash-in-write schedules as the planted rules above, with the rule both drivers use."""
+    early = after_early = 0
+    for seed in range(1, 8):
+        for cfg in (CRASH_IN_WRITE, dataclasses.replace(CRASH_IN_WRITE, nodes=1, conf_change_permille=150)):
+            stats = run_ok(dataclasses.replace(cfg, seed=seed))
+            early += stats.early_sends
+            after_early += stats.crashes_after_early_send
+    assert early > 0 and after_early > 0
 
 
 def test_planted_stale_read_is_caught() -> None:

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consensus import leveldb_storage
-from consensus.leveldb_storage import LevelDBStorage, _segment_key
+from consensus import log_segments
+from consensus.leveldb_storage import LevelDBStorage
+from consensus.log_records import segment_key
 from consensus.messages import Entry, EntryType, Snapshot, SnapshotMeta
 from consensus.ready import HardState
 from consensus.storage import CompactedError, CorruptionError, MemoryStorage
@@ -65,8 +66,8 @@ def test_one_segment_per_save_and_round_trip(path: str) -> None:
 
 
 def test_large_batches_are_split_into_segments(path: str) -> None:
-    with mock.patch.object(leveldb_storage, "SEGMENT_ENTRIES_MAX", 4), \
-            mock.patch.object(leveldb_storage, "SEGMENT_BYTES_MAX", 30):
+    with mock.patch.object(log_segments, "SEGMENT_ENTRIES_MAX", 4), \
+            mock.patch.object(log_segments, "SEGMENT_BYTES_MAX", 30):
         with LevelDBStorage(path, VOTERS, cache_bytes_max=0) as st:
             st.save(None, ents(1, 12, 1), None, sync=True)
             big = Entry(1, 12, data=b"x" * 100)  # larger than a segment's byte limit: a segment of its own
@@ -159,7 +160,7 @@ def _corruptions() -> list[tuple[str, object]]:
         ("flipped header byte", lambda k, v: v[:5] + bytes([v[5] ^ 1]) + v[6:]),
         ("cut short", lambda k, v: v[:-2]),
         ("empty", lambda k, v: b""),
-        ("checksum over another key", lambda k, v: _reseal(v, _segment_key(9), v[4:])),
+        ("checksum over another key", lambda k, v: _reseal(v, segment_key(9), v[4:])),
         # Well sealed, but lying: entry count, term runs, types, lengths.
         ("count says 4", lambda k, v: _reseal(v, k, (4).to_bytes(4, "big") + v[8:])),
         ("zero term runs", lambda k, v: _reseal(v, k, v[4:8] + (0).to_bytes(4, "big") + v[12:])),
@@ -177,7 +178,7 @@ def test_a_corrupt_segment_raises_corruption_error(path: str, name: str, damage:
         st.save(None, ents(4, 6, 1), None, sync=True)
     db = plyvel.DB(path)
     try:
-        key = _segment_key(1)
+        key = segment_key(1)
         db.put(key, damage(key, db.get(key)))  # type: ignore[operator]
     finally:
         db.close()
@@ -192,7 +193,7 @@ def test_segments_must_tile_the_log(path: str) -> None:
             st.save(None, ents(lo, lo + 2, 1), None, sync=True)
     db = plyvel.DB(path)
     try:
-        db.delete(_segment_key(3))
+        db.delete(segment_key(3))
     finally:
         db.close()
     with pytest.raises(CorruptionError, match="gap"):
@@ -204,12 +205,12 @@ def test_a_segment_wholly_below_the_snapshot_is_dropped_on_open(path: str) -> No
     with LevelDBStorage(path, VOTERS) as st:
         for lo in (1, 3, 5):
             st.save(None, ents(lo, lo + 2, 1), None, sync=True)
-        old = st._db.get(_segment_key(1))
+        old = st._db.get(segment_key(1))
         st.compact(Snapshot(SnapshotMeta(index=4, term=1, voters=VOTERS)))
-        st._db.put(_segment_key(1), old)  # as if compaction had not deleted it
+        st._db.put(segment_key(1), old)  # as if compaction had not deleted it
     with LevelDBStorage(path, VOTERS) as st:
         assert (st.first_index(), st.last_index()) == (5, 6)
-        assert st._db.get(_segment_key(1)) is None
+        assert st._db.get(segment_key(1)) is None
 
 
 def test_a_covered_segment_disagreeing_with_the_snapshot_term_is_refused(path: str) -> None:
@@ -316,7 +317,7 @@ def test_matches_memory_storage_with_small_segments_and_reopens(seed: int, n: in
     ops = random_ops(rng, n, MemoryStorage(VOTERS))
     model = MemoryStorage(VOTERS)
     with tempfile.TemporaryDirectory() as tmp, \
-            mock.patch.object(leveldb_storage, "SEGMENT_ENTRIES_MAX", segment_entries_max):
+            mock.patch.object(log_segments, "SEGMENT_ENTRIES_MAX", segment_entries_max):
         path = str(Path(tmp) / "raft")
         db = LevelDBStorage(path, VOTERS, cache_bytes_max=cache_bytes_max)
         try:
@@ -344,14 +345,14 @@ def test_the_tail_cache_accounts_for_its_bytes_and_stays_bounded(seed: int, n: i
             for op in ops:
                 apply(model, op)
                 apply(db, op)
-                cache = db._cache
-                assert db._cache_bytes == sum(len(e.data) for e in cache)
-                assert [sum(r[0] for r in db._cache_runs), sum(r[1] for r in db._cache_runs)] == \
-                    [len(cache), db._cache_bytes]
-                assert all(k > 0 for k, _ in db._cache_runs)
-                assert db._cache_cost() <= cache_bytes_max
-                assert db._cache_first + len(cache) == db.last_index() + 1
+                cache = db._cache.entries
+                assert db._cache.data_bytes == sum(len(e.data) for e in cache)
+                assert [sum(r[0] for r in db._cache.runs), sum(r[1] for r in db._cache.runs)] == \
+                    [len(cache), db._cache.data_bytes]
+                assert all(k > 0 for k, _ in db._cache.runs)
+                assert db._cache.cost() <= cache_bytes_max
+                assert db._cache.first + len(cache) == db.last_index() + 1
                 if cache:
-                    assert cache == model.entries(db._cache_first, db.last_index() + 1, 1 << 30)
+                    assert cache == model.entries(db._cache.first, db.last_index() + 1, 1 << 30)
         finally:
             db.close()

@@ -14,6 +14,8 @@ from ecert import codes
 from ecert.keys import org_keys_from_seed
 from ecert.tx import TX_BYTES_MAX, encode_envelope, sign_payload
 from ledger.executor import TxOutcome
+from tests.ecert.code_cases_access import ACCESS_CASES
+from tests.ecert.test_governance import GOVERNANCE_CASES
 from tests.ecert.world import CHAIN, DAY, World
 
 
@@ -266,6 +268,8 @@ def c_discount_too_large(w: World) -> TxOutcome:
 CASES: dict[str, Callable[[World], TxOutcome]] = {
     name[2:]: fn for name, fn in dict(globals()).items() if name.startswith("c_") and callable(fn)
 }
+CASES.update(GOVERNANCE_CASES)  # membership governance: each case builds its own five-org World
+CASES.update(ACCESS_CASES)  # the regulator, key rotation and lineage depth
 
 
 def test_every_code_has_a_case() -> None:

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecert.errors import TxRejected
-from ecert.tx import BODY_SCHEMAS, decode_tx, encode_envelope, sign_payload
+from ecert.keys import org_keys_from_seed
+from ecert.tx import BODY_SCHEMAS, decode_tx, encode_envelope, key_proof, sign_payload
 from ledger.executor import TxOutcome
-from tests.ecert.world import CHAIN, DAY, World
+from tests.ecert.world import CHAIN, DAY, World, genesis_node
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -26,14 +27,17 @@ values = st.recursive(leaves, lambda kids: st.lists(kids, max_size=4) | st.dicti
 
 
 def _world() -> tuple[World, dict[str, str]]:
-    w = World()
+    w = World(nodes=[*(genesis_node(f"n-{o}", o) for o in ("boc", "icbc", "geely")),
+                     genesis_node("n-tier1", "tier1", voter=False)])
     root = w.funded(1000)
     kids = w.ok("tier1", "ecert.transfer", {"cert_id": root, "to": [{"org": "tier2", "amount": 300}]})["certs"]
     w.ok("tier2", "finance.request", {"cert_id": kids[0], "bank": "boc"})
-    return w, {"root": root, "financing": kids[0], "active": kids[1], "invoice": "INV-1"}
+    proposal = w.ok("boc", "member.propose", {"action": "promote", "node_id": "n-tier1"})["proposal_id"]
+    return w, {"root": root, "financing": kids[0], "active": kids[1], "invoice": "INV-1", "proposal": proposal}
 
 
 WORLD, IDS = _world()
+NEW_KEY = org_keys_from_seed(b"\x42" * 32)
 
 
 def valid_bodies(ids: dict[str, str], now: int) -> dict[str, tuple[str, dict[str, object]]]:
@@ -58,6 +62,11 @@ def valid_bodies(ids: dict[str, str], now: int) -> dict[str, tuple[str, dict[str
         "finance.approve": ("boc", {"cert_id": ids["financing"], "discount_bps": 300}),
         "finance.decline": ("boc", {"cert_id": ids["financing"], "reason": "no"}),
         "ecert.settle": ("geely", {"cert_id": ids["root"]}),
+        "org.rotate_key": ("tier1", {"sign_pk": NEW_KEY.sign_pk, "box_pk": NEW_KEY.box_pk,
+                                     "proof": key_proof(NEW_KEY.seed, 99)}),  # valid for test_flipped_bytes' nonce
+        "member.propose": ("boc", {"action": "add_learner", "node_id": "n-new", "org": "tier2",
+                                   "raft": "n-new.test:9701", "http": "[::1]:8701", "node_pk": "ef" * 32}),
+        "member.approve": ("icbc", {"proposal_id": ids["proposal"]}),
     }
 
 

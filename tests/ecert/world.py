@@ -6,11 +6,14 @@ tx, rolled back if rejected) and also checks the rules' own promise: a rejected 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
+from ecert import state
 from ecert.executor import EcertExecutor
-from ecert.genesis import GenesisDoc, GenesisOrg, genesis_writes
+from ecert.genesis import GenesisDoc, GenesisNode, GenesisOrg, genesis_writes
 from ecert.invariants import check_invariants
 from ecert.keys import OrgKeys, org_keys_from_seed
 from ecert.tx import make_tx
@@ -23,17 +26,32 @@ DAY = 86_400_000
 GENESIS_ORGS = (("boc", "Bank of China", "bank"), ("icbc", "ICBC", "bank"), ("geely", "Geely", "core"),
                 ("byd", "BYD", "core"), ("tier1", "Tier 1", "supplier"), ("tier2", "Tier 2", "supplier"),
                 ("tier3", "Tier 3", "supplier"))
+REGULATOR = ("pbc", "People's Bank of China", "regulator")
+"""Added to genesis by `World(regulator=True)` (CONTRACT §6: the regulator exists only from genesis)."""
 
 
 def seed_for(org_id: str) -> bytes:
     return org_id.encode().ljust(32, b"\x00")[:32]
 
 
+def node_pk_for(node_id: str) -> str:
+    """A stand-in transport key: the rules only check its syntax and that no two nodes share one."""
+    return hashlib.sha256(b"node-key:" + node_id.encode()).hexdigest()
+
+
+def genesis_node(node_id: str, org: str, voter: bool = True) -> GenesisNode:
+    """A genesis node at `<node_id>.nodes.test` (unique per node id), with a stand-in key."""
+    host = f"{node_id.lower()}.nodes.test"
+    return GenesisNode(node_id, org, f"{host}:9701", f"{host}:8701", node_pk_for(node_id), voter)
+
+
 class World:
-    def __init__(self, check: bool = True) -> None:
-        self.keys: dict[str, OrgKeys] = {o: org_keys_from_seed(seed_for(o)) for o, _, _ in GENESIS_ORGS}
+    def __init__(self, check: bool = True, nodes: Sequence[GenesisNode] = (), regulator: bool = False) -> None:
+        orgs = (*GENESIS_ORGS, REGULATOR) if regulator else GENESIS_ORGS
+        self.keys: dict[str, OrgKeys] = {o: org_keys_from_seed(seed_for(o)) for o, _, _ in orgs}
         self.genesis = GenesisDoc(CHAIN, T0, tuple(
-            GenesisOrg(o, name, role, self.keys[o].sign_pk, self.keys[o].box_pk) for o, name, role in GENESIS_ORGS))
+            GenesisOrg(o, name, role, self.keys[o].sign_pk, self.keys[o].box_pk) for o, name, role in orgs),
+            tuple(nodes))
         self.view = MemoryStateView(genesis_writes(self.genesis))
         self.executor = EcertExecutor(CHAIN)
         self.now = T0 + 1000
@@ -87,6 +105,12 @@ class World:
         assert outcome.status == "rejected", f"expected {code}, got committed {outcome.result}"
         assert outcome.error_code == code, (outcome.error_code, outcome.error_message)
         return outcome
+
+    def set_role(self, org_id: str, role: str) -> None:
+        """Rewrite a genesis org's role in state, for roles genesis does not admit yet (the regulator)."""
+        org = state.get_org(self.view, org_id)
+        assert org is not None
+        state.put_org(self.view, org._replace(role=role))
 
     # --- common scenarios ------------------------------------------------------------------------------------
 

@@ -11,13 +11,20 @@ from hypothesis import strategies as st
 
 from consensus.invariant import InvariantViolation
 from ledger.block import (
+    BLOCK_BYTES_MAX,
     BLOCK_FORMAT,
+    BLOCK_FRAMING_BYTES_MAX,
+    BLOCK_TXS_BYTES_MAX,
     BLOCK_TXS_MAX,
+    HEIGHT_MAX,
     PROPOSER_BYTES_MAX,
+    TIME_MAX,
     TX_BYTES_MAX,
     Block,
     BlockHeader,
+    block_framing_bytes,
     block_hash,
+    check_block_limits,
     decode_block,
     encode_block,
     header_to_json,
@@ -199,3 +206,41 @@ def test_every_valid_block_roundtrips_canonically(block: Block) -> None:
     data = encode_block(block)
     assert decode_block(data) == block
     assert encode_block(decode_block(data)) == data
+
+
+# --- the limits and their relations (asserted at import; here the checking function with bad values) -------------
+def test_the_limits_agree() -> None:
+    check_block_limits(TX_BYTES_MAX, BLOCK_TXS_MAX, BLOCK_BYTES_MAX, BLOCK_FRAMING_BYTES_MAX)
+    assert TX_BYTES_MAX == 256 << 10  # CONTRACT §3 / docs/RULES.md: tx_too_large above 256 KiB
+    assert BLOCK_TXS_BYTES_MAX == BLOCK_BYTES_MAX - BLOCK_FRAMING_BYTES_MAX
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    ((BLOCK_BYTES_MAX, BLOCK_TXS_MAX, BLOCK_BYTES_MAX, BLOCK_FRAMING_BYTES_MAX), "does not fit in a block"),
+    ((TX_BYTES_MAX, BLOCK_TXS_MAX * 2, BLOCK_BYTES_MAX, BLOCK_FRAMING_BYTES_MAX), "block framing"),
+    ((TX_BYTES_MAX, BLOCK_TXS_MAX, BLOCK_BYTES_MAX, 1024), "block framing"),
+    ((0, BLOCK_TXS_MAX, BLOCK_BYTES_MAX, BLOCK_FRAMING_BYTES_MAX), "positive"),
+])
+def test_limits_that_disagree_fail(args: tuple[int, int, int, int], match: str) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        check_block_limits(*args)
+
+
+def _widest(txs: tuple[bytes, ...]) -> Block:
+    return make_block(HEIGHT_MAX, b"\xff" * 32, TIME_MAX, "p" * PROPOSER_BYTES_MAX, txs)
+
+
+def test_framing_bound_covers_real_blocks() -> None:
+    for txs in [(), (b"x",) * BLOCK_TXS_MAX, (b"y" * 300,) * 20, (b"z" * 70_000,) * 3]:
+        framing = len(encode_block(_widest(txs))) - sum(map(len, txs))
+        assert framing <= block_framing_bytes(len(txs)) <= block_framing_bytes(BLOCK_TXS_MAX)
+
+
+def test_a_block_filled_to_the_byte_cap_with_the_largest_txs_encodes_and_decodes() -> None:
+    """What the proposer may build at cluster.toml's highest block_max_bytes: it stays under BLOCK_BYTES_MAX."""
+    count, rest = divmod(BLOCK_TXS_BYTES_MAX, TX_BYTES_MAX)
+    txs = (*(bytes([i]) * TX_BYTES_MAX for i in range(count)), b"r" * rest)
+    assert sum(map(len, txs)) == BLOCK_TXS_BYTES_MAX
+    data = encode_block(_widest(txs))
+    assert len(data) <= BLOCK_BYTES_MAX
+    assert decode_block(data).txs == txs

@@ -15,7 +15,6 @@ from ledger.state_root import (
     EMPTY,
     EMPTY_ROOT,
     SPLIT_ABOVE,
-    TreeNodeId,
     bucket_entry,
     bucket_hash,
     bucket_hashes,
@@ -25,7 +24,6 @@ from ledger.state_root import (
     leaf_hash,
     state_root_of,
     tree_from_buckets,
-    update_root,
 )
 
 
@@ -75,25 +73,18 @@ def test_bucket_hash_of_nothing_is_the_empty_bucket() -> None:
 
 
 def _incremental(steps: list[dict[bytes, bytes | None]]) -> tuple[bytes, dict[bytes, bytes]]:
-    """Apply change sets through update_root against an in-memory node table, like the store does."""
-    nodes: dict[TreeNodeId, bytes] = {}
+    """Apply change sets through RootTree.set_buckets, bucket by bucket, like the store does."""
+    tree = state_root.RootTree()
     state: dict[bytes, bytes] = {}
-    root = EMPTY_ROOT
     for changes in steps:
         new_buckets = _bucket_hashes_from_scratch(state, _apply_to_model(state, changes))
-        root, writes = update_root(new_buckets, nodes.get)
-        for node, record in writes.items():
-            if record is None:
-                nodes.pop(node, None)
-            else:
-                nodes[node] = record
-        _, full_nodes = tree_from_buckets(
-            bucket_hashes(
-                buckets_from_sorted_leaves(sorted((hashed_key(k), leaf_hash(k, v)) for k, v in state.items()))
-            )
+        root = tree.set_buckets(new_buckets)
+        full = bucket_hashes(
+            buckets_from_sorted_leaves(sorted((hashed_key(k), leaf_hash(k, v)) for k, v in state.items()))
         )
-        assert nodes == full_nodes  # only non-empty nodes are kept, and they are the same
-    return root, state
+        full_root, _full_nodes = tree_from_buckets(full)
+        assert root == full_root and tree.same_as(state_root.RootTree.from_buckets(full))  # every node the same
+    return tree.root, state
 
 
 _small_keys = st.binary(min_size=1, max_size=2)
@@ -141,10 +132,10 @@ def test_deleting_everything_returns_to_the_empty_root() -> None:
 
 def test_no_change_keeps_the_root() -> None:
     root, _ = _incremental([{b"a": b"1"}])
-    nodes: dict[TreeNodeId, bytes] = {}
-    _, built = tree_from_buckets({bucket_of(hashed_key(b"a")): bucket_hash([leaf_hash(b"a", b"1")])})
-    nodes.update(built)
-    assert update_root({}, nodes.get) == (root, {})
+    buckets = {bucket_of(hashed_key(b"a")): bucket_hash([leaf_hash(b"a", b"1")])}
+    tree = state_root.RootTree.from_buckets(buckets)
+    assert tree_from_buckets(buckets)[0] == root
+    assert tree.set_buckets({}) == root
 
 
 @settings(max_examples=40, deadline=None)

@@ -12,10 +12,13 @@ import pytest
 
 from consensus.invariant import InvariantViolation
 from ledger.block import Block, block_hash, make_block
+from ledger.buckets import BUCKET_OVERHEAD_BYTES
 from ledger.errors import GenesisMismatchError, SnapshotError, StaleBlockError, StoreClosedError
 from ledger.executor import STATUS_COMMITTED, STATUS_REJECTED, TxOutcome
+from ledger.schema import STORE_FORMAT
+from ledger.snapshot import SNAPSHOT_FORMAT
 from ledger.state_root import EMPTY_ROOT, bucket_of, hashed_key, state_root_of
-from ledger.store import BUCKET_OVERHEAD_BYTES, SNAPSHOT_FORMAT, STORE_FORMAT, StateStore
+from ledger.store import StateStore
 from tests.ledger.conftest import GENESIS
 from tests.ledger.kv_executor import ExecutorBug, KvExecutor, kv_tx
 
@@ -425,11 +428,11 @@ def test_split_buckets_stay_equal_to_the_from_scratch_root(
     (paranoid store) and the stored split records must equal the recomputed ones."""
     import random
 
+    import ledger.buckets
     import ledger.state_root
-    import ledger.store
 
     monkeypatch.setattr(ledger.state_root, "SPLIT_ABOVE", 2)
-    monkeypatch.setattr(ledger.store, "SPLIT_ABOVE", 2)
+    monkeypatch.setattr(ledger.buckets, "SPLIT_ABOVE", 2)
     keys = _keys_in_crowded_buckets(12, 7)
     rng = random.Random(7)
     splits_seen = merges_seen = 0
@@ -511,11 +514,11 @@ def test_a_format_1_snapshot_imports_with_its_root_recomputed(
 
 def _split_above_2(monkeypatch: pytest.MonkeyPatch) -> None:
     """Buckets split above 2 entries instead of 16, so small states have split buckets."""
+    import ledger.buckets
     import ledger.state_root
-    import ledger.store
 
     monkeypatch.setattr(ledger.state_root, "SPLIT_ABOVE", 2)
-    monkeypatch.setattr(ledger.store, "SPLIT_ABOVE", 2)
+    monkeypatch.setattr(ledger.buckets, "SPLIT_ABOVE", 2)
 
 
 def _crowded_state(kv: KvExecutor, store: StateStore) -> None:
@@ -614,10 +617,10 @@ def test_reopening_rebuilds_the_same_in_memory_tree(tmp_path: Path, kv: KvExecut
                                             for _ in range(rng.randrange(1, 9))]) for t in range(rng.randrange(1, 12))]
             s.apply_block(next_block(s, *txs), kv)
             assert s.state_root == s.recompute_state_root()
-        tree, counts = s._tree, list(s._counts)
+        tree, counts = s._buckets.tree, list(s._buckets.counts)
         root = s.state_root
     with StateStore.open(path, sync=False) as s:
-        assert s.state_root == root and s._tree.same_as(tree) and s._counts == counts
+        assert s.state_root == root and s._buckets.tree.same_as(tree) and s._buckets.counts == counts
         s.check_integrity()
 
 
@@ -642,7 +645,7 @@ def test_a_failed_batch_write_leaves_the_in_memory_tree_at_the_committed_state(
     store.apply_block(next_block(store, *[kv_tx(i, ["put", f"a/{i}".encode(), b"1"]) for i in range(30)]), kv)
     import copy
 
-    before, tree, counts = store.head, copy.deepcopy(store._tree), list(store._counts)
+    before, tree, counts = store.head, copy.deepcopy(store._buckets.tree), list(store._buckets.counts)
     real_db = store._db
 
     class FailingBatch:
@@ -669,8 +672,8 @@ def test_a_failed_batch_write_leaves_the_in_memory_tree_at_the_committed_state(
             store.apply_block(block, kv)
     finally:
         store._db = real_db
-    assert store.head == before and store._counts == counts and store._tree.same_as(tree)
-    assert store._tree.root == before.state_root
+    assert store.head == before and store._buckets.counts == counts and store._buckets.tree.same_as(tree)
+    assert store._buckets.tree.root == before.state_root
     store.apply_block(block, kv)
     store.check_integrity()
 

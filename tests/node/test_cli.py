@@ -3,6 +3,8 @@
 - `ecert init`: key files (64 hex + newline, 0600), genesis.json, never overwritten.
 - Transactions built by the CLI follow CONTRACT §3, checked with plain msgpack + nacl (not our codec), and every
   kind's body passes the ecert decoder.
+- The one client module (node/client/api.py): its sync and async transports send the same requests and read the
+  same answers; a counter nonce source makes a signer's nonces predictable.
 - The demo and the CLI queries run over real HTTP against `FakeNode`: a one-thread stand-in for the node that
   applies each tx as its own block with the real EcertExecutor and answers with ecert.queries. It stands in for
   consensus only; signatures, rules and the HTTP client are the real ones.
@@ -23,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgpack
 import pytest
 from nacl.signing import SigningKey
@@ -34,7 +37,8 @@ from ecert.privacy import open_document_with_seed
 from ecert.tx import decode_tx, envelope_from_json
 from ledger.executor import BlockContext
 from ledger.state_view import MemoryStateView, OverlayView
-from node.client import cli, demo
+from node.client import api, cli, demo
+from node.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -378,3 +382,26 @@ def test_unreachable_node_is_a_usage_error(cluster_dir: Path, capsys: pytest.Cap
     code, _ = ecert(capsys, "--config", str(cluster_dir / "cluster.toml"), "--node", "http://127.0.0.1:9",
                     "--timeout", "1", "org", "show", "boc")
     assert code == cli.EXIT_USAGE
+
+
+async def test_sync_and_async_clients_send_alike_and_read_alike(cluster_dir: Path,
+                                                               fake_node: tuple[FakeNode, str]) -> None:
+    _, url = fake_node
+    signer = api.load_signer(load_config(cluster_dir / "cluster.toml"), "boc", nonces=api.CounterNonces("run7"))
+    tx_id, envelope = signer.signed("credit.grant", {"core": "geely", "limit": 1_000,
+                                                     "expires_at": time.time_ns() // 1_000_000 + 86_400_000})
+    assert decode_tx(envelope, None).nonce == "run7-1"
+    assert decode_tx(signer.sign("trade.confirm", {"doc_id": "D1"}), None).nonce == "run7-2"
+
+    http = api.AsyncClient()
+    async with aiohttp.ClientSession() as session:
+        status, first = await http.post_tx(session, url, api.tx_json(envelope), api.JSON)
+        missing = await http.request(session, url, "GET", "/v1/certs/EC-nope")
+    assert status == 200 and first["tx_id"] == tx_id and first["status"] == "committed"
+
+    client = api.Client([url])
+    assert client.submit(envelope) == first  # a resubmission answers with the first outcome
+    with pytest.raises(api.ApiError) as refused:
+        client.get("/v1/certs/EC-nope")
+    assert missing[0] == refused.value.status == 404
+    assert api.error_code(missing[1]) == refused.value.code == "not_found"

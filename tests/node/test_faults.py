@@ -113,13 +113,33 @@ def test_delay_and_jitter_bounds() -> None:
         {"heal": False},
         {"bogus": 1},
         {"loss": 0.5, "partition": [[1]]},
+        {"break_invariant": "apply"},
+        {"break_invariant": {"node": "n1", "at": "commit"}},
+        {"break_invariant": {"node": "", "at": "apply"}},
+        {"break_invariant": {"node": "n1"}},
+        {"break_invariant": {"node": "n1", "at": "apply"}, "loss": 2},
     ],
 )
 def test_bad_documents_are_refused_and_change_nothing(doc: object) -> None:
     r = FaultRules("n1")
     with pytest.raises(FaultRuleError):
         r.apply(doc)
-    assert not r.active
+    assert not r.active and r.invariant_break is None
+
+
+def test_break_invariant_is_for_the_named_node_and_strikes_once() -> None:
+    rule = {"break_invariant": {"node": "n2", "at": "apply"}}
+    n1, n2 = FaultRules("n1"), FaultRules("n2")
+    for r in (n1, n2):
+        r.apply(rule)
+    assert n1.invariant_break is None and not n1.take_invariant_break("apply")
+    assert n2.describe()["invariant_break"] == "apply"
+    assert not n2.take_invariant_break("step")  # armed for another point
+    assert n2.take_invariant_break("apply") and not n2.take_invariant_break("apply")
+    assert not n2.active  # frames are not affected
+    n2.apply({"break_invariant": {"node": "n2", "at": "step"}})
+    n2.apply({"heal": True})
+    assert not n2.take_invariant_break("step")
 
 
 async def test_admin_route_applies_and_reports() -> None:

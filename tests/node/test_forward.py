@@ -1,6 +1,7 @@
 """node/forward.py: the forwarding frames (strict decoding) and the follower's Forwarder (coalescing, answers,
-deadlines, leader changes). The wiring over real processes is covered by the cluster tests (txs posted to
-followers)."""
+deadlines, leader changes). The leader's side (answer_forwarded) and a follower-to-leader round trip over
+encoded frames are in test_submission.py; the wiring over real processes is covered by the cluster tests (txs
+posted to followers)."""
 
 from __future__ import annotations
 

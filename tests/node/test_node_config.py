@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from node.config import ClusterConfigError, load_config
+from consensus.invariant import InvariantViolation
+from ecert.tx import TX_JSON_BYTES_MAX
+from ledger.block import BLOCK_TXS_BYTES_MAX, BLOCK_TXS_MAX
+from node.config import (
+    BODY_BYTES_MAX,
+    CLUSTER_INT_KEYS,
+    ClusterConfigError,
+    IntKey,
+    check_cluster_int_keys,
+    load_config,
+)
 from node.keys import (
     KeyFileError,
     ensure_cluster_keys,
@@ -94,6 +104,46 @@ def test_errors_name_the_key(tmp_path: Path, old: str, new: str, key: str) -> No
         load_config(write(tmp_path, GOOD.replace(old, new, 1)))
     assert exc.value.key == key
     assert key in str(exc.value)
+
+
+@pytest.mark.parametrize(("line", "key", "cap", "why"), [
+    (f"block_max_txs = {BLOCK_TXS_MAX + 1}", "cluster.block_max_txs", BLOCK_TXS_MAX, "BLOCK_TXS_MAX"),
+    ("block_max_txs = 100000", "cluster.block_max_txs", BLOCK_TXS_MAX, "BLOCK_TXS_MAX"),
+    (f"block_max_bytes = {BLOCK_TXS_BYTES_MAX + 1}", "cluster.block_max_bytes", BLOCK_TXS_BYTES_MAX,
+     "BLOCK_TXS_BYTES_MAX"),
+    (f"block_max_bytes = {64 << 20}", "cluster.block_max_bytes", BLOCK_TXS_BYTES_MAX, "BLOCK_TXS_BYTES_MAX"),
+    (f"max_body_bytes = {256 << 20}", "cluster.max_body_bytes", BODY_BYTES_MAX, "BODY_BYTES_MAX"),
+    (f"max_body_bytes = {BODY_BYTES_MAX + 1}", "cluster.max_body_bytes", BODY_BYTES_MAX, "BODY_BYTES_MAX"),
+    ("max_body_bytes = 1024", "cluster.max_body_bytes", TX_JSON_BYTES_MAX, "TX_JSON_BYTES_MAX"),
+    (f"max_body_bytes = {TX_JSON_BYTES_MAX - 1}", "cluster.max_body_bytes", TX_JSON_BYTES_MAX, "TX_JSON_BYTES_MAX"),
+])
+def test_values_beyond_another_layers_cap_name_the_key_and_the_cap(tmp_path: Path, line: str, key: str, cap: int,
+                                                                   why: str) -> None:
+    with pytest.raises(ClusterConfigError) as exc:
+        load_config(write(tmp_path, GOOD.replace("block_max_txs = 100", line, 1)))
+    assert exc.value.key == key
+    assert key in str(exc.value) and str(cap) in str(exc.value) and why in str(exc.value)
+
+
+def test_values_at_the_caps_are_accepted(tmp_path: Path) -> None:
+    lines = (f"block_max_txs = {BLOCK_TXS_MAX}\nblock_max_bytes = {BLOCK_TXS_BYTES_MAX}\n"
+             f"max_body_bytes = {BODY_BYTES_MAX}")
+    cfg = load_config(write(tmp_path, GOOD.replace("block_max_txs = 100", lines, 1)))
+    assert (cfg.block_max_txs, cfg.block_max_bytes, cfg.max_body_bytes) == (BLOCK_TXS_MAX, BLOCK_TXS_BYTES_MAX,
+                                                                            BODY_BYTES_MAX)
+    low = load_config(write(tmp_path, GOOD.replace("block_max_txs = 100", f"max_body_bytes = {TX_JSON_BYTES_MAX}")))
+    assert low.max_body_bytes == TX_JSON_BYTES_MAX
+
+
+@pytest.mark.parametrize("table", [
+    CLUSTER_INT_KEYS | {"block_max_txs": IntKey(500, 1, 100)},             # default above the range
+    CLUSTER_INT_KEYS | {"queue_max": IntKey(5, 1, 10_000_000)},            # not ClusterConfig's default
+    CLUSTER_INT_KEYS | {"no_such_key": IntKey(1, 1, 2)},                   # not a ClusterConfig field
+])
+def test_the_key_table_is_checked_against_its_defaults(table: dict[str, IntKey]) -> None:
+    check_cluster_int_keys(CLUSTER_INT_KEYS)
+    with pytest.raises(InvariantViolation):
+        check_cluster_int_keys(table)
 
 
 def test_missing_and_unparsable_files(tmp_path: Path) -> None:

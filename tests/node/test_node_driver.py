@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
+import plyvel
+import pytest
+
+from consensus.messages import Message, MessageType
 from consensus.ready import Role
 from ecert.executor import EcertExecutor
 from ledger.block import block_hash, encode_block, make_block
@@ -148,6 +153,84 @@ async def test_the_driver_runs_a_ready_when_woken_without_waiting_for_a_tick(tmp
         assert await r.wait_applied(index, 2.0)
         assert loop.time() - t0 < 1.0  # the proposal woke the driver; no tick was needed
         assert r.store.height == 1 and hooks.applied[-1][1] == 1
+    finally:
+        r.stop()
+        await asyncio.wait_for(task, 2.0)
+        close(r)
+
+
+# -- peer messages and broken invariants ----------------------------------------------------------------------
+
+def open_follower(tmp: Path, hooks: Hooks, **kwargs: Any) -> RaftDriver:
+    """Node "b" of a two-voter cluster whose other voter never answers: it only hears what a test steps."""
+    store = StateStore.open(str(tmp / "state"))
+    store.init_genesis(GENESIS, [], chain_id="t", genesis_time=0)
+    return RaftDriver(node_id="b", raft_dir=tmp / "raft", store=store, executor=EcertExecutor("t"),
+                      bootstrap_voters=("a", "b"), send=lambda m: None, hooks=hooks, **kwargs)
+
+
+def test_a_heartbeat_commit_beyond_our_log_is_taken_only_up_to_it(tmp_path: Path) -> None:
+    """The clamp lives in the core now: the driver steps the message as it came, and nothing breaks."""
+    r = open_follower(tmp_path, Hooks())
+    r.step(Message(MessageType.HEARTBEAT, "a", "b", 1, commit=10))
+    r.process_ready()
+    assert r.broken_invariant is None and r.halted is None
+    assert r.core.term == 1 and r.leader_id == "a" and r.core.commit_index == r.core.last_index == 0
+    close(r)
+
+
+def test_a_broken_invariant_while_stepping_stops_the_driver(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Stepping used to swallow every exception (an InvariantViolation included) and go on."""
+    armed = {"step"}
+
+    def break_invariant(point: str) -> bool:
+        if point in armed:
+            armed.discard(point)
+            return True
+        return False
+
+    r = open_follower(tmp_path, Hooks(), break_invariant=break_invariant)
+    with caplog.at_level(logging.CRITICAL, logger="node.driver"):
+        r.step(Message(MessageType.HEARTBEAT, "a", "b", 1, commit=0))
+    assert r.broken_invariant is not None and r.broken_invariant.startswith("step: fault injection")
+    assert r.halted is not None and r.halted.startswith("InvariantViolation")
+    assert [rec.message for rec in caplog.records] == ["invariant_violation"]
+    assert caplog.records[0].where == "step"  # type: ignore[attr-defined]
+    r.step(Message(MessageType.HEARTBEAT, "a", "b", 1, commit=0))  # a stopped driver steps nothing more
+    assert r.core.term == 0
+
+    async def reason() -> str:
+        return await asyncio.wait_for(r.wait_broken_invariant(), 1.0)
+
+    assert asyncio.run(reason()) == r.broken_invariant
+    close(r)
+
+
+async def test_a_corrupted_state_record_breaks_an_invariant_in_apply_and_stops_the_loop(tmp_path: Path) -> None:
+    """A block record already at the next height (a damaged store): the store's own invariant breaks while
+    the driver applies the next block; the loop stops for good and says why."""
+    r = open_replica(tmp_path, Hooks())
+    propose_blocks(r, 2)
+    close(r)
+    db = plyvel.DB(str(tmp_path / "state"))
+    db.put(b"B" + (3).to_bytes(8, "big"), b"not a block record")  # the block record key (docs/STORAGE.md)
+    db.close()
+
+    r = open_replica_ticking(tmp_path, Hooks(), tick_ms=5)
+    task = asyncio.create_task(r.run())
+    try:
+        for _ in range(400):
+            if r.role == Role.LEADER:
+                break
+            await asyncio.sleep(0.005)
+        assert r.role == Role.LEADER
+        s = r.store
+        r.propose(encode_block(make_block(s.height + 1, s.block_hash, s.last_time + 1, "a", ())))
+        reason = await asyncio.wait_for(r.wait_broken_invariant(), 5.0)
+        assert reason.startswith("ready: ") and "already exists" in reason
+        await asyncio.wait_for(task, 2.0)  # the loop ended by itself
+        assert r.store.height == 2 and r.halted is not None
     finally:
         r.stop()
         await asyncio.wait_for(task, 2.0)

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from consensus.errors import NotLeaderError
+from consensus.invariant import InvariantViolation
 from consensus.ready import Role
-from ledger.block import block_hash, decode_block
+from ledger.block import BLOCK_TXS_BYTES_MAX, BLOCK_TXS_MAX, block_hash, decode_block
 from node.proposer import Proposer, QueueFullError
 
 
@@ -148,6 +149,16 @@ async def test_cut_by_bytes() -> None:
     # Two full blocks by bytes; the last tx waits for an in-flight block to be applied (none is, here).
     assert [len(decode_block(d).txs) for d in driver.proposed] == [2, 2]
     assert len(p.pending) == 1
+
+
+@pytest.mark.parametrize("over", [{"block_max_txs": BLOCK_TXS_MAX + 1}, {"block_max_txs": 0},
+                                  {"block_max_bytes": BLOCK_TXS_BYTES_MAX + 1}, {"block_max_bytes": 0}])
+def test_limits_over_the_ledger_caps_are_a_broken_invariant_not_a_clamp(over: dict[str, int]) -> None:
+    # node/config.py refuses such values at start; reaching the proposer with one is a bug.
+    with pytest.raises(InvariantViolation):
+        make(**over)
+    p, _ = make(block_max_txs=BLOCK_TXS_MAX, block_max_bytes=BLOCK_TXS_BYTES_MAX)
+    assert (p.block_max_txs, p.block_max_bytes) == (BLOCK_TXS_MAX, BLOCK_TXS_BYTES_MAX)
 
 
 async def test_queue_is_bounded_and_deduplicates() -> None:

@@ -1,0 +1,326 @@
+"""The state root's bucket index: the `H`, `P` and `R` records of the store, and the in-memory tree over them.
+
+What is here and why it is one thing: a changed state key changes its leaf entry (`H` in an unsplit bucket, `P`
+in a split one), its bucket's hash (and a split bucket's `R` summary), and the bucket's ancestors in the tree.
+`BucketIndex` keeps in memory what makes that cheap (docs/STORAGE.md, "One block = one WriteBatch"): the tree
+above the buckets (`RootTree`, 2 MB), each bucket's entry count (which says where its entries are), and every
+unsplit bucket's entries as two concatenated byte strings, hks and leaf hashes in hk order (at most 16 per
+bucket: at most 64 MB of hashes, ~80 MB with Python's overhead). It is loaded at open from the `H` and `R`
+records; `stage` puts a block's state changes and their index records into the block's WriteBatch and updates
+the in-memory part to match. Every hash it computes comes from ledger/state_root.py.
+
+A split bucket is read back from LevelDB (its summary and its touched sub-buckets); nothing else is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from operator import itemgetter
+from typing import Any
+
+from consensus.invariant import require
+from ledger.schema import ENTRY, SPLIT_ENTRY, STATE, SUMMARY
+from ledger.state_root import (
+    BUCKET_COUNT,
+    BUCKET_PREFIX_BYTES,
+    FANOUT,
+    HASH_BYTES,
+    SPLIT_ABOVE,
+    RootTree,
+    bucket_hash,
+    bucket_of,
+    bucket_prefix,
+    hashed_key,
+    leaf_hash,
+    split_hash,
+    sub_bucket_hashes,
+    sub_bucket_of,
+    sub_bucket_start,
+)
+
+BUCKET_OVERHEAD_BYTES = 250
+"""CPython's cost of one unsplit bucket's in-memory entry beyond its hashes: the dict slot, the 2-byte key, the
+tuple and the two bytes objects' headers (measured: ~245 bytes with `sys.getsizeof`)."""
+SUMMARY_BYTES = HASH_BYTES + 4 + FANOUT * HASH_BYTES
+"""A split bucket's summary `R` as stored: its hash, its u32be entry count, its 16 sub-bucket hashes."""
+
+
+def is_split(count: int) -> bool:
+    """Whether a bucket of `count` entries is split (its entries under `P`, with a summary `R`)."""
+    return count > SPLIT_ABOVE
+
+
+def encode_summary(bucket_hash_: bytes, count: int, sub_hashes: bytes) -> bytes:
+    require(count > SPLIT_ABOVE and len(sub_hashes) == FANOUT * HASH_BYTES, "a summary is of a split bucket")
+    return bucket_hash_ + count.to_bytes(4, "big") + sub_hashes
+
+
+def decode_summary(record: bytes) -> tuple[bytes, int, bytes]:
+    """A split bucket's (hash, entry count, 16 sub-bucket hashes)."""
+    count = int.from_bytes(record[HASH_BYTES : HASH_BYTES + 4], "big")
+    require(len(record) == SUMMARY_BYTES and count > SPLIT_ABOVE, "bad split bucket summary")
+    return record[:HASH_BYTES], count, record[HASH_BYTES + 4 :]
+
+
+class BucketIndex:
+    """The in-memory side of the bucket index (see the module docstring). Changed while a batch holding the
+    same writes is staged: if anything fails before that batch is written, the caller loads it again."""
+
+    __slots__ = ("counts", "leaves", "tree")
+
+    def __init__(self) -> None:
+        self.tree = RootTree()
+        self.counts: list[int] = [0] * BUCKET_COUNT
+        """Entries per bucket; over SPLIT_ABOVE: split, entries under `P`."""
+        self.leaves: dict[bytes, tuple[bytes, bytes]] = {}
+        """Every unsplit bucket's entries by 2-byte bucket prefix, as (its hks, its leaf hashes), each
+        concatenated in hk order: rehashing a touched bucket reads nothing and hashes `leaves` as they are."""
+
+    @classmethod
+    def load(cls, db: Any) -> BucketIndex:
+        """From the `H` and `R` records (`H` holds at most 16 entries per bucket: at most ~1 M records, 64 MB)."""
+        index = cls()
+        hashes: dict[int, bytes] = {}
+        counts, leaves = index.counts, index.leaves
+        with db.iterator(prefix=ENTRY) as it:
+            for prefix, members in by_bucket((key[1:], leaf) for key, leaf in it):
+                require(not is_split(len(members)), f"unsplit bucket {prefix.hex()} has {len(members)} entries")
+                require(all(len(leaf) == HASH_BYTES for _hk, leaf in members), f"bucket {prefix.hex()}: bad leaf")
+                bucket = bucket_of(prefix)
+                leaves[prefix] = (b"".join([hk for hk, _ in members]), b"".join([leaf for _, leaf in members]))
+                hashes[bucket] = bucket_hash([leaves[prefix][1]])
+                counts[bucket] = len(members)
+        with db.iterator(prefix=SUMMARY) as it:
+            for key, record in it:
+                require(len(key) == len(SUMMARY) + BUCKET_PREFIX_BYTES, "bucket summary key is malformed")
+                bucket = bucket_of(key[1:])
+                require(counts[bucket] == 0, f"bucket {bucket} is both split and unsplit")
+                hashes[bucket], counts[bucket], _subs = decode_summary(record)
+        index.tree.set_buckets(hashes)
+        return index
+
+    @property
+    def root(self) -> bytes:
+        return self.tree.root
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in memory: the tree, the unsplit buckets' entries, CPython's per-bucket overhead."""
+        entries = 2 * sum(map(len, map(itemgetter(0), self.leaves.values())))  # hks and leaves: same length
+        return self.tree.nbytes + entries + BUCKET_OVERHEAD_BYTES * len(self.leaves)
+
+    def stage(self, batch: Any, db: Any, changes: dict[bytes, bytes | None], known: dict[bytes, bytes | None]
+              ) -> bytes:
+        """Put state changes (`S`) and their index records into `batch`, update the in-memory index, return the
+        new root. `known` holds committed values already read in this block (key -> value or None): a write of
+        the value a key already has is dropped without hashing. Other no-op writes need no read: a bucket whose
+        entries come out unchanged is not rewritten. `db` is read for split buckets only."""
+        pending: dict[bytes, dict[bytes, bytes | None]] = {}
+        put, delete = batch.put, batch.delete
+        key_hash, leaf_of, prefix_of = hashed_key, leaf_hash, bucket_prefix
+        for key, value in changes.items():
+            if key in known and known[key] == value:
+                continue
+            hk = key_hash(key)
+            if value is None:
+                delete(STATE + key)
+                leaf = None
+            else:
+                put(STATE + key, value)
+                leaf = leaf_of(key, value)
+            prefix = prefix_of(hk)
+            bucket_changes = pending.get(prefix)
+            if bucket_changes is None:
+                pending[prefix] = {hk: leaf}
+            else:
+                bucket_changes[hk] = leaf
+        new_hashes: dict[int, bytes] = {}
+        counts = self.counts
+        for prefix in sorted(pending):  # LevelDB key order: neighbouring reads share table blocks
+            bucket = bucket_of(prefix)
+            count = counts[bucket]
+            if count <= SPLIT_ABOVE:
+                changed = self._stage_small_bucket(batch, prefix, count, pending[prefix])
+            else:
+                changed = self._stage_split_bucket(batch, db, prefix, count, pending[prefix])
+            if changed is not None:
+                new_hashes[bucket], counts[bucket] = changed
+        return self.tree.set_buckets(new_hashes)
+
+    def _stage_small_bucket(
+        self, batch: Any, prefix: bytes, count: int, changes: dict[bytes, bytes | None]
+    ) -> tuple[bytes, int] | None:
+        """Apply `changes` to an unsplit bucket; (new hash, new count), None if its entries did not change."""
+        hks, leaves = self.leaves.get(prefix, (b"", b""))
+        if not len(hks) == len(leaves) == count * HASH_BYTES:
+            require(False, f"bucket {prefix.hex()} miscounted")
+        changed = False
+        for hk, leaf in changes.items():
+            lo, hi = 0, len(hks) // HASH_BYTES  # binary search for hk among at most 16
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if hks[mid * HASH_BYTES : (mid + 1) * HASH_BYTES] < hk:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            at, end = lo * HASH_BYTES, (lo + 1) * HASH_BYTES
+            if hks[at:end] == hk:
+                if leaf is None:
+                    hks, leaves = hks[:at] + hks[end:], leaves[:at] + leaves[end:]
+                    batch.delete(ENTRY + hk)
+                elif leaves[at:end] != leaf:
+                    leaves = leaves[:at] + leaf + leaves[end:]
+                    batch.put(ENTRY + hk, leaf)
+                else:
+                    continue
+            elif leaf is not None:
+                hks, leaves = hks[:at] + hk + hks[at:], leaves[:at] + leaf + leaves[at:]
+                batch.put(ENTRY + hk, leaf)
+            else:
+                continue
+            changed = True
+        if not changed:
+            return None
+        count = len(hks) // HASH_BYTES
+        if count > SPLIT_ABOVE:  # becomes split: its entries move from `H` to `P`
+            entries = [(hks[i : i + HASH_BYTES], leaves[i : i + HASH_BYTES]) for i in range(0, len(hks), HASH_BYTES)]
+            for hk, _leaf in entries:
+                batch.delete(ENTRY + hk)  # including the ones just put: the batch applies in order
+            self.leaves.pop(prefix, None)
+            return put_bucket(batch, prefix, entries), count
+        if count:
+            self.leaves[prefix] = (hks, leaves)
+        else:
+            del self.leaves[prefix]
+        return bucket_hash((leaves,)), count
+
+    def _stage_split_bucket(
+        self, batch: Any, db: Any, prefix: bytes, count: int, changes: dict[bytes, bytes | None]
+    ) -> tuple[bytes, int] | None:
+        """Apply `changes` to a split bucket, rereading only its touched sub-buckets; make it unsplit again if it
+        falls to SPLIT_ABOVE entries or fewer. (new hash, new count), None if its entries did not change."""
+        summary = db.get(SUMMARY + prefix)
+        require(summary is not None, f"split bucket {prefix.hex()} has no summary")
+        _old_hash, stored_count, old_subs = decode_summary(summary)
+        require(stored_count == count, f"bucket {prefix.hex()} summary disagrees with its count")
+        subs = bytearray(old_subs)
+        by_sub: dict[int, dict[bytes, bytes | None]] = {}
+        for hk, leaf in changes.items():
+            by_sub.setdefault(sub_bucket_of(hk), {})[hk] = leaf
+        merged: dict[int, tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes | None]]]] = {}
+        for sub, sub_changes in by_sub.items():
+            entries: dict[bytes, bytes | None] = dict(read_sub_bucket(db, prefix, sub))
+            writes = [(hk, leaf) for hk, leaf in sub_changes.items() if entries.get(hk) != leaf]
+            if not writes:
+                continue
+            count -= len(entries)
+            entries.update(writes)
+            present = sorted([(hk, leaf) for hk, leaf in entries.items() if leaf is not None])
+            count += len(present)
+            merged[sub] = (present, writes)
+        require(count >= 0, f"split bucket {prefix.hex()} count went negative")
+        if not merged:
+            return None
+        if count > SPLIT_ABOVE:
+            for sub, (present, writes) in merged.items():
+                for hk, leaf in writes:
+                    if leaf is None:
+                        batch.delete(SPLIT_ENTRY + hk)
+                    else:
+                        batch.put(SPLIT_ENTRY + hk, leaf)
+                subs[sub * HASH_BYTES : (sub + 1) * HASH_BYTES] = bucket_hash([leaf for _hk, leaf in present])
+            h = split_hash(bytes(subs))
+            batch.put(SUMMARY + prefix, encode_summary(h, count, bytes(subs)))
+            return h, count
+        # Fell to SPLIT_ABOVE entries or fewer: it becomes an unsplit bucket (sub order is hk order).
+        everything: list[tuple[bytes, bytes]] = []
+        for sub in range(FANOUT):
+            everything += merged[sub][0] if sub in merged else sorted(read_sub_bucket(db, prefix, sub).items())
+        require(len(everything) == count, f"split bucket {prefix.hex()} lost entries while merging")
+        with db.iterator(prefix=SPLIT_ENTRY + prefix, include_value=False) as it:
+            for key in it:
+                batch.delete(key)
+        batch.delete(SUMMARY + prefix)
+        if not everything:
+            return bucket_hash(()), 0
+        self.leaves[prefix] = (b"".join([hk for hk, _ in everything]), b"".join([leaf for _, leaf in everything]))
+        return put_bucket(batch, prefix, everything), count
+
+    def check(self, db: Any, state: Iterable[tuple[bytes, bytes]]) -> None:
+        """Require the stored index (H, P, R) and this in-memory index to match a from-scratch build over
+        `state` (every (key, value) of the committed state), and a reload of the stored records."""
+        expected: dict[bytes, bytes] = {}
+        hashes = bucket_records(sorted((hashed_key(k), leaf_hash(k, v)) for k, v in state), expected.__setitem__)
+        stored = {k: v for tag in (ENTRY, SPLIT_ENTRY, SUMMARY) for k, v in db.iterator(prefix=tag)}
+        require(stored == expected, "stored root index (H, P, R) differs from the state")
+        require(self.tree.same_as(RootTree.from_buckets(hashes)), "in-memory root tree differs from the state")
+        loaded = BucketIndex.load(db)
+        require(loaded.tree.same_as(self.tree), "in-memory root tree differs from the stored buckets")
+        require(loaded.counts == self.counts and loaded.leaves == self.leaves, "in-memory bucket entries differ")
+
+
+def read_sub_bucket(db: Any, prefix: bytes, sub: int) -> dict[bytes, bytes]:
+    """The committed entries {hk: leaf} of one sub-bucket of a split bucket."""
+    entries: dict[bytes, bytes] = {}
+    with db.iterator(start=SPLIT_ENTRY + sub_bucket_start(prefix, sub)) as it:
+        for key, leaf in it:
+            hk = key[1:]
+            if key[:1] != SPLIT_ENTRY or bucket_prefix(hk) != prefix or sub_bucket_of(hk) != sub:
+                break
+            entries[hk] = leaf
+    return entries
+
+
+def put_bucket(batch: Any, prefix: bytes, entries_in_hk_order: list[tuple[bytes, bytes]]) -> bytes:
+    """Put a non-empty bucket's records (an `H` per entry; or, over SPLIT_ABOVE entries, a `P` per entry and
+    its summary `R`); return its hash. Does not delete records of its previous shape."""
+    count = len(entries_in_hk_order)
+    require(count > 0, "an empty bucket has no records")
+    if count <= SPLIT_ABOVE:
+        for hk, leaf in entries_in_hk_order:
+            batch.put(ENTRY + hk, leaf)
+        return bucket_hash([leaf for _hk, leaf in entries_in_hk_order])
+    for hk, leaf in entries_in_hk_order:
+        batch.put(SPLIT_ENTRY + hk, leaf)
+    sub_hashes = sub_bucket_hashes(entries_in_hk_order)
+    h = split_hash(sub_hashes)
+    batch.put(SUMMARY + prefix, encode_summary(h, count, sub_hashes))
+    return h
+
+
+class _PutOnly:
+    """`put_bucket`'s batch when only the records are wanted."""
+
+    __slots__ = ("put",)
+
+    def __init__(self, put: Callable[[bytes, bytes], None]) -> None:
+        self.put = put
+
+
+def by_bucket(entries_in_hk_order: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, list[tuple[bytes, bytes]]]]:
+    """(bucket prefix, its entries) for each non-empty bucket, from all (hk, leaf) entries in strictly
+    increasing hk order. Streams: one bucket in memory at a time."""
+    members: list[tuple[bytes, bytes]] = []
+    last_hk = last_prefix = b""
+    prefix_of = bucket_prefix
+    for entry in entries_in_hk_order:
+        hk = entry[0]
+        if not (hk > last_hk and len(hk) == HASH_BYTES):
+            require(False, "entries must come in strictly increasing hk order")
+        prefix = prefix_of(hk)
+        if members and prefix != last_prefix:
+            yield last_prefix, members
+            members = []
+        members.append(entry)
+        last_hk, last_prefix = hk, prefix
+    if members:
+        yield last_prefix, members
+
+
+def bucket_records(
+    entries_in_hk_order: Iterable[tuple[bytes, bytes]], put: Callable[[bytes, bytes], None]
+) -> dict[int, bytes]:
+    """Every bucket's records from all (hk, leaf) entries in strictly increasing hk order, through `put`;
+    returns the non-empty buckets' hashes."""
+    target = _PutOnly(put)
+    return {bucket_of(prefix): put_bucket(target, prefix, members) for prefix, members in by_bucket(entries_in_hk_order)}
