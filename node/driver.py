@@ -134,7 +134,7 @@ class RaftDriver:
             # We crashed between persisting a received Raft snapshot and importing it into the store: the
             # entries it replaced are gone from the log, so the store can only catch up from the snapshot.
             log.warning("snapshot_reimport", extra={"index": snap_meta.index, "store_index": store.applied_index})
-            store.import_snapshot(bytes(self.storage.snapshot().data))
+            store.import_snapshot(self.storage.snapshot().data[:])
             if store.applied_index < snap_meta.index:
                 store.mark_applied(snap_meta.index)
         # The store records the Raft index of the last entry it applied (in the block's own batch).

@@ -80,7 +80,7 @@ class App:
     def restore(cls, snapshot: Snapshot) -> App:
         if snapshot.meta.index == 0:
             return cls()
-        applied, state, writes = msgpack.unpackb(bytes(snapshot.data))
+        applied, state, writes = msgpack.unpackb(snapshot.data[:])
         require(applied == snapshot.meta.index, "snapshot data must be the state at the snapshot's index")
         return cls(applied, state, writes)
 

@@ -26,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +134,10 @@ async def bench_etcd(root: Path, nodes: int, levels: list[int], duration: float)
         urls = cluster.client_urls
         value = os.urandom(VALUE_BYTES)
         for c in levels:
-            def worker(i: int, c: int = c):
+            def worker(i: int, c: int = c) -> Callable[[], Any]:
                 n = 0
 
-                def next_request():
+                def next_request() -> Any:
                     nonlocal n
                     n += 1
                     return etcd.put_request(urls[(i + n) % len(urls)], f"bench/{c}/{i}/{n}".encode(), value)

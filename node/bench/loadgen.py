@@ -44,7 +44,7 @@ class LoadResult:
         rank = min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))
         return ordered[rank]
 
-    def summary(self) -> dict[str, float | int | str]:
+    def summary(self) -> dict[str, float | int | str | dict[str, int]]:
         return {
             "name": self.name,
             "tps": round(self.tps, 1),

@@ -73,7 +73,7 @@ def percentile(sorted_ms: list[int], p: float) -> int:
     return sorted_ms[min(len(sorted_ms) - 1, int(p * len(sorted_ms)))]
 
 
-def throughput(nodes: int, faults: frozenset[str], cpu_seconds: float) -> dict[str, float]:
+def throughput(nodes: int, faults: frozenset[str], cpu_seconds: float) -> dict[str, float | int | str]:
     committed = steps = 0
     seed = 1
     start = time.process_time()

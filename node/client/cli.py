@@ -632,7 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def cmd(parent: Any, name: str, func: Callable[[Ctx], int], help_text: str,
             parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, parents=[common, *parents], help=help_text, description=help_text)
+        p: argparse.ArgumentParser = parent.add_parser(name, parents=[common, *parents], help=help_text,
+                                                       description=help_text)
         p.set_defaults(func=func)
         return p
 

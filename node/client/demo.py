@@ -198,7 +198,7 @@ def settle(story: Story, cert_id: str) -> None:
 
 def show_holdings(story: Story, root: str) -> dict[str, list[str]]:
     """Each org's live certificates of this run's lineage (before settlement, when there is something to hold)."""
-    lineage = story.client.get(f"/v1/certs/{root}/lineage")
+    lineage: dict[str, Any] = story.client.get(f"/v1/certs/{root}/lineage")
     in_story = {c["id"] for c in lineage.get("certs", [])}
     table = Table(title="holdings before maturity (this run's certificates)", title_justify="left")
     for col in ("org", "cert", "amount", "status", "debtor"):
@@ -217,7 +217,7 @@ def show_holdings(story: Story, root: str) -> dict[str, list[str]]:
 
 
 def show_lineage(story: Story, root: str) -> dict[str, Any]:
-    lineage = story.client.get(f"/v1/certs/{root}/lineage")
+    lineage: dict[str, Any] = story.client.get(f"/v1/certs/{root}/lineage")
     console.rule("[bold]lineage")
     console.print(lineage_tree(lineage))
     return lineage
