@@ -16,11 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from consensus.invariant import require
+from ecert.membership import REGULATOR_ROLE as REGULATOR_ROLE  # its node must be a learner (voter = false)
+from ecert.tx import ROLES as ROLES  # the roles an [[orgs]] entry may have: the chain's own
 from ecert.tx import TX_JSON_BYTES_MAX
 from ledger.block import BLOCK_BYTES_MAX, BLOCK_TXS_BYTES_MAX, BLOCK_TXS_MAX
 
-ROLES = ("bank", "core", "supplier")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+READ_ACCESS_SIGNED = "signed"
+"""[cluster] read_access default: reads are bounded by who signs them (CONTRACT §6)."""
+READ_ACCESS_OPEN = "open"
+"""For a private demo only: anonymous readers read as the regulator would; the node warns at start."""
+READ_ACCESS_MODES = (READ_ACCESS_SIGNED, READ_ACCESS_OPEN)
 
 BODY_BYTES_MAX = 4 * BLOCK_BYTES_MAX
 """Ceiling of `max_body_bytes` (64 MiB). The batch endpoint reads up to max(max_body_bytes, 4 x block_max_bytes)
@@ -118,6 +124,7 @@ class ClusterConfig:
     snapshot_entries: int = 2000
     max_body_bytes: int = 1 << 20
     queue_max: int = 10_000
+    read_access: str = READ_ACCESS_SIGNED
 
     @property
     def base_dir(self) -> Path:
@@ -180,16 +187,24 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> ClusterConfig:
         ints[key] = _int_key(cluster, key, spec)
     if ints["heartbeat_ticks"] >= ints["election_ticks"]:
         raise ClusterConfigError("cluster.heartbeat_ticks", "must be smaller than cluster.election_ticks")
+    read_access = cluster.get("read_access", READ_ACCESS_SIGNED)
+    if read_access not in READ_ACCESS_MODES:
+        raise ClusterConfigError("cluster.read_access", f"must be one of {', '.join(map(repr, READ_ACCESS_MODES))}, "
+                                                        f"got {read_access!r}")
 
     orgs = _parse_orgs(raw.get("orgs"))
     nodes = _parse_nodes(raw.get("nodes"), path.parent)
     org_ids = {o.id for o in orgs}
+    roles = {o.id: o.role for o in orgs}
     for i, n in enumerate(nodes):
         if orgs and n.org not in org_ids:
             raise ClusterConfigError(f"nodes[{i}].org", f"unknown org {n.org!r} (not in [[orgs]])")
+        if n.voter and roles.get(n.org) == REGULATOR_ROLE:
+            raise ClusterConfigError(f"nodes[{i}].voter", f"{n.org!r} is the regulator: its node is a learner "
+                                     "that is never promoted, so it needs voter = false")
     if not any(n.voter for n in nodes):
         raise ClusterConfigError("nodes", "at least one node must be a voter")
-    return ClusterConfig(path=path, chain_id=chain_id, nodes=nodes, orgs=orgs, **ints)
+    return ClusterConfig(path=path, chain_id=chain_id, nodes=nodes, orgs=orgs, read_access=read_access, **ints)
 
 
 def _int_key(cluster: Mapping[str, Any], key: str, spec: IntKey) -> int:

@@ -19,6 +19,16 @@ StateStore are stale by height and skipped, so apply is idempotent.
 
 Snapshots: every `snapshot_entries` applied entries the StateStore is exported and the log compacted up to the
 applied index; a follower too far behind receives that state (in chunks, by the core) and imports it.
+
+Membership (CONTRACT §6, docs/RULES.md §8): the membership in state (`membership()`, changed only by approved
+`member.*` txs) is the desired configuration, the Raft configuration the actual one. After a pass that applied
+something, and on every tick, the driver reads the state membership, tells the node when it changed
+(`Hooks.on_membership`: the transport's peer table follows it), and on the leader proposes the one Raft change
+`ecert.reconcile.next_conf_change` names, unless a change is pending (the core allows one at a time, and none
+before the leader's first entry is applied). A promotion waits until the learner has caught up
+(PROMOTE_LAG_ENTRIES_MAX); removing the leader itself first hands leadership to another voter. Followers never
+propose. The plan depends only on applied state, so a change already made is not proposed again: each approved
+change is carried out once, by whichever node leads.
 """
 
 from __future__ import annotations
@@ -38,15 +48,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from consensus.config import Config
-from consensus.errors import RaftError
+from consensus.errors import ProposalDroppedError, RaftError
 from consensus.invariant import InvariantViolation, require
 from consensus.leveldb_storage import LevelDBStorage
-from consensus.membership import decode_conf_change
+from consensus.membership import ConfChange, ConfChangeType, decode_conf_change
 from consensus.messages import Entry, EntryType, Message, Snapshot, SnapshotMeta
 from consensus.raft import Raft
 from consensus.ready import ReadState, Ready, Role
 from consensus.ready_loop import handle_ready
 from consensus.storage import CompactedError, UnavailableError
+from ecert.membership import ADD_LEARNER, PROMOTE, REMOVE, VOTER, NodeMember
+from ecert.reconcile import ConfStep, next_conf_change
 from ledger.block import decode_block
 from ledger.errors import BlockDecodeError, StaleBlockError
 
@@ -62,6 +74,20 @@ PEER_MESSAGE_ERRORS = (RaftError, CompactedError, UnavailableError)
 """What stepping a malformed or unexpected peer message can raise: the message is dropped, the node goes on.
 Never `InvariantViolation`: that one stops the node."""
 
+PROMOTE_LAG_ENTRIES_MAX = 64
+"""A learner is promoted only once its log is within this many entries of the leader's last index, and it
+answered within the last election timeout (etcd promotes a learner at 90% of the leader's log, for the same
+reason: a voter that cannot keep up would weaken the quorum it joins)."""
+
+HANDOVER_ATTEMPTS_MAX = 3
+"""A leader to be removed tries this many leadership transfers (each given up after an election timeout); then it
+proposes its own removal and steps down when that is applied, so a transfer that never succeeds cannot stall
+the change."""
+
+CONF_CHANGE_OF_STEP = {ADD_LEARNER: ConfChangeType.ADD_LEARNER, PROMOTE: ConfChangeType.ADD_VOTER,
+                       REMOVE: ConfChangeType.REMOVE_NODE}
+"""The Raft change that carries out each ecert.reconcile step."""
+
 
 class Hooks(Protocol):
     """What the node wants to hear from the driver (all called synchronously, inside a Ready)."""
@@ -72,6 +98,9 @@ class Hooks(Protocol):
     def on_conf_change(self, cc: Any) -> None: ...
     def on_snapshot_installed(self, index: int) -> None: ...
     def on_applied(self, index: int) -> None: ...
+    def on_membership(self, members: tuple[NodeMember, ...]) -> None:
+        """The state membership changed (or is read for the first time); empty for an ungoverned chain."""
+        ...
 
 
 @dataclass(slots=True)
@@ -86,6 +115,7 @@ class DriverStats:
     snapshots_taken: int = 0
     snapshots_installed: int = 0
     messages_sent: int = 0
+    conf_changes_proposed: int = 0
 
 
 class RaftDriver:
@@ -106,6 +136,7 @@ class RaftDriver:
         fsync_delay_ms: Callable[[], int] | None = None,
         break_invariant: Callable[[str], bool] | None = None,
         metrics: Any = None,
+        membership: Callable[[], Sequence[NodeMember]] | None = None,
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -118,6 +149,16 @@ class RaftDriver:
         self.break_invariant = break_invariant
         """Fault injection only (node/faults.py): asked at "step" and "apply"; True breaks an invariant there."""
         self.metrics = metrics
+        self.membership = membership
+        """The membership in state (ecert.membership.membership over the store); None: Raft follows nothing."""
+        self._members: tuple[NodeMember, ...] | None = None
+        """The state membership as last read (None before the first read)."""
+        self._membership_due = True
+        """Set when something was applied or a tick passed: the state membership is read at the end of the pass."""
+        self._promotion_waits: str | None = None
+        """The learner whose promotion waits for it to catch up (logged once)."""
+        self._handovers = 0
+        """Leadership transfers started because this leader is the node to remove (HANDOVER_ATTEMPTS_MAX)."""
         raft_dir.mkdir(parents=True, exist_ok=True)
         self.storage = LevelDBStorage(str(raft_dir), tuple(sorted(bootstrap_voters)))
         try:
@@ -210,6 +251,12 @@ class RaftDriver:
         return last
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def recheck_membership(self) -> None:
+        """Read the state membership (and, on the leader, carry out the next change) at the end of the next pass,
+        as every tick does (tests and tools that drive the loop by hand call this instead)."""
+        self._membership_due = True
         self._wake.set()
 
     # -- waiting
@@ -308,6 +355,7 @@ class RaftDriver:
                     except InvariantViolation as exc:
                         self._invariant_broken("tick", exc)
                         break
+                    self.recheck_membership()  # a learner catching up, or a leader elected by ticks
                     now = loop.time()
                     next_tick += self.tick_s
                     if next_tick < now:  # we were starved: do not burst ticks (that would fake elapsed time)
@@ -348,6 +396,8 @@ class RaftDriver:
             rd = self.core.ready()
             self._handle_ready(rd)
         self._maybe_snapshot()
+        if self._membership_due:
+            self._follow_membership()
 
     def _has_ready(self) -> bool:
         hr = self.core.has_ready  # a property on our core; a method in etcd's shape
@@ -370,6 +420,7 @@ class RaftDriver:
             self.hooks.on_role_change(self.role, self.leader_id, self.term)
         self._notify_applied()
         if self.applied_index != applied_before:
+            self._membership_due = True
             self.hooks.on_applied(self.applied_index)
 
     def _persist(self, rd: Ready) -> None:
@@ -474,6 +525,72 @@ class RaftDriver:
         log.info("conf_change_applied", extra={"index": entry.index, "change": cc.type.name,
                                                "node_id": cc.node_id})
         self.hooks.on_conf_change(cc)
+
+    # -- membership: Raft follows the state
+
+    def _follow_membership(self) -> None:
+        """Read the state membership; tell the node if it changed; on the leader, carry out the next change."""
+        self._membership_due = False
+        if self.membership is None:
+            return
+        members = tuple(self.membership())
+        if members != self._members:
+            self._members = members
+            self.hooks.on_membership(members)
+        if self.core.role is Role.LEADER and not self._stopping:
+            self._carry_out(members)
+
+    def _carry_out(self, members: tuple[NodeMember, ...]) -> None:
+        step = next_conf_change(members, self.core.voters, self.core.learners)
+        if step is None:
+            self._promotion_waits = None
+            self._handovers = 0
+            return
+        if step.action == PROMOTE and not self._caught_up(step.node_id):
+            if self._promotion_waits != step.node_id:
+                self._promotion_waits = step.node_id
+                log.info("promotion_waits", extra={"node_id": step.node_id, "last_index": self.core.last_index})
+            return
+        self._promotion_waits = None
+        if step.action == REMOVE and step.node_id == self.node_id and self._hand_over_before_leaving(members):
+            return
+        self._propose_step(step)
+
+    def _propose_step(self, step: ConfStep) -> None:
+        try:
+            index = self.core.propose_conf_change(ConfChange(CONF_CHANGE_OF_STEP[step.action], step.node_id))
+        except ProposalDroppedError:
+            return  # one change is pending (or our first entry is not applied yet): we look again once it is
+        self.stats.conf_changes_proposed += 1
+        log.info("conf_change_proposed", extra={"index": index, "action": step.action, "node_id": step.node_id,
+                                                "term": self.core.term})
+        self._wake.set()
+
+    def _caught_up(self, node_id: str) -> bool:
+        pr = self.core.status().progress.get(node_id)
+        return (pr is not None and pr.recent_active
+                and self.core.last_index - pr.match_index <= PROMOTE_LAG_ENTRIES_MAX)
+
+    def _hand_over_before_leaving(self, members: tuple[NodeMember, ...]) -> bool:
+        """We lead and are the node to remove: hand leadership to the most up-to-date active voter that stays
+        (it then removes us), so the cluster does not wait an election timeout after we step down. False if
+        there is none, or HANDOVER_ATTEMPTS_MAX transfers came to nothing: then we propose our own removal (the
+        core steps down when it is applied)."""
+        status = self.core.status()
+        if status.lead_transferee is not None:
+            return True  # under way; the core gives up after an election timeout and we try again
+        staying = {m.id for m in members if m.status == VOTER}
+        choices = [(pr.match_index, pid) for pid, pr in status.progress.items()
+                   if pid != self.node_id and pid in self.core.voters and pid in staying and pr.recent_active]
+        if not choices or self._handovers >= HANDOVER_ATTEMPTS_MAX:
+            return False
+        target = max(choices)[1]
+        self._handovers += 1
+        self.core.transfer_leadership(target)
+        log.info("leadership_handed_over_before_removal", extra={"to": target, "term": self.core.term,
+                                                                 "attempt": self._handovers})
+        self._wake.set()
+        return True
 
     def _notify_applied(self) -> None:
         w = self._applied_waiters

@@ -1,7 +1,12 @@
-"""genesis.json beside cluster.toml: the cluster file's orgs at height 0, with the public keys of keys/<org>.key.
+"""genesis.json beside cluster.toml: the cluster file's orgs and nodes at height 0, with their public keys.
 
-Written by `ecert init` and by local clusters (node/ops/localnet.py), each only if missing and never overwritten:
-every node of a chain must start from the same document, and a second `init` must not fork the chain.
+Orgs carry the keys of keys/<org>.key; nodes (the genesis membership, CONTRACT §6) carry their addresses, the
+transport key of keys/node-<id>.key (or `node_pk` in the cluster file) and whether they vote. Written by `ecert
+init` and by local clusters (node/ops/localnet.py), each only if missing and never overwritten: every node of a
+chain must start from the same document, and a second `init` must not fork the chain.
+
+A node checks at start that the cluster file agrees with the membership in state about itself
+(`check_own_membership`): the org that runs it and its key never change, so a mismatch is a wrong file or key.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.config import ClusterConfig
-from node.keys import ensure_cluster_keys, org_public_keys
+from ecert.errors import GenesisError
+from ecert.genesis import genesis_from_json
+from ecert.membership import REMOVED, NodeMember
+from node.config import Address, ClusterConfig, NodeSpec
+from node.keys import ensure_cluster_keys, node_public_key, org_public_keys
 
 
 class GenesisFileError(Exception):
@@ -28,17 +36,32 @@ class InitResult:
     """False if a genesis.json was already there (or another `ecert init` wrote it first)."""
 
 
+def address_text(address: Address) -> str:
+    """`host:port` as the chain writes it (ecert.tx.v_address): an IPv6 host in brackets."""
+    return f"[{address.host}]:{address.port}" if ":" in address.host else f"{address.host}:{address.port}"
+
+
 def genesis_doc(cluster: ClusterConfig, genesis_time_ms: int) -> dict[str, Any]:
+    """The genesis document of a cluster file: every [[orgs]] entry and every [[nodes]] entry (the regulator's
+    node a learner: node/config.py refuses it as a voter). Raises GenesisFileError if ecert/genesis.py would
+    refuse it, so a bad document is never written."""
     orgs = []
     for org in cluster.orgs:
         sign_pk, box_pk = org_public_keys(cluster, org.id)
         orgs.append({"id": org.id, "name": org.name, "role": org.role, "sign_pk": sign_pk, "box_pk": box_pk})
-    return {"chain_id": cluster.chain_id, "genesis_time": genesis_time_ms, "orgs": orgs}
+    nodes = [{"id": n.id, "org": n.org, "raft": address_text(n.raft), "http": address_text(n.http),
+              "node_pk": node_public_key(cluster, n.id).hex(), "voter": n.voter} for n in cluster.nodes]
+    doc = {"chain_id": cluster.chain_id, "genesis_time": genesis_time_ms, "orgs": orgs, "nodes": nodes}
+    try:
+        genesis_from_json(doc)
+    except GenesisError as exc:
+        raise GenesisFileError(f"{cluster.path} cannot make a genesis document: {exc}") from None
+    return doc
 
 
 def write_genesis(cluster: ClusterConfig, path: Path, genesis_time_ms: int | None = None) -> bool:
-    """genesis.json for the cluster's orgs, dated now unless `genesis_time_ms` says otherwise. Returns False if
-    the file existed (it is kept)."""
+    """genesis.json for the cluster's orgs and nodes, dated now unless `genesis_time_ms` says otherwise. Returns
+    False if the file existed (it is kept)."""
     doc = genesis_doc(cluster, time.time_ns() // 1_000_000 if genesis_time_ms is None else genesis_time_ms)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
@@ -63,6 +86,32 @@ def check_genesis_chain(cluster: ClusterConfig, path: Path) -> None:
     if chain_id != cluster.chain_id:
         raise GenesisFileError(f"{path} is for chain {chain_id!r}, cluster file says {cluster.chain_id!r}; "
                                "remove it (and the data dirs) to start a new chain")
+
+
+def check_own_membership(spec: NodeSpec, node_pk: bytes, member: NodeMember | None) -> str | None:
+    """Compare what the cluster file (and keys/node-<id>.key) say of this node with its record in the state
+    membership. Raises GenesisFileError if the org or the key differ (neither ever changes for a node id: the
+    file or the key is wrong). Returns a warning for what the node can still run with: no record yet (a node
+    waiting to be admitted by `member.propose`), a removed node, or addresses that differ from the record (peers
+    dial the record's), else None."""
+    if member is None:
+        return (f"node {spec.id} is not in the chain's membership (yet): peers refuse it until a member.propose "
+                "add_learner for it is approved")
+    where = "genesis.json" if member.proposal_id is None else f"membership proposal {member.proposal_id}"
+    if member.org != spec.org:
+        raise GenesisFileError(f"the cluster file says node {spec.id} is run by org {spec.org!r}, {where} says "
+                               f"{member.org!r}: fix nodes.org (a node's org never changes)")
+    if member.node_pk != node_pk.hex():
+        raise GenesisFileError(f"node {spec.id}'s transport key {node_pk.hex()[:16]}... is not the one {where} "
+                               f"lists ({member.node_pk[:16]}...): this is not that node's keys/node-{spec.id}.key "
+                               "(or nodes.node_pk)")
+    if member.status == REMOVED:
+        return f"node {spec.id} was removed from the cluster ({member.proposal_id}): it serves no client reads"
+    ours = (address_text(spec.raft), address_text(spec.http))
+    if tuple(a.lower() for a in ours) != (member.raft.lower(), member.http.lower()):
+        return (f"node {spec.id} listens on raft {ours[0]}, http {ours[1]}, but {where} lists raft {member.raft}, "
+                f"http {member.http}: peers dial those")
+    return None
 
 
 def init_cluster_files(cluster: ClusterConfig, genesis_time_ms: int | None = None) -> InitResult:

@@ -54,6 +54,15 @@ REQUEST_VERSION = "ecert-request/1"
 SESSION_VERSION = "ecert-session/1"
 SESSION_TOKEN_PREFIX = "ecs1"
 SESSION_COOKIE = "ecert_session"
+"""The cookie's name stem; the name a node sets is `session_cookie(node_id)`."""
+
+
+def session_cookie(node_id: str) -> str:
+    """The session cookie of one node: `ecert_session_<node_id>`. A browser keeps one cookie per host and name
+    whatever the port, and the local cluster's nodes share 127.0.0.1: one name for all would let a login at one
+    node's dashboard replace the session of another's."""
+    return f"{SESSION_COOKIE}_{node_id}"
+
 CLOCK_SKEW_MS_MAX = 30_000
 """|node clock - ts| allowed; also how long a nonce is remembered past its ts."""
 NONCE_HEX_CHARS_MIN = 16

@@ -4,6 +4,13 @@ Lifecycle (aiohttp style): `start()` opens the stores, starts the transport, the
 `stop()` stops accepting HTTP requests, drains in-flight ones, stops the driver after its current Ready, closes
 the transport and then LevelDB (every write already synced by the driver). Logs are JSON lines in
 <data_dir>/node.log.
+
+Membership (CONTRACT §6): when genesis.json lists nodes, the membership in state decides who the peers are (the
+transport's table follows it, node/transport.py) and the driver walks the Raft configuration to it
+(node/driver.py); the cluster file only says how this node runs, and must agree with its record (id, org, key)
+or the node does not start. A node the state lists as removed answers client requests with 503 `removed`. A
+genesis without nodes (written before governance) still loads: the cluster file then gives the peers and the
+bootstrap voters, as before, and the node says at start that membership is not governed.
 """
 
 from __future__ import annotations
@@ -13,16 +20,18 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import web
 
 from consensus.membership import ConfChangeType
 from consensus.ready import Role
 from ecert.executor import EcertExecutor
 from ecert.genesis import genesis_from_json, genesis_hash, genesis_writes
+from ecert.membership import REMOVED, NodeMember, get_member, membership
 from ecert.tx import decode_tx, raw_tx_id
 from ledger.store import StateStore
 from node.config import ClusterConfig
@@ -36,20 +45,36 @@ from node.forward import (
     decode_frame,
     encode_frame,
 )
+from node.genesis_file import GenesisFileError, check_own_membership
+from node.http.audit_log import AUDIT_LOG_NAME, AuditLog
+from node.http.auth_gate import AuthGate
 from node.keys import load_or_create_key, node_key_path, node_public_key
 from node.proposer import Proposer
 from node.submission import answer_forwarded
-from node.transport import PeerInfo, PeerTransport
+from node.transport import PeerInfo, PeerTransport, member_peers
 
 log = logging.getLogger("node")
 
 DRAIN_TIMEOUT_S = 5.0
+HTTP_KEEPALIVE_S = 75
+"""An idle or never-finished HTTP connection is closed after this (aiohttp's default is 3,630 s, and it has no
+separate header timeout: a flood of half-sent requests would otherwise hold sockets for an hour)."""
+SERVED_WHEN_REMOVED = frozenset({"/v1/status", "/v1/cluster", "/v1/cluster/view"})
+"""The /v1/ routes a removed node still answers: they say that it is removed, and who the cluster is now."""
 _ROLE_NAMES = {Role.LEADER: "leader", Role.FOLLOWER: "follower", Role.CANDIDATE: "candidate",
                Role.PRE_CANDIDATE: "candidate", Role.LEARNER: "learner"}
 
 
 class StartupError(Exception):
     """The node cannot start (bad genesis, missing keys, storage corruption); the message says why."""
+
+
+class _PeerRow(NamedTuple):
+    id: str
+    org: str
+    http: str
+    raft: str
+    removed: bool
 
 
 # -- logging ----------------------------------------------------------------------------------------------------
@@ -108,18 +133,24 @@ class Node:
         self.proposer: Proposer | None = None
         self.runner: web.AppRunner | None = None
         self.forwarder: Forwarder | None = None
-        self.http: ClientSession | None = None
-        """For the rare requests a follower passes to the leader's HTTP API (membership changes)."""
+        self.auth: AuthGate | None = None
+        """Who asks (node/http/auth_gate.py): built in start() once the committed state is open."""
         self._tasks: list[asyncio.Task[Any]] = []
         self._forward_queue: list[bytes] = []
         self._forward_kick = asyncio.Event()
         self._role_changed = asyncio.Event()
         self.stopping = False
+        self.governed = False
+        """True when genesis.json lists nodes: the state membership decides the peers and the Raft configuration."""
+        self._bootstrap_voters: tuple[str, ...] = config.voter_ids
+        self._members: tuple[NodeMember, ...] = ()
+        """The state membership as the driver last read it (empty for an ungoverned chain)."""
+        self._removed_from_raft = False
+        """A Raft change removing this node was applied in this run."""
 
     # -- startup
 
-    def _open_state(self) -> None:
-
+    def _open_state(self, node_pk: bytes) -> None:
         gpath = self.config.genesis_path
         try:
             doc = genesis_from_json(json.loads(gpath.read_text(encoding="utf-8")))
@@ -138,8 +169,31 @@ class Node:
         if self.store.initialized and self.store.genesis_hash != ghash:
             raise StartupError(f"{self.data_dir / 'state'} was built from another genesis document")
         self.store.init_genesis(ghash, genesis_writes(doc), chain_id=doc.chain_id, genesis_time=doc.genesis_time)
+        self.governed = bool(doc.nodes)
+        if not self.governed:
+            self._warn("membership_ungoverned", f"{gpath} lists no nodes (written before membership governance): "
+                       "membership is not governed on this chain; peers and voters come from the cluster file")
+            return
+        self._bootstrap_voters = tuple(sorted(n.id for n in doc.nodes if n.voter))
+        self._members = self._state_membership()
+        try:
+            warning = check_own_membership(self.spec, node_pk, get_member(self.store.view(), self.node_id))
+        except GenesisFileError as exc:
+            raise StartupError(str(exc)) from None
+        if warning is not None:
+            self._warn("membership_check", warning)
+
+    def _warn(self, event: str, message: str) -> None:
+        """A start-up warning: in node.log, and on stderr (node.out) where whoever started the node looks."""
+        log.warning(event, extra={"reason": message})
+        print(f"node {self.node_id}: warning: {message}", file=sys.stderr, flush=True)
+
+    def _state_membership(self) -> tuple[NodeMember, ...]:
+        return membership(self.store.view())
 
     def _peer_infos(self) -> list[PeerInfo]:
+        if self.governed:
+            return member_peers(self._members, self.node_id, ())[0]
         out = []
         for n in self.config.nodes:
             if n.id == self.node_id:
@@ -169,7 +223,7 @@ class Node:
         except Exception:
             log.exception("metrics_unavailable")
             self.metrics = None
-        self._open_state()
+        self._open_state(key.sign_pk)
         peers = self._peer_infos()
         self.transport = PeerTransport(
             node_id=self.node_id, chain_id=self.chain_id, key=key, listen=self.spec.raft, peers=peers,
@@ -179,17 +233,20 @@ class Node:
         cfg = self.config
         self.driver = RaftDriver(
             node_id=self.node_id, raft_dir=self.data_dir / "raft", store=self.store, executor=self.executor,
-            bootstrap_voters=cfg.voter_ids, send=self.transport.send, hooks=self,
+            bootstrap_voters=self._bootstrap_voters, send=self.transport.send, hooks=self,
             tick_ms=cfg.tick_ms, election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks,
             snapshot_entries=cfg.snapshot_entries,
             fsync_delay_ms=(lambda: self.faults.fsync_delay_ms) if self.faults is not None else None,
             break_invariant=self.faults.take_invariant_break if self.faults is not None else None,
-            metrics=self.metrics)
-        # Members in cluster.toml as voters but absent from the Raft configuration were removed earlier.
-        members = self.driver.core.voters | self.driver.core.learners
-        for n in cfg.nodes:
-            if n.voter and n.id not in members and n.id != self.node_id:
-                self.transport.remove_member(n.id)
+            metrics=self.metrics, membership=self._state_membership if self.governed else None)
+        if self.governed:
+            self._sync_peers()
+        else:
+            # Members in cluster.toml as voters but absent from the Raft configuration were removed earlier.
+            members = self.driver.core.voters | self.driver.core.learners
+            for n in cfg.nodes:
+                if n.voter and n.id not in members and n.id != self.node_id:
+                    self.transport.remove_member(n.id)
         self.proposer = Proposer(
             node_id=self.node_id, driver=self.driver, store=self.store, tx_id_of=raw_tx_id,
             block_max_txs=cfg.block_max_txs, block_max_bytes=cfg.block_max_bytes,
@@ -198,7 +255,6 @@ class Node:
             metrics=self.metrics)
         self.proposer.on_lost_leadership = self._forward_later
         self.forwarder = Forwarder(self.transport.send_app, lambda: self.driver.leader_id if self.driver else None)
-        self.http = ClientSession(timeout=ClientTimeout(total=10))
         await self.transport.start()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.driver.run(), name="raft-driver"),
@@ -206,8 +262,13 @@ class Node:
                        loop.create_task(self._forwarder(), name="forwarder")]
         from node.http.api import build_app
 
+        self.auth = AuthGate(chain_id=self.chain_id, node_id=self.node_id, started_ms=self.started_ms,
+                             view=self.store.view, read_access=cfg.read_access, body_bytes_max=cfg.max_body_bytes,
+                             audit=AuditLog(self.data_dir / AUDIT_LOG_NAME))
         app = build_app(self)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=DRAIN_TIMEOUT_S)
+        app.middlewares.append(self._refuse_when_removed)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=DRAIN_TIMEOUT_S,
+                                    keepalive_timeout=HTTP_KEEPALIVE_S)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.spec.http.host, self.spec.http.port, reuse_address=True)
         await site.start()
@@ -238,10 +299,10 @@ class Node:
             self.forwarder.close()
         if self.transport is not None:
             await self.transport.close()
-        if self.http is not None:
-            await self.http.close()
         if self.driver is not None:
             self.driver.close()
+        if self.auth is not None:
+            self.auth.close()
         if self.store is not None:
             self.store.close()
         log.info("node_stopped")
@@ -310,14 +371,48 @@ class Node:
             self._forward_kick.set()
 
     def on_conf_change(self, cc: Any) -> None:
-
         assert self.transport is not None
-        if cc.type == ConfChangeType.REMOVE_NODE:
+        if cc.type == ConfChangeType.REMOVE_NODE and cc.node_id == self.node_id:
+            self._removed_from_raft = True
+            log.warning("removed_from_cluster")
+        if self.governed:
+            self._sync_peers()  # a removed node stays a peer until the Raft configuration lets go of it
+        elif cc.type == ConfChangeType.REMOVE_NODE:
             self.transport.remove_member(cc.node_id)
-            if cc.node_id == self.node_id:
-                log.warning("removed_from_cluster")
         else:
             self.transport.restore_member(cc.node_id)
+
+    def on_membership(self, members: tuple[NodeMember, ...]) -> None:
+        self._members = members
+        if self.governed:
+            self._sync_peers()
+
+    def _sync_peers(self) -> None:
+        """The transport's peer table from the state membership and the Raft configuration. Once this node has
+        applied its own removal it has no peers left: they refuse it anyway (until then it may still lead, and
+        hands leadership over)."""
+        assert self.transport is not None and self.driver is not None
+        peers, removed = member_peers(self._members, self.node_id, self.driver.core.voters | self.driver.core.learners)
+        if self._removed_from_raft:
+            peers, removed = [], {m.id for m in self._members if m.id != self.node_id}
+        self.transport.set_peers(peers, removed)
+
+    @property
+    def removed(self) -> bool:
+        """This node was removed from the cluster: by the state membership, or by a Raft change applied here."""
+        if self._removed_from_raft:
+            return True
+        return any(m.id == self.node_id and m.status == REMOVED for m in self._members)
+
+    @web.middleware
+    async def _refuse_when_removed(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A removed node's state stops advancing: it answers client requests with 503 `removed`, not stale data
+        (CONTRACT §6); its status and the cluster view still answer, and say so."""
+        if self.removed and request.path.startswith("/v1/") and request.path not in SERVED_WHEN_REMOVED:
+            message = f"node {self.node_id} was removed from the cluster; ask another node"
+            return web.json_response({"error": {"code": "removed", "message": message}}, status=503)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     def on_applied(self, index: int) -> None:
         assert self.proposer is not None
@@ -339,14 +434,14 @@ class Node:
             await self._forward_kick.wait()
             self._forward_kick.clear()
             while self._forward_queue:
-                leader = self.leader_spec()
-                if leader is None or leader.id == self.node_id:
+                leader = self.driver.leader_id if self.driver is not None else None
+                if leader is None or leader == self.node_id:
                     break
                 batch = self._forward_queue[:FORWARD_BATCH_TXS_MAX]
                 try:
                     await self.forward_txs(batch)
                 except ForwardError as exc:
-                    log.info("forward_failed", extra={"leader": leader.id, "reason": exc.code})
+                    log.info("forward_failed", extra={"leader": leader, "reason": exc.code})
                     await asyncio.sleep(0.2)
                     continue
                 del self._forward_queue[:len(batch)]
@@ -372,11 +467,6 @@ class Node:
         assert self.transport is not None
         self.transport.send_app(peer, encode_frame(answer_forwarded(self, frame)))
 
-    def leader_spec(self) -> Any:
-        if self.driver is None:
-            return None
-        return self.config.find_node(self.driver.leader_id)
-
     # -- NodeSource
 
     def role_name(self) -> str:
@@ -401,6 +491,7 @@ class Node:
             "queue": len(self.proposer.pending) if self.proposer else 0,
             "apply_error": r.halted,
             "started_ms": self.started_ms,
+            "removed": self.removed,
         }
 
     def memory(self) -> dict[str, int]:
@@ -420,9 +511,7 @@ class Node:
         last_index = r.last_index()
         now_mono, now_ms = time.monotonic(), time.time() * 1000
         rows = []
-        for n in self.config.nodes:
-            if n.id == self.node_id:
-                continue
+        for n in self._peer_rows():
             st = t.stats.get(n.id)
             pr = progress.get(n.id)
             match = getattr(pr, "match_index", None)
@@ -431,14 +520,23 @@ class Node:
             recent = last is not None and now_mono - last < max(2.0, 4 * self.config.election_ticks
                                                                   * self.config.tick_ms / 1000)
             rows.append({
-                "id": n.id, "org": n.org, "http": str(n.http), "raft": str(n.raft),
+                "id": n.id, "org": n.org, "http": n.http, "raft": n.raft,
                 "voter": n.id in r.core.voters, "learner": n.id in r.core.learners,
-                "removed": n.id in t.removed,
+                "removed": n.removed or n.id in t.removed,
                 "match_index": match, "lag": (last_index - match) if match is not None else None,
                 "last_contact_ms": last_ms, "reachable": bool(recent),
                 "connected": bool(st and st.connected), "dropped": st.dropped if st else 0,
             })
         return rows
+
+    def _peer_rows(self) -> list[_PeerRow]:
+        """The other nodes: the state membership's (removed ones too) on a governed chain, else the cluster
+        file's."""
+        if self.governed:
+            return [_PeerRow(m.id, m.org, m.http, m.raft, m.status == REMOVED) for m in self._members
+                    if m.id != self.node_id]
+        return [_PeerRow(n.id, n.org, str(n.http), str(n.raft), False) for n in self.config.nodes
+                if n.id != self.node_id]
 
     def block_json(self, height: int) -> dict[str, Any] | None:
         record = self.store.block(height)

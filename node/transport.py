@@ -14,8 +14,12 @@ Handshake (before any Raft message; both directions authenticated):
     initiator -> acceptor   auth  {sig: Sign_I(transcript("initiator", chain_id, I, A, Ni, Na))}
     acceptor  -> initiator  auth  {sig: Sign_A(transcript("acceptor",  chain_id, A, I, Ni, Na))}
 
-Each side checks the claimed id is a current member listed in cluster.toml and verifies the signature with that
-id's node key. A recorded transcript is useless later: the other side's nonce is fresh each time. After the
+Each side checks the claimed id is a current member and verifies the signature with that id's node key. The
+peer table (id -> raft address, node key) comes from the membership in state when the chain's genesis lists
+nodes: genesis for the first members, the approved `member.propose` for later ones (`member_peers`; the node
+replaces the table with `set_peers` whenever the membership or the Raft configuration changes), so a node that
+is not in this node's cluster.toml can join. A chain whose genesis lists no nodes takes the table from
+cluster.toml, and removals from the Raft configuration (`remove_member`). A recorded transcript is useless later: the other side's nonce is fresh each time. After the
 handshake every frame's `from_id` must equal the authenticated id and `to` our own id, or the connection closes.
 
 Application frames: a frame whose body starts with the byte 0xC1 (which msgpack never produces, so no Raft frame
@@ -38,7 +42,7 @@ import os
 import random
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,8 +51,9 @@ import msgpack
 from consensus.config import MSG_BYTES_MAX_DEFAULT, SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT
 from consensus.invariant import require
 from consensus.messages import Message
+from ecert.membership import REMOVED, NodeMember
 from ledger.block import BLOCK_BYTES_MAX
-from node.config import Address
+from node.config import Address, ClusterConfigError, parse_address
 from node.keys import KeyPair, verify
 
 log = logging.getLogger("node.transport")
@@ -114,6 +119,27 @@ class PeerInfo:
     raft: Address
     public_key: bytes
     """32-byte Ed25519 node public key."""
+
+
+def member_peers(members: Iterable[NodeMember], self_id: str, in_raft: Collection[str]
+                 ) -> tuple[list[PeerInfo], set[str]]:
+    """The peer table of the state membership: every node but us that is not removed, and, until this node's
+    Raft configuration has let go of it too, a removed one (the change that removes it must still reach it and
+    be acknowledged by the old configuration). Returns (peers, removed ids). A record whose address or key does
+    not parse (the chain validated both) is left out and logged."""
+    peers: list[PeerInfo] = []
+    removed: set[str] = set()
+    for m in members:
+        if m.id == self_id:
+            continue
+        if m.status == REMOVED and m.id not in in_raft:
+            removed.add(m.id)
+            continue
+        try:
+            peers.append(PeerInfo(m.id, parse_address(m.raft, f"membership.{m.id}.raft"), bytes.fromhex(m.node_pk)))
+        except (ClusterConfigError, ValueError) as exc:
+            log.error("bad_member_record", extra={"peer": m.id, "reason": str(exc)})
+    return peers, removed
 
 
 @dataclass(slots=True)
@@ -281,6 +307,26 @@ class PeerTransport:
         if node_id in self.peers and not self._closed:
             self._outbox(node_id)
 
+    def set_peers(self, peers: Iterable[PeerInfo], removed: Iterable[str]) -> None:
+        """Replace the peer table (the membership changed): a new peer is dialled, one whose address or key
+        changed is dialled again, one that left the table or is `removed` is cut off (its connections close at
+        their next frame, and its handshakes are refused)."""
+        table = {p.id: p for p in peers if p.id != self.node_id}
+        cut = set(removed) - set(table)
+        if table == self.peers and cut == self.removed:
+            return
+        gone = [pid for pid, old in self.peers.items() if table.get(pid) != old]
+        self.peers, self.removed = table, cut
+        for pid in gone:
+            box = self._outboxes.pop(pid, None)
+            if box and box.task:
+                box.task.cancel()
+        for pid in table:
+            self.stats.setdefault(pid, PeerStats())
+            if not self._closed and self._server is not None:  # before start(), start() dials them
+                self._outbox(pid)
+        log.info("peers_changed", extra={"peers": sorted(table), "removed": sorted(cut)})
+
     def is_member(self, node_id: str) -> bool:
         return node_id in self.peers and node_id not in self.removed
 
@@ -350,10 +396,12 @@ class PeerTransport:
         return box
 
     async def _dial_loop(self, dst: str, box: _Outbox) -> None:
-        peer = self.peers[dst]
         stats = self.stats[dst]
         backoff = BACKOFF_MIN_S
         while not self._closed:
+            peer = self.peers.get(dst)
+            if peer is None:  # left the table (set_peers cancels us too; this is for a race with it)
+                return
             writer: asyncio.StreamWriter | None = None
             try:
                 reader, conn = await asyncio.wait_for(
@@ -467,10 +515,10 @@ class PeerTransport:
     async def _handshake_acceptor(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
         hello = _unpack_handshake(await read_frame(reader, HANDSHAKE_FRAME_BYTES_MAX), "hello")
         sender, nonce_i = _check_hello(hello, self.chain_id, self.node_id)
-        if sender not in self.peers:
-            raise HandshakeError(f"unknown node id {sender!r}")
         if sender in self.removed:
             raise HandshakeError(f"node {sender!r} was removed from the cluster")
+        if sender not in self.peers:
+            raise HandshakeError(f"unknown node id {sender!r}")
         nonce_a = os.urandom(NONCE_BYTES)
         writer.write(encode_frame(_pack({"t": "hello", "v": PROTOCOL, "chain_id": self.chain_id,
                                          "from": self.node_id, "to": sender, "nonce": nonce_a})))
@@ -488,7 +536,7 @@ class PeerTransport:
         stats = self.stats[peer_id]
         while not self._closed:
             body = await read_frame(reader, self.frame_bytes_max)
-            if peer_id in self.removed:
+            if not self.is_member(peer_id):
                 raise TransportError(f"{peer_id} was removed")
             if body[:1] == APP_FRAME_MARK:
                 stats.received += 1

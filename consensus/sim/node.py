@@ -28,7 +28,7 @@ _INDEX = struct.Struct(">QB")
 
 
 class Core(Protocol):
-    """The part of consensus.core.Raft the simulator drives (a test may plant a faulty one)."""
+    """The part of consensus.raft.Raft the simulator drives (a test may plant a faulty one)."""
 
     @property
     def term(self) -> int: ...

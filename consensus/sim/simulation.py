@@ -1,6 +1,6 @@
 """The deterministic Raft simulator (TigerBeetle's VOPR in miniature).
 
-A discrete-event loop over integer milliseconds runs N RaftCores. Each node ticks on its own (slightly skewed)
+A discrete-event loop over integer milliseconds runs N Raft instances. Each node ticks on its own (slightly skewed)
 clock; messages travel through `Network`; a chaos schedule proposes writes, reads, membership changes,
 leadership transfers and compactions, and - for the enabled faults - crashes nodes (losing unsynced writes),
 partitions the network and drops, duplicates and delays messages. Every choice comes from one

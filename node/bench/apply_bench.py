@@ -6,8 +6,8 @@ Each applied tx is verified, decoded, checked by the rules and committed through
 invoice, confirm it, issue a certificate, accept it, transfer part of it, split the remainder — six txs per
 round, all committed. Txs are built and signed before the clock starts.
 
-    .venv/bin/python node/bench/apply_bench.py [--txs N] [--block-txs B] [--sync]
-    .venv/bin/python node/bench/apply_bench.py --workload transfers --prefill-keys 300000 --block-txs 15
+    .venv/bin/python -m node.bench.apply_bench [--txs N] [--block-txs B] [--sync]
+    .venv/bin/python -m node.bench.apply_bench --workload transfers --prefill-keys 300000 --block-txs 15
 
 `--workload transfers` matches the cluster benchmark (`./scripts/bench`, node/bench/ecert_side.py): `--chains`
 accepted certificates held by tier1, each walking a chain of transfers of 1 fen to tier2 (the remainder back to

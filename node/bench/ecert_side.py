@@ -2,7 +2,9 @@
 
 Each client owns one accepted certificate held by `tier1` and walks a chain of transfers: 1 fen to `tier2`, the
 remainder back to `tier1` as a child whose id is known in advance (`cert_id_for(tx_id, 1)`), so every transfer
-can be signed before the clock starts and the client spends no CPU on signing during the run.
+can be signed before the clock starts and the client spends no CPU on signing during the run. `CLIENT` sends no
+Authorization header: POST /v1/tx needs none (each envelope is its own signature, CONTRACT §6), so signed
+requests add nothing to the tx path; the bench reads only public routes (/v1/status, /metrics).
 """
 
 from __future__ import annotations

@@ -2,17 +2,21 @@
 
     python -m node.bench.raw_node --spec SPEC.json --id ID [--system ours|pysyncobj]
 
-`ours` is a minimal driver around `consensus.core.Raft` that follows the Ready contract of
-consensus/ready.py exactly (persist with one synced LevelDB WriteBatch -> send -> apply -> advance), over
-node/transport.py's authenticated peer connections. node/driver.py is not reused because it decodes every
-non-empty entry as a block; here the "application" only counts entries.
+`ours` is a minimal driver around `consensus.raft.Raft`, over node/transport.py's authenticated peer
+connections. Each Ready is carried out by `consensus.ready_loop.handle_ready`, the routine node/driver.py and the
+simulator run, with `_RawIO` doing the work (persist with one synced LevelDB WriteBatch -> send -> apply ->
+advance). node/driver.py is not reused because it decodes every non-empty entry as a block; here the
+"application" only counts entries.
 
 With `write_thread` (the default) the synced write of a Ready runs on a writer thread
-(`LevelDBStorage.begin_save/write_save/end_save`; LevelDB releases the GIL) while the event loop keeps receiving
-messages and stepping the core, as etcd's raft node keeps stepping while its storage writes run. The order per
-Ready is unchanged: nothing of a Ready is sent, applied or advanced before its write has returned, and the next
-Ready is taken only after `advance`; proposals and acknowledgements that arrive meanwhile go into the next Ready,
-so batches grow with the fsync latency instead of the loop idling through it.
+(`LevelDBStorage.begin_save/write_save`; LevelDB releases the GIL) while the event loop keeps receiving
+messages and stepping the core, as etcd's raft node keeps stepping while its storage writes run. Only once that
+write has returned does the Ready go through `handle_ready`, whose persist step is then `end_save` (the store
+takes the save in memory): so nothing of a Ready is sent, applied or advanced before its write is durable -
+there is no early send in this mode, whose safety argument needs acknowledgements stepped only between Readies -
+and the next Ready is taken only after `advance`. Proposals and acknowledgements that arrive meanwhile go into the
+next Ready, so batches grow with the fsync latency instead of the loop idling through it. Without
+`write_thread` the write runs inside `handle_ready` on the loop, early send included, as in node/driver.py.
 
 `gc_threshold0` raises the cyclic collector's young-generation threshold in our node processes: a node keeps
 hundreds of thousands of log entries alive in its tail cache, and with CPython's default (700) the collections
@@ -38,6 +42,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import attrgetter, countOf
@@ -47,9 +52,10 @@ from typing import Any
 from consensus.config import Config
 from consensus.leveldb_storage import LevelDBStorage, PendingSave
 from consensus.log_cache import CACHE_BYTES_MAX
-from consensus.messages import Message
+from consensus.messages import Entry, Message, Snapshot
 from consensus.raft import Raft
-from consensus.ready import Ready, Role
+from consensus.ready import HardState, ReadState, Ready, Role
+from consensus.ready_loop import handle_ready, needs_write
 
 _DATA = attrgetter("data")
 
@@ -141,6 +147,10 @@ class RawDriver:
                                   "propose_many": spec["propose_many"], "write_thread": spec.get("write_thread", False),
                                   "gc_threshold0": spec.get("gc_threshold0")})
         self.meter.report = (self.root, "ours", node_id)
+        self.persisted: HardState = self.storage.initial_state()[0]
+        """The hard state of the last finished write (for `handle_ready`'s early-send rule)."""
+        self.written_role = Role.FOLLOWER
+        """The core's role when it made the Ready now on the writer thread."""
         self.wake = asyncio.Event()
         self.stopping = False
 
@@ -167,32 +177,11 @@ class RawDriver:
             except Exception:  # lost leadership or flow control: try again next turn
                 return
 
-    def persist(self, rd: Ready) -> bool:
-        """Whether a Ready has anything to write."""
-        return rd.hard_state is not None or bool(rd.entries) or rd.snapshot is not None
-
-    def finish_ready(self, rd: Ready, send: Any) -> None:
-        """After rd's write returned: 2. send, 3. apply, 4. (no reads here), 5. advance."""
-        if rd.must_sync or rd.entries:
-            self.meter.fsyncs += 1
-        for m in rd.messages:
-            send(m)
-        if rd.soft_state is not None:
-            self.meter.role_changes += 1
-        # The null application only counts its proposals, and only on a node that leads or has led (a follower's
-        # count is never reported): entries with data (a leader's no-op is empty; the benchmark changes no
-        # membership, so there are no CONF_CHANGE entries).
-        committed = rd.committed_entries
-        if committed and (self.meter.started is not None or self.core.role is Role.LEADER):
-            self.meter.applied += len(committed) - countOf(map(_DATA, committed), b"")
-        self.core.advance(rd)
-        self.meter.readies += 1
-
-    def handle_ready(self, rd: Ready, send: Any) -> None:
-        """The whole Ready on the loop: 1. persist (one WriteBatch, fsynced when the core says so), then the rest."""
-        if self.persist(rd):
-            self.storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
-        self.finish_ready(rd, send)
+    def handle_ready(self, rd: Ready, send: Callable[[Message], None], written: PendingSave | None = None) -> None:
+        """Carry out `rd` through the shared routine. `written`: its save, already written and synced on the
+        writer thread; else the write (one WriteBatch, fsynced when the core says so) is done here."""
+        role = self.core.role if written is None else self.written_role
+        self.persisted = handle_ready(rd, _RawIO(self, send, written), role=role, persisted=self.persisted)
 
     async def run(self) -> None:
         from node.config import Address
@@ -232,13 +221,13 @@ class RawDriver:
                     rd, pending, done = writing
                     writing = None
                     done.result()  # a failed write stops the node before anything of its Ready leaves
-                    self.storage.end_save(pending)
-                    self.finish_ready(rd, transport.send)
+                    self.handle_ready(rd, transport.send, written=pending)
                 while writing is None and self.core.has_ready():
                     rd = self.core.ready()
-                    if not (spec.get("write_thread") and self.persist(rd)):
+                    if not (spec.get("write_thread") and needs_write(rd)):
                         self.handle_ready(rd, transport.send)
                         continue
+                    self.written_role = self.core.role
                     pending = self.storage.begin_save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
                     done = loop.run_in_executor(writer, self.storage.write_save, pending)
                     done.add_done_callback(lambda _: self.wake.set())
@@ -250,6 +239,52 @@ class RawDriver:
             writer.shutdown(wait=True)
             await transport.close()
             self.storage.close()
+
+
+class _RawIO:
+    """RawDriver's `consensus.ready_loop.ReadyIO`: LevelDB, the transport, and a null application that counts."""
+
+    __slots__ = ("_d", "_send", "_written")
+
+    def __init__(self, driver: RawDriver, send: Callable[[Message], None], written: PendingSave | None) -> None:
+        self._d = driver
+        self._send = send
+        self._written = written
+
+    def persist(self, rd: Ready) -> None:
+        d = self._d
+        if self._written is None:
+            d.storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+        else:  # already durable (the writer thread's write_save returned): the store takes it in memory
+            d.storage.end_save(self._written)
+        if rd.must_sync or rd.entries:
+            d.meter.fsyncs += 1
+
+    def send(self, messages: tuple[Message, ...]) -> None:
+        send = self._send
+        for m in messages:
+            send(m)
+
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        pass  # the null application has no state to restore (and the benchmark never compacts)
+
+    def apply(self, entries: tuple[Entry, ...]) -> None:
+        # The null application only counts its proposals, and only on a node that leads or has led (a follower's
+        # count is never reported): entries with data (a leader's no-op is empty; the benchmark changes no
+        # membership, so there are no CONF_CHANGE entries).
+        d = self._d
+        if d.meter.started is not None or d.core.role is Role.LEADER:
+            d.meter.applied += len(entries) - countOf(map(_DATA, entries), b"")
+
+    def hand_read_states(self, read_states: tuple[ReadState, ...]) -> None:
+        pass  # the benchmark makes no reads
+
+    def advance(self, rd: Ready) -> None:
+        d = self._d
+        if rd.soft_state is not None:
+            d.meter.role_changes += 1
+        d.core.advance(rd)
+        d.meter.readies += 1
 
 
 # -- PySyncObj ----------------------------------------------------------------------------------------------

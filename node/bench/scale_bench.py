@@ -1,7 +1,7 @@
 """Large-state benchmark (not a test): grow a real LevelDB state to N organisations and M certificates through
 the real executor and store, block by block, and report how applying behaves as the state grows.
 
-    .venv/bin/python node/bench/scale_bench.py [--orgs 20000] [--certs 1000000] [--block-txs 1000] [--dir PATH]
+    .venv/bin/python -m node.bench.scale_bench [--orgs 20000] [--certs 1000000] [--block-txs 1000] [--dir PATH]
 
 Workload, all signed txs applied through `StateStore.apply_block` with `EcertExecutor` (nothing written around
 the rules; genesis holds only the banks and core enterprises):

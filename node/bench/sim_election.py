@@ -1,4 +1,4 @@
-"""Election time after a leader crash, and simulator throughput (not a test: `python node/bench/sim_election.py`).
+"""Election time after a leader crash, and simulator throughput (not a test: `python -m node.bench.sim_election`).
 
 1. Leader-crash election time (Raft paper §9.3, Figure 16): 5 nodes, 10 ms ticks, election_ticks=15 (randomized
    timeouts of 150-300 ms), a heartbeat every 70 ms (about half the minimum timeout, as in the paper), 15 ms

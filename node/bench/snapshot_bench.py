@@ -2,7 +2,7 @@
 leader gets its snapshot to ship it (`LevelDBStorage.snapshot()` and one chunk sliced out of it), (b) a follower
 saves a snapshot received from the leader, and (c) that follower's Raft storage is opened again.
 
-    .venv/bin/python node/bench/snapshot_bench.py [--mb 200]
+    .venv/bin/python -m node.bench.snapshot_bench [--mb 200]
 
 Prints one line per step and ends with one line of JSON. RSS is the process's resident set before and after.
 """

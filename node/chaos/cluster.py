@@ -30,8 +30,9 @@ SETTINGS = {"election_ticks": 10, "heartbeat_ticks": 1, "snapshot_entries": 1000
 
 
 def orgs_for(n_nodes: int) -> list[localnet.Org]:
-    """The shipped consortium's five orgs, and one more supplier tier per node beyond five."""
-    return localnet.consortium_orgs(max(5, n_nodes))
+    """The shipped consortium's five orgs, one more supplier tier per node beyond five, and the regulator (last:
+    it runs no node here; it reads what the checker collects, tx outcomes below a snapshot included)."""
+    return localnet.consortium_orgs(max(5, n_nodes), regulator=True)
 
 
 class ChaosCluster:

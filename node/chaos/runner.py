@@ -3,6 +3,10 @@ heal, wait for convergence, collect every node's answers, check, write the repor
 
 `run_chaos(options)` returns the summary dict; every process it started is killed on the way out, whether the
 run finished, failed or was cancelled (Ctrl-C / SIGTERM cancel the task that runs it).
+
+What it collects is read signed (CONTRACT §6) for the workload's reader (`reader_org`: the regulator, who reads
+every outcome whole, also of a rejected tx or one below a node's snapshot). Status samples and fault rules go to
+public routes, unsigned.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from node.chaos.cluster import ChaosCluster
 from node.chaos.history import COMMITTED, History, NodeDump, StatusSample
 from node.chaos.nemesis import FAULT_KINDS, Nemesis, schedule
 from node.chaos.report import write_report
-from node.chaos.workload import Api, Workload
+from node.chaos.workload import Api, Workload, reader_org
 from node.client.api import AsyncClient, CounterNonces, json_body
 
 SAMPLE_INTERVAL_S = 0.25
@@ -79,6 +83,9 @@ class Run:
         self.cluster: ChaosCluster | None = None
         self.session: aiohttp.ClientSession | None = None
         self.http = AsyncClient()
+        """Public routes only (status samples, fault rules): anonymous, so they cost no signature."""
+        self.reads = AsyncClient()
+        """The collected state and tx outcomes: signed for the workload's reader (set once the keys exist)."""
         self.latest: StatusSample | None = None
         self.nemesis: Nemesis | None = None
         self.workload: Workload | None = None
@@ -97,13 +104,15 @@ class Run:
 
     # -- HTTP helpers ------------------------------------------------------------------------------------
 
-    async def get_json(self, node: str, path: str, timeout_s: float = HTTP_TIMEOUT_S) -> tuple[int, Any]:
+    async def get_json(self, node: str, path: str, timeout_s: float = HTTP_TIMEOUT_S,
+                       http: AsyncClient | None = None) -> tuple[int, Any]:
         assert self.session is not None and self.cluster is not None
-        return await self.http.request(self.session, self.cluster.url(node), "GET", path, timeout_s=timeout_s)
+        return await (http or self.reads).request(self.session, self.cluster.url(node), "GET", path,
+                                                  timeout_s=timeout_s)
 
     async def status_of(self, node: str) -> dict[str, Any] | None:
         try:
-            code, body = await self.get_json(node, "/v1/status", STATUS_TIMEOUT_S)
+            code, body = await self.get_json(node, "/v1/status", STATUS_TIMEOUT_S, self.http)
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
         return body if code == 200 else None
@@ -329,8 +338,11 @@ class Run:
                 await self.wait_ready()
                 # Nonces count per signer from the seed: cheap, and the same from run to run.
                 signers = {o: cluster.signer(o, CounterNonces(str(opts.seed))) for o, _, _ in cluster.orgs}
-                api = Api(session, {n: cluster.url(n) for n in cluster.ids}, self.history, self.clock, signers,
-                          random.Random(f"api:{opts.seed}"))
+                urls = {n: cluster.url(n) for n in cluster.ids}
+                reader = signers[reader_org(cluster.orgs)]
+                self.reads = AsyncClient(reader, {url: n for n, url in urls.items()})
+                api = Api(session, urls, self.history, self.clock, signers, random.Random(f"api:{opts.seed}"),
+                          reader)
                 stop_workload = asyncio.Event()
                 stop_sampler = asyncio.Event()
                 self.workload = Workload(api, cluster.orgs, opts.seed, stop_workload, opts.workers_per_org,

@@ -12,7 +12,9 @@ A client retries the *same* envelope on another node when a node is unreachable,
 unknown at the op deadline stays unknown; the certificate it touched is not used again.
 
 Alongside, readers issue ``GET /v1/certs/{id}?consistency=linearizable`` on recently written certificates; the
-checker feeds those reads and the writes' times to the linearizability checker.
+checker feeds those reads and the writes' times to the linearizability checker. Reads are signed (CONTRACT §6)
+for the org that may read every certificate of the run (`reader_org`: the regulator if the cluster has one,
+else the core enterprise, the debtor of them all); tx submissions are not: each envelope is its own signature.
 """
 
 from __future__ import annotations
@@ -77,18 +79,28 @@ class World:
         del self.recent[:-RECENT_CERTS_MAX]
 
 
+def reader_org(orgs: list[tuple[str, str, str]]) -> str:
+    """The org a run's reads speak for: one that may read every certificate, credit line and tx outcome of the
+    workload: the regulator if there is one, else the core enterprise (debtor of every certificate issued)."""
+    roles = {role: org for org, _, role in reversed(orgs)}  # the first org of each role
+    return roles.get("regulator") or roles["core"]
+
+
 class Api:
-    """Submits signed txs and reads certificates through random nodes, recording everything in the history."""
+    """Submits signed txs and reads certificates through random nodes, recording everything in the history.
+    `reader`: the signer of the reads (None: anonymous)."""
 
     def __init__(self, session: aiohttp.ClientSession, urls: dict[str, str], history: History,
-                 clock: Callable[[], float], signers: dict[str, Signer], rng: random.Random) -> None:
+                 clock: Callable[[], float], signers: dict[str, Signer], rng: random.Random,
+                 reader: Signer | None = None) -> None:
         self.session = session
         self.urls = urls
         self.history = history
         self.clock = clock
         self.signers = signers
         self.rng = rng
-        self.http = AsyncClient()
+        self.http = AsyncClient()  # tx submissions: never signed
+        self.reads = AsyncClient(reader, {url: node for node, url in urls.items()})
 
     def _node_order(self) -> list[str]:
         ids = list(self.urls)
@@ -145,9 +157,9 @@ class Api:
         node = self.rng.choice(list(self.urls))
         t0 = self.clock()
         try:
-            status, answer = await self.http.request(self.session, self.urls[node], "GET",
-                                                     f"/v1/certs/{cert_id}?consistency=linearizable",
-                                                     timeout_s=READ_TIMEOUT_S)
+            status, answer = await self.reads.request(self.session, self.urls[node], "GET",
+                                                      f"/v1/certs/{cert_id}?consistency=linearizable",
+                                                      timeout_s=READ_TIMEOUT_S)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             rec = ReadRecord(cert_id, node, client, t0, self.clock(), False, error=type(exc).__name__)
         else:

@@ -6,8 +6,13 @@ the chaos workload and the benchmarks. (Not named http.py: run as a script, it w
 - Answers: `decode_answer` (the JSON of a body), `error_code`, `ApiError` (a JSON error, CONTRACT §4).
 - Transports over one request builder, `_Requests._headers`: `Client` (synchronous urllib, fails over between
   nodes: the CLI and the demo) and `AsyncClient` (aiohttp on the caller's session: chaos and benchmarks). Each
-  request gets its headers there and nowhere else, so signing every request with the org key
-  (`Authorization: ECERT-ED25519 ...`) is one change in one place.
+  request gets its headers there and nowhere else.
+- Signed requests (CONTRACT §6): a transport given a `Signer` signs every request with the org key
+  (`Authorization: ECERT-ED25519 ...`, node/request_auth.py), fresh nonce, ts = now. The signature binds the id of
+  the node addressed: a transport knows it per base URL from the cluster file's [[nodes]] (`node_ids_of`), else
+  asks the node once (`GET /v1/status`, public, unsigned) and keeps the answer. Without a signer a request goes
+  anonymous. Tx submissions are never signed: the envelope is its own signature, and a header per tx would cost
+  an Ed25519 signature and a nonce-cache slot at the node for nothing.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from ecert.tx import decode_envelope, envelope_to_json, make_tx, tx_id_of
+from node import request_auth
 from node.config import ClusterConfig
 from node.keys import KeyFileError, KeyPair, load_or_create_key, org_key_path
 
@@ -46,6 +53,10 @@ class ApiError(Exception):
 
 class Unreachable(Exception):
     """No node answered at all (refused, timed out, unknown host), or no node was given."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 # --- answers -------------------------------------------------------------------------------------------------------
@@ -119,6 +130,14 @@ class Signer:
         envelope = self.sign(kind, body, nonce)
         return envelope_tx_id(envelope), envelope
 
+    def request_header(self, node_id: str, method: str, path_qs: str, body: bytes = b"", *,
+                       ts_ms: int | None = None, nonce: str | None = None) -> str:
+        """The Authorization value of one request to node `node_id` (CONTRACT §6): single use (fresh nonce) and
+        good for CLOCK_SKEW_MS_MAX around `ts_ms` (default now). `path_qs` exactly as it goes on the wire."""
+        return request_auth.sign_request(self.key.seed, self.chain_id, node_id, self.org_id, method, path_qs, body,
+                                         now_ms() if ts_ms is None else ts_ms,
+                                         request_auth.fresh_nonce() if nonce is None else nonce)
+
 
 def load_signer(cluster: ClusterConfig, org_id: str, *, create: bool = False,
                 nonces: Callable[[], int | str] = fresh_nonce) -> Signer:
@@ -147,18 +166,43 @@ def tx_json(envelope: bytes) -> bytes:
     return json_body(envelope_to_json(envelope))
 
 
-class _Requests:
-    """What both transports share: how a request's headers are made."""
+def node_ids_of(cluster: ClusterConfig) -> dict[str, str]:
+    """Base URL -> node id, from the cluster file's [[nodes]]: what a signed request to that URL binds."""
+    return {n.http_url: n.id for n in cluster.nodes}
 
-    __slots__ = ()
+
+def node_id_in(status: int, doc: Any) -> str:
+    """The `node_id` of a `GET /v1/status` answer; ValueError if the answer has none."""
+    node_id = doc.get("node_id") if status == 200 and isinstance(doc, dict) else None
+    if not isinstance(node_id, str) or not node_id:
+        raise ValueError(f"GET /v1/status answered HTTP {status} without a node_id: cannot sign for this node")
+    return node_id
+
+
+class _Requests:
+    """What both transports share: who signs, which node is at which URL, and how a request's headers are made."""
+
+    __slots__ = ("node_ids", "signer")
+
+    def __init__(self, signer: Signer | None = None, node_ids: Mapping[str, str] | None = None) -> None:
+        self.signer = signer
+        """The org every request (except a tx submission) is signed for; None: anonymous."""
+        self.node_ids: dict[str, str] = {base.rstrip("/"): node_id for base, node_id in (node_ids or {}).items()}
+        """Base URL -> node id: given (the cluster file), or learned from the node's own /v1/status."""
+
+    def _must_learn(self, base: str, signed: bool) -> bool:
+        return signed and self.signer is not None and base.rstrip("/") not in self.node_ids
 
     def _headers(self, base: str, method: str, path: str, body: bytes | None,
-                 content_type: str = JSON) -> dict[str, str]:
-        # The one place a header is added: request signing (`Authorization: ECERT-ED25519 ...`) goes here. It
-        # signs for the node addressed, so the headers are made per node (`base`), also when failing over.
+                 content_type: str = JSON, signed: bool = True) -> dict[str, str]:
+        # The one place a header is added. A signature binds the node addressed, so headers are made per node
+        # (`base`), also when failing over; the caller has made sure its node id is known (`_must_learn`).
         headers = {"Accept": JSON}
         if body is not None:
             headers["Content-Type"] = content_type
+        if signed and self.signer is not None:
+            headers["Authorization"] = self.signer.request_header(self.node_ids[base.rstrip("/")], method, path,
+                                                                  body or b"")
         return headers
 
 
@@ -171,26 +215,56 @@ class Client(_Requests):
 
     __slots__ = ("timeout_s", "urls")
 
-    def __init__(self, urls: Sequence[str], timeout_s: float = request_timeout_s_default) -> None:
+    def __init__(self, urls: Sequence[str], timeout_s: float = request_timeout_s_default,
+                 signer: Signer | None = None, node_ids: Mapping[str, str] | None = None) -> None:
         if not urls:
             raise Unreachable("no node URL: give --node URL or a cluster file with [[nodes]]")
+        super().__init__(signer, node_ids)
         self.urls = [u.rstrip("/") for u in urls]
         self.timeout_s = timeout_s
 
+    def speaking_for(self, signer: Signer | None) -> Client:
+        """The same nodes (and what is known of them), requests signed for another org (None: anonymous)."""
+        other = Client(self.urls, self.timeout_s, signer)
+        other.node_ids = self.node_ids  # shared: a node id learned by one is known to both
+        return other
+
+    def _send(self, req: urllib.request.Request) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def _learn_node_id(self, base: str) -> None:
+        status, raw = self._send(urllib.request.Request(base + "/v1/status", headers={"Accept": JSON}))
+        self.node_ids[base] = node_id_in(status, decode_answer(raw))
+
+    def node_id_at(self, base: str) -> str:
+        """The id of the node at `base` (known, or asked once). Raises OSError if it does not answer, ValueError
+        if its answer names no node."""
+        base = base.rstrip("/")
+        if base not in self.node_ids:
+            self._learn_node_id(base)
+        return self.node_ids[base]
+
     def request(self, method: str, path: str, body: bytes | None = None,
-                content_type: str = JSON) -> tuple[int, Any]:
-        """(HTTP status, decoded JSON). Raises Unreachable if no node answers at all."""
+                content_type: str = JSON, *, signed: bool = True) -> tuple[int, Any]:
+        """(HTTP status, decoded JSON). Raises Unreachable if no node answers at all. `signed=False` sends it
+        anonymous even with a signer (a tx submission)."""
         failures = []
         for i, base in enumerate(self.urls):
-            req = urllib.request.Request(base + path, data=body, method=method,
-                                         headers=self._headers(base, method, path, body, content_type))
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    status, raw = resp.status, resp.read()
-            except urllib.error.HTTPError as e:
-                status, raw = e.code, e.read()
+                if self._must_learn(base, signed):
+                    self._learn_node_id(base)
+                req = urllib.request.Request(base + path, data=body, method=method,
+                                             headers=self._headers(base, method, path, body, content_type, signed))
+                status, raw = self._send(req)
             except (OSError, urllib.error.URLError) as e:
                 failures.append(f"{base}: {getattr(e, 'reason', e)}")
+                continue
+            except ValueError as e:  # the node's status had no node id (not JSON, or not one of ours)
+                failures.append(f"{base}: {e}")
                 continue
             if i:
                 # Remember the node that answered so the next request goes there first.
@@ -215,7 +289,7 @@ class Client(_Requests):
         path = tx_path("commit" if wait else "none")
         deadline = time.monotonic() + max(self.timeout_s, no_leader_retry_s)
         while True:
-            status, doc = self.request("POST", path, body)
+            status, doc = self.request("POST", path, body, signed=False)  # the envelope is its own signature
             if status in (429, 503) and time.monotonic() < deadline:
                 time.sleep(busy_pause_s)  # an election is under way, or the leader's queue is full: back off
                 continue
@@ -237,21 +311,27 @@ class Client(_Requests):
 
 
 class AsyncClient(_Requests):
-    """Requests over aiohttp on the caller's session (one connection pool for a whole run). No retries, no state:
-    each caller has its own policy (the chaos workload records every attempt; the benchmark counts refusals)."""
+    """Requests over aiohttp on the caller's session (one connection pool for a whole run). No retries: each
+    caller has its own policy (the chaos workload records every attempt; the benchmark counts refusals). The only
+    state is what `_Requests` holds: the signer and the node ids learned."""
 
     __slots__ = ()
 
     async def request(self, session: aiohttp.ClientSession, base: str, method: str, path: str,
                       body: bytes | None = None, content_type: str = JSON,
-                      timeout_s: float | None = None) -> tuple[int, Any]:
-        """(HTTP status, decoded JSON). Raises aiohttp.ClientError, TimeoutError, or ValueError (not JSON).
-        Without `timeout_s` the session's timeout applies."""
-        headers = self._headers(base, method, path, body, content_type)
+                      timeout_s: float | None = None, *, signed: bool = True) -> tuple[int, Any]:
+        """(HTTP status, decoded JSON). Raises aiohttp.ClientError, TimeoutError, or ValueError (not JSON, or no
+        node id to sign for). Without `timeout_s` the session's timeout applies."""
+        if self._must_learn(base, signed):
+            self.node_ids[base.rstrip("/")] = node_id_in(
+                *await self.request(session, base, "GET", "/v1/status", timeout_s=timeout_s, signed=False))
+        headers = self._headers(base, method, path, body, content_type, signed)
+        # encoded=True: the path goes out byte for byte as given, which is what the signature covers.
+        url = URL(base + path, encoded=True)
         if timeout_s is None:
-            answer = session.request(method, base + path, data=body, headers=headers)
+            answer = session.request(method, url, data=body, headers=headers)
         else:
-            answer = session.request(method, base + path, data=body, headers=headers,
+            answer = session.request(method, url, data=body, headers=headers,
                                      timeout=aiohttp.ClientTimeout(total=timeout_s))
         async with answer as resp:
             return resp.status, decode_answer(await resp.read())
@@ -259,5 +339,7 @@ class AsyncClient(_Requests):
     def post_tx(self, session: aiohttp.ClientSession, base: str, body: bytes, content_type: str = MSGPACK, *,
                 wait: str = "commit", timeout_ms: int | None = None,
                 timeout_s: float | None = None) -> Awaitable[tuple[int, Any]]:
-        """POST /v1/tx: `body` is the envelope as signed (msgpack), or `tx_json(envelope)` with content type JSON."""
-        return self.request(session, base, "POST", tx_path(wait, timeout_ms), body, content_type, timeout_s)
+        """POST /v1/tx: `body` is the envelope as signed (msgpack), or `tx_json(envelope)` with content type JSON.
+        Never signed (the envelope is its own signature): no per-request cost beyond the send."""
+        return self.request(session, base, "POST", tx_path(wait, timeout_ms), body, content_type, timeout_s,
+                            signed=False)

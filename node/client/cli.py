@@ -4,14 +4,26 @@
     ecert keys show [ORG]                        the public keys of the orgs
     ecert org register|approve|freeze|unfreeze   \
     ecert credit grant                            |
-    ecert trade anchor|confirm                    |  one subcommand per transaction kind (CONTRACT §3), signed
-    ecert cert issue|accept|reject|transfer|...   |  with keys/<org>.key and POSTed to a node (?wait=commit)
-    ecert finance request|approve|decline        /
-    ecert cert show|lineage, org show|holdings, trade show, credit show, tx, block, status, watch   (queries)
+    ecert trade anchor|confirm                    |  one subcommand per transaction kind (CONTRACT §3, §6),
+    ecert cert issue|accept|reject|transfer|...   |  signed with keys/<org>.key and POSTed to a node
+    ecert finance request|approve|decline         |  (?wait=commit)
+    ecert member propose|approve                 /
+    ecert org rotate-key ORG                     a new org key: org.rotate_key, then keys/ORG.key replaced
+    ecert cert show|lineage, org show|holdings, trade show, credit show, member list|show, tx, block, status,
+          watch                                  queries
+    ecert sign-request METHOD PATH [BODY_FILE]   the Authorization header of one request, for curl
+    ecert session                                a read-only session token (POST /v1/session)
 
 Every command reads the cluster file (--config, default cluster.toml, or $ECERT_CONFIG) for the chain id, the
 keys and the node list, and talks to --node URL (or $ECERT_NODE), else the first node of the cluster file that
 answers. Output is rich tables; --json prints the node's JSON answer instead (one document per line).
+
+Who a command speaks for (CONTRACT §6: every request is signed by an org; a tx by its signer): `--as ORG` (or
+$ECERT_ORG). Without it: if keys/ holds exactly one org key (a member's own machine), that org; if it holds
+several (the local demo holds them all), a read speaks for the org that runs the node addressed (--node matched
+to the cluster file's [[nodes]], else the first [[nodes]] entry) and a transaction asks for --as; with no key to
+use, reads go anonymous (only the public routes answer). Tx submissions themselves are never signed as requests:
+the envelope is its own signature.
 
 Exit codes: 0 done (tx committed or accepted), 1 tx rejected or the node refused the request, 2 bad usage or no
 node reachable, 3 outcome unknown (the tx id is printed: poll it with `ecert tx ID`).
@@ -26,6 +38,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import sys
 import time
 import urllib.parse
@@ -36,24 +49,28 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
 from ecert.privacy import DocumentError, open_document_with_seed, seal_document
 from ecert.tx import envelope_to_json
 from node.client.api import (
+    JSON,
     ApiError,
     Client,
     Signer,
     Unreachable,
     api_error,
-    json_body,
     load_signer,
+    node_ids_of,
     request_timeout_s_default,
 )
-from node.config import ClusterConfig, ClusterConfigError, load_config
+from node.client.rotate import RotationError, rotate_key
+from node.config import ClusterConfig, ClusterConfigError, NodeSpec, load_config
 from node.genesis_file import GenesisFileError, init_cluster_files
-from node.keys import KeyFileError, org_key_path, org_public_keys
+from node.keys import KeyFileError, node_key_path, node_public_key, org_key_path, org_public_keys
+from node.request_auth import CLOCK_SKEW_MS_MAX, AuthError
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 
@@ -73,6 +90,57 @@ def cli_signer(cluster: ClusterConfig, org_id: str, create: bool = False) -> Sig
         return load_signer(cluster, org_id, create=create)
     except KeyFileError as e:
         raise CliError(str(e)) from None
+
+
+# --- who speaks ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Speaker:
+    """The org a command's requests are signed for (None: anonymous), and why, in words for a hint."""
+
+    org: str | None
+    why: str
+
+
+def org_keys_in(cluster: ClusterConfig) -> list[str]:
+    """The orgs with a key file in keys/: every `<id>.key` but the nodes' `node-<id>.key`."""
+    node_files = {node_key_path(cluster.keys_dir, n.id).name for n in cluster.nodes}
+    return sorted(p.stem for p in cluster.keys_dir.glob("*.key") if p.name not in node_files)
+
+
+def node_url(text: str) -> str:
+    return (text if "://" in text else f"http://{text}").rstrip("/")
+
+
+def addressed_node(cluster: ClusterConfig, node: str | None) -> NodeSpec | None:
+    """The [[nodes]] entry of --node (by its URL), else the first entry (the node the client tries first)."""
+    if node is None:
+        return cluster.nodes[0] if cluster.nodes else None
+    url = node_url(node)
+    return next((n for n in cluster.nodes if n.http_url == url), None)
+
+
+def who_speaks(cluster: ClusterConfig | None, as_org: str | None, node: str | None, for_tx: bool) -> Speaker:
+    """The rule of the module docstring: --as / $ECERT_ORG; else the only org key in keys/; else, for a read, the
+    org of the node addressed; else anonymous (a read) or a usage error (a transaction)."""
+    if as_org:
+        return Speaker(as_org, "--as / $ECERT_ORG")
+    keys = org_keys_in(cluster) if cluster is not None else []
+    if len(keys) == 1:
+        return Speaker(keys[0], f"the only org key in {cluster.keys_dir if cluster else 'keys/'}")
+    if for_tx:
+        held = f"keys/ holds {len(keys)} org keys ({', '.join(keys)})" if keys else "keys/ holds no org key"
+        raise CliError(f"which org signs this transaction? give --as ORG (or $ECERT_ORG): {held}")
+    if cluster is None or not keys:
+        return Speaker(None, "no org key in keys/")
+    spec = addressed_node(cluster, node)
+    if spec is None:
+        return Speaker(None, f"--node {node} is no [[nodes]] entry of {cluster.path.name} and keys/ holds "
+                             f"{len(keys)} org keys")
+    if spec.org not in keys:
+        return Speaker(None, f"no key in keys/ for {spec.org}, the org of node {spec.id} (the node addressed)")
+    return Speaker(spec.org, f"the org of node {spec.id}, the node addressed")
 
 
 # --- parsing helpers -----------------------------------------------------------------------------------------------
@@ -149,6 +217,8 @@ class Ctx:
     args: argparse.Namespace
     _cluster: ClusterConfig | None = None
     _client: Client | None = None
+    _speaker: Speaker | None = None
+    _signer: Signer | None = None
 
     @property
     def cluster(self) -> ClusterConfig:
@@ -159,19 +229,64 @@ class Ctx:
                 raise CliError(str(e)) from None
         return self._cluster
 
+    def cluster_if_any(self) -> ClusterConfig | None:
+        try:
+            return self.cluster
+        except CliError:
+            return None
+
+    @property
+    def urls(self) -> list[str]:
+        if self.args.node:
+            return [node_url(self.args.node)]
+        return [n.http_url for n in self.cluster.nodes]
+
+    @property
+    def speaker(self) -> Speaker:
+        """Who this command speaks for: a tx command for its signer, any other for the reader (who_speaks)."""
+        if self._speaker is None:
+            for_tx = bool(getattr(self.args, "signs_tx", False))
+            as_org = self.args.as_org
+            self._speaker = who_speaks(self.cluster if (for_tx or as_org) else self.cluster_if_any(), as_org,
+                                       self.args.node, for_tx)
+        return self._speaker
+
+    def signer(self, create: bool = False) -> Signer:
+        """The signer of this command's org (a tx's signer; the reader); a usage error if it has none."""
+        if self._signer is None:
+            org = self.speaker.org
+            if org is None:
+                raise CliError(f"which org? give --as ORG (or $ECERT_ORG): {self.speaker.why}")
+            self._signer = cli_signer(self.cluster, org, create=create)
+        return self._signer
+
+    def use_signer(self, signer: Signer) -> None:
+        """Speak for this signer from now on (org rotate-key: the org named, by its current key)."""
+        self._signer, self._speaker = signer, Speaker(signer.org_id, "the org whose key rotates")
+        if self._client is not None:
+            self._client = self._client.speaking_for(signer)
+
     @property
     def client(self) -> Client:
         if self._client is None:
-            if self.args.node:
-                urls = [self.args.node if "://" in self.args.node else f"http://{self.args.node}"]
-            else:
-                urls = [n.http_url for n in self.cluster.nodes]
-            self._client = Client(urls, self.args.timeout)
+            cluster = self.cluster_if_any() if self.args.node else self.cluster
+            signer = self.signer() if self.speaker.org is not None else None
+            self._client = Client(self.urls, self.args.timeout, signer,
+                                  node_ids_of(cluster) if cluster is not None else None)
         return self._client
 
     @property
     def json(self) -> bool:
         return bool(self.args.json)
+
+    def speaker_note(self) -> str:
+        """For a refusal: whom the requests were signed for, and how to choose."""
+        speaker = self._speaker
+        if speaker is None:
+            return ""
+        if speaker.org is None:
+            return f"sent anonymous ({speaker.why}); speak for an org with --as ORG"
+        return f"signed as {speaker.org} ({speaker.why}); another org: --as ORG"
 
     def read(self, path: str) -> Any:
         if getattr(self.args, "linearizable", False):
@@ -242,7 +357,7 @@ def cmd_keys_show(ctx: Ctx) -> int:
 
 
 def submit(ctx: Ctx, kind: str, body: Mapping[str, object], create_key: bool = False) -> int:
-    signer = cli_signer(ctx.cluster, ctx.args.signer, create=create_key)
+    signer = ctx.signer(create=create_key)
     envelope = signer.sign(kind, body, ctx.args.nonce)
     if ctx.args.dry_run:
         emit_json(envelope_to_json(envelope))
@@ -283,15 +398,24 @@ def show_outcome(kind: str, signer: str, doc: Mapping[str, Any]) -> None:
 
 
 def show_api_error(ctx: Ctx, e: ApiError) -> int:
+    """The node's refusal. A 401's message may carry, after its first line, the string the node verified the
+    signature against (CONTRACT §6): shown whole with --verbose and in --json."""
     if ctx.json:
         emit_json(e.doc or {"error": {"code": e.code, "message": e.message}})
-    else:
-        err.print(f"[red]error {e.status}[/red] {e.code}: {e.message}")
+        return EXIT_REJECTED
+    first, _, rest = e.message.partition("\n")
+    err.print(f"[red]error {e.status}[/red] {escape(e.code)}: {escape(first)}")
+    if rest and ctx.args.verbose:
+        err.print(escape(rest))
+    elif rest:
+        err.print("[dim](--verbose shows the rest: the string the node verified against)[/dim]")
+    if e.status in (401, 403, 404) and ctx.speaker_note():
+        err.print(f"[dim]{escape(ctx.speaker_note())}[/dim]")
     return EXIT_REJECTED
 
 
 def tx_org_register(ctx: Ctx) -> int:
-    signer = cli_signer(ctx.cluster, ctx.args.signer, create=True)
+    signer = ctx.signer(create=True)
     body = {"org_id": signer.org_id, "name": ctx.args.name, "role": ctx.args.role,
             "sign_pk": signer.key.sign_pk_hex, "box_pk": signer.key.box_pk_hex}
     return submit(ctx, "org.register", body, create_key=True)
@@ -319,7 +443,7 @@ def tx_trade_anchor(ctx: Ctx) -> int:
         content = Path(a.file).read_bytes()
         body["doc_hash"] = hashlib.sha256(content).hexdigest()
         if a.seal:
-            body["ciphertext"] = seal_for(ctx, content, [a.signer, a.counterparty, *a.seal])
+            body["ciphertext"] = seal_for(ctx, content, [ctx.signer().org_id, a.counterparty, *a.seal])
     else:
         body["doc_hash"] = a.doc_hash.lower()
     return submit(ctx, "trade.anchor", body)
@@ -338,8 +462,8 @@ def seal_for(ctx: Ctx, content: bytes, org_ids: Sequence[str]) -> dict[str, byte
 
 
 def cmd_trade_open(ctx: Ctx) -> int:
-    """Decrypt the signer's sealed copy of a trade document and check it against the anchored hash."""
-    signer = cli_signer(ctx.cluster, ctx.args.signer)
+    """Decrypt the reader's sealed copy of a trade document and check it against the anchored hash."""
+    signer = ctx.signer()
     try:
         doc = ctx.read(f"/v1/docs/{_q(ctx.args.doc_id)}")
     except ApiError as e:
@@ -549,6 +673,66 @@ def cmd_watch(ctx: Ctx) -> int:
 
 
 def cmd_member_list(ctx: Ctx) -> int:
+    """The membership the chain holds (GET /v1/members) and the proposals, newest first (GET /v1/proposals)."""
+    try:
+        members = ctx.read("/v1/members")
+        proposals = ctx.read("/v1/proposals")
+    except ApiError as e:
+        return show_api_error(ctx, e)
+    if ctx.json:
+        emit_json({"membership": members, "proposals": proposals})
+        return EXIT_OK
+    table = Table(title=f"members — voters {', '.join(members.get('voters', []))}; voting orgs "
+                        f"{', '.join(members.get('voter_orgs', []))}; at least {members.get('min_voters')} voters",
+                  title_justify="left")
+    for col in ("node", "org", "status", "since", "by proposal", "http", "raft"):
+        table.add_column(col)
+    for m in members.get("members", []):
+        table.add_row(str(m.get("id")), str(m.get("org")), str(m.get("status")), fmt_time(m.get("since")),
+                      short(m.get("proposal_id")), str(m.get("http", "")), str(m.get("raft", "")))
+    out.print(table)
+    out.print(proposals_table(proposals.get("proposals", [])))
+    return EXIT_OK
+
+
+def proposals_table(proposals: Sequence[Mapping[str, Any]]) -> Table:
+    table = Table(title=f"proposals ({len(proposals)}, newest first)", title_justify="left")
+    for col in ("proposal", "action", "node", "proposer", "approvals", "status", "expires"):
+        table.add_column(col, overflow="fold")
+    for p in proposals:
+        status = str(p.get("status"))
+        color = {"open": "cyan", "effective": "green", "expired": "dim", "superseded": "dim"}.get(status, "white")
+        table.add_row(str(p.get("id")), str(p.get("action")), str(p.get("node_id")), str(p.get("proposer")),
+                      f"{p.get('approvals')}/{p.get('needed')}  {', '.join(p.get('approved_by') or [])}",
+                      f"[{color}]{status}[/]", fmt_time(p.get("expires_at")))
+    return table
+
+
+_PROPOSAL_ID = re.compile(r"MP[0-9a-f]{32}")
+
+
+def cmd_member_show(ctx: Ctx) -> int:
+    """A proposal (by its id, MP + 32 hex) or a member node (by its node id)."""
+    ident = ctx.args.id
+    try:
+        if _PROPOSAL_ID.fullmatch(ident):
+            doc = ctx.read(f"/v1/proposals/{_q(ident)}")
+        else:
+            members = ctx.read("/v1/members")
+            doc = next((m for m in members.get("members", []) if m.get("id") == ident), None)
+            if doc is None:
+                return show_api_error(ctx, ApiError(404, "node_not_found", f"no member node {ident!r}"))
+    except ApiError as e:
+        return show_api_error(ctx, e)
+    if ctx.json:
+        emit_json(doc)
+    else:
+        out.print(kv_table(doc, f"{'proposal' if _PROPOSAL_ID.fullmatch(ident) else 'member'} {ident}"))
+    return EXIT_OK
+
+
+def cmd_member_raft(ctx: Ctx) -> int:
+    """The Raft view of the node addressed (GET /v1/cluster): who is reachable, how far behind."""
     try:
         doc = ctx.client.get("/v1/cluster")
     except ApiError as e:
@@ -556,7 +740,7 @@ def cmd_member_list(ctx: Ctx) -> int:
     if ctx.json:
         emit_json(doc)
         return EXIT_OK
-    table = Table(title=f"members of {doc.get('chain_id')} — leader {doc.get('leader_id')}, term {doc.get('term')}",
+    table = Table(title=f"raft view of {doc.get('chain_id')} — leader {doc.get('leader_id')}, term {doc.get('term')}",
                   title_justify="left")
     for col in ("node", "org", "role", "voter", "reachable", "match index", "lag", "http"):
         table.add_column(col)
@@ -573,22 +757,141 @@ def _blank(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def member_change(action: str) -> Callable[[Ctx], int]:
-    """POST /admin/members on a node (loopback only; a follower forwards it to the leader)."""
+MEMBER_ACTIONS = {"add-learner": "add_learner", "promote": "promote", "remove": "remove"}
 
-    def run(ctx: Ctx) -> int:
-        body = json_body({"action": action, "node_id": ctx.args.node_id})
-        status, doc = ctx.client.request("POST", "/admin/members", body)
-        if status >= 400:
-            return show_api_error(ctx, api_error(status, doc))
-        if ctx.json:
-            emit_json(doc)
-        else:
-            out.print(f"{action.replace('_', ' ')} {ctx.args.node_id}: done at log index {doc.get('index')}; "
-                      f"voters {', '.join(doc.get('voters', []))}; learners {', '.join(doc.get('learners', []))}")
+
+def tx_member_propose(ctx: Ctx) -> int:
+    """member.propose. For add-learner the node's org, addresses and transport key default to its [[nodes]]
+    entry in the cluster file and keys/node-<id>.key, when there."""
+    a = ctx.args
+    action = MEMBER_ACTIONS[a.action]
+    body: dict[str, object] = {"action": action, "node_id": a.node_id}
+    given = {"org": a.org, "raft": a.raft, "http": a.http, "node_pk": a.node_pk}
+    if action != "add_learner":
+        extra = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+        if extra:
+            raise CliError(f"{', '.join(extra)}: only for add-learner")
+        return submit(ctx, "member.propose", body)
+    spec = ctx.cluster.find_node(a.node_id)
+    if spec is not None:
+        given["org"] = given["org"] or spec.org
+        given["raft"] = given["raft"] or str(spec.raft)
+        given["http"] = given["http"] or str(spec.http)
+        if given["node_pk"] is None:
+            with_key = spec.node_pk is not None or node_key_path(ctx.cluster.keys_dir, spec.id).exists()
+            given["node_pk"] = node_public_key(ctx.cluster, spec.id).hex() if with_key else None
+    missing = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is None]
+    if missing:
+        raise CliError(f"add-learner {a.node_id}: give {', '.join(missing)} (or list the node in [[nodes]] of "
+                       f"{ctx.cluster.path.name} and run `ecert init` for its key)")
+    body.update(given)
+    return submit(ctx, "member.propose", body)
+
+
+# --- signed requests and sessions ----------------------------------------------------------------------------------
+
+
+def cmd_sign_request(ctx: Ctx) -> int:
+    """The Authorization header of one request (CONTRACT §6), for curl: single use, to this node, within 30 s."""
+    a = ctx.args
+    method, path = a.method.upper(), a.path
+    if not path.startswith("/"):
+        raise CliError(f"PATH must start with /: {path!r} (the path and query exactly as curl will send them)")
+    body = b""
+    if a.body_file is not None:
+        body = sys.stdin.buffer.read() if a.body_file == "-" else Path(a.body_file).read_bytes()
+    signer = ctx.signer()
+    base = ctx.urls[0]
+    try:
+        node_id = ctx.client.node_id_at(base)
+    except OSError as e:
+        raise Unreachable(f"{base}: {getattr(e, 'reason', e)} (sign-request asks the node its id when "
+                          f"the cluster file does not list it)") from None
+    except ValueError as e:
+        raise CliError(f"{base}: {e}") from None
+    try:
+        value = signer.request_header(node_id, method, path, body)
+    except AuthError as e:
+        raise CliError(e.message) from None
+    curl = ["curl", "-s", "-H", f"Authorization: {value}"]
+    if method != "GET":
+        curl += ["-X", method]
+    if a.body_file is not None:
+        curl += ["-H", f"Content-Type: {a.content_type}", "--data-binary", f"@{a.body_file}"]
+    curl.append(base + path)
+    line = shlex.join(curl)
+    if ctx.json:
+        emit_json({"authorization": value, "org": signer.org_id, "node_id": node_id, "url": base + path,
+                   "method": method, "curl": line})
         return EXIT_OK
+    print(f"Authorization: {value}", flush=True)
+    err.print(f"[dim]signed as {escape(signer.org_id)} ({escape(ctx.speaker.why)}) for node {escape(node_id)}; "
+              f"good for one request within {CLOCK_SKEW_MS_MAX // 1000} s:[/dim]", soft_wrap=True)
+    err.print(escape(line), soft_wrap=True, highlight=False)
+    return EXIT_OK
 
-    return run
+
+def cmd_session(ctx: Ctx) -> int:
+    """POST /v1/session, signed: a read-only token for this org at this node (GET requests only, 15 minutes)."""
+    signer = ctx.signer()
+    client = ctx.client
+    status, doc = client.request("POST", "/v1/session")
+    if status >= 400:
+        return show_api_error(ctx, api_error(status, doc))
+    token = doc.get("token") if isinstance(doc, dict) else None
+    if not isinstance(token, str):
+        return show_api_error(ctx, ApiError(status, "bad_response", f"no token in the answer: {doc!r:.200}"))
+    base = client.urls[0]  # the node that answered: the token is good there only
+    if ctx.json:
+        emit_json({**doc, "url": base})
+        return EXIT_OK
+    print(token, flush=True)
+    expires = doc.get("expires_at_ms", doc.get("expires_at"))
+    err.print(f"[dim]read-only session for {escape(signer.org_id)} at {escape(base)}"
+              f"{', expires ' + fmt_time(expires) if expires is not None else ''}; GET requests only:[/dim]",
+              soft_wrap=True)
+    err.print(escape(shlex.join(["curl", "-s", "-H", f"Authorization: Bearer {token}", f"{base}/v1/status"])),
+              soft_wrap=True, highlight=False)
+    return EXIT_OK
+
+
+def cmd_org_rotate_key(ctx: Ctx) -> int:
+    """org.rotate_key for ORG, signed by its current key; keys/ORG.key is replaced once the tx is committed."""
+    a = ctx.args
+    if a.as_org and a.as_org != a.org_id:
+        raise CliError(f"org rotate-key {a.org_id}: the org signs its own rotation; drop --as {a.as_org}")
+    cluster = ctx.cluster
+    signer = cli_signer(cluster, a.org_id)
+    ctx.use_signer(signer)
+    try:
+        rotation = rotate_key(ctx.client, signer, cluster.keys_dir, nonce=a.nonce, dry_run=a.dry_run)
+    except RotationError as e:
+        raise CliError(str(e)) from None
+    except ApiError as e:
+        return show_api_error(ctx, e)
+    if rotation.status == "dry_run":
+        emit_json(envelope_to_json(rotation.envelope))
+        err.print(f"[yellow]the new key is in {rotation.next_key}[/yellow]: once this tx is committed, run "
+                  f"`ecert org rotate-key {a.org_id}` to put it in place (it sees the chain holds it)",
+                  soft_wrap=True)
+        return EXIT_OK
+    if ctx.json:
+        emit_json({**rotation.tx, "rotation": rotation.status, "sign_pk": rotation.sign_pk,
+                   "old_key": str(rotation.old_key) if rotation.old_key else None,
+                   "next_key": str(rotation.next_key) if rotation.next_key else None})
+    else:
+        if rotation.tx:
+            show_outcome("org.rotate_key", a.org_id, rotation.tx)
+        if rotation.old_key is not None:
+            out.print(f"[green]{a.org_id}'s key rotated[/green]: {org_key_path(cluster.keys_dir, a.org_id)} now "
+                      f"holds sign_pk {rotation.sign_pk}; the old key is kept in {rotation.old_key}"
+                      + (" (an earlier run's rotation had committed)" if rotation.status == "finished" else ""))
+        elif rotation.next_key is not None:
+            err.print(f"[yellow]not rotated yet[/yellow]: the new key stays in {rotation.next_key}; run "
+                      f"`ecert org rotate-key {a.org_id}` again: it finishes the rotation if the tx committed, "
+                      f"else retries with the same new key", soft_wrap=True)
+    return {"committed": EXIT_OK, "finished": EXIT_OK, "rejected": EXIT_REJECTED}.get(rotation.status,
+                                                                                        EXIT_UNKNOWN)
 
 
 # --- argument parser -----------------------------------------------------------------------------------------------
@@ -605,8 +908,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cluster file (default: $ECERT_CONFIG or cluster.toml)")
         p.add_argument("--node", default=default(os.environ.get("ECERT_NODE")),
                        help="node URL, e.g. http://127.0.0.1:8702 (default: $ECERT_NODE, else the cluster's nodes)")
+        p.add_argument("--as", dest="as_org", metavar="ORG", default=default(os.environ.get("ECERT_ORG")),
+                       help="the org this command speaks for: signs its transactions and its reads with "
+                            "keys/ORG.key (default: $ECERT_ORG; else the only org key in keys/; else, for a "
+                            "read, the org running the node addressed)")
         p.add_argument("--json", action="store_true", default=default(False),
                        help="print the JSON answer instead of tables")
+        p.add_argument("--verbose", "-v", action="store_true", default=default(False),
+                       help="show a refusal whole (for a 401: the string the node verified the signature against)")
         p.add_argument("--timeout", type=float, default=default(request_timeout_s_default),
                        help="seconds to wait for a node's answer (default 30)")
         return p
@@ -614,7 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = add_common(argparse.ArgumentParser(add_help=False), top=False)
 
     txopts = argparse.ArgumentParser(add_help=False)
-    txopts.add_argument("--as", dest="signer", required=True, metavar="ORG", help="the signing org (keys/ORG.key)")
+    txopts.set_defaults(signs_tx=True)  # --as names the signer; with several org keys in keys/ it must be given
     txopts.add_argument("--nonce", default=None, help="nonce (default: fresh, never reused)")
     txopts.add_argument("--no-wait", action="store_true", help="return once the node accepted it (wait=none)")
     txopts.add_argument("--dry-run", action="store_true",
@@ -625,7 +934,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="ecert", description=__doc__.split("\n\n")[0],
-        epilog="Amounts are fen (an integer) or yuan (1500.50yuan, ¥1.5m). Times are ms since the epoch, "
+        epilog="Who speaks: --as ORG (or $ECERT_ORG) signs the requests and the transactions. Without it: the "
+               "only org key in keys/ if there is one; with several (the local demo holds them all), a read "
+               "speaks for the org running the node addressed (--node, else the first [[nodes]] entry) and a "
+               "transaction asks for --as; with no key to use, reads go anonymous. "
+               "Amounts are fen (an integer) or yuan (1500.50yuan, ¥1.5m). Times are ms since the epoch, "
                "+30s / +2d, or ISO dates (UTC). Exit codes: 0 ok, 1 rejected, 2 usage/unreachable, 3 unknown.")
     add_common(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -645,7 +958,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys = group("keys", "org keys")
     cmd(keys, "show", cmd_keys_show, "show the orgs' public keys").add_argument("org", nargs="?", metavar="ORG")
 
-    org = group("org", "organisations: org.register / approve / freeze / unfreeze, and queries")
+    org = group("org", "organisations: org.register / approve / freeze / unfreeze / rotate_key, and queries")
     p = cmd(org, "register", tx_org_register, "org.register: register the org given by --as (key created if missing)",
             [txopts])
     p.add_argument("--name", required=True)
@@ -655,6 +968,13 @@ def build_parser() -> argparse.ArgumentParser:
                 f"org.{action} (signed by a bank)", [txopts])
         p.add_argument("org_id", metavar="ORG")
         p.add_argument("--reason", default=None)
+    p = cmd(org, "rotate-key", cmd_org_rotate_key,
+            "org.rotate_key: a new key for ORG, signed by its current key; keys/ORG.key is replaced only once "
+            "the tx is committed (the old one kept as keys/ORG.key.old-HEIGHT)")
+    p.add_argument("org_id", metavar="ORG")
+    p.add_argument("--nonce", default=None, help="nonce (default: fresh, never reused)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the signed envelope instead of sending it (the new key waits in keys/ORG.key.next)")
     cmd(org, "show", query(lambda a: f"/v1/orgs/{_q(a.org_id)}", render_org), "an organisation",
         [readopts]).add_argument("org_id", metavar="ORG")
     cmd(org, "holdings", query(lambda a: f"/v1/orgs/{_q(a.org_id)}/certs", render_holdings),
@@ -687,9 +1007,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("doc_id", metavar="DOC_ID")
     cmd(trade, "show", query(lambda a: f"/v1/docs/{_q(a.doc_id)}", kv_table), "a trade document",
         [readopts]).add_argument("doc_id", metavar="DOC_ID")
-    p = cmd(trade, "open", cmd_trade_open, "decrypt your sealed copy of a trade document (checks doc_hash)")
+    p = cmd(trade, "open", cmd_trade_open, "decrypt your sealed copy of a trade document (checks doc_hash); "
+            "--as names the reading org")
     p.add_argument("doc_id", metavar="DOC_ID")
-    p.add_argument("--as", dest="signer", required=True, metavar="ORG", help="the reading org (keys/ORG.key)")
     p.add_argument("--output", "-o", default=None, help="write the document here (default: stdout)")
 
     cert = group("cert", "E-certificates: ecert.issue / accept / reject / transfer / split / settle, and queries")
@@ -734,13 +1054,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cert_id", metavar="CERT")
     p.add_argument("--reason", default=None)
 
-    member = group("member", "cluster membership at run time: list, add a learner, promote it, remove a node")
-    cmd(member, "list", cmd_member_list, "every node as this node sees it (GET /v1/cluster)")
-    for action, name, text in (("add_learner", "add-learner", "add a node of the cluster file as a learner "
-                                "(start it first: ./scripts/cluster start ID)"),
-                               ("promote", "promote", "make a caught-up learner a voter"),
-                               ("remove", "remove", "remove a node from the cluster")):
-        cmd(member, name, member_change(action), text).add_argument("node_id", metavar="NODE_ID")
+    member = group("member", "cluster membership is governance (CONTRACT §6): member.propose / member.approve "
+                             "transactions, and queries")
+    proposals: list[tuple[str, str | None, str]] = [
+        ("propose", None, "member.propose: propose adding a learner, promoting it or removing a node (signed by "
+                          "an org that runs a voting node)"),
+        *((alias, alias, f"= member propose {alias} NODE_ID") for alias in MEMBER_ACTIONS)]
+    for name, preset, what in proposals:
+        p = cmd(member, name, tx_member_propose, what, [txopts])
+        if preset is None:
+            p.add_argument("action", choices=list(MEMBER_ACTIONS))
+        else:
+            p.set_defaults(action=preset)
+        p.add_argument("node_id", metavar="NODE_ID")
+        p.add_argument("--org", default=None, help="add-learner: the org that runs the node ([[nodes]] org)")
+        p.add_argument("--raft", default=None, metavar="HOST:PORT", help="add-learner: its Raft address")
+        p.add_argument("--http", default=None, metavar="HOST:PORT", help="add-learner: its HTTP address")
+        p.add_argument("--node-pk", default=None, metavar="HEX",
+                       help="add-learner: its transport public key (default: from keys/node-NODE_ID.key)")
+    cmd(member, "approve", tx_from_args("member.approve", "proposal_id"),
+        "member.approve: approve another org's open proposal", [txopts]).add_argument("proposal_id",
+                                                                                       metavar="PROPOSAL_ID")
+    cmd(member, "list", cmd_member_list, "the chain's member nodes and the proposals (GET /v1/members, "
+        "/v1/proposals)", [readopts])
+    cmd(member, "show", cmd_member_show, "a proposal (MP…) or a member node", [readopts]).add_argument(
+        "id", metavar="PROPOSAL_ID|NODE_ID")
+    cmd(member, "raft", cmd_member_raft, "the Raft view of the node addressed: reachability and lag "
+        "(GET /v1/cluster)")
+
+    p = cmd(sub, "sign-request", cmd_sign_request,
+            "print the Authorization header of one request (CONTRACT §6), for curl: signed for --as ORG and the "
+            "node addressed, single use, within 30 s; a ready curl line goes to stderr")
+    p.add_argument("method", metavar="METHOD")
+    p.add_argument("path", metavar="PATH", help="path and query exactly as sent, e.g. '/v1/certs/EC1?consistency="
+                                                 "linearizable'")
+    p.add_argument("body_file", nargs="?", default=None, metavar="BODY_FILE", help="the body ('-': stdin)")
+    p.add_argument("--content-type", default=JSON, help=f"of the body, in the curl line (default {JSON})")
+    cmd(sub, "session", cmd_session, "a read-only session token for --as ORG at the node addressed "
+        "(POST /v1/session, signed): GET requests only, 15 minutes; the token on stdout")
 
     # Short forms of the common queries.
     cmd(sub, "lineage", query(lambda a: f"/v1/certs/{_q(a.cert_id)}/lineage", lineage_tree),

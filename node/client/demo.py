@@ -15,6 +15,9 @@
 Then it prints the certificate's lineage tree and each org's holdings from this run. Every run uses fresh doc ids
 and nonces, so running it again tells the story again on the same chain. Progress goes to stderr; the last line
 on stdout is a JSON summary.
+
+Every read is signed (CONTRACT §6) by the org whose business it is: each org reads its own holdings and the
+outcome of its own txs, the core enterprise (the debtor, who sees every piece) reads the lineage.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ecert.privacy import seal_document
-from node.client.api import ApiError, Client, Signer, Unreachable, load_signer
+from node.client.api import ApiError, Client, Signer, Unreachable, load_signer, node_ids_of
 from node.client.cli import fmt_amount, fmt_time, lineage_tree
 from node.config import ClusterConfig, ClusterConfigError, load_config
 from node.keys import KeyFileError, org_public_keys
@@ -87,13 +90,21 @@ class Story:
     signers: dict[str, Signer]
     run_id: str
     steps: list[dict[str, Any]] = field(default_factory=list)
+    clients: dict[str, Client] = field(default_factory=dict)
+
+    def as_org(self, org: str) -> Client:
+        """The client with its reads signed for `org` (one per org, so each keeps the node that answered first)."""
+        client = self.clients.get(org)
+        if client is None:
+            client = self.clients[org] = self.client.speaking_for(self.signers[org])
+        return client
 
     def tx(self, org: str, kind: str, body: Mapping[str, object], say: str) -> dict[str, Any]:
         """Sign, submit with wait=commit, print one line; raise DemoError unless it committed."""
         envelope = self.signers[org].sign(kind, body)
         started = time.monotonic()
         try:
-            doc = self.client.submit(envelope)
+            doc = self.as_org(org).submit(envelope)  # a poll after a timeout reads the outcome as its signer
         except ApiError as e:
             raise DemoError(f"{say}: the node refused {kind}: {e}") from None
         ms = (time.monotonic() - started) * 1000
@@ -198,14 +209,14 @@ def settle(story: Story, cert_id: str) -> None:
 
 def show_holdings(story: Story, root: str) -> dict[str, list[str]]:
     """Each org's live certificates of this run's lineage (before settlement, when there is something to hold)."""
-    lineage: dict[str, Any] = story.client.get(f"/v1/certs/{root}/lineage")
+    lineage: dict[str, Any] = story.as_org(story.cast.core).get(f"/v1/certs/{root}/lineage")
     in_story = {c["id"] for c in lineage.get("certs", [])}
     table = Table(title="holdings before maturity (this run's certificates)", title_justify="left")
     for col in ("org", "cert", "amount", "status", "debtor"):
         table.add_column(col, justify="right" if col == "amount" else "left")
     holdings: dict[str, list[str]] = {}
     for org in story.cast.orgs:
-        doc = story.client.get(f"/v1/orgs/{org}/certs")
+        doc = story.as_org(org).get(f"/v1/orgs/{org}/certs")  # an org's holdings: its own to read
         mine = [c for c in doc.get("certs", []) if c.get("id") in in_story]
         holdings[org] = [c["id"] for c in mine]
         for c in mine:
@@ -217,7 +228,7 @@ def show_holdings(story: Story, root: str) -> dict[str, list[str]]:
 
 
 def show_lineage(story: Story, root: str) -> dict[str, Any]:
-    lineage: dict[str, Any] = story.client.get(f"/v1/certs/{root}/lineage")
+    lineage: dict[str, Any] = story.as_org(story.cast.core).get(f"/v1/certs/{root}/lineage")
     console.rule("[bold]lineage")
     console.print(lineage_tree(lineage))
     return lineage
@@ -256,7 +267,7 @@ def run(cluster: ClusterConfig, client: Client, maturity_s: float) -> dict[str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m node.client.demo", description=__doc__.split("\n\n")[0],
-                                     epilog="See the module docstring (python -m pydoc node.demo) for the story.")
+                                     epilog="See the module docstring (python -m pydoc node.client.demo) for the story.")
     parser.add_argument("--config", default="cluster.toml", help="cluster file (default: cluster.toml)")
     parser.add_argument("--node", default=None, help="node URL (default: the cluster's nodes, first that answers)")
     parser.add_argument("--maturity-seconds", type=float, default=maturity_seconds_default,
@@ -266,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cluster = load_config(args.config)
         urls = [args.node] if args.node else [n.http_url for n in cluster.nodes]
-        summary = run(cluster, Client(urls, args.timeout), args.maturity_seconds)
+        summary = run(cluster, Client(urls, args.timeout, node_ids=node_ids_of(cluster)), args.maturity_seconds)
     except (DemoError, Unreachable, ClusterConfigError, ApiError) as e:
         console.print(f"[red]demo failed:[/red] {e}")
         print(json.dumps({"demo": "failed", "error": str(e)}), flush=True)

@@ -11,35 +11,72 @@ arrives; the leader queues it for the next block, a follower forwards it to the 
 (node/forward.py). With `wait=commit` the answer comes only once the tx's block is applied on *this* node; if
 that does not happen within `timeout_ms` (a leader change can lose an uncommitted block) the answer is 504
 `{"status": "unknown", "tx_id"}` — the client polls `GET /v1/tx/{tx_id}`; never a false success.
+
+Reads are bounded by who asks (CONTRACT §6): node/http/auth_gate.py decides before any handler runs whether the
+route may be called at all (ROUTE_ACCESS) and who the reader is; the handlers here apply each resource's rule
+from ecert/access.py on the state they read (after the ReadIndex round of `?consistency=linearizable`, so a
+decision is taken on the fresh state). A resource a reader may not see answers exactly like an unknown one (404)
+where its existence is private (certificates, documents), 403 where it is public (holdings, credit lines).
+Membership is governance: `POST /admin/members` answers 403 `governance_required`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
-from aiohttp import ClientSession, web
+from aiohttp import web
 
 from consensus.errors import NotLeaderError, ProposalDroppedError
 from consensus.invariant import InvariantViolation, require
-from consensus.membership import ConfChange, ConfChangeType
-from ecert import queries
+from ecert import access, governance, queries
+from ecert import state as ecert_state
+from ecert.access import Reader, TxFacts
 from ecert.errors import TxRejected
-from ecert.tx import envelope_from_json
+from ecert.tx import TX_BYTES_MAX, envelope_from_json
+from ledger.executor import TxRecord
 from ledger.store import StateStore
 from node import submission
 from node.config import ClusterConfig, NodeSpec
 from node.driver import RaftDriver
 from node.faults import setup_admin_routes
+from node.http.auth_gate import (
+    AUTH_GATE_KEY,
+    AuthGate,
+    access_middleware,
+    authenticated_org,
+    request_reader,
+    set_session_cookie,
+    signed_reader,
+)
+from node.http.body import parse_json, read_body, unpack_msgpack
 from node.http.dashboard import setup_dashboard
-from node.http.openapi import HTTP_BLOCKS_PAGE_MAX, openapi_document
+from node.http.errors import HttpError, error_body
+from node.http.openapi import (
+    BANK_ID,
+    BATCH_TXS_MAX,
+    BLOCKS_BEFORE,
+    BLOCKS_LIMIT,
+    CERT_ID,
+    CONSISTENCY,
+    CORE_ID,
+    DOC_ID,
+    HEIGHT,
+    ORG_ID,
+    PROPOSAL_ID,
+    PROPOSALS_BEFORE,
+    PROPOSALS_LIMIT,
+    TIMEOUT,
+    TX_ID,
+    WAIT,
+    openapi_document,
+)
+from node.http.params import IdParam
 from node.proposer import Proposer, outcome_answer
 from node.source import NodeSource
 from node.submission import (
@@ -60,7 +97,7 @@ log = logging.getLogger("node.http.api")
 
 
 class ApiNode(SubmissionNode, NodeSource, Protocol):
-    """What the HTTP API reads of the node (node.server.Node implements it). `driver`, `proposer` and `http`
+    """What the HTTP API reads of the node (node.server.Node implements it). `driver`, `proposer` and `auth`
     are None only before Node.start() has built them, and the API is mounted after that."""
 
     @property
@@ -82,8 +119,8 @@ class ApiNode(SubmissionNode, NodeSource, Protocol):
     def driver(self) -> RaftDriver | None: ...
 
     @property
-    def http(self) -> ClientSession | None:
-        """For the rare requests a follower passes to the leader's HTTP API (membership changes)."""
+    def auth(self) -> AuthGate | None:
+        """Who asks (node/http/auth_gate.py); None only before Node.start() has built it."""
         ...
 
     @property
@@ -92,26 +129,16 @@ class ApiNode(SubmissionNode, NodeSource, Protocol):
     @property
     def metrics(self) -> NodeMetrics | None: ...
 
-    def leader_spec(self) -> NodeSpec | None: ...
-
     def block_json(self, height: int) -> dict[str, Any] | None: ...
 
 
 NODE_KEY: web.AppKey[ApiNode] = web.AppKey("node")
-WAIT_TIMEOUT_MS_DEFAULT = 10_000
-WAIT_TIMEOUT_MS_MAX = 60_000
-BATCH_TXS_MAX = 10_000
-TX_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
+BATCH_KEY_CHARS_MAX = 8  # the one map key a msgpack batch may carry: "txs"
+TX_FIELDS_ANONYMOUS = ("tx_id", "status", "height")
+"""What `GET /v1/tx/{id}` tells a reader who may not read the outcome (CONTRACT §6)."""
+SESSION_BODY_BYTES_MAX = 4096
+"""A `POST /v1/session` body is signed but carries nothing: a small cap."""
 
 
 SUBMISSION_STATUS: dict[type[SubmissionError], int] = {TxRefused: 400, NotLeader: 503, QueueFull: 429}
@@ -160,52 +187,6 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}, **extra}
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise HttpError(413, "body_too_large", f"body of {request.content_length} bytes over the limit of {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.read(64 << 10)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, "body_too_large", f"body over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _q_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not re.fullmatch(r"-?\d{1,19}", raw):
-        raise HttpError(400, "bad_parameter", f"{name} must be an integer, got {raw[:40]!r}")
-    value = int(raw)
-    if not lo <= value <= hi:
-        raise HttpError(400, "bad_parameter", f"{name} must be in [{lo}, {hi}], got {value}")
-    return value
-
-
-def _path_int(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    if not re.fullmatch(r"\d{1,19}", raw):
-        raise HttpError(400, "bad_parameter", f"{name} must be a non-negative integer, got {raw[:40]!r}")
-    return int(raw)
-
-
-def _is_loopback(request: web.Request) -> bool:
-    try:
-        return ipaddress.ip_address((request.remote or "").split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
-
-
 # -- middleware ---------------------------------------------------------------------------------------------------
 
 
@@ -223,7 +204,9 @@ async def error_middleware(request: web.Request,
         if e.status < 400:
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(e.status, "bad_request")
-        return reply(request, error_body(code, e.reason or code), e.status)
+        allow = e.headers.get("Allow")  # a 405 names the methods the path takes (RFC 9110 §15.5.6)
+        return reply(request, error_body(code, e.reason or code), e.status,
+                     headers={"Allow": allow} if allow is not None else None)
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -258,11 +241,8 @@ def parse_envelope(request: web.Request, body: bytes) -> bytes:
     if not body:
         raise HttpError(400, "empty_body", "the body must hold a transaction envelope")
     if is_msgpack_body(request):
-        return body
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HttpError(400, "malformed_json", f"body is not JSON: {exc}") from None
+        return body  # decoded with every length capped at admission (ecert.tx.decode_envelope)
+    obj = parse_json(body)
     try:
         return envelope_from_json(obj)
     except TxRejected as exc:
@@ -274,20 +254,15 @@ def parse_batch(request: web.Request, body: bytes) -> list[bytes]:
     if not body:
         raise HttpError(400, "empty_body", "the body must hold a list of envelopes")
     if is_msgpack_body(request):
-        try:
-            items = msgpack.unpackb(body, raw=False, strict_map_key=True)
-        except Exception as exc:
-            raise HttpError(400, "malformed_msgpack", f"body is not msgpack: {exc}") from None
+        items = unpack_msgpack(body, array_len_max=BATCH_TXS_MAX, map_len_max=1, str_len_max=BATCH_KEY_CHARS_MAX,
+                               bin_len_max=TX_BYTES_MAX)
         if isinstance(items, dict):
             items = items.get("txs")
         if not isinstance(items, list) or not all(isinstance(x, bytes) for x in items):
             raise HttpError(400, "malformed_batch", "msgpack batch must be an array of envelope bytes")
         raws = items
     else:
-        try:
-            obj = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HttpError(400, "malformed_json", f"body is not JSON: {exc}") from None
+        obj = parse_json(body)
         if isinstance(obj, dict):
             obj = obj.get("txs")
         if not isinstance(obj, list):
@@ -305,17 +280,10 @@ def parse_batch(request: web.Request, body: bytes) -> list[bytes]:
     return raws
 
 
-def _wait_mode(request: web.Request) -> str:
-    wait = request.query.get("wait", "commit")
-    if wait not in ("commit", "none"):
-        raise HttpError(400, "bad_parameter", "wait must be 'commit' or 'none'")
-    return wait
-
-
 async def post_tx(request: web.Request) -> web.Response:
     node = _node(request)
-    wait = _wait_mode(request)
-    timeout_ms = _q_int(request, "timeout_ms", WAIT_TIMEOUT_MS_DEFAULT, 1, WAIT_TIMEOUT_MS_MAX)
+    wait = WAIT.value(request)
+    timeout_ms = TIMEOUT.value(request)
     raw = parse_envelope(request, await read_body(request, node.config.max_body_bytes))
     answer = await submission.submit(node, raw, timeout_ms / 1000 if wait == "commit" else None)
     if answer["status"] == submission.STATUS_ACCEPTED:
@@ -330,8 +298,8 @@ async def post_tx(request: web.Request) -> web.Response:
 async def post_txs(request: web.Request) -> web.Response:
     """Batch submission: {"results": [answer per tx, in order]}; bad txs answer with their error in place."""
     node = _node(request)
-    wait = _wait_mode(request)
-    timeout_ms = _q_int(request, "timeout_ms", WAIT_TIMEOUT_MS_DEFAULT, 1, WAIT_TIMEOUT_MS_MAX)
+    wait = WAIT.value(request)
+    timeout_ms = TIMEOUT.value(request)
     raws = parse_batch(request, await read_body(request, max(node.config.max_body_bytes,
                                                               node.config.block_max_bytes * 4)))
     results = await submission.submit_batch(node, raws, timeout_ms / 1000 if wait == "commit" else None)
@@ -340,17 +308,50 @@ async def post_txs(request: web.Request) -> web.Response:
 
 
 async def get_tx(request: web.Request) -> web.Response:
-
+    """Anyone learns a tx's `tx_id`, `status` and `height`; the whole outcome goes to a reader who may read what
+    the tx acted on, or signed it (ecert.access.can_read_tx_outcome)."""
     node = _node(request)
-    tx_id = request.match_info["tx_id"].lower()
-    if not TX_ID_RE.match(tx_id):
-        raise HttpError(400, "bad_tx_id", "a tx id is 64 lowercase hex characters")
+    tx_id = TX_ID.value(request).lower()
     record = node.store.tx_outcome(tx_id)
     if record is not None:
-        return reply(request, outcome_answer(record))
+        answer = outcome_answer(record)
+        reader = request_reader(request)
+        if reader is not None and _may_read_outcome(node, reader, record):
+            return reply(request, answer)
+        return reply(request, {k: answer[k] for k in TX_FIELDS_ANONYMOUS if k in answer})
     if tx_id in _proposer(node).pending:
         return reply(request, {"tx_id": tx_id, "status": "pending"})
     return reply(request, {"tx_id": tx_id, "status": "unknown"})
+
+
+def _may_read_outcome(node: ApiNode, reader: Reader, record: TxRecord) -> bool:
+    block = node.store.block(record.height)
+    if block is None or not 0 <= record.position < len(block.txs):
+        # Below an installed snapshot's base the raw tx is gone: nobody can tell what it acted on or who
+        # signed it, so only the regulator reads its outcome.
+        facts = TxFacts(record.outcome, None, None)
+    else:
+        facts = access.tx_facts(record.outcome, block.txs[record.position])
+    return access.can_read_tx_outcome(node.store.view(), reader, facts)
+
+
+# -- sessions -----------------------------------------------------------------------------------------------------
+
+
+async def post_session(request: web.Request) -> web.Response:
+    """A signed `POST /v1/session`: a read-only token for the signing org at this node, also as the session
+    cookie (HttpOnly, SameSite=Strict) so a browser's GET requests and EventSource carry it."""
+    node = _node(request)
+    org_id = authenticated_org(request)
+    if org_id is None:  # the open reader of read_access = "open" reads, but is nobody to issue a session to
+        raise HttpError(401, "unauthenticated", "a session is issued only for a signed request "
+                                                "(Authorization: ECERT-ED25519 ...)")
+    await read_body(request, SESSION_BODY_BYTES_MAX)  # the gate has read it already; the limit is its own
+    gate = _gate(node)
+    token, expires_at_ms = gate.sessions.issue(org_id, gate.clock())
+    response = reply(request, {"token": token, "expires_at": expires_at_ms, "org": org_id})
+    set_session_cookie(response, gate.node_id, token, max(0, expires_at_ms - gate.clock()))
+    return response
 
 
 # -- reads --------------------------------------------------------------------------------------------------------
@@ -362,7 +363,7 @@ async def get_status(request: web.Request) -> web.Response:
 
 async def get_block(request: web.Request) -> web.Response:
     node = _node(request)
-    height = _path_int(request, "height")
+    height = HEIGHT.value(request)
     block = node.block_json(height)
     if block is None:
         raise HttpError(404, "block_not_found", f"no block at height {height} on this node "
@@ -372,18 +373,15 @@ async def get_block(request: web.Request) -> web.Response:
 
 async def get_blocks(request: web.Request) -> web.Response:
     node = _node(request)
-    before = _q_int(request, "before", node.store.height + 1, 1, 1 << 62) if "before" in request.query else None
-    limit = _q_int(request, "limit", 20, 1, HTTP_BLOCKS_PAGE_MAX)
+    before = BLOCKS_BEFORE.read(request)
+    limit = BLOCKS_LIMIT.value(request)
     return reply(request, {"height": node.store.height, "blocks": node.recent_blocks(before, limit)})
 
 
 async def _consistent(request: web.Request) -> None:
     """`?consistency=linearizable`: wait for a ReadIndex round (thesis §6.4) before reading local state."""
 
-    mode = request.query.get("consistency", "local")
-    if mode not in ("local", "linearizable", "serializable"):
-        raise HttpError(400, "bad_parameter", "consistency must be 'linearizable' or 'local'")
-    if mode != "linearizable":
+    if CONSISTENCY.value(request) != "linearizable":
         return
     node = _node(request)
     try:
@@ -397,24 +395,99 @@ async def _consistent(request: web.Request) -> None:
         raise HttpError(504, "read_timeout", "no quorum confirmed the read in time") from None
 
 
-def _query_route(query: Callable[..., dict[str, Any] | None], what: str, *params: str,
-                 timed: bool = False) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """A read route over one ecert query; `timed` queries also get the block time (for the `overdue` flag)."""
+def _not_found(what: str, *ids: str) -> HttpError:
+    """The one answer for an unknown id and for one the reader may not see (their bodies must not differ)."""
+    return HttpError(404, f"{what}_not_found", f"no {what} {'/'.join(ids)!r}")
 
-    async def handler(request: web.Request) -> web.Response:
-        await _consistent(request)
-        node = _node(request)
-        args = [request.match_info[p] for p in params]
-        for a in args:
-            if len(a) > 128:
-                raise HttpError(400, "bad_id", "id too long")
-        result = query(node.store, *args, now=node.store.last_time) if timed else query(node.store, *args)
-        if result is None:
-            raise HttpError(404, f"{what}_not_found", f"no {what} {'/'.join(args)!r}")
-        return reply(request, result)
 
-    handler.__name__ = query.__name__
-    return handler
+async def _read(request: web.Request, *params: IdParam) -> tuple[ApiNode, Reader, list[str]]:
+    """A SIGNED read: ids checked, the read barrier passed, then the reader, whose decisions are taken on the
+    state as it is after the barrier."""
+    ids = [p.value(request) for p in params]
+    await _consistent(request)
+    return _node(request), signed_reader(request), ids
+
+
+async def get_cert(request: web.Request) -> web.Response:
+    node, reader, (cert_id,) = await _read(request, CERT_ID)
+    view = node.store.view()
+    result = queries.get_cert(view, cert_id, now=node.store.last_time)
+    if result is None or not access.can_read_cert(view, reader, cert_id):
+        raise _not_found("cert", cert_id)
+    return reply(request, result)
+
+
+async def get_lineage(request: web.Request) -> web.Response:
+    node, reader, (cert_id,) = await _read(request, CERT_ID)
+    result = access.visible_lineage(node.store.view(), reader, cert_id, node.store.last_time)
+    if result is None:
+        raise _not_found("cert", cert_id)
+    return reply(request, result)
+
+
+async def get_org(request: web.Request) -> web.Response:
+    """Any member reads an org's public profile; the org itself and the regulator read its whole record."""
+    node, reader, (org_id,) = await _read(request, ORG_ID)
+    view = node.store.view()
+    whole = reader.org_id == org_id or reader.role == ecert_state.REGULATOR
+    result = queries.get_org(view, org_id) if whole else access.org_public_profile(view, org_id)
+    if result is None:
+        raise _not_found("org", org_id)
+    return reply(request, result)
+
+
+async def get_holdings(request: web.Request) -> web.Response:
+    """Which orgs exist is public to members (`GET /v1/orgs/{id}`), so an unknown org is a 404 for anyone and a
+    known one's holdings are a 403 for all but the org and the regulator."""
+    node, reader, (org_id,) = await _read(request, ORG_ID)
+    view = node.store.view()
+    if ecert_state.get_org(view, org_id) is None:
+        raise _not_found("org", org_id)
+    if not access.can_read_holdings(reader, org_id):
+        raise HttpError(403, "forbidden", "only the org itself and the regulator read an org's holdings")
+    return reply(request, queries.get_holdings(view, org_id, now=node.store.last_time))
+
+
+async def get_credit(request: web.Request) -> web.Response:
+    node, reader, (bank, core) = await _read(request, BANK_ID, CORE_ID)
+    if not access.can_read_credit(reader, bank, core):
+        raise HttpError(403, "forbidden", "only the bank, the core enterprise and the regulator read a credit line")
+    result = queries.get_credit_line(node.store.view(), bank, core)
+    if result is None:
+        raise _not_found("credit_line", bank, core)
+    return reply(request, result)
+
+
+async def get_doc(request: web.Request) -> web.Response:
+    node, reader, (doc_id,) = await _read(request, DOC_ID)
+    view = node.store.view()
+    result = queries.get_trade_doc(view, doc_id)
+    if result is None or not access.can_read_doc(view, reader, doc_id):
+        raise _not_found("doc", doc_id)
+    return reply(request, result)
+
+
+async def get_members(request: web.Request) -> web.Response:
+    """The node membership in state (ecert/governance.py): every member org may know who runs the consortium's
+    nodes, and operators need the addresses and keys."""
+    node, _reader, _ = await _read(request)
+    return reply(request, governance.get_membership(node.store.view()))
+
+
+async def get_proposals(request: web.Request) -> web.Response:
+    """Membership proposals, newest first (`?limit=N&before=SEQ`); a member's business like the membership."""
+    node, _reader, _ = await _read(request)
+    limit = PROPOSALS_LIMIT.value(request)
+    before = PROPOSALS_BEFORE.read(request)
+    return reply(request, governance.list_proposals(node.store.view(), node.store.last_time, limit, before))
+
+
+async def get_proposal(request: web.Request) -> web.Response:
+    node, _reader, (proposal_id,) = await _read(request, PROPOSAL_ID)
+    result = governance.get_proposal(node.store.view(), proposal_id, node.store.last_time)
+    if result is None:
+        raise _not_found("proposal", proposal_id)
+    return reply(request, result)
 
 
 async def get_cluster(request: web.Request) -> web.Response:
@@ -437,74 +510,48 @@ async def get_cluster(request: web.Request) -> web.Response:
 
 
 async def post_members(request: web.Request) -> web.Response:
-    """{"action": "add_learner" | "promote" | "remove", "node_id"}; on the leader (a follower forwards)."""
-
-    node = _node(request)
-    if not _is_loopback(request):
-        raise HttpError(403, "forbidden", "membership changes are accepted from loopback clients only")
-    body = await read_body(request, 4096)
-    try:
-        doc = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise HttpError(400, "malformed_json", "body is not JSON") from None
-    if not isinstance(doc, dict) or set(doc) != {"action", "node_id"}:
-        raise HttpError(400, "bad_request", 'body must be {"action": ..., "node_id": ...}')
-    kinds = {"add_learner": ConfChangeType.ADD_LEARNER, "promote": ConfChangeType.ADD_VOTER,
-             "add_voter": ConfChangeType.ADD_VOTER, "remove": ConfChangeType.REMOVE_NODE}
-    action, target = doc["action"], doc["node_id"]
-    if action not in kinds:
-        raise HttpError(400, "bad_action", f"action must be one of {', '.join(kinds)}")
-    if not isinstance(target, str) or node.config.find_node(target) is None:
-        raise HttpError(404, "node_not_found", f"{target!r} is not a node of {node.config.path.name}")
-    if not _proposer(node).is_leader:
-        leader = node.leader_spec()
-        if leader is None:
-            raise HttpError(503, "no_leader", "no leader known", leader_id=None)
-        if node.http is None:
-            raise InvariantViolation("HTTP API mounted before Node.start() opened its client session")
-        async with node.http.post(f"{leader.http_url}/admin/members", json=doc) as resp:
-            return reply(request, await resp.json(content_type=None), resp.status)
-    r = _driver(node)
-    if action == "promote" and target not in r.core.learners and target not in r.core.voters:
-        raise HttpError(409, "not_a_learner", f"{target} must be added as a learner first")
-    try:
-        index = r.propose_conf_change(ConfChange(kinds[action], target))
-    except NotLeaderError:
-        raise HttpError(503, "not_leader", "leadership moved; retry", leader_id=r.leader_id) from None
-    except ProposalDroppedError as exc:
-        raise HttpError(409, "conf_change_pending", f"another change is in progress: {exc}") from None
-    if not await r.wait_applied(index, 10.0):
-        raise HttpError(504, "timeout", "the change was proposed but not applied in time", index=index)
-    return reply(request, {"action": action, "node_id": target, "index": index,
-                           "voters": sorted(r.core.voters), "learners": sorted(r.core.learners)})
+    """Membership is governance (CONTRACT §6): no HTTP request, signed or not, changes it. The body is not read."""
+    raise HttpError(403, "governance_required", "membership changes are transactions: member.propose and "
+                                                "member.approve, signed by the orgs that run voting nodes")
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-
-    return web.json_response(openapi_document())
+    return web.json_response(openapi_document(_node(request).node_id))
 
 
 # -- the app ------------------------------------------------------------------------------------------------------
 
 
+def _gate(node: ApiNode) -> AuthGate:
+    gate = node.auth
+    if gate is None:
+        raise InvariantViolation("HTTP API mounted before Node.start() built the identity gate")
+    return gate
+
+
 def build_app(node: ApiNode) -> web.Application:
     # The body limit is enforced by read_body (413 JSON); aiohttp's own limit is a backstop above it.
-    app = web.Application(middlewares=[error_middleware],
+    app = web.Application(middlewares=[error_middleware, access_middleware],
                           client_max_size=max(node.config.max_body_bytes, node.config.block_max_bytes) * 8)
     app[NODE_KEY] = node
+    app[AUTH_GATE_KEY] = _gate(node)
     r = app.router
     r.add_post("/v1/tx", post_tx)
     r.add_post("/v1/txs", post_txs)
     r.add_get("/v1/tx/{tx_id}", get_tx)
+    r.add_post("/v1/session", post_session)
     r.add_get("/v1/status", get_status)
     r.add_get("/v1/blocks", get_blocks)
     r.add_get("/v1/blocks/{height}", get_block)
-    r.add_get("/v1/certs/{id}", _query_route(queries.get_cert, "cert", "id", timed=True))
-    r.add_get("/v1/certs/{id}/lineage", _query_route(queries.get_lineage, "cert", "id", timed=True))
-    r.add_get("/v1/orgs/{id}", _query_route(queries.get_org, "org", "id"))
-    r.add_get("/v1/orgs/{id}/certs", _query_route(queries.get_holdings, "org", "id", timed=True))
-    r.add_get("/v1/docs/{id}", _query_route(queries.get_trade_doc, "doc", "id"))
-    r.add_get("/v1/credit/{bank}/{core}", _query_route(queries.get_credit_line, "credit_line", "bank", "core"))
+    r.add_get("/v1/certs/{id}", get_cert)
+    r.add_get("/v1/certs/{id}/lineage", get_lineage)
+    r.add_get("/v1/orgs/{id}", get_org)
+    r.add_get("/v1/orgs/{id}/certs", get_holdings)
+    r.add_get("/v1/docs/{id}", get_doc)
+    r.add_get("/v1/credit/{bank}/{core}", get_credit)
+    r.add_get("/v1/members", get_members)
+    r.add_get("/v1/proposals", get_proposals)
+    r.add_get("/v1/proposals/{id}", get_proposal)
     r.add_get("/v1/cluster", get_cluster)
     r.add_post("/admin/members", post_members)
     r.add_get("/openapi.json", get_openapi)

@@ -2,26 +2,37 @@
 
     setup_dashboard(app, source, metrics)      # call after the node's own API routes are added
 
-adds
-- `GET /` and `GET /static/{file}`: the static dashboard (node/static/, no build step, works offline);
-- `GET /metrics`: Prometheus text exposition of `metrics`;
-- `GET /v1/events`: server-sent events, one `snapshot` event a second: `{"time_ms", "node", "status",
-  "cluster", "alarms"}`;
-- `GET /v1/alarms`: `{"node_id", "alarms": [{"name", "severity", "subject", "message", "since_ms"}]}`;
-- `GET /v1/cluster/view`: the same cluster rows the events carry (for curl and tests);
-- `GET /v1/blocks/{height}/txs` and `GET /v1/dashboard/latest-cert`: reads the dashboard needs that the core
-  API does not have (tx outcomes of one block; the most recent certificate created, for a first view);
+adds (who may call each: CONTRACT §6; docs/MONITORING.md "Who sees what"):
+- `GET /` and `GET /static/{file}`: the static dashboard (node/http/static/, no build step, works offline): anyone;
+- `GET /metrics`: Prometheus text exposition of `metrics`: anyone (no label names an org: node/http/metrics.py);
+- `GET /v1/events`: server-sent events. Anyone gets a `snapshot` event a second (`{"time_ms", "node",
+  "status", "cluster"}`: what `/v1/status` and `/v1/cluster` show) and a `block` event per new block (its
+  header and tx ids, as `/v1/blocks/{h}`); a signed or session subscriber also gets the alarms in the snapshot
+  and, in each block event, `outcomes`: the tx outcomes of that block it may read (ecert/access.py);
+- `GET /v1/alarms`: `{"node_id", "alarms": [...], "leader_alarms": [...]}`: any signed member org;
+- `GET /v1/cluster/view`: the same cluster rows the events carry (for curl and tests): anyone, like /v1/cluster;
+- `GET /v1/blocks/{height}/txs`: the txs of one block, each whole where the reader may read its outcome, else
+  only `tx_id`, `status`, `height` (what anyone learns from `GET /v1/tx/{id}`): signed members;
+- `GET /v1/dashboard/latest-cert`: the newest certificate the reader may see, for a first view: signed members;
+- `GET /v1/dashboard/whoami`: who the page is logged in as (`{"org_id": null}` when anonymous): anyone;
+- `GET /v1/supervision`: the regulator's views (ecert/supervision.py): the regulator only (403 for other orgs);
+- `GET /login`, `POST /logout`: the one-time login link (node/http/login.py), when the node has a session issuer;
 - and, only where the node has not registered them, `GET /v1/blocks` (paged) from `NodeSource.recent_blocks`.
+
+Identity comes from node/http/auth_gate.py `authenticate` (a signed request, a Bearer token or the session
+cookie), decisions from ecert/access.py over the committed state the node's `Ledger` gives; without a ledger
+(a bare NodeSource) only the regulator sees tx outcomes.
 
 A sampler task runs once a second: it reads the node through `NodeSource` (never its internals), asks the other
 nodes for their `/v1/status` (so any node's dashboard shows the whole cluster), refreshes the level gauges,
-evaluates the alarms (node/http/alarms.py) and logs each alarm raised or cleared. Every SSE client gets the latest
-sample; a slow dashboard never makes the node do more work.
+evaluates the alarms (node/http/alarms.py), logs each alarm raised or cleared and reads the new blocks for the
+event streams. Every SSE client gets the latest sample; a slow dashboard never makes the node do more work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -30,14 +41,27 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import ClientSession, ClientTimeout, web
 
+from ecert import access
+from ecert import state as ecert_state
+from ecert.access import Reader, TxFacts
+from ecert.supervision import supervision
+from ledger.executor import TxRecord
+from ledger.schema import BlockRecord
+from ledger.state_view import StateView
 from node.http.alarms import Alarm, AlarmRules, AlarmTracker, Transition, evaluate
+from node.http.auth_gate import authenticate, authenticated_org
+from node.http.errors import HttpError, error_body
+from node.http.login import setup_login
 from node.http.metrics import NodeMetrics, contact_age_ms
 from node.http.openapi import HTTP_BLOCKS_PAGE_MAX
+from node.keys import load_org_key
+from node.request_auth import SESSION_TTL_MS, fresh_nonce, sign_request
 from node.source import NodeSource
 
 log = logging.getLogger("node.http.alarms")
@@ -49,9 +73,16 @@ _CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/
 sample_interval_s = 1.0
 sse_interval_s = 1.0
 sse_clients_max = 64
+sse_blocks_kept = 64            # block events kept for the streams (and for a reconnect's Last-Event-ID)
+sse_blocks_per_sample_max = 32  # blocks read per sample for the streams; a burst beyond skips the older ones
+sse_reconnect_grace_ms = 15_000  # blocks are still read this long after the last stream closed (a reconnect)
+sse_signed_stream_ms_max = SESSION_TTL_MS
+"""A signed stream ends after a session's lifetime: EventSource reconnects, and the reconnect is checked again
+(an expired cookie then reads as anonymous, see node/http/login.py `POST /logout`)."""
 peer_probe_timeout_s = 0.5
 disk_sample_every = 5          # samples between disk / LevelDB size reads
 latest_cert_scan_blocks_max = 200
+latest_cert_readers_max = 256  # readers whose newest visible certificate is remembered
 lagging_entries = 10           # a node this far behind the leader shows as "lagging" on the cluster view
 
 
@@ -59,14 +90,43 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class Ledger(Protocol):
+    """The committed chain the access decisions read (node.server.Node.store, a ledger.store.StateStore)."""
+
+    def view(self) -> StateView: ...
+
+    def block(self, height: int) -> BlockRecord | None: ...
+
+    def tx_outcome(self, tx_id: str) -> TxRecord | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEvent:
+    """One new block for the event streams, as anyone sees it. The outcomes a member subscriber also gets are
+    decided per subscriber (Dashboard.block_event_json) on facts read once per block, when first needed."""
+
+    height: int
+    header: Mapping[str, Any]
+    """`GET /v1/blocks/{height}`: header fields, `hash` and `tx_ids` (public)."""
+
+
+ProbeSigner = Callable[[str, str], str]
+"""(node id addressed, path) -> Authorization header of a signed GET, for the probes that need a member."""
+
+
 class Dashboard:
     """State of the dashboard for one node: the latest sample, alarms, SSE clients."""
 
     def __init__(self, source: NodeSource, metrics: NodeMetrics, *, rules: AlarmRules | None = None,
                  data_dir: str | os.PathLike[str] | None = None, probe_peers: bool = True,
-                 clock: Callable[[], int] = now_ms) -> None:
+                 clock: Callable[[], int] = now_ms, ledger: Ledger | None = None,
+                 probe_signer: ProbeSigner | None = None) -> None:
         self.source = source
         self.metrics = metrics
+        self.ledger = ledger
+        self.probe_signer = probe_signer
+        """Signs the probe of the leader's /v1/alarms (a member-only route); None: the leader's alarms are not
+        fetched."""
         self.rules = rules or AlarmRules()
         self.data_dir = Path(data_dir) if data_dir is not None else _source_data_dir(source)
         self.probe_peers = probe_peers
@@ -86,7 +146,17 @@ class Dashboard:
         self._samples = 0
         self._disk: tuple[int, int] | None = None
         self._rejected_seen: int | None = None
-        self._latest_cert: tuple[int, str | None] | None = None
+        self._latest_cert: dict[str, tuple[int, str | None]] = {}
+        """Per reader org: (height scanned to, newest certificate it may see)."""
+        self._supervision: tuple[int, dict[str, Any]] | None = None
+        self.feed: collections.deque[BlockEvent] = collections.deque(maxlen=sse_blocks_kept)
+        """The newest blocks, for the event streams."""
+        self.fed_height: int | None = None
+        """Height of the newest block in `feed` (or skipped); None until the first sample."""
+        self._watched_until_ms = 0
+        """The feed is kept until then: while a stream is open, and sse_reconnect_grace_ms after."""
+        self._facts: collections.OrderedDict[int, tuple[TxFacts, ...]] = collections.OrderedDict()
+        """Tx facts of the feed's blocks, by height, read the first time a member subscriber needs them."""
         self._session: ClientSession | None = None
 
     # --- sampling ------------------------------------------------------------------------------------------
@@ -121,7 +191,106 @@ class Dashboard:
 
         self.snapshot = {"time_ms": t, "node": self.node_id, "status": status,
                          "cluster": self.cluster_rows(status, peers, t), "alarms": self.alarm_dicts()}
+        height = status.get("height")
+        if isinstance(height, int):
+            self.follow_chain(height)
         return self.snapshot
+
+    def public_snapshot(self) -> dict[str, Any]:
+        """The snapshot as anyone may see it: status and cluster (public routes), no alarms."""
+        snap = self.snapshot or self.sample()
+        return {k: v for k, v in snap.items() if k != "alarms"}
+
+    # --- the chain feed for the event streams ---------------------------------------------------------------
+
+    def follow_chain(self, height: int) -> None:
+        """Read the blocks applied since the last sample into `feed` (at most sse_blocks_per_sample_max), and
+        only while someone watches (or may reconnect soon): without a stream the node reads nothing for it."""
+        if self.fed_height is None or height < self.fed_height:  # first sample, or a wiped / restored node
+            self.fed_height = height
+            self.feed.clear()
+            self._facts.clear()
+            return
+        now = self.clock()
+        if self.sse_clients > 0:
+            self._watched_until_ms = now + sse_reconnect_grace_ms
+        if now < self._watched_until_ms:
+            for h in range(max(self.fed_height + 1, height - sse_blocks_per_sample_max + 1), height + 1):
+                event = self._block_event(h)
+                if event is not None:
+                    self.feed.append(event)
+        self.fed_height = height
+
+    def _block_event(self, height: int) -> BlockEvent | None:
+        if self.ledger is None:
+            rows = _safe(functools.partial(self.source.recent_blocks, height + 1, 1), [])
+            if not rows or rows[0].get("height") != height:
+                return None
+            header = {k: v for k, v in rows[0].items() if k != "txs"}
+            return BlockEvent(height, header)
+        record = self.ledger.block(height)
+        return None if record is None else BlockEvent(height, record.to_json())
+
+    def _feed_facts(self, height: int) -> tuple[TxFacts, ...]:
+        facts = self._facts.get(height)
+        if facts is None:
+            facts = self._facts[height] = self.block_facts(height)
+            while len(self._facts) > sse_blocks_kept:
+                self._facts.popitem(last=False)
+        return facts
+
+    def block_facts(self, height: int) -> tuple[TxFacts, ...]:
+        """Each tx first applied in block `height`, with its outcome (a repeated tx id reports its first block's
+        outcome and is not this block's business)."""
+        if self.ledger is None:
+            return ()
+        record = self.ledger.block(height)
+        if record is None:
+            return ()
+        facts = []
+        for tx_id, raw in zip(record.tx_ids, record.txs, strict=True):
+            applied = self.ledger.tx_outcome(tx_id)
+            if applied is not None and applied.height == height:
+                facts.append(access.tx_facts(applied.outcome, raw))
+        return tuple(facts)
+
+    def block_event_json(self, event: BlockEvent, reader: Reader | None) -> dict[str, Any]:
+        """A block event as `reader` may see it: the header for anyone, the readable outcomes for a member."""
+        out = dict(event.header)
+        if reader is not None:
+            outcomes = access.visible_outcomes(self.ledger.view(), reader, self._feed_facts(event.height)) \
+                if self.ledger is not None else []
+            out["outcomes"] = [dict(o.to_json(), height=event.height) for o in outcomes]
+        return out
+
+    # --- reads by party --------------------------------------------------------------------------------------
+
+    def can_read_cert(self, reader: Reader, cert_id: str) -> bool:
+        if self.ledger is None:
+            return reader.role == ecert_state.REGULATOR
+        return access.can_read_cert(self.ledger.view(), reader, cert_id)
+
+    def block_rows(self, reader: Reader, height: int) -> list[dict[str, Any]]:
+        """NodeSource.block_txs, each row whole where `reader` may read the tx's outcome, else only what anyone
+        learns of a tx (`tx_id`, `status`, `height`)."""
+        rows = self.source.block_txs(height)
+        if self.ledger is None:
+            readable = {r.get("tx_id") for r in rows} if reader.role == ecert_state.REGULATOR else set()
+        else:
+            view = self.ledger.view()
+            readable = {f.outcome.tx_id for f in self.block_facts(height)
+                        if access.can_read_tx_outcome(view, reader, f)}
+        return [row if row.get("tx_id") in readable else
+                {k: row[k] for k in ("tx_id", "status", "height") if k in row} for row in rows]
+
+    def supervision(self) -> dict[str, Any] | None:
+        """ecert/supervision.py over the committed state, computed once per height; None without a ledger."""
+        if self.ledger is None:
+            return None
+        height = _safe(self.source.status, {}).get("height")
+        if self._supervision is None or self._supervision[0] != height:
+            self._supervision = (height if isinstance(height, int) else -1, supervision(self.ledger.view()))
+        return dict(self._supervision[1], height=height)
 
     def alarm_dicts(self) -> list[dict[str, Any]]:
         """This node's alarms, then the leader's that this node does not raise itself."""
@@ -212,17 +381,21 @@ class Dashboard:
         async def leader_alarms() -> None:
             leader = _safe(self.source.status, {}).get("leader_id")
             addr = next((p["http"] for p in peers if p.get("id") == leader), None)
-            body = await self._get_json(_base_url(addr) + "/v1/alarms") if addr else None
+            sign = self.probe_signer
+            # /v1/alarms is for members: the probe signs as this node's org, fresh for each request.
+            body = await self._get_json(_base_url(addr) + "/v1/alarms",
+                                        {"Authorization": sign(leader, "/v1/alarms")}) \
+                if addr and sign is not None and isinstance(leader, str) else None
             alarms = body.get("alarms") if isinstance(body, dict) else None
             self.leader_alarms = [dict(a, reported_by=leader) for a in alarms or []
                                   if isinstance(a, dict) and a.get("reported_by", leader) == leader]
 
         await asyncio.gather(*(one(p) for p in peers), leader_alarms())
 
-    async def _get_json(self, url: str) -> Any:
+    async def _get_json(self, url: str, headers: Mapping[str, str] | None = None) -> Any:
         assert self._session is not None
         try:
-            async with self._session.get(url) as resp:
+            async with self._session.get(url, headers=headers) as resp:
                 if resp.status == 200:
                     return await resp.json()
         except Exception:  # timeouts, refused connections, bad JSON: a down peer is normal here
@@ -248,25 +421,28 @@ class Dashboard:
 
     # --- first view --------------------------------------------------------------------------------------
 
-    def latest_cert(self) -> dict[str, Any]:
-        """The newest certificate created by a committed tx (a first view for a newcomer).
+    def latest_cert(self, reader: Reader) -> dict[str, Any]:
+        """The newest certificate created by a committed tx that `reader` may see (a first view for a newcomer).
 
-        Scans only blocks it has not seen (newest first, at most `latest_cert_scan_blocks_max` per call), so a
-        long chain costs one bounded scan once and almost nothing after.
+        Scans only blocks it has not scanned for this reader (newest first, at most
+        `latest_cert_scan_blocks_max` per call), so a long chain costs one bounded scan once per reader and
+        almost nothing after. What a reader may see only grows (ecert/access.py), so a remembered answer holds.
         """
         status = _safe(self.source.status, {})
         height = status.get("height") if isinstance(status.get("height"), int) else 0
-        seen_height, found = self._latest_cert or (0, None)
+        seen_height, found = self._latest_cert.get(reader.org_id, (0, None))
         if height < seen_height:  # a restored snapshot or a wiped node: start over
             seen_height, found = 0, None
         lowest = max(seen_height, height - latest_cert_scan_blocks_max)
         for h in range(height, lowest, -1):
             certs = [c for tx in _safe(functools.partial(self.source.block_txs, h), [])
-                     for c in _result_certs(tx)]
+                     for c in _result_certs(tx) if self.can_read_cert(reader, c)]
             if certs:
                 found = certs[-1]
                 break
-        self._latest_cert = (height, found)
+        if len(self._latest_cert) >= latest_cert_readers_max and reader.org_id not in self._latest_cert:
+            self._latest_cert.clear()
+        self._latest_cert[reader.org_id] = (height, found)
         return {"cert_id": found, "height": height}
 
 
@@ -276,14 +452,23 @@ DASHBOARD_KEY = web.AppKey("ecert_dashboard", Dashboard)
 def setup_dashboard(app: web.Application, source: NodeSource, metrics: NodeMetrics | None = None, *,
                     rules: AlarmRules | None = None, data_dir: str | os.PathLike[str] | None = None,
                     probe_peers: bool = True, instrument: bool = True, sample_loop: bool = True,
-                    clock: Callable[[], int] = now_ms) -> Dashboard:
+                    clock: Callable[[], int] = now_ms, ledger: Ledger | None = None,
+                    probe_signer: ProbeSigner | None = None, login_base_url: str | None = None) -> Dashboard:
     """Mount the dashboard on `app`. Routes the node already has are left alone (the node's win).
 
-    `sample_loop=False` and `clock` are for tests: samples are then taken only by `Dashboard.sample()`.
+    `ledger` defaults to the node's `store`, `probe_signer` to one signing as the node's org with its key from
+    the cluster's keys/ directory (when the file is there), `login_base_url` to the node's `spec.http_url`: with
+    it and `data_dir`, node/http/login.py writes the one-time login link at start. `sample_loop=False` and
+    `clock` are for tests: samples are then taken only by `Dashboard.sample()`.
     """
     if metrics is None:
         metrics = getattr(source, "metrics", None) or NodeMetrics()
-    dash = Dashboard(source, metrics, rules=rules, data_dir=data_dir, probe_peers=probe_peers, clock=clock)
+    if ledger is None:
+        ledger = _source_ledger(source)
+    if probe_signer is None:
+        probe_signer = _org_probe_signer(source)
+    dash = Dashboard(source, metrics, rules=rules, data_dir=data_dir, probe_peers=probe_peers, clock=clock,
+                     ledger=ledger, probe_signer=probe_signer)
     app[DASHBOARD_KEY] = dash
     status = _safe(source.status, {})
     if isinstance(status.get("node_id"), str):
@@ -292,11 +477,18 @@ def setup_dashboard(app: web.Application, source: NodeSource, metrics: NodeMetri
     routes: list[tuple[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
         ("/", _index), ("/static/{file}", _static), ("/metrics", _metrics), ("/v1/events", _events),
         ("/v1/alarms", _alarms), ("/v1/cluster/view", _cluster_view), ("/v1/blocks/{height}/txs", _block_txs),
-        ("/v1/dashboard/latest-cert", _latest_cert), ("/v1/blocks", _blocks)]
+        ("/v1/dashboard/latest-cert", _latest_cert), ("/v1/dashboard/whoami", _whoami),
+        ("/v1/supervision", _supervision), ("/v1/blocks", _blocks)]
     existing = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
     for path, handler in routes:
         if ("GET", path) not in existing:
-            app.router.add_get(path, handler)
+            app.router.add_get(path, _renders_errors(handler))
+    if login_base_url is None:
+        login_base_url = getattr(getattr(source, "spec", None), "http_url", None)
+    org = status.get("org")
+    if data_dir is not None and isinstance(login_base_url, str) and isinstance(org, str) \
+            and ("GET", "/login") not in existing:
+        setup_login(app, org, login_base_url, data_dir, clock=clock)
     if instrument:
         # Outermost, so it sees the status the node's error middleware finally answers.
         app.middlewares.insert(0, _request_metrics)
@@ -316,6 +508,35 @@ def setup_dashboard(app: web.Application, source: NodeSource, metrics: NodeMetri
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
     return dash
+
+
+# --- who asks -------------------------------------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _renders_errors(handler: Handler) -> Handler:
+    """HttpError (the identity gate's 401, our own refusals) as the API's JSON error, also where the dashboard is
+    mounted outside the node's app (no error middleware there)."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except HttpError as e:
+            headers = {"WWW-Authenticate": "ECERT-ED25519, Bearer"} if e.status == 401 else None
+            return web.json_response(error_body(e.code, e.message, **e.extra), status=e.status, headers=headers)
+
+    return wrapped
+
+
+async def _member(request: web.Request) -> Reader:
+    """The signed (or session) reader of a member-only route; 401 for an anonymous request."""
+    reader = await authenticate(request)
+    if reader is None:
+        raise HttpError(401, "unauthenticated", f"{request.path} is for member organisations: sign the request "
+                        "(CONTRACT §6) or log in to the dashboard with the link ./scripts/run prints")
+    return reader
 
 
 # --- handlers -------------------------------------------------------------------------------------------------
@@ -341,6 +562,7 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
 
 
 async def _alarms(request: web.Request) -> web.StreamResponse:
+    await _member(request)
     dash = request.app[DASHBOARD_KEY]
     if not dash.snapshot:
         dash.sample()
@@ -356,21 +578,50 @@ async def _cluster_view(request: web.Request) -> web.StreamResponse:
                               "nodes": snap["cluster"]})
 
 
+async def _whoami(request: web.Request) -> web.StreamResponse:
+    reader = await authenticate(request)
+    dash = request.app[DASHBOARD_KEY]
+    org_id = authenticated_org(request)
+    # `read_access = "open"`: an anonymous request reads as the regulator would, without being an org.
+    return web.json_response({"org_id": org_id, "role": reader.role if reader is not None else None,
+                              "open_reads": reader is not None and org_id is None, "node_id": dash.node_id})
+
+
+async def _supervision(request: web.Request) -> web.StreamResponse:
+    reader = await _member(request)
+    if reader.role != ecert_state.REGULATOR:
+        raise HttpError(403, "forbidden", "the supervision views are the regulator's")
+    views = request.app[DASHBOARD_KEY].supervision()
+    if views is None:
+        raise HttpError(503, "unavailable", "this node has no committed state to read")
+    return web.json_response(views)
+
+
 async def _events(request: web.Request) -> web.StreamResponse:
     dash = request.app[DASHBOARD_KEY]
     if dash.sse_clients >= sse_clients_max:
         return _error(429, "too_many_streams", f"at most {sse_clients_max} event streams per node")
+    reader = await authenticate(request)  # checked once, before the stream starts (a 401 is a plain answer)
+    last_height = _last_event_id(request, dash)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
     dash.sse_clients += 1
     dash.metrics.sse_clients.set(dash.sse_clients)
+    ends_ms = dash.clock() + sse_signed_stream_ms_max if reader is not None else None
     try:
         await resp.write(b"retry: 2000\n\n")
-        while not dash.closing.is_set():
+        while not dash.closing.is_set() and (ends_ms is None or dash.clock() < ends_ms):
             snap = dash.snapshot or dash.sample()
-            data = json.dumps(snap, separators=(",", ":"), default=str)
-            await resp.write(f"event: snapshot\ndata: {data}\n\n".encode())
+            if reader is None:
+                snap = dash.public_snapshot()
+            await resp.write(_sse("snapshot", snap))
+            for event in list(dash.feed):
+                if event.height > last_height:
+                    await resp.write(_sse("block", dash.block_event_json(event, reader), event_id=event.height))
+                    last_height = event.height
+            if dash.fed_height is not None:
+                last_height = max(last_height, dash.fed_height)  # blocks skipped in a burst are not sent later
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(dash.closing.wait(), sse_interval_s)
     except ConnectionResetError:  # the browser went away
@@ -379,6 +630,24 @@ async def _events(request: web.Request) -> web.StreamResponse:
         dash.sse_clients -= 1
         dash.metrics.sse_clients.set(dash.sse_clients)
     return resp
+
+
+def _last_event_id(request: web.Request, dash: Dashboard) -> int:
+    """Blocks above this height are sent: the browser's Last-Event-ID on a reconnect (so a short drop loses no
+    block that is still in the feed), else the current height."""
+    if not dash.snapshot:
+        dash.sample()
+    current = dash.fed_height or 0
+    raw = request.headers.get("Last-Event-ID", "")
+    if raw.isdigit() and len(raw) <= 15:
+        return min(int(raw), current)
+    return current
+
+
+def _sse(event: str, data: Any, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    body = json.dumps(data, separators=(",", ":"), default=_json_default)
+    return f"{head}event: {event}\ndata: {body}\n\n".encode()
 
 
 async def _blocks(request: web.Request) -> web.StreamResponse:
@@ -394,6 +663,7 @@ async def _blocks(request: web.Request) -> web.StreamResponse:
 
 
 async def _block_txs(request: web.Request) -> web.StreamResponse:
+    reader = await _member(request)
     dash = request.app[DASHBOARD_KEY]
     try:
         height = int(request.match_info["height"])
@@ -402,11 +672,12 @@ async def _block_txs(request: web.Request) -> web.StreamResponse:
     status = _safe(dash.source.status, {})
     if height < 1 or height > int(status.get("height") or 0):
         return _error(404, "block_not_found", f"no block at height {height}")
-    return web.json_response({"height": height, "txs": dash.source.block_txs(height)}, dumps=_dumps)
+    return web.json_response({"height": height, "txs": dash.block_rows(reader, height)}, dumps=_dumps)
 
 
 async def _latest_cert(request: web.Request) -> web.StreamResponse:
-    return web.json_response(request.app[DASHBOARD_KEY].latest_cert())
+    reader = await _member(request)
+    return web.json_response(request.app[DASHBOARD_KEY].latest_cert(reader))
 
 
 @web.middleware
@@ -518,6 +789,32 @@ def _log_transition(tr: Transition, node_id: str) -> None:
         log.warning("alarm raised: %s [%s] %s", a.name, a.subject, a.message, extra=fields)
     else:
         log.info("alarm cleared: %s [%s]", a.name, a.subject, extra=fields)
+
+
+def _source_ledger(source: Any) -> Ledger | None:
+    """The node's committed store, if the source is a node with one (node.server.Node.store)."""
+    store = getattr(source, "store", None)
+    return store if all(callable(getattr(store, m, None)) for m in ("view", "block", "tx_outcome")) else None
+
+
+def _org_probe_signer(source: Any) -> ProbeSigner | None:
+    """Signs as the org running this node, with its key from the cluster's keys/ (None if the node cannot)."""
+    config = getattr(source, "config", None)
+    org = _safe(source.status, {}).get("org")
+    keys_dir = getattr(config, "keys_dir", None)
+    chain_id = getattr(config, "chain_id", None)
+    if not isinstance(org, str) or not isinstance(keys_dir, Path) or not isinstance(chain_id, str):
+        return None
+    try:
+        seed = load_org_key(keys_dir, org).seed
+    except Exception:  # no key file for this org on this host: the leader's alarms are not shown here
+        log.info("dashboard probes unsigned: no key for org %s in %s", org, keys_dir)
+        return None
+
+    def sign(node_id: str, path: str) -> str:
+        return sign_request(seed, chain_id, node_id, org, "GET", path, b"", now_ms(), fresh_nonce())
+
+    return sign
 
 
 def _source_data_dir(source: Any) -> Path | None:

@@ -54,9 +54,12 @@ class NodeMetrics:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
 
+        # `/metrics` is anonymous (CONTRACT §6): no label names an org. Labels name nodes (node_id, peer,
+        # subject), routes, codes and roles; nodes are public in /v1/cluster, and nothing here counts an org's
+        # business (no per-org tx, certificate or credit series).
         self.node_info = Gauge(
             "ecert_node_info", "Static facts about this node (value is always 1).",
-            ["node_id", "org", "chain_id"], registry=r)
+            ["node_id", "chain_id"], registry=r)
 
         # Raft
         self.raft_term = Gauge("ecert_raft_term", "Current Raft term of this node.", registry=r)
@@ -147,7 +150,8 @@ class NodeMetrics:
     # --- facts -----------------------------------------------------------------------------------------------
 
     def set_info(self, node_id: str, org: str, chain_id: str) -> None:
-        self.node_info.labels(node_id=node_id, org=org, chain_id=chain_id).set(1)
+        """`org` is not exported: the org running a node is in /v1/status, not in an anonymous label."""
+        self.node_info.labels(node_id=node_id, chain_id=chain_id).set(1)
 
     # --- Raft --------------------------------------------------------------------------------------------------
 

@@ -1,132 +1,423 @@
-"""`GET /openapi.json`: an OpenAPI 3.1 description of the node's HTTP API (CONTRACT §4 + extensions)."""
+"""`GET /openapi.json`: an OpenAPI 3.1 description of the node's HTTP API (CONTRACT §4, §6 + extensions).
+
+Exact enough for a schema-driven fuzzer (tests/node/test_schemathesis.py runs schemathesis with every check):
+
+- the API's parameters are the typed definitions below (node/http/params.py), and node/http/api.py decodes
+  requests with these same objects, so a bound, a pattern or a default here is the one the handler enforces;
+- who may call each operation is read from node/http/auth_gate.py's ROUTE_ACCESS, the table the node enforces:
+  each operation gets its `security` (a session token only reads, so only GET operations list it), the
+  401 / 403 / 413 / 429 / 503 answers that follow from its access, and `x-ecert-access`
+  (public | anyone | signed | regulator). tests/node/test_api_auth.py and tests/node/test_schemathesis.py check
+  that every route the node serves is described here with the access it enforces, and nothing else is;
+- every status an operation can answer is listed, with the media types of its body: the API's own answers are
+  JSON, or msgpack when the request's Accept names it (node/http/api.py `reply`); the dashboard's are JSON.
+
+`openapi_document(node_id)` names the node's session cookie (`ecert_session_<node_id>`) as it is.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ecert.membership import PROPOSALS_LIST_MAX
+from ecert.tx import ID_LEN_MAX, PAYLOAD_BYTES_MAX, SIG_BYTES
+from node.http.auth_gate import Access, route_access
+from node.http.params import ChoiceParam, IdParam, IntParam
+from node.request_auth import session_cookie
+
 HTTP_BLOCKS_PAGE_MAX = 100
 """Most block headers one `GET /v1/blocks` answers (node/http/api.py and the dashboard's fallback route serve
 the same page). Not ledger.store.BLOCKS_PAGE_MAX, the store's own cap on StateStore.blocks()."""
+HTTP_BLOCKS_PAGE_DEFAULT = 20
+HEIGHT_MAX = 1 << 62
+"""Highest block height (and proposal sequence number) a request may name: far above any real chain, and inside
+every client's int64."""
+WAIT_TIMEOUT_MS_DEFAULT = 10_000
+WAIT_TIMEOUT_MS_MAX = 60_000
+BATCH_TXS_MAX = 10_000
+"""Most envelopes one `POST /v1/txs` carries."""
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
+ID_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{ID_LEN_MAX - 1}}}"
+"""An org, certificate, document, proposal or node id: ecert/tx.py's id rule (tests/node/test_schemathesis.py
+checks they agree). A certificate's id is derived ("EC" and hex) but a tx names it by this rule."""
+_B64_QUAD = "[A-Za-z0-9+/]{4}"
+BASE64_PATTERN = f"(?:{_B64_QUAD})*(?:[A-Za-z0-9+/]{{2}}==|[A-Za-z0-9+/]{{3}}=)?"
+"""Standard base64 with padding, as ecert.tx.envelope_from_json decodes it (base64.b64decode(validate=True))."""
 
 
-def _resp(desc: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"description": desc}
+def base64_chars(n_bytes: int) -> int:
+    return 4 * -(-n_bytes // 3)
+
+# -- the parameters (node/http/api.py reads requests with these) --------------------------------------------------
+
+WAIT = ChoiceParam("wait", ("commit", "none"), "commit",
+                   "commit: answer once the tx's block is applied on this node; none: once the leader queued it")
+TIMEOUT = IntParam("timeout_ms", 1, WAIT_TIMEOUT_MS_MAX, WAIT_TIMEOUT_MS_DEFAULT,
+                   description="how long `wait=commit` waits for the block (504 after)")
+CONSISTENCY = ChoiceParam("consistency", ("local", "linearizable", "serializable"), "local",
+                          "linearizable: confirm leadership with a quorum (ReadIndex) before reading; the reader's "
+                          "rights are decided on the state after that. serializable is local")
+BLOCKS_BEFORE = IntParam("before", 1, HEIGHT_MAX, description="headers below this height (default: from the top)")
+BLOCKS_LIMIT = IntParam("limit", 1, HTTP_BLOCKS_PAGE_MAX, HTTP_BLOCKS_PAGE_DEFAULT)
+HEIGHT = IntParam("height", 0, HEIGHT_MAX, where="path")
+PROPOSALS_BEFORE = IntParam("before", 0, HEIGHT_MAX, description="the seq to page below (`next_before`)")
+PROPOSALS_LIMIT = IntParam("limit", 1, PROPOSALS_LIST_MAX, PROPOSALS_LIST_MAX)
+TX_ID = IdParam("tx_id", "[0-9a-fA-F]{64}", code="bad_tx_id", what="a tx id: 64 hex characters")
+CERT_ID = IdParam("id", ID_PATTERN, what="a certificate id")
+ORG_ID = IdParam("id", ID_PATTERN, what="an org id")
+DOC_ID = IdParam("id", ID_PATTERN, what="a document id")
+PROPOSAL_ID = IdParam("id", ID_PATTERN, what="a proposal id")
+BANK_ID = IdParam("bank", ID_PATTERN, what="an org id")
+CORE_ID = IdParam("core", ID_PATTERN, what="an org id")
+
+# Parameters of the dashboard's routes (node/http/dashboard.py and login.py decode them themselves).
+_BLOCK_TXS_HEIGHT = {"name": "height", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1},
+                     "description": "404 above this node's height"}
+_STATIC_FILE = {"name": "file", "in": "path", "required": True, "schema": {"type": "string"}}
+_LOGIN_CODE = {"name": "code", "in": "query", "required": True, "schema": {"type": "string"},
+               "description": "the one-time code of the link the node wrote to dashboard-login.url"}
+_LAST_EVENT_ID = {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+                  "description": "a reconnecting stream's last block height: blocks above it are sent"}
+
+# -- schemas ------------------------------------------------------------------------------------------------------
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An object with these properties, `required` always present. Other properties may be added later (a
+    client ignores what it does not know), so none is forbidden."""
+    return {"type": "object", "required": list(required), "properties": {**required, **(optional or {})}}
+
+
+_STR: dict[str, Any] = {"type": "string"}
+_INT: dict[str, Any] = {"type": "integer"}
+_BOOL: dict[str, Any] = {"type": "boolean"}
+_OBJECT: dict[str, Any] = {"type": "object"}
+_STR_OR_NULL: dict[str, Any] = {"type": ["string", "null"]}
+_INT_OR_NULL: dict[str, Any] = {"type": ["integer", "null"]}
+_STRS: dict[str, Any] = {"type": "array", "items": _STR}
+_TX_STATUSES = ["committed", "rejected", "accepted", "pending", "unknown", "refused"]
+
+_CERT = _obj({k: t for k, t in (
+    ("id", _STR), ("root_id", _STR), ("parent_id", _STR_OR_NULL), ("debtor", _STR), ("holder", _STR),
+    ("amount", _INT), ("maturity", _INT), ("status", _STR), ("bank", _STR_OR_NULL), ("created_at", _INT),
+    ("created_by", _STR), ("updated_at", _INT), ("children", _STRS),
+    ("invoices", {"type": "array", "items": _obj({"doc_id": _STR, "amount": _INT})}),
+    ("finance", {"type": ["object", "null"]}), ("settled_at", _INT_OR_NULL), ("paid_to", _STR_OR_NULL))},
+    {"overdue": _BOOL})
+_ORG_PUBLIC = {"id": _STR, "name": _STR, "role": _STR, "status": _STR, "sign_pk": _STR, "box_pk": _STR}
+_MEMBER = _obj({"id": _STR, "org": _STR, "raft": _STR, "http": _STR, "node_pk": _STR, "status": _STR,
+                "since": _INT, "proposal_id": _STR_OR_NULL})
+_PROPOSAL = _obj({k: t for k, t in (
+    ("id", _STR), ("seq", _INT), ("action", _STR), ("node_id", _STR), ("proposer", _STR), ("tx_id", _STR),
+    ("created_at", _INT), ("expires_at", _INT), ("electorate", _STRS), ("needed", _INT), ("approved_by", _STRS),
+    ("approvals", _INT), ("effective", _BOOL), ("status", _STR), ("closed_at", _INT_OR_NULL),
+    ("closed_by", _STR_OR_NULL), ("node", {"type": ["object", "null"]}))}, {"org_approved": _BOOL})
+_ALARM = _obj({"name": _STR, "severity": _STR, "subject": _STR, "message": _STR})
+_SSE_EVENT = _obj({"event": {"type": "string", "enum": ["snapshot", "block"]},
+                   "data": {"type": "string", "contentMediaType": "application/json"}}, {"id": _STR})
+_BLOCK_PAGE = _obj({"height": _INT, "blocks": {"type": "array", "items": _ref("Block")}})
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": _obj({"error": _obj({"code": _STR, "message": _STR})},
+                  {"tx_id": _STR, "leader_id": _STR_OR_NULL, "string_to_sign": _STR}),
+    "EnvelopeJson": {
+        "type": "object", "additionalProperties": False, "required": ["payload", "signer", "sig"],
+        "properties": {"payload": {"type": "string", "contentEncoding": "base64", "pattern": f"^{BASE64_PATTERN}$",
+                                   "minLength": base64_chars(1), "maxLength": base64_chars(PAYLOAD_BYTES_MAX)},
+                       "signer": {"type": "string", "pattern": f"^{ID_PATTERN}$"},
+                       "sig": {"type": "string", "contentEncoding": "base64", "pattern": f"^{BASE64_PATTERN}$",
+                               "minLength": base64_chars(SIG_BYTES), "maxLength": base64_chars(SIG_BYTES)}},
+        "description": "the msgpack envelope's three fields, payload and sig base64 (standard alphabet, padded)"},
+    "EnvelopeMsgpack": {
+        "type": "object", "additionalProperties": False, "required": ["payload", "signer", "sig"],
+        "properties": {"payload": {"type": "string", "format": "binary", "minLength": 1,
+                                   "maxLength": PAYLOAD_BYTES_MAX},
+                       "signer": {"type": "string", "pattern": f"^{ID_PATTERN}$"},
+                       "sig": {"type": "string", "format": "binary", "minLength": SIG_BYTES, "maxLength": SIG_BYTES}},
+        "description": "a msgpack map {payload: bin, signer: str, sig: bin}"},
+    "TxAnswer": _obj({"tx_id": _STR, "status": {"type": "string", "enum": _TX_STATUSES}},
+                     {"height": _INT, "result": _OBJECT, "error": _obj({"code": _STR, "message": _STR})}),
+    "Status": _obj({k: t for k, t in (
+        ("node_id", _STR), ("org", _STR), ("pid", _INT), ("chain_id", _STR), ("role", _STR), ("term", _INT),
+        ("leader_id", _STR_OR_NULL), ("commit_index", _INT), ("applied_index", _INT), ("height", _INT),
+        ("block_hash", _STR), ("state_root", _STR), ("voters", _STRS), ("learners", _STRS),
+        ("snapshot_index", _INT), ("last_index", _INT), ("queue", _INT), ("apply_error", _STR_OR_NULL),
+        ("started_ms", _INT), ("removed", _BOOL))}),
+    "Block": _obj({"height": _INT, "prev_hash": _STR, "tx_root": _STR, "time": _INT, "proposer": _STR,
+                   "hash": _STR, "tx_ids": _STRS}, {"txs": _STRS}),
+    "Cert": _CERT,
+}
+
+# -- responses ----------------------------------------------------------------------------------------------------
+
+_API_TYPES = ("application/json", "application/msgpack")
+_JSON = ("application/json",)
+
+
+def _resp(desc: str, schema: dict[str, Any] | None = None, types: tuple[str, ...] = _API_TYPES,
+          headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": desc}
     if schema is not None:
-        body["content"] = {"application/json": {"schema": schema},
-                           "application/msgpack": {"schema": schema}}
-    return body
+        out["content"] = {t: {"schema": schema} for t in types}
+    if headers is not None:
+        out["headers"] = headers
+    return out
 
 
-def _get(summary: str, ok: dict[str, Any], params: list[dict[str, Any]] | None = None,
-         not_found: bool = False) -> dict[str, Any]:
-    responses: dict[str, Any] = {"200": _resp("OK", ok), "400": _resp("bad input", _ERROR)}
-    if not_found:
-        responses["404"] = _resp("unknown id", _ERROR)
-    return {"get": {"summary": summary, "parameters": params or [], "responses": responses}}
+def _error(desc: str) -> dict[str, Any]:
+    return _resp(desc, _ref("Error"))
 
 
-def _path_param(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
+def _text(desc: str, *types: str) -> dict[str, Any]:
+    return {"description": desc, "content": {t: {"schema": {"type": "string"}} for t in types}}
 
 
-_CONSISTENCY = {"name": "consistency", "in": "query", "required": False,
-                "schema": {"type": "string", "enum": ["local", "linearizable"]},
-                "description": "linearizable: confirm leadership with a quorum (ReadIndex) before reading"}
-_WAIT = {"name": "wait", "in": "query", "required": False, "schema": {"type": "string", "enum": ["commit", "none"]},
-         "description": "commit (default): answer once the tx's block is applied on this node"}
-_TIMEOUT = {"name": "timeout_ms", "in": "query", "required": False,
-            "schema": {"type": "integer", "minimum": 1, "maximum": 60000, "default": 10000}}
-_OBJ = {"type": "object"}
+_UNAVAILABLE = ("the node cannot answer now: removed from the cluster (`removed`; /v1/status and /v1/cluster* "
+                "still answer), or `internal_error` (logged with its trace, never shown)")
+_AUTH_ERRORS = {
+    "401": _error("unauthenticated: no, a malformed or a failing Authorization header (the message says which "
+                  "check failed; for a bad signature, `string_to_sign` shows what the node verified)"),
+    "413": _error("body_too_large: a signed request's body (hashed into its signature) over max_body_bytes"),
+    "429": _error("too_many_requests: the org signed too many requests to this node within 30 s"),
+    "503": _error("busy: the node holds its maximum of recent nonces; or " + _UNAVAILABLE),
+}
+_LINEARIZABLE_ERRORS = {
+    "503": _error("`?consistency=linearizable` with no leader known (`no_leader`) or too many reads in flight "
+                  "(`busy`); busy: the node holds its maximum of recent nonces; or " + _UNAVAILABLE),
+    "504": _error("read_timeout: no quorum confirmed a linearizable read in time"),
+}
+_SIGNED: dict[str, list[str]] = {"ecertSigned": []}
+_SESSIONS: list[dict[str, list[str]]] = [{"sessionBearer": []}, {"sessionCookie": []}]
 
 
-def openapi_document() -> dict[str, Any]:
-    tx_answer = {"$ref": "#/components/schemas/TxAnswer"}
-    submit_responses = {
-        "200": _resp("committed or rejected by the rules, applied on this node", tx_answer),
-        "202": _resp("accepted (wait=none)", tx_answer),
-        "400": _resp("malformed envelope, bad signature, unknown signer or type, bad parameter", _ERROR),
-        "413": _resp("body over max_body_bytes", _ERROR),
-        "429": _resp("the leader's queue is full", _ERROR),
-        "503": _resp("no leader known (leader_id says which one if any)", _ERROR),
-        "504": _resp("not applied in time: status unknown, poll GET /v1/tx/{tx_id}", tx_answer),
+def _security(access: Access, method: str) -> list[dict[str, list[str]]]:
+    """The schemes that satisfy `access`; a session token (Bearer or cookie) only on a GET: it only reads."""
+    if access is Access.PUBLIC:
+        return []
+    schemes = [_SIGNED, *(_SESSIONS if method == "get" else [])]
+    return [{}, *schemes] if access is Access.ANYONE else schemes
+
+
+def _op(method: str, path: str, summary: str, responses: dict[str, Any], *,
+        params: list[dict[str, Any]] | None = None, body: dict[str, Any] | None = None,
+        forbidden: str | None = None) -> dict[str, Any]:
+    """One operation, with the security and refusals its ROUTE_ACCESS row implies."""
+    access = route_access(method.upper(), path)
+    out: dict[str, Any] = {"summary": summary, "parameters": params or [], "responses": dict(responses),
+                           "security": _security(access, method), "x-ecert-access": access.value}
+    if body is not None:
+        out["requestBody"] = body
+    out["responses"].setdefault("503", _error(_UNAVAILABLE))
+    if access is not Access.PUBLIC:
+        for status, answer in _AUTH_ERRORS.items():
+            out["responses"].setdefault(status, answer)
+    if access is Access.REGULATOR:
+        forbidden = forbidden or "forbidden: only the regulator calls this route"
+    if forbidden is not None:
+        out["responses"]["403"] = _error(forbidden)
+    return {method: out}
+
+
+def _get(path: str, summary: str, ok: dict[str, Any] | None, params: list[dict[str, Any]] | None = None, *,
+         types: tuple[str, ...] = _API_TYPES, bad: str | None = None, not_found: str | None = None,
+         forbidden: str | None = None, linearizable: bool = False) -> dict[str, Any]:
+    """A read: 200 with `ok` (in `types`), 400 where it takes parameters (`bad` says which), 404 `not_found`."""
+    responses: dict[str, Any] = {"200": _resp("OK", ok, types)}
+    if params or bad is not None:
+        responses["400"] = _error(bad or "bad_parameter: a parameter out of its bounds, or not of its type")
+    if not_found is not None:
+        responses["404"] = _error(not_found)
+    if linearizable:
+        responses.update(_LINEARIZABLE_ERRORS)
+    return _op("get", path, summary, responses, params=params, forbidden=forbidden)
+
+
+def _read(path: str, summary: str, ok: dict[str, Any], ids: tuple[IdParam, ...], not_found: str | None,
+          forbidden: str | None = None) -> dict[str, Any]:
+    """A SIGNED read of state (ecert/access.py decides), linearizable on request."""
+    return _get(path, summary, ok, [p.openapi() for p in ids] + [CONSISTENCY.openapi()],
+                bad="bad_id: an id that cannot be one of its kind; bad_parameter: consistency", not_found=not_found,
+                forbidden=forbidden, linearizable=True)
+
+
+_HIDDEN = "unknown, or not visible to the reader: the same answer, so an id says nothing about what exists"
+_SUBMIT_400 = ("malformed envelope or batch, bad signature, unknown signer or type, bad parameter, JSON nested "
+               "too deep (`too_deep`), not JSON or not msgpack; `tx_id` names the tx where known")
+_SUBMIT_503 = ("no leader known, or the leader could not be reached (`leader_id` says which one if any); or "
+               + _UNAVAILABLE)
+
+
+def _envelope_body(json_schema: dict[str, Any], msgpack_schema: dict[str, Any], desc: str) -> dict[str, Any]:
+    return {"required": True, "description": desc, "content": {
+        "application/json": {"schema": json_schema}, "application/msgpack": {"schema": msgpack_schema}}}
+
+
+def _paths() -> dict[str, Any]:
+    tx = _ref("TxAnswer")
+    batch = _obj({"results": {"type": "array", "items": tx}})
+    submit_params = [WAIT.openapi(), TIMEOUT.openapi()]
+    session = _obj({"token": _STR, "expires_at": _INT, "org": _STR})
+    set_cookie = {"Set-Cookie": {"schema": _STR, "description": "the session cookie (HttpOnly, SameSite=Strict, "
+                                                                "Path=/)"}}
+    return {
+        "/v1/tx": _op("post", "/v1/tx", "Submit one signed transaction envelope", {
+            "200": _resp("committed or rejected by the rules, applied on this node (or seen before)", tx),
+            "202": _resp("accepted (wait=none)", tx),
+            "400": _error(_SUBMIT_400),
+            "413": _error("body_too_large: body over max_body_bytes"),
+            "429": _error("queue_full: the leader's queue is full (`tx_id`)"),
+            "503": _error(_SUBMIT_503),
+            "504": _resp("timeout: not applied here in time, status unknown: poll GET /v1/tx/{tx_id}",
+                         _obj({"tx_id": _STR, "status": {"const": "unknown"}, "error": _OBJECT})),
+        }, params=submit_params, body=_envelope_body(
+            _ref("EnvelopeJson"), _ref("EnvelopeMsgpack"),
+            "the envelope as JSON, or msgpack (Content-Type application/msgpack, also x-msgpack and vnd.msgpack)")),
+        "/v1/txs": _op("post", "/v1/txs", "Submit a batch of envelopes: one answer per tx, in order (a tx refused "
+                       "at admission answers `refused` in place)", {
+            "200": _resp("every tx committed, rejected, refused, or unknown at the deadline", batch),
+            "202": _resp("wait=none: queued (accepted) or refused in place", batch),
+            "400": _error(_SUBMIT_400 + "; an empty batch"),
+            "413": _error(f"body_too_large: body over its limit, or over {BATCH_TXS_MAX} txs "
+                          "(`batch_too_large`)"),
+            "429": _error("queue_full: the leader's queue cannot take the batch"),
+            "503": _error(_SUBMIT_503),
+        }, params=submit_params, body=_envelope_body(
+            {"oneOf": [_obj({"txs": {"type": "array", "minItems": 1, "maxItems": BATCH_TXS_MAX,
+                                     "items": _ref("EnvelopeJson")}}),
+                       {"type": "array", "minItems": 1, "maxItems": BATCH_TXS_MAX, "items": _ref("EnvelopeJson")}]},
+            {"type": "array", "minItems": 1, "maxItems": BATCH_TXS_MAX,
+             "items": {"type": "string", "format": "binary"}},
+            "JSON {\"txs\": [envelope, ...]} (or the bare array); msgpack: an array of envelope bins, or a map "
+            "{\"txs\": array}")),
+        "/v1/tx/{tx_id}": _get("/v1/tx/{tx_id}", "Status of a tx (unknown if never seen): tx_id, status and height "
+                               "for anyone; the whole outcome for a reader who may read what it acted on, or "
+                               "signed it", tx, [TX_ID.openapi()], bad="bad_tx_id: not 64 hex characters"),
+        "/v1/session": _op("post", "/v1/session", "A read-only session for the signing org at this node (15 min), "
+                           "also set as the session cookie; the body is empty", {
+                               "200": _resp("the session", session, headers=set_cookie),
+                               "401": _error("unauthenticated: not a signed request (a session token cannot "
+                                             "make a session)")}),
+        "/v1/status": _get("/v1/status", "This node's Raft and chain status", _ref("Status")),
+        "/v1/blocks": _get("/v1/blocks", "Block headers, newest first", _BLOCK_PAGE,
+                           [BLOCKS_BEFORE.openapi(), BLOCKS_LIMIT.openapi()]),
+        "/v1/blocks/{height}": _get("/v1/blocks/{height}", "A block header and its tx ids", _ref("Block"),
+                                    [HEIGHT.openapi()], not_found="block_not_found: no block at that height here"),
+        "/v1/blocks/{height}/txs": _get(
+            "/v1/blocks/{height}/txs", "The txs of one block, each whole only where the reader may read its "
+            "outcome", _obj({"height": _INT, "txs": {"type": "array", "items": _obj({"tx_id": _STR})}}),
+            [_BLOCK_TXS_HEIGHT], types=_JSON, bad="bad_height: not an integer",
+            not_found="block_not_found: no block at that height here"),
+        "/v1/certs/{id}": _read("/v1/certs/{id}", "A certificate: for its debtor, the bank named at issue, the "
+                                "regulator, and the orgs on its path", _ref("Cert"), (CERT_ID,), _HIDDEN),
+        "/v1/certs/{id}/lineage": _read("/v1/certs/{id}/lineage", "A certificate's lineage: the part the reader "
+                                        "may see (all of it for the debtor, the bank and the regulator)",
+                                        _obj({"root_id": _STR, "certs": {"type": "array", "items": _ref("Cert")}}),
+                                        (CERT_ID,), _HIDDEN),
+        "/v1/orgs/{id}": _read("/v1/orgs/{id}", "An organisation's public profile (the whole record for the org "
+                               "itself and the regulator)", _obj(_ORG_PUBLIC, {
+                                   "registered_at": _INT, "updated_at": _INT, "reason": _STR_OR_NULL}),
+                               (ORG_ID,), "org_not_found: unknown org"),
+        "/v1/orgs/{id}/certs": _read("/v1/orgs/{id}/certs", "An organisation's live certificates",
+                                     _obj({"org_id": _STR, "certs": {"type": "array", "items": _ref("Cert")},
+                                           "total": _INT}), (ORG_ID,), "org_not_found: unknown org",
+                                     "forbidden: only the org itself and the regulator"),
+        "/v1/docs/{id}": _read("/v1/docs/{id}", "A trade document: for its two parties, a bank it is sealed for, "
+                               "the regulator", _obj({k: t for k, t in (
+                                   ("id", _STR), ("kind", _STR), ("doc_hash", _STR), ("issuer", _STR),
+                                   ("counterparty", _STR), ("amount", _INT), ("status", _STR),
+                                   ("anchored_at", _INT), ("confirmed_at", _INT_OR_NULL), ("backed", _INT),
+                                   ("ciphertext", {"type": "object", "additionalProperties": _STR}))}),
+                               (DOC_ID,), _HIDDEN),
+        "/v1/credit/{bank}/{core}": _read("/v1/credit/{bank}/{core}", "A bank's credit line to a core enterprise",
+                                          _obj({k: _STR if k in ("bank", "core") else _INT for k in (
+                                              "bank", "core", "limit", "used", "available", "expires_at",
+                                              "granted_at")}),
+                                          (BANK_ID, CORE_ID), "credit_line_not_found: no such credit line",
+                                          "forbidden: only that bank, that core enterprise and the regulator"),
+        "/v1/members": _get("/v1/members", "The node membership in state: every node record, the voting orgs",
+                            _obj({"members": {"type": "array", "items": _MEMBER}, "voters": _STRS,
+                                  "learners": _STRS, "voter_orgs": _STRS, "genesis_voters": _INT,
+                                  "min_voters": _INT, "governed": _BOOL}),
+                            [CONSISTENCY.openapi()], linearizable=True),
+        "/v1/proposals": _get("/v1/proposals", "Membership proposals, newest first",
+                              _obj({"proposals": {"type": "array", "items": _PROPOSAL}, "total": _INT,
+                                    "next_before": _INT_OR_NULL}),
+                              [PROPOSALS_BEFORE.openapi(), PROPOSALS_LIMIT.openapi(), CONSISTENCY.openapi()],
+                              linearizable=True),
+        "/v1/proposals/{id}": _read("/v1/proposals/{id}", "One membership proposal", _PROPOSAL, (PROPOSAL_ID,),
+                                    "proposal_not_found: unknown proposal"),
+        "/v1/cluster": _get("/v1/cluster", "This node's view of every node",
+                            _obj({"chain_id": _STR, "leader_id": _STR_OR_NULL, "term": _INT,
+                                  "nodes": {"type": "array", "items": _obj({"id": _STR, "self": _BOOL})}})),
+        "/v1/cluster/view": _get("/v1/cluster/view", "The dashboard's cluster rows (health included)",
+                                 _obj({"node_id": _STR, "leader_id": _STR_OR_NULL,
+                                       "nodes": {"type": "array", "items": _obj({"id": _STR})}}), types=_JSON),
+        "/v1/alarms": _get("/v1/alarms", "Active alarms: this node's and the leader's",
+                           _obj({"node_id": _STR, "alarms": {"type": "array", "items": _ALARM},
+                                 "leader_alarms": {"type": "array", "items": _OBJECT}}), types=_JSON),
+        "/v1/events": _op("get", "/v1/events", "Server-sent events: status snapshots and block headers for "
+                          "anyone; the tx outcomes the reader may read for a signed or session subscriber", {
+                              "200": {"description": "the event stream (a signed subscriber's ends after a "
+                                                     "while); each event's data is one JSON object",
+                                      "content": {"text/event-stream": {"schema": _SSE_EVENT}}},
+                              "429": _error("too_many_streams: the node serves its maximum of streams; or "
+                                            "too_many_requests (signed requests)")},
+                          params=[_LAST_EVENT_ID]),
+        "/v1/dashboard/latest-cert": _get("/v1/dashboard/latest-cert", "The newest certificate the reader may see",
+                                          _obj({"cert_id": _STR_OR_NULL, "height": _INT}), types=_JSON),
+        "/v1/dashboard/whoami": _get("/v1/dashboard/whoami", "Who the dashboard is logged in as",
+                                     _obj({"org_id": _STR_OR_NULL, "role": _STR_OR_NULL, "open_reads": _BOOL,
+                                           "node_id": _STR}), types=_JSON),
+        "/v1/supervision": _get("/v1/supervision", "The regulator's views (ecert/supervision.py)",
+                                _obj({"height": _INT_OR_NULL}), types=_JSON),
+        "/login": _op("get", "/login", "Spend a one-time dashboard login code: sets the session cookie", {
+            "303": {"description": "logged in: the session cookie is set, on to the dashboard",
+                    "headers": {"Location": {"schema": {"const": "/"}}, **set_cookie}},
+            "401": _text("the code is used, unknown or expired (a page saying so)", "text/html")},
+            params=[_LOGIN_CODE]),
+        "/logout": _op("post", "/logout", "Drop the session cookie", {"204": {"description": "logged out"}}),
+        "/metrics": _op("get", "/metrics", "Prometheus text format",
+                        {"200": _text("the metrics", "text/plain")}),
+        "/admin/members": _op("post", "/admin/members", "Membership is governance (member.propose / "
+                              "member.approve transactions): every request is refused, its body unread",
+                              {"403": _error("governance_required")}),
+        "/openapi.json": _get("/openapi.json", "This document", _OBJECT, types=_JSON),
+        "/": _op("get", "/", "The dashboard page", {"200": _text("the page", "text/html")}),
+        "/static/{file}": _op("get", "/static/{file}", "The dashboard's static files", {
+            "200": _text("the file", "text/javascript", "text/css", "text/html", "image/svg+xml", "image/png",
+                         "image/x-icon", "application/json", "application/octet-stream"),
+            "404": _resp("not_found: no such file", _ref("Error"), _JSON)}, params=[_STATIC_FILE]),
     }
-    envelope_body = {"required": True, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/EnvelopeJson"}},
-        "application/msgpack": {"schema": {"type": "string", "format": "binary",
-                                           "description": "msgpack {payload: bin, signer: str, sig: bin}"}}}}
+
+
+def openapi_document(node_id: str | None = None) -> dict[str, Any]:
+    """The document as the node `node_id` serves it (None: the session cookie's name left as a template)."""
+    cookie = session_cookie(node_id) if node_id is not None else "ecert_session_<node_id>"
     return {
         "openapi": "3.1.0",
-        "info": {"title": "ecert-chain node API", "version": "1",
+        "info": {"title": "ecert-chain node API", "version": "3",
                  "description": "Every error is {\"error\": {\"code\", \"message\"}}. JSON by default; "
-                                "msgpack when Content-Type / Accept is application/msgpack."},
-        "paths": {
-            "/v1/tx": {"post": {"summary": "Submit one signed transaction envelope",
-                                "parameters": [_WAIT, _TIMEOUT], "requestBody": envelope_body,
-                                "responses": submit_responses}},
-            "/v1/txs": {"post": {"summary": "Submit a batch: {\"txs\": [envelope...]} (msgpack: array of bin)",
-                                 "parameters": [_WAIT, _TIMEOUT],
-                                 "responses": {"200": _resp("one answer per tx, in order",
-                                                            {"type": "object", "properties": {
-                                                                "results": {"type": "array",
-                                                                            "items": tx_answer}}}),
-                                               "202": _resp("accepted (wait=none)"),
-                                               "400": _resp("bad batch", _ERROR),
-                                               "413": _resp("too large", _ERROR),
-                                               "503": _resp("no leader", _ERROR)}}},
-            "/v1/tx/{tx_id}": _get("Status and outcome of a tx (status unknown if never seen)", tx_answer,
-                                   [_path_param("tx_id", {"type": "string", "pattern": "^[0-9a-f]{64}$"})]),
-            "/v1/status": _get("This node's Raft and chain status", {"$ref": "#/components/schemas/Status"}),
-            "/v1/blocks": _get("Block headers, newest first", _OBJ, [
-                {"name": "before", "in": "query", "schema": {"type": "integer"}},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": HTTP_BLOCKS_PAGE_MAX}}]),
-            "/v1/blocks/{height}": _get("A block header and its tx ids", {"$ref": "#/components/schemas/Block"},
-                                        [_path_param("height", {"type": "integer"})], True),
-            "/v1/certs/{id}": _get("A certificate", _OBJ, [_path_param("id"), _CONSISTENCY], True),
-            "/v1/certs/{id}/lineage": _get("A certificate's root and every descendant", _OBJ,
-                                           [_path_param("id"), _CONSISTENCY], True),
-            "/v1/orgs/{id}": _get("An organisation", _OBJ, [_path_param("id"), _CONSISTENCY], True),
-            "/v1/orgs/{id}/certs": _get("An organisation's holdings", _OBJ, [_path_param("id"), _CONSISTENCY],
-                                        True),
-            "/v1/docs/{id}": _get("A trade document", _OBJ, [_path_param("id"), _CONSISTENCY], True),
-            "/v1/credit/{bank}/{core}": _get("A bank's credit line to a core enterprise", _OBJ,
-                                             [_path_param("bank"), _path_param("core"), _CONSISTENCY], True),
-            "/v1/cluster": _get("This node's view of every node", _OBJ),
-            "/v1/alarms": _get("Active alarms", _OBJ),
-            "/v1/events": _get("Server-sent events: a status snapshot every second", _OBJ),
-            "/metrics": _get("Prometheus text format", {"type": "string"}),
-            "/admin/members": {"post": {
-                "summary": "Membership change on the leader (loopback clients only)",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["action", "node_id"],
-                    "properties": {"action": {"enum": ["add_learner", "promote", "remove"]},
-                                   "node_id": {"type": "string"}}}}}},
-                "responses": {"200": _resp("applied", _OBJ), "400": _resp("bad request", _ERROR),
-                              "403": _resp("not loopback", _ERROR), "409": _resp("change pending", _ERROR),
-                              "503": _resp("no leader", _ERROR)}}},
-            "/openapi.json": _get("This document", _OBJ),
+                                "msgpack when Content-Type / Accept is application/msgpack. Reads are bounded "
+                                "by who asks (CONTRACT §6): each operation's `security` and `x-ecert-access` "
+                                "say who may call it; a route not described here answers the regulator only. "
+                                "A method a path does not take answers 405 with Allow; an unknown path 404."},
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {
+                "ecertSigned": {
+                    "type": "apiKey", "in": "header", "name": "Authorization",
+                    "description": 'ECERT-ED25519 org="<org_id>",ts="<ms>",nonce="<16-64 hex>",sig="<base64>": '
+                                   "the org's Ed25519 signature over ecert-request/1, chain_id, node_id, org, "
+                                   "METHOD, path with raw query, ts, nonce, hex sha256(body), joined by \\n"},
+                "sessionBearer": {"type": "http", "scheme": "bearer",
+                                  "description": "a token from POST /v1/session: GET and HEAD only"},
+                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": cookie,
+                                  "description": "the same token as this node's cookie: GET and HEAD only"},
+            },
+            "schemas": _SCHEMAS,
         },
-        "components": {"schemas": {
-            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                "type": "object", "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
-            "EnvelopeJson": {"type": "object", "required": ["payload", "signer", "sig"], "properties": {
-                "payload": {"type": "string", "contentEncoding": "base64"}, "signer": {"type": "string"},
-                "sig": {"type": "string", "contentEncoding": "base64"}}},
-            "TxAnswer": {"type": "object", "required": ["tx_id", "status"], "properties": {
-                "tx_id": {"type": "string"},
-                "status": {"enum": ["committed", "rejected", "accepted", "pending", "unknown"]},
-                "height": {"type": "integer"}, "result": {"type": "object"}, "error": _ERROR}},
-            "Status": {"type": "object", "properties": {
-                k: {"type": t} for k, t in (("node_id", "string"), ("org", "string"), ("pid", "integer"),
-                                            ("role", "string"), ("term", "integer"), ("leader_id", "string"),
-                                            ("commit_index", "integer"), ("applied_index", "integer"),
-                                            ("height", "integer"), ("block_hash", "string"),
-                                            ("state_root", "string"))}},
-            "Block": {"type": "object", "properties": {
-                "height": {"type": "integer"}, "prev_hash": {"type": "string"}, "tx_root": {"type": "string"},
-                "time": {"type": "integer"}, "proposer": {"type": "string"}, "hash": {"type": "string"},
-                "txs": {"type": "array", "items": {"type": "string"}}}},
-        }},
     }

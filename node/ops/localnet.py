@@ -53,12 +53,17 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def consortium_orgs(count: int) -> list[Org]:
+REGULATOR_ORG: Org = ("pbc", "People's Bank of China", "regulator")
+"""The shipped cluster's regulator: its node is a learner that is never promoted (CONTRACT §6)."""
+
+
+def consortium_orgs(count: int, *, regulator: bool = False) -> list[Org]:
     """The shipped cluster.toml's consortium (boc the bank, geely the core enterprise, suppliers tier1..tier3),
-    cut to `count` orgs or extended with more supplier tiers."""
+    cut to `count` orgs or extended with more supplier tiers; with `regulator`, the regulator pbc after them
+    (the shipped cluster is consortium_orgs(5, regulator=True), each org running one node)."""
     orgs: list[Org] = [("boc", "Bank of China", "bank"), ("geely", "Geely Automobile", "core")]
     orgs += [(f"tier{k}", f"Tier-{k} Supplier", "supplier") for k in range(1, count - 1)]
-    return orgs[:count]
+    return orgs[:count] + ([REGULATOR_ORG] if regulator else [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +88,9 @@ class LocalNode:
 
 
 def local_nodes(members: Sequence[tuple[str, str]], voters: int | None = None) -> list[LocalNode]:
-    """One node per (node id, org id), each on two fresh ports; those after the first `voters` are spares
-    (voter = false), for membership changes."""
+    """One node per (node id, org id), each on two fresh ports; those after the first `voters` are learners
+    (voter = false: genesis lists them as learners and the leader adds them to Raft as such; the regulator's
+    node, ("pbc", "pbc"), goes there)."""
     ports = free_ports(2 * len(members))
     return [LocalNode(node_id, org, ports[2 * i], ports[2 * i + 1], voters is None or i < voters)
             for i, (node_id, org) in enumerate(members)]

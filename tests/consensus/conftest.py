@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from consensus.config import Config
-from consensus.messages import Entry, Message, MessageType
+from consensus.messages import Entry, Message, MessageType, Snapshot
 from consensus.raft import Raft
-from consensus.ready import HardState, Ready
+from consensus.ready import HardState, ReadState, Ready
+from consensus.ready_loop import handle_ready
 from consensus.storage import MemoryStorage
 
 
@@ -36,11 +37,40 @@ def make_core(nid: str, voters: Sequence[str] = ("a", "b", "c"), log_terms: Sequ
     return Raft(Config(id=nid, **cfg), storage, FixedRng(rng_value))  # type: ignore[arg-type]
 
 
+class _PersistOnly:
+    """A `consensus.ready_loop.ReadyIO` that saves into the core's storage and advances; sending, applying and
+    reads are left to the test, which looks at the Ready `drain` returns."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: Raft) -> None:
+        self._core = core
+
+    def persist(self, rd: Ready) -> None:
+        self._core._storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+
+    def send(self, messages: tuple[Message, ...]) -> None:
+        pass
+
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        pass
+
+    def apply(self, entries: tuple[Entry, ...]) -> None:
+        pass
+
+    def hand_read_states(self, read_states: tuple[ReadState, ...]) -> None:
+        pass
+
+    def advance(self, rd: Ready) -> None:
+        self._core.advance(rd)
+
+
 def drain(core: Raft) -> Ready:
-    """Take one Ready, persist it into the core's storage, advance; returns it."""
+    """Take one Ready and carry it out through `handle_ready` (persisted into the core's storage, then
+    advanced); returns it, for the test to read its messages and committed entries."""
     rd = core.ready()
-    core._storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
-    core.advance(rd)
+    persisted, _ = core._storage.initial_state()
+    handle_ready(rd, _PersistOnly(core), role=core.role, persisted=persisted)
     return rd
 
 

@@ -1,8 +1,10 @@
-"""A tiny deterministic in-memory network of RaftCores (etcd-io/raft's raft_test.go `network`).
+"""A tiny deterministic in-memory network of Raft cores (etcd-io/raft's raft_test.go `network`).
 
-Each node has a MemoryStorage and follows the driver contract of consensus/ready.py: persist, send, apply
-(calling `apply_conf_change` for CONF_CHANGE entries), advance. `deliver()` runs until no node has a Ready and
-no message is in flight. Faults: `drop(a, b, fraction)` for a link, `cut(a, b)`, `isolate(a)`, `recover()`.
+Each node has a MemoryStorage; its Readies are carried out by `consensus.ready_loop.handle_ready`, the routine
+the node and the simulator run (early send included), with `_HarnessIO` doing the work: save into the storage,
+queue the messages, apply (calling `apply_conf_change` for CONF_CHANGE entries), advance. `deliver()` runs until
+no node has a Ready and no message is in flight. Faults: `drop(a, b, fraction)` for a link, `cut(a, b)`,
+`isolate(a)`, `recover()`.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from dataclasses import dataclass, field
 from consensus.codec import decode_message, encode_message
 from consensus.config import Config
 from consensus.membership import decode_conf_change
-from consensus.messages import Entry, EntryType, Message, MessageType, NodeId
+from consensus.messages import Entry, EntryType, Message, MessageType, NodeId, Snapshot
 from consensus.raft import Raft
-from consensus.ready import ReadState, Role
+from consensus.ready import ReadState, Ready, Role
+from consensus.ready_loop import handle_ready
 from consensus.storage import MemoryStorage
 
 DELIVER_STEPS_MAX = 100_000
@@ -103,20 +106,8 @@ class Network:
         core = node.core
         if not core.has_ready():
             return False
-        rd = core.ready()
-        node.storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
-        for m in rd.messages:
-            self.sent.append(m)
-            self.queue.append(m)
-        if rd.snapshot is not None:
-            node.snapshots_installed += 1
-            node.applied = [e for e in node.applied if e.index <= rd.snapshot.meta.index]
-        for e in rd.committed_entries:
-            node.applied.append(e)
-            if e.type is EntryType.CONF_CHANGE:
-                core.apply_conf_change(decode_conf_change(e.data))
-        node.read_states.extend(rd.read_states)
-        core.advance(rd)
+        # The storage is in memory, so what the last save left is what is durable.
+        handle_ready(core.ready(), _HarnessIO(self, node), role=core.role, persisted=node.storage.hard_state)
         return True
 
     def flush(self) -> None:
@@ -183,3 +174,38 @@ class Network:
 
     def count(self, kind: MessageType) -> int:
         return sum(1 for m in self.sent if m.type is kind)
+
+
+class _HarnessIO:
+    """The harness's `consensus.ready_loop.ReadyIO` for one node: MemoryStorage, the queue, `Node.applied`."""
+
+    __slots__ = ("_net", "_node")
+
+    def __init__(self, net: Network, node: Node) -> None:
+        self._net = net
+        self._node = node
+
+    def persist(self, rd: Ready) -> None:
+        self._node.storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+
+    def send(self, messages: tuple[Message, ...]) -> None:
+        self._net.sent.extend(messages)
+        self._net.queue.extend(messages)
+
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        node = self._node
+        node.snapshots_installed += 1
+        node.applied = [e for e in node.applied if e.index <= snapshot.meta.index]
+
+    def apply(self, entries: tuple[Entry, ...]) -> None:
+        node = self._node
+        for e in entries:
+            node.applied.append(e)
+            if e.type is EntryType.CONF_CHANGE:
+                node.core.apply_conf_change(decode_conf_change(e.data))
+
+    def hand_read_states(self, read_states: tuple[ReadState, ...]) -> None:
+        self._node.read_states.extend(read_states)
+
+    def advance(self, rd: Ready) -> None:
+        self._node.core.advance(rd)

@@ -4,6 +4,8 @@
         c = cluster_factory(3)                 # writes cluster.toml + keys + genesis.json, starts 3 nodes,
         leader = c.wait_leader()               # waits for a leader; every process is killed in teardown
         c.submit(c.nodes[1], c.anchor_tx("boc"))
+        joiner = c.joining_node("tier3", "tier3")   # a node not in the cluster file: its own cluster file,
+        c.start(joiner.id)                          #   genesis.json copied; member.propose admits it
 
 Each cluster lives in its own tmp dir with free 127.0.0.1 ports. Nodes are `python -m node --config F --id ID`
 processes (own session, SIGKILLed if pytest itself dies: PR_SET_PDEATHSIG), stdout/stderr in <data_dir>/node.out.
@@ -32,9 +34,11 @@ from typing import Any
 import pytest
 
 from ecert.tx import make_tx
-from node.config import ClusterConfig, load_config
-from node.keys import load_org_key
+from node.config import CLUSTER_INT_KEYS, ClusterConfig, load_config
+from node.keys import load_or_create_key, load_org_key, node_key_path, node_public_key
 from node.ops.localnet import (
+    REGULATOR_ORG,
+    LocalNode,
     consortium_orgs,
     init_cluster,
     kill_all,
@@ -44,6 +48,7 @@ from node.ops.localnet import (
     stop_process,
     write_cluster_file,
 )
+from node.request_auth import fresh_nonce, sign_request
 
 REPO = Path(__file__).resolve().parents[2]
 NODES_MAX = 9
@@ -52,10 +57,11 @@ _nonce = itertools.count(int(time.time() * 1000))
 
 
 def http_json(method: str, url: str, body: bytes | None = None, *, content_type: str = "application/json",
-              timeout: float = 15.0) -> tuple[int, Any]:
+              timeout: float = 15.0, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     """(status, decoded JSON body or raw text) without raising on HTTP errors."""
     req = urllib.request.Request(url, data=body, method=method,
-                                 headers={"Content-Type": content_type, "Accept": "application/json"})
+                                 headers={"Content-Type": content_type, "Accept": "application/json",
+                                          **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status, data = resp.status, resp.read()
@@ -88,25 +94,57 @@ class Cluster:
         self.fault_injection = fault_injection
         self.nodes: dict[str, NodeHandle] = {
             n.id: NodeHandle(n.id, n.org, n.http_url, n.data_dir) for n in self.config.nodes}
+        self.config_paths: dict[str, Path] = {n.id: config_path for n in self.config.nodes}
+        """The cluster file each node runs with (a joining node has its own)."""
         self.all_pids: list[int] = []
 
     # -- creation
 
     @classmethod
     def create(cls, root: Path, n: int = 3, *, learners: int = 0, fault_injection: bool = False,
-               orgs: int = 5, **cluster_keys: Any) -> Cluster:
-        """Write cluster.toml (n voters + `learners` spare nodes with voter = false; at least `orgs` genesis
-        orgs: boc (bank), geely (core), tier1.. (suppliers); node i runs org i), keys/ and genesis.json."""
-        total = n + learners
+               orgs: int = 5, regulator: bool = False, **cluster_keys: Any) -> Cluster:
+        """Write cluster.toml (n voters + `learners` nodes with voter = false; at least `orgs` genesis orgs:
+        boc (bank), geely (core), tier1.. (suppliers); node i runs org i; with `regulator`, also the regulator
+        pbc and its learner node pbc, as in the shipped cluster), keys/ and genesis.json (whose `nodes` are all
+        of these: the genesis membership)."""
+        total = n + learners + (1 if regulator else 0)
         if not 1 <= total <= NODES_MAX:
             raise ValueError(f"between 1 and {NODES_MAX} nodes")
-        members = consortium_orgs(max(total, orgs))
-        nodes = local_nodes([(o, o) for o, _, _ in members[:total]], voters=n)
-        settings = {"tick_ms": 50, "election_ticks": 10, "block_timeout_ms": 5, **cluster_keys}
-        path = write_cluster_file(root, CHAIN_ID, members, nodes, settings)
+        members = consortium_orgs(max(n + learners, orgs), regulator=regulator)
+        runs = [(o, o) for o, _, _ in members[:n + learners]]
+        if regulator:
+            runs.append((REGULATOR_ORG[0], REGULATOR_ORG[0]))
+        nodes = local_nodes(runs, voters=n)
+        path = write_cluster_file(root, CHAIN_ID, members, nodes, cls.settings(cluster_keys))
         # Dated a minute back: genesis_time bounds block 1's time from below.
         init_cluster(path, genesis_time_ms=int(time.time() * 1000) - 60_000)
         return cls(root, path, fault_injection)
+
+    @staticmethod
+    def settings(cluster_keys: dict[str, Any]) -> dict[str, Any]:
+        return {"tick_ms": 50, "election_ticks": 10, "block_timeout_ms": 5, **cluster_keys}
+
+    def joining_node(self, node_id: str, org: str) -> NodeHandle:
+        """A node that is not in the cluster file: its own directory (joiners/<id>/) with a cluster file that
+        lists the cluster's nodes and itself (voter = false, fresh ports), a copy of genesis.json and its own
+        node key. It can start at once; its peers refuse it until a member.propose add_learner is approved."""
+        root = self.root / "joiners" / node_id
+        existing = [LocalNode(n.id, n.org, n.http.port, n.raft.port, n.voter, n.http.host) for n in self.config.nodes]
+        new = local_nodes([(node_id, org)], voters=0)[0]
+        orgs = [(o.id, o.name, o.role) for o in self.config.orgs]
+        settings = {key: getattr(self.config, key) for key in CLUSTER_INT_KEYS}
+        path = write_cluster_file(root, CHAIN_ID, orgs, [*existing, new], settings)
+        shutil.copyfile(self.config.genesis_path, root / "genesis.json")
+        load_or_create_key(node_key_path(root / "keys", node_id))
+        config = load_config(path)
+        spec = config.node(node_id)
+        self.nodes[node_id] = h = NodeHandle(node_id, org, spec.http_url, spec.data_dir)
+        self.config_paths[node_id] = path
+        return h
+
+    def node_pk(self, node_id: str) -> str:
+        """The hex transport key of a node (a joining node's from its own keys/)."""
+        return node_public_key(load_config(self.config_paths[node_id]), node_id).hex()
 
     # -- processes
 
@@ -114,7 +152,7 @@ class Cluster:
         h = self.nodes[node_id]
         if h.alive:
             return h
-        h.proc = start_node(self.config_path, node_id, h.data_dir, cwd=REPO,
+        h.proc = start_node(self.config_paths[node_id], node_id, h.data_dir, cwd=REPO,
                             extra_args=["--fault-injection"] if self.fault_injection else [])
         self.all_pids.append(h.proc.pid)
         return h
@@ -230,6 +268,13 @@ class Cluster:
             time.sleep(0.1)
         raise TimeoutError(f"nodes {ids} did not converge: {last}")
 
+    def signed(self, org: str, method: str, node_id: str, path: str, body: bytes | None = None,
+               **kw: Any) -> tuple[int, Any]:
+        """`http_json` signed by `org` for node `node_id` (CONTRACT §6: reads are bounded by who asks)."""
+        header = sign_request(self.org_seed(org), self.config.chain_id, node_id, org, method, path, body or b"",
+                              time.time_ns() // 1_000_000, fresh_nonce())
+        return http_json(method, self.url(node_id, path), body, headers={"Authorization": header}, **kw)
+
     def submit(self, node_id: str, raw: bytes, *, wait: str = "commit", timeout_ms: int = 10_000
                ) -> tuple[int, Any]:
         return http_json("POST", self.url(node_id, f"/v1/tx?wait={wait}&timeout_ms={timeout_ms}"), raw,
@@ -252,18 +297,19 @@ class Cluster:
 
 @pytest.fixture
 def cluster_factory(tmp_path: Path) -> Iterator[Any]:
-    """`cluster_factory(n=3, *, learners=0, fault_injection=False, start=True, orgs=5, **cluster_keys)`:
-    a running cluster with an elected leader. Every process is killed at teardown, even on failure."""
+    """`cluster_factory(n=3, *, learners=0, fault_injection=False, start=True, orgs=5, regulator=False,
+    **cluster_keys)`: a running cluster (its voters; learners too with `start_learners`) with an elected leader.
+    Every process is killed at teardown, even on failure."""
     made: list[Cluster] = []
 
     def make(n: int = 3, *, learners: int = 0, fault_injection: bool = False, start: bool = True,
-             orgs: int = 5, **cluster_keys: Any) -> Cluster:
+             orgs: int = 5, regulator: bool = False, start_learners: bool = False, **cluster_keys: Any) -> Cluster:
         c = Cluster.create(tmp_path / f"cluster{len(made)}", n, learners=learners, fault_injection=fault_injection,
-                           orgs=orgs, **cluster_keys)
+                           orgs=orgs, regulator=regulator, **cluster_keys)
         made.append(c)
         if start:
-            c.start_all()
-            c.wait_leader()
+            c.start_all(voters_only=not start_learners)
+            c.wait_leader(among=[i for i in c.nodes if c.config.node(i).voter])
         return c
 
     try:

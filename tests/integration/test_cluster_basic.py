@@ -167,7 +167,7 @@ def test_body_over_the_limit_is_413(cluster: Cluster) -> None:
 @pytest.mark.parametrize("path", ["/v1/blocks/abc", "/v1/blocks/-1", "/v1/blocks?limit=0", "/v1/blocks?before=x",
                                   "/v1/tx/xyz", "/v1/certs/c1?consistency=maybe"])
 def test_bad_read_parameters_are_400(cluster: Cluster, path: str) -> None:
-    status, got = http_json("GET", cluster.url("geely", path))
+    status, got = cluster.signed("geely", "GET", "geely", path)
     assert status == 400, got
     assert got["error"]["code"]
 
@@ -176,7 +176,7 @@ def test_bad_read_parameters_are_400(cluster: Cluster, path: str) -> None:
                                   "/v1/orgs/nope", "/v1/orgs/nope/certs", "/v1/nowhere",
                                   "/v1/docs/nope"])
 def test_unknown_ids_are_404_json(cluster: Cluster, path: str) -> None:
-    status, got = http_json("GET", cluster.url("geely", path))
+    status, got = cluster.signed("geely", "GET", "geely", path)
     assert status == 404, got
     assert got["error"]["code"]
 
@@ -185,9 +185,9 @@ def test_reads_local_and_linearizable(cluster: Cluster) -> None:
     leader = cluster.wait_leader()
     follower = _followers(cluster, leader)[0]
     for node_id in (leader, follower):
-        status, org = http_json("GET", cluster.url(node_id, "/v1/orgs/geely?consistency=linearizable"))
+        status, org = cluster.signed("tier1", "GET", node_id, "/v1/orgs/geely?consistency=linearizable")
         assert status == 200 and org["id"] == "geely" if "id" in org else org
-        status, holdings = http_json("GET", cluster.url(node_id, "/v1/orgs/tier1/certs"))
+        status, holdings = cluster.signed("tier1", "GET", node_id, "/v1/orgs/tier1/certs")
         assert status == 200 and holdings["certs"] == []
     status, api = http_json("GET", cluster.url(leader, "/openapi.json"))
     assert status == 200 and "/v1/tx" in api["paths"]

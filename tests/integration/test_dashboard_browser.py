@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import json
 import os
 import re
@@ -30,8 +31,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ecert.tx import make_tx
+from node.http import api
+from node.http.auth_gate import AUTH_GATE_KEY, AuthGate, access_middleware
 from node.http.dashboard import setup_dashboard
+from node.http.login import LOGIN_FILE
 from node.http.metrics import NodeMetrics
+from node.request_auth import fresh_nonce, sign_request
+from tests.ecert.world import CHAIN, World
+from tests.node.chain_source import Chain, grow
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REPO = Path(__file__).resolve().parents[2]
@@ -209,23 +216,29 @@ async def tree_amounts(page: Page) -> list[int]:
 @needs_chromium
 @pytest.mark.slow
 async def test_dashboard_in_chromium_against_a_real_cluster(cluster_factory: Any) -> None:
-    """A newcomer's view after the demo: one leader, the demo's lineage tree, and a killed node's alarm."""
+    """A newcomer's view after the demo: public data before a login; after the node's one-time link, the demo's
+    lineage tree (the node's org is party to it), a rejected tx with its code, and a killed node's alarm."""
     cluster = cluster_factory(3)
     leader = cluster.wait_leader()
+    followers = sorted(n for n in cluster.nodes if n != leader)
+    viewer, victim = followers  # watch on a follower, so the leader must come from the cluster view
+    viewer_org = cluster.nodes[viewer].org
     demo = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "node.client.demo", "--config", str(cluster.config_path),
                          "--maturity-seconds", "2"],
         capture_output=True, text=True, timeout=120, cwd=REPO)
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
     summary = json.loads(demo.stdout.strip().splitlines()[-1])
-    async with aiohttp.ClientSession() as http, \
-            http.get(cluster.url(leader, f"/v1/certs/{summary['root_cert']}/lineage")) as resp:
-        lineage = await resp.json()
+    # geely is the debtor: it reads the whole lineage (CONTRACT §6), as does every org of this 3-node cluster.
+    status, lineage = await asyncio.to_thread(cluster.signed, "geely", "GET", leader,
+                                              f"/v1/certs/{summary['root_cert']}/lineage")
+    assert status == 200, lineage
     expected_amounts = sorted(c["amount"] for c in lineage["certs"])
     assert len(expected_amounts) == summary["certs"] >= 2
 
-    # A tx that breaks a rule: the chain view must show it rejected, with its code.
-    bad = make_tx(cluster.org_seed("tier1"), cluster.config.chain_id, "ecert.accept", "tier1",
+    # A tx that breaks a rule, signed by the viewer's org (a rejected tx's outcome is its signer's and the
+    # regulator's): the chain view must show it rejected, with its code.
+    bad = make_tx(cluster.org_seed(viewer_org), cluster.config.chain_id, "ecert.accept", viewer_org,
                   int(time.time() * 1000), {"cert_id": "EC" + "0" * 32})
     status, answer = await asyncio.to_thread(cluster.submit, leader, bad)
     assert status == 200 and answer["status"] == "rejected", answer
@@ -239,15 +252,29 @@ async def test_dashboard_in_chromium_against_a_real_cluster(cluster_factory: Any
         assert lint.returncode == 0 and not lint.stdout.strip(), (lint.stdout + lint.stderr).decode()
         assert b"ecert_ledger_txs_rejected_total{code=" in exposition
 
-    followers = sorted(n for n in cluster.nodes if n != leader)
-    viewer, victim = followers  # watch on a follower, so the leader must come from the cluster view
-    async with Chromium() as browser:
+    # The leader's operator has a browser of their own: every node of this cluster is on 127.0.0.1, and a
+    # browser keeps one cookie per host and name whatever the port (RFC 6265), so a second login in the same
+    # browser would replace the viewer's session.
+    async with Chromium() as browser, Chromium() as leader_browser:
         page = await browser.new_page()
         started = time.monotonic()
         await page.navigate(cluster.url(viewer, "/"))
         await page.wait_for(f"{ROWS}.length === 3 && {LEADER_ROWS}.length === 1", 20, "3 nodes, one leader")
         loaded_s = time.monotonic() - started
         assert await page.evaluate(f"{LEADER_ROWS}[0].dataset.nodeId") == leader
+        # Before a login: public data only, and the hint.
+        await page.wait_for("document.getElementById('cert-status').textContent.includes('./scripts/run')", 20,
+                            "the login hint")
+        assert await page.evaluate("document.body.dataset.login") == "0"
+        assert await page.evaluate(f"{CERT_NODES}.length") == 0
+        asked = set(await page.evaluate(RESOURCES))
+        assert not {p for p in asked if p.startswith(("/v1/orgs", "/v1/certs", "/v1/credit", "/v1/alarms"))}
+        await page.screenshot(SCREENSHOTS / "dashboard-cluster-anonymous.png")
+        # The one-time link the viewer node wrote for its own org (./scripts/run prints it).
+        link = (cluster.nodes[viewer].data_dir / LOGIN_FILE).read_text().strip()
+        await page.call("Page.navigate", url=link)
+        await page.wait_for(f"document.body.dataset.org === '{viewer_org}'", 20, f"logged in as {viewer_org}")
+        await page.wait_for(f"{ROWS}.length === 3", 20, "the cluster again")
         await page.wait_for(f"{CERT_NODES}.length === {len(expected_amounts)}", 20,
                             f"the demo's lineage tree of {len(expected_amounts)} certificates, without typing")
         assert await tree_amounts(page) == expected_amounts
@@ -265,9 +292,14 @@ async def test_dashboard_in_chromium_against_a_real_cluster(cluster_factory: Any
         await page.wait_for(f"{row}?.dataset.status === 'rejected'", 20, "the rejected tx in its block")
         assert bad_code in await page.evaluate(f"{row}.textContent")
 
-        on_leader = await browser.new_page()
-        await on_leader.navigate(cluster.url(leader, "/"))
-        await on_leader.wait_for(f"{ROWS}.length === 3", 20, "the leader's dashboard")
+        on_leader = await leader_browser.new_page()
+        await on_leader.navigate((cluster.nodes[leader].data_dir / LOGIN_FILE).read_text().strip())
+        await on_leader.wait_for(f"{ROWS}.length === 3 && document.body.dataset.login === '1'", 20,
+                                 "the leader's dashboard, logged in")
+        # The viewer's link worked once.
+        again = await browser.new_page()
+        await again.navigate(link)
+        await again.wait_for("document.title.includes('refused')", 20, "the spent link refused")
 
         cluster.kill(victim)
         killed_at = time.monotonic()
@@ -400,7 +432,10 @@ def scripted_node(now_ms: int) -> tuple[Any, Any]:
         return web.json_response({"bank": "boc", "core": "geely", "limit": 500000, "used": 1000,
                                   "expires_at": now_ms + 365 * DAY_MS})
 
-    app = web.Application()
+    # A private demo: `read_access = "open"`, so the page reads everything without a login (CONTRACT §6).
+    app = web.Application(middlewares=[api.error_middleware, access_middleware])
+    app[AUTH_GATE_KEY] = AuthGate(chain_id=CHAIN, node_id="boc", started_ms=0, view=lambda: World().view,
+                                  read_access="open", body_bytes_max=1 << 20)
     app.router.add_get("/v1/certs/{id}/lineage", lineage)
     app.router.add_get("/v1/orgs/{id}", org)
     app.router.add_get("/v1/orgs/{id}/certs", holdings)
@@ -450,3 +485,141 @@ async def test_dashboard_views_in_chromium_against_a_scripted_node() -> None:
         await page.wait_for(alarm_js("apply_halted", "boc"), 10, "the apply_halted alarm")
         await page.screenshot(SCREENSHOTS / "dashboard-scripted-node.png")
         assert not [m for m in page.console if m.startswith("EXCEPTION")], page.console
+
+
+# --- the page by party: a real chain, the node's own read handlers and identity gate ------------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def same_chain_at(node: Chain, node_id: str, org: str) -> Chain:
+    """Another node of the same chain (every node holds the same committed state), run by `org`."""
+    other = copy.copy(node)
+    other.node_id, other.org = node_id, org
+    return other
+
+
+def chain_app(node: Chain, data_dir: Path, port: int) -> web.Application:
+    """The node's app as build_app makes it for the routes the page reads: middlewares, gate, the real
+    handlers of node/http/api.py (access rules of ecert/access.py), the dashboard with its login link."""
+    app = web.Application(middlewares=[api.error_middleware, access_middleware])
+    app[api.NODE_KEY] = node  # what the read handlers use of a node: its `store`
+    app[AUTH_GATE_KEY] = AuthGate(chain_id=CHAIN, node_id=node.node_id, started_ms=0, view=node.store.view,
+                                  read_access="signed", body_bytes_max=1 << 20)
+    for path, handler in (("/v1/certs/{id}/lineage", api.get_lineage), ("/v1/orgs/{id}", api.get_org),
+                          ("/v1/orgs/{id}/certs", api.get_holdings), ("/v1/credit/{bank}/{core}", api.get_credit)):
+        app.router.add_get(path, handler)
+    setup_dashboard(app, node, NodeMetrics(process=False), probe_peers=False, data_dir=data_dir,
+                    login_base_url=f"http://127.0.0.1:{port}")
+    return app
+
+
+RESOURCES = "performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)"
+
+
+@needs_chromium
+async def test_dashboard_by_party_in_chromium(tmp_path: Path) -> None:
+    """Without a login only public data; the login link (once) shows the node org's certificates and the
+    lineages it may see; another org's lineage is refused with a 404; the regulator's node shows supervision."""
+    node = Chain(tmp_path / "state", "tier1", "tier1")
+    ids = grow(node)
+    port = free_port()
+    app = chain_app(node, tmp_path / "tier1", port)
+    async with TestServer(app, host="127.0.0.1", port=port) as server, Chromium() as browser:
+        page = await browser.new_page()
+        await page.navigate(str(server.make_url("/")))
+        # Anonymous: status, cluster, blocks; a hint where member data would be; no member route asked.
+        await page.wait_for(f"{ROWS}.length === 1 && document.querySelectorAll('#block-table tbody tr')"
+                            ".length === 5", 20, "the public view")
+        await page.wait_for("document.getElementById('cert-status').textContent.includes('./scripts/run')", 20,
+                            "the login hint in the certificate view")
+        assert await page.evaluate("document.body.dataset.login") == "0"
+        assert "./scripts/run" in await page.evaluate("document.getElementById('login-state').textContent")
+        assert await page.evaluate("document.getElementById('my-view').hidden") is True
+        assert await page.evaluate(f"{CERT_NODES}.length") == 0
+        asked = set(await page.evaluate(RESOURCES))
+        assert not {p for p in asked if p.startswith(("/v1/orgs", "/v1/certs", "/v1/credit", "/v1/supervision"))}
+        assert "/v1/dashboard/whoami" in asked
+        # A new block reaches the anonymous page as a header, without any outcome.
+        [split] = node.block(("split_a", "tier2", "ecert.split", {"cert_id": ids["a"], "amounts": [100, 500]}))
+        live = "document.querySelector('#live-list li.live-block')"
+        await page.wait_for(f"{live}?.dataset.height === '6'", 20, "block 6 on the anonymous page")
+        assert await page.evaluate(f"{live}.dataset.outcomes") == ""
+        assert await page.evaluate(f"{live}.querySelectorAll('.live-tx').length") == 0
+        await page.screenshot(SCREENSHOTS / "dashboard-anonymous.png")
+
+        # The one-time link the node wrote for its own org.
+        link_file = tmp_path / "tier1" / LOGIN_FILE
+        link = link_file.read_text().strip()
+        await page.call("Page.navigate", url=link)
+        await page.wait_for("document.body.dataset.login === '1' && document.body.dataset.org === 'tier1'", 20,
+                            "logged in as tier1")
+        assert (await page.evaluate("location.pathname")) == "/"
+        # tier1's certificates: b (what it kept of the root); the tree of the newest it may see.
+        await page.wait_for("document.querySelectorAll('#my-table tbody tr').length === 1", 20, "tier1's holdings")
+        assert await page.evaluate("document.querySelector('#my-table tbody tr').dataset.certId") == ids["b"]
+        await page.wait_for(f"{CERT_NODES}.length === 5", 20, "the lineage tier1 is party to (root, a, b, a's pieces)")
+        assert await tree_amounts(page) == sorted([1000, 600, 400, 100, 500])
+        await page.wait_for("document.querySelector('#alarm-list li')?.textContent === 'No alarms.'", 20,
+                            "alarms, for a member")
+        await page.screenshot(SCREENSHOTS / "dashboard-logged-in.png")
+        # byd's certificate to tier3 is none of tier1's business: the page shows the API's 404.
+        await page.evaluate(f"loadLineage('{ids['x']}')")
+        await page.wait_for("document.getElementById('cert-status').textContent.includes('404')", 20,
+                            "404 for a lineage tier1 is not party to")
+        assert "cert_not_found" in await page.evaluate("document.getElementById('cert-status').textContent")
+        assert await page.evaluate(f"{CERT_NODES}.length") == 0
+        # tier2's holdings are tier2's: a 403, shown as such.
+        await page.evaluate("loadOrg('tier2')")
+        await page.wait_for("document.querySelector('#org-detail dl')?.dataset.holdings === 'hidden'", 20,
+                            "tier2's holdings hidden from tier1")
+        # Live: tier1 reads tier2's transfer of a piece below its root; not tier3's own document.
+        node.block(("transfer_a1", "tier2", "ecert.transfer", {"cert_id": split["certs"][0],
+                                                               "to": [{"org": "tier3", "amount": 40}]}),
+                   ("anchor_3", "tier3", "trade.anchor", {"doc_id": "INV-3", "kind": "invoice", "doc_hash": "ee" * 32,
+                                                          "counterparty": "byd", "amount": 7}))
+        await page.wait_for(f"{live}?.dataset.height === '7'", 20, "block 7 on tier1's page")
+        shown = await page.evaluate(f"[...{live}.querySelectorAll('.live-tx')].map(e => e.dataset.txId)")
+        assert shown == [node.tx_ids["transfer_a1"]]
+
+        # The link worked once.
+        again = await browser.new_page()
+        await again.navigate(link)
+        await again.wait_for("document.title.includes('refused')", 20, "the spent link refused")
+        assert "once" in await again.evaluate("document.body.textContent")
+        assert link_file.read_text().strip() != link  # a fresh link for the next browser
+        assert not [m for m in page.console if m.startswith("EXCEPTION")], page.console
+
+    # The regulator's node (a learner with the same committed state): supervision views.
+    regulator = same_chain_at(node, "pbc", "pbc")
+    port = free_port()
+    async with TestServer(chain_app(regulator, tmp_path / "pbc", port), host="127.0.0.1", port=port) as server, \
+            Chromium() as browser:
+        page = await browser.new_page()
+        await page.navigate((tmp_path / "pbc" / LOGIN_FILE).read_text().strip())
+        await page.wait_for("document.body.dataset.role === 'regulator'", 20, "logged in as the regulator")
+        await page.wait_for("document.querySelectorAll('#sup-outstanding-table tbody tr[data-core]').length === 2",
+                            20, "outstanding per core")
+        outstanding = await page.evaluate("Object.fromEntries([...document.querySelectorAll("
+                                          "'#sup-outstanding-table tr[data-core]')].map(r => [r.dataset.core, "
+                                          "Number(r.dataset.outstanding)]))")
+        assert outstanding == {"byd": 500, "geely": 1000}
+        depths = await page.evaluate("[...document.querySelectorAll('#sup-depth-table tr[data-depth]')]"
+                                     ".map(r => [Number(r.dataset.depth), Number(r.dataset.count)])")
+        assert depths == [[0, 1], [1, 1], [2, 1], [3, 2]]  # x; b; a's 500 piece; the 100 piece's two parts
+        assert await page.evaluate("document.getElementById('my-view').hidden") is False
+        await page.screenshot(SCREENSHOTS / "dashboard-supervision.png")
+    # Anyone else is refused the supervision route itself (the page hides the panel; the node decides).
+    async with TestServer(chain_app(node, tmp_path / "tier1b", free_port()), host="127.0.0.1") as server, \
+            aiohttp.ClientSession() as http:
+        header = sign_request(World().key("tier1").seed, CHAIN, "tier1", "tier1", "GET", "/v1/supervision", b"",
+                              int(time.time() * 1000), fresh_nonce())
+        async with http.get(server.make_url("/v1/supervision"), headers={"Authorization": header}) as resp:
+            assert resp.status == 403
+        async with http.get(server.make_url("/v1/supervision")) as resp:
+            assert resp.status == 401

@@ -1,5 +1,5 @@
-"""./scripts/run and ./scripts/cluster end to end, on a temp copy of the shipped cluster.toml cut to 3 nodes on
-free ports (all 5 genesis orgs kept: the demo needs three suppliers).
+"""./scripts/run and ./scripts/cluster end to end, on a temp copy of the shipped cluster.toml cut to 3 voting nodes
+and the regulator's learner on free ports (all 6 genesis orgs kept: the demo needs three suppliers).
 
 One story, in order: run (init + up + demo) -> CLI reads the lineage and holdings -> the README's plain
 PyNaCl + msgpack client commits a tx through a follower -> kill + start one node, it
@@ -30,17 +30,25 @@ README_MARKER = "<!-- the block below is executed by tests/integration/test_scri
 
 pytestmark = pytest.mark.slow
 
+NODES = ["boc", "geely", "tier1", "pbc"]
+"""The nodes of the cut-down copy (three_node_copy(regulator=True)): three voters and the regulator's learner."""
 
-def three_node_copy(root: Path, spares: int = 0) -> Path:
-    """The shipped cluster.toml with its first three [[nodes]] on free ports (+ spare nodes, voter = false)."""
+
+def three_node_copy(root: Path, spares: int = 0, regulator: bool = False) -> Path:
+    """The shipped cluster.toml with its first three [[nodes]] on free ports (+ spare nodes, voter = false: genesis
+    learners), and with `regulator` the regulator's learner node pbc last, as in the shipped file."""
     head, _, rest = (REPO / "cluster.toml").read_text().partition("[[nodes]]")
-    blocks = ("[[nodes]]" + rest).split("[[nodes]]")[1:4 + spares]
+    shipped = ("[[nodes]]" + rest).split("[[nodes]]")[1:]
+    pbc = next(b for b in shipped if 'id = "pbc"' in b)
+    blocks = [b for b in shipped if b is not pbc][:3 + spares] + ([pbc] if regulator else [])
     ports = free_ports(2 * len(blocks))
     text = head
     for i, block in enumerate(blocks):
         block = re.sub(r'http = "127\.0\.0\.1:\d+"', f'http = "127.0.0.1:{ports[2 * i]}"', block)
         block = re.sub(r'raft = "127\.0\.0\.1:\d+"', f'raft = "127.0.0.1:{ports[2 * i + 1]}"', block)
-        text += "[[nodes]]" + block.rstrip() + ("\nvoter = false" if i >= 3 else "") + "\n\n"
+        block = "\n".join(line for line in block.rstrip().splitlines() if not line.startswith("#"))
+        spare = 3 <= i < 3 + spares
+        text += "[[nodes]]" + block + ("\nvoter = false" if spare else "") + "\n\n"
     path = root / "cluster.toml"
     path.write_text(text)
     return path
@@ -82,7 +90,7 @@ def ours(pid: int, config: Path) -> bool:
 
 @pytest.fixture
 def cluster_file(tmp_path: Path) -> Iterator[tuple[Path, set[int]]]:
-    config = three_node_copy(tmp_path)
+    config = three_node_copy(tmp_path, regulator=True)
     seen: set[int] = set()
     try:
         yield config, seen
@@ -118,8 +126,12 @@ def test_run_cluster_kill_start_rerun_stop(cluster_file: tuple[Path, set[int]]) 
     seen |= set(pids_of(config.parent).values())
     assert code == 0, err
     assert summary["run"] == "ok" and summary["demo"]["demo"] == "ok", summary
-    assert summary["started"] == ["boc", "geely", "tier1"] and summary["keys_created"] == 8
+    assert summary["started"] == NODES and summary["keys_created"] == 6 + len(NODES)  # org keys + node keys
     assert summary["dashboard"] == summary["nodes"]["boc"] + "/"
+    # Each node's one-time dashboard login link, for its own org (the node writes it at start).
+    assert set(summary["dashboard_login"]) == set(NODES)
+    for node_id, link in summary["dashboard_login"].items():
+        assert link.startswith(summary["nodes"][node_id] + "/login?code="), link
     root = summary["demo"]["root_cert"]
 
     # The story's certificate on chain, read with the CLI from any node.
@@ -130,7 +142,7 @@ def test_run_cluster_kill_start_rerun_stop(cluster_file: tuple[Path, set[int]]) 
     assert sum(c["amount"] for c in leaves) == certs[root]["amount"]
     assert {c["status"] for c in leaves} == {"settled"}
     assert {c["paid_to"] for c in leaves} == {"tier1", "tier2", "boc"}
-    assert ecert_json(config, "holdings", "tier3")["org_id"] == "tier3"
+    assert ecert_json(config, "--as", "tier3", "holdings", "tier3")["org_id"] == "tier3"
 
     # The README's client (plain PyNaCl + msgpack, none of our code) commits a tx sent to a follower.
     readme = (REPO / "README.md").read_text()
@@ -151,7 +163,7 @@ def test_run_cluster_kill_start_rerun_stop(cluster_file: tuple[Path, set[int]]) 
     assert code == 0 and started["result"] == "started", err
     seen.add(started["pid"])
     converged = wait_converged(config)
-    assert converged["converged"] and converged["running"] == 3, converged
+    assert converged["converged"] and converged["running"] == len(NODES), converged
     assert {n["height"] for n in converged["nodes"]} == {summary["demo"]["height"] + 1}  # + the README's tx
 
     # Pause and resume one node.
@@ -165,14 +177,14 @@ def test_run_cluster_kill_start_rerun_stop(cluster_file: tuple[Path, set[int]]) 
     before = pids_of(config.parent)
     code, again, err = run("./scripts/run", "--config", str(config), env=env)
     assert code == 0, err
-    assert again["already_running"] == ["boc", "geely", "tier1"] and again["started"] == []
+    assert again["already_running"] == NODES and again["started"] == []
     assert again["keys_created"] == 0 and again["genesis_created"] is False
     assert again["demo"]["root_cert"] != root and again["demo"]["height"] > summary["demo"]["height"]
     assert pids_of(config.parent) == before
 
     # --stop leaves no process behind.
     code, down, _ = run("./scripts/run", "--stop", "--config", str(config))
-    assert code == 0 and sorted(down["stopped"] + down["killed"]) == ["boc", "geely", "tier1"]
+    assert code == 0 and sorted(down["stopped"] + down["killed"]) == sorted(NODES)
     assert not any(alive(pid) for pid in seen)
     assert pids_of(config.parent) == {}
 
@@ -190,7 +202,7 @@ def test_stale_pid_file_is_not_trusted(cluster_file: tuple[Path, set[int]]) -> N
         code, result, _ = run("./scripts/cluster", "kill", "geely", "--config", str(config))
         assert code == 0 and result["result"] == "not_running"
         code, down, _ = run("./scripts/cluster", "down", "--config", str(config))
-        assert code == 0 and down["not_running"] == ["boc", "geely", "tier1"]
+        assert code == 0 and down["not_running"] == NODES
         assert stranger.poll() is None  # still alive: never signalled
     finally:
         stranger.kill()
@@ -236,22 +248,50 @@ def test_node_started_by_hand_is_recognised_and_stopped(cluster_file: tuple[Path
 
 
 def test_membership_from_the_command_line(tmp_path: Path) -> None:
-    """A spare node (voter = false) is added as a learner, promoted to voter, then removed, with `ecert member`."""
+    """A spare node (voter = false: a learner from genesis) is promoted to voter, then removed, with `ecert member`:
+    each change a member.propose and member.approve tx (membership is governance, CONTRACT §6), carried out by
+    the cluster; the Raft view (`ecert member raft`) follows."""
     config = three_node_copy(tmp_path, spares=1)
     ecert = [str(REPO / ".venv" / "bin" / "ecert"), "--config", str(config), "--json"]
+
+    def raft_voters() -> set[str]:
+        return {n["id"] for n in run(*ecert, "member", "raft")[1]["nodes"] if n["voter"]}
+
+    def wait_raft(voters: set[str], timeout: float = 30) -> set[str]:
+        deadline = time.monotonic() + timeout
+        while (seen := raft_voters()) != voters and time.monotonic() < deadline:
+            time.sleep(0.3)
+        return seen
+
     try:
         assert run(ecert[0], "--config", str(config), "init")[0] == 0
         code, up, err = run("./scripts/cluster", "up", "--config", str(config))
         assert code == 0 and up["leader"] in ("boc", "geely", "tier1"), err
-        assert run(*ecert, "member", "add-learner", "tier2")[1]["learners"] == ["tier2"]
-        promoted = run(*ecert, "member", "promote", "tier2")[1]
-        assert promoted["voters"] == ["boc", "geely", "tier1", "tier2"] and promoted["learners"] == []
-        members = run(*ecert, "member", "list")[1]
-        assert {n["id"]: n["voter"] for n in members["nodes"]}["tier2"] is True
-        removed = run(*ecert, "member", "remove", "tier2")[1]
-        assert removed["voters"] == ["boc", "geely", "tier1"]
-        code, bad, _ = run(*ecert, "member", "promote", "nosuch")
-        assert code == 1 and bad["error"]["code"] == "node_not_found"
+        members = run(*ecert, "member", "list")[1]["membership"]  # read as boc, the org of the first node
+        assert {m["id"]: m["status"] for m in members["members"]} == {
+            "boc": "voter", "geely": "voter", "tier1": "voter", "tier2": "learner"}
+        assert wait_raft({"boc", "geely", "tier1"}) == {"boc", "geely", "tier1"}
+
+        code, proposed, err = run(*ecert, "member", "promote", "tier2", "--as", "boc")  # = member propose promote
+        assert code == 0 and proposed["status"] == "committed", (proposed, err)
+        proposal = proposed["result"]
+        assert (proposal["approvals"], proposal["needed"], proposal["effective"]) == (1, 2, False)
+        code, approved, err = run(*ecert, "member", "approve", proposal["proposal_id"], "--as", "geely")
+        assert code == 0 and approved["result"]["effective"] is True, (approved, err)
+        assert wait_raft({"boc", "geely", "tier1", "tier2"}) == {"boc", "geely", "tier1", "tier2"}
+        shown = run(*ecert, "member", "show", proposal["proposal_id"])[1]
+        assert shown["status"] == "effective" and shown["approved_by"] == ["boc", "geely"]
+
+        code, proposed, err = run(*ecert, "member", "propose", "remove", "tier2", "--as", "tier1")
+        assert code == 0 and proposed["result"]["needed"] == 3, (proposed, err)  # four voting orgs now
+        for org in ("boc", "geely"):
+            code, approved, err = run(*ecert, "member", "approve", proposed["result"]["proposal_id"], "--as", org)
+            assert code == 0, (approved, err)
+        assert approved["result"]["effective"] is True
+        assert run(*ecert, "member", "list")[1]["membership"]["voters"] == ["boc", "geely", "tier1"]
+        assert wait_raft({"boc", "geely", "tier1"}) == {"boc", "geely", "tier1"}
+        code, bad, _ = run(*ecert, "member", "promote", "nosuch", "--as", "boc")
+        assert code == 1 and bad["error"]["code"] == "unknown_node"
     finally:
         code, down, _ = run("./scripts/cluster", "down", "--config", str(config))
         for pid in pids_of(tmp_path).values():  # only if down failed

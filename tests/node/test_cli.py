@@ -7,7 +7,11 @@
   same answers; a counter nonce source makes a signer's nonces predictable.
 - The demo and the CLI queries run over real HTTP against `FakeNode`: a one-thread stand-in for the node that
   applies each tx as its own block with the real EcertExecutor and answers with ecert.queries. It stands in for
-  consensus only; signatures, rules and the HTTP client are the real ones.
+  consensus only; signatures, rules and the HTTP client are the real ones. It checks every Authorization header
+  with the real RequestVerifier (keys from its state: a rotated key counts at once) and records who read what,
+  but does not apply the read rules (the node's tests do): here the question is who the clients sign for.
+- Signed requests: who a CLI command speaks for (`--as`, the one key in keys/, the org of the node addressed),
+  `ecert sign-request` (its header verifies), `ecert session`, `ecert org rotate-key` (the key files).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import base64
 import hashlib
 import json
 import re
+import shlex
 import shutil
 import stat
 import threading
@@ -31,14 +36,17 @@ import pytest
 from nacl.signing import SigningKey
 
 from ecert import queries
+from ecert import state as ecert_state
 from ecert.executor import EcertExecutor
 from ecert.genesis import genesis_from_json, genesis_writes
 from ecert.privacy import open_document_with_seed
-from ecert.tx import decode_tx, envelope_from_json
+from ecert.tx import decode_tx, envelope_from_json, verify_key_proof
 from ledger.executor import BlockContext
 from ledger.state_view import MemoryStateView, OverlayView
 from node.client import api, cli, demo
 from node.config import load_config
+from node.keys import KeyPair
+from node.request_auth import AuthError, RequestVerifier, parse_authorization
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,10 +71,10 @@ def test_init_creates_keys_and_genesis_once(cluster_dir: Path, capsys: pytest.Ca
     assert code == 0
     first = json.loads(out)
     assert first["genesis_created"] is True
-    assert len(first["keys_created"]) == 10  # 5 org keys + 5 node keys
+    assert len(first["keys_created"]) == 12  # 6 org keys + 6 node keys
     keys = {p.name: p.read_text() for p in (cluster_dir / "keys").iterdir()}
-    assert set(keys) == {f"{o}.key" for o in ("boc", "geely", "tier1", "tier2", "tier3")} | {
-        f"node-{o}.key" for o in ("boc", "geely", "tier1", "tier2", "tier3")}
+    assert set(keys) == {f"{o}.key" for o in ("boc", "geely", "tier1", "tier2", "tier3", "pbc")} | {
+        f"node-{o}.key" for o in ("boc", "geely", "tier1", "tier2", "tier3", "pbc")}
     for name, text in keys.items():
         assert re.fullmatch(r"[0-9a-f]{64}\n", text), name
         assert stat.S_IMODE((cluster_dir / "keys" / name).stat().st_mode) == 0o600
@@ -74,7 +82,8 @@ def test_init_creates_keys_and_genesis_once(cluster_dir: Path, capsys: pytest.Ca
     genesis = genesis_from_json(json.loads(genesis_text))
     assert genesis.chain_id == "ecert-local"
     roles = {o.id: o.role for o in genesis.orgs}
-    assert roles == {"boc": "bank", "geely": "core", "tier1": "supplier", "tier2": "supplier", "tier3": "supplier"}
+    assert roles == {"boc": "bank", "geely": "core", "tier1": "supplier", "tier2": "supplier", "tier3": "supplier",
+                     "pbc": "regulator"}
     for org in genesis.orgs:
         seed = bytes.fromhex(keys[f"{org.id}.key"].strip())
         assert org.sign_pk == SigningKey(seed).verify_key.encode().hex()
@@ -171,6 +180,10 @@ def test_every_tx_kind_builds_a_body_the_decoder_accepts(cluster_dir: Path,
         "finance.request": ["finance", "request", "EC01", "--as", "tier3", "--bank", "boc"],
         "finance.approve": ["finance", "approve", "EC01", "--as", "boc", "--discount-bps", "450"],
         "finance.decline": ["finance", "decline", "EC01", "--as", "boc", "--reason", "no"],
+        "org.rotate_key": ["org", "rotate-key", "tier2"],
+        "member.propose": ["member", "propose", "add-learner", "tier9", "--as", "boc", "--org", "tier1", "--raft",
+                           "127.0.0.1:9799", "--http", "127.0.0.1:8799", "--node-pk", "ab" * 32],
+        "member.approve": ["member", "approve", "MP" + "0" * 32, "--as", "geely"],
     }
     from ecert.tx import TX_TYPES
 
@@ -227,6 +240,28 @@ class FakeNode:
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.blocks: dict[int, dict[str, Any]] = {}
         self.lock = threading.Lock()
+        self.verifier = RequestVerifier(genesis.chain_id, "fake", 0, self.org_key)
+        self.requests: list[tuple[str, str, str | None]] = []
+        """(method, path, the org it was signed for or None), in arrival order."""
+
+    def org_key(self, org_id: str) -> tuple[str, str] | None:
+        org = ecert_state.get_org(self.state, org_id)
+        return None if org is None else (org.status, org.sign_pk)
+
+    def authenticate(self, method: str, path: str, body: bytes, header: str | None) -> tuple[int, Any] | None:
+        """Check the Authorization header (if any) and record the request; a refusal as (status, doc)."""
+        org = None
+        if header is not None:
+            try:
+                with self.lock:
+                    org = self.verifier.verify(method, path, body, header, time.time_ns() // 1_000_000).org_id
+            except AuthError as e:
+                return e.status, {"error": {"code": e.code, "message": e.message, **e.extra}}
+        self.requests.append((method, path, org))
+        return None
+
+    def readers_of(self, prefix: str) -> set[str | None]:
+        return {org for method, path, org in self.requests if method == "GET" and path.startswith(prefix)}
 
     def submit(self, body: bytes) -> tuple[int, dict[str, Any]]:
         raw = envelope_from_json(json.loads(body))
@@ -294,11 +329,23 @@ def fake_node(cluster_dir: Path) -> Iterator[tuple[FakeNode, str]]:
             self.wfile.write(body)
 
         def do_GET(self) -> None:
-            self._answer(*node.get(self.path))
+            refused = node.authenticate("GET", self.path, b"", self.headers.get("Authorization"))
+            self._answer(*(refused or node.get(self.path)))
 
         def do_POST(self) -> None:
-            assert self.headers["Content-Type"] == "application/json"
-            self._answer(*node.submit(self.rfile.read(int(self.headers["Content-Length"]))))
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            refused = node.authenticate("POST", self.path, body, self.headers.get("Authorization"))
+            if refused:
+                self._answer(*refused)
+            elif self.path.startswith("/v1/session"):
+                org = node.requests[-1][2]
+                if org is None:
+                    self._answer(401, {"error": {"code": "unauthenticated", "message": "sign it"}})
+                else:
+                    self._answer(200, {"token": f"ecs1~fake~{org}~1~{'x' * 43}", "expires_at": 1, "org": org})
+            else:
+                assert self.headers["Content-Type"] == "application/json"
+                self._answer(*node.submit(body))
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -327,6 +374,12 @@ def test_demo_tells_the_story_and_runs_again(cluster_dir: Path, fake_node: tuple
     assert len(before["tier1"]) == len(before["tier2"]) == len(before["boc"]) == 1
     assert before["tier3"] == [] and before["geely"] == []  # tier3 sold its piece to the bank
     assert len(summary["settled"]) == 3
+
+    # Every read was signed for the org whose business it is; the tx submissions carry no header at all.
+    for org in ("boc", "geely", "tier1", "tier2", "tier3"):
+        assert node.readers_of(f"/v1/orgs/{org}/certs") == {org}
+    assert node.readers_of(f"/v1/certs/{summary['root_cert']}/lineage") == {"geely"}
+    assert {org for method, _, org in node.requests if method == "POST"} == {None}
 
     lineage = node.get(f"/v1/certs/{summary['root_cert']}/lineage")[1]
     by_id = {c["id"]: c for c in lineage["certs"]}
@@ -378,6 +431,173 @@ def test_cli_submits_and_queries_over_http(cluster_dir: Path, fake_node: tuple[F
     assert code == 0 and [json.loads(line)["height"] for line in out.splitlines()] == [1, 2]
 
 
+def test_cli_reads_are_signed_and_a_refusal_shows_what_the_node_checked(
+        cluster_dir: Path, fake_node: tuple[FakeNode, str], capsys: pytest.CaptureFixture[str]) -> None:
+    node, url = fake_node
+    base = ["--config", str(cluster_dir / "cluster.toml"), "--node", url]
+    code, out = ecert(capsys, *base, "--as", "tier1", "--json", "holdings", "tier1")
+    assert code == 0 and json.loads(out)["org_id"] == "tier1"
+    assert node.requests[-1] == ("GET", "/v1/orgs/tier1/certs", "tier1")
+    # The fake node is no [[nodes]] entry: the id its signature binds came from its public /v1/status.
+    assert [r for r in node.requests if r[1] == "/v1/status"] == [("GET", "/v1/status", None)]
+    # Several keys in keys/ and a node the cluster file does not list: nothing says who, so anonymous.
+    assert ecert(capsys, *base, "--json", "org", "show", "geely")[0] == 0
+    assert node.requests[-1] == ("GET", "/v1/orgs/geely", None)
+    # A tx command reads as its signer (the outcome poll, the recipients' keys for sealing).
+    doc = cluster_dir / "po.txt"
+    doc.write_text("purchase order")
+    code, _ = ecert(capsys, *base, "trade", "anchor", "--as", "tier2", "--doc-id", "PO-1", "--kind", "contract",
+                    "--counterparty", "geely", "--amount", "100", "--file", str(doc), "--seal", "boc")
+    assert code == 0 and node.readers_of("/v1/orgs/") >= {"tier2"}
+    assert {org for m, p, org in node.requests if m == "GET" and p in ("/v1/orgs/boc", "/v1/orgs/tier2")} == {"tier2"}
+
+    code, out = ecert(capsys, *base, "--as", "tier2", "session")
+    assert code == 0 and out.strip().startswith("ecs1~fake~tier2~")
+    assert node.requests[-1] == ("POST", "/v1/session", "tier2")
+
+    # tier3's key file no longer holds the key the chain knows: 401, and what the node verified against.
+    (cluster_dir / "keys" / "tier3.key").write_text("cd" * 32 + "\n")
+    assert cli.main([*base, "--as", "tier3", "org", "show", "tier3"]) == cli.EXIT_REJECTED
+    short = capsys.readouterr().err
+    assert "401" in short and "unauthenticated" in short and "signed as tier3" in short
+    assert "ecert-request/1" not in short and "--verbose" in short
+    assert cli.main([*base, "--as", "tier3", "--verbose", "org", "show", "tier3"]) == cli.EXIT_REJECTED
+    assert "ecert-request/1\necert-local\nfake\ntier3\nGET\n/v1/orgs/tier3\n" in capsys.readouterr().err
+    code, out = ecert(capsys, *base, "--as", "tier3", "--json", "org", "show", "tier3")
+    assert code == cli.EXIT_REJECTED
+    assert json.loads(out)["error"]["string_to_sign"].startswith("ecert-request/1\necert-local\nfake\ntier3\n")
+
+
+def test_who_a_command_speaks_for(cluster_dir: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = cluster_dir / "cluster.toml"
+    assert cli.main(["--config", str(cfg), "init"]) == 0
+    cluster = load_config(cfg)
+    assert cli.org_keys_in(cluster) == ["boc", "geely", "pbc", "tier1", "tier2", "tier3"]  # not node-*.key
+
+    def speaks(node: str | None = None, as_org: str | None = None, tx: bool = False) -> str | None:
+        return cli.who_speaks(cluster, as_org, node, tx).org
+
+    # Several org keys (the local demo holds them all): a read speaks for the org running the node addressed.
+    assert speaks() == "boc"  # no --node: the first [[nodes]] entry, the node the CLI tries first
+    assert speaks("127.0.0.1:8702") == speaks("http://127.0.0.1:8702/") == "geely"
+    assert speaks("http://127.0.0.1:8706") == "pbc"
+    assert speaks("http://10.9.9.9:8701") is None  # not a node of the cluster file: anonymous
+    assert speaks("127.0.0.1:8702", as_org="tier3") == speaks(as_org="tier3", tx=True) == "tier3"
+    with pytest.raises(cli.CliError, match="--as ORG"):
+        speaks("127.0.0.1:8702", tx=True)  # a transaction never guesses its signer among several keys
+    assert cli.main(["--config", str(cfg), "cert", "accept", "EC01", "--dry-run"]) == cli.EXIT_USAGE
+    capsys.readouterr()
+
+    # $ECERT_ORG is --as.
+    monkeypatch.setenv("ECERT_ORG", "tier1")
+    assert cli.main(["--config", str(cfg), "--node", "127.0.0.1:8701", "sign-request", "GET", "/v1/orgs/x"]) == 0
+    assert parse_authorization(capsys.readouterr().out.strip().removeprefix("Authorization: ")).org_id == "tier1"
+    monkeypatch.delenv("ECERT_ORG")
+
+    # A member's own machine holds its own key only: that org, for reads and transactions alike.
+    for key in (cluster_dir / "keys").glob("*.key"):
+        if key.name != "tier2.key" and not key.name.startswith("node-"):
+            key.unlink()
+    assert speaks() == speaks("127.0.0.1:8701") == speaks(tx=True) == "tier2"
+    env = dry_run(capsys, str(cfg), "cert", "accept", "EC01")
+    assert env["signer"] == "tier2"
+    (cluster_dir / "keys" / "tier2.key").unlink()
+    assert speaks() is None  # no key at all: reads go anonymous
+    with pytest.raises(cli.CliError, match="no org key"):
+        speaks(tx=True)
+
+
+def test_sign_request_prints_a_header_the_node_accepts(cluster_dir: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = str(cluster_dir / "cluster.toml")
+    assert cli.main(["--config", cfg, "init"]) == 0
+    capsys.readouterr()
+    seed = bytes.fromhex((cluster_dir / "keys" / "tier1.key").read_text().strip())
+    tier1_pk = SigningKey(seed).verify_key.encode().hex()
+
+    def verifier(node_id: str) -> RequestVerifier:
+        return RequestVerifier("ecert-local", node_id, 0, lambda org: ("active", tier1_pk) if org == "tier1" else None)
+
+    path = "/v1/certs/EC1?consistency=linearizable"
+    assert cli.main(["--config", cfg, "--node", "127.0.0.1:8702", "--as", "tier1", "sign-request", "get", path]) == 0
+    printed = capsys.readouterr()
+    name, _, value = printed.out.strip().partition(": ")
+    assert name == "Authorization"
+    now = time.time_ns() // 1_000_000
+    geely = verifier("geely")  # the node at 127.0.0.1:8702 in the cluster file: no network needed
+    assert geely.verify("GET", path, b"", value, now).org_id == "tier1"
+    with pytest.raises(AuthError, match="nonce already used"):
+        geely.verify("GET", path, b"", value, now)  # single use
+    with pytest.raises(AuthError, match="does not verify") as other_node:
+        verifier("boc").verify("GET", path, b"", value, now)
+    assert other_node.value.extra["string_to_sign"].split("\n")[2] == "boc"
+    with pytest.raises(AuthError, match="does not verify"):
+        verifier("geely").verify("GET", "/v1/certs/EC2?consistency=linearizable", b"", value, now)
+    curl = shlex.split(printed.err.strip().splitlines()[-1])
+    assert curl == ["curl", "-s", "-H", f"Authorization: {value}", f"http://127.0.0.1:8702{path}"]
+
+    body = cluster_dir / "body.json"
+    body.write_bytes(b'{"x": 1}')
+    code, out = ecert(capsys, "--config", cfg, "--node", "http://127.0.0.1:8702", "--as", "tier1", "--json",
+                      "sign-request", "POST", "/v1/session", str(body))
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["org"] == "tier1" and doc["node_id"] == "geely" and doc["url"] == "http://127.0.0.1:8702/v1/session"
+    assert verifier("geely").verify("POST", "/v1/session", b'{"x": 1}', doc["authorization"], now).org_id == "tier1"
+    with pytest.raises(AuthError):
+        verifier("geely").verify("POST", "/v1/session", b'{"x": 2}', doc["authorization"], now)
+    assert shlex.split(doc["curl"])[-7:] == ["-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
+                                              f"@{body}", "http://127.0.0.1:8702/v1/session"]
+    assert cli.main(["--config", cfg, "--as", "tier1", "sign-request", "GET", "v1/status"]) == cli.EXIT_USAGE
+
+
+def test_rotate_key_replaces_the_key_file_once_the_chain_holds_the_new_key(
+        cluster_dir: Path, fake_node: tuple[FakeNode, str], capsys: pytest.CaptureFixture[str]) -> None:
+    node, url = fake_node
+    keys = cluster_dir / "keys"
+    base = ["--config", str(cluster_dir / "cluster.toml"), "--node", url]
+    old = (keys / "tier1.key").read_text()
+    code, out = ecert(capsys, *base, "--json", "org", "rotate-key", "tier1")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["status"] == "committed" and doc["rotation"] == "committed"
+    new = (keys / "tier1.key").read_text()
+    assert new != old and re.fullmatch(r"[0-9a-f]{64}\n", new)
+    assert stat.S_IMODE((keys / "tier1.key").stat().st_mode) == 0o600
+    kept = keys / f"tier1.key.old-{doc['height']}"
+    assert doc["old_key"] == str(kept) and kept.read_text() == old and stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert not (keys / "tier1.key.next").exists()
+    new_pk = SigningKey(bytes.fromhex(new.strip())).verify_key.encode().hex()
+    org = ecert_state.get_org(node.state, "tier1")
+    assert org is not None and org.sign_pk == doc["sign_pk"] == new_pk
+
+    # The new key reads; the old one is refused, for requests and for txs.
+    assert ecert(capsys, *base, "--as", "tier1", "--json", "org", "show", "tier1")[0] == 0
+    assert node.requests[-1] == ("GET", "/v1/orgs/tier1", "tier1")
+    old_signer = api.Signer("tier1", KeyPair(bytes.fromhex(old.strip())), "ecert-local")
+    with pytest.raises(api.ApiError) as refused:
+        api.Client([url], signer=old_signer).get("/v1/orgs/tier1")
+    assert refused.value.status == 401 and refused.value.code == "unauthenticated"
+    assert api.Client([url]).submit(old_signer.sign("trade.confirm", {"doc_id": "X"}))["status"] == "rejected"
+
+    # A rotation whose outcome the CLI never saw (here: signed with --dry-run, sent by hand) is finished by
+    # running the command again: the chain already holds the key waiting in keys/tier2.key.next.
+    before = (keys / "tier2.key").read_text()
+    code, out = ecert(capsys, *base, "org", "rotate-key", "tier2", "--dry-run")
+    assert code == 0 and (keys / "tier2.key").read_text() == before
+    waiting = (keys / "tier2.key.next").read_text()
+    assert stat.S_IMODE((keys / "tier2.key.next").stat().st_mode) == 0o600
+    tx = decode_tx(envelope_from_json(json.loads(out)), "ecert-local")
+    assert tx.type == "org.rotate_key" and verify_key_proof(tx.body.sign_pk, tx.nonce, tx.body.proof)
+    assert api.Client([url]).submit(envelope_from_json(json.loads(out)))["status"] == "committed"
+    code, out = ecert(capsys, *base, "--json", "org", "rotate-key", "tier2")
+    assert code == 0 and json.loads(out)["rotation"] == "finished"
+    assert (keys / "tier2.key").read_text() == waiting and not (keys / "tier2.key.next").exists()
+    assert (keys / f"tier2.key.old-{node.height}").read_text() == before
+    assert cli.main([*base, "org", "rotate-key", "tier2", "--as", "boc"]) == cli.EXIT_USAGE  # its own key only
+
+
 def test_unreachable_node_is_a_usage_error(cluster_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = ecert(capsys, "--config", str(cluster_dir / "cluster.toml"), "--node", "http://127.0.0.1:9",
                     "--timeout", "1", "org", "show", "boc")
@@ -405,3 +625,27 @@ async def test_sync_and_async_clients_send_alike_and_read_alike(cluster_dir: Pat
         client.get("/v1/certs/EC-nope")
     assert missing[0] == refused.value.status == 404
     assert api.error_code(missing[1]) == refused.value.code == "not_found"
+
+
+async def test_both_clients_sign_for_the_node_addressed(cluster_dir: Path, fake_node: tuple[FakeNode, str]) -> None:
+    node, url = fake_node
+    signer = api.load_signer(load_config(cluster_dir / "cluster.toml"), "tier1")
+    http = api.AsyncClient(signer)
+    async with aiohttp.ClientSession() as session:
+        status, _ = await http.request(session, url, "GET", "/v1/orgs/tier1/certs")
+        posted, _ = await http.post_tx(session, url, api.tx_json(signer.sign("trade.confirm", {"doc_id": "D"})),
+                                       api.JSON)
+    assert status == 200 and posted == 200 and http.node_ids == {url: "fake"}  # learned from /v1/status
+    assert node.requests[-3:] == [("GET", "/v1/status", None), ("GET", "/v1/orgs/tier1/certs", "tier1"),
+                                  ("POST", "/v1/tx?wait=commit", None)]  # an envelope is its own signature
+
+    sync = api.Client([url], signer=signer)
+    assert sync.get("/v1/orgs/tier1/certs")["org_id"] == "tier1"
+    assert node.requests[-1] == ("GET", "/v1/orgs/tier1/certs", "tier1")
+    assert sync.speaking_for(None).get("/v1/orgs/tier1")["id"] == "tier1"
+    assert node.requests[-1] == ("GET", "/v1/orgs/tier1", None)
+    # The signature binds the node: signed for another node id, this node refuses it and says what it checked.
+    with pytest.raises(api.ApiError) as refused:
+        api.Client([url], signer=signer, node_ids={url: "boc"}).get("/v1/orgs/tier1")
+    assert refused.value.status == 401
+    assert refused.value.doc["error"]["string_to_sign"].split("\n")[2] == "fake"

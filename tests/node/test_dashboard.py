@@ -1,10 +1,16 @@
-"""Dashboard routes over a fake NodeSource, through aiohttp's real test server and client."""
+"""Dashboard routes through aiohttp's real test server and client: over a fake NodeSource (public views, alarms,
+paging), and over a real StateStore with real signed txs (who sees what: SSE by party, block txs, latest
+certificate, supervision, the one-time login link). The identity gate is the node's (node/http/auth_gate.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,10 +18,17 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from ledger.state_view import StateView
 from node.http import dashboard as dash_mod
+from node.http import login as login_mod
 from node.http.alarms import AlarmRules
+from node.http.api import error_middleware
+from node.http.auth_gate import AUTH_GATE_KEY, AuthGate, access_middleware
 from node.http.dashboard import DASHBOARD_KEY, Dashboard, setup_dashboard
 from node.http.metrics import NodeMetrics
+from node.request_auth import LOGIN_LINK_TTL_MS, fresh_nonce, session_cookie, sign_request
+from tests.ecert.world import CHAIN, World
+from tests.node.chain_source import Chain, grow
 
 ROOT = "aa" * 32
 KID1, KID2 = "bb" * 32, "cc" * 32
@@ -69,15 +82,31 @@ class Clock:
         return self.t
 
 
+def gated_app(view: StateView, node_id: str = "n1") -> tuple[web.Application, AuthGate]:
+    """An app with the node's middlewares and identity gate, over `view` for the orgs."""
+    app = web.Application(middlewares=[error_middleware, access_middleware])
+    gate = AuthGate(chain_id=CHAIN, node_id=node_id, started_ms=0, view=lambda: view, read_access="signed",
+                    body_bytes_max=1 << 20)
+    app[AUTH_GATE_KEY] = gate
+    return app, gate
+
+
+def bearer(gate: AuthGate, org: str) -> dict[str, str]:
+    token, _ = gate.sessions.issue(org, gate.clock())
+    return {"Authorization": f"Bearer {token}"}
+
+
 @pytest.fixture
 async def served():
     source = FakeSource()
     metrics = NodeMetrics(process=False)
-    app = web.Application()
+    app, gate = gated_app(World(regulator=True).view)
     dash = setup_dashboard(app, source, metrics, probe_peers=False, sample_loop=False, clock=Clock(),
                            rules=AlarmRules(peer_unreachable_ms=1000, rejected_burst_max=1))
     client = TestClient(TestServer(app))
     await client.start_server()
+    dash.regulator = bearer(gate, "pbc")  # type: ignore[attr-defined]
+    dash.member = bearer(gate, "tier1")  # type: ignore[attr-defined]
     try:
         yield client, source, dash
     finally:
@@ -107,8 +136,8 @@ async def test_static_refuses_traversal_and_unknown_files(served):
 
 
 async def test_metrics_endpoint_parses_and_counts_requests(served):
-    client, _, _dash = served
-    await client.get("/v1/alarms")
+    client, _, dash = served
+    await client.get("/v1/alarms", headers=dash.member)
     await client.get("/v1/certs-nowhere")
     r = await client.get("/metrics")
     assert r.status == 200 and r.content_type == "text/plain"
@@ -135,18 +164,21 @@ async def test_alarms_route_reports_unreachable_peer_after_grace(served):
     dash.sample()
     clock.t += 999
     dash.sample()
-    assert (await (await client.get("/v1/alarms")).json())["alarms"] == []
+    assert (await (await client.get("/v1/alarms", headers=dash.member)).json())["alarms"] == []
     clock.t += 1
     dash.sample()
-    body = await (await client.get("/v1/alarms")).json()
+    body = await (await client.get("/v1/alarms", headers=dash.member)).json()
     assert [(a["name"], a["subject"]) for a in body["alarms"]] == [("peer_unreachable", "n3")]
     assert body["alarms"][0]["since_ms"] == clock.t
     # The node's own alarms (NodeSource.alarms) are shown too, the apply error from the source as well.
     source.node_alarms = [{"name": "snapshot_failed", "severity": "warning", "subject": "n1", "message": "x"}]
     source.apply_error = "invariant: leaves 90 != root 100"
     dash.sample()
-    names = {a["name"] for a in (await (await client.get("/v1/alarms")).json())["alarms"]}
+    names = {a["name"] for a in (await (await client.get("/v1/alarms", headers=dash.member)).json())["alarms"]}
     assert names == {"peer_unreachable", "snapshot_failed", "apply_halted"}
+    # Alarms are for member orgs: anonymous is 401 (CONTRACT §6, "every other route").
+    r = await client.get("/v1/alarms")
+    assert r.status == 401 and (await r.json())["error"]["code"] == "unauthenticated"
 
 
 async def test_alarm_transitions_are_logged(served, caplog):
@@ -182,24 +214,53 @@ async def test_cluster_view_rows(served):
     assert rows["n3"]["health"] == "down" and rows["n3"]["lag"] == 9
 
 
+class Stream:
+    """One open /v1/events stream, read event by event."""
+
+    def __init__(self, resp: Any) -> None:
+        self.resp = resp
+        self.buf = b""
+
+    async def next(self, kind: str | None = None, timeout_s: float = 5.0) -> tuple[str, Any]:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                while b"\n\n" in self.buf:
+                    chunk, self.buf = self.buf.split(b"\n\n", 1)
+                    lines = dict(line.split(": ", 1) for line in chunk.decode().splitlines() if ": " in line)
+                    if "event" in lines and (kind is None or lines["event"] == kind):
+                        return lines["event"], json.loads(lines["data"])
+                self.buf += await self.resp.content.readany()
+
+    def close(self) -> None:
+        self.resp.close()
+
+
 async def test_events_stream_sends_snapshots(served):
-    client, _, _ = served
-    resp = await client.get("/v1/events")
+    client, _, dash = served
+    resp = await client.get("/v1/events", headers=dash.member)
     assert resp.status == 200 and resp.content_type == "text/event-stream"
-    events = []
-    buf = b""
-    async with asyncio.timeout(5):
-        while len(events) < 2:
-            buf += await resp.content.readany()
-            while b"\n\n" in buf:
-                chunk, buf = buf.split(b"\n\n", 1)
-                lines = dict(line.split(": ", 1) for line in chunk.decode().splitlines() if ": " in line)
-                if lines.get("event") == "snapshot":
-                    events.append(json.loads(lines["data"]))
-    resp.close()
+    stream = Stream(resp)
+    events = [(await stream.next("snapshot"))[1] for _ in range(2)]
+    stream.close()
     assert events[0]["node"] == "n1" and events[0]["status"]["role"] == "leader"
     assert {r["id"] for r in events[0]["cluster"]} == {"n1", "n2", "n3"}
     assert "alarms" in events[0]
+
+
+async def test_anonymous_events_carry_public_data_only(served, monkeypatch):
+    client, source, dash = served
+    monkeypatch.setattr(dash_mod, "sse_interval_s", 0.05)
+    dash.sample()
+    stream = Stream(await client.get("/v1/events"))
+    _, snap = await stream.next("snapshot")
+    assert set(snap) == {"time_ms", "node", "status", "cluster"}  # what /v1/status and /v1/cluster show
+    source.st["height"] = 4
+    source.txs[4] = [{"tx_id": "04" * 32, "status": "committed", "type": "ecert.issue", "result": {"certs": [ROOT]}}]
+    dash.sample()
+    _, block = await stream.next("block")
+    stream.close()
+    assert block == {"height": 4, "time": 1_700_000_000_004, "proposer": "n1", "hash": f"{4:064x}",
+                     "tx_ids": ["04" * 32]}  # the header and tx ids of /v1/blocks/{h}: no outcome
 
 
 async def test_events_stream_limit(served, monkeypatch):
@@ -210,7 +271,7 @@ async def test_events_stream_limit(served, monkeypatch):
 
 
 async def test_blocks_paging_and_block_txs(served):
-    client, _, _ = served
+    client, _, dash = served
     page = await (await client.get("/v1/blocks?limit=2")).json()
     assert [b["height"] for b in page["blocks"]] == [3, 2]
     older = await (await client.get("/v1/blocks?before=2&limit=2")).json()
@@ -218,25 +279,39 @@ async def test_blocks_paging_and_block_txs(served):
     for bad in ("limit=0", "limit=1000", "before=x", "before=-1"):
         r = await client.get(f"/v1/blocks?{bad}")
         assert r.status == 400 and (await r.json())["error"]["code"] == "bad_query"
-    txs = await (await client.get("/v1/blocks/3/txs")).json()
+    txs = await (await client.get("/v1/blocks/3/txs", headers=dash.regulator)).json()
     assert txs["txs"][0]["error_code"] == "not_holder"
-    assert (await client.get("/v1/blocks/9/txs")).status == 404
-    assert (await client.get("/v1/blocks/x/txs")).status == 400
+    assert (await client.get("/v1/blocks/9/txs", headers=dash.regulator)).status == 404
+    assert (await client.get("/v1/blocks/x/txs", headers=dash.regulator)).status == 400
+    # Without the state to decide on, another org sees only what anyone learns of a tx; anonymous nothing.
+    other = await (await client.get("/v1/blocks/3/txs", headers=dash.member)).json()
+    assert other["txs"] == [{"tx_id": "03" * 32, "status": "rejected"}]
+    assert (await client.get("/v1/blocks/3/txs")).status == 401
 
 
 async def test_latest_cert_is_newest_created(served):
-    client, source, _ = served
-    body = await (await client.get("/v1/dashboard/latest-cert")).json()
+    client, source, dash = served
+
+    async def latest() -> Any:
+        return await (await client.get("/v1/dashboard/latest-cert", headers=dash.regulator)).json()
+
+    body = await latest()
     assert body == {"cert_id": KID2, "height": 3}  # block 3's tx was rejected: its certs do not count
     # New blocks without certificates keep the last one found; a new certificate replaces it.
     source.st["height"] = 5
-    assert (await (await client.get("/v1/dashboard/latest-cert")).json())["cert_id"] == KID2
+    assert (await latest())["cert_id"] == KID2
     source.txs[6] = [{"tx_id": "06" * 32, "status": "committed", "result": {"certs": [ROOT[:-2] + "ff"]}}]
     source.st["height"] = 6
-    assert (await (await client.get("/v1/dashboard/latest-cert")).json())["cert_id"] == ROOT[:-2] + "ff"
+    assert (await latest())["cert_id"] == ROOT[:-2] + "ff"
     source.txs = {}
     source.st["height"] = 1  # the chain restarted below what was seen: forget
-    assert (await (await client.get("/v1/dashboard/latest-cert")).json())["cert_id"] is None
+    assert (await latest())["cert_id"] is None
+    # Without the state to decide on, only the regulator sees certificates here; anonymous is 401.
+    source.st["height"] = 6
+    source.txs[6] = [{"tx_id": "06" * 32, "status": "committed", "result": {"certs": [ROOT]}}]
+    other = await (await client.get("/v1/dashboard/latest-cert", headers=dash.member)).json()
+    assert other == {"cert_id": None, "height": 6}
+    assert (await client.get("/v1/dashboard/latest-cert")).status == 401
 
 
 async def test_node_routes_win_over_dashboard_fallbacks():
@@ -249,8 +324,10 @@ async def test_node_routes_win_over_dashboard_fallbacks():
     setup_dashboard(app, FakeSource(), NodeMetrics(process=False), probe_peers=False)
     async with TestClient(TestServer(app)) as client:
         assert (await (await client.get("/v1/blocks")).json())["blocks"] == "the node's"
-        assert (await client.get("/v1/alarms")).status == 200
-        assert app[DASHBOARD_KEY].snapshot  # sampler ran (or /v1/alarms sampled)
+        assert (await client.get("/v1/cluster/view")).status == 200
+        assert app[DASHBOARD_KEY].snapshot  # sampler ran (or /v1/cluster/view sampled)
+        # Mounted without the node's identity gate, every request is anonymous: member routes stay closed.
+        assert (await client.get("/v1/alarms")).status == 401
 
 
 async def test_sampler_survives_a_failing_source():
@@ -289,3 +366,220 @@ def test_peers_judged_by_http_probe_on_followers_and_by_both_on_the_leader():
     assert down_after_grace() == {"n3"}
     rows = {r["id"]: r for r in dash.snapshot["cluster"]}
     assert rows["n2"]["health"] == "ok" and rows["n2"]["term"] == 2 and rows["n3"]["health"] == "down"
+
+
+# --- who sees what, over a real chain ------------------------------------------------------------------------------
+
+@pytest.fixture
+async def chained(tmp_path: Path) -> AsyncIterator[tuple[TestClient, Chain, Dashboard, AuthGate, dict[str, str]]]:
+    chain = Chain(tmp_path / "state")
+    ids = grow(chain)
+    app, gate = gated_app(chain.store.view())
+    dash = setup_dashboard(app, chain, NodeMetrics(process=False), probe_peers=False, sample_loop=False,
+                           data_dir=tmp_path / "data", login_base_url="http://127.0.0.1:8799")
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield client, chain, dash, gate, ids
+    finally:
+        await client.close()
+        chain.store.close()
+
+
+async def test_events_by_party(chained, monkeypatch):
+    """An anonymous subscriber never receives an outcome; a party receives its own, and nothing else."""
+    client, chain, dash, gate, ids = chained
+    monkeypatch.setattr(dash_mod, "sse_interval_s", 0.05)
+    dash.sample()
+    streams = {who: Stream(await client.get("/v1/events", headers=bearer(gate, who) if who else None))
+               for who in ("", "tier1", "tier2", "tier3", "pbc")}
+    for s in streams.values():
+        await s.next("snapshot")
+    chain.block(("split_a", "tier2", "ecert.split", {"cert_id": ids["a"], "amounts": [100, 500]}),
+                ("anchor_3", "tier3", "trade.anchor", {"doc_id": "INV-3", "kind": "invoice", "doc_hash": "ee" * 32,
+                                                       "counterparty": "byd", "amount": 7}))
+    dash.sample()
+    got = {}
+    for who, s in streams.items():
+        _, event = await s.next("block")
+        got[who] = {o["tx_id"]: o for o in event.get("outcomes", [])} if "outcomes" in event else None
+        assert event["height"] == 6 and event["tx_ids"] == [chain.tx_ids["split_a"], chain.tx_ids["anchor_3"]]
+        s.close()
+    split, anchor = chain.tx_ids["split_a"], chain.tx_ids["anchor_3"]
+    assert got[""] is None  # anonymous: the header and tx ids only, no outcome key at all
+    assert set(got["tier2"]) == {split}  # its own split
+    assert set(got["tier1"]) == {split}  # it holds the split certificate's ancestor: above it on the path
+    assert set(got["tier3"]) == {anchor}  # its own document; tier2's split is none of its business
+    assert set(got["pbc"]) == {split, anchor}  # the regulator reads everything
+    assert got["tier2"][split]["result"]["certs"] and got["tier2"][split]["height"] == 6
+
+
+async def test_a_stream_reconnecting_gets_the_blocks_it_missed(chained, monkeypatch):
+    client, chain, dash, gate, ids = chained
+    monkeypatch.setattr(dash_mod, "sse_interval_s", 0.05)
+    dash.sample()
+    first = Stream(await client.get("/v1/events", headers=bearer(gate, "tier2")))
+    await first.next("snapshot")
+    dash.sample()
+    first.close()  # the browser dropped; the block comes while it is away
+    chain.block(("split_a", "tier2", "ecert.split", {"cert_id": ids["a"], "amounts": [100, 500]}))
+    dash.sample()
+    stream = Stream(await client.get("/v1/events", headers={**bearer(gate, "tier2"), "Last-Event-ID": "5"}))
+    _, event = await stream.next("block")
+    stream.close()
+    assert event["height"] == 6 and [o["tx_id"] for o in event["outcomes"]] == [chain.tx_ids["split_a"]]
+
+
+async def test_nobody_watching_costs_no_block_reads(chained):
+    _, chain, dash, _, ids = chained
+    dash.sample()
+    chain.block(("split_a", "tier2", "ecert.split", {"cert_id": ids["a"], "amounts": [100, 500]}))
+    dash.sample()
+    assert dash.fed_height == 6 and not dash.feed
+
+
+async def test_block_txs_by_party(chained):
+    client, chain, _, gate, ids = chained
+
+    async def rows(who: str, height: int = 5) -> list[dict[str, Any]]:
+        r = await client.get(f"/v1/blocks/{height}/txs", headers=bearer(gate, who))
+        assert r.status == 200
+        return (await r.json())["txs"]
+
+    whole = await rows("tier2")
+    assert whole[0]["tx_id"] == chain.tx_ids["transfer"] and whole[0]["result"]["certs"] == [ids["a"], ids["b"]]
+    assert await rows("pbc") == whole
+    # byd and tier3 are not party to tier1's lineage: only what anyone learns of the tx.
+    assert await rows("tier3") == [{"tx_id": chain.tx_ids["transfer"], "status": "committed", "height": 5}]
+    assert (await rows("byd"))[0].keys() == {"tx_id", "status", "height"}
+    assert (await client.get("/v1/blocks/5/txs")).status == 401
+
+
+async def test_latest_cert_is_the_newest_the_reader_may_see(chained):
+    client, _, _, gate, ids = chained
+
+    async def latest(who: str) -> Any:
+        return (await (await client.get("/v1/dashboard/latest-cert", headers=bearer(gate, who))).json())["cert_id"]
+
+    assert await latest("tier2") == ids["a"]  # its own; the transfer's remainder b is tier1's business
+    assert await latest("tier1") == ids["b"]  # both children are below the root it held
+    assert await latest("geely") == ids["b"]  # the debtor sees its whole lineage
+    assert await latest("tier3") == ids["x"]  # nothing of tier1's lineage: its own, two blocks back
+    assert await latest("pbc") == ids["b"]
+    assert (await client.get("/v1/dashboard/latest-cert")).status == 401
+
+
+async def test_supervision_is_the_regulators(chained):
+    client, _, _, gate, _ = chained
+    r = await client.get("/v1/supervision", headers=bearer(gate, "pbc"))
+    assert r.status == 200
+    body = await r.json()
+    assert body["height"] == 5 and body["complete"] is True
+    assert {row["core"]: row["outstanding"] for row in body["outstanding_by_core"]} == {"byd": 500, "geely": 1000}
+    assert body["certs_by_depth"] == [{"depth": 0, "count": 1, "amount": 500},  # x
+                                      {"depth": 1, "count": 2, "amount": 1000}]  # a (tier2) and b (tier1)
+    for who, status in (("tier1", 403), ("boc", 403), ("geely", 403)):
+        refused = await client.get("/v1/supervision", headers=bearer(gate, who))
+        assert refused.status == status and (await refused.json())["error"]["code"] == "forbidden"
+    assert (await client.get("/v1/supervision")).status == 401
+
+
+async def test_whoami(chained):
+    client, _, _, gate, _ = chained
+    assert await (await client.get("/v1/dashboard/whoami")).json() == {
+        "org_id": None, "role": None, "open_reads": False, "node_id": "n1"}
+    assert await (await client.get("/v1/dashboard/whoami", headers=bearer(gate, "pbc"))).json() == {
+        "org_id": "pbc", "role": "regulator", "open_reads": False, "node_id": "n1"}
+    # A signed request works as well as a session (the same identity gate).
+    header = sign_request(chain_seed("tier2"), CHAIN, "n1", "tier2", "GET", "/v1/dashboard/whoami", b"",
+                          gate.clock(), fresh_nonce())
+    assert (await (await client.get("/v1/dashboard/whoami", headers={"Authorization": header})).json())[
+        "org_id"] == "tier2"
+    # A bad header is a 401, never a silent anonymous answer.
+    r = await client.get("/v1/dashboard/whoami", headers={"Authorization": "Bearer ecs1~n1~pbc~1~" + "A" * 43})
+    assert r.status == 401
+
+
+def chain_seed(org: str) -> bytes:
+    return World().key(org).seed
+
+
+async def test_login_link_works_once(chained, tmp_path):
+    client = chained[0]
+    path = tmp_path / "data" / login_mod.LOGIN_FILE
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    url = path.read_text().strip()
+    assert url.startswith("http://127.0.0.1:8799/login?code=") and len(url.splitlines()) == 1
+    login = url.removeprefix("http://127.0.0.1:8799")
+    r = await client.get(login, allow_redirects=False)
+    assert r.status == 303 and r.headers["Location"] == "/"
+    SESSION_COOKIE = session_cookie("n1")  # the gated app's node id: one cookie per node
+    cookie = r.cookies[SESSION_COOKIE]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/"
+    # The cookie reads as the node's own org (tier1), on every GET the page makes.
+    jar = {"Cookie": f"{SESSION_COOKIE}={cookie.value}"}
+    assert (await (await client.get("/v1/dashboard/whoami", headers=jar)).json())["org_id"] == "tier1"
+    assert (await client.get("/v1/dashboard/latest-cert", headers=jar)).status == 200
+    # Spent: the same link again is refused, and the file already holds a fresh one.
+    again = await client.get(login, allow_redirects=False)
+    assert again.status == 401 and "refused" in await again.text() and SESSION_COOKIE not in again.cookies
+    fresh = path.read_text().strip()
+    assert fresh != url and fresh.startswith("http://127.0.0.1:8799/login?code=")
+    for bad in ("/login", "/login?code=nothex", "/login?code=" + "0" * 32):
+        assert (await client.get(bad, allow_redirects=False)).status == 401
+    # Log out drops the cookie.
+    out = await client.post("/logout")
+    assert out.status == 204 and out.cookies[SESSION_COOKIE].value == ""
+
+
+async def test_an_expired_login_link_is_replaced(chained, tmp_path):
+    _, _, _, gate, _ = chained
+    desk = gate_desk(chained)
+    first = desk.url
+    assert not desk.renew_if_expired()
+    desk.clock = lambda: gate.clock() + LOGIN_LINK_TTL_MS + 1
+    assert desk.renew_if_expired()
+    assert desk.url != first and (tmp_path / "data" / login_mod.LOGIN_FILE).read_text().strip() == desk.url
+
+
+def gate_desk(chained: Any) -> login_mod.LoginDesk:
+    client = chained[0]
+    return client.server.app[login_mod.LOGIN_DESK_KEY]
+
+
+async def test_the_leaders_alarms_are_fetched_signed_as_the_nodes_org(tmp_path):
+    """/v1/alarms is for members, so a follower's dashboard signs its probe of the leader's alarms with the key
+    of the org that runs it (keys/<org>.key); without that key it shows only its own alarms."""
+    world = World(regulator=True)
+    leader_source = FakeSource()
+    leader_source.st.update(node_id="n2", leader_id="n2")
+    leader_source.node_alarms = [{"name": "snapshot_failed", "severity": "warning", "subject": "n2", "message": "x"}]
+    app, _ = gated_app(world.view, node_id="n2")
+    setup_dashboard(app, leader_source, NodeMetrics(process=False), probe_peers=False, sample_loop=False)
+    async with TestClient(TestServer(app)) as client:
+        (tmp_path / "keys").mkdir()
+        (tmp_path / "keys" / "tier1.key").write_text(world.key("tier1").seed.hex() + "\n")
+
+        class Config:
+            keys_dir = tmp_path / "keys"
+            chain_id = CHAIN
+
+        follower = FakeSource()
+        follower.st.update(org="tier1", role="follower", leader_id="n2")
+        follower.peer_list = [{"id": "n2", "org": "boc", "http": f"127.0.0.1:{client.port}", "reachable": True}]
+        follower.config = Config()  # type: ignore[attr-defined]
+        signer = dash_mod._org_probe_signer(follower)
+        assert signer is not None
+        dash = Dashboard(follower, NodeMetrics(process=False), probe_signer=signer, clock=Clock())
+        try:
+            await dash.probe()
+            assert [(a["name"], a["reported_by"]) for a in dash.leader_alarms] == [("snapshot_failed", "n2")]
+            # Without the org's key: no signer, and no leader alarms (the probe would be a 401).
+            Config.keys_dir = tmp_path / "nowhere"
+            assert dash_mod._org_probe_signer(follower) is None
+            unsigned = Dashboard(follower, NodeMetrics(process=False), clock=Clock())
+            await unsigned.probe()
+            assert unsigned.leader_alarms == []
+            await unsigned.close()
+        finally:
+            await dash.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -9,16 +10,20 @@ from pathlib import Path
 import pytest
 
 from consensus.invariant import InvariantViolation
+from ecert.genesis import genesis_from_json
+from ecert.membership import LEARNER, REMOVED, NodeMember
 from ecert.tx import TX_JSON_BYTES_MAX
 from ledger.block import BLOCK_TXS_BYTES_MAX, BLOCK_TXS_MAX
 from node.config import (
     BODY_BYTES_MAX,
     CLUSTER_INT_KEYS,
+    ROLES,
     ClusterConfigError,
     IntKey,
     check_cluster_int_keys,
     load_config,
 )
+from node.genesis_file import GenesisFileError, check_own_membership, genesis_doc, write_genesis
 from node.keys import (
     KeyFileError,
     ensure_cluster_keys,
@@ -201,3 +206,70 @@ def test_box_key_matches_libsodium_conversion(tmp_path: Path) -> None:
     ab = Box(PrivateKey(a.box_sk), PublicKey(b.box_pk)).shared_key()
     ba = Box(PrivateKey(b.box_sk), PublicKey(a.box_pk)).shared_key()
     assert ab == ba
+
+
+# -- the regulator and the genesis membership ------------------------------------------------------------------------
+
+REGULATOR = GOOD + """
+[[orgs]]
+id = "pbc"
+name = "People's Bank of China"
+role = "regulator"
+
+[[nodes]]
+id = "pbc"
+org = "pbc"
+http = "[::1]:7003"
+raft = "127.0.0.1:7103"
+data_dir = "data/pbc"
+voter = false
+"""
+
+
+def test_the_regulators_node_is_a_learner(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, REGULATOR))
+    assert cfg.org("pbc").role == "regulator" and "regulator" in ROLES
+    assert cfg.node("pbc").voter is False and cfg.voter_ids == ("boc",)
+    with pytest.raises(ClusterConfigError) as exc:
+        load_config(write(tmp_path, REGULATOR.replace('data_dir = "data/pbc"\nvoter = false', 'data_dir = "data/pbc"')))
+    assert exc.value.key == "nodes[2].voter" and "regulator" in str(exc.value)
+
+
+def test_genesis_lists_every_node_with_its_key_and_the_chain_accepts_it(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, REGULATOR))
+    ensure_cluster_keys(cfg)
+    doc = genesis_doc(cfg, 1_700_000_000_000)
+    assert doc["nodes"] == [
+        {"id": "boc", "org": "boc", "raft": "127.0.0.1:7101", "http": "127.0.0.1:7001",
+         "node_pk": node_public_key(cfg, "boc").hex(), "voter": True},
+        {"id": "geely", "org": "geely", "raft": "127.0.0.1:7102", "http": "127.0.0.1:7002",
+         "node_pk": node_public_key(cfg, "geely").hex(), "voter": False},
+        {"id": "pbc", "org": "pbc", "raft": "127.0.0.1:7103", "http": "[::1]:7003",  # IPv6 in brackets
+         "node_pk": node_public_key(cfg, "pbc").hex(), "voter": False},
+    ]
+    assert [n.id for n in genesis_from_json(doc).nodes] == ["boc", "geely", "pbc"]
+    assert write_genesis(cfg, cfg.genesis_path) and json.loads(cfg.genesis_path.read_text())["nodes"][2]["id"] == "pbc"
+
+
+def test_a_genesis_the_chain_would_refuse_is_not_written(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD.replace('role = "bank"', 'role = "core"')))  # no bank at all
+    ensure_cluster_keys(cfg)
+    with pytest.raises(GenesisFileError, match="bank"):
+        write_genesis(cfg, cfg.genesis_path)
+    assert not cfg.genesis_path.exists()
+
+
+def test_a_node_checks_its_own_record_in_the_membership(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, REGULATOR))
+    ensure_cluster_keys(cfg)
+    pk = node_public_key(cfg, "pbc")
+    spec = cfg.node("pbc")
+    record = NodeMember("pbc", "pbc", "127.0.0.1:7103", "[::1]:7003", pk.hex(), LEARNER, 0)
+    assert check_own_membership(spec, pk, record) is None
+    assert "not in the chain's membership" in (check_own_membership(spec, pk, None) or "")
+    assert "removed" in (check_own_membership(spec, pk, record._replace(status=REMOVED, proposal_id="MP1")) or "")
+    assert "peers dial those" in (check_own_membership(spec, pk, record._replace(raft="10.0.0.9:7103")) or "")
+    with pytest.raises(GenesisFileError, match=r"run by org 'pbc', genesis\.json says 'boc'"):
+        check_own_membership(spec, pk, record._replace(org="boc"))
+    with pytest.raises(GenesisFileError, match="transport key"):
+        check_own_membership(spec, node_public_key(cfg, "boc"), record)

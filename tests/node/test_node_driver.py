@@ -1,4 +1,5 @@
-"""The Raft driver in-process on one voter: real Raft, real LevelDB, real StateStore."""
+"""The Raft driver in-process: real Raft, real LevelDB, real StateStore (the peers are the test, stepping their
+messages); and the driver carrying out the state membership on the leader."""
 
 from __future__ import annotations
 
@@ -14,9 +15,14 @@ import pytest
 from consensus.messages import Message, MessageType
 from consensus.ready import Role
 from ecert.executor import EcertExecutor
+from ecert.genesis import genesis_hash, genesis_writes
+from ecert.governance import proposal_id_for
+from ecert.membership import NodeMember, get_member, membership
+from ecert.tx import raw_tx_id
 from ledger.block import block_hash, encode_block, make_block
 from ledger.store import StateStore
-from node.driver import RaftDriver
+from node.driver import HANDOVER_ATTEMPTS_MAX, PROMOTE_LAG_ENTRIES_MAX, RaftDriver
+from tests.ecert.world import CHAIN, T0, World, genesis_node
 
 GENESIS = b"\x07" * 32
 
@@ -235,3 +241,158 @@ async def test_a_corrupted_state_record_breaks_an_invariant_in_apply_and_stops_t
         r.stop()
         await asyncio.wait_for(task, 2.0)
         close(r)
+
+
+# -- membership: the leader walks the Raft configuration to the state's ---------------------------------------------
+
+class MemberHooks(Hooks):
+    def __init__(self) -> None:
+        super().__init__()
+        self.memberships: list[tuple[NodeMember, ...]] = []
+
+    def on_membership(self, members: tuple[NodeMember, ...]) -> None:
+        self.memberships.append(members)
+
+
+def open_governed(tmp: Path, w: World, node_id: str, voters: tuple[str, ...], hooks: MemberHooks,
+                  sent: list[Message] | None = None) -> RaftDriver:
+    """A driver whose state starts from `w`'s genesis (its `nodes` are the membership in state)."""
+    store = StateStore.open(str(tmp / "state"))
+    store.init_genesis(genesis_hash(w.genesis), genesis_writes(w.genesis), chain_id=CHAIN, genesis_time=T0)
+    return RaftDriver(node_id=node_id, raft_dir=tmp / "raft", store=store, executor=EcertExecutor(CHAIN),
+                      bootstrap_voters=voters, send=(sent.append if sent is not None else lambda m: None),
+                      hooks=hooks, membership=lambda: membership(store.view()))
+
+
+def ack(r: RaftDriver, *peers: str) -> None:
+    """Each peer acknowledges the leader's whole log (as its append responses would)."""
+    for peer in peers:
+        r.step(Message(MessageType.APPEND_RESP, peer, r.node_id, r.core.term, index=r.core.last_index))
+    r.process_ready()
+
+
+def apply_txs(r: RaftDriver, txs: list[bytes], acks: tuple[str, ...] = ()) -> list[str]:
+    """Propose one block of `txs`, have `acks` acknowledge it, apply it; the outcomes' error codes (None: ok)."""
+    s = r.store
+    before = len(r.hooks.applied)  # type: ignore[attr-defined]
+    r.propose(encode_block(make_block(s.height + 1, s.block_hash, max(s.last_time, T0) + 1000, r.node_id,
+                                      tuple(txs))))
+    r.process_ready()
+    ack(r, *acks)
+    assert len(r.hooks.applied) == before + 1  # type: ignore[attr-defined]
+    return [s.tx_outcome(raw_tx_id(raw)).outcome.error_code for raw in txs]  # type: ignore[union-attr]
+
+
+def test_the_leader_adds_genesis_learners_then_promotes_only_a_caught_up_learner_once(tmp_path: Path) -> None:
+    w = World(nodes=[genesis_node("a", "boc"), genesis_node("b", "geely", voter=False)])
+    hooks = MemberHooks()
+    r = open_governed(tmp_path, w, "a", ("a",), hooks)
+    r.core.campaign()
+    r.process_ready()
+    assert r.role == Role.LEADER
+    # The genesis learner is added to Raft as a learner, by one change (its no-op applied first).
+    for _ in range(3):
+        r.process_ready()
+    assert r.core.learners == {"b"} and r.core.voters == {"a"}
+    assert r.stats.conf_changes_proposed == 1
+    assert [[m.id for m in ms] for ms in hooks.memberships] == [["a", "b"]]
+
+    # boc is the only voting org: its proposal carries itself out. Raft must wait for b to catch up.
+    assert apply_txs(r, [w.raw("boc", "member.propose", {"action": "promote", "node_id": "b"})]) == [None]
+    assert [m.status for m in hooks.memberships[-1]] == ["voter", "voter"]
+    for _ in range(3):
+        r.process_ready()
+    assert r.core.voters == {"a"} and r.stats.conf_changes_proposed == 1
+    # Not yet caught up: more than PROMOTE_LAG_ENTRIES_MAX behind.
+    assert r.core.last_index - 1 <= PROMOTE_LAG_ENTRIES_MAX  # a short log: an ack of index 1 is caught up
+    r.step(Message(MessageType.APPEND_RESP, "b", "a", r.core.term, index=1))
+    r.recheck_membership()  # (a tick)
+    r.process_ready()
+    r.process_ready()
+    assert r.core.voters == {"a", "b"} and not r.core.learners
+    assert r.stats.conf_changes_proposed == 2
+    # Carried out once: nothing more to do however often the leader looks.
+    for _ in range(5):
+        r.recheck_membership()
+        r.process_ready()
+    assert r.stats.conf_changes_proposed == 2
+    close(r)
+
+
+def test_a_promotion_waits_while_the_learner_lags(tmp_path: Path) -> None:
+    w = World(nodes=[genesis_node("a", "boc"), genesis_node("b", "geely", voter=False)])
+    r = open_governed(tmp_path, w, "a", ("a",), MemberHooks())
+    r.core.campaign()
+    for _ in range(3):
+        r.process_ready()
+    assert r.core.learners == {"b"}
+    s = r.store
+    for _ in range(PROMOTE_LAG_ENTRIES_MAX + 2):  # a log longer than the lag the leader tolerates
+        r.propose(encode_block(make_block(s.height + 1, s.block_hash, max(s.last_time, T0) + 1, "a", ())))
+        r.process_ready()
+    assert apply_txs(r, [w.raw("boc", "member.propose", {"action": "promote", "node_id": "b"})]) == [None]
+    r.step(Message(MessageType.APPEND_RESP, "b", "a", r.core.term, index=2))  # active, but far behind
+    r.recheck_membership()
+    r.process_ready()
+    assert r.core.voters == {"a"} and r.stats.conf_changes_proposed == 1
+    ack(r, "b")  # caught up
+    r.recheck_membership()
+    r.process_ready()
+    r.process_ready()
+    assert r.core.voters == {"a", "b"} and r.stats.conf_changes_proposed == 2
+    close(r)
+
+
+def test_a_follower_never_proposes_a_conf_change(tmp_path: Path) -> None:
+    w = World(nodes=[genesis_node("a", "boc"), genesis_node("b", "geely"), genesis_node("c", "tier1", voter=False)])
+    hooks = MemberHooks()
+    r = open_governed(tmp_path, w, "b", ("a", "b"), hooks)
+    r.step(Message(MessageType.HEARTBEAT, "a", "b", 1, commit=0))
+    for _ in range(3):
+        r.process_ready()
+    assert r.role == Role.FOLLOWER and r.leader_id == "a"
+    assert r.stats.conf_changes_proposed == 0 and r.core.learners == frozenset()
+    assert [[m.id for m in ms] for ms in hooks.memberships] == [["a", "b", "c"]]  # told once, not per pass
+    close(r)
+
+
+def test_the_leader_to_be_removed_hands_leadership_over_before_it_removes_itself(tmp_path: Path) -> None:
+    nodes = [genesis_node("a", "boc"), genesis_node("b", "geely"), genesis_node("c", "tier1"),
+             genesis_node("d", "tier2")]
+    w = World(nodes=nodes)
+    sent: list[Message] = []
+    r = open_governed(tmp_path, w, "a", ("a", "b", "c", "d"), MemberHooks(), sent)
+    r.core.campaign()
+    r.process_ready()
+    for kind in (MessageType.PRE_VOTE_RESP, MessageType.VOTE_RESP):
+        term = r.core.term + (1 if kind == MessageType.PRE_VOTE_RESP else 0)
+        for peer in ("b", "c"):
+            r.step(Message(kind, peer, "a", term))
+        r.process_ready()
+    assert r.role == Role.LEADER
+    ack(r, "b", "c")  # the no-op commits
+    propose = w.raw("boc", "member.propose", {"action": "remove", "node_id": "a"})
+    assert apply_txs(r, [propose], acks=("b", "c")) == [None]
+    proposal_id = proposal_id_for(raw_tx_id(propose))
+    approvals = [w.raw(org, "member.approve", {"proposal_id": proposal_id}) for org in ("geely", "tier1")]
+    sent.clear()
+    assert apply_txs(r, approvals, acks=("b", "c")) == [None, None]
+    assert get_member(r.store.view(), "a").status == "removed"  # type: ignore[union-attr]
+    r.process_ready()
+    # Not its own removal: leadership goes to an up-to-date voter that stays, which then removes it.
+    assert r.stats.conf_changes_proposed == 0 and r.core.voters == {"a", "b", "c", "d"}
+    assert r.core.status().lead_transferee in ("b", "c")
+    assert any(m.type == MessageType.TIMEOUT_NOW and m.to in ("b", "c") for m in sent)
+    # Here nobody takes over (the peers are this test): each transfer is given up after an election timeout,
+    # and after HANDOVER_ATTEMPTS_MAX of them the leader proposes its own removal and steps down once applied.
+    for _ in range(HANDOVER_ATTEMPTS_MAX * r.core.config.election_ticks + 1):
+        r.core.tick()
+        ack(r, "b", "c")  # (they stay in touch, so check-quorum keeps it leading)
+        r.recheck_membership()
+        r.process_ready()
+        if r.stats.conf_changes_proposed:
+            break
+    assert r.stats.conf_changes_proposed == 1 and r._handovers == HANDOVER_ATTEMPTS_MAX
+    ack(r, "b", "c")
+    assert r.core.voters == {"b", "c", "d"} and r.role != Role.LEADER
+    close(r)

@@ -64,7 +64,7 @@ def grant(nonce: int, limit: int = 1_000_000, seed: bytes | None = None, chain_i
                    {"core": "geely", "limit": limit, "expires_at": T0 + YEAR_MS})
 
 
-class Replica:
+class FakeDriver:
     """What the Proposer reads of the Raft driver (no block is cut in these tests), and the leader id."""
 
     def __init__(self, leader_id: str | None) -> None:
@@ -86,11 +86,11 @@ class FakeNode:
     queue_max: int = 100
     chain_id: str = CHAIN
     forwarder: Forwarder | None = None
-    driver: Replica = field(init=False)
+    driver: FakeDriver = field(init=False)
     proposer: Proposer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.driver = Replica(self.leader_id)
+        self.driver = FakeDriver(self.leader_id)
         self.proposer = Proposer(node_id=self.node_id, driver=self.driver, store=self.store, tx_id_of=raw_tx_id,
                                  block_max_txs=10, block_max_bytes=1 << 20, block_timeout_ms=5,
                                  queue_max=self.queue_max)

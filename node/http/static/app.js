@@ -1,8 +1,15 @@
 // ecert-chain dashboard: plain browser JavaScript, no build step, no external resources.
 // Live data comes from GET /v1/events (server-sent events); everything else from the node's JSON API.
+// Who the page reads as (CONTRACT §6): anonymous (public data only: status, cluster, block headers) or the org of
+// the session cookie that the one-time login link (./scripts/run prints it) set. Same-origin requests send the
+// cookie; the node decides what each answer holds, the page only hides what it would be refused anyway.
 "use strict";
 
 const PAGE_BLOCKS = 15;            // blocks per page: the chain view never loads the whole chain
+const LIVE_MAX = 30;               // entries kept in the live list
+const SUPERVISION_EVERY_MS = 5000; // the regulator's views are re-read at most this often
+const MINE_EVERY_MS = 2000;        // the org's holdings are re-read at most this often on new blocks
+const LOGIN_HINT = "log in with the link printed by ./scripts/run";
 const SOON_MS = 7 * 24 * 3600e3;   // "maturing soon" horizon
 const LIVE = new Set(["issued", "active", "financing", "financed"]);
 
@@ -13,6 +20,9 @@ const state = {
   openBlock: null,
   certId: null,
   orgs: new Map(),      // org id -> org record, filled lazily
+  me: null,             // {org_id, role, open_reads} when logged in (or reads are open), else null
+  supervisionAt: 0,
+  mineAt: 0,
 };
 
 // ---------------------------------------------------------------------------------------------- helpers
@@ -73,7 +83,11 @@ function ago(ms) {
 
 function short(id, n = 10) { return typeof id === "string" && id.length > n + 2 ? id.slice(0, n) + "…" : (id ?? "—"); }
 function badge(text, cls) { return el("span", { class: `badge ${cls || ""}` }, text ?? "—"); }
-function errorText(e) { return el("span", { class: "error" }, e.code ? `${e.code}: ${e.message}` : String(e.message || e)); }
+function errorText(e) {
+  if (e.status === 401 && !loggedIn()) return loginHint("this needs a login");
+  const status = e.status ? `${e.status} ` : "";
+  return el("span", { class: "error", dataset: { status: e.status || "" } }, e.code ? `${status}${e.code}: ${e.message}` : String(e.message || e));
+}
 function num(v) { return typeof v === "number" ? v : "—"; }
 
 function setHash(key, value) {
@@ -82,13 +96,59 @@ function setHash(key, value) {
   history.replaceState(null, "", "#" + params.toString());
 }
 
+// ---------------------------------------------------------------------------------------------- who am I
+
+function loggedIn() { return state.me !== null; }
+function isRegulator() { return state.me?.role === "regulator"; }
+function myOrg() { return state.me?.open_reads ? null : state.me?.org_id; }
+function loginHint(what) { return el("span", { class: "login-hint" }, `${what}: ${LOGIN_HINT}`); }
+
+async function whoami() {
+  let me = null;
+  try { me = await getJSON("/v1/dashboard/whoami"); } catch (e) { me = null; }
+  state.me = me && (me.org_id || me.open_reads) ? me : null;
+  renderLogin();
+}
+
+function renderLogin() {
+  const me = state.me;
+  document.body.dataset.login = me ? "1" : "0";
+  document.body.dataset.org = myOrg() || "";
+  document.body.dataset.role = me?.role || "";
+  if (!me) {
+    clear($("login-state"), el("span", { id: "login-hint", class: "login-hint" }, `public view · ${LOGIN_HINT}`));
+  } else {
+    clear($("login-state"), el("span", { id: "login-org" }, me.open_reads ? "open reads (private demo)" : `logged in as ${me.org_id} (${me.role})`),
+      " ", me.open_reads ? null : el("button", { type: "button", id: "logout", onclick: logout }, "Log out"));
+  }
+  $("my-view").hidden = !myOrg();
+  $("supervision-view").hidden = !isRegulator();
+  for (const a of document.querySelectorAll("nav .needs-login")) a.hidden = !myOrg();
+  for (const a of document.querySelectorAll("nav .needs-regulator")) a.hidden = !isRegulator();
+}
+
+async function logout() {
+  try { await fetch("/logout", { method: "POST" }); } catch (e) { /* the cookie dies with its session anyway */ }
+  location.reload();
+}
+
 // ---------------------------------------------------------------------------------------------- live: SSE
 
 function connectEvents() {
   const conn = $("conn");
   const es = new EventSource("/v1/events");
   es.addEventListener("open", () => { conn.className = "conn conn-ok"; conn.title = "live"; });
-  es.addEventListener("error", () => { conn.className = "conn conn-bad"; conn.title = "reconnecting…"; });
+  es.addEventListener("error", () => {
+    conn.className = "conn conn-bad"; conn.title = "reconnecting…";
+    // A refused stream (429, 401) is not retried by the browser: try again later, as whoever we are then.
+    if (es.readyState === EventSource.CLOSED) setTimeout(() => whoami().then(connectEvents), 3000);
+  });
+  es.addEventListener("block", (ev) => {
+    let block;
+    try { block = JSON.parse(ev.data); } catch (e) { return; }
+    addLive(block);
+    if ((block.outcomes || []).length) { loadMine(false); loadSupervision(false); }
+  });
   es.addEventListener("snapshot", (ev) => {
     let snap;
     try { snap = JSON.parse(ev.data); } catch (e) { return; }
@@ -97,8 +157,13 @@ function connectEvents() {
     state.snapshot = snap;
     renderSummary(snap);
     renderCluster(snap);
-    renderAlarms(snap.alarms || []);
+    renderAlarms(snap.alarms);
     if (first) fillOrgSelect(snap);
+    // A stream without alarms is an anonymous one: the session ended (the stream reconnected without it).
+    if (loggedIn() && !("alarms" in snap) && !state.checkingLogin) {
+      state.checkingLogin = true;
+      whoami().finally(() => { state.checkingLogin = false; });
+    }
     // Follow the chain while the newest page is shown.
     if (state.blocksBefore === null && snap.status?.height !== prevHeight && !first) loadBlocks();
   });
@@ -136,6 +201,11 @@ function renderCluster(snap) {
 
 function renderAlarms(alarms) {
   const count = $("alarm-count");
+  if (alarms === undefined) {  // anonymous: alarms are for member organisations
+    count.textContent = "–"; count.className = "count";
+    clear($("alarm-list"), el("li", { class: "none" }, loginHint("alarms are shown to member organisations")));
+    return;
+  }
   count.textContent = String(alarms.length);
   count.className = "count" + (alarms.length ? " on" : "");
   if (!alarms.length) { clear($("alarm-list"), el("li", { class: "none" }, "No alarms.")); return; }
@@ -146,6 +216,22 @@ function renderAlarms(alarms) {
   el("div", {}, a.message),
   el("div", { class: "note" }, a.since_ms ? `since ${when(a.since_ms)}` : ""),
   )));
+}
+
+function addLive(block) {
+  const list = $("live-list");
+  const none = list.querySelector(".none");
+  if (none) none.remove();
+  const outcomes = block.outcomes;
+  const item = el("li", { class: "live-block", dataset: { height: block.height, outcomes: outcomes ? outcomes.length : "" } },
+    el("div", {}, el("b", {}, `block ${block.height}`), ` · ${(block.tx_ids || []).length} txs · ${block.proposer ?? "?"} · ${when(block.time)}`),
+    outcomes === undefined ? null : outcomes.length === 0 ? el("div", { class: "note" }, "none of these transactions is yours to read")
+      : el("ul", {}, outcomes.map((o) => el("li", { class: "live-tx", dataset: { txId: o.tx_id, status: o.status } },
+        el("a", { class: "link mono", onclick: () => showTx(o.tx_id) }, short(o.tx_id, 12)), " ", badge(o.status, `st-${o.status}`), " ",
+        o.error ? el("span", { class: "error" }, o.error.code)
+          : (o.result?.certs || []).map((c) => el("a", { class: "link mono", onclick: () => loadLineage(c) }, short(c), " "))))));
+  list.prepend(item);
+  while (list.children.length > LIVE_MAX) list.lastElementChild.remove();
 }
 
 // ---------------------------------------------------------------------------------------------- chain view
@@ -319,8 +405,9 @@ function maturityFlag(c) {
 async function firstLineage() {
   // A newcomer sees a tree without typing: the URL's cert, else the newest certificate on chain.
   const params = new URLSearchParams(location.hash.slice(1));
-  if (params.get("cert")) return loadLineage(params.get("cert"));
   if (params.get("tx")) showTx(params.get("tx"));
+  if (!loggedIn()) { clear($("cert-status"), loginHint("certificates are shown to their parties")); return; }
+  if (params.get("cert")) return loadLineage(params.get("cert"));
   try {
     const latest = await getJSON("/v1/dashboard/latest-cert");
     if (latest.cert_id) return loadLineage(latest.cert_id);
@@ -334,7 +421,8 @@ function fillOrgSelect(snap) {
   const orgs = [...new Set((snap.cluster || []).map((r) => r.org).filter(Boolean))].sort();
   clear($("org-select"), el("option", { value: "" }, "— org —"), orgs.map((o) => el("option", { value: o }, o)));
   const params = new URLSearchParams(location.hash.slice(1));
-  const pick = params.get("org") || snap.status?.org;
+  if (!loggedIn()) { clear($("org-status"), loginHint("organisations are shown to members")); return; }
+  const pick = params.get("org") || myOrg() || snap.status?.org;
   if (pick) { $("org-select").value = pick; loadOrg(pick); }
 }
 
@@ -348,13 +436,25 @@ async function loadOrg(id) {
   if (!id) return;
   clear($("org-status"), "loading…");
   state.orgs.delete(id);
-  let org, holdings;
+  let org, holdings = null, hidden = null;
   try {
-    [org, holdings] = await Promise.all([getOrg(id), getJSON(`/v1/orgs/${encodeURIComponent(id)}/certs`)]);
+    [org, holdings] = await Promise.all([getOrg(id), getJSON(`/v1/orgs/${encodeURIComponent(id)}/certs`).catch((e) => {
+      if (e.status !== 403) throw e;
+      hidden = e;  // an org's holdings are its own and the regulator's business
+      return null;
+    })]);
   } catch (e) { clear($("org-status"), errorText(e)); clear($("org-detail")); return; }
   setHash("org", id);
   if ([...$("org-select").options].some((o) => o.value === id)) $("org-select").value = id;
   clear($("org-status"), "");
+  if (hidden) {
+    clear($("org-detail"), el("dl", { class: "kv", dataset: { orgId: id, holdings: "hidden" } },
+      el("dt", {}, "organisation"), el("dd", {}, `${org.name ?? id} (${id})`),
+      el("dt", {}, "role"), el("dd", {}, org.role ?? "—"),
+      el("dt", {}, "status"), el("dd", {}, badge(org.status ?? "—")),
+      el("dt", {}, "holdings"), el("dd", { class: "note" }, `only ${id} itself and the regulator see them (403)`)));
+    return;
+  }
   const certs = holdings.certs || [];
   const now = Date.now();
   const live = certs.filter((c) => LIVE.has(c.status));
@@ -409,7 +509,7 @@ async function loadCredit(id, org, into) {
       const line = await getJSON(`/v1/credit/${encodeURIComponent(bank)}/${encodeURIComponent(core)}`);
       rows.push(el("tr", {}, el("td", {}, `${bank} → ${core}`), el("td", { class: "num" }, yuan(line.used)),
         el("td", { class: "num" }, yuan(line.limit)), el("td", {}, `expires ${when(line.expires_at)}`)));
-    } catch (e) { if (e.status !== 404) rows.push(el("tr", {}, el("td", {}, `${bank} → ${core}`), el("td", { colspan: 3 }, errorText(e)))); }
+    } catch (e) { if (e.status !== 404 && e.status !== 403) rows.push(el("tr", {}, el("td", {}, `${bank} → ${core}`), el("td", { colspan: 3 }, errorText(e)))); }
   }
   clear(into, rows.length ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "line"), el("th", { class: "num" }, "used"),
     el("th", { class: "num" }, "limit"), el("th", {}, ""))), el("tbody", {}, rows)) : el("span", { class: "note" }, "none"));
@@ -424,6 +524,52 @@ async function showDoc(id) {
     clear($("doc-status"), "");
     clear($("doc-result"), el("pre", { class: "json" }, JSON.stringify(doc, null, 2)));
   } catch (e) { clear($("doc-status"), errorText(e)); clear($("doc-result")); }
+}
+
+// ---------------------------------------------------------------------------------------------- my certificates
+
+async function loadMine(force = true) {
+  const me = myOrg();
+  if (!me) return;
+  if (!force && Date.now() - state.mineAt < MINE_EVERY_MS) return;
+  state.mineAt = Date.now();
+  let holdings;
+  try { holdings = await getJSON(`/v1/orgs/${encodeURIComponent(me)}/certs`); } catch (e) { clear($("my-note"), errorText(e)); return; }
+  const certs = holdings.certs || [];
+  clear($("my-note"), `${me}: ${certs.length} live certificates, ${yuan(certs.reduce((s, c) => s + c.amount, 0))}`);
+  clear($("my-certs"), certs.length ? el("table", { id: "my-table" }, el("thead", {}, el("tr", {},
+    el("th", {}, "certificate"), el("th", { class: "num" }, "amount"), el("th", {}, "status"), el("th", {}, "debtor"),
+    el("th", {}, "bank"), el("th", {}, "maturity"))),
+  el("tbody", {}, certs.map((c) => el("tr", { class: "clickable", dataset: { certId: c.id, amount: c.amount }, onclick: () => loadLineage(c.id) },
+    el("td", { class: "mono" }, short(c.id, 16)), el("td", { class: "num" }, yuan(c.amount)),
+    el("td", {}, badge(c.status, `st-${c.status}`)), el("td", {}, c.debtor ?? "—"), el("td", {}, c.bank ?? "—"),
+    el("td", {}, when(c.maturity), maturityFlag(c))))))
+    : el("div", { class: "note" }, "no live certificates"));
+}
+
+// ---------------------------------------------------------------------------------------------- supervision
+
+async function loadSupervision(force = true) {
+  if (!isRegulator()) return;
+  if (!force && Date.now() - state.supervisionAt < SUPERVISION_EVERY_MS) return;
+  state.supervisionAt = Date.now();
+  let sup;
+  try { sup = await getJSON("/v1/supervision"); } catch (e) { clear($("supervision-note"), errorText(e)); return; }
+  clear($("supervision-note"), `at height ${sup.height} · ${sup.live_certs} live certificates`,
+    sup.complete ? "" : el("span", { class: "error" }, " (partial: more certificates than one read covers)"));
+  const table = (id, head, rows) => el("table", { id }, el("thead", {}, el("tr", {}, head.map(([h, cls]) => el("th", { class: cls || "" }, h)))),
+    el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: head.length, class: "note" }, "none"))));
+  clear($("sup-outstanding"), table("sup-outstanding-table", [["core enterprise"], ["outstanding", "num"], ["lines (bank: used / limit)"]],
+    sup.outstanding_by_core.map((r) => el("tr", { dataset: { core: r.core, outstanding: r.outstanding } },
+      el("td", {}, r.core), el("td", { class: "num" }, yuan(r.outstanding)),
+      el("td", {}, r.lines.map((l) => `${l.bank}: ${yuan(l.used)} / ${yuan(l.limit)}`).join(" · "))))));
+  clear($("sup-depth"), table("sup-depth-table", [["depth"], ["certificates", "num"], ["amount", "num"]],
+    sup.certs_by_depth.map((r) => el("tr", { dataset: { depth: r.depth, count: r.count } },
+      el("td", {}, r.depth === 0 ? "0 (roots)" : r.depth), el("td", { class: "num" }, r.count), el("td", { class: "num" }, yuan(r.amount))))));
+  clear($("sup-financed"), table("sup-financed-table", [["bank"], ["certificates", "num"], ["principal", "num"], ["disbursed", "num"]],
+    sup.financed_by_bank.map((r) => el("tr", { dataset: { bank: r.bank, principal: r.principal } },
+      el("td", {}, r.bank), el("td", { class: "num" }, r.count), el("td", { class: "num" }, yuan(r.principal)),
+      el("td", { class: "num" }, yuan(r.disbursed))))));
 }
 
 // ---------------------------------------------------------------------------------------------- wiring
@@ -448,6 +594,10 @@ function wire() {
 }
 
 wire();
-connectEvents();
-loadBlocks();
-firstLineage();
+whoami().then(() => {
+  connectEvents();
+  loadBlocks();
+  firstLineage();
+  loadMine();
+  loadSupervision();
+});

@@ -1,0 +1,391 @@
+"""Schemathesis, every check and every phase, against the node's own `GET /openapi.json` on a real node.
+
+One real single-voter node (node.server.Node: LevelDB, Raft, proposer, HTTP API, dashboard) over a genesis with
+two banks, a core enterprise, suppliers and the regulator runs on its own event loop in a thread, so that
+schemathesis' blocking client can call it on 127.0.0.1. A short supply-chain story (as in test_api_auth.py) gives
+the reads real data. Three runs of the whole engine (examples, coverage, fuzzing, stateful phases):
+
+- anonymous, every operation: the public routes' answers, and the 401 of every other one (schemathesis also
+  sends made-up Authorization headers and session cookies there);
+- signed as the regulator (pbc), every non-public operation: each request is signed as it goes on the wire
+  (node/request_auth.sign_request over the exact method, path with query, and body bytes) by a `requests` auth
+  that schemathesis applies as the run's credentials, so its `ignored_auth` check also probes each route
+  without them;
+- signed as a supplier (tier1), every non-public operation: the 403 answers.
+
+Bounded for the default suite: EXAMPLES_DEFAULT examples per operation and phase, derandomized (the same cases
+every run), no example database; the event stream is cut after STREAM_READ_S. `ECERT_SCHEMATHESIS_EXAMPLES=200`
+runs deeper. Any finding fails the test with schemathesis' own description and a curl line to reproduce it.
+
+Two checks are configured rather than left at their defaults, each for a reason the schema cannot carry:
+POST /v1/tx and /v1/txs answer 400 to a schema-valid envelope that is not a real signed tx (its validity is an
+Ed25519 signature over a msgpack payload), and a body over a size or count limit is refused with 413.
+
+Plus, without the fuzzer: the answers to real resources (200, 202, 403, 404) validated against the document, in
+JSON and msgpack; the served document equals `openapi_document(node_id)`; every route served is described and
+every described operation is served; the document's id pattern is ecert's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import requests
+import schemathesis
+from hypothesis import given
+from hypothesis import strategies as st
+from schemathesis.engine import Status, events, from_schema
+from schemathesis.transport.serialization import Binary
+
+from consensus.ready import Role
+from ecert.errors import TxRejected
+from ecert.tx import envelope_to_json, make_tx, v_id
+from node.config import load_config
+from node.http.auth_gate import ROUTE_ACCESS, Access, route_access
+from node.http.openapi import ID_PATTERN, openapi_document
+from node.keys import load_org_key
+from node.ops.localnet import init_cluster, local_nodes, write_cluster_file
+from node.request_auth import fresh_nonce, sign_request
+from node.server import Node
+
+CHAIN = "ecert-schemathesis"
+NODE = "boc"
+DAY_MS = 86_400_000
+ORGS = [("boc", "Bank of China", "bank"), ("geely", "Geely Automobile", "core"),
+        ("tier1", "Tier-1 Supplier", "supplier"), ("tier2", "Tier-2 Supplier", "supplier"),
+        ("tier3", "Tier-3 Supplier", "supplier"), ("icbc", "ICBC", "bank"),
+        ("pbc", "People's Bank of China", "regulator")]
+EXAMPLES_DEFAULT = 5
+STREAM_READ_S = 0.5
+"""How long one request to the (endless) event stream is read before schemathesis cuts it."""
+FINDING_CHARS_MAX = 1500
+_nonces = itertools.count(time.time_ns())
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --- the node -----------------------------------------------------------------------------------------------------
+
+
+class LiveNode:
+    """A real node on its own event loop in a thread: a blocking client can call it while it serves."""
+
+    def __init__(self, root: Path) -> None:
+        path = write_cluster_file(root, CHAIN, ORGS, local_nodes([(NODE, NODE)]),
+                                  {"tick_ms": 20, "election_ticks": 10, "block_timeout_ms": 2})
+        init_cluster(path, genesis_time_ms=now_ms() - 60_000)
+        self.config = load_config(path)
+        self.node = Node(self.config, NODE)
+        self.base = self.node.spec.http_url
+        self.ids: dict[str, str] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="schemathesis-node", daemon=True)
+
+    def _run(self, coro: Any, timeout_s: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._run(self.node.start())
+        deadline = time.monotonic() + 20
+        while self.node.driver is None or self.node.driver.role != Role.LEADER:
+            assert time.monotonic() < deadline, "the single node did not become leader"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        try:
+            self._run(self.node.stop())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+
+    def seed(self, org: str) -> bytes:
+        return load_org_key(self.config.keys_dir, org).seed
+
+    def signature(self, org: str) -> OrgSignature:
+        return OrgSignature(self.seed(org), org)
+
+    def raw_tx(self, signer: str, kind: str, body: dict[str, Any]) -> bytes:
+        return make_tx(self.seed(signer), CHAIN, kind, signer, next(_nonces), body)
+
+    def tx(self, signer: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        got = requests.post(self.base + "/v1/tx?wait=commit", data=self.raw_tx(signer, kind, body),
+                            headers={"Content-Type": "application/msgpack"}, timeout=30)
+        assert got.status_code == 200 and got.json()["status"] == "committed", (kind, got.text)
+        answer: dict[str, Any] = got.json()
+        return answer
+
+
+class OrgSignature(requests.auth.AuthBase):
+    """Signs a request as one org, as it goes on the wire: its method, path with the raw query, body bytes."""
+
+    def __init__(self, seed: bytes, org: str) -> None:
+        self.seed = seed
+        self.org = org
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        body = r.body or b""
+        if isinstance(body, str):
+            body = body.encode()
+        assert r.method is not None
+        r.headers["Authorization"] = sign_request(self.seed, CHAIN, NODE, self.org, r.method, r.path_url, body,
+                                                  now_ms(), fresh_nonce())
+        return r
+
+
+def story(live: LiveNode) -> None:
+    """A credit line boc -> geely; tier1's invoice to geely, sealed for icbc and tier1, confirmed; geely's
+    certificate R to tier1 under boc, accepted; tier1 transfers 600 of it to tier2 (A), keeping B."""
+    t = now_ms()
+    live.tx("boc", "credit.grant", {"core": "geely", "limit": 10_000_000, "expires_at": t + 365 * DAY_MS})
+    live.tx("tier1", "trade.anchor", {"doc_id": "INV-R", "kind": "invoice", "doc_hash": "ab" * 32,
+                                      "counterparty": "geely", "amount": 1000,
+                                      "ciphertext": {"icbc": b"\x01" * 60, "tier1": b"\x02" * 60}})
+    live.tx("geely", "trade.confirm", {"doc_id": "INV-R"})
+    issued = live.tx("geely", "ecert.issue", {"to": "tier1", "amount": 1000, "bank": "boc",
+                                              "maturity": t + 90 * DAY_MS, "invoice_ids": ["INV-R"]})
+    live.ids["R"] = issued["result"]["certs"][0]
+    live.tx("tier1", "ecert.accept", {"cert_id": live.ids["R"]})
+    moved = live.tx("tier1", "ecert.transfer", {"cert_id": live.ids["R"], "to": [{"org": "tier2", "amount": 600}]})
+    live.ids["A"], live.ids["B"] = moved["result"]["certs"]
+    live.ids["transfer_tx"] = moved["tx_id"]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
+    node = LiveNode(tmp_path_factory.mktemp("schemathesis"))
+    node.start()
+    try:
+        story(node)
+        yield node
+    finally:
+        node.stop()
+
+
+# --- msgpack on the wire, for schemathesis ------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A generated body with schemathesis' Binary placeholders as bytes (msgpack bin)."""
+    if isinstance(value, Binary):
+        return value.data
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@schemathesis.serializer("application/msgpack")
+def _to_msgpack(ctx: Any, value: Any) -> bytes:
+    packed: bytes = msgpack.packb(_plain(value), use_bin_type=True)
+    return packed
+
+
+@schemathesis.deserializer("application/msgpack")
+def _from_msgpack(ctx: Any, response: Any) -> Any:
+    return msgpack.unpackb(response.content, raw=False)
+
+
+# --- the runs ---------------------------------------------------------------------------------------------------
+
+_NEGATIVE_REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
+"""schemathesis' default answers to schema-violating input, and 413: a body over a size or count limit."""
+
+
+def engine_config(examples: int) -> dict[str, Any]:
+    return {
+        "generation": {"max-examples": examples, "deterministic": True, "database": "none"},
+        "checks": {"enabled": True, "negative_data_rejection": {"expected-statuses": _NEGATIVE_REJECTED}},
+        "operations": [
+            {"include-path": "/v1/events", "request-timeout": STREAM_READ_S, "generation": {"max-examples": 1}},
+            # A schema-valid envelope is refused (400) unless it is a real signed tx: no schema states a signature.
+            {"include-path": ["/v1/tx", "/v1/txs"],
+             "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400"]}}},
+        ],
+    }
+
+
+def _operations(access: set[Access]) -> list[str]:
+    """`METHOD /path` of every described operation whose access is in `access` (schemathesis' operation names)."""
+    return [f"{method.upper()} {path}" for path, ops in openapi_document()["paths"].items()
+            for method, op in ops.items() if Access(op["x-ecert-access"]) in access]
+
+
+def run_schemathesis(live: LiveNode, auth: OrgSignature | None, access: set[Access]) -> tuple[list[str], int]:
+    """Every phase and check over the operations of `access`; the findings (deduplicated) and requests sent."""
+    examples = int(os.environ.get("ECERT_SCHEMATHESIS_EXAMPLES", EXAMPLES_DEFAULT))
+    schema = schemathesis.openapi.from_url(live.base + "/openapi.json",
+                                           config=schemathesis.Config.from_dict(engine_config(examples)))
+    schema = schema.include(name=_operations(access))
+    print("OPS", len(_operations(access)), len(list(schema.get_all_operations())), _operations(access)[:3])
+    if auth is not None:
+        schema.auth.set_from_requests(auth)
+    found: dict[str, None] = {}
+    sent = 0
+    for event in from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            sent += len(event.recorder.interactions)
+            for checks in event.recorder.checks.values():
+                for check in checks:
+                    if check.status == Status.FAILURE and check.failure_info is not None:
+                        f = check.failure_info.failure
+                        found[f"{event.recorder.label} [{event.phase.value}] {check.name}: {f.title}: {f.message}"
+                              f"\n    {check.failure_info.code_sample}"[:FINDING_CHARS_MAX]] = None
+        elif isinstance(event, events.NonFatalError):
+            found[f"{event.label}: {event.info.title}: {event.info.message}"[:FINDING_CHARS_MAX]] = None
+        elif isinstance(event, events.FatalError):
+            raise event.exception
+        elif isinstance(event, events.EngineFinished):
+            found.update((f"after the run: {f.title}: {f.message}"[:FINDING_CHARS_MAX], None) for f in event.failures)
+    return list(found), sent
+
+
+NOT_PUBLIC = {Access.ANYONE, Access.SIGNED, Access.REGULATOR}
+
+
+@pytest.mark.parametrize(("org", "access"), [(None, set(Access)), ("pbc", NOT_PUBLIC), ("tier1", NOT_PUBLIC)],
+                         ids=["anonymous", "regulator", "supplier"])
+def test_schemathesis_finds_nothing(live: LiveNode, org: str | None, access: set[Access]) -> None:
+    found, sent = run_schemathesis(live, live.signature(org) if org is not None else None, access)
+    assert not found, f"{len(found)} schemathesis findings:\n" + "\n".join(found)
+    assert sent >= len(_operations(access)), "schemathesis sent fewer requests than there are operations"
+
+
+# --- real answers against the document --------------------------------------------------------------------------
+
+
+def _validate(live: LiveNode, schema: Any, method: str, template: str, path: str, org: str | None, status: int,
+              body: bytes | None = None, content_type: str = "application/json",
+              accept: str = "application/json") -> requests.Response:
+    headers = {"Accept": accept}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    got = requests.request(method, live.base + path, data=body, headers=headers, timeout=30,
+                           auth=live.signature(org) if org is not None else None, allow_redirects=False)
+    assert got.status_code == status, (method, path, org, got.status_code, got.text[:300])
+    schema[template][method].validate_response(got)
+    return got
+
+
+def test_real_answers_match_the_document(live: LiveNode) -> None:
+    schema = schemathesis.openapi.from_url(live.base + "/openapi.json")
+    ids = live.ids
+    cert, lineage = "/v1/certs/{id}", "/v1/certs/{id}/lineage"
+    reads: list[tuple[str, str, str | None, int]] = [
+        ("/v1/status", "/v1/status", None, 200),
+        ("/v1/cluster", "/v1/cluster", None, 200),
+        ("/v1/cluster/view", "/v1/cluster/view", None, 200),
+        ("/v1/blocks", "/v1/blocks?limit=3", None, 200),
+        ("/v1/blocks/{height}", "/v1/blocks/1", None, 200),
+        ("/v1/blocks/{height}", "/v1/blocks/999999", None, 404),
+        ("/v1/blocks/{height}/txs", "/v1/blocks/1/txs", "pbc", 200),
+        ("/v1/blocks/{height}/txs", "/v1/blocks/1/txs", "tier3", 200),
+        ("/v1/tx/{tx_id}", f"/v1/tx/{ids['transfer_tx']}", "tier1", 200),
+        ("/v1/tx/{tx_id}", f"/v1/tx/{ids['transfer_tx']}", None, 200),
+        (cert, f"/v1/certs/{ids['A']}", "tier2", 200),
+        (cert, f"/v1/certs/{ids['B']}", "tier2", 404),
+        (cert, f"/v1/certs/{ids['A']}?consistency=linearizable", "pbc", 200),
+        (cert, "/v1/certs/-nope", "tier2", 400),
+        (cert, f"/v1/certs/{ids['A']}", None, 401),
+        (lineage, f"/v1/certs/{ids['A']}/lineage", "geely", 200),
+        ("/v1/orgs/{id}", "/v1/orgs/geely", "tier3", 200),
+        ("/v1/orgs/{id}", "/v1/orgs/geely", "geely", 200),
+        ("/v1/orgs/{id}/certs", "/v1/orgs/tier1/certs", "tier1", 200),
+        ("/v1/orgs/{id}/certs", "/v1/orgs/tier1/certs", "tier2", 403),
+        ("/v1/docs/{id}", "/v1/docs/INV-R", "icbc", 200),
+        ("/v1/credit/{bank}/{core}", "/v1/credit/boc/geely", "boc", 200),
+        ("/v1/credit/{bank}/{core}", "/v1/credit/boc/geely", "tier1", 403),
+        ("/v1/members", "/v1/members", "tier3", 200),
+        ("/v1/proposals", "/v1/proposals?limit=5", "tier3", 200),
+        ("/v1/proposals/{id}", "/v1/proposals/nope", "tier3", 404),
+        ("/v1/alarms", "/v1/alarms", "tier3", 200),
+        ("/v1/dashboard/latest-cert", "/v1/dashboard/latest-cert", "tier2", 200),
+        ("/v1/dashboard/whoami", "/v1/dashboard/whoami", "tier2", 200),
+        ("/v1/supervision", "/v1/supervision", "pbc", 200),
+        ("/v1/supervision", "/v1/supervision", "tier1", 403),
+        ("/openapi.json", "/openapi.json", None, 200),
+        ("/metrics", "/metrics", None, 200),
+        ("/", "/", None, 200),
+        ("/static/{file}", "/static/app.js", None, 200),
+        ("/static/{file}", "/static/nope.js", None, 404),
+        ("/login", "/login?code=nope", None, 401),
+    ]
+    for template, path, org, status in reads:
+        _validate(live, schema, "get", template, path, org, status)
+    for path in ("/v1/status", f"/v1/certs/{ids['A']}", "/v1/certs/-nope"):  # msgpack answers, errors included
+        template = "/v1/certs/{id}" if path.startswith("/v1/certs/") else path
+        got = _validate(live, schema, "get", template, path, "tier2", 200 if "nope" not in path else 400,
+                        accept="application/msgpack")
+        assert got.headers["Content-Type"].startswith("application/msgpack")
+
+    _validate(live, schema, "post", "/v1/session", "/v1/session", "tier2", 200)
+    _validate(live, schema, "post", "/logout", "/logout", None, 204)
+    _validate(live, schema, "post", "/admin/members", "/admin/members", "pbc", 403, b"{}")
+    t = now_ms()
+
+    def anchor(doc_id: str) -> bytes:
+        return live.raw_tx("tier3", "trade.anchor", {"doc_id": doc_id, "kind": "invoice", "doc_hash": "cd" * 32,
+                                                     "counterparty": "geely", "amount": 5, "ciphertext": {"tier3": b"\x03" * 60}})
+
+    raw = anchor(f"INV-S-{t}")
+    as_json = json.dumps(envelope_to_json(raw)).encode()
+    _validate(live, schema, "post", "/v1/tx", "/v1/tx", None, 200, as_json)
+    _validate(live, schema, "post", "/v1/tx", "/v1/tx", None, 200, raw, "application/msgpack",
+              "application/msgpack")  # the same tx again: its outcome
+    _validate(live, schema, "post", "/v1/tx", "/v1/tx?wait=none", None, 202, anchor(f"INV-T-{t}"),
+              "application/msgpack")
+    batch = [anchor(f"INV-U-{t}"), b"not an envelope"]
+    got = _validate(live, schema, "post", "/v1/txs", "/v1/txs", None, 200, msgpack.packb(batch),
+                    "application/msgpack")
+    assert [r["status"] for r in got.json()["results"]] == ["committed", "refused"]
+    body = json.dumps({"txs": [envelope_to_json(anchor(f"INV-V-{t}"))]}).encode()
+    _validate(live, schema, "post", "/v1/txs", "/v1/txs?wait=none", None, 202, body)
+
+
+# --- the document and the routes --------------------------------------------------------------------------------
+
+
+def test_the_served_document_is_the_one_described(live: LiveNode) -> None:
+    assert requests.get(live.base + "/openapi.json", timeout=10).json() == openapi_document(NODE)
+
+
+def test_every_described_operation_is_served_with_its_access(live: LiveNode) -> None:
+    """test_api_auth.py checks that every served route is described; here, the other way round, and that the
+    access table names no route that is neither served nor described (the fault-injection routes are served
+    only with --fault-injection, and then described by node/faults.py's own rules: loopback only)."""
+    assert live.node.runner is not None
+    served = {(r.method.lower(), r.resource.canonical) for r in live.node.runner.app.router.routes()
+              if r.resource is not None and r.method != "HEAD"}
+    described = {(method, path) for path, ops in openapi_document()["paths"].items() for method in ops}
+    assert described == served
+    for method, path in described:
+        assert openapi_document()["paths"][path][method]["x-ecert-access"] == route_access(method.upper(),
+                                                                                             path).value
+    unlisted = {(m, p) for m, p in ROUTE_ACCESS if (m.lower(), p) not in described}
+    assert unlisted == {("GET", "/admin/faults"), ("POST", "/admin/faults")}
+
+
+@given(st.one_of(st.from_regex(ID_PATTERN, fullmatch=True), st.text(max_size=70)))
+def test_the_documented_id_pattern_is_ecerts(value: str) -> None:
+    import re
+
+    try:
+        v_id("id", value)
+        valid = True
+    except TxRejected:
+        valid = False
+    assert valid == (re.fullmatch(ID_PATTERN, value) is not None)
