@@ -9,7 +9,7 @@
     ecert finance request|approve|decline         |  (?wait=commit)
     ecert member propose|approve                 /
     ecert org rotate-key ORG                     a new org key: org.rotate_key, then keys/ORG.key replaced
-    ecert cert show|lineage, org show|holdings, trade show, credit show, member list|show, tx, block, status,
+    ecert cert show|lineage, org show|holdings, trade show, credit show, member list|show, supervision, tx, block, status,
           watch                                  queries
     ecert sign-request METHOD PATH [BODY_FILE]   the Authorization header of one request, for curl
     ecert session                                a read-only session token (POST /v1/session)
@@ -48,7 +48,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
@@ -592,6 +592,32 @@ def render_holdings(doc: Mapping[str, Any]) -> Table:
     return certs_table(f"holdings of {doc.get('org_id')} — {len(certs)} certificates, live {fmt_amount(total)}", certs)
 
 
+def render_supervision(doc: Mapping[str, Any]) -> Any:
+    """The regulator's three views (GET /v1/supervision, ecert/supervision.py) as tables."""
+    height = doc.get("height")
+    cores = Table(title=f"outstanding per core enterprise (height {height})", title_justify="left")
+    for col in ("core", "outstanding", "bank", "used", "limit"):
+        cores.add_column(col, justify="right" if col in ("outstanding", "used", "limit") else "left")
+    for row in doc.get("outstanding_by_core") or []:
+        lines = row.get("lines") or [{}]
+        for i, line in enumerate(lines):
+            cores.add_row(row.get("core", "") if i == 0 else "", fmt_amount(row.get("outstanding")) if i == 0 else "",
+                          str(line.get("bank", "")), fmt_amount(line.get("used")), fmt_amount(line.get("limit")))
+    depths = Table(title="live certificates per tier depth (0 = issued by the core)", title_justify="left")
+    for col in ("depth", "count", "amount"):
+        depths.add_column(col, justify="right")
+    for row in doc.get("certs_by_depth") or []:
+        depths.add_row(str(row.get("depth")), str(row.get("count")), fmt_amount(row.get("amount")))
+    banks = Table(title="financed per bank", title_justify="left")
+    for col in ("bank", "count", "principal", "disbursed"):
+        banks.add_column(col, justify="left" if col == "bank" else "right")
+    for row in doc.get("financed_by_bank") or []:
+        banks.add_row(str(row.get("bank")), str(row.get("count")), fmt_amount(row.get("principal")),
+                      fmt_amount(row.get("disbursed")))
+    note = "" if doc.get("complete", True) else f"\n(partial: the first {doc.get('live_certs')} live certificates)"
+    return Group(cores, depths, banks, note) if note else Group(cores, depths, banks)
+
+
 def render_block(doc: Mapping[str, Any]) -> Any:
     header = doc.get("header", doc)
     fields = {k: header.get(k) for k in ("height", "hash", "prev_hash", "tx_root", "time", "proposer") if k in header}
@@ -979,6 +1005,10 @@ def build_parser() -> argparse.ArgumentParser:
         [readopts]).add_argument("org_id", metavar="ORG")
     cmd(org, "holdings", query(lambda a: f"/v1/orgs/{_q(a.org_id)}/certs", render_holdings),
         "the certificates an org holds", [readopts]).add_argument("org_id", metavar="ORG")
+
+    cmd(sub, "supervision", query(lambda a: "/v1/supervision", render_supervision),
+        "the regulator's views: outstanding per core, certificates per tier depth, financed per bank "
+        "(regulator only: --as pbc)", [readopts])
 
     credit = group("credit", "credit lines: credit.grant and queries")
     p = cmd(credit, "grant", tx_from_args("credit.grant", "core", "limit", "expires_at"),

@@ -3,7 +3,10 @@
 Bodies: JSON, or msgpack when Content-Type is application/msgpack (application/x-msgpack too). Answers: JSON,
 or msgpack when the client's Accept names msgpack. Every error is `{"error": {"code", "message"}}` with a 4xx
 for bad input; a middleware turns anything unexpected into a JSON 503 `internal_error` (logged with its trace,
-never shown to the client).
+never shown to the client). Query and path parameters are read with the typed definitions of node/http/openapi.py
+(node/http/params.py), the ones `GET /openapi.json` describes: a bad one is a 400 before any handler logic, and an
+id that cannot be one of its kind (ecert's id rule) is a 400 `bad_id`, not a 404 (it says nothing about what
+exists either way).
 
 Submissions (node/submission.py does the work; this module parses, calls it and renders): every node checks a
 tx at admission (decode, signature, signer active: ecert.admission.precheck) so bad input is refused where it
@@ -137,6 +140,8 @@ MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vn
 BATCH_KEY_CHARS_MAX = 8  # the one map key a msgpack batch may carry: "txs"
 TX_FIELDS_ANONYMOUS = ("tx_id", "status", "height")
 """What `GET /v1/tx/{id}` tells a reader who may not read the outcome (CONTRACT §6)."""
+AUTH_CHALLENGE = "ECERT-ED25519, Bearer"
+"""The schemes a 401 names in its WWW-Authenticate (the dashboard's own 401s say the same)."""
 SESSION_BODY_BYTES_MAX = 4096
 """A `POST /v1/session` body is signed but carries nothing: a small cap."""
 
@@ -173,10 +178,17 @@ def is_msgpack_body(request: web.Request) -> bool:
 def reply(request: web.Request, body: Any, status: int = 200, headers: dict[str, str] | None = None
           ) -> web.Response:
     if wants_msgpack(request):
-        return web.Response(body=msgpack.packb(body, use_bin_type=True), status=status,
+        return web.Response(body=msgpack.packb(body, use_bin_type=True, default=_msgpack_default), status=status,
                             content_type="application/msgpack", headers=headers)
     return web.Response(text=json.dumps(body, separators=(",", ":"), default=_json_default), status=status,
                         content_type="application/json", headers=headers)
+
+
+def _msgpack_default(o: Any) -> Any:
+    """What msgpack cannot pack natively, as the JSON form gives it (a set answers the same in both)."""
+    if isinstance(o, set | frozenset):
+        return list(o)
+    raise TypeError(f"not msgpack serialisable: {type(o).__name__}")
 
 
 def _json_default(o: Any) -> Any:
@@ -196,7 +208,8 @@ async def error_middleware(request: web.Request,
     try:
         return await handler(request)
     except HttpError as e:
-        return reply(request, error_body(e.code, e.message, **e.extra), e.status)
+        challenge = {"WWW-Authenticate": AUTH_CHALLENGE} if e.status == 401 else None  # RFC 9110 §11.6.1
+        return reply(request, error_body(e.code, e.message, **e.extra), e.status, headers=challenge)
     except SubmissionError as se:
         he = submission_http_error(se)
         return reply(request, error_body(he.code, he.message, **he.extra), he.status)
@@ -267,6 +280,8 @@ def parse_batch(request: web.Request, body: bytes) -> list[bytes]:
             obj = obj.get("txs")
         if not isinstance(obj, list):
             raise HttpError(400, "malformed_batch", "JSON batch must be {\"txs\": [envelope, ...]}")
+        if len(obj) > BATCH_TXS_MAX:  # counted before any envelope is decoded
+            raise HttpError(413, "batch_too_large", f"at most {BATCH_TXS_MAX} txs per batch")
         raws = []
         for i, item in enumerate(obj):
             try:

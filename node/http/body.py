@@ -4,7 +4,9 @@
   kept on it, so the identity gate (which hashes the body to check a signature) and the handler see the same
   bytes and neither reads the stream twice. A body that stops arriving for BODY_IDLE_S is a 408, one whose
   connection closes (or whose chunked framing breaks, which aiohttp reports to no one) before its end a 400: a
-  half-sent body holds neither its handler nor its connection for good, nor reaches the 5xx path.
+  half-sent body holds neither its handler nor its connection for good, nor reaches the 5xx path. The limit
+  counts the bytes after aiohttp undid a Content-Encoding (a gzip bomb stops at it too); a body it cannot decode
+  (a corrupt gzip) is a 400 `malformed_body`.
 - `parse_json`: UTF-8 JSON whose bracket depth a linear pre-scan has found to be at most JSON_DEPTH_MAX, so
   `json.loads` (recursive in C) never meets a 200,000-deep body; collections are bounded by the body size.
 - `unpack_msgpack`: msgpack with every length capped (arrays, maps, strings, bins, no ext); the C unpacker's
@@ -31,6 +33,7 @@ JSON_DEPTH_MAX = 32
 READ_CHUNK_BYTES = 64 << 10
 BODY_IDLE_S = 10.0
 """Longest wait for the next bytes of a request body (nginx's client_body_timeout, shorter)."""
+_REASON_CHARS_MAX = 120
 
 BODY_KEY: web.RequestKey[bytes] = web.RequestKey("ecert_body", bytes)
 
@@ -65,6 +68,9 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             raise HttpError(408, "body_timeout", f"no body bytes for {BODY_IDLE_S:g} s") from None
         except ConnectionResetError:  # the client went away mid-body: nobody reads the answer
             raise HttpError(400, "incomplete_body", "the connection closed before the body was complete") from None
+        except web.RequestPayloadError as exc:  # aiohttp could not decode it: a corrupt gzip / deflate body
+            reason = str(exc.__cause__ or exc).replace("\n", " ")[:_REASON_CHARS_MAX]
+            raise HttpError(400, "malformed_body", f"the body cannot be decoded: {reason}") from None
         if not chunk:
             break
         size += len(chunk)

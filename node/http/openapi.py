@@ -178,9 +178,16 @@ def _text(desc: str, *types: str) -> dict[str, Any]:
 
 _UNAVAILABLE = ("the node cannot answer now: removed from the cluster (`removed`; /v1/status and /v1/cluster* "
                 "still answer), or `internal_error` (logged with its trace, never shown)")
+_BODY_TIMEOUT = "body_timeout: the body stopped arriving (node/http/body.py BODY_IDLE_S)"
+_CHALLENGE = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"},
+                                   "description": "the schemes the node takes: ECERT-ED25519, Bearer"}}
 _AUTH_ERRORS = {
-    "401": _error("unauthenticated: no, a malformed or a failing Authorization header (the message says which "
-                  "check failed; for a bad signature, `string_to_sign` shows what the node verified)"),
+    "401": _resp("unauthenticated: no, a malformed or a failing Authorization header (the message says which "
+                 "check failed; for a bad signature, `string_to_sign` shows what the node verified)", _ref("Error"),
+                 headers=_CHALLENGE),
+    "400": _error("malformed_body / incomplete_body: a signed request's body (hashed into its signature) could "
+                  "not be read whole"),
+    "408": _error(_BODY_TIMEOUT),
     "413": _error("body_too_large: a signed request's body (hashed into its signature) over max_body_bytes"),
     "429": _error("too_many_requests: the org signed too many requests to this node within 30 s"),
     "503": _error("busy: the node holds its maximum of recent nonces; or " + _UNAVAILABLE),
@@ -211,10 +218,10 @@ def _op(method: str, path: str, summary: str, responses: dict[str, Any], *,
                            "security": _security(access, method), "x-ecert-access": access.value}
     if body is not None:
         out["requestBody"] = body
-    out["responses"].setdefault("503", _error(_UNAVAILABLE))
     if access is not Access.PUBLIC:
         for status, answer in _AUTH_ERRORS.items():
             out["responses"].setdefault(status, answer)
+    out["responses"].setdefault("503", _error(_UNAVAILABLE))
     if access is Access.REGULATOR:
         forbidden = forbidden or "forbidden: only the regulator calls this route"
     if forbidden is not None:
@@ -246,7 +253,8 @@ def _read(path: str, summary: str, ok: dict[str, Any], ids: tuple[IdParam, ...],
 
 _HIDDEN = "unknown, or not visible to the reader: the same answer, so an id says nothing about what exists"
 _SUBMIT_400 = ("malformed envelope or batch, bad signature, unknown signer or type, bad parameter, JSON nested "
-               "too deep (`too_deep`), not JSON or not msgpack; `tx_id` names the tx where known")
+               "too deep (`too_deep`), not JSON or not msgpack, a body that cannot be read whole "
+               "(`malformed_body`, `incomplete_body`); `tx_id` names the tx where known")
 _SUBMIT_503 = ("no leader known, or the leader could not be reached (`leader_id` says which one if any); or "
                + _UNAVAILABLE)
 
@@ -268,6 +276,7 @@ def _paths() -> dict[str, Any]:
             "200": _resp("committed or rejected by the rules, applied on this node (or seen before)", tx),
             "202": _resp("accepted (wait=none)", tx),
             "400": _error(_SUBMIT_400),
+            "408": _error(_BODY_TIMEOUT),
             "413": _error("body_too_large: body over max_body_bytes"),
             "429": _error("queue_full: the leader's queue is full (`tx_id`)"),
             "503": _error(_SUBMIT_503),
@@ -281,6 +290,7 @@ def _paths() -> dict[str, Any]:
             "200": _resp("every tx committed, rejected, refused, or unknown at the deadline", batch),
             "202": _resp("wait=none: queued (accepted) or refused in place", batch),
             "400": _error(_SUBMIT_400 + "; an empty batch"),
+            "408": _error(_BODY_TIMEOUT),
             "413": _error(f"body_too_large: body over its limit, or over {BATCH_TXS_MAX} txs "
                           "(`batch_too_large`)"),
             "429": _error("queue_full: the leader's queue cannot take the batch"),
@@ -299,8 +309,8 @@ def _paths() -> dict[str, Any]:
         "/v1/session": _op("post", "/v1/session", "A read-only session for the signing org at this node (15 min), "
                            "also set as the session cookie; the body is empty", {
                                "200": _resp("the session", session, headers=set_cookie),
-                               "401": _error("unauthenticated: not a signed request (a session token cannot "
-                                             "make a session)")}),
+                               "401": _resp("unauthenticated: not a signed request (a session token "
+                                            "cannot make a session)", _ref("Error"), headers=_CHALLENGE)}),
         "/v1/status": _get("/v1/status", "This node's Raft and chain status", _ref("Status")),
         "/v1/blocks": _get("/v1/blocks", "Block headers, newest first", _BLOCK_PAGE,
                            [BLOCKS_BEFORE.openapi(), BLOCKS_LIMIT.openapi()]),

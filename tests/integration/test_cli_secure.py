@@ -111,3 +111,14 @@ def test_rotate_key_on_a_running_cluster(cluster_factory: Any) -> None:
         assert profile["sign_pk"] == doc["sign_pk"] == new.key.sign_pk_hex
     code, shown, err = ecert(c, "--as", "tier1", "org", "show", "tier1")
     assert code == 0 and shown["sign_pk"] == new.key.sign_pk_hex, err
+
+
+def test_supervision_is_for_the_regulator(cluster_factory: Any) -> None:
+    c = cluster_factory(3, regulator=True)
+    url = c.nodes["boc"].http_url
+    code, doc, err = ecert(c, "--node", url, "--as", "pbc", "supervision")
+    assert code == 0, err
+    assert {"outstanding_by_core", "certs_by_depth", "financed_by_bank", "live_certs"} <= set(doc)
+    code, doc, err = ecert(c, "--node", url, "--as", "tier1", "supervision")
+    assert code == 1 and doc["error"]["code"] == "forbidden", (doc, err)
+    assert get(url + "/v1/supervision", {})[0] == 401
