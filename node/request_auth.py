@@ -14,8 +14,10 @@ Why each check of `RequestVerifier.verify` exists (the first that fails is the 4
 - the org is `active` or `frozen`: a `pending` org is not a member yet (a frozen one may still read);
 - |node clock - ts| <= 30 s: a captured header is worth something only briefly, which also bounds the nonce cache;
 - ts not before the node's start: the nonce cache lives in memory, so a header the previous process accepted
-  must not pass again after a restart. Gap: a header dated up to 30 s ahead and accepted just before a crash
-  passes again if the node is back within those 30 s (the shell can wait CLOCK_SKEW_MS_MAX before serving);
+  must not pass again after a restart. A header dated *ahead* of the node's clock (a client whose clock runs
+  fast) could still be inside the window after a quick restart, so the verifier reports such a ts
+  (`on_ahead_ts`) before accepting it; the shell keeps the highest one on disk and starts the next process with
+  `node_start_ms` above it (node/http/auth_gate.py `AheadHorizon`);
 - the nonce is unused by this org at this node within the window: no replay inside the window;
 - the signature, by the org's *current* key (a rotated-out key fails here), over chain, node and the request: a
   header cannot be moved to another chain, node, method, path, query or body. On failure the message (and
@@ -256,7 +258,10 @@ class RequestVerifier:
     """Checks signed requests addressed to one node. Keep one per node process (it owns the nonce cache)."""
 
     def __init__(self, chain_id: str, node_id: str, node_start_ms: int, org_key: OrgKeyLookup,
-                 nonces: NonceCache | None = None) -> None:
+                 nonces: NonceCache | None = None, on_ahead_ts: Callable[[int], None] | None = None) -> None:
+        self.on_ahead_ts = on_ahead_ts
+        """Called with a verified request's ts when it is ahead of the node's clock, before the request is
+        accepted (the shell makes it durable: such a header would outlive a quick restart)."""
         self.chain_id = chain_id
         self.node_id = node_id
         self.node_start_ms = node_start_ms
@@ -298,6 +303,8 @@ class RequestVerifier:
         except BadSignatureError:
             raise _refuse(f"signature does not verify with org {org_id!r}'s current key; the string to sign "
                           f"was:\n{sts}", string_to_sign=sts) from None
+        if signed.ts_ms > now_ms and self.on_ahead_ts is not None:
+            self.on_ahead_ts(signed.ts_ms)
         self.nonces.remember(org_id, signed.nonce, signed.ts_ms)
         return AuthenticatedOrg(org_id)
 

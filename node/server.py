@@ -47,7 +47,7 @@ from node.forward import (
 )
 from node.genesis_file import GenesisFileError, check_own_membership
 from node.http.audit_log import AUDIT_LOG_NAME, AuditLog
-from node.http.auth_gate import AuthGate
+from node.http.auth_gate import AHEAD_HORIZON_NAME, AheadHorizon, AuthGate
 from node.keys import load_or_create_key, node_key_path, node_public_key
 from node.proposer import Proposer
 from node.submission import answer_forwarded
@@ -264,7 +264,8 @@ class Node:
 
         self.auth = AuthGate(chain_id=self.chain_id, node_id=self.node_id, started_ms=self.started_ms,
                              view=self.store.view, read_access=cfg.read_access, body_bytes_max=cfg.max_body_bytes,
-                             audit=AuditLog(self.data_dir / AUDIT_LOG_NAME))
+                             audit=AuditLog(self.data_dir / AUDIT_LOG_NAME),
+                             ahead=AheadHorizon(self.data_dir / AHEAD_HORIZON_NAME))
         app = build_app(self)
         app.middlewares.append(self._refuse_when_removed)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=DRAIN_TIMEOUT_S,

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Final
 
 from aiohttp import web
@@ -126,12 +128,58 @@ _READER_KEY: web.RequestKey[Reader | None] = web.RequestKey("ecert_reader")
 _ORG_KEY: web.RequestKey[str] = web.RequestKey("ecert_authenticated_org", str)
 
 
+AHEAD_HORIZON_NAME = "auth.horizon"
+"""In the data dir: the highest ts of a signed request this node accepted while it was ahead of its clock."""
+
+
+class AheadHorizon:
+    """Keeps, durably, the highest ts of an accepted request that was dated ahead of the node's clock.
+
+    The nonce cache lives in memory and a new process refuses a ts before its own start. A header dated up to
+    30 s ahead (a client whose clock runs fast), accepted just before a crash, would still be ahead of a process
+    restarted within those seconds: the next process starts its verifier above the stored value instead. Written
+    (fsynced) before the request is answered, only when a ts beats the stored one: with clocks in step, never.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ts_ms = self._read()
+
+    def _read(self) -> int:
+        try:
+            text = self.path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return 0
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OSError(f"{self.path}: unreadable ({exc}); remove it only if no request was accepted "
+                          "within the last 30 s") from exc
+        if not text.isdigit() or len(text) > 15:
+            raise OSError(f"{self.path}: not a ms timestamp: {text[:40]!r}")
+        return int(text)
+
+    def not_before_ms(self, started_ms: int) -> int:
+        """The earliest ts this process may accept: its start, or past every ahead-dated ts accepted before."""
+        return max(started_ms, self.ts_ms + 1)
+
+    def record(self, ts_ms: int) -> None:
+        if ts_ms <= self.ts_ms:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(f"{ts_ms}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self.ts_ms = ts_ms
+
+
 class AuthGate:
     """The identity check of one node process (see the module docstring)."""
 
     def __init__(self, *, chain_id: str, node_id: str, started_ms: int, view: Callable[[], StateView],
                  read_access: str, body_bytes_max: int, audit: AuditLog | None = None,
-                 clock: Callable[[], int] = wall_clock_ms, session_secret: bytes | None = None) -> None:
+                 clock: Callable[[], int] = wall_clock_ms, session_secret: bytes | None = None,
+                 ahead: AheadHorizon | None = None) -> None:
         require(read_access in READ_ACCESS_MODES, f"read_access {read_access!r}")
         self.node_id = node_id
         self.read_access = read_access
@@ -139,7 +187,10 @@ class AuthGate:
         self.audit = audit
         self.clock = clock
         self._view = view
-        self.verifier = RequestVerifier(chain_id, node_id, started_ms, self._org_key)
+        self.ahead = ahead
+        not_before_ms = started_ms if ahead is None else ahead.not_before_ms(started_ms)
+        self.verifier = RequestVerifier(chain_id, node_id, not_before_ms, self._org_key,
+                                        on_ahead_ts=None if ahead is None else ahead.record)
         self.sessions = SessionIssuer(session_secret or fresh_session_secret(), chain_id, node_id)
         self.logins = LoginLinks(self.sessions)
         """Single-use dashboard login codes (`mint` / `redeem`), bound to this gate's sessions."""

@@ -481,3 +481,31 @@ def test_signed_requests_verify_and_any_changed_byte_breaks_them(method: str, pa
     j = data.draw(st.integers(0, len(path) - 1))
     other = data.draw(st.characters(blacklist_characters="\n" + path[j], blacklist_categories=("Cs",)))
     refused(verifier().verify, method, path[:j] + other + path[j + 1:], body, h, NOW_MS)
+
+
+def test_an_ahead_dated_request_is_reported_before_it_is_accepted_and_outlives_a_restart(tmp_path):
+    """A header dated ahead of the node's clock would still be in the window after a quick restart; the verifier
+    reports its ts (the node keeps it on disk) and the next process starts above it, so it cannot pass twice."""
+    from node.http.auth_gate import AheadHorizon
+
+    seed = b"\x07" * 32
+    pk = bytes(SigningKey(seed).verify_key)
+    lookup = {"tier1": ("active", pk)}.get
+    now = 1_800_000_000_000
+    ahead_ts = now + 20_000
+    header = sign_request(seed, "c", "n1", "tier1", "GET", "/v1/orgs/tier1/certs", b"", ahead_ts, "ab" * 16)
+    horizon = AheadHorizon(tmp_path / "auth.horizon")
+    first = RequestVerifier("c", "n1", horizon.not_before_ms(now - 1000), lookup, on_ahead_ts=horizon.record)
+    assert first.verify("GET", "/v1/orgs/tier1/certs", b"", header, now).org_id == "tier1"
+    assert (tmp_path / "auth.horizon").read_text().strip() == str(ahead_ts)
+    # The process crashes and is back 2 s later: its nonce cache is empty, but it starts above the stored ts.
+    restarted = AheadHorizon(tmp_path / "auth.horizon")
+    second = RequestVerifier("c", "n1", restarted.not_before_ms(now + 2000), lookup, on_ahead_ts=restarted.record)
+    with pytest.raises(AuthError, match="before this node started"):
+        second.verify("GET", "/v1/orgs/tier1/certs", b"", header, now + 2000)
+    # A request dated at or behind the clock writes nothing.
+    calls: list[int] = []
+    third = RequestVerifier("c", "n1", 0, lookup, on_ahead_ts=calls.append)
+    behind = sign_request(seed, "c", "n1", "tier1", "GET", "/x", b"", now, "cd" * 16)
+    third.verify("GET", "/x", b"", behind, now)
+    assert calls == []
