@@ -1,7 +1,7 @@
 """Private trade documents: the chain stores only sealed-box ciphertexts and the document hash.
 
 A trade document (contract, invoice, delivery note, payment record) is sealed separately for each party that
-may read it: the two parties and the financing bank (`CIPHERTEXTS_MAX` = 3). A sealed box (X25519 + XSalsa20-
+may read it: the two parties, the financing bank and the regulator (`CIPHERTEXTS_MAX` = 4). A sealed box (X25519 + XSalsa20-
 Poly1305, libsodium `crypto_box_seal`) is anonymous and needs only the recipient's public box key, which every
 org registers on chain (`box_pk`). The document is bound to `doc_hash = sha256(plaintext)`, which is anchored in
 clear: a reader who decrypts checks the hash, so no party can hand the others a different plaintext.

@@ -4,7 +4,7 @@
 
 1. boc grants geely a credit line (credit.grant).
 2. tier1 anchors the purchase contract, the delivery note and the invoice it sent geely (trade.anchor: the
-   "four streams"; the invoice text is stored only as sealed boxes for tier1, geely and boc); geely confirms them.
+   "four streams"; the invoice text is stored only as sealed boxes for tier1, geely, boc and the regulator); geely confirms them.
 3. geely issues an E-certificate to tier1 against the confirmed invoice (ecert.issue), tier1 accepts it.
 4. tier1 transfers part of it to tier2 and keeps the rest (ecert.transfer).
 5. tier2 splits its part in two (ecert.split) and passes one piece to tier3 (ecert.transfer).
@@ -145,8 +145,10 @@ def tell(story: Story, maturity_s: float) -> dict[str, Any]:
                                    "amount": INVOICE_AMOUNT}
         sealed = ""
         if kind == "invoice":
-            body["ciphertext"] = sealed_for(story.cluster, (c.tier1, c.core, c.bank), text)
-            sealed = f", sealed for {c.tier1}, {c.core} and {c.bank}"
+            # Sealed for the regulator too when the consortium has one (CONTRACT §6: it reads everything).
+            readers = (c.tier1, c.core, c.bank, *(o.id for o in story.cluster.orgs if o.role == "regulator"))
+            body["ciphertext"] = sealed_for(story.cluster, readers, text)
+            sealed = f", sealed for {', '.join(readers[:-1])} and {readers[-1]}"
         story.tx(c.tier1, "trade.anchor", body, f"{c.tier1} anchors {what} {story.doc_id(name)}{sealed}")
     for name in ("PO", "DN", "INV"):
         story.tx(c.core, "trade.confirm", {"doc_id": story.doc_id(name)}, f"{c.core} confirms {story.doc_id(name)}")

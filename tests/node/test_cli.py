@@ -390,7 +390,7 @@ def test_demo_tells_the_story_and_runs_again(cluster_dir: Path, fake_node: tuple
 
     # The invoice is on chain only sealed; tier1 can open its copy, and the hash binds it.
     inv = node.get(f"/v1/docs/INV-{summary['run_id']}")[1]
-    assert set(inv["ciphertext"]) == {"tier1", "geely", "boc"}
+    assert set(inv["ciphertext"]) == {"tier1", "geely", "boc", "pbc"}  # and the regulator (CONTRACT §6)
     seed = bytes.fromhex((cluster_dir / "keys" / "tier1.key").read_text().strip())
     assert b"brake assemblies" in open_document_with_seed(base64.b64decode(inv["ciphertext"]["tier1"]), seed,
                                                           inv["doc_hash"])
