@@ -20,11 +20,10 @@ OPEN_PROPOSALS_PER_ORG_MAX open proposals per org that ever proposed.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
-import msgpack
+from typing import NamedTuple
 
 from consensus.invariant import require
+from ecert.state import decode_record, encode_record
 from ecert.tx import MEMBER_ACTIONS
 from ledger.state_view import StateView
 
@@ -103,29 +102,25 @@ def min_voters(genesis_voters: int) -> int:
 
 
 # --- codec --------------------------------------------------------------------------------------------------------
-_packer = msgpack.Packer(use_bin_type=True)
+# Records encode as the domain's others do (ecert/state.py: a msgpack array of the fields in order).
 
 
 def encode_member(member: NodeMember) -> bytes:
-    data: bytes = _packer.pack(member)
-    return data
+    return encode_record(member)
 
 
 def decode_member(data: bytes) -> NodeMember:
-    row: tuple[Any, ...] = msgpack.unpackb(data, raw=False, use_list=False)
-    member = NodeMember(*row)
+    member = decode_record(NodeMember, data)
     require(member.status in MEMBER_STATUSES, f"node {member.id}: bad status {member.status!r}")
     return member
 
 
 def encode_proposal(proposal: Proposal) -> bytes:
-    data: bytes = _packer.pack(proposal)
-    return data
+    return encode_record(proposal)
 
 
 def decode_proposal(data: bytes) -> Proposal:
-    row: tuple[Any, ...] = msgpack.unpackb(data, raw=False, use_list=False)
-    proposal = Proposal(*row)
+    proposal = decode_record(Proposal, data)
     require(proposal.status in PROPOSAL_STATUSES, f"proposal {proposal.id}: bad status {proposal.status!r}")
     require(proposal.action in ACTIONS, f"proposal {proposal.id}: bad action {proposal.action!r}")
     return proposal

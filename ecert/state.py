@@ -138,14 +138,15 @@ walk up the parent chain (ecert/access.py) may read at most; a transfer or split
 `lineage_too_deep`."""
 
 Record = Org | CreditLine | TradeDoc | Cert
-R = TypeVar("R", Org, CreditLine, TradeDoc, Cert)
+R = TypeVar("R", bound=tuple[Any, ...])
+"""Any record type of the domain (NamedTuples: these here, ecert/membership.py's)."""
 
 _packer = msgpack.Packer(use_bin_type=True)
 """One packer for every record: `msgpack.packb` builds a Packer per call, about half the cost of packing a
 record. `pack` runs entirely in C under the GIL (no hooks for these types), so sharing it is safe."""
 
 
-def encode_record(record: Record) -> bytes:
+def encode_record(record: tuple[Any, ...]) -> bytes:
     data: bytes = _packer.pack(record)
     return data
 
