@@ -3,11 +3,24 @@
 Loaded with tomllib into frozen values and validated once at start; every error names the offending key
 (`nodes[2].http: ...`) so a user can fix the file without reading code. Relative paths (`data_dir`) are
 resolved against the directory holding cluster.toml, as are `keys/` and `genesis.json`.
+
+Addresses (`HOST:PORT`): HOST is an IPv4 address, a hostname, or an IPv6 address in brackets (`[::1]:9701`),
+the syntax the chain validates for membership records (ecert.tx.v_address). A hostname is only checked for
+syntax here and resolved when a connection is made (asyncio), never at load: a file read on one host names
+hosts it may not resolve. `raft` and `http` are the ADVERTISED addresses (what peers and clients dial; what
+genesis and the membership record); `raft_listen` / `http_listen` are what the process binds, by default the
+advertised address; only they may be a wildcard ("0.0.0.0:P", "[::]:P": IPv6 only, as asyncio binds it).
+
+Which addresses must differ (see `_check_binds`): every advertised address, cluster-wide (each names one
+process). What a node binds cannot clash with what it or another node on the same host binds; the file does not
+say which nodes share a host, so nodes count as sharing one when their advertised hosts are equal (all loopback
+addresses count as one host). Nodes on different hosts may both bind 0.0.0.0:9700.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -17,8 +30,8 @@ from typing import Any
 
 from consensus.invariant import require
 from ecert.membership import REGULATOR_ROLE as REGULATOR_ROLE  # its node must be a learner (voter = false)
+from ecert.tx import ADDRESS_LEN_MAX, TX_JSON_BYTES_MAX, is_hostname, is_ipv4, is_ipv6
 from ecert.tx import ROLES as ROLES  # the roles an [[orgs]] entry may have: the chain's own
-from ecert.tx import TX_JSON_BYTES_MAX
 from ledger.block import BLOCK_BYTES_MAX, BLOCK_TXS_BYTES_MAX, BLOCK_TXS_MAX
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -73,13 +86,52 @@ class ClusterConfigError(ValueError):
         self.key = key
 
 
+_PORT_RE = re.compile(r"[1-9][0-9]{0,4}")
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+"""Listen-only hosts: every IPv4 / every IPv6 address of the host (asyncio sets IPV6_V6ONLY, so "::" is IPv6 only)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     host: str
+    """An IPv4 address, a hostname or an IPv6 address (without brackets), as written in the file."""
     port: int
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def is_ipv6(self) -> bool:
+        return ":" in self.host
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.host in WILDCARD_HOSTS or (self.is_ipv6 and self.canonical_host == "::")
+
+    @property
+    def is_loopback(self) -> bool:
+        """127.0.0.0/8, ::1 or the name localhost (what /etc/hosts maps to them)."""
+        if self.host.lower() in ("localhost", "localhost."):
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def canonical_host(self) -> str:
+        """The host as compared: IPv6 compressed ("0:0::1" is "::1"), names lowercased (DNS ignores case)."""
+        if self.is_ipv6:
+            try:
+                return ipaddress.IPv6Address(self.host).compressed
+            except ValueError:  # built in code, not parsed: compare as written
+                return self.host.lower()
+        return self.host.lower().rstrip(".")
+
+    @property
+    def machine(self) -> str:
+        """Which host this address is taken to be on, for bind clashes: every loopback address is this one."""
+        return "loopback" if self.is_loopback else self.canonical_host
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +145,29 @@ class NodeSpec:
     node_pk: str | None = None
     """Hex Ed25519 public key of the node's transport key, if written in cluster.toml."""
     voter: bool = True
+    raft_listen: Address | None = None
+    """What the process binds for peer links (e.g. 0.0.0.0:9701); None = the advertised `raft`."""
+    http_listen: Address | None = None
+    """What the process binds for the client API; None = the advertised `http`."""
+    https_cert: Path | None = None
+    """PEM certificate chain for HTTPS on the client API (absolute); set together with https_key."""
+    https_key: Path | None = None
+    """PEM private key for https_cert (absolute)."""
+    https_ca: Path | None = None
+    """PEM file clients verify this node's HTTPS certificate with (absolute); None = the system store."""
+
+    @property
+    def raft_bind(self) -> Address:
+        return self.raft_listen or self.raft
+
+    @property
+    def http_bind(self) -> Address:
+        return self.http_listen or self.http
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.http}"
+        scheme = "https" if self.https_cert is not None else "http"
+        return f"{scheme}://{self.http}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +196,8 @@ class ClusterConfig:
     max_body_bytes: int = 1 << 20
     queue_max: int = 10_000
     read_access: str = READ_ACCESS_SIGNED
+    peer_tls: bool = True
+    """TLS 1.3 on peer links (CONTRACT §6). False is for measuring its cost only; the node warns at start."""
 
     @property
     def base_dir(self) -> Path:
@@ -192,6 +265,10 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> ClusterConfig:
         raise ClusterConfigError("cluster.read_access", f"must be one of {', '.join(map(repr, READ_ACCESS_MODES))}, "
                                                         f"got {read_access!r}")
 
+    peer_tls = cluster.get("peer_tls", True)
+    if not isinstance(peer_tls, bool):
+        raise ClusterConfigError("cluster.peer_tls", f"must be true or false, got {peer_tls!r}")
+
     orgs = _parse_orgs(raw.get("orgs"))
     nodes = _parse_nodes(raw.get("nodes"), path.parent)
     org_ids = {o.id for o in orgs}
@@ -204,7 +281,8 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> ClusterConfig:
                                      "that is never promoted, so it needs voter = false")
     if not any(n.voter for n in nodes):
         raise ClusterConfigError("nodes", "at least one node must be a voter")
-    return ClusterConfig(path=path, chain_id=chain_id, nodes=nodes, orgs=orgs, read_access=read_access, **ints)
+    return ClusterConfig(path=path, chain_id=chain_id, nodes=nodes, orgs=orgs, read_access=read_access,
+                         peer_tls=peer_tls, **ints)
 
 
 def _int_key(cluster: Mapping[str, Any], key: str, spec: IntKey) -> int:
@@ -232,16 +310,36 @@ def check_cluster_int_keys(keys: Mapping[str, IntKey]) -> None:
 check_cluster_int_keys(CLUSTER_INT_KEYS)
 
 
-def parse_address(text: object, key: str) -> Address:
+def parse_address(text: object, key: str, *, listen: bool = False) -> Address:
+    """"HOST:PORT" (module docstring). `listen`: a bind address, which may be a wildcard; an advertised one may
+    not (nobody can dial 0.0.0.0). Raises ClusterConfigError naming `key`."""
+    example = ('"0.0.0.0:9701", "10.0.0.5:9701", "[::]:9701"' if listen
+               else '"10.0.0.5:9701", "node1.example:9701", "[::1]:9701"')
     if not isinstance(text, str):
-        raise ClusterConfigError(key, f"must be a string \"HOST:PORT\", got {text!r}")
+        raise ClusterConfigError(key, f"must be a string \"HOST:PORT\" such as {example}, got {text!r}")
+    if len(text) > ADDRESS_LEN_MAX:
+        raise ClusterConfigError(key, f"longer than {ADDRESS_LEN_MAX} characters")
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ClusterConfigError(key, f"must look like \"127.0.0.1:PORT\", got {text!r}")
-    number = int(port)
-    if not 1 <= number <= 65535:
-        raise ClusterConfigError(key, f"port must be in [1, 65535], got {number}")
-    return Address(host.strip("[]"), number)
+    if not sep or not host:
+        raise ClusterConfigError(key, f"must be \"HOST:PORT\" such as {example}, got {text!r}")
+    if _PORT_RE.fullmatch(port) is None or int(port) > 65535:
+        raise ClusterConfigError(key, f"port must be in [1, 65535] (no sign or leading zero), got {port!r} "
+                                      f"in {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not is_ipv6(host):
+            raise ClusterConfigError(key, f"{host!r} in brackets is not an IPv6 address (no zone ids), in {text!r}")
+    elif ":" in host:
+        raise ClusterConfigError(key, f"an IPv6 address needs brackets: \"[{host}]:{port}\", got {text!r}")
+    elif not (is_ipv4(host) or is_hostname(host)):
+        raise ClusterConfigError(key, f"host {host!r} is neither an IPv4 address (four numbers 0-255, no leading "
+                                      "zeros) nor a hostname (at most 253 characters: letters, digits, '-' "
+                                      "inside labels of up to 63, joined by '.')")
+    address = Address(host, int(port))
+    if address.is_wildcard and not listen:
+        raise ClusterConfigError(key, f"{text} binds every address and cannot be dialled: advertise an address "
+                                      f"peers and clients reach, and put the wildcard in {key}_listen")
+    return address
 
 
 def _parse_orgs(raw: object) -> tuple[OrgSpec, ...]:
@@ -290,9 +388,13 @@ def _parse_nodes(raw: object, base_dir: Path) -> tuple[NodeSpec, ...]:
         http = parse_address(item.get("http"), f"{key}.http")
         raft = parse_address(item.get("raft"), f"{key}.raft")
         for name, addr in (("http", http), ("raft", raft)):
-            if addr in addrs:
-                raise ClusterConfigError(f"{key}.{name}", f"address {addr} already used by {addrs[addr]}")
-            addrs[addr] = f"{key}.{name}"
+            same = Address(addr.canonical_host, addr.port)
+            if same in addrs:
+                raise ClusterConfigError(f"{key}.{name}", f"address {addr} already used by {addrs[same]}")
+            addrs[same] = f"{key}.{name}"
+        listens = {name: None if item.get(f"{name}_listen") is None
+                   else parse_address(item.get(f"{name}_listen"), f"{key}.{name}_listen", listen=True)
+                   for name in ("raft", "http")}
         data_dir = (base_dir / _str(item, "data_dir", f"{key}.data_dir")).resolve()
         if data_dir in dirs:
             raise ClusterConfigError(f"{key}.data_dir", f"{data_dir} is used by another node")
@@ -300,6 +402,15 @@ def _parse_nodes(raw: object, base_dir: Path) -> tuple[NodeSpec, ...]:
         voter = item.get("voter", True)
         if not isinstance(voter, bool):
             raise ClusterConfigError(f"{key}.voter", f"must be true or false, got {voter!r}")
+        https_cert = _path(item, "https_cert", f"{key}.https_cert", base_dir)
+        https_key = _path(item, "https_key", f"{key}.https_key", base_dir)
+        if (https_cert is None) != (https_key is None):
+            missing, given = ("https_key", "https_cert") if https_key is None else ("https_cert", "https_key")
+            raise ClusterConfigError(f"{key}.{missing}", f"{key}.{given} is set: HTTPS needs both a certificate "
+                                                         "(https_cert) and its private key (https_key), or neither")
+        https_ca = _path(item, "https_ca", f"{key}.https_ca", base_dir)
+        if https_ca is not None and https_cert is None:
+            raise ClusterConfigError(f"{key}.https_ca", "set, but the node serves plain HTTP (no https_cert)")
         out.append(NodeSpec(
             id=node_id,
             org=_ident(item, "org", f"{key}.org"),
@@ -308,8 +419,45 @@ def _parse_nodes(raw: object, base_dir: Path) -> tuple[NodeSpec, ...]:
             data_dir=data_dir,
             node_pk=_hex32(item, "node_pk", f"{key}.node_pk"),
             voter=voter,
+            raft_listen=listens["raft"],
+            http_listen=listens["http"],
+            https_cert=https_cert,
+            https_key=https_key,
+            https_ca=https_ca,
         ))
+    _check_binds(out)
     return tuple(out)
+
+
+def _binds_clash(a: Address, b: Address) -> bool:
+    """Would binding both fail (EADDRINUSE)? Same port, and the same host or a wildcard of the other's family
+    (Linux refuses 127.0.0.1:P beside 0.0.0.0:P even with SO_REUSEADDR). A hostname's family is unknown before
+    it is resolved: it clashes with either wildcard."""
+    if a.port != b.port:
+        return False
+    if a.canonical_host == b.canonical_host:
+        return True
+    for wild, other in ((a, b), (b, a)):
+        other_is_ip = is_ipv4(other.host) or is_ipv6(other.host)
+        if wild.is_wildcard and not other.is_wildcard and not (other_is_ip and other.is_ipv6 != wild.is_ipv6):
+            return True
+    return False
+
+
+def _check_binds(nodes: list[NodeSpec]) -> None:
+    """What each node binds must not clash with what it, or another node on the same host, binds (module
+    docstring: nodes share a host when one of their advertised hosts is the same machine)."""
+    seen: list[tuple[int, set[str], Address, str]] = []
+    for i, n in enumerate(nodes):
+        machines = {n.raft.machine, n.http.machine}
+        for name, listen in (("raft", n.raft_listen), ("http", n.http_listen)):
+            addr = n.raft_bind if name == "raft" else n.http_bind
+            where = f"nodes[{i}].{name}_listen" if listen is not None else f"nodes[{i}].{name}"
+            for j, other_machines, other, other_where in seen:
+                if (j == i or machines & other_machines) and _binds_clash(addr, other):
+                    raise ClusterConfigError(where, f"binds {addr}, which clashes with {other} bound by "
+                                                    f"{other_where} on the same host")
+            seen.append((i, machines, addr, where))
 
 
 def _str(table: Mapping[str, Any], name: str, key: str) -> str:
@@ -324,6 +472,17 @@ def _ident(table: Mapping[str, Any], name: str, key: str) -> str:
     if not _ID_RE.match(value):
         raise ClusterConfigError(key, f"must match {_ID_RE.pattern} (lowercase letters, digits, _ . -), got {value!r}")
     return value
+
+
+def _path(table: Mapping[str, Any], name: str, key: str, base_dir: Path) -> Path | None:
+    """An optional file path, relative to the cluster file's directory. Not checked for existence here: the
+    file is the node's own (its HTTPS key lives on its host only); the node checks it at start."""
+    value = table.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ClusterConfigError(key, f"must be a non-empty path string, got {value!r}")
+    return (base_dir / value).resolve()
 
 
 def _hex32(table: Mapping[str, Any], name: str, key: str) -> str | None:

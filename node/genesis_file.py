@@ -1,9 +1,12 @@
 """genesis.json beside cluster.toml: the cluster file's orgs and nodes at height 0, with their public keys.
 
-Orgs carry the keys of keys/<org>.key; nodes (the genesis membership, CONTRACT §6) carry their addresses, the
-transport key of keys/node-<id>.key (or `node_pk` in the cluster file) and whether they vote. Written by `ecert
-init` and by local clusters (node/ops/localnet.py), each only if missing and never overwritten: every node of a
-chain must start from the same document, and a second `init` must not fork the chain.
+Orgs carry the keys of keys/<org>.key (or `sign_pk`/`box_pk` in the cluster file); nodes (the genesis
+membership, CONTRACT §6) carry their addresses, the transport key of keys/node-<id>.key (or `node_pk` in the
+cluster file) and whether they vote. Written by `ecert init` and by local clusters (node/ops/localnet.py), each
+only if missing and never overwritten: every node of a chain must start from the same document, and a second
+`init` must not fork the chain. Those two make every private key in one keys/ and mark it keys/LOCAL-DEMO
+(node/custody.py); a real consortium's genesis comes from the ceremony (`ecert genesis build`,
+node/client/ceremony.py), which has public keys only, all written in the cluster file.
 
 A node checks at start that the cluster file agrees with the membership in state about itself
 (`check_own_membership`): the org that runs it and its key never change, so a mismatch is a wrong file or key.
@@ -22,7 +25,8 @@ from ecert.errors import GenesisError
 from ecert.genesis import genesis_from_json
 from ecert.membership import REMOVED, NodeMember
 from node.config import Address, ClusterConfig, NodeSpec
-from node.keys import ensure_cluster_keys, node_public_key, org_public_keys
+from node.custody import local_demo_marker, write_local_demo_marker
+from node.keys import ensure_cluster_keys, node_key_path, node_public_key, org_key_path, org_public_keys
 
 
 class GenesisFileError(Exception):
@@ -34,6 +38,8 @@ class InitResult:
     keys_created: tuple[Path, ...]
     genesis_created: bool
     """False if a genesis.json was already there (or another `ecert init` wrote it first)."""
+    local_demo: Path | None = None
+    """keys/LOCAL-DEMO, which says that this keys/ holds every org's key (written if missing)."""
 
 
 def address_text(address: Address) -> str:
@@ -114,12 +120,33 @@ def check_own_membership(spec: NodeSpec, node_pk: bytes, member: NodeMember | No
     return None
 
 
+def ceremony_keys_missing(cluster: ClusterConfig) -> list[str]:
+    """The public keys the cluster file lists (`sign_pk`, `node_pk`) whose private key is not in keys/: a cluster
+    file from the genesis ceremony, whose keys live on their owners' hosts. Making keys for those here would only
+    make keys the chain does not know."""
+    out = [f"orgs {o.id} sign_pk" for o in cluster.orgs
+           if o.sign_pk is not None and not org_key_path(cluster.keys_dir, o.id).exists()]
+    return out + [f"nodes {n.id} node_pk" for n in cluster.nodes
+                  if n.node_pk is not None and not node_key_path(cluster.keys_dir, n.id).exists()]
+
+
 def init_cluster_files(cluster: ClusterConfig, genesis_time_ms: int | None = None) -> InitResult:
-    """Every missing key file, then genesis.json if missing (it reads the org keys just made). An existing
-    genesis.json is kept if it is for this chain; raises GenesisFileError if not."""
+    """The local demo's files: every missing key file, keys/LOCAL-DEMO (node/custody.py: this keys/ holds every
+    org's key, which nodes accept only on loopback addresses), then genesis.json if missing (it reads the org
+    keys just made). An existing genesis.json is kept if it is for this chain; raises GenesisFileError if not,
+    or if the cluster file lists public keys whose private keys are elsewhere (a ceremony's cluster file)."""
+    elsewhere = ceremony_keys_missing(cluster)
+    if elsewhere:
+        more = f" and {len(elsewhere) - 3} more" if len(elsewhere) > 3 else ""
+        raise GenesisFileError(
+            f"{cluster.path} lists public keys whose private keys are not in {cluster.keys_dir} "
+            f"({', '.join(elsewhere[:3])}{more}): it comes from a genesis ceremony, and each org's keys stay on its "
+            "own host. `ecert init` makes every key of a local demo; here each org runs `ecert keygen` on its host")
     created = tuple(ensure_cluster_keys(cluster))
+    write_local_demo_marker(cluster.keys_dir)
+    marker = local_demo_marker(cluster.keys_dir)
     path = cluster.genesis_path
     if path.exists():
         check_genesis_chain(cluster, path)
-        return InitResult(created, genesis_created=False)
-    return InitResult(created, write_genesis(cluster, path, genesis_time_ms))
+        return InitResult(created, genesis_created=False, local_demo=marker)
+    return InitResult(created, write_genesis(cluster, path, genesis_time_ms), local_demo=marker)

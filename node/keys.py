@@ -1,5 +1,10 @@
 """Key files beside cluster.toml: `keys/<org_id>.key` (org signing key) and `keys/node-<node_id>.key`
-(node transport key). Each holds an Ed25519 seed as 64 hex characters and a newline.
+(node transport key). Each holds an Ed25519 seed as 64 hex characters and a newline. An org key rotation
+(node/client/rotate.py) also leaves `keys/<org_id>.key.next` (the new key until the chain holds it) and
+`keys/<org_id>.key.old-<height>` (the key rotated out at that height).
+
+Which of these files may sit beside a node is node/custody.py's business: its own org's and its own only, except
+in a local demo.
 
 A key file is created only if missing (O_EXCL, mode 0600) and never overwritten: losing an org key would orphan
 its certificates. The org's X25519 box key (for sealed trade documents) is derived from its Ed25519 key with
@@ -67,6 +72,30 @@ def node_key_path(keys_dir: Path, node_id: str) -> Path:
     return Path(keys_dir) / f"node-{node_id}.key"
 
 
+def org_next_key_path(keys_dir: Path, org_id: str) -> Path:
+    """Where `ecert org rotate-key` keeps the new key until the chain holds it (node/client/rotate.py)."""
+    return Path(keys_dir) / f"{org_id}.key.next"
+
+
+def org_old_key_paths(keys_dir: Path, org_id: str) -> list[tuple[int, Path]]:
+    """The keys an org rotated out, (height of the rotation, file), oldest first (node/client/rotate.py names
+    them `ORG.key.old-<height>`)."""
+    prefix = f"{org_id}.key.old-"
+    out = []
+    for path in Path(keys_dir).glob(f"{org_id}.key.old-*"):
+        height = path.name[len(prefix):]
+        if height.isdigit():
+            out.append((int(height), path))
+    return sorted(out)
+
+
+def fingerprint(public_key: bytes | str) -> str:
+    """How messages name a public key: the first 16 hex characters of it, as genesis.json and `ecert keys show`
+    spell it in full (so a reader can find it there with a search)."""
+    text = public_key.hex() if isinstance(public_key, bytes) else public_key
+    return f"{text[:16]}..."
+
+
 def parse_seed(text: str, where: str = "key") -> bytes:
     value = text.strip()
     if len(value) != 2 * SEED_BYTES:
@@ -89,7 +118,7 @@ def load_or_create_key(path: Path) -> tuple[KeyPair, bool]:
         return load_key(path), False
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new keys/ is the owner's only
     seed = os.urandom(SEED_BYTES)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -32,9 +32,11 @@ from consensus.ready import Role
 from ecert.executor import EcertExecutor
 from ecert.genesis import genesis_from_json, genesis_hash, genesis_writes
 from ecert.membership import REMOVED, NodeMember, get_member, membership
+from ecert.state import get_org
 from ecert.tx import decode_tx, raw_tx_id
 from ledger.store import StateStore
 from node.config import ClusterConfig
+from node.custody import CustodyError, check_key_custody, check_org_key
 from node.driver import RaftDriver
 from node.forward import (
     FORWARD_BATCH_TXS_MAX,
@@ -48,9 +50,10 @@ from node.forward import (
 from node.genesis_file import GenesisFileError, check_own_membership
 from node.http.audit_log import AUDIT_LOG_NAME, AuditLog
 from node.http.auth_gate import AHEAD_HORIZON_NAME, AheadHorizon, AuthGate
-from node.keys import load_or_create_key, node_key_path, node_public_key
+from node.keys import fingerprint, node_key_path, node_public_key
 from node.proposer import Proposer
 from node.submission import answer_forwarded
+from node.tls import PeerTls
 from node.transport import PeerInfo, PeerTransport, member_peers
 
 log = logging.getLogger("node")
@@ -173,6 +176,7 @@ class Node:
         if not self.governed:
             self._warn("membership_ungoverned", f"{gpath} lists no nodes (written before membership governance): "
                        "membership is not governed on this chain; peers and voters come from the cluster file")
+            self._check_org_key()
             return
         self._bootstrap_voters = tuple(sorted(n.id for n in doc.nodes if n.voter))
         self._members = self._state_membership()
@@ -182,6 +186,18 @@ class Node:
             raise StartupError(str(exc)) from None
         if warning is not None:
             self._warn("membership_check", warning)
+        self._check_org_key()
+
+    def _check_org_key(self) -> None:
+        """keys/<org>.key, if this host keeps it, must be the org's current key in state (node/custody.py)."""
+        org = get_org(self.store.view(), self.spec.org)
+        try:
+            warning = check_org_key(self.config.keys_dir, self.spec.org, org.sign_pk if org is not None else None,
+                                    self.store.height)
+        except CustodyError as exc:
+            raise StartupError(str(exc)) from None
+        if warning is not None:
+            self._warn("org_key_check", warning)
 
     def _warn(self, event: str, message: str) -> None:
         """A start-up warning: in node.log, and on stderr (node.out) where whoever started the node looks."""
@@ -208,9 +224,13 @@ class Node:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        key, _ = load_or_create_key(node_key_path(self.config.keys_dir, self.node_id))
+        try:  # its own node key, and no other org's or node's private key beside it (node/custody.py)
+            key = check_key_custody(self.config, self.node_id)
+        except CustodyError as exc:
+            raise StartupError(str(exc)) from None
         if self.spec.node_pk is not None and bytes.fromhex(self.spec.node_pk) != key.sign_pk:
-            raise StartupError(f"keys/node-{self.node_id}.key does not match nodes.node_pk in cluster.toml")
+            raise StartupError(f"keys/node-{self.node_id}.key (node_pk {fingerprint(key.sign_pk)}) does not match "
+                               f"nodes.node_pk in cluster.toml ({fingerprint(self.spec.node_pk)})")
         if self.fault_injection:
             from node.faults import FaultRules
 
@@ -225,11 +245,15 @@ class Node:
             self.metrics = None
         self._open_state(key.sign_pk)
         peers = self._peer_infos()
+        if not self.config.peer_tls:
+            self._warn("peer_tls_off", "peer_tls = false: peer links are clear text (for measurement only; anyone on "
+                       "the path reads every block and can inject frames)")
         self.transport = PeerTransport(
-            node_id=self.node_id, chain_id=self.chain_id, key=key, listen=self.spec.raft, peers=peers,
+            node_id=self.node_id, chain_id=self.chain_id, key=key, listen=self.spec.raft_bind, peers=peers,
             on_message=self._on_peer_message, on_peer_connected=self._on_peer_connected,
             on_app_frame=self._on_app_frame,
-            on_drop=self.metrics.count_message_dropped if self.metrics is not None else None, faults=self.faults)
+            on_drop=self.metrics.count_message_dropped if self.metrics is not None else None, faults=self.faults,
+            tls=PeerTls.from_key(key, self.node_id, self.chain_id) if self.config.peer_tls else None)
         cfg = self.config
         self.driver = RaftDriver(
             node_id=self.node_id, raft_dir=self.data_dir / "raft", store=self.store, executor=self.executor,
@@ -271,9 +295,23 @@ class Node:
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=DRAIN_TIMEOUT_S,
                                     keepalive_timeout=HTTP_KEEPALIVE_S)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.spec.http.host, self.spec.http.port, reuse_address=True)
+        https = None
+        if self.spec.https_cert is not None and self.spec.https_key is not None:
+            from node.tls import TlsError, http_server_context
+
+            # The files are this host's own, so only the node can check them (node/config.py loads paths).
+            for name, path in (("https_cert", self.spec.https_cert), ("https_key", self.spec.https_key)):
+                if not path.is_file():
+                    raise StartupError(f"nodes.{name} of {self.node_id}: {path} not found")
+            try:
+                https = http_server_context(self.spec.https_cert, self.spec.https_key)
+            except TlsError as exc:
+                raise StartupError(f"nodes.https_cert / https_key of {self.node_id}: {exc}") from None
+        bind = self.spec.http_bind
+        site = web.TCPSite(self.runner, bind.host, bind.port, reuse_address=True, ssl_context=https)
         await site.start()
-        log.info("node_started", extra={"http": str(self.spec.http), "raft": str(self.spec.raft),
+        log.info("node_started", extra={"http": self.spec.http_url, "raft": str(self.spec.raft),
+                                        "http_bind": str(bind), "raft_bind": str(self.spec.raft_bind),
                                         "pid": os.getpid(), "height": self.store.height,
                                         "applied_index": self.driver.applied_index})
 

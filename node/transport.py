@@ -1,4 +1,4 @@
-"""Authenticated peer transport: persistent TCP connections carrying length-prefixed msgpack Raft frames.
+"""Authenticated peer transport: persistent TLS 1.3 connections carrying length-prefixed msgpack Raft frames.
 
 Shape (like etcd's rafthttp "streams"): each node dials every peer once and uses that connection only to *send*;
 what it receives arrives on connections the peers dialled. So a connection has one writer and one reader, and
@@ -7,20 +7,31 @@ there is no tie-breaking between two connections of the same pair.
 Frame: 4-byte big-endian length, then that many bytes of msgpack. Lengths over `frame_bytes_max` close the
 connection (a peer cannot make us allocate without limit).
 
+TLS (node/tls.py explains the shape): with `tls` set, the acceptor presents a certificate self-signed by its node
+key and the initiator refuses the connection unless that key is the pinned key of the node it dialled; TLS 1.3
+only. Everything below then runs inside TLS. A connection that does not speak TLS 1.3 is closed before a frame
+is read, and logged with the reason. `tls=None` is the clear-text transport of ecert-raft/1, kept to measure
+what TLS costs (cluster.toml `peer_tls = false`): anyone on the path reads it and can inject into it.
+
 Handshake (before any Raft message; both directions authenticated):
 
     initiator -> acceptor   hello {chain_id, from: I, to: A, nonce: Ni (32 fresh random bytes)}
     acceptor  -> initiator  hello {chain_id, from: A, to: I, nonce: Na}     (or error, then close)
-    initiator -> acceptor   auth  {sig: Sign_I(transcript("initiator", chain_id, I, A, Ni, Na))}
-    acceptor  -> initiator  auth  {sig: Sign_A(transcript("acceptor",  chain_id, A, I, Ni, Na))}
+    initiator -> acceptor   auth  {sig: Sign_I(transcript("initiator", chain_id, I, A, Ni, Na, B))}
+    acceptor  -> initiator  auth  {sig: Sign_A(transcript("acceptor",  chain_id, A, I, Ni, Na, B))}
 
-Each side checks the claimed id is a current member and verifies the signature with that id's node key. The
-peer table (id -> raft address, node key) comes from the membership in state when the chain's genesis lists
-nodes: genesis for the first members, the approved `member.propose` for later ones (`member_peers`; the node
-replaces the table with `set_peers` whenever the membership or the Raft configuration changes), so a node that
-is not in this node's cluster.toml can join. A chain whose genesis lists no nodes takes the table from
-cluster.toml, and removals from the Raft configuration (`remove_member`). A recorded transcript is useless later: the other side's nonce is fresh each time. After the
-handshake every frame's `from_id` must equal the authenticated id and `to` our own id, or the connection closes.
+B is the channel binding: SHA-256 of the acceptor's TLS certificate, the one the initiator received and the one
+the acceptor presented (RFC 5929 tls-server-end-point), empty in clear text. A man in the middle who terminates
+TLS with its own certificate has different bindings on its two sides, so the signatures it relays do not verify.
+Each side checks the claimed id is a current member and verifies the signature with that id's node key; the
+same pinned key is what the initiator compares the acceptor's certificate with. The peer table (id -> raft
+address, node key) comes from the membership in state when the chain's genesis lists nodes: genesis for the
+first members, the approved `member.propose` for later ones (`member_peers`; the node replaces the table with
+`set_peers` whenever the membership or the Raft configuration changes), so a node that is not in this node's
+cluster.toml can join. A chain whose genesis lists no nodes takes the table from cluster.toml, and removals from
+the Raft configuration (`remove_member`). A recorded transcript is useless later: the other side's nonce is fresh
+each time. After the handshake every frame's `from_id` must equal the authenticated id and `to` our own id, or
+the connection closes.
 
 Application frames: a frame whose body starts with the byte 0xC1 (which msgpack never produces, so no Raft frame
 can start with it) carries an application payload instead of a Raft message: the nodes use them to forward
@@ -40,6 +51,8 @@ import functools
 import logging
 import os
 import random
+import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -55,10 +68,12 @@ from ecert.membership import REMOVED, NodeMember
 from ledger.block import BLOCK_BYTES_MAX
 from node.config import Address, ClusterConfigError, parse_address
 from node.keys import KeyPair, verify
+from node.tls import PeerTls, TlsError, certificate_key, channel_binding, describe_ssl_error
 
 log = logging.getLogger("node.transport")
 
-PROTOCOL = "ecert-raft/1"
+PROTOCOL = "ecert-raft/2"
+"""/2: the transcript carries the TLS channel binding (peer links are TLS 1.3 unless peer_tls = false)."""
 NONCE_BYTES = 32
 HANDSHAKE_FRAME_BYTES_MAX = 4096
 HANDSHAKE_TIMEOUT_S = 3.0
@@ -75,7 +90,17 @@ FRAME_BYTES_MAX = BLOCK_BYTES_MAX + RAFT_MSG_OVERHEAD_BYTES_MAX
 """Largest frame body read from a peer: an AppendEntries carrying one block of BLOCK_BYTES_MAX (Raft sends a
 single entry over max_msg_bytes alone) with its message around it."""
 WRITE_BUFFER_BYTES_MAX = 4 << 20
+STREAM_LIMIT_BYTES = 64 << 10
+"""asyncio.StreamReader's buffer limit on accepted connections (it pauses reading above twice this)."""
+LISTEN_BACKLOG = 100
+TLS_SHUTDOWN_TIMEOUT_S = 1.0
+"""How long a closed TLS connection waits for the peer's close_notify before the socket goes (asyncio's default,
+30 s, would hold a descriptor per connection a stranger leaves hanging)."""
+ACCEPT_RETRY_S = 0.1
 _LEN = struct.Struct(">I")
+TLS_HANDSHAKE_RECORD = b"\x16\x03"
+"""First two bytes of a TLS ClientHello (record type handshake, version 3.x): a frame length no handshake
+frame has (over 369 MB)."""
 APP_FRAME_MARK = b"\xc1"
 """First byte of an application frame's body: msgpack's one never-used byte."""
 
@@ -170,9 +195,12 @@ async def read_frame(reader: asyncio.StreamReader, limit: int) -> bytes:
     return await reader.readexactly(length)
 
 
-def transcript(role: str, chain_id: str, signer: str, peer: str, nonce_i: bytes, nonce_a: bytes) -> bytes:
-    """The bytes a side signs in the handshake. `role` stops a signature being reflected to the other side."""
-    data: bytes = msgpack.packb([PROTOCOL, role, chain_id, signer, peer, nonce_i, nonce_a], use_bin_type=True)
+def transcript(role: str, chain_id: str, signer: str, peer: str, nonce_i: bytes, nonce_a: bytes,
+               binding: bytes = b"") -> bytes:
+    """The bytes a side signs in the handshake. `role` stops a signature being reflected to the other side;
+    `binding` (the acceptor certificate's tls-server-end-point, b"" in clear text) ties it to this TLS channel."""
+    data: bytes = msgpack.packb([PROTOCOL, role, chain_id, signer, peer, nonce_i, nonce_a,
+                                 "tls-server-end-point", binding], use_bin_type=True)
     return data
 
 
@@ -208,6 +236,29 @@ def _check_hello(obj: dict[str, Any], chain_id: str, to: str) -> tuple[str, byte
     return sender, nonce
 
 
+async def _listen(addr: Address) -> list[socket.socket]:
+    """Non-blocking listening sockets for `addr`, bound as asyncio.start_server binds them: every address the
+    host resolves to (a wildcard, a name with an IPv4 and an IPv6 address), SO_REUSEADDR, IPv6 sockets v6-only."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(addr.host or None, addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, sockaddr in dict.fromkeys(infos):
+            s = socket.socket(family, kind, proto)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind(sockaddr)
+            s.listen(LISTEN_BACKLOG)
+            s.setblocking(False)
+    except OSError:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
 # -- the transport ------------------------------------------------------------------------------------
 
 
@@ -240,6 +291,7 @@ class PeerTransport:
         faults: Faults | None = None,
         send_queue_max: int = SEND_QUEUE_MAX,
         frame_bytes_max: int = FRAME_BYTES_MAX,
+        tls: PeerTls | None = None,
     ) -> None:
         if encode is None or decode is None:
             from consensus.codec import decode_message, encode_message
@@ -260,10 +312,17 @@ class PeerTransport:
         self.faults = faults
         self.send_queue_max = send_queue_max
         self.frame_bytes_max = frame_bytes_max
+        self.tls = tls
+        """None: clear text (measurement only, see the module docstring)."""
+        require(tls is None or (tls.node_id == node_id and tls.chain_id == chain_id),
+                "the TLS certificate is for another node or chain")
         self.stats: dict[str, PeerStats] = {pid: PeerStats() for pid in self.peers}
         self.rejected_handshakes = 0
         self._outboxes: dict[str, _Outbox] = {}
         self._server: asyncio.AbstractServer | None = None
+        self._listeners: list[socket.socket] = []
+        """With TLS: the listening sockets, served by _accept_loop (without TLS, `_server`)."""
+        self._accept_loops: list[asyncio.Task[None]] = []
         self._inbound: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._closed = False
@@ -271,9 +330,17 @@ class PeerTransport:
     # -- lifecycle
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._accept, self.listen.host, self.listen.port, reuse_address=True,
-            limit=64 << 10)
+        if self.tls is None:
+            self._server = await asyncio.start_server(
+                self._accept, self.listen.host, self.listen.port, reuse_address=True, limit=STREAM_LIMIT_BYTES)
+        else:
+            # Our own accept loop, not start_server(ssl=...): asyncio and uvloop drop a connection whose TLS
+            # handshake fails without a word, and we want to log why (a clear-text peer, an old TLS) and count it.
+            # (StreamWriter.start_tls after a plain accept loses a ClientHello read before it, under uvloop.)
+            loop = asyncio.get_running_loop()
+            self._listeners = await _listen(self.listen)
+            self._accept_loops = [loop.create_task(self._accept_loop(s, self.tls), name=f"accept-{s.getsockname()}")
+                                  for s in self._listeners]
         for pid in self.peers:
             self._outbox(pid)
 
@@ -281,6 +348,10 @@ class PeerTransport:
         self._closed = True
         if self._server is not None:
             self._server.close()
+        for t in self._accept_loops:
+            t.cancel()
+        for s in self._listeners:
+            s.close()
         for handle in self._timers:
             handle.cancel()
         tasks = [o.task for o in self._outboxes.values() if o.task] + list(self._inbound)
@@ -323,7 +394,7 @@ class PeerTransport:
                 box.task.cancel()
         for pid in table:
             self.stats.setdefault(pid, PeerStats())
-            if not self._closed and self._server is not None:  # before start(), start() dials them
+            if not self._closed and (self._server is not None or self._listeners):  # else start() dials them
                 self._outbox(pid)
         log.info("peers_changed", extra={"peers": sorted(table), "removed": sorted(cut)})
 
@@ -404,8 +475,7 @@ class PeerTransport:
                 return
             writer: asyncio.StreamWriter | None = None
             try:
-                reader, conn = await asyncio.wait_for(
-                    asyncio.open_connection(peer.raft.host, peer.raft.port), CONNECT_TIMEOUT_S)
+                reader, conn = await asyncio.wait_for(self._connect(peer), CONNECT_TIMEOUT_S)
                 writer = conn
                 await asyncio.wait_for(self._handshake_initiator(reader, conn, peer), HANDSHAKE_TIMEOUT_S)
                 stats.connected = True
@@ -459,8 +529,49 @@ class PeerTransport:
         finally:
             eof.cancel()
 
+    async def _connect(self, peer: PeerInfo) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to `peer`; with TLS, only once the acceptor proved it holds the key pinned for it."""
+        if self.tls is None:
+            return await asyncio.open_connection(peer.raft.host, peer.raft.port)
+        try:
+            # server_hostname defaults to the host dialled: SNI for a hostname, none for an IP address.
+            reader, writer = await asyncio.open_connection(
+                peer.raft.host, peer.raft.port, ssl=self.tls.client_context,
+                ssl_handshake_timeout=CONNECT_TIMEOUT_S, ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S)
+        except ssl.SSLError as exc:
+            raise HandshakeError(describe_ssl_error(exc)) from None
+        try:
+            self._check_pin(writer, peer)
+        except HandshakeError:
+            writer.close()
+            raise
+        return reader, writer
+
+    def _check_pin(self, writer: asyncio.StreamWriter, peer: PeerInfo) -> None:
+        tls_object = writer.get_extra_info("ssl_object")
+        version = tls_object.version() if tls_object is not None else None
+        if version != "TLSv1.3":
+            raise HandshakeError(f"negotiated {version}, not TLSv1.3")
+        try:
+            key = certificate_key(tls_object.getpeercert(binary_form=True))
+        except TlsError as exc:
+            raise HandshakeError(f"{peer.id}: {exc}") from None
+        if key != peer.public_key:
+            raise HandshakeError(f"pin mismatch: {peer.raft} presented key {key.hex()[:16]}..., the membership "
+                                 f"pins {peer.public_key.hex()[:16]}... for {peer.id}")
+
+    def _binding(self, writer: asyncio.StreamWriter, acceptor: bool) -> bytes:
+        """The handshake's channel binding: the acceptor's certificate, as this side of the connection has it."""
+        if self.tls is None:
+            return b""
+        if acceptor:
+            return self.tls.binding
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return channel_binding(der)
+
     async def _handshake_initiator(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                    peer: PeerInfo) -> None:
+        binding = self._binding(writer, acceptor=False)
         nonce_i = os.urandom(NONCE_BYTES)
         writer.write(encode_frame(_pack({"t": "hello", "v": PROTOCOL, "chain_id": self.chain_id,
                                          "from": self.node_id, "to": peer.id, "nonce": nonce_i})))
@@ -468,14 +579,73 @@ class PeerTransport:
         sender, nonce_a = _check_hello(hello, self.chain_id, self.node_id)
         if sender != peer.id:
             raise HandshakeError(f"dialled {peer.id} but {sender!r} answered")
-        sig = self.key.sign(transcript("initiator", self.chain_id, self.node_id, peer.id, nonce_i, nonce_a))
+        sig = self.key.sign(transcript("initiator", self.chain_id, self.node_id, peer.id, nonce_i, nonce_a,
+                                       binding))
         writer.write(encode_frame(_pack({"t": "auth", "sig": sig})))
         auth = _unpack_handshake(await read_frame(reader, HANDSHAKE_FRAME_BYTES_MAX), "auth")
-        expected = transcript("acceptor", self.chain_id, peer.id, self.node_id, nonce_i, nonce_a)
+        expected = transcript("acceptor", self.chain_id, peer.id, self.node_id, nonce_i, nonce_a, binding)
         if not isinstance(auth.get("sig"), bytes) or not verify(peer.public_key, expected, auth["sig"]):
             raise HandshakeError(f"bad signature from {peer.id}")
 
     # -- receiving
+
+    async def _accept_loop(self, listener: socket.socket, tls: PeerTls) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # EMFILE and the like: the listener stays, the next accept may succeed
+                log.warning("accept_failed", extra={"reason": str(exc)})
+                await asyncio.sleep(ACCEPT_RETRY_S)
+                continue
+            if self._closed:
+                conn.close()
+                return
+            self._inbound.add(loop.create_task(self._accept_tls(conn, tls), name="accept-tls"))
+
+    async def _accept_tls(self, conn: socket.socket, tls: PeerTls) -> None:
+        """TLS 1.3 on an accepted socket, then the handshake of _accept; a failed TLS handshake is logged with
+        its cause and counted as a refused handshake (there is no channel to send an error frame on)."""
+        task = asyncio.current_task()
+        if task is None or self._closed:
+            conn.close()
+            if task is not None:
+                self._inbound.discard(task)
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            remote = str(conn.getpeername())
+        except OSError:
+            remote = "?"
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT_BYTES, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        refused: str | None = None
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, conn, ssl=tls.server_context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S)
+        except ssl.SSLError as exc:
+            refused = describe_ssl_error(exc)
+        except (OSError, TimeoutError) as exc:
+            refused = f"TLS handshake did not complete: {exc or type(exc).__name__}"
+        except asyncio.CancelledError:
+            refused = "closing"
+        if refused is not None:
+            conn.close()
+            self._inbound.discard(task)
+            if refused != "closing":
+                self.rejected_handshakes += 1
+                log.warning("handshake_refused", extra={"remote": remote, "reason": refused})
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        version = writer.get_extra_info("ssl_object").version()
+        if version != "TLSv1.3":  # the context allows nothing else: a second lock on the same door
+            self.rejected_handshakes += 1
+            log.warning("handshake_refused", extra={"remote": remote, "reason": f"negotiated {version}"})
+            writer.close()
+            self._inbound.discard(task)
+            return
+        await self._accept(reader, writer)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -508,12 +678,17 @@ class PeerTransport:
             pass
         except TransportError as exc:
             log.warning("peer_protocol_error", extra={"peer": peer_id, "reason": str(exc)})
+        except asyncio.CancelledError:
+            # close() cancels us. Ending normally: asyncio 3.11's done-callback for a connection handler calls
+            # task.exception(), which raises on a cancelled task and logs an ERROR per connection at shutdown.
+            pass
         finally:
             self._inbound.discard(task)
             writer.close()
 
     async def _handshake_acceptor(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
-        hello = _unpack_handshake(await read_frame(reader, HANDSHAKE_FRAME_BYTES_MAX), "hello")
+        binding = self._binding(writer, acceptor=True)
+        hello = _unpack_handshake(await self._read_first_frame(reader), "hello")
         sender, nonce_i = _check_hello(hello, self.chain_id, self.node_id)
         if sender in self.removed:
             raise HandshakeError(f"node {sender!r} was removed from the cluster")
@@ -523,14 +698,24 @@ class PeerTransport:
         writer.write(encode_frame(_pack({"t": "hello", "v": PROTOCOL, "chain_id": self.chain_id,
                                          "from": self.node_id, "to": sender, "nonce": nonce_a})))
         auth = _unpack_handshake(await read_frame(reader, HANDSHAKE_FRAME_BYTES_MAX), "auth")
-        expected = transcript("initiator", self.chain_id, sender, self.node_id, nonce_i, nonce_a)
+        expected = transcript("initiator", self.chain_id, sender, self.node_id, nonce_i, nonce_a, binding)
         if not isinstance(auth.get("sig"), bytes) or not verify(self.peers[sender].public_key, expected,
                                                                  auth["sig"]):
             raise HandshakeError(f"bad signature for {sender!r}")
-        sig = self.key.sign(transcript("acceptor", self.chain_id, self.node_id, sender, nonce_i, nonce_a))
+        sig = self.key.sign(transcript("acceptor", self.chain_id, self.node_id, sender, nonce_i, nonce_a, binding))
         writer.write(encode_frame(_pack({"t": "auth", "sig": sig})))
         await writer.drain()
         return sender
+
+    async def _read_first_frame(self, reader: asyncio.StreamReader) -> bytes:
+        header = await reader.readexactly(_LEN.size)
+        if self.tls is None and header[:2] == TLS_HANDSHAKE_RECORD:
+            raise HandshakeError("a TLS ClientHello on a clear-text listener: this node runs peer_tls = false, "
+                                 "the peer does not")
+        (length,) = _LEN.unpack(header)
+        if length > HANDSHAKE_FRAME_BYTES_MAX:
+            raise FrameTooLargeError(f"frame of {length} bytes over the limit of {HANDSHAKE_FRAME_BYTES_MAX}")
+        return await reader.readexactly(length)
 
     async def _receive_loop(self, peer_id: str, reader: asyncio.StreamReader) -> None:
         stats = self.stats[peer_id]

@@ -1,6 +1,8 @@
 """`./scripts/bench`: signed E-certificate transfers on our cluster, side by side with etcd puts, same client.
 
 Ends with one JSON line: {"tps", "p50_ms", "p99_ms", "etcd_tps", "etcd_p50_ms", "etcd_p99_ms", "ratio", ...}.
+`--peer-tls both` runs our cluster twice in the same run, peer links over TLS 1.3 and in clear text, and adds
+{"peer_tls_off": {"tps", "p50_ms", "p99_ms"}, "tls_ratio"} (tps with TLS / tps without).
 
 Other modes:
   --mode raw       unsigned no-op entries through our Raft vs PySyncObj's replicated counter (3 processes each);
@@ -55,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=str, default="64",
                    help="clients in flight; a comma list sweeps, e.g. 1,16,64,256 (default 64)")
     p.add_argument("--skip-etcd", action="store_true", help="measure only ecert-chain")
+    p.add_argument("--peer-tls", choices=("on", "off", "both"), default="on",
+                   help="signed mode: our peer links over TLS 1.3 (on, the default, what nodes run), in clear text "
+                        "(off: cluster.toml peer_tls = false, measurement only), or both in one run, TLS first")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
     p.add_argument("--mode", choices=("signed", "raw", "failover", "soak"), default="signed",
                    help="signed (default): E-cert txs vs etcd; raw: consensus alone vs PySyncObj; "
@@ -150,9 +155,11 @@ async def bench_etcd(root: Path, nodes: int, levels: list[int], duration: float)
     return results, version
 
 
-async def bench_ecert(root: Path, nodes: int, levels: list[int], duration: float) -> tuple[dict[int, LoadResult], dict[str, Any]]:
-    (root / "ecert").mkdir()
-    config_path = ecert_side.write_cluster_file(root / "ecert", nodes)
+async def bench_ecert(root: Path, nodes: int, levels: list[int], duration: float, peer_tls: bool = True,
+                      ) -> tuple[dict[int, LoadResult], dict[str, Any]]:
+    where = root / ("ecert" if peer_tls else "ecert-clear")
+    where.mkdir()
+    config_path = ecert_side.write_cluster_file(where, nodes, peer_tls=peer_tls)
     cluster = ecert_side.EcertCluster(config_path)
     results: dict[int, LoadResult] = {}
     resources: dict[str, Any] = {}
@@ -178,8 +185,9 @@ async def bench_ecert(root: Path, nodes: int, levels: list[int], duration: float
     return results, resources
 
 
-def render(levels: list[int], ours: dict[int, LoadResult], theirs: dict[int, LoadResult]) -> Table:
-    table = Table(title="signed E-cert transfers (ecert-chain) vs puts (etcd), same client")
+def render(levels: list[int], ours: dict[int, LoadResult], theirs: dict[int, LoadResult],
+           title: str = "peer links over TLS 1.3") -> Table:
+    table = Table(title=f"signed E-cert transfers (ecert-chain) vs puts (etcd), same client; {title}")
     for col in ("concurrency", "ecert tps", "p50 ms", "p99 ms", "etcd tps", "p50 ms", "p99 ms", "ratio"):
         table.add_column(col, justify="right")
     for c in levels:
@@ -198,17 +206,29 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         version = "skipped"
         if not args.skip_etcd:
             theirs, version = await bench_etcd(root, args.nodes, args.concurrency_levels, args.duration)
-        ours, resources = await bench_ecert(root, args.nodes, args.concurrency_levels, args.duration)
+        ours, resources = await bench_ecert(root, args.nodes, args.concurrency_levels, args.duration,
+                                            peer_tls=args.peer_tls != "off")
+        clear: dict[int, LoadResult] = {}
+        if args.peer_tls == "both":
+            clear, _ = await bench_ecert(root, args.nodes, args.concurrency_levels, args.duration, peer_tls=False)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     console.print(render(args.concurrency_levels, ours, theirs))
-    for result in [*ours.values(), *theirs.values()]:
+    if clear:
+        console.print(render(args.concurrency_levels, clear, theirs, title="peer links in clear text (peer_tls = false)"))
+    for result in [*ours.values(), *clear.values(), *theirs.values()]:
         if result.failed:
             console.print(f"[yellow]{result.name}: {result.failed} requests failed[/] "
                           f"{dict(result.failures.most_common(5))}")
     head = args.concurrency_levels[-1]
     a, b = ours[head], theirs.get(head)
+    tls_part: dict[str, Any] = {"peer_tls": args.peer_tls}
+    if clear:
+        off = clear[head]
+        tls_part |= {"peer_tls_off": {"tps": round(off.tps, 1), "p50_ms": round(off.percentile_ms(50), 2),
+                                      "p99_ms": round(off.percentile_ms(99), 2)},
+                     "tls_ratio": round(a.tps / off.tps, 3) if off.tps else None}
     return {
         "tps": round(a.tps, 1), "p50_ms": round(a.percentile_ms(50), 2), "p99_ms": round(a.percentile_ms(99), 2),
         "etcd_tps": round(b.tps, 1) if b else None,
@@ -219,7 +239,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "sweep": [{"concurrency": c, "ecert": ours[c].summary(),
                    "etcd": theirs[c].summary() if c in theirs else None} for c in args.concurrency_levels],
         "resources": resources, "etcd_version": version, "python": platform.python_version(),
-        "failed": a.failed,
+        "failed": a.failed, **tls_part,
     }
 
 

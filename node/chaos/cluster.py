@@ -6,11 +6,14 @@ PR_SET_PDEATHSIG, so even a chaos runner killed with SIGKILL takes its nodes wit
 
 By default nodes listen on 127.0.0.1; with a `NetnsNetwork` (real-network mode, node/chaos/netns.py: selected
 by `./scripts/chaos --netns`, i.e. `Options.netns`) each node gets its own network namespace and
-address, the network is built by `write_files()` and torn down by `close()`.
+address, the network is built by `write_files()` and torn down by `close()`. The multi-host run
+(node/chaos/multihost.py) is a subclass: one directory per host (`node_config`, `node_home`), keys from the
+genesis ceremony, the same network machinery.
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,8 +69,17 @@ class ChaosCluster:
             return f"http://{self.network.address(node_id)}:{HTTP_PORT}"
         return self.node(node_id).url
 
+    def node_home(self, node_id: str) -> Path:
+        """The directory a node runs in (its cluster file's): one for the whole cluster on loopback; in
+        real-network mode hosts/<id>/, with only that node's two keys (a node on a non-loopback address refuses
+        to start beside other orgs' keys: node/custody.py). The runner keeps every org's key in keys/."""
+        return self.base_dir / "hosts" / node_id if self.network is not None else self.base_dir
+
+    def node_config(self, node_id: str) -> Path:
+        return self.node_home(node_id) / "cluster.toml" if self.network is not None else self.config_path
+
     def data_dir(self, node_id: str) -> Path:
-        return self.base_dir / self.node(node_id).data_dir
+        return self.node_home(node_id) / self.node(node_id).data_dir
 
     def write_files(self) -> None:
         """cluster.toml, keys/ and genesis.json, with the project's own tools (as `ecert init` does). In
@@ -82,6 +94,14 @@ class ChaosCluster:
                                     {"tick_ms": self.tick_ms, **SETTINGS},
                                     comment=f"Written by the chaos runner (node/chaos/cluster.py) for {run}.")
         localnet.init_cluster(self.config_path)
+        if self.network is not None:
+            for n in self.nodes:
+                home = self.node_home(n.id)
+                (home / "keys").mkdir(parents=True, exist_ok=True)
+                for name in ("cluster.toml", "genesis.json"):
+                    shutil.copy2(self.base_dir / name, home / name)
+                for name in (f"{n.org}.key", f"node-{n.id}.key"):
+                    shutil.copy2(self.base_dir / "keys" / name, home / "keys" / name)
 
     def org_key(self, org_id: str) -> KeyPair:
         return load_org_key(self.base_dir / "keys", org_id)
@@ -101,12 +121,13 @@ class ChaosCluster:
         if self.network is not None:
             data_dir = self.data_dir(node_id)
             data_dir.mkdir(parents=True, exist_ok=True)
-            argv = [sys.executable, "-m", "node", "--config", str(self.config_path), "--id", node_id, *extra]
-            proc = self.network.start_node(argv, node_id, data_dir / localnet.OUT_FILE, self.base_dir,
+            argv = [sys.executable, "-m", "node", "--config", str(self.node_config(node_id)), "--id", node_id,
+                    *extra]
+            proc = self.network.start_node(argv, node_id, data_dir / localnet.OUT_FILE, self.node_home(node_id),
                                            localnet.die_with_parent)
         else:
-            proc = localnet.start_node(self.config_path, node_id, self.data_dir(node_id), cwd=self.base_dir,
-                                       extra_args=extra)
+            proc = localnet.start_node(self.node_config(node_id), node_id, self.data_dir(node_id),
+                                       cwd=self.node_home(node_id), extra_args=extra)
         self.procs[node_id] = proc
         self.paused.discard(node_id)
         self.expected_down.discard(node_id)

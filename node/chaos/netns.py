@@ -18,9 +18,16 @@ get delay and loss from the in-process fault layer instead, said so in the fault
 ``POST /admin/faults`` answers loopback clients only, so the rules that stay in-process (slow disk, clock skew,
 the netem fallback) are posted from inside the node's namespace, from 127.0.0.1.
 
-Everything is torn down by `NetnsNetwork.down()` (processes, namespaces, veths, bridge), also on failure;
-`cleanup_stale()` removes what crashed runs left: ``ecert-*`` namespaces and links whose owner file under
-/run/ecert-chaos names a dead process (or is missing), and the processes still inside those namespaces.
+Two modes build on this one machinery: ``./scripts/chaos --netns`` (node/chaos/cluster.py: one namespace per
+node of a chaos cluster) and ``./scripts/multihost`` (node/chaos/multihost.py: one namespace per organisation, a
+"host" with its own directory and keys). The multi-host run also captures the bridge: `Capture` runs ``tcpdump
+-i <bridge>`` in the host namespace (the bridge is promiscuous while it captures, so frames it forwards from one
+namespace's veth to another's are seen too, not only those addressed to the bridge itself).
+
+Everything is torn down by `NetnsNetwork.down()` (processes, captures, namespaces, veths, bridge), also on
+failure; `cleanup_stale()` removes what crashed runs left: ``ecert-*`` namespaces and links whose owner file under
+/run/ecert-chaos names a dead process (or is missing), the processes still inside those namespaces, and the
+helper processes (tcpdump) the run started in the host namespace, listed in /run/ecert-chaos/R.helpers.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from typing import Any
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 TC = shutil.which("tc") or "/usr/sbin/tc"
+TCPDUMP_PATHS = ("/usr/bin/tcpdump", "/usr/sbin/tcpdump")
 PREFIX = "ecert-"
 STATE_DIR = Path("/run/ecert-chaos")
 SUBNET = "10.77.{run}.0/24"
@@ -71,15 +79,19 @@ def run_cmd(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[
     return proc
 
 
-def require_netns() -> None:
-    """Refuse clearly when this process cannot build namespaces."""
+def require_netns(who: str = "--netns") -> None:
+    """Refuse clearly when this process cannot build namespaces (`who`: the mode asking, for the message)."""
     if os.geteuid() != 0:
-        raise NetnsError("--netns needs root (network namespaces, veth, bridge and tc need CAP_NET_ADMIN)")
+        raise NetnsError(f"{who} needs root (network namespaces, veth, bridge and tc need CAP_NET_ADMIN)")
     if not Path(IP).exists() or not Path(TC).exists():
-        raise NetnsError(f"--netns needs iproute2: {IP} and {TC}")
+        raise NetnsError(f"{who} needs iproute2: {IP} and {TC}")
     proc = run_cmd([IP, "netns", "list"], check=False)
     if proc.returncode != 0:
         raise NetnsError(f"`ip netns` is unavailable: {proc.stderr.strip()}")
+
+
+def tcpdump_path() -> str | None:
+    return shutil.which("tcpdump") or next((p for p in TCPDUMP_PATHS if Path(p).exists()), None)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -127,7 +139,39 @@ def _kill_namespace(ns: str) -> None:
     run_cmd([IP, "netns", "delete", ns], check=False)
 
 
+def _helpers_file(run: int) -> Path:
+    return STATE_DIR / f"{run}.helpers"
+
+
+def _register_helper(run: int, pid: int) -> None:
+    """Remember a process the run started in the host namespace (no namespace holds it): teardown kills it."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with _helpers_file(run).open("a") as f:
+        f.write(f"{pid}\n")
+
+
+def _kill_helpers(run: int) -> None:
+    """SIGKILL the run's helpers still alive, and only if they are still ours: a pid is reused once reaped, so
+    the process must still name the run's bridge on its command line."""
+    try:
+        pids = [int(p) for p in _helpers_file(run).read_text().split() if p.isdigit()]
+    except OSError:
+        return
+    tag = f"{PREFIX}{run}-br".encode()
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if tag in cmdline.split(b"\0") and _pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        _helpers_file(run).unlink()
+
+
 def remove_run(run: int) -> None:
+    _kill_helpers(run)
     tag = f"{PREFIX}{run}-"
     for ns in list_namespaces():
         if ns.startswith(tag):
@@ -144,6 +188,7 @@ def cleanup_stale() -> list[int]:
     runs = {r for r in (_run_of(n) for n in list_namespaces() + list_links()) if r is not None}
     with contextlib.suppress(OSError):
         runs |= {int(p.stem) for p in STATE_DIR.glob("*.pid") if p.stem.isdigit()}
+        runs |= {int(p.stem) for p in STATE_DIR.glob("*.helpers") if p.stem.isdigit()}
     stale = sorted(r for r in runs if not _owner_alive(r))
     for r in stale:
         remove_run(r)
@@ -159,10 +204,13 @@ def netem_supported(ns: str) -> bool:
 
 
 class NetnsNetwork:
-    """The namespaces, veths and bridge of one run, and the kernel-level network faults on them."""
+    """The namespaces, veths and bridge of one run, and the kernel-level network faults on them. `ids` name the
+    namespaces: the nodes of a chaos cluster, or the organisations' hosts of a multi-host run (there each host
+    runs the node of the same id). `who` names the mode in refusals ("--netns", "./scripts/multihost")."""
 
-    def __init__(self, ids: list[str]) -> None:
+    def __init__(self, ids: list[str], who: str = "--netns") -> None:
         self.ids = list(ids)
+        self.who = who
         self.run: int | None = None
         self.netem = False
         self._rules_on: set[str] = set()  # nodes whose eth0 carries a fault qdisc
@@ -193,7 +241,7 @@ class NetnsNetwork:
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     def up(self) -> None:
-        require_netns()
+        require_netns(self.who)
         cleanup_stale()
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         # The bridge name is the lock: `ip link add` fails if another live run took this id first.
@@ -233,7 +281,8 @@ class NetnsNetwork:
             run_cmd([IP, "-n", ns, "link", "set", "lo", "up"])
 
     def down(self) -> None:
-        """Kill whatever runs in our namespaces, delete them, their veths and the bridge. Idempotent."""
+        """Kill the run's helpers (captures) and whatever runs in our namespaces, delete them, their veths and the
+        bridge. Idempotent."""
         if self.run is not None:
             remove_run(self.run)
 
@@ -248,7 +297,7 @@ class NetnsNetwork:
 
     def start_node(self, argv: list[str], node_id: str, out_path: Path, cwd: Path,
                    preexec_fn: Any) -> subprocess.Popen[bytes]:
-        """Start `argv` inside the node's namespace (`ip netns exec` execs it: the pid is the node's)."""
+        """Start `argv` inside the node's (host's) namespace (`ip netns exec` execs it: the pid is the node's)."""
         full = self.command(node_id, argv)
         with out_path.open("ab") as out:
             out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting: {' '.join(full)}\n".encode())
@@ -256,6 +305,16 @@ class NetnsNetwork:
             return subprocess.Popen(full, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
                                     preexec_fn=preexec_fn)
+
+    def run_in(self, name: str, argv: list[str], cwd: Path | None = None,
+               timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run a short command inside one namespace and wait for it (a host's own tool, e.g. `ecert keygen`)."""
+        return subprocess.run(self.command(name, argv), cwd=cwd, capture_output=True, text=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)
+
+    def capture(self, path: Path, bpf_filter: str, preexec_fn: Any = None) -> Capture:
+        """Start a packet capture of the bridge into `path` (pcap); `Capture.stop()` ends it, `down()` too."""
+        return Capture.start(self, path, bpf_filter, preexec_fn)
 
     def post_admin(self, node_id: str, rule: dict[str, Any]) -> bool:
         """POST /admin/faults to one node from 127.0.0.1 inside its namespace."""
@@ -329,3 +388,60 @@ class NetnsNetwork:
         return {"run": self.run, "subnet": SUBNET.format(run=self.run), "bridge": self.bridge,
                 "namespaces": {n: self.namespace(n) for n in self.ids}, "netem": self.netem}
 
+
+
+class Capture:
+    """``tcpdump -i <bridge> -w FILE FILTER`` in the host namespace, registered as a helper of the run (so
+    `down()` and a later `cleanup_stale()` kill it if `stop()` never ran). -U writes each packet as it comes,
+    so what was captured is on disk even if tcpdump is killed; -s 0 keeps whole packets."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], path: Path, log_path: Path) -> None:
+        self.proc = proc
+        self.path = path
+        self.log_path = log_path
+        self.stats: dict[str, int] = {}
+
+    @classmethod
+    def start(cls, net: NetnsNetwork, path: Path, bpf_filter: str, preexec_fn: Any = None) -> Capture:
+        tcpdump = tcpdump_path()
+        if tcpdump is None:
+            raise NetnsError("no tcpdump (Debian: apt-get install tcpdump)")
+        run = net._need_run()
+        log_path = path.with_suffix(".log")
+        argv = [tcpdump, "-i", net.bridge, "-n", "-U", "-s", "0", "-w", str(path), bpf_filter]
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, preexec_fn=preexec_fn)
+        _register_helper(run, proc.pid)
+        cap = cls(proc, path, log_path)
+        # tcpdump says "listening on" once the socket is bound: packets before that would be missed.
+        deadline = time.monotonic() + CMD_TIMEOUT_S
+        while b"listening on" not in cap._log():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                cap.stop()
+                raise NetnsError(f"tcpdump did not start: {cap._log().decode(errors='replace').strip()}")
+            time.sleep(0.05)
+        return cap
+
+    def _log(self) -> bytes:
+        try:
+            return self.log_path.read_bytes()
+        except OSError:
+            return b""
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM (tcpdump flushes and prints its counts), SIGKILL at the deadline. Idempotent. Returns the
+        counts tcpdump printed: captured, received by filter, dropped by kernel."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+            try:
+                self.proc.wait(CMD_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(CMD_TIMEOUT_S)
+        for line in self._log().decode(errors="replace").splitlines():
+            words = line.split()
+            if len(words) >= 3 and words[0].isdigit() and words[1] == "packets":
+                self.stats[" ".join(words[2:])] = int(words[0])
+        return self.stats

@@ -60,6 +60,8 @@ class Options:
     netns: bool = False
     """Real-network mode: each node in its own network namespace (node/chaos/netns.py; root only)."""
     progress: Callable[[dict[str, Any]], None] | None = None
+    cluster_factory: Callable[[Path], ChaosCluster] | None = None
+    """Builds the run's cluster in the given directory instead of a ChaosCluster (node/chaos/multihost.py)."""
 
 
 @dataclass(slots=True)
@@ -325,7 +327,8 @@ class Run:
         opts = self.opts
         workdir = Path(opts.workdir) if opts.workdir else Path(tempfile.mkdtemp(prefix=f"chaos-{opts.seed}-"))
         report_dir = Path(opts.report_dir) if opts.report_dir else workdir / "report"
-        self.cluster = cluster = ChaosCluster(workdir / "cluster", opts.nodes, netns=opts.netns)
+        self.cluster = cluster = (opts.cluster_factory(workdir / "cluster") if opts.cluster_factory is not None
+                                  else ChaosCluster(workdir / "cluster", opts.nodes, netns=opts.netns))
         self.history.nodes = cluster.ids
         steps = schedule(opts.seed, opts.duration, opts.kinds)
         try:

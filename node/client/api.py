@@ -13,6 +13,10 @@ the chaos workload and the benchmarks. (Not named http.py: run as a script, it w
   asks the node once (`GET /v1/status`, public, unsigned) and keeps the answer. Without a signer a request goes
   anonymous. Tx submissions are never signed: the envelope is its own signature, and a header per tx would cost
   an Ed25519 signature and a nonce-cache slot at the node for nothing.
+- HTTPS (`HttpsTrust`): an https:// node is verified, certificate and host name, against its `https_ca` from the
+  cluster file plus any CA file the user gives (--cacert, $ECERT_CACERT), else against the system store. There is
+  no switch to turn verification off. The request signature covers method, path and body, not the scheme, so
+  signing is the same over HTTP and HTTPS.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import ssl
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,7 +38,7 @@ from yarl import URL
 
 from ecert.tx import decode_envelope, envelope_to_json, make_tx, tx_id_of
 from node import request_auth
-from node.config import ClusterConfig
+from node.config import ClusterConfig, NodeSpec
 from node.keys import KeyFileError, KeyPair, load_or_create_key, org_key_path
 
 JSON = "application/json"
@@ -149,6 +155,81 @@ def load_signer(cluster: ClusterConfig, org_id: str, *, create: bool = False,
     return Signer(org_id=org_id, key=key, chain_id=cluster.chain_id, nonces=nonces)
 
 
+# --- HTTPS ---------------------------------------------------------------------------------------------------------
+
+
+CACERT_ENV = "ECERT_CACERT"
+"""A PEM file of CA certificates the CLI trusts for every node's HTTPS listener (as --cacert does)."""
+
+
+class HttpsTrustError(ValueError):
+    """A CA file to verify nodes with is missing or is not PEM certificates; the message names it."""
+
+
+def _verifying_context(cafiles: Sequence[tuple[str, Path]]) -> ssl.SSLContext:
+    """A client context that checks the certificate chain and the host name (ssl's defaults, kept): against
+    exactly `cafiles` (pinned: the system store is then not consulted), or the system store if there are none.
+    `cafiles`: (what names the file in an error, path)."""
+    if not cafiles:
+        return ssl.create_default_context()
+    ctx: ssl.SSLContext | None = None
+    for what, path in cafiles:
+        try:
+            if ctx is None:
+                ctx = ssl.create_default_context(cafile=str(path))
+            else:
+                ctx.load_verify_locations(cafile=str(path))
+        except FileNotFoundError:
+            raise HttpsTrustError(f"{what}: CA file {path} not found") from None
+        except (ssl.SSLError, OSError) as exc:
+            raise HttpsTrustError(f"{what}: {path} is not a PEM file of CA certificates ({exc})") from None
+    assert ctx is not None
+    return ctx
+
+
+class HttpsTrust:
+    """What a client accepts from each node's HTTPS listener (module docstring). Contexts are built once per
+    base URL; an http:// URL gets none."""
+
+    __slots__ = ("_contexts", "cafile", "node_cas")
+
+    def __init__(self, cafile: str | Path | None = None, node_cas: Mapping[str, Path] | None = None) -> None:
+        self.cafile = Path(cafile) if cafile else None
+        """Trusted for every node (--cacert / $ECERT_CACERT)."""
+        self.node_cas: dict[str, Path] = {base.rstrip("/"): ca for base, ca in (node_cas or {}).items()}
+        """Base URL -> that node's https_ca (the cluster file)."""
+        self._contexts: dict[str, ssl.SSLContext] = {}
+        if self.cafile is not None:  # a wrong --cacert is a usage error now, not a failed request later
+            _verifying_context([("--cacert", self.cafile)])
+
+    @classmethod
+    def of_cluster(cls, cluster: ClusterConfig | None, cafile: str | Path | None = None) -> HttpsTrust:
+        nodes: Sequence[NodeSpec] = cluster.nodes if cluster is not None else ()
+        return cls(cafile, {n.http_url: n.https_ca for n in nodes if n.https_ca is not None})
+
+    def context(self, base: str) -> ssl.SSLContext | None:
+        """The verifying context for `base` (https://...), None for http://. Raises HttpsTrustError."""
+        base = base.rstrip("/")
+        if not base.lower().startswith("https://"):
+            return None
+        ctx = self._contexts.get(base)
+        if ctx is None:
+            cafiles = [(f"https_ca of {base}", ca) for ca in (self.node_cas.get(base),) if ca is not None]
+            cafiles += [("--cacert", self.cafile)] if self.cafile is not None else []
+            ctx = self._contexts[base] = _verifying_context(cafiles)
+        return ctx
+
+
+def tls_failure(base: str, exc: BaseException) -> str | None:
+    """A clear line for a refused certificate (the usual cause: a self-signed one nobody said to trust), else
+    None."""
+    cause = getattr(exc, "reason", exc)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return (f"{base}: TLS certificate verify failed ({cause.verify_message}): trust its CA with https_ca for "
+                f"this node in the cluster file, or --cacert FILE / ${CACERT_ENV}")
+    return None
+
+
 # --- requests ------------------------------------------------------------------------------------------------------
 
 
@@ -182,13 +263,16 @@ def node_id_in(status: int, doc: Any) -> str:
 class _Requests:
     """What both transports share: who signs, which node is at which URL, and how a request's headers are made."""
 
-    __slots__ = ("node_ids", "signer")
+    __slots__ = ("node_ids", "signer", "trust")
 
-    def __init__(self, signer: Signer | None = None, node_ids: Mapping[str, str] | None = None) -> None:
+    def __init__(self, signer: Signer | None = None, node_ids: Mapping[str, str] | None = None,
+                 trust: HttpsTrust | None = None) -> None:
         self.signer = signer
         """The org every request (except a tx submission) is signed for; None: anonymous."""
         self.node_ids: dict[str, str] = {base.rstrip("/"): node_id for base, node_id in (node_ids or {}).items()}
         """Base URL -> node id: given (the cluster file), or learned from the node's own /v1/status."""
+        self.trust = trust if trust is not None else HttpsTrust()
+        """How https:// nodes are verified (default: the system store)."""
 
     def _must_learn(self, base: str, signed: bool) -> bool:
         return signed and self.signer is not None and base.rstrip("/") not in self.node_ids
@@ -216,28 +300,30 @@ class Client(_Requests):
     __slots__ = ("timeout_s", "urls")
 
     def __init__(self, urls: Sequence[str], timeout_s: float = request_timeout_s_default,
-                 signer: Signer | None = None, node_ids: Mapping[str, str] | None = None) -> None:
+                 signer: Signer | None = None, node_ids: Mapping[str, str] | None = None,
+                 trust: HttpsTrust | None = None) -> None:
         if not urls:
             raise Unreachable("no node URL: give --node URL or a cluster file with [[nodes]]")
-        super().__init__(signer, node_ids)
+        super().__init__(signer, node_ids, trust)
         self.urls = [u.rstrip("/") for u in urls]
         self.timeout_s = timeout_s
 
     def speaking_for(self, signer: Signer | None) -> Client:
         """The same nodes (and what is known of them), requests signed for another org (None: anonymous)."""
-        other = Client(self.urls, self.timeout_s, signer)
+        other = Client(self.urls, self.timeout_s, signer, trust=self.trust)
         other.node_ids = self.node_ids  # shared: a node id learned by one is known to both
         return other
 
-    def _send(self, req: urllib.request.Request) -> tuple[int, bytes]:
+    def _send(self, base: str, req: urllib.request.Request) -> tuple[int, bytes]:
+        context = self.trust.context(base)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout_s, context=context) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
 
     def _learn_node_id(self, base: str) -> None:
-        status, raw = self._send(urllib.request.Request(base + "/v1/status", headers={"Accept": JSON}))
+        status, raw = self._send(base, urllib.request.Request(base + "/v1/status", headers={"Accept": JSON}))
         self.node_ids[base] = node_id_in(status, decode_answer(raw))
 
     def node_id_at(self, base: str) -> str:
@@ -259,9 +345,12 @@ class Client(_Requests):
                     self._learn_node_id(base)
                 req = urllib.request.Request(base + path, data=body, method=method,
                                              headers=self._headers(base, method, path, body, content_type, signed))
-                status, raw = self._send(req)
+                status, raw = self._send(base, req)
             except (OSError, urllib.error.URLError) as e:
-                failures.append(f"{base}: {getattr(e, 'reason', e)}")
+                failures.append(tls_failure(base, e) or f"{base}: {getattr(e, 'reason', e)}")
+                continue
+            except HttpsTrustError as e:  # a CA file of the cluster file is missing: say so, try the next node
+                failures.append(f"{base}: {e}")
                 continue
             except ValueError as e:  # the node's status had no node id (not JSON, or not one of ours)
                 failures.append(f"{base}: {e}")
@@ -328,10 +417,12 @@ class AsyncClient(_Requests):
         headers = self._headers(base, method, path, body, content_type, signed)
         # encoded=True: the path goes out byte for byte as given, which is what the signature covers.
         url = URL(base + path, encoded=True)
+        context = self.trust.context(base)
+        tls: ssl.SSLContext | bool = context if context is not None else True  # True: aiohttp's verifying default
         if timeout_s is None:
-            answer = session.request(method, url, data=body, headers=headers)
+            answer = session.request(method, url, data=body, headers=headers, ssl=tls)
         else:
-            answer = session.request(method, url, data=body, headers=headers,
+            answer = session.request(method, url, data=body, headers=headers, ssl=tls,
                                      timeout=aiohttp.ClientTimeout(total=timeout_s))
         async with answer as resp:
             return resp.status, decode_answer(await resp.read())

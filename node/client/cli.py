@@ -1,6 +1,8 @@
 """`ecert`: the command line of an ecert-chain consortium member.
 
-    ecert init                                   keys/ and genesis.json beside cluster.toml, if missing
+    ecert init                                   the local demo: every key in keys/ and genesis.json, if missing
+    ecert keygen --org ORG --node ID --dir DIR   a real host: this org's keys only, and its public file
+    ecert genesis add-org|build|hash             the genesis ceremony, from public files (node/client/ceremony.py)
     ecert keys show [ORG]                        the public keys of the orgs
     ecert org register|approve|freeze|unfreeze   \
     ecert credit grant                            |
@@ -55,10 +57,14 @@ from rich.tree import Tree
 
 from ecert.privacy import DocumentError, open_document_with_seed, seal_document
 from ecert.tx import envelope_to_json
+from node.client import ceremony
 from node.client.api import (
+    CACERT_ENV,
     JSON,
     ApiError,
     Client,
+    HttpsTrust,
+    HttpsTrustError,
     Signer,
     Unreachable,
     api_error,
@@ -219,6 +225,17 @@ class Ctx:
     _client: Client | None = None
     _speaker: Speaker | None = None
     _signer: Signer | None = None
+    _trust: HttpsTrust | None = None
+
+    @property
+    def trust(self) -> HttpsTrust:
+        """How https:// nodes are verified: their https_ca in the cluster file, plus --cacert / $ECERT_CACERT."""
+        if self._trust is None:
+            try:
+                self._trust = HttpsTrust.of_cluster(self.cluster_if_any(), getattr(self.args, "cacert", None))
+            except HttpsTrustError as e:
+                raise CliError(str(e)) from None
+        return self._trust
 
     @property
     def cluster(self) -> ClusterConfig:
@@ -272,7 +289,7 @@ class Ctx:
             cluster = self.cluster_if_any() if self.args.node else self.cluster
             signer = self.signer() if self.speaker.org is not None else None
             self._client = Client(self.urls, self.args.timeout, signer,
-                                  node_ids_of(cluster) if cluster is not None else None)
+                                  node_ids_of(cluster) if cluster is not None else None, self.trust)
         return self._client
 
     @property
@@ -311,7 +328,8 @@ def cmd_init(ctx: Ctx) -> int:
     genesis_path = cluster.genesis_path
     summary = {"command": "init", "config": str(cluster.path), "keys_created": created,
                "keys_dir": str(cluster.keys_dir), "genesis": str(genesis_path),
-               "genesis_created": result.genesis_created}
+               "genesis_created": result.genesis_created,
+               "local_demo": str(result.local_demo) if result.local_demo else None}
     if ctx.json:
         emit_json(summary)
         return EXIT_OK
@@ -320,6 +338,10 @@ def cmd_init(ctx: Ctx) -> int:
     for p in created:
         out.print(f"  + {p}")
     out.print(f"genesis {genesis_path}: {'created' if result.genesis_created else 'kept (never overwritten)'}")
+    out.print(f"[yellow]local demo[/yellow]: this made every organisation's private key, all in "
+              f"{cluster.keys_dir} (marked {result.local_demo}); nodes accept that only on loopback addresses. A "
+              "real consortium never does this: each organisation runs `ecert keygen` on its own host and genesis "
+              "comes from `ecert genesis build` (docs/DEPLOY.md).", soft_wrap=True)
     return EXIT_OK
 
 
@@ -632,7 +654,7 @@ def cmd_status(ctx: Ctx) -> int:
     rows = []
     for node_id, url in targets:
         try:
-            doc = Client([url], timeout_s=2.0).get("/v1/status")
+            doc = Client([url], timeout_s=2.0, trust=ctx.trust).get("/v1/status")
         except (Unreachable, ApiError) as e:
             doc = {"node_id": node_id, "error": str(e)}
         doc.setdefault("http", url)
@@ -934,6 +956,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cluster file (default: $ECERT_CONFIG or cluster.toml)")
         p.add_argument("--node", default=default(os.environ.get("ECERT_NODE")),
                        help="node URL, e.g. http://127.0.0.1:8702 (default: $ECERT_NODE, else the cluster's nodes)")
+        p.add_argument("--cacert", metavar="FILE", default=default(os.environ.get(CACERT_ENV) or None),
+                       help="PEM file of CA certificates to verify https:// nodes with, besides each node's "
+                            "https_ca in the cluster file (default: $ECERT_CACERT; neither: the system store)")
         p.add_argument("--as", dest="as_org", metavar="ORG", default=default(os.environ.get("ECERT_ORG")),
                        help="the org this command speaks for: signs its transactions and its reads with "
                             "keys/ORG.key (default: $ECERT_ORG; else the only org key in keys/; else, for a "
@@ -980,7 +1005,46 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         return p.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
 
-    cmd(sub, "init", cmd_init, "create missing keys (keys/) and genesis.json beside the cluster file")
+    cmd(sub, "init", cmd_init, "the local demo: create every missing key (keys/, marked keys/LOCAL-DEMO) and "
+        "genesis.json beside the cluster file (a real consortium: keygen on each host, then genesis build)")
+    # Not the common options: its --node names the node to make a key for (no node runs yet to talk to).
+    keygen_help = ("on an organisation's own host: its org key and its node key in DIR/keys/ (0600, never "
+                   "overwritten) and DIR/ORG.public.json (public keys and proofs of possession only) for the genesis "
+                   "ceremony")
+    p = sub.add_parser("keygen", help=keygen_help, description=keygen_help)
+    p.set_defaults(func=ceremony.cmd_keygen)
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON")
+    p.add_argument("--org", required=True, help="the organisation's id")
+    p.add_argument("--node", dest="node_id", required=True, metavar="NODE_ID", help="the id of its node")
+    p.add_argument("--dir", required=True, help="the host directory (the cluster file goes there later)")
+    p.add_argument("--name", default=None, help="the organisation's name (default: its id)")
+    p.add_argument("--role", default=ceremony.ROLE_DEFAULT, choices=list(ceremony.ROLE_CHOICES),
+                   help=f"default {ceremony.ROLE_DEFAULT}; the regulator's node is always a learner")
+    p.add_argument("--raft", default=None, metavar="HOST:PORT",
+                   help=f"the Raft address peers dial (default: this host's name, port {ceremony.RAFT_PORT_DEFAULT})")
+    p.add_argument("--http", default=None, metavar="HOST:PORT",
+                   help=f"the API address clients dial (default: this host's name, port {ceremony.HTTP_PORT_DEFAULT})")
+    p.add_argument("--learner", action="store_true", help="the node starts as a learner (genesis voter = false)")
+    p.add_argument("--https-host", action="append", default=[], metavar="HOST",
+                   help="also write a self-signed HTTPS certificate and key for the client API in DIR/tls/, for "
+                        "this host name or address (repeat for several)")
+    gen = group("genesis", "the genesis ceremony: public files in, genesis.json and cluster.toml out")
+    p = cmd(gen, "add-org", ceremony.cmd_genesis_add_org,
+            "check public files from `ecert keygen` (schema, addresses, proofs of possession, no clash) and add "
+            "them to DIR/ceremony.json")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--ceremony", required=True, metavar="DIR", help="the ceremony's directory")
+    p = cmd(gen, "build", ceremony.cmd_genesis_build,
+            "write OUT/genesis.json and OUT/cluster.toml from the ceremony's public files (never over existing "
+            "files) and print the genesis hash and the cluster hash")
+    p.add_argument("--ceremony", required=True, metavar="DIR")
+    p.add_argument("--chain-id", required=True, metavar="ID")
+    p.add_argument("--genesis-time", type=parse_time_ms, default=None, metavar="TIME",
+                   help="ms since the epoch (or an ISO date); default now. Give it to rebuild the same bytes")
+    p.add_argument("--out", required=True, metavar="DIR")
+    cmd(gen, "hash", ceremony.cmd_genesis_hash,
+        "print the genesis hash and the cluster hash of --config and the genesis.json beside it, for each "
+        "organisation to compare (fails if the two files disagree)")
     keys = group("keys", "org keys")
     cmd(keys, "show", cmd_keys_show, "show the orgs' public keys").add_argument("org", nargs="?", metavar="ORG")
 

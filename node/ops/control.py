@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 import urllib.error
@@ -214,10 +215,20 @@ def kill_node_pid(cluster: ClusterConfig, node: NodeSpec, pid: int) -> None:
 # --- the node's HTTP API -------------------------------------------------------------------------------------------
 
 
+def https_context(node: NodeSpec) -> ssl.SSLContext | None:
+    """For an HTTPS node: verify it with its https_ca (else the system store), as the clients do
+    (node/client/api.py HttpsTrust; ops may not import the clients)."""
+    if node.https_cert is None:
+        return None
+    return ssl.create_default_context(cafile=str(node.https_ca) if node.https_ca is not None else None)
+
+
 def fetch_status(node: NodeSpec, timeout_s: float = status_timeout_s) -> dict[str, Any] | None:
-    """GET /v1/status, or None if the node does not answer (down, paused, still starting)."""
+    """GET /v1/status, or None if the node does not answer (down, paused, still starting; an HTTPS node whose
+    certificate its https_ca does not verify)."""
     try:
-        with urllib.request.urlopen(f"{node.http_url}/v1/status", timeout=timeout_s) as resp:
+        with urllib.request.urlopen(f"{node.http_url}/v1/status", timeout=timeout_s,
+                                    context=https_context(node)) as resp:
             doc = json.loads(resp.read())
     except (OSError, ValueError):
         return None

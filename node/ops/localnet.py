@@ -1,10 +1,14 @@
-"""Throw-away local clusters on 127.0.0.1, for tests, chaos runs and benchmarks.
+"""Throw-away local clusters on 127.0.0.1 (or [::1]), for tests, chaos runs and benchmarks.
 
     nodes = local_nodes([("boc", "boc"), ("geely", "geely"), ("tier1", "tier1")])   # each on two free ports
     path = write_cluster_file(root, "ecert-test", consortium_orgs(5), nodes, {"tick_ms": 50})
     config = init_cluster(path)               # keys/ and genesis.json, as `ecert init` writes them
     proc = start_node(path, "boc", config.node("boc").data_dir, cwd=root)
     stop_process(proc, 5.0)
+
+Loopback is this launcher's assumption, not the node's (node/config.py takes any address): `local_nodes(...,
+host=IPV6_LOOPBACK)` builds the cluster on [::1] where the machine has it (`has_ipv6_loopback`), and a LocalNode
+may bind another address than it advertises (`listen_host`, e.g. "0.0.0.0") and serve HTTPS (`https_cert`).
 
 A node started here runs in its own session (signals to the caller's group do not reach it), appends its
 stdout/stderr to <data_dir>/node.out, and by default gets PR_SET_PDEATHSIG: if the process that started it dies,
@@ -30,6 +34,7 @@ from node.config import ClusterConfig, load_config
 from node.genesis_file import init_cluster_files
 
 LOOPBACK = "127.0.0.1"
+IPV6_LOOPBACK = "::1"
 PR_SET_PDEATHSIG = 1
 OUT_FILE = "node.out"
 REAP_TIMEOUT_S = 10.0
@@ -38,14 +43,31 @@ Org = tuple[str, str, str]
 """(org id, name, role), as in an [[orgs]] table."""
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports the kernel hands out now on 127.0.0.1 (held open together so they differ; closed
+def has_ipv6_loopback() -> bool:
+    """Whether a socket can bind [::1] here (containers and some CI hosts run without IPv6)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind((IPV6_LOOPBACK, 0))
+    except OSError:
+        return False
+    return True
+
+
+def host_port(host: str, port: int) -> str:
+    """"HOST:PORT" as cluster.toml writes it: an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """`count` distinct ports the kernel hands out now on `host` (held open together so they differ; closed
     before returning, so another process could take one first: good enough for loopback tests)."""
     socks: list[socket.socket] = []
     try:
         for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((LOOPBACK, 0))
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
@@ -76,23 +98,31 @@ class LocalNode:
     raft_port: int
     voter: bool = True
     host: str = LOOPBACK
-    """The address both ports listen on (a network namespace's own address in the chaos real-network mode)."""
+    """The address both ports are advertised on, and listen on unless `listen_host` is set (a network
+    namespace's own address in the chaos real-network mode). An IPv6 address without brackets."""
+    listen_host: str | None = None
+    """What both ports bind instead (raft_listen / http_listen), e.g. "0.0.0.0" or "::"."""
+    https_cert: str | None = None
+    """HTTPS for the client API: PEM paths relative to the cluster file (https_cert, https_key, https_ca)."""
+    https_key: str | None = None
+    https_ca: str | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        return f"{'https' if self.https_cert else 'http'}://{host_port(self.host, self.http_port)}"
 
     @property
     def data_dir(self) -> str:
         return f"data/{self.id}"
 
 
-def local_nodes(members: Sequence[tuple[str, str]], voters: int | None = None) -> list[LocalNode]:
-    """One node per (node id, org id), each on two fresh ports; those after the first `voters` are learners
-    (voter = false: genesis lists them as learners and the leader adds them to Raft as such; the regulator's
-    node, ("pbc", "pbc"), goes there)."""
-    ports = free_ports(2 * len(members))
-    return [LocalNode(node_id, org, ports[2 * i], ports[2 * i + 1], voters is None or i < voters)
+def local_nodes(members: Sequence[tuple[str, str]], voters: int | None = None,
+                host: str = LOOPBACK) -> list[LocalNode]:
+    """One node per (node id, org id), each on two fresh ports of `host` (LOOPBACK, or IPV6_LOOPBACK where
+    `has_ipv6_loopback()`); those after the first `voters` are learners (voter = false: genesis lists them as
+    learners and the leader adds them to Raft as such; the regulator's node, ("pbc", "pbc"), goes there)."""
+    ports = free_ports(2 * len(members), host)
+    return [LocalNode(node_id, org, ports[2 * i], ports[2 * i + 1], voters is None or i < voters, host)
             for i, (node_id, org) in enumerate(members)]
 
 
@@ -115,19 +145,32 @@ def cluster_toml(chain_id: str, orgs: Sequence[Org], nodes: Sequence[LocalNode],
                   f"role = {_toml_value(role)}"]
     for n in nodes:
         lines += ["", "[[nodes]]", f"id = {_toml_value(n.id)}", f"org = {_toml_value(n.org)}",
-                  f'http = "{n.host}:{n.http_port}"', f'raft = "{n.host}:{n.raft_port}"',
+                  f"http = {_toml_value(host_port(n.host, n.http_port))}",
+                  f"raft = {_toml_value(host_port(n.host, n.raft_port))}",
                   f"data_dir = {_toml_value(n.data_dir)}"]
+        if n.listen_host is not None:
+            lines += [f"http_listen = {_toml_value(host_port(n.listen_host, n.http_port))}",
+                      f"raft_listen = {_toml_value(host_port(n.listen_host, n.raft_port))}"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in
+                  (("https_cert", n.https_cert), ("https_key", n.https_key), ("https_ca", n.https_ca))
+                  if value is not None]
         if not n.voter:
             lines.append("voter = false")
     return "\n".join(lines) + "\n"
 
 
 def write_cluster_file(root: Path, chain_id: str, orgs: Sequence[Org], nodes: Sequence[LocalNode],
-                       settings: Mapping[str, object] | None = None, comment: str | None = None) -> Path:
-    """<root>/cluster.toml (root created if missing); returns its path."""
+                       settings: Mapping[str, object] | None = None, comment: str | None = None,
+                       peer_tls: bool = True) -> Path:
+    """<root>/cluster.toml (root created if missing); returns its path. `peer_tls = False` writes
+    `[cluster] peer_tls = false` (clear-text peer links, for measuring what TLS costs); True leaves the key out
+    (the default, TLS 1.3) unless `settings` names it."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / "cluster.toml"
-    path.write_text(cluster_toml(chain_id, orgs, nodes, settings, comment), encoding="utf-8")
+    merged = dict(settings or {})
+    if not peer_tls:
+        merged["peer_tls"] = False
+    path.write_text(cluster_toml(chain_id, orgs, nodes, merged, comment), encoding="utf-8")
     return path
 
 

@@ -114,10 +114,17 @@ def test_wiped_follower_catches_up_through_a_snapshot(cluster_factory: Any) -> N
 
 async def _forge(host: str, port: int, claimed: str, to: str, key: Any, chain_id: str = CHAIN_ID,
                  replay: list[bytes] | None = None) -> tuple[list[bytes], bool]:
-    """Run the initiator side of the handshake; returns (frames we sent, whether the peer accepted)."""
+    """Run the initiator side of the handshake inside TLS 1.3, bound to the certificate the node presented;
+    returns (frames we sent, whether the peer accepted)."""
+    import hashlib
+    import ssl
+
     from node.transport import HANDSHAKE_FRAME_BYTES_MAX, PROTOCOL, encode_frame, read_frame, transcript
 
-    reader, writer = await asyncio.open_connection(host, port)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection(host, port, ssl=tls)
+    binding = hashlib.sha256(writer.get_extra_info("ssl_object").getpeercert(binary_form=True)).digest()
     sent: list[bytes] = []
     try:
         if replay is None:
@@ -132,7 +139,7 @@ async def _forge(host: str, port: int, claimed: str, to: str, key: Any, chain_id
         if answer.get("t") != "hello":
             return sent, False
         if replay is None:
-            sig = key.sign(transcript("initiator", chain_id, claimed, to, nonce, answer["nonce"]))
+            sig = key.sign(transcript("initiator", chain_id, claimed, to, nonce, answer["nonce"], binding))
             auth = encode_frame(msgpack.packb({"t": "auth", "sig": sig}))
         else:
             auth = replay[1]

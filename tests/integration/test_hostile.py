@@ -7,9 +7,9 @@ keeps every HTTP status any node answered and each node's descriptor count befor
    while the cluster keeps serving and committing; once the clients leave every slot is freed, and a body that
    stops arriving is answered 408 after node.http.body.BODY_IDLE_S instead of holding its handler for good;
 2. garbage on the HTTP port (what aiohttp's parser refuses);
-3. garbage on the raft port: random bytes, oversized length prefixes, truncated frames, fake handshakes (an
-   unknown id, a member's id with a forged signature, no signature at all): each closed within the handshake
-   timeout, never authenticated;
+3. garbage on the raft port, inside TLS 1.3 and in clear text: random bytes, oversized length prefixes, truncated
+   frames, fake handshakes (an unknown id, a member's id with a forged signature, no signature at all): each
+   closed within the handshake timeout, never authenticated;
 4. 200,000-deep JSON and msgpack bodies, huge bodies (413), wrong methods (405 + Allow), bad signatures and
    replayed nonces (401), a replay raced against itself;
 5. double spends of one certificate submitted at the three nodes at once: exactly one commits, the others are
@@ -31,6 +31,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -347,11 +348,19 @@ class RaftProbe:
     frames: list[Any]
 
 
+def _tls_client() -> ssl.SSLContext:
+    """What anyone can do: complete TLS 1.3 with a node (it asks no client certificate), verifying nothing."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
 async def raft_probe(addr: tuple[str, int], first: bytes, answer: Callable[[dict[str, Any]], bytes] | None = None,
-                     wait_s: float = HANDSHAKE_TIMEOUT_S + 5) -> RaftProbe:
-    """Connect to a raft port, send `first`, answer the node's hello with `answer(hello)`, read the node's frames
-    until it closes the connection (or `wait_s`)."""
-    reader, writer = await asyncio.open_connection(*addr)
+                     wait_s: float = HANDSHAKE_TIMEOUT_S + 5, tls: bool = True) -> RaftProbe:
+    """Connect to a raft port (over TLS unless `tls` is False), send `first`, answer the node's hello with
+    `answer(hello)`, read the node's frames until it closes the connection (or `wait_s`)."""
+    reader, writer = await asyncio.open_connection(*addr, ssl=_tls_client() if tls else None)
     started = time.monotonic()
     frames: list[Any] = []
     closed = False
@@ -362,7 +371,7 @@ async def raft_probe(addr: tuple[str, int], first: bytes, answer: Callable[[dict
                 try:
                     (length,) = struct.unpack(">I", await reader.readexactly(4))
                     body = await reader.readexactly(length)
-                except (asyncio.IncompleteReadError, ConnectionResetError):
+                except (asyncio.IncompleteReadError, ConnectionResetError, ssl.SSLError):
                     closed = True
                     break
                 frame = msgpack.unpackb(body, raw=False)
@@ -421,8 +430,12 @@ def test_garbage_on_the_raft_port_never_gets_a_connection(watch: Watch) -> None:
             addr = raft_addr(c, node_id)
             for name, first, answer in raft_garbage(c, node_id):
                 jobs.append((node_id, name, raft_probe(addr, first, answer)))
+            # In clear text the node's TLS listener answers nothing: closed at once, or at the TLS timeout.
+            for name, first in (("clear text: random bytes", os.urandom(600)),
+                                ("clear text: a member's hello", _hello(**{"from": node_id, "to": node_id}))):
+                jobs.append((node_id, name, raft_probe(addr, first, tls=False)))
             for i in range(RAFT_FLOOD):
-                jobs.append((node_id, f"flood {i}", raft_probe(addr, b"\x00\x00")))
+                jobs.append((node_id, f"clear text: flood {i}", raft_probe(addr, b"\x00\x00", tls=False)))
         probes = await asyncio.gather(*(job for _, _, job in jobs))
         return [(node_id, name, probe) for (node_id, name, _), probe in zip(jobs, probes, strict=True)]
 
@@ -432,7 +445,10 @@ def test_garbage_on_the_raft_port_never_gets_a_connection(watch: Watch) -> None:
         assert probe.seconds <= HANDSHAKE_TIMEOUT_S + 3, f"{where}: closed only after {probe.seconds:.1f} s"
         kinds = [f.get("t") if isinstance(f, dict) else f for f in probe.frames]
         assert "auth" not in kinds, f"{where}: the node authenticated itself to a stranger: {kinds}"
-        assert set(kinds) <= {"hello", "error"} and kinds[-1:] == ["error"], f"{where}: {probe.frames}"
+        if name.startswith("clear text"):
+            assert kinds == [], f"{where}: a TLS listener answered clear text: {probe.frames}"
+        else:
+            assert set(kinds) <= {"hello", "error"} and kinds[-1:] == ["error"], f"{where}: {probe.frames}"
     # The real peer links were never disturbed: a leader all agree on, every outbound link up.
     c.wait_leader()
     for node_id in c.nodes:

@@ -72,7 +72,8 @@ def test_init_creates_keys_and_genesis_once(cluster_dir: Path, capsys: pytest.Ca
     first = json.loads(out)
     assert first["genesis_created"] is True
     assert len(first["keys_created"]) == 12  # 6 org keys + 6 node keys
-    keys = {p.name: p.read_text() for p in (cluster_dir / "keys").iterdir()}
+    assert "local demo" in (cluster_dir / "keys" / "LOCAL-DEMO").read_text()  # every key here: node/custody.py
+    keys = {p.name: p.read_text() for p in (cluster_dir / "keys").iterdir() if p.name != "LOCAL-DEMO"}
     assert set(keys) == {f"{o}.key" for o in ("boc", "geely", "tier1", "tier2", "tier3", "pbc")} | {
         f"node-{o}.key" for o in ("boc", "geely", "tier1", "tier2", "tier3", "pbc")}
     for name, text in keys.items():
@@ -93,7 +94,7 @@ def test_init_creates_keys_and_genesis_once(cluster_dir: Path, capsys: pytest.Ca
     assert code == 0
     second = json.loads(out)
     assert second["keys_created"] == [] and second["genesis_created"] is False
-    assert {p.name: p.read_text() for p in (cluster_dir / "keys").iterdir()} == keys
+    assert {p.name: p.read_text() for p in (cluster_dir / "keys").iterdir() if p.name != "LOCAL-DEMO"} == keys
     assert (cluster_dir / "genesis.json").read_text() == genesis_text
 
 

@@ -1,8 +1,12 @@
-"""The peer transport in one process: framing, authenticated handshake, identity checks, bounds, faults."""
+"""The peer transport in one process: framing, authenticated handshake, identity checks, bounds, faults.
+
+The connection-level tests run twice: over TLS 1.3 (what nodes run) and in clear text (peer_tls = false);
+tests/node/test_tls.py has what only TLS does."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import socket
 
@@ -13,6 +17,7 @@ from consensus.codec import encode_message
 from consensus.messages import Entry, Message, MessageType
 from node.config import Address
 from node.keys import KeyPair
+from node.tls import PeerTls
 from node.transport import (
     HANDSHAKE_FRAME_BYTES_MAX,
     PROTOCOL,
@@ -25,6 +30,7 @@ from node.transport import (
 )
 
 CHAIN = "ecert-test"
+BOTH = pytest.mark.parametrize("tls", [True, False], ids=["tls", "clear"])
 
 
 def free_port() -> int:
@@ -57,13 +63,15 @@ async def test_frames_round_trip_and_limits() -> None:
 class Net:
     """n transports on free ports, each recording what it delivers."""
 
-    def __init__(self, ids: list[str], **kw: object) -> None:
+    def __init__(self, ids: list[str], tls: bool = True, **kw: object) -> None:
         self.keys = {i: KeyPair(os.urandom(32)) for i in ids}
+        self.tls = {i: PeerTls.from_key(self.keys[i], i, CHAIN) if tls else None for i in ids}
         self.addrs = {i: Address("127.0.0.1", free_port()) for i in ids}
         self.got: dict[str, list[Message]] = {i: [] for i in ids}
         peers = [PeerInfo(i, self.addrs[i], self.keys[i].sign_pk) for i in ids]
         self.t = {i: PeerTransport(node_id=i, chain_id=CHAIN, key=self.keys[i], listen=self.addrs[i], peers=peers,
-                                   on_message=self.got[i].append, **kw)  # type: ignore[arg-type]
+                                   on_message=self.got[i].append, tls=self.tls[i],
+                                   **kw)  # type: ignore[arg-type]
                   for i in ids}
 
     async def __aenter__(self) -> Net:
@@ -87,8 +95,9 @@ def hb(src: str, dst: str, term: int = 1) -> Message:
     return Message(MessageType.HEARTBEAT, src, dst, term, commit=0)
 
 
-async def test_messages_flow_both_ways_after_handshake() -> None:
-    async with Net(["a", "b", "c"]) as net:
+@BOTH
+async def test_messages_flow_both_ways_after_handshake(tls: bool) -> None:
+    async with Net(["a", "b", "c"], tls) as net:
         app = Message(MessageType.APPEND, "a", "b", 3, log_term=2, index=7,
                       entries=(Entry(3, 8, data=b"block"),), commit=6)
         net.t["a"].send(app)
@@ -100,13 +109,17 @@ async def test_messages_flow_both_ways_after_handshake() -> None:
         assert net.t["a"].stats["b"].sent == 1 and net.t["b"].stats["a"].received == 1
 
 
-async def test_unknown_bad_key_and_replay_are_refused() -> None:
-    async with Net(["a", "b"]) as net:
+@BOTH
+async def test_unknown_bad_key_and_replay_are_refused(tls: bool) -> None:
+    async with Net(["a", "b"], tls) as net:
         b = net.addrs["b"]
+        b_tls = net.tls["b"]
+        client = b_tls.client_context if b_tls is not None else None
+        binding = hashlib.sha256(b_tls.cert_der).digest() if b_tls is not None else b""
 
         async def attempt(claimed: str, key: KeyPair | None, replay: list[bytes] | None = None,
                           chain: str = CHAIN) -> tuple[list[bytes], bool]:
-            reader, writer = await asyncio.open_connection(b.host, b.port)
+            reader, writer = await asyncio.open_connection(b.host, b.port, ssl=client)
             sent = []
             try:
                 nonce = os.urandom(32)
@@ -121,7 +134,7 @@ async def test_unknown_bad_key_and_replay_are_refused() -> None:
                     auth = replay[1]
                 else:
                     assert key is not None
-                    sig = key.sign(transcript("initiator", chain, claimed, "b", nonce, ans["nonce"]))
+                    sig = key.sign(transcript("initiator", chain, claimed, "b", nonce, ans["nonce"], binding))
                     auth = encode_frame(msgpack.packb({"t": "auth", "sig": sig}))
                 writer.write(auth)
                 sent.append(auth)
@@ -152,8 +165,9 @@ async def test_unknown_bad_key_and_replay_are_refused() -> None:
         assert all(m.term != 9 for m in net.got["b"])
 
 
-async def test_removed_member_is_refused_and_not_sent_to() -> None:
-    async with Net(["a", "b"]) as net:
+@BOTH
+async def test_removed_member_is_refused_and_not_sent_to(tls: bool) -> None:
+    async with Net(["a", "b"], tls) as net:
         net.t["b"].remove_member("a")
         net.t["a"].send(hb("a", "b"))
         await asyncio.sleep(0.3)
@@ -196,8 +210,9 @@ class DropTo:
         return False, 0
 
 
-async def test_fault_hook_drops_and_delays() -> None:
-    async with Net(["a", "b", "c"], faults=DropTo("c")) as net:
+@BOTH
+async def test_fault_hook_drops_and_delays(tls: bool) -> None:
+    async with Net(["a", "b", "c"], tls, faults=DropTo("c")) as net:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         net.t["a"].send(hb("a", "b"))
@@ -208,7 +223,8 @@ async def test_fault_hook_drops_and_delays() -> None:
         assert net.got["c"] == []
 
 
-async def test_application_frames_share_the_connection_and_a_failing_handler_keeps_it() -> None:
+@BOTH
+async def test_application_frames_share_the_connection_and_a_failing_handler_keeps_it(tls: bool) -> None:
     apps: dict[str, list[tuple[str, bytes]]] = {"a": [], "b": []}
 
     def on_app(node: str):  # type: ignore[no-untyped-def]
@@ -218,7 +234,7 @@ async def test_application_frames_share_the_connection_and_a_failing_handler_kee
                 raise ValueError("a handler bug must not take the connection down")
         return handle
 
-    async with Net(["a", "b"]) as net:
+    async with Net(["a", "b"], tls) as net:
         for node in ("a", "b"):
             net.t[node].on_app_frame = on_app(node)
         net.t["a"].send_app("b", b"boom")
@@ -232,12 +248,13 @@ async def test_application_frames_share_the_connection_and_a_failing_handler_kee
         assert net.got["b"][0].type == MessageType.HEARTBEAT
 
 
-async def test_a_peer_that_dials_us_ends_our_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+@BOTH
+async def test_a_peer_that_dials_us_ends_our_backoff(monkeypatch: pytest.MonkeyPatch, tls: bool) -> None:
     """A restarted peer must not wait out our reconnect backoff for our messages (votes included)."""
     import node.transport as transport
 
     monkeypatch.setattr(transport, "BACKOFF_MIN_S", 2.0)  # every failed dial then waits 1-3 s
-    net = Net(["a", "b"])
+    net = Net(["a", "b"], tls)
     await net.t["a"].start()  # b is down: a's dial fails and backs off
     try:
         net.t["a"].send(hb("a", "b"))
