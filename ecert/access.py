@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consensus.invariant import require
-from ecert import queries
+from ecert import disputes, financing, queries
 from ecert import state as s
 from ecert.errors import TxRejected
 from ecert.tx import Tx, decode_envelope, decode_payload
@@ -64,7 +64,8 @@ def reader_of(view: StateView, org_id: str) -> Reader | None:
 # --- tx facts: what a stored outcome needs beside it ---------------------------------------------------------------
 Subject = tuple[str, ...]
 """What a committed tx acted on: ("cert", id) | ("doc", id) | ("credit", bank, core) | ("org", id) |
-("consortium",) for membership governance, whose state every member may know."""
+("consortium",) for membership governance, whose state every member may know | ("dispute", id) |
+("complaint", id)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +102,32 @@ def _credit_line(tx: Tx, result: Mapping[str, Any]) -> Subject:
     return ("credit", tx.signer, tx.body.core)
 
 
+def _body_root(tx: Tx, result: Mapping[str, Any]) -> Subject:
+    return ("cert", tx.body.root_id)
+
+
+def _finance_limit(tx: Tx, result: Mapping[str, Any]) -> Subject:
+    return ("credit", tx.signer, tx.body.org)  # the bank's line to that org: the two of them and the regulator
+
+
 def _consortium(tx: Tx, result: Mapping[str, Any]) -> Subject:
     return ("consortium",)
+
+
+def _opened_dispute(tx: Tx, result: Mapping[str, Any]) -> Subject:
+    return ("dispute", result["dispute_id"])
+
+
+def _body_dispute(tx: Tx, result: Mapping[str, Any]) -> Subject:
+    return ("dispute", tx.body.dispute_id)
+
+
+def _filed_complaint(tx: Tx, result: Mapping[str, Any]) -> Subject:
+    return ("complaint", result["complaint_id"])
+
+
+def _body_complaint(tx: Tx, result: Mapping[str, Any]) -> Subject:
+    return ("complaint", tx.body.complaint_id)
 
 
 SUBJECTS: Mapping[str, Callable[[Tx, Mapping[str, Any]], Subject]] = {
@@ -123,8 +148,25 @@ SUBJECTS: Mapping[str, Callable[[Tx, Mapping[str, Any]], Subject]] = {
     "finance.approve": _body_cert,
     "finance.decline": _body_cert,
     "ecert.settle": _body_cert,
+    # payment, default, recourse (ecert/settlement.py, ecert/financing.py): the certificate; a recourse claim's
+    # bank and seller both held it, so both read it (the claim itself: `can_read_claim`).
+    "ecert.pay": _body_cert,
+    "ecert.settle_root": _body_root,
+    "ecert.default": _body_cert,
+    "ecert.revoke": _body_cert,
+    "recourse.repay": _body_cert,
+    "recourse.write_off": _body_cert,
+    "finance.limit": _finance_limit,
     "member.propose": _consortium,
     "member.approve": _consortium,
+    # A dispute is its parties' (and its resolver's), not everyone's who may read the certificate or document.
+    "dispute.open": _opened_dispute,
+    "dispute.respond": _body_dispute,
+    "dispute.resolve": _body_dispute,
+    "complaint.file": _filed_complaint,
+    "complaint.respond": _body_complaint,
+    "complaint.escalate": _body_complaint,
+    "complaint.close": _body_complaint,
 }
 """Per tx kind, what a committed tx of that kind acted on. A kind missing here is read by its signer and the
 regulator only (tests/ecert/test_access.py insists that every kind is listed, so a new kind is a decision)."""
@@ -202,6 +244,18 @@ def _cert_party_path(view: StateView | None, reader: Reader, cert: s.Cert) -> bo
     return _above_any(view, cert, path, frozenset(s.party_cert_ids(view, org_id, root_id)))
 
 
+def _dispute_party(view: StateView | None, reader: Reader, dispute: disputes.Dispute) -> bool:
+    return reader.org_id in (dispute.opener, dispute.respondent, dispute.resolver)
+
+
+def _complaint_party(view: StateView | None, reader: Reader, complaint: disputes.Complaint) -> bool:
+    return reader.org_id in (complaint.complainant, complaint.respondent)
+
+
+def _claim_party(view: StateView | None, reader: Reader, claim: financing.RecourseClaim) -> bool:
+    return reader.org_id in (claim.bank, claim.seller)
+
+
 def _tx_signer(view: StateView | None, reader: Reader, facts: TxFacts) -> bool:
     return facts.signer is not None and reader.org_id == facts.signer
 
@@ -218,6 +272,10 @@ def _tx_subject(view: StateView | None, reader: Reader, facts: TxFacts) -> bool:
         return can_read_doc(view, reader, ids[0])
     if kind == "credit":
         return can_read_credit(reader, ids[0], ids[1])
+    if kind == "dispute":
+        return can_read_dispute(view, reader, ids[0])
+    if kind == "complaint":
+        return can_read_complaint(view, reader, ids[0])
     require(kind in ("org", "consortium"), f"unknown tx subject {kind!r}")
     return True  # org profiles and membership are open to every member
 
@@ -232,6 +290,9 @@ RELATIONS: Mapping[str, Callable[[StateView | None, Reader, Any], bool]] = {
     "cert_debtor": _cert_debtor,
     "cert_issue_bank": _cert_issue_bank,
     "cert_party_path": _cert_party_path,
+    "dispute_party": _dispute_party,
+    "complaint_party": _complaint_party,
+    "claim_party": _claim_party,
     "tx_signer": _tx_signer,
     "tx_subject": _tx_subject,
 }
@@ -246,9 +307,20 @@ GRANTS: Mapping[str, tuple[str, ...]] = {
     "doc": ("regulator", "doc_party", "doc_sealed_bank"),
     "cert": (*LINEAGE_WIDE, "cert_party_path"),
     "tx_outcome": ("regulator", "tx_signer", "tx_subject"),
+    "dispute": ("regulator", "dispute_party"),
+    "complaint": ("regulator", "complaint_party"),
+    # payment and financing (ecert/settlement.py, ecert/financing.py)
+    "claim": ("regulator", "claim_party"),
+    "owed": ("regulator", "same_org"),
+    "exposure": ("regulator", "credit_party"),
+    "root_payments": LINEAGE_WIDE,
 }
 """CONTRACT §6's matrix, one row per resource (`/v1/orgs/{id}`, `/v1/orgs/{id}/certs`, `/v1/credit/{bank}/{core}`,
-`/v1/docs/{id}`, `/v1/certs/{id}` and its lineage, `/v1/tx/{id}` and the outcomes of `/v1/events`)."""
+`/v1/docs/{id}`, `/v1/certs/{id}` and its lineage, `/v1/tx/{id}` and the outcomes of `/v1/events`; a dispute: its
+opener, respondent and resolver bank; a complaint: its complainant and respondent — each also the regulator; a
+recourse claim: its bank and seller; what org O is owed (`settlement.owed_to`): O; a bank's exposure to an org:
+the two; a root's paid/outstanding totals: who sees its whole lineage, since they add up branches a supplier
+may not see — each also the regulator)."""
 
 
 def _granted(kind: str, view: StateView | None, reader: Reader, resource: Any) -> bool:
@@ -350,6 +422,18 @@ def can_read_doc(view: StateView, reader: Reader, doc_id: str) -> bool:
     return doc is not None and _granted("doc", view, reader, doc)
 
 
+def can_read_dispute(view: StateView, reader: Reader, dispute_id: str) -> bool:
+    """A dispute: its opener, its respondent, its resolver bank and the regulator; unknown and hidden alike."""
+    dispute = disputes.get_dispute(view, dispute_id)
+    return dispute is not None and _granted("dispute", view, reader, dispute)
+
+
+def can_read_complaint(view: StateView, reader: Reader, complaint_id: str) -> bool:
+    """A complaint: its complainant, the org it is against and the regulator; unknown and hidden alike."""
+    complaint = disputes.get_complaint(view, complaint_id)
+    return complaint is not None and _granted("complaint", view, reader, complaint)
+
+
 def org_public_profile(view: StateView, org_id: str) -> dict[str, Any] | None:
     """`GET /v1/orgs/{id}` for any signed reader: id, name, role, status and public keys; None if unknown."""
     org = s.get_org(view, org_id)
@@ -369,3 +453,26 @@ def visible_outcomes(view: StateView, reader: Reader, block: Iterable[TxFacts]) 
     (`tx_facts`) and call this per subscriber."""
     return [facts.outcome for facts in block if can_read_tx_outcome(view, reader, facts)]
 
+
+
+def can_read_claim(view: StateView, reader: Reader, cert_id: str) -> bool:
+    """The recourse claim on a certificate: its bank, its seller and the regulator; unknown and hidden alike."""
+    claim = financing.get_claim(view, cert_id)
+    return claim is not None and _granted("claim", view, reader, claim)
+
+
+def can_read_owed(reader: Reader, org_id: str) -> bool:
+    """What an org is owed and owes (`ecert.settlement.owed_to`): the org and the regulator (403 otherwise)."""
+    return _granted("owed", None, reader, org_id)
+
+
+def can_read_exposure(reader: Reader, bank: str, org: str) -> bool:
+    """A bank's financing exposure and limit for an org: the bank, the org and the regulator (403 otherwise)."""
+    return _granted("exposure", None, reader, (bank, org))
+
+
+def can_read_root_payments(view: StateView, reader: Reader, root_id: str) -> bool:
+    """A root's paid/outstanding totals (`ecert.settlement.root_payments`): its debtor, the bank named at issue
+    and the regulator; unknown and hidden alike."""
+    root = s.get_cert(view, root_id)
+    return root is not None and root.parent_id is None and _granted("root_payments", view, reader, root)

@@ -20,7 +20,7 @@ are remembered; nothing another node says is trusted.
 
 from __future__ import annotations
 
-from ecert import codes
+from ecert import codes, history, settlement
 from ecert import state as s
 from ecert.errors import TxRejected
 from ecert.rules import REGULATOR_TX_TYPES, RULES
@@ -113,6 +113,12 @@ class EcertExecutor:
     def tx_id(self, raw: bytes) -> str:
         return self._decode(raw)[1]
 
+    def begin_block(self, view: StateView, ctx: BlockContext) -> None:
+        """The ledger's block-begin hook (ledger/apply.py), before the block's first tx: what falls due at block
+        time without a tx — roots past their acceptance deadline are cancelled (ecert/settlement.py). Part of the
+        block's writes, so every node makes them and the state root covers them."""
+        history.record_expired(view, settlement.begin_block(view, ctx.time), ctx.height)
+
     def execute(self, view: StateView, raw: bytes, ctx: BlockContext) -> TxOutcome:
         tx, tx_id = self._decode(raw)
         if isinstance(tx, TxRejected):
@@ -122,5 +128,6 @@ class EcertExecutor:
             result = RULES[tx.type](view, tx, ctx.time)
         except TxRejected as exc:
             return TxOutcome.rejected(tx.tx_id, exc.code, exc.message)
+        history.record(view, tx, result, ctx.height)  # the audit trail: nothing for a transfer (ecert/history.py)
         s.mark_nonce(view, tx.signer, tx.nonce)
         return TxOutcome.committed(tx.tx_id, result)

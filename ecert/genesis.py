@@ -9,6 +9,10 @@ block 1.
 `nodes` is optional so that genesis files written before membership governance still load, with the same hash
 as before. Such a chain has an empty membership: the state does not govern its nodes (Raft keeps the cluster
 file's configuration) and every `member.propose` is refused, as no org runs a voting node in state.
+
+`params` is optional too: `{"<name>": value}` for the chain parameters of `ecert.state.ChainParams` (a bool or
+an integer >= 0, by the default's type). A parameter not named keeps its default; a document without `params`
+hashes and writes exactly as before, so older chains keep their hash and replay identically.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from ecert.tx import ID_LEN_MAX, ROLES, TIME_MS_MAX, v_address, v_hex32, v_id, v
 GENESIS_ORGS_MAX = 1024
 GENESIS_NODES_MAX = membership.MEMBERS_MAX
 _DOC_FIELDS_REQUIRED = frozenset({"chain_id", "genesis_time", "orgs"})
-_DOC_FIELDS = _DOC_FIELDS_REQUIRED | {"nodes"}
+_DOC_FIELDS = _DOC_FIELDS_REQUIRED | {"nodes", "params"}
 _ORG_FIELDS = frozenset({"id", "name", "role", "sign_pk", "box_pk"})
 _NODE_FIELDS = frozenset({"id", "org", "raft", "http", "node_pk", "voter"})
 
@@ -58,10 +62,34 @@ class GenesisDoc:
     orgs: tuple[GenesisOrg, ...]
     nodes: tuple[GenesisNode, ...] = ()
     """Empty for a genesis written before membership governance (see the module docstring)."""
+    params: tuple[tuple[str, bool | int], ...] = ()
+    """The chain parameters genesis names, sorted by name; empty: every default (see the module docstring)."""
 
     def __post_init__(self) -> None:
         _validate(self)
         _validate_nodes(self)
+        _validate_params(self.params)
+
+
+def _validate_params(params: tuple[tuple[str, bool | int], ...]) -> None:
+    defaults = state.DEFAULT_CHAIN_PARAMS._asdict()
+    names = [name for name, _ in params]
+    if names != sorted(set(names)):
+        raise GenesisError("params must be sorted by name, each named once")
+    for name, value in params:
+        if name not in defaults:
+            raise GenesisError(f"params: unknown chain parameter {name!r}; known: {', '.join(defaults)}")
+        if type(defaults[name]) is bool and type(value) is not bool:
+            raise GenesisError(f"params: {name} must be true or false")
+        if type(defaults[name]) is int and (type(value) is not int or not 0 <= value <= TIME_MS_MAX):
+            raise GenesisError(f"params: {name} must be an integer in 0..{TIME_MS_MAX}")
+
+
+def chain_params_of(doc: GenesisDoc) -> state.ChainParams:
+    """The parameters the chain of this genesis runs with: the defaults, overridden by what it names."""
+    named: dict[str, Any] = dict(doc.params)
+    values: list[Any] = [named.get(name, default) for name, default in state.DEFAULT_CHAIN_PARAMS._asdict().items()]
+    return state.ChainParams(*values)
 
 
 def _validate(doc: GenesisDoc) -> None:
@@ -130,8 +158,10 @@ def genesis_from_json(obj: Any) -> GenesisDoc:
     keys = set(obj) if isinstance(obj, Mapping) else None
     if keys is None or not _DOC_FIELDS_REQUIRED <= keys <= _DOC_FIELDS:
         raise GenesisError('genesis must be an object with exactly "chain_id", "genesis_time", "orgs" and '
-                           'optionally "nodes"')
-    orgs, nodes = obj["orgs"], obj.get("nodes", [])
+                           'optionally "nodes" and "params"')
+    orgs, nodes, params = obj["orgs"], obj.get("nodes", []), obj.get("params", {})
+    if not isinstance(params, Mapping):
+        raise GenesisError('"params" must be an object')
     if not isinstance(orgs, list):
         raise GenesisError('"orgs" must be a list')
     if not isinstance(nodes, list):
@@ -147,7 +177,8 @@ def genesis_from_json(obj: Any) -> GenesisDoc:
             raise GenesisError('each node must have exactly "id", "org", "raft", "http", "node_pk", "voter"')
         parsed_nodes.append(GenesisNode(item["id"], item["org"], item["raft"], item["http"], item["node_pk"],
                                         item["voter"]))
-    return GenesisDoc(obj["chain_id"], obj["genesis_time"], tuple(parsed), tuple(parsed_nodes))
+    return GenesisDoc(obj["chain_id"], obj["genesis_time"], tuple(parsed), tuple(parsed_nodes),
+                      tuple(sorted(params.items())))
 
 
 def genesis_to_json(doc: GenesisDoc) -> dict[str, Any]:
@@ -160,14 +191,22 @@ def genesis_to_json(doc: GenesisDoc) -> dict[str, Any]:
     if doc.nodes:
         out["nodes"] = [{"id": n.id, "org": n.org, "raft": n.raft, "http": n.http, "node_pk": n.node_pk,
                          "voter": n.voter} for n in doc.nodes]
+    if doc.params:
+        out["params"] = dict(doc.params)
     return out
 
 
 def genesis_hash(doc: GenesisDoc) -> bytes:
     """32-byte sha256 of the canonical encoding (orgs and nodes in the order listed: order is part of the
     document). A document without nodes hashes exactly as before nodes existed, so older chains keep their hash;
-    one with nodes is tagged v2 and covers every field of every node."""
+    one with nodes is tagged v2 and covers every field of every node; one with params is tagged v3 and covers
+    them too (by name, sorted)."""
     orgs = [[o.id, o.name, o.role, o.sign_pk, o.box_pk] for o in doc.orgs]
+    if doc.params:
+        nodes_v3 = [[n.id, n.org, n.raft, n.http, n.node_pk, n.voter] for n in doc.nodes]
+        params = [[name, value] for name, value in doc.params]
+        canonical_v3: list[Any] = [doc.chain_id, doc.genesis_time, orgs, nodes_v3, params]
+        return hashlib.sha256(b"ecert-genesis-v3" + msgpack.packb(canonical_v3, use_bin_type=True)).digest()
     if not doc.nodes:
         canonical: list[Any] = [doc.chain_id, doc.genesis_time, orgs]
         return hashlib.sha256(b"ecert-genesis-v1" + msgpack.packb(canonical, use_bin_type=True)).digest()
@@ -192,4 +231,6 @@ def genesis_writes(doc: GenesisDoc) -> list[tuple[bytes, bytes]]:
     if doc.nodes:
         voters = sum(1 for n in doc.nodes if n.voter)
         writes.append((membership.GENESIS_VOTERS_KEY, str(voters).encode()))
+    if doc.params:  # none named: no record, every default (older chains' state stays byte for byte the same)
+        writes.append((state.CHAIN_PARAMS_KEY, state.encode_record(chain_params_of(doc))))
     return sorted(writes)

@@ -29,8 +29,32 @@ CERT_TRANSITIONS: Mapping[tuple[str, str], str] = {
     # A request still pending at maturity must not block the debtor from paying: settling pays the holder
     # (who never sold it) and drops the request.
     (s.FINANCING, "ecert.settle"): s.SETTLED,
+    # Payment and default (ecert/settlement.py). A payment that leaves nothing due moves as `ecert.settle` does;
+    # one that leaves something due keeps the status, except that it drops a pending financing request (a partly
+    # paid certificate is not financed).
+    (s.DEFAULTED, "ecert.settle"): s.SETTLED,
+    (s.ACTIVE, "ecert.pay"): s.ACTIVE,
+    (s.FINANCING, "ecert.pay"): s.ACTIVE,
+    (s.FINANCED, "ecert.pay"): s.FINANCED,
+    (s.DEFAULTED, "ecert.pay"): s.DEFAULTED,
+    (s.ACTIVE, "ecert.settle_root"): s.SETTLED,
+    (s.FINANCING, "ecert.settle_root"): s.SETTLED,
+    (s.FINANCED, "ecert.settle_root"): s.SETTLED,
+    (s.DEFAULTED, "ecert.settle_root"): s.SETTLED,
+    (s.ACTIVE, "ecert.default"): s.DEFAULTED,
+    (s.FINANCING, "ecert.default"): s.DEFAULTED,
+    (s.FINANCED, "ecert.default"): s.DEFAULTED,
+    (s.ISSUED, "ecert.revoke"): s.CANCELLED,
 }
 """Certificates. `issued` exists only for roots; children start `active`. `split`, `settled`, `cancelled` are final."""
+
+ACCEPTANCE_EXPIRED = "acceptance_expired"
+"""The one certificate move no tx makes: a block at or after a root's `accept_by` cancels it if still issued
+(ecert/settlement.py `begin_block`). Keyed by event, as the proposals below."""
+
+CERT_EVENT_TRANSITIONS: Mapping[tuple[str, str], str] = {
+    (s.ISSUED, ACCEPTANCE_EXPIRED): s.CANCELLED,
+}
 
 ORG_TRANSITIONS: Mapping[tuple[str, str], str] = {
     (s.ORG_PENDING, "org.approve"): s.ORG_ACTIVE,
@@ -41,6 +65,37 @@ ORG_TRANSITIONS: Mapping[tuple[str, str], str] = {
 DOC_TRANSITIONS: Mapping[tuple[str, str], str] = {
     (s.DOC_ANCHORED, "trade.confirm"): s.DOC_CONFIRMED,
 }
+
+DISPUTE_TRANSITIONS: Mapping[tuple[str, str], str] = {
+    (s.DISPUTE_OPEN, "dispute.respond"): s.DISPUTE_RESPONDED,
+    (s.DISPUTE_OPEN, "dispute.resolve"): s.DISPUTE_RESOLVED,
+    (s.DISPUTE_RESPONDED, "dispute.resolve"): s.DISPUTE_RESOLVED,
+}
+"""Disputes (ecert/disputes.py). `resolved` is final (its outcome, upheld or dismissed, is a field). Escalation
+to the regulator past the deadline is derived from block time, not a stored move: see ecert/disputes.py."""
+
+COMPLAINT_TRANSITIONS: Mapping[tuple[str, str], str] = {
+    (s.COMPLAINT_OPEN, "complaint.respond"): s.COMPLAINT_RESPONDED,
+    (s.COMPLAINT_OPEN, "complaint.escalate"): s.COMPLAINT_ESCALATED,
+    (s.COMPLAINT_RESPONDED, "complaint.escalate"): s.COMPLAINT_ESCALATED,
+    (s.COMPLAINT_OPEN, "complaint.close"): s.COMPLAINT_CLOSED,
+    (s.COMPLAINT_RESPONDED, "complaint.close"): s.COMPLAINT_CLOSED,
+    (s.COMPLAINT_ESCALATED, "complaint.close"): s.COMPLAINT_CLOSED,
+}
+"""Complaints (ecert/disputes.py). `closed` is final."""
+
+# Recourse claims (ecert/financing.py), keyed by event: a repayment of the whole rest closes the claim, a part
+# keeps it open, so the kind alone does not say which move happens.
+REPAY = "repay"
+REPAY_IN_FULL = "repay_in_full"
+WRITE_OFF = "write_off"
+
+CLAIM_TRANSITIONS: Mapping[tuple[str, str], str] = {
+    (s.CLAIM_OPEN, REPAY): s.CLAIM_OPEN,
+    (s.CLAIM_OPEN, REPAY_IN_FULL): s.CLAIM_CLOSED,
+    (s.CLAIM_OPEN, WRITE_OFF): s.CLAIM_CLOSED,
+}
+"""Claims. `closed` is final: repaid and written off add up to the claim."""
 
 # Membership proposals (ecert/governance.py). Keyed by *event*, not by tx kind: one `member.approve` can carry
 # its own proposal out and supersede every other open one, so a tx kind alone does not say which move happens.
@@ -72,12 +127,28 @@ def next_cert_status(status: str, kind: str) -> str:
     return _next(CERT_TRANSITIONS, "certificate", status, kind)
 
 
+def next_cert_event_status(status: str, event: str) -> str:
+    return _next(CERT_EVENT_TRANSITIONS, "certificate", status, event)
+
+
+def next_claim_status(status: str, event: str) -> str:
+    return _next(CLAIM_TRANSITIONS, "recourse claim", status, event)
+
+
 def next_org_status(status: str, kind: str) -> str:
     return _next(ORG_TRANSITIONS, "organisation", status, kind)
 
 
 def next_doc_status(status: str, kind: str) -> str:
     return _next(DOC_TRANSITIONS, "trade document", status, kind)
+
+
+def next_dispute_status(status: str, kind: str) -> str:
+    return _next(DISPUTE_TRANSITIONS, "dispute", status, kind)
+
+
+def next_complaint_status(status: str, kind: str) -> str:
+    return _next(COMPLAINT_TRANSITIONS, "complaint", status, kind)
 
 
 def next_proposal_status(status: str, event: str) -> str:

@@ -22,6 +22,7 @@ def cert_to_json(cert: s.Cert, now: int | None = None) -> dict[str, Any]:
         "updated_at": cert.updated_at, "children": list(cert.children),
         "invoices": [{"doc_id": doc_id, "amount": amount} for doc_id, amount in cert.invoices],
         "finance": None, "settled_at": cert.settled_at, "paid_to": cert.paid_to,
+        "trade_docs": [{"doc_id": doc_id, "amount": amount} for doc_id, amount in cert.trade_docs],
     }
     if cert.finance_bank is not None or cert.financed_at is not None:
         out["finance"] = {
@@ -59,7 +60,7 @@ def get_org(view: StateView, org_id: str) -> dict[str, Any] | None:
         return None
     return {"id": org.id, "name": org.name, "role": org.role, "sign_pk": org.sign_pk, "box_pk": org.box_pk,
             "status": org.status, "registered_at": org.registered_at, "updated_at": org.updated_at,
-            "reason": org.reason}
+            "reason": org.reason, "kyc_hash": org.kyc_hash}
 
 
 def get_holdings(view: StateView, org_id: str, now: int | None = None) -> dict[str, Any] | None:
@@ -89,4 +90,5 @@ def get_trade_doc(view: StateView, doc_id: str) -> dict[str, Any] | None:
     return {"id": doc.id, "kind": doc.kind, "doc_hash": doc.doc_hash, "issuer": doc.issuer,
             "counterparty": doc.counterparty, "amount": doc.amount, "status": doc.status,
             "anchored_at": doc.anchored_at, "confirmed_at": doc.confirmed_at, "backed": doc.backed,
+            "contract_id": doc.contract_id, "invoiced": doc.invoiced, "drawn": doc.drawn,
             "ciphertext": {org: base64.b64encode(ct).decode() for org, ct in doc.ciphertext}}

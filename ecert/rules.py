@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from consensus.invariant import require
-from ecert import codes, lifecycle
+from ecert import codes, disputes, financing, lifecycle, settlement, trade_background
 from ecert import state as s
 from ecert.errors import TxRejected
 from ecert.governance import apply_member_approve, apply_member_propose
+from ecert.settlement import apply_ecert_settle
 from ecert.tx import (
     TX_TYPES,
     CertRef,
@@ -50,11 +51,13 @@ ORG_STATUS_SIGNERS: Mapping[str, tuple[str, ...]] = {
 }
 """Who may sign each org status change: a bank admits members; the regulator may also freeze and unfreeze."""
 
-REGULATOR_TX_TYPES = frozenset({"org.freeze", "org.unfreeze", "org.rotate_key", "member.propose", "member.approve"})
+REGULATOR_TX_TYPES = frozenset({"org.freeze", "org.unfreeze", "org.rotate_key", "member.propose", "member.approve",
+                                "dispute.resolve", "complaint.close"})
 """The only kinds a regulator signs (CONTRACT §6): of section 3's, org.freeze and org.unfreeze; it never trades
 or lends. It keeps its own key (org.rotate_key), and membership is governance's to judge (ecert/governance.py:
-the regulator approves the add_learner of its own node, and runs no voting node to propose from). Checked at
-authentication (ecert/executor.py), so admission refuses the rest too."""
+the regulator approves the add_learner of its own node, and runs no voting node to propose from). Disputes and
+complaints escalate to it (ecert/disputes.py): it resolves disputes and closes complaints, but opens or files
+none. Checked at authentication (ecert/executor.py), so admission refuses the rest too."""
 
 
 def cert_id_for(tx_id: str, index: int) -> str:
@@ -143,22 +146,18 @@ def _below_depth_max(cert: s.Cert) -> None:
                          "financed or settled")
 
 
-def _credit_line(view: StateView, bank: str, core: str) -> s.CreditLine:
-    line = s.get_credit(view, bank, core)
-    require(line is not None, f"certificate under missing credit line {bank}/{core}")
-    assert line is not None
-    return line
-
-
 def _new_children(view: StateView, parent: s.Cert, tx: Tx, now: int,
-                  parts: list[tuple[str, int]]) -> list[str]:
-    """Write the parent as `split` with one child per (holder, amount) part, in order; return the child ids."""
+                  parts: list[tuple[str, int]], backing: trade_background.Draws | None = None) -> list[str]:
+    """Write the parent as `split` with one child per (holder, amount) part, in order; return the child ids.
+    `backing`: per leading part, the trade documents its transfer drew on (recorded on that child)."""
     ids = [cert_id_for(tx.tx_id, i) for i in range(len(parts))]
     require(sum(amount for _, amount in parts) == parent.amount, "children must sum to the parent")
-    for child_id, (holder, amount) in zip(ids, parts, strict=True):
+    for i, (child_id, (holder, amount)) in enumerate(zip(ids, parts, strict=True)):
+        drew = () if backing is None or i >= len(backing) else tuple((doc.id, take) for doc, take in backing[i])
         child = s.Cert(id=child_id, root_id=parent.root_id, parent_id=parent.id, debtor=parent.debtor,
                        holder=holder, amount=amount, maturity=parent.maturity, status=s.ACTIVE, bank=parent.bank,
-                       created_at=now, created_by=tx.tx_id, updated_at=now, depth=parent.depth + 1)
+                       created_at=now, created_by=tx.tx_id, updated_at=now, depth=parent.depth + 1,
+                       trade_docs=drew)
         if view.get(s.cert_key(child_id)) is not None:  # an invariant; the message is formatted only if broken
             require(False, f"derived certificate id {child_id} already exists")
         s.put_cert(view, child, None)
@@ -189,8 +188,15 @@ def apply_org_status(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     if org.role == s.REGULATOR:
         raise TxRejected(codes.REGULATOR_STATUS_FIXED, "no transaction changes the regulator's status")
     status = lifecycle.next_org_status(org.status, tx.type)
-    s.put_org(view, org._replace(status=status, updated_at=now, reason=body.reason))
-    return {"org_id": org.id, "status": status}
+    if tx.type != "org.approve":
+        s.put_org(view, org._replace(status=status, updated_at=now, reason=body.reason))
+        return {"org_id": org.id, "status": status}
+    if body.kyc_hash is None and s.chain_params(view).approve_requires_kyc:
+        raise TxRejected(codes.KYC_REQUIRED, "org.approve must carry kyc_hash: the hash of the KYC evidence")
+    s.put_org(view, org._replace(status=status, updated_at=now, reason=body.reason, kyc_hash=body.kyc_hash))
+    if body.kyc_hash is None:
+        return {"org_id": org.id, "status": status}  # as before KYC existed: old chains replay the same outcomes
+    return {"org_id": org.id, "status": status, "kyc_hash": body.kyc_hash}
 
 
 def apply_org_rotate_key(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
@@ -241,9 +247,12 @@ def apply_trade_anchor(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
         if org is None or org.role not in (s.BANK, s.REGULATOR):
             raise TxRejected(codes.BAD_CIPHERTEXT_RECIPIENT,
                              f"ciphertexts are for the two parties, a bank and the regulator, not {org_id!r}")
+    contract = trade_background.check_invoice_contract(view, tx.signer, body,
+                                                       s.chain_params(view).invoice_requires_contract)
     s.put_doc(view, s.TradeDoc(id=body.doc_id, kind=body.kind, doc_hash=body.doc_hash, issuer=tx.signer,
                                counterparty=body.counterparty, amount=body.amount, status=s.DOC_ANCHORED,
-                               anchored_at=now, ciphertext=body.ciphertext or ()))
+                               anchored_at=now, ciphertext=body.ciphertext or (), contract_id=body.contract_id))
+    trade_background.write_invoice_contract(view, contract, body.amount)
     return {"doc_id": body.doc_id, "status": s.DOC_ANCHORED}
 
 
@@ -255,6 +264,7 @@ def apply_trade_confirm(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     if doc.counterparty != tx.signer:
         raise TxRejected(codes.NOT_COUNTERPARTY, f"trade document {doc.id}: the signer is not the counterparty")
     status = lifecycle.next_doc_status(doc.status, tx.type)
+    disputes.check_doc_unlocked(view, doc.id)
     s.put_doc(view, doc._replace(status=status, confirmed_at=now))
     return {"doc_id": doc.id, "status": status}
 
@@ -277,7 +287,8 @@ def _allocate_invoices(view: StateView, debtor: str, seller: str, invoice_ids: t
         if {doc.issuer, doc.counterparty} != parties:
             raise TxRejected(codes.INVOICE_PARTIES_MISMATCH,
                              f"invoice {doc_id} is not between the debtor {debtor} and the recipient {seller}")
-        take = min(remaining, doc.amount - doc.backed)
+        disputes.check_doc_unlocked(view, doc_id)
+        take = min(remaining, trade_background.headroom(doc))
         allocation.append((doc, take))
         remaining -= take
     if remaining > 0:
@@ -294,6 +305,7 @@ def apply_ecert_issue(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     _business_party(view, body.to)
     if body.maturity <= now:
         raise TxRejected(codes.MATURITY_NOT_IN_FUTURE, f"maturity {body.maturity} is not after block time {now}")
+    accept_by = settlement.check_term(view, body.maturity, now)
     _active_bank(view, body.bank)
     line = s.get_credit(view, body.bank, tx.signer)
     if line is None:
@@ -310,8 +322,9 @@ def apply_ecert_issue(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     cert = s.Cert(id=cert_id, root_id=cert_id, parent_id=None, debtor=tx.signer, holder=body.to,
                   amount=body.amount, maturity=body.maturity, status=s.ISSUED, bank=body.bank, created_at=now,
                   created_by=tx.tx_id, updated_at=now,
-                  invoices=tuple((doc.id, take) for doc, take in allocation if take > 0))
+                  invoices=tuple((doc.id, take) for doc, take in allocation if take > 0), accept_by=accept_by)
     s.put_cert(view, cert, None)
+    settlement.index_acceptance(view, cert)
     s.add_to_lineage(view, cert_id, [cert_id])
     s.put_credit(view, line._replace(used=line.used + body.amount))
     for doc, take in allocation:
@@ -324,7 +337,10 @@ def apply_ecert_accept(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     body: CertRef = tx.body
     cert = _held_cert(view, tx, body.cert_id)
     status = lifecycle.next_cert_status(cert.status, tx.type)
+    disputes.check_cert_unlocked(view, cert.id)
+    settlement.check_acceptance_open(cert, now)
     s.put_cert(view, cert._replace(status=status, updated_at=now), cert)
+    settlement.unindex_acceptance(view, cert)
     return {"cert_id": cert.id, "status": status}
 
 
@@ -332,18 +348,8 @@ def apply_ecert_reject(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     body: CertRef = tx.body
     cert = _held_cert(view, tx, body.cert_id)
     status = lifecycle.next_cert_status(cert.status, tx.type)
-    require(cert.parent_id is None, "only a root can be in status issued")
-    line = _credit_line(view, cert.bank, cert.debtor)
-    docs = []
-    for doc_id, take in cert.invoices:
-        doc = s.get_doc(view, doc_id)
-        require(doc is not None and doc.backed >= take, f"invoice {doc_id} lost its backing of {cert.id}")
-        docs.append((doc, take))
-    s.put_cert(view, cert._replace(status=status, updated_at=now), cert)
-    s.put_credit(view, line._replace(used=line.used - cert.amount))
-    for doc, take in docs:
-        assert doc is not None
-        s.put_doc(view, doc._replace(backed=doc.backed - take))
+    disputes.check_cert_unlocked(view, cert.id)
+    settlement.cancel_root(view, cert, status, now)
     return {"cert_id": cert.id, "status": status}
 
 
@@ -351,6 +357,8 @@ def apply_ecert_transfer(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     body: EcertTransfer = tx.body
     cert = _held_cert(view, tx, body.cert_id)
     lifecycle.next_cert_status(cert.status, tx.type)
+    disputes.check_cert_unlocked(view, cert.id)
+    settlement.check_unpaid(cert)
     _before_maturity(cert, now)
     seen: set[str] = set()
     for org_id, _ in body.to:
@@ -364,16 +372,24 @@ def apply_ecert_transfer(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     if total > cert.amount:
         raise TxRejected(codes.AMOUNTS_EXCEED_CERT, f"transfers total {total}, the certificate is {cert.amount}")
     _below_depth_max(cert)
+    if body.trade_docs is None and s.chain_params(view).transfer_requires_trade_docs:
+        raise TxRejected(codes.TRADE_DOCS_REQUIRED,
+                         "a transfer must list trade_docs: confirmed contracts or invoices with each recipient")
     parts = list(body.to)
+    draws = trade_background.allocate_transfer(view, tx.signer, parts, body.trade_docs)
     if total < cert.amount:
         parts.append((cert.holder, cert.amount - total))
-    return {"certs": _new_children(view, cert, tx, now, parts)}
+    certs = _new_children(view, cert, tx, now, parts, draws)
+    trade_background.write_draws(view, draws)
+    return {"certs": certs}
 
 
 def apply_ecert_split(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     body: EcertSplit = tx.body
     cert = _held_cert(view, tx, body.cert_id)
     lifecycle.next_cert_status(cert.status, tx.type)
+    disputes.check_cert_unlocked(view, cert.id)
+    settlement.check_unpaid(cert)
     if sum(body.amounts) != cert.amount:
         raise TxRejected(codes.SPLIT_SUM_MISMATCH, f"parts sum to {sum(body.amounts)}, the certificate is {cert.amount}")
     _below_depth_max(cert)
@@ -384,6 +400,8 @@ def apply_finance_request(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     body: FinanceRequest = tx.body
     cert = _held_cert(view, tx, body.cert_id)
     status = lifecycle.next_cert_status(cert.status, tx.type)
+    disputes.check_cert_unlocked(view, cert.id)
+    settlement.check_unpaid(cert)
     _before_maturity(cert, now)
     if body.bank == tx.signer:
         raise TxRejected(codes.SAME_PARTY, "a bank cannot finance a certificate with itself")
@@ -402,6 +420,7 @@ def _financing_cert(view: StateView, tx: Tx, cert_id: str) -> tuple[s.Cert, str]
         raise TxRejected(codes.INVALID_STATUS_TRANSITION, f"{tx.type} needs a certificate awaiting financing")
     if cert.finance_bank != tx.signer:
         raise TxRejected(codes.NOT_FINANCE_BANK, f"certificate {cert.id}: the signer is not the bank asked")
+    disputes.check_cert_unlocked(view, cert.id)
     return cert, status
 
 
@@ -412,12 +431,19 @@ def apply_finance_approve(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     days, discount = discount_for(cert.amount, body.discount_bps, now, cert.maturity)
     if discount >= cert.amount:
         raise TxRejected(codes.DISCOUNT_TOO_LARGE, f"discount {discount} leaves nothing of {cert.amount} to disburse")
+    exposed = (cert.holder,) if cert.holder == cert.debtor else (cert.holder, cert.debtor)  # the seller, the debtor
+    financing.check_limits(view, tx.signer, exposed, cert.amount)
     disbursed = cert.amount - discount
     s.put_cert(view, cert._replace(status=status, holder=tx.signer, seller=cert.holder,
                              discount_bps=body.discount_bps, discount_days=days, discount=discount,
-                             disbursed=disbursed, financed_at=now, updated_at=now), cert)
-    return {"cert_id": cert.id, "status": status, "holder": tx.signer, "principal": cert.amount,
-            "discount": discount, "disbursed": disbursed, "days": days, "discount_bps": body.discount_bps}
+                             disbursed=disbursed, financed_at=now, updated_at=now,
+                             recourse=bool(body.recourse)), cert)
+    financing.add_exposure(view, tx.signer, exposed, cert.amount)
+    result = {"cert_id": cert.id, "status": status, "holder": tx.signer, "principal": cert.amount,
+              "discount": discount, "disbursed": disbursed, "days": days, "discount_bps": body.discount_bps}
+    if body.recourse is not None:  # omitted: the result is as before recourse existed
+        result["recourse"] = body.recourse
+    return result
 
 
 def apply_finance_decline(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
@@ -426,21 +452,6 @@ def apply_finance_decline(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     s.put_cert(view, cert._replace(status=status, finance_bank=None, finance_requested_at=None, updated_at=now),
                cert)
     return {"cert_id": cert.id, "status": status}
-
-
-def apply_ecert_settle(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
-    body: CertRef = tx.body
-    cert = _cert(view, body.cert_id)
-    if cert.debtor != tx.signer:
-        raise TxRejected(codes.NOT_DEBTOR, f"certificate {cert.id}: the signer is not the debtor")
-    status = lifecycle.next_cert_status(cert.status, tx.type)
-    if now < cert.maturity:
-        raise TxRejected(codes.NOT_MATURED, f"certificate {cert.id} matures at {cert.maturity}, block time is {now}")
-    line = _credit_line(view, cert.bank, cert.debtor)
-    require(line.used >= cert.amount, f"credit line {cert.bank}/{cert.debtor} uses less than {cert.id}")
-    s.put_cert(view, cert._replace(status=status, settled_at=now, paid_to=cert.holder, updated_at=now), cert)
-    s.put_credit(view, line._replace(used=line.used - cert.amount))
-    return {"cert_id": cert.id, "status": status, "paid_to": cert.holder, "amount": cert.amount}
 
 
 RULES: Mapping[str, Callable[[StateView, Tx, int], dict[str, Any]]] = {
@@ -460,10 +471,26 @@ RULES: Mapping[str, Callable[[StateView, Tx, int], dict[str, Any]]] = {
     "finance.request": apply_finance_request,
     "finance.approve": apply_finance_approve,
     "finance.decline": apply_finance_decline,
+    # payment, default, revoke (ecert/settlement.py); financing limits and recourse (ecert/financing.py)
     "ecert.settle": apply_ecert_settle,
+    "ecert.pay": settlement.apply_ecert_pay,
+    "ecert.settle_root": settlement.apply_ecert_settle_root,
+    "ecert.default": settlement.apply_ecert_default,
+    "ecert.revoke": settlement.apply_ecert_revoke,
+    "recourse.repay": financing.apply_recourse_repay,
+    "recourse.write_off": financing.apply_recourse_write_off,
+    "finance.limit": financing.apply_finance_limit,
     # membership governance (ecert/governance.py)
     "member.propose": apply_member_propose,
     "member.approve": apply_member_approve,
+    # disputes and complaints (ecert/disputes.py)
+    "dispute.open": disputes.apply_dispute_open,
+    "dispute.respond": disputes.apply_dispute_respond,
+    "dispute.resolve": disputes.apply_dispute_resolve,
+    "complaint.file": disputes.apply_complaint_file,
+    "complaint.respond": disputes.apply_complaint_respond,
+    "complaint.escalate": disputes.apply_complaint_escalate,
+    "complaint.close": disputes.apply_complaint_close,
 }
 
 
@@ -480,6 +507,7 @@ def check_rule_table(kinds: Iterable[str], rules: Mapping[str, object],
 
 
 check_rule_table(TX_TYPES, RULES,
-                 (lifecycle.CERT_TRANSITIONS, lifecycle.ORG_TRANSITIONS, lifecycle.DOC_TRANSITIONS))
+                 (lifecycle.CERT_TRANSITIONS, lifecycle.ORG_TRANSITIONS, lifecycle.DOC_TRANSITIONS,
+                  lifecycle.DISPUTE_TRANSITIONS, lifecycle.COMPLAINT_TRANSITIONS))
 require(not REGULATOR_TX_TYPES - set(TX_TYPES), "REGULATOR_TX_TYPES names a kind that does not exist")
 require(set(ORG_STATUS_SIGNERS) == {kind for _, kind in lifecycle.ORG_TRANSITIONS}, "org status kinds without signers")

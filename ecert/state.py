@@ -45,7 +45,9 @@ FINANCED = "financed"
 SPLIT = "split"
 SETTLED = "settled"
 CANCELLED = "cancelled"
-LIVE_STATUSES = frozenset({ISSUED, ACTIVE, FINANCING, FINANCED})
+DEFAULTED = "defaulted"
+"""Past maturity and the grace period, unpaid, and declared so by its holder (ecert/settlement.py): still owed."""
+LIVE_STATUSES = frozenset({ISSUED, ACTIVE, FINANCING, FINANCED, DEFAULTED})
 """A live certificate is held and still owed: it appears in its holder's holdings."""
 OUTSTANDING_STATUSES = LIVE_STATUSES
 """The debtor still owes it: counts toward the bank's used credit."""
@@ -66,6 +68,19 @@ ORG_FROZEN = "frozen"
 DOC_ANCHORED = "anchored"
 DOC_CONFIRMED = "confirmed"
 
+# dispute and complaint statuses (records and keys: ecert/disputes.py; moves: ecert/lifecycle.py)
+DISPUTE_OPEN = "open"
+DISPUTE_RESPONDED = "responded"
+DISPUTE_RESOLVED = "resolved"
+COMPLAINT_OPEN = "open"
+COMPLAINT_RESPONDED = "responded"
+COMPLAINT_ESCALATED = "escalated"
+COMPLAINT_CLOSED = "closed"
+
+# recourse claim statuses (records and keys: ecert/financing.py; moves: ecert/lifecycle.py)
+CLAIM_OPEN = "open"
+CLAIM_CLOSED = "closed"
+
 
 class Org(NamedTuple):
     id: str
@@ -77,6 +92,7 @@ class Org(NamedTuple):
     registered_at: int  # block time (genesis_time for genesis orgs)
     updated_at: int
     reason: str | None = None  # of the last approve/freeze/unfreeze
+    kyc_hash: str | None = None  # org.approve: sha256 of the KYC evidence the approving bank checked
 
 
 class CreditLine(NamedTuple):
@@ -100,6 +116,10 @@ class TradeDoc(NamedTuple):
     confirmed_at: int | None = None
     backed: int = 0  # invoices: amount already backing certificates (never above `amount`)
     ciphertext: tuple[tuple[str, bytes], ...] = ()  # (org_id, sealed box), sorted by org_id
+    contract_id: str | None = None  # invoices: the confirmed contract between the same parties it belongs to
+    invoiced: int = 0  # contracts: the amounts of the invoices anchored under it
+    drawn: int = 0  # contracts and invoices: amount drawn by transfers as their trade background
+    applied: int = 0  # payment documents: amount of certificate payments they evidence (ecert/settlement.py)
 
 
 class Cert(NamedTuple):
@@ -128,6 +148,64 @@ class Cert(NamedTuple):
     settled_at: int | None = None
     paid_to: str | None = None
     depth: int = 0  # 0 for a root, parent's + 1; invariant: 0 <= depth <= LINEAGE_DEPTH_MAX
+    trade_docs: tuple[tuple[str, int], ...] = ()  # a transfer's child: (contract/invoice id, amount it draws)
+    # payment and default (ecert/settlement.py); invariant: 0 <= paid <= amount, a settled cert paid in full
+    paid: int = 0  # principal the debtor has paid (ecert.pay, ecert.settle)
+    penalty_accrued: int = 0  # penalty accrued on the unpaid principal up to `penalty_day` (never above amount)
+    penalty_day: int = 0  # whole days after maturity the accrual covers
+    penalty_paid: int = 0
+    defaulted_at: int | None = None  # ecert.default
+    recourse: bool = False  # finance.approve with recourse: on default the bank claims from the seller
+    accept_by: int | None = None  # roots: cancelled at the first block at or after it unless accepted
+
+
+class ChainParams(NamedTuple):
+    """Chain parameters, fixed at genesis (`"params"` in genesis.json, ecert/genesis.py), read by the rules
+    through `chain_params`. A genesis that does not name a parameter gets its default here, and a default never
+    changes: each default keeps its rule off (0 disables a cap, window, grace or rate), so every tx of a chain
+    made before a parameter existed gets the outcome it had. A new chain names every parameter (`NEW_CHAIN_PARAMS`: the
+    ceremony and `ecert init` write it). A new parameter is a new field at the end, with a default that leaves the
+    chain as it was (a bool or an int; genesis.py validates by the default's type)."""
+
+    transfer_requires_trade_docs: bool = False  # ecert.transfer must draw on trade documents (trade_background)
+    invoice_requires_contract: bool = False  # an invoice must name its contract (ecert/trade_background.py)
+    approve_requires_kyc: bool = False  # org.approve must carry kyc_hash
+    dispute_resolution_ms: int = 30 * 86_400_000  # open -> escalated to the regulator (ecert/disputes.py)
+    complaint_response_ms: int = 15 * 86_400_000  # filed -> the respondent's deadline (ecert/disputes.py)
+    # payment, default and acceptance (ecert/settlement.py)
+    grace_period_ms: int = 0  # maturity -> the holder may declare default
+    penalty_bps_per_day: int = 0  # on the unpaid principal of a defaulted cert, from maturity (capped at amount)
+    max_term_days: int = 0  # ecert.issue: maturity at most this many days after block time
+    acceptance_window_ms: int = 0  # ecert.issue -> cancelled unless accepted by then
+
+
+SETTLEMENT_PARAMS = {"grace_period_ms": 10 * 86_400_000, "penalty_bps_per_day": 5, "max_term_days": 365,
+                     "acceptance_window_ms": 7 * 86_400_000}
+"""Issue 14's settlement terms for a new chain: a 10-day grace period, 5 bps a day of penalty, a 365-day maximum
+term (the cap PBoC's 2025 notice sets for supply-chain payment terms), a 7-day acceptance window."""
+NEW_CHAIN_PARAMS = ChainParams(transfer_requires_trade_docs=True, invoice_requires_contract=True,
+                               approve_requires_kyc=True, **SETTLEMENT_PARAMS)
+"""What a chain made today runs with: every rule of issue 14 on (node/genesis_file.py names each in genesis)."""
+
+
+CHAIN_PARAMS_KEY = b"cp"
+"""The ChainParams record; absent when genesis names no parameter (then every default holds)."""
+DEFAULT_CHAIN_PARAMS = ChainParams()
+_params_decoded: dict[bytes, ChainParams] = {}
+
+
+def chain_params(view: StateView) -> ChainParams:
+    """The chain's parameters: one point read, decoded once per distinct value (every node holds the same)."""
+    data = view.get(CHAIN_PARAMS_KEY)
+    if data is None:
+        return DEFAULT_CHAIN_PARAMS
+    params = _params_decoded.get(data)
+    if params is None:
+        params = decode_record(ChainParams, data)
+        if len(_params_decoded) >= 16:
+            _params_decoded.clear()
+        _params_decoded[data] = params
+    return params
 
 
 LINEAGE_DEPTH_MAX = 1 << 20
@@ -146,7 +224,21 @@ _packer = msgpack.Packer(use_bin_type=True)
 record. `pack` runs entirely in C under the GIL (no hooks for these types), so sharing it is safe."""
 
 
+_LEGACY_FIELDS: dict[type, tuple[str, ...]] = {
+    Org: ("reason",), TradeDoc: ("ciphertext",), Cert: ("depth",)}
+"""Per record type, its last field before issue 14. Fields added after it are left off the encoding while they
+all hold their defaults, so a record no new rule touched encodes byte for byte as before: a chain made before
+them (whose parameters keep the new rules off) replays to the same state root. Decoding fills the defaults back."""
+_TAILS: dict[type, tuple[int, tuple[Any, ...]]] = {}
+for _cls, (_last,) in _LEGACY_FIELDS.items():
+    _n = _cls._fields.index(_last) + 1  # type: ignore[attr-defined]
+    _TAILS[_cls] = (_n, tuple(_cls._field_defaults[f] for f in _cls._fields[_n:]))  # type: ignore[attr-defined]
+
+
 def encode_record(record: tuple[Any, ...]) -> bytes:
+    tail = _TAILS.get(type(record))
+    if tail is not None and record[tail[0]:] == tail[1]:
+        record = record[:tail[0]]
     data: bytes = _packer.pack(record)
     return data
 
@@ -248,6 +340,10 @@ def get_doc(view: StateView, doc_id: str) -> TradeDoc | None:
 def put_doc(view: StateView, doc: TradeDoc) -> None:
     if not 0 <= doc.backed <= doc.amount:
         require(False, f"doc {doc.id}: backed {doc.backed} outside 0..{doc.amount}")
+    if (doc.drawn < 0 or doc.invoiced < 0 or doc.applied < 0
+            or doc.backed + doc.drawn + doc.invoiced + doc.applied > doc.amount):
+        require(False, f"doc {doc.id}: backed {doc.backed} + drawn {doc.drawn} + invoiced {doc.invoiced} "
+                       f"outside 0..{doc.amount}")
     view.put(doc_key(doc.id), encode_record(doc))
 
 

@@ -52,10 +52,12 @@ CIPHERTEXTS_MAX = 4  # the two parties, one bank and the regulator (CONTRACT §6
 CIPHERTEXT_BYTES_MAX = 48 * 1024  # four of them stay under TX_BYTES_MAX (checked at import below)
 DISCOUNT_BPS_MAX = 10_000
 SIG_BYTES = 64
+TRADE_DOCS_MAX = 16  # contracts or invoices one transfer draws on (as INVOICES_MAX for an issue)
 
 ROLES = ("bank", "core", "supplier", "regulator")
 """`regulator` decodes so that org.register can refuse it with its own code (genesis only, ecert/rules.py)."""
 DOC_KINDS = ("contract", "invoice", "delivery", "payment")
+DISPUTE_OUTCOMES = ("upheld", "dismissed")
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEX32_RE = re.compile(r"[0-9a-f]{64}")
@@ -77,6 +79,7 @@ class OrgAction:
 
     org_id: str
     reason: str | None = None
+    kyc_hash: str | None = None  # org.approve only: sha256 of the KYC evidence (hex)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,7 @@ class TradeAnchor:
     counterparty: str
     amount: int
     ciphertext: tuple[tuple[str, bytes], ...] | None = None  # (org_id, sealed box) sorted by org_id
+    contract_id: str | None = None  # invoices: the confirmed contract between the same two parties
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +116,7 @@ class EcertIssue:
 
 @dataclass(frozen=True, slots=True)
 class CertRef:
-    """ecert.accept / ecert.reject / ecert.settle."""
+    """ecert.accept / ecert.reject / ecert.default / ecert.revoke."""
 
     cert_id: str
 
@@ -121,6 +125,7 @@ class CertRef:
 class EcertTransfer:
     cert_id: str
     to: tuple[tuple[str, int], ...]  # (org, amount) in the order given
+    trade_docs: tuple[str, ...] | None = None  # confirmed contracts/invoices between holder and recipients
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +144,7 @@ class FinanceRequest:
 class FinanceApprove:
     cert_id: str
     discount_bps: int
+    recourse: bool | None = None  # omitted: without recourse, as before the field existed
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +191,110 @@ class MemberApprove:
     proposal_id: str
 
 
+# --- disputes and complaints (rules in ecert/disputes.py) ----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DisputeOpen:
+    """dispute.open: on exactly one of a certificate or a trade document."""
+
+    against: str  # the counterparty: another party of the same certificate or document
+    reason: str
+    evidence_hash: str  # hex sha256 of the evidence (kept off chain, like trade documents)
+    cert_id: str | None = None
+    doc_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # decode_payload turns this into a coded rejection, as for MemberPropose.
+        if self.cert_id is None and self.doc_id is None:
+            raise TxRejected(codes.MISSING_FIELD, "body: dispute.open needs field 'cert_id' or 'doc_id'")
+        if self.cert_id is not None and self.doc_id is not None:
+            raise TxRejected(codes.BAD_FIELD, "body: dispute.open takes 'cert_id' or 'doc_id', not both")
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeRespond:
+    dispute_id: str
+    statement: str
+    evidence_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeResolve:
+    dispute_id: str
+    outcome: str  # upheld | dismissed
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ComplaintFile:
+    against: str
+    subject: str
+    evidence_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ComplaintRespond:
+    complaint_id: str
+    statement: str
+    evidence_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ComplaintRef:
+    """complaint.escalate / complaint.close."""
+
+    complaint_id: str
+    reason: str | None = None
+
+
+# --- payment, default, recourse and financing limits (rules in ecert/settlement.py) ----------------------------
+@dataclass(frozen=True, slots=True)
+class EcertSettle:
+    """ecert.settle: pay the rest of a matured leaf in full."""
+
+    cert_id: str
+    payment: str | None = None  # a `payment` trade document between the debtor and the holder
+
+
+@dataclass(frozen=True, slots=True)
+class EcertPay:
+    cert_id: str
+    amount: int
+    payment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RootRef:
+    """ecert.settle_root: every live matured leaf of one root."""
+
+    root_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecourseRepay:
+    cert_id: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecourseWriteOff:
+    cert_id: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FinanceLimitSet:
+    """finance.limit: the signer bank's financing limit for one supplier or core enterprise."""
+
+    org: str
+    limit: int
+
+
 Body = (
     OrgRegister | OrgAction | CreditGrant | TradeAnchor | TradeConfirm | EcertIssue | CertRef | EcertTransfer
     | EcertSplit | FinanceRequest | FinanceApprove | FinanceDecline | OrgRotateKey
     | MemberPropose | MemberApprove
+    | DisputeOpen | DisputeRespond | DisputeResolve | ComplaintFile | ComplaintRespond | ComplaintRef
+    | EcertSettle | EcertPay | RootRef | RecourseRepay | RecourseWriteOff | FinanceLimitSet
 )
 
 
@@ -244,6 +350,16 @@ def v_reason(name: str, value: object) -> str:
     return _str(name, value, REASON_LEN_MAX, len_min=0)
 
 
+def v_statement(name: str, value: object) -> str:
+    return _str(name, value, REASON_LEN_MAX)
+
+
+def v_outcome(name: str, value: object) -> str:
+    if type(value) is not str or value not in DISPUTE_OUTCOMES:
+        raise _bad(name, f"must be one of {', '.join(DISPUTE_OUTCOMES)}")
+    return value
+
+
 def v_hex32(name: str, value: object) -> str:
     s = _str(name, value, 64)
     if _HEX32_RE.fullmatch(s) is None:
@@ -288,6 +404,12 @@ def v_limit(name: str, value: object) -> int:
     return value
 
 
+def v_bool(name: str, value: object) -> bool:
+    if type(value) is not bool:
+        raise _bad(name, "must be true or false")
+    return value
+
+
 def v_time(name: str, value: object) -> int:
     return _int(name, value, 1, TIME_MS_MAX)
 
@@ -322,6 +444,13 @@ def v_invoice_ids(name: str, value: object) -> tuple[str, ...]:
     items = tuple(v_id(f"{name}[{i}]", x) for i, x in enumerate(_list(name, value, 1, INVOICES_MAX)))
     if len(set(items)) != len(items):
         raise _bad(name, "invoice ids must be distinct")
+    return items
+
+
+def v_trade_doc_ids(name: str, value: object) -> tuple[str, ...]:
+    items = tuple(v_id(f"{name}[{i}]", x) for i, x in enumerate(_list(name, value, 1, TRADE_DOCS_MAX)))
+    if len(set(items)) != len(items):
+        raise _bad(name, "document ids must be distinct")
     return items
 
 
@@ -434,29 +563,55 @@ BODY_SCHEMAS: Mapping[str, tuple[type, Fields]] = {
     "org.register": (OrgRegister, {
         "org_id": (v_id, True), "name": (v_name, True), "role": (v_role, True),
         "sign_pk": (v_hex32, True), "box_pk": (v_hex32, True)}),
-    "org.approve": (OrgAction, {"org_id": (v_id, True), "reason": (v_reason, False)}),
+    "org.approve": (OrgAction, {"org_id": (v_id, True), "reason": (v_reason, False),
+                                "kyc_hash": (v_hex32, False)}),
     "org.freeze": (OrgAction, {"org_id": (v_id, True), "reason": (v_reason, False)}),
     "org.unfreeze": (OrgAction, {"org_id": (v_id, True), "reason": (v_reason, False)}),
     "org.rotate_key": (OrgRotateKey, {"sign_pk": (v_hex32, True), "box_pk": (v_hex32, True), "proof": (v_sig, True)}),
     "credit.grant": (CreditGrant, {"core": (v_id, True), "limit": (v_limit, True), "expires_at": (v_time, True)}),
     "trade.anchor": (TradeAnchor, {
         "doc_id": (v_id, True), "kind": (v_doc_kind, True), "doc_hash": (v_hex32, True),
-        "counterparty": (v_id, True), "amount": (v_amount, True), "ciphertext": (v_ciphertexts, False)}),
+        "counterparty": (v_id, True), "amount": (v_amount, True), "ciphertext": (v_ciphertexts, False),
+        "contract_id": (v_id, False)}),
     "trade.confirm": (TradeConfirm, {"doc_id": (v_id, True)}),
     "ecert.issue": (EcertIssue, {
         "to": (v_id, True), "amount": (v_amount, True), "maturity": (v_time, True), "bank": (v_id, True),
         "invoice_ids": (v_invoice_ids, True)}),
     "ecert.accept": (CertRef, {"cert_id": (v_id, True)}),
     "ecert.reject": (CertRef, {"cert_id": (v_id, True)}),
-    "ecert.transfer": (EcertTransfer, {"cert_id": (v_id, True), "to": (v_recipients, True)}),
+    "ecert.transfer": (EcertTransfer, {"cert_id": (v_id, True), "to": (v_recipients, True),
+                                       "trade_docs": (v_trade_doc_ids, False)}),
     "ecert.split": (EcertSplit, {"cert_id": (v_id, True), "amounts": (v_split_amounts, True)}),
     "finance.request": (FinanceRequest, {"cert_id": (v_id, True), "bank": (v_id, True)}),
-    "finance.approve": (FinanceApprove, {"cert_id": (v_id, True), "discount_bps": (v_bps, True)}),
+    "finance.approve": (FinanceApprove, {"cert_id": (v_id, True), "discount_bps": (v_bps, True),
+                                         "recourse": (v_bool, False)}),
     "finance.decline": (FinanceDecline, {"cert_id": (v_id, True), "reason": (v_reason, False)}),
-    "ecert.settle": (CertRef, {"cert_id": (v_id, True)}),
+    "ecert.settle": (EcertSettle, {"cert_id": (v_id, True), "payment": (v_id, False)}),
+    # payment, default, recourse, financing limits, revoke (ecert/settlement.py)
+    "ecert.pay": (EcertPay, {"cert_id": (v_id, True), "amount": (v_amount, True), "payment": (v_id, False)}),
+    "ecert.settle_root": (RootRef, {"root_id": (v_id, True)}),
+    "ecert.default": (CertRef, {"cert_id": (v_id, True)}),
+    "ecert.revoke": (CertRef, {"cert_id": (v_id, True)}),
+    "recourse.repay": (RecourseRepay, {"cert_id": (v_id, True), "amount": (v_amount, True)}),
+    "recourse.write_off": (RecourseWriteOff, {"cert_id": (v_id, True), "reason": (v_reason, False)}),
+    "finance.limit": (FinanceLimitSet, {"org": (v_id, True), "limit": (v_limit, True)}),
     # membership governance (CONTRACT §6)
     "member.propose": (MemberPropose, _MEMBER_PROPOSE_FIELDS),
     "member.approve": (MemberApprove, {"proposal_id": (v_id, True)}),
+    # disputes and complaints (ecert/disputes.py)
+    "dispute.open": (DisputeOpen, {
+        "against": (v_id, True), "reason": (v_statement, True), "evidence_hash": (v_hex32, True),
+        "cert_id": (v_id, False), "doc_id": (v_id, False)}),
+    "dispute.respond": (DisputeRespond, {
+        "dispute_id": (v_id, True), "statement": (v_statement, True), "evidence_hash": (v_hex32, True)}),
+    "dispute.resolve": (DisputeResolve, {
+        "dispute_id": (v_id, True), "outcome": (v_outcome, True), "reason": (v_reason, False)}),
+    "complaint.file": (ComplaintFile, {
+        "against": (v_id, True), "subject": (v_statement, True), "evidence_hash": (v_hex32, True)}),
+    "complaint.respond": (ComplaintRespond, {
+        "complaint_id": (v_id, True), "statement": (v_statement, True), "evidence_hash": (v_hex32, True)}),
+    "complaint.escalate": (ComplaintRef, {"complaint_id": (v_id, True), "reason": (v_reason, False)}),
+    "complaint.close": (ComplaintRef, {"complaint_id": (v_id, True), "reason": (v_reason, False)}),
 }
 TX_TYPES: tuple[str, ...] = tuple(BODY_SCHEMAS)
 

@@ -77,6 +77,11 @@ def run_block(db: Any, block: Block, executor: TxExecutor, chain_id: str) -> Blo
     outcomes: list[TxOutcome] = []
     tx_ids: list[str] = []
     new_records: dict[str, bytes] = {}
+    # Optional hook: what falls due at block time without a tx (ecert: acceptance deadlines). Its writes are
+    # the block's, before the first tx, so every replica makes them and the state root covers them.
+    begin_block = getattr(executor, "begin_block", None)
+    if begin_block is not None:
+        begin_block(overlay, ctx)
     for position, raw in enumerate(block.txs):
         tx_id = executor.tx_id(raw)
         # `if not ...: require(False, f"...")` on hot paths: the message is formatted only on failure.

@@ -99,6 +99,11 @@ class TxExecutor(Protocol):
         ...
 
 
+# An executor may also define `begin_block(view, ctx) -> None`: ledger/apply.py calls it once per block, before
+# the first tx, on the block's overlay (nothing written yet). It must be deterministic like `execute`, and bounded
+# per block; an exception propagates as from `execute`. Optional, so it is not part of the Protocol.
+
+
 _packer = msgpack.Packer(use_bin_type=True)
 """Reused: `msgpack.packb` builds a Packer per call. `pack` runs in C under the GIL, so sharing is safe."""
 

@@ -148,6 +148,8 @@ class OverlayView:
         return self._base.get(key)
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        if not self._writes:
+            return self._base.scan(prefix)  # nothing to merge: no sorted list, so later writes stay cheap
         if self._sorted is None:
             self._sorted = sorted(self._writes)
         own = [(k, self._writes[k]) for k in _prefix_range(self._sorted, prefix)]

@@ -10,6 +10,13 @@ node/client/ceremony.py), which has public keys only, all written in the cluster
 
 A node checks at start that the cluster file agrees with the membership in state about itself
 (`check_own_membership`): the org that runs it and its key never change, so a mismatch is a wrong file or key.
+
+Chain parameters (`"params"`, ecert/genesis.py, docs/RULES.md §9-10): a new chain's genesis names every one, with
+the issue-14 rules that a chain without `params` leaves off turned on: a transfer draws on confirmed trade
+documents, an invoice belongs to a confirmed contract, an approval carries KYC evidence, and the settlement terms
+(maximum term, acceptance window, grace period, penalty rate) hold (`NEW_CHAIN_PARAMS`, what the ceremony writes). The local demo's chain (`ecert init`, local clusters: `LOCAL_DEMO_PARAMS`) differs in one
+value: a grace period of 5 s instead of 10 days, so that the demo can show a default within its run. Documents
+written before `params` existed keep loading, and keep their hash: nothing here rewrites a genesis.json.
 """
 
 from __future__ import annotations
@@ -21,12 +28,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ecert import state as ecert_state
 from ecert.errors import GenesisError
 from ecert.genesis import genesis_from_json
 from ecert.membership import REMOVED, NodeMember
 from node.config import Address, ClusterConfig, NodeSpec
 from node.custody import local_demo_marker, write_local_demo_marker
 from node.keys import ensure_cluster_keys, node_key_path, node_public_key, org_key_path, org_public_keys
+
+ChainParamValues = dict[str, bool | int]
+
+NEW_CHAIN_PARAMS: ChainParamValues = ecert_state.NEW_CHAIN_PARAMS._asdict()
+"""Every chain parameter, named: ecert.state.NEW_CHAIN_PARAMS, every rule of issue 14 on (a genesis without
+`params` keeps them off, for chains made before them)."""
+LOCAL_DEMO_GRACE_PERIOD_MS = 5_000
+LOCAL_DEMO_PARAMS: ChainParamValues = {**NEW_CHAIN_PARAMS, "grace_period_ms": LOCAL_DEMO_GRACE_PERIOD_MS}
+"""The local demo's chain: as a new chain, but a default may be declared 5 s after maturity (not 10 days)."""
 
 
 class GenesisFileError(Exception):
@@ -47,17 +64,23 @@ def address_text(address: Address) -> str:
     return f"[{address.host}]:{address.port}" if ":" in address.host else f"{address.host}:{address.port}"
 
 
-def genesis_doc(cluster: ClusterConfig, genesis_time_ms: int) -> dict[str, Any]:
+def genesis_doc(cluster: ClusterConfig, genesis_time_ms: int,
+                params: ChainParamValues | None = None) -> dict[str, Any]:
     """The genesis document of a cluster file: every [[orgs]] entry and every [[nodes]] entry (the regulator's
-    node a learner: node/config.py refuses it as a voter). Raises GenesisFileError if ecert/genesis.py would
-    refuse it, so a bad document is never written."""
+    node a learner: node/config.py refuses it as a voter), and the chain parameters (default
+    `NEW_CHAIN_PARAMS`; `{}` writes none: every default, the rules of issue 14's items 3-4 off). Raises
+    GenesisFileError if ecert/genesis.py would refuse it, so a bad document is never written."""
+    params = NEW_CHAIN_PARAMS if params is None else params
     orgs = []
     for org in cluster.orgs:
         sign_pk, box_pk = org_public_keys(cluster, org.id)
         orgs.append({"id": org.id, "name": org.name, "role": org.role, "sign_pk": sign_pk, "box_pk": box_pk})
     nodes = [{"id": n.id, "org": n.org, "raft": address_text(n.raft), "http": address_text(n.http),
               "node_pk": node_public_key(cluster, n.id).hex(), "voter": n.voter} for n in cluster.nodes]
-    doc = {"chain_id": cluster.chain_id, "genesis_time": genesis_time_ms, "orgs": orgs, "nodes": nodes}
+    doc: dict[str, Any] = {"chain_id": cluster.chain_id, "genesis_time": genesis_time_ms, "orgs": orgs,
+                           "nodes": nodes}
+    if params:
+        doc["params"] = dict(sorted(params.items()))
     try:
         genesis_from_json(doc)
     except GenesisError as exc:
@@ -65,10 +88,11 @@ def genesis_doc(cluster: ClusterConfig, genesis_time_ms: int) -> dict[str, Any]:
     return doc
 
 
-def write_genesis(cluster: ClusterConfig, path: Path, genesis_time_ms: int | None = None) -> bool:
-    """genesis.json for the cluster's orgs and nodes, dated now unless `genesis_time_ms` says otherwise. Returns
-    False if the file existed (it is kept)."""
-    doc = genesis_doc(cluster, time.time_ns() // 1_000_000 if genesis_time_ms is None else genesis_time_ms)
+def write_genesis(cluster: ClusterConfig, path: Path, genesis_time_ms: int | None = None,
+                  params: ChainParamValues | None = None) -> bool:
+    """genesis.json for the cluster's orgs and nodes (and `params`, as genesis_doc), dated now unless
+    `genesis_time_ms` says otherwise. Returns False if the file existed (it is kept)."""
+    doc = genesis_doc(cluster, time.time_ns() // 1_000_000 if genesis_time_ms is None else genesis_time_ms, params)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     # Never overwrite: if another `ecert init` won the race, keep its file.
@@ -130,11 +154,13 @@ def ceremony_keys_missing(cluster: ClusterConfig) -> list[str]:
                   if n.node_pk is not None and not node_key_path(cluster.keys_dir, n.id).exists()]
 
 
-def init_cluster_files(cluster: ClusterConfig, genesis_time_ms: int | None = None) -> InitResult:
+def init_cluster_files(cluster: ClusterConfig, genesis_time_ms: int | None = None,
+                       params: ChainParamValues | None = None) -> InitResult:
     """The local demo's files: every missing key file, keys/LOCAL-DEMO (node/custody.py: this keys/ holds every
     org's key, which nodes accept only on loopback addresses), then genesis.json if missing (it reads the org
-    keys just made). An existing genesis.json is kept if it is for this chain; raises GenesisFileError if not,
-    or if the cluster file lists public keys whose private keys are elsewhere (a ceremony's cluster file)."""
+    keys just made), with `params` (default `LOCAL_DEMO_PARAMS`). An existing genesis.json is kept if it is for
+    this chain, whatever its params; raises GenesisFileError if not, or if the cluster file lists public keys
+    whose private keys are elsewhere (a ceremony's cluster file)."""
     elsewhere = ceremony_keys_missing(cluster)
     if elsewhere:
         more = f" and {len(elsewhere) - 3} more" if len(elsewhere) > 3 else ""
@@ -149,4 +175,5 @@ def init_cluster_files(cluster: ClusterConfig, genesis_time_ms: int | None = Non
     if path.exists():
         check_genesis_chain(cluster, path)
         return InitResult(created, genesis_created=False, local_demo=marker)
-    return InitResult(created, write_genesis(cluster, path, genesis_time_ms), local_demo=marker)
+    genesis_params = LOCAL_DEMO_PARAMS if params is None else params
+    return InitResult(created, write_genesis(cluster, path, genesis_time_ms, genesis_params), local_demo=marker)

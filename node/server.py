@@ -231,6 +231,19 @@ class Node:
         if self.spec.node_pk is not None and bytes.fromhex(self.spec.node_pk) != key.sign_pk:
             raise StartupError(f"keys/node-{self.node_id}.key (node_pk {fingerprint(key.sign_pk)}) does not match "
                                f"nodes.node_pk in cluster.toml ({fingerprint(self.spec.node_pk)})")
+        https = None
+        if self.spec.https_cert is not None and self.spec.https_key is not None:
+            from node.tls import TlsError, http_server_context
+
+            # The files are this host's own, so only the node can check them (node/config.py loads paths); checked
+            # before the peer transport starts, so a wrong path fails the start at once and opens no port.
+            for name, path in (("https_cert", self.spec.https_cert), ("https_key", self.spec.https_key)):
+                if not path.is_file():
+                    raise StartupError(f"nodes.{name} of {self.node_id}: {path} not found")
+            try:
+                https = http_server_context(self.spec.https_cert, self.spec.https_key)
+            except TlsError as exc:
+                raise StartupError(f"nodes.https_cert / https_key of {self.node_id}: {exc}") from None
         if self.fault_injection:
             from node.faults import FaultRules
 
@@ -295,18 +308,6 @@ class Node:
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=DRAIN_TIMEOUT_S,
                                     keepalive_timeout=HTTP_KEEPALIVE_S)
         await self.runner.setup()
-        https = None
-        if self.spec.https_cert is not None and self.spec.https_key is not None:
-            from node.tls import TlsError, http_server_context
-
-            # The files are this host's own, so only the node can check them (node/config.py loads paths).
-            for name, path in (("https_cert", self.spec.https_cert), ("https_key", self.spec.https_key)):
-                if not path.is_file():
-                    raise StartupError(f"nodes.{name} of {self.node_id}: {path} not found")
-            try:
-                https = http_server_context(self.spec.https_cert, self.spec.https_key)
-            except TlsError as exc:
-                raise StartupError(f"nodes.https_cert / https_key of {self.node_id}: {exc}") from None
         bind = self.spec.http_bind
         site = web.TCPSite(self.runner, bind.host, bind.port, reuse_address=True, ssl_context=https)
         await site.start()

@@ -28,7 +28,9 @@ The PEM files `ssl` insists on (load_cert_chain reads only paths) live in an ano
 Linux) that never touches a file system; elsewhere in a private temporary directory (0700, files 0600) removed
 as soon as they are loaded.
 
-HTTPS for the client API: `http_server_context` (TLS 1.2+, what browsers and curl speak) and
+HTTPS for the client API: `http_server_context` (TLS 1.2+, what browsers and curl speak),
+`https_client_context` (the one verifying context of everything that calls a node's HTTPS listener: the clients'
+`HttpsTrust` in node/client/api.py and the dashboard's probe of its peers, node/http/dashboard.py) and
 `write_self_signed_https_cert` (ECDSA P-256, which browsers accept and Ed25519 they do not; SANs for DNS names
 and IP addresses).
 """
@@ -217,6 +219,27 @@ def http_server_context(cert_path: Path | str, key_path: Path | str) -> ssl.SSLC
                        f"{cert_path} / {key_path}: not a PEM certificate and its matching key ({exc})") from None
     return ctx
 
+
+def https_client_context(cafiles: Sequence[tuple[str, Path]]) -> ssl.SSLContext:
+    """A client context for a node's HTTPS listener that checks the certificate chain and the host name (ssl's
+    defaults, kept; there is no switch to turn them off): against exactly `cafiles` (pinned: the system store is
+    then not consulted), or the system store if there are none. `cafiles`: (what names the file in an error,
+    path). TlsError `https_ca_missing` / `https_ca_bad` names the file."""
+    if not cafiles:
+        return ssl.create_default_context()
+    ctx: ssl.SSLContext | None = None
+    for what, path in cafiles:
+        try:
+            if ctx is None:
+                ctx = ssl.create_default_context(cafile=str(path))
+            else:
+                ctx.load_verify_locations(cafile=str(path))
+        except FileNotFoundError:
+            raise TlsError("https_ca_missing", f"{what}: CA file {path} not found") from None
+        except (ssl.SSLError, OSError) as exc:
+            raise TlsError("https_ca_bad", f"{what}: {path} is not a PEM file of CA certificates ({exc})") from None
+    assert ctx is not None
+    return ctx
 
 def _san(host: str) -> x509.GeneralName:
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host

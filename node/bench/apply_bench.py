@@ -15,6 +15,13 @@ tier1 as a child), the chains interleaved so a block holds one link of many chai
 `--prefill-keys` filler entries (random 200-byte values, written at genesis) so the state tree and LevelDB have
 the size of a long-running cluster's. Set-up and prefill are outside the timing; the JSON adds `us_per_tx`.
 
+`--rules new` (the default) runs on a chain whose genesis names the parameters a new chain gets
+(node/genesis_file.py NEW_CHAIN_PARAMS): every invoice belongs to a confirmed contract and every transfer draws on
+a confirmed contract between holder and recipient (`trade_docs`), so each transfer pays for the trade-background
+rules; `--rules off` is a genesis without params and the txs as they were before those rules (the same workload
+the benchmarks measured before issue 14). Before/after issue 14 on the apply path: this command at the commit
+before it (checked out beside, without `--rules`) and here with `--rules new` and `--rules off`, alternated.
+
 Rates are per second of this process's CPU time (`time.process_time`), so a busy shared machine slows the
 wall clock but not the numbers. Besides the full path, it reports the executor alone (over an in-memory
 OverlayView) to separate ecert's cost from the ledger's.
@@ -42,57 +49,85 @@ from ecert.genesis import GenesisDoc, GenesisOrg, genesis_hash, genesis_writes
 from ecert.keys import org_keys_from_seed
 from ecert.rules import cert_id_for
 from ecert.tx import decode_envelope, make_tx, tx_id_of
+from node.genesis_file import NEW_CHAIN_PARAMS
 
 CHAIN = "bench-chain"
 T0 = 1_700_000_000_000
 DAY = 86_400_000
 ORGS = (("boc", "bank"), ("geely", "core"), ("tier1", "supplier"), ("tier2", "supplier"), ("tier3", "supplier"))
+RULES = ("new", "off")
+CONTRACT_AMOUNT = 10**15  # the contracts every invoice and transfer draws on (AMOUNT_MAX)
 
 
-def build_workload(n: int) -> tuple[GenesisDoc, list[bytes]]:
+def genesis(keys: dict[str, Any], rules: str) -> GenesisDoc:
+    params = tuple(sorted(NEW_CHAIN_PARAMS.items())) if rules == "new" else ()
+    return GenesisDoc(CHAIN, T0, tuple(GenesisOrg(o, o, r, keys[o].sign_pk, keys[o].box_pk) for o, r in ORGS),
+                      params=params)
+
+
+def contracts(tx: Any, rules: str) -> tuple[list[bytes], dict[str, object], dict[str, object]]:
+    """With the new rules: (set-up txs anchoring and confirming the contracts tier1-geely and tier1-tier2, the
+    extra fields of an invoice, of a transfer to tier2); without: nothing."""
+    if rules != "new":
+        return [], {}, {}
+    setup = []
+    for doc_id, seller, buyer in (("CT-core", "tier1", "geely"), ("CT-12", "tier2", "tier1")):
+        setup += [tx(seller, "trade.anchor", {"doc_id": doc_id, "kind": "contract", "doc_hash": "cd" * 32,
+                                              "counterparty": buyer, "amount": CONTRACT_AMOUNT}),
+                  tx(buyer, "trade.confirm", {"doc_id": doc_id})]
+    return setup, {"contract_id": "CT-core"}, {"trade_docs": ["CT-12"]}
+
+
+def build_workload(n: int, rules: str = "new") -> tuple[GenesisDoc, list[bytes]]:
     keys = {o: org_keys_from_seed(o.encode().ljust(32, b"\x00")) for o, _ in ORGS}
-    doc = GenesisDoc(CHAIN, T0, tuple(GenesisOrg(o, o, r, keys[o].sign_pk, keys[o].box_pk) for o, r in ORGS))
+    doc = genesis(keys, rules)
     nonce = iter(range(1, 10**9))
 
     def tx(signer: str, kind: str, body: dict[str, object]) -> bytes:
         return make_tx(keys[signer].seed, CHAIN, kind, signer, next(nonce), body)
 
     txs = [tx("boc", "credit.grant", {"core": "geely", "limit": 10**15, "expires_at": T0 + 3650 * DAY})]
+    setup, invoice_extra, transfer_extra = contracts(tx, rules)
+    txs += setup
     i = 0
     while len(txs) < n:
         i += 1
         inv = f"INV-{i}"
         txs.append(tx("tier1", "trade.anchor", {"doc_id": inv, "kind": "invoice", "doc_hash": "ab" * 32,
-                                                "counterparty": "geely", "amount": 100_000}))
+                                                "counterparty": "geely", "amount": 100_000, **invoice_extra}))
         txs.append(tx("geely", "trade.confirm", {"doc_id": inv}))
         issue = tx("geely", "ecert.issue", {"to": "tier1", "amount": 100_000, "maturity": T0 + 180 * DAY,
                                             "bank": "boc", "invoice_ids": [inv]})
         root = cert_id_for(tx_id_of(decode_envelope(issue).payload), 0)
         txs.append(issue)
         txs.append(tx("tier1", "ecert.accept", {"cert_id": root}))
-        transfer = tx("tier1", "ecert.transfer", {"cert_id": root, "to": [{"org": "tier2", "amount": 30_000}]})
+        transfer = tx("tier1", "ecert.transfer", {"cert_id": root, "to": [{"org": "tier2", "amount": 30_000}],
+                                                  **transfer_extra})
         rest = cert_id_for(tx_id_of(decode_envelope(transfer).payload), 1)
         txs.append(transfer)
         txs.append(tx("tier1", "ecert.split", {"cert_id": rest, "amounts": [35_000, 35_000]}))
     return doc, txs[:n]
 
 
-def build_transfers(n: int, chains: int) -> tuple[GenesisDoc, list[bytes], list[bytes]]:
-    """(genesis, set-up txs, `n` transfer txs): credit, one confirmed invoice, `chains` issued and accepted
-    roots held by tier1; then transfers of 1 fen to tier2, round-robin over the chains (each spends the
-    remainder child of its chain's previous transfer)."""
+def build_transfers(n: int, chains: int, rules: str = "new") -> tuple[GenesisDoc, list[bytes], list[bytes]]:
+    """(genesis, set-up txs, `n` transfer txs): credit, one confirmed invoice (under a confirmed contract, and a
+    contract tier1-tier2 for the transfers, with the new rules), `chains` issued and accepted roots held by tier1;
+    then transfers of 1 fen to tier2, round-robin over the chains (each spends the remainder child of its chain's
+    previous transfer)."""
     keys = {o: org_keys_from_seed(o.encode().ljust(32, b"\x00")) for o, _ in ORGS}
-    doc = GenesisDoc(CHAIN, T0, tuple(GenesisOrg(o, o, r, keys[o].sign_pk, keys[o].box_pk) for o, r in ORGS))
+    doc = genesis(keys, rules)
     nonce = iter(range(1, 10**9))
 
     def tx(signer: str, kind: str, body: dict[str, object]) -> bytes:
         return make_tx(keys[signer].seed, CHAIN, kind, signer, next(nonce), body)
 
     amount = 10**12
-    setup = [tx("boc", "credit.grant", {"core": "geely", "limit": 10**15, "expires_at": T0 + 3650 * DAY}),
-             tx("tier1", "trade.anchor", {"doc_id": "INV-1", "kind": "invoice", "doc_hash": "ab" * 32,
-                                          "counterparty": "geely", "amount": amount * chains}),
-             tx("geely", "trade.confirm", {"doc_id": "INV-1"})]
+    setup = [tx("boc", "credit.grant", {"core": "geely", "limit": 10**15, "expires_at": T0 + 3650 * DAY})]
+    contract_txs, invoice_extra, transfer_extra = contracts(tx, rules)
+    setup += [*contract_txs,
+              tx("tier1", "trade.anchor", {"doc_id": "INV-1", "kind": "invoice", "doc_hash": "ab" * 32,
+                                           "counterparty": "geely", "amount": amount * chains, **invoice_extra}),
+              tx("geely", "trade.confirm", {"doc_id": "INV-1"})]
     heads = []
     for _ in range(chains):
         issue = tx("geely", "ecert.issue", {"to": "tier1", "amount": amount, "maturity": T0 + 180 * DAY,
@@ -103,7 +138,8 @@ def build_transfers(n: int, chains: int) -> tuple[GenesisDoc, list[bytes], list[
     transfers = []
     for i in range(n):
         c = i % chains
-        raw = tx("tier1", "ecert.transfer", {"cert_id": heads[c], "to": [{"org": "tier2", "amount": 1}]})
+        raw = tx("tier1", "ecert.transfer", {"cert_id": heads[c], "to": [{"org": "tier2", "amount": 1}],
+                                             **transfer_extra})
         heads[c] = cert_id_for(tx_id_of(decode_envelope(raw).payload), 1)
         transfers.append(raw)
     return doc, setup, transfers
@@ -121,8 +157,9 @@ def bench_transfers(args: argparse.Namespace) -> dict[str, object]:
     from ledger.block import make_block
     from ledger.store import StateStore
 
-    print(f"building and signing {args.txs} transfers over {args.chains} chains ...", file=sys.stderr)
-    doc, setup, transfers = build_transfers(args.txs, args.chains)
+    print(f"building and signing {args.txs} transfers over {args.chains} chains (rules {args.rules}) ...",
+          file=sys.stderr)
+    doc, setup, transfers = build_transfers(args.txs, args.chains, args.rules)
     executor = EcertExecutor(CHAIN)
     with tempfile.TemporaryDirectory() as tmp, StateStore.open(Path(tmp) / "state", sync=args.sync) as store:
         print(f"prefilling {args.prefill_keys} keys ...", file=sys.stderr)
@@ -155,7 +192,8 @@ def bench_transfers(args: argparse.Namespace) -> dict[str, object]:
         state_keys = sum(1 for _ in store.scan(b""))
         if args.check:
             store.check_integrity()
-    return {"workload": "transfers", "txs": len(transfers), "committed": committed, "block_txs": args.block_txs,
+    return {"workload": "transfers", "rules": args.rules, "txs": len(transfers), "committed": committed,
+            "block_txs": args.block_txs,
             "chains": args.chains, "prefill_keys": args.prefill_keys, "state_keys": state_keys, "sync": args.sync,
             "us_per_tx": round(elapsed / len(transfers) * 1e6, 1), "apply_tps": round(len(transfers) / elapsed),
             "prefill_s": round(prefill_s, 2)}
@@ -235,13 +273,16 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=64, help="transfers: concurrent chains (cluster clients)")
     parser.add_argument("--check", action="store_true", help="transfers: check_integrity() at the end")
     parser.add_argument("--profile", metavar="SORT", help="transfers: cProfile the timed part, sorted by SORT")
+    parser.add_argument("--rules", choices=RULES, default="new",
+                        help="new: a new chain's genesis params, txs with their trade documents (default); off: a "
+                             "genesis without params, the txs as before those rules")
     args = parser.parse_args()
     if args.workload == "transfers":
         print(json.dumps(bench_transfers(args)))
         return
 
     print(f"building and signing {args.txs} txs ...", file=sys.stderr)
-    doc, txs = build_workload(args.txs)
+    doc, txs = build_workload(args.txs, args.rules)
     print("measuring raw Ed25519 verify ...", file=sys.stderr)
     verify_per_s = bench_verify(txs, args.verify_seconds)
     print("applying through StateStore ...", file=sys.stderr)
@@ -254,7 +295,8 @@ def main() -> None:
     print(f"{'applied txs/s (StateStore)':>28}: {apply_tps:10.0f}   ({committed}/{len(txs)} committed)")
     print(f"{'executor alone txs/s':>28}: {executor_tps:10.0f}   (ratio {executor_tps / verify_per_s:.2f})")
     print(f"{'ratio (target >= 0.5)':>28}: {ratio:10.2f}")
-    print(json.dumps({"txs": len(txs), "committed": committed, "block_txs": args.block_txs, "sync": args.sync,
+    print(json.dumps({"rules": args.rules, "txs": len(txs), "committed": committed, "block_txs": args.block_txs,
+                      "sync": args.sync,
                       "apply_tps": round(apply_tps), "executor_tps": round(executor_tps),
                       "verify_per_s": round(verify_per_s), "ratio": round(ratio, 3),
                       "executor_ratio": round(executor_tps / verify_per_s, 3)}))

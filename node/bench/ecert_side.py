@@ -2,7 +2,9 @@
 
 Each client owns one accepted certificate held by `tier1` and walks a chain of transfers: 1 fen to `tier2`, the
 remainder back to `tier1` as a child whose id is known in advance (`cert_id_for(tx_id, 1)`), so every transfer
-can be signed before the clock starts and the client spends no CPU on signing during the run. `CLIENT` sends no
+can be signed before the clock starts and the client spends no CPU on signing during the run. A new chain's rules
+hold (node/genesis_file.py): the invoice belongs to a confirmed contract tier1-geely and every transfer draws on
+the confirmed contract tier2-tier1 (`TRANSFER_CONTRACT`), both anchored at set-up. `CLIENT` sends no
 Authorization header: POST /v1/tx needs none (each envelope is its own signature, CONTRACT §6), so signed
 requests add nothing to the tx path; the bench reads only public routes (/v1/status, /metrics).
 """
@@ -31,6 +33,9 @@ ORGS = localnet.consortium_orgs(5)
 CLIENT = AsyncClient()
 ROOT_AMOUNT = 10**12
 YEAR_MS = 365 * 86_400_000
+INVOICE_CONTRACT = "CT-bench-tier1-geely"  # the invoice's contract
+TRANSFER_CONTRACT = "CT-bench-tier2-tier1"  # every transfer's trade background (1 fen each: never drawn dry)
+CONTRACT_AMOUNT = 10**15
 
 
 def write_cluster_file(root: Path, nodes: int, block_timeout_ms: int = 2, **settings: int) -> Path:
@@ -83,17 +88,31 @@ async def submit(session: aiohttp.ClientSession, url: str, raw: bytes) -> dict[s
     return doc  # type: ignore[no-any-return]
 
 
+async def ensure(session: aiohttp.ClientSession, url: str, raw: bytes, done_code: str) -> None:
+    """Submit a set-up tx that an earlier set-up on the same chain may have done already (`done_code`)."""
+    status, doc = await CLIENT.post_tx(session, url, raw)
+    if not committed(status, doc) and error_code(doc) != done_code:
+        raise RuntimeError(f"set-up tx refused: HTTP {status} {doc}")
+
+
 async def prepare_roots(cluster: ClusterConfig, url: str, count: int) -> list[str]:
-    """Credit line, a confirmed invoice, `count` issued and accepted certificates held by tier1."""
-    boc, geely, tier1 = (bench_signer(cluster, o) for o in ("boc", "geely", "tier1"))
+    """Credit line, the two contracts (once per chain), a confirmed invoice under the first, `count` issued and
+    accepted certificates held by tier1."""
+    boc, geely, tier1, tier2 = (bench_signer(cluster, o) for o in ("boc", "geely", "tier1", "tier2"))
     now = int(time.time() * 1000)
     total = ROOT_AMOUNT * count
     async with aiohttp.ClientSession() as session:
         await submit(session, url, boc.sign("credit.grant", {"core": "geely", "limit": total,
                                                               "expires_at": now + 2 * YEAR_MS}))
+        for doc_id, seller, buyer in ((INVOICE_CONTRACT, tier1, geely), (TRANSFER_CONTRACT, tier2, tier1)):
+            await ensure(session, url, seller.sign("trade.anchor", {
+                "doc_id": doc_id, "kind": "contract", "doc_hash": "00" * 32, "counterparty": buyer.org_id,
+                "amount": CONTRACT_AMOUNT}), "doc_exists")
+            await ensure(session, url, buyer.sign("trade.confirm", {"doc_id": doc_id}), "invalid_status_transition")
         doc_id = f"INV-bench-{time.time_ns()}"
         await submit(session, url, tier1.sign("trade.anchor", {
-            "doc_id": doc_id, "kind": "invoice", "doc_hash": "00" * 32, "counterparty": "geely", "amount": total}))
+            "doc_id": doc_id, "kind": "invoice", "doc_hash": "00" * 32, "counterparty": "geely", "amount": total,
+            "contract_id": INVOICE_CONTRACT}))
         await submit(session, url, geely.sign("trade.confirm", {"doc_id": doc_id}))
         roots = []
         for _ in range(count):
@@ -107,10 +126,12 @@ async def prepare_roots(cluster: ClusterConfig, url: str, count: int) -> list[st
 
 
 def transfer_chain(signer: Signer, root: str) -> Iterator[bytes]:
-    """Endless transfers of 1 fen to tier2, each spending the remainder child of the previous one."""
+    """Endless transfers of 1 fen to tier2, each spending the remainder child of the previous one and drawing on
+    the contract tier2-tier1."""
     cert = root
     while True:
-        tx_id, raw = signer.signed("ecert.transfer", {"cert_id": cert, "to": [{"org": "tier2", "amount": 1}]})
+        tx_id, raw = signer.signed("ecert.transfer", {"cert_id": cert, "to": [{"org": "tier2", "amount": 1}],
+                                                      "trade_docs": [TRANSFER_CONTRACT]})
         yield raw
         cert = cert_id_for(tx_id, 1)
 

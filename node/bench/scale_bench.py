@@ -8,11 +8,15 @@ the rules; genesis holds only the banks and core enterprises):
 - genesis: `--banks` banks and `--cores` core enterprises; each bank grants each core a 10^15 credit line (txs).
 - organisations: the other N - banks - cores orgs are suppliers, each joining by `org.register` (signed by its
   own key) then `org.approve` by a bank: 2 txs per org.
-- certificates: rounds of 7 txs that create 7 certificate records, a three-deep lineage:
-  supplier s1 anchors an invoice to core c, c confirms it, c issues a certificate to s1 under bank b, s1 accepts,
-  s1 transfers 30% to s2 (child + remainder), s2 passes a third of that on to s3 (child + remainder), s1 splits
-  its remainder in two. M counts certificate records (roots and descendants): M/7 roots, 4M/7 live leaves.
-- steady state: `--steady-txs` transfers of randomly chosen live certificates spread over the full state.
+- certificates: rounds of 13 txs that create 7 certificate records, a three-deep lineage, under a new chain's
+  rules (genesis params node/genesis_file.py NEW_CHAIN_PARAMS; KYC evidence in each approval): supplier s1
+  anchors a contract with core c and an invoice under it, c confirms both, c issues a certificate to s1 under
+  bank b, s1 accepts; s2 anchors a contract with s1 and s3 one with s2, each confirmed by the other; s1
+  transfers 30% to s2 drawing on theirs (child + remainder), s2 passes a third of that on to s3 drawing on
+  theirs (child + remainder), s1 splits its remainder in two. M counts certificate records (roots and
+  descendants): M/7 roots, 4M/7 live leaves.
+- steady state: `--steady-txs` transfers of randomly chosen live certificates spread over the full state, each
+  to the other party of a contract its holder signed in its round, drawing on that contract.
 
 Txs are signed by a process pool (`--sign-workers`) a bounded number of chunks ahead of the applier, so signing
 runs beside applying instead of inside the timing; its CPU time is reported on its own. Apply rates are per second
@@ -50,21 +54,24 @@ from ecert.executor import EcertExecutor
 from ecert.genesis import GenesisDoc, GenesisOrg, genesis_hash, genesis_writes
 from ecert.keys import OrgKeys, org_keys_from_seed
 from ecert.rules import cert_id_for
-from ecert.tx import encode_payload, make_tx, tx_id_of
+from ecert.tx import AMOUNT_MAX, encode_payload, make_tx, tx_id_of
 from ledger.block import make_block
 from ledger.executor import BlockContext, TxOutcome
 from ledger.state_view import StateView
 from ledger.store import StateStore
 from node.bench.resources import dir_bytes
+from node.genesis_file import NEW_CHAIN_PARAMS
 
 CHAIN = "scale-bench"
 T0 = 1_700_000_000_000
 DAY = 86_400_000
 BLOCK_MS = 1000
 CREDIT_LIMIT = 10**15
-MATURITY = T0 + 3 * 365 * DAY
-TXS_PER_ROUND = 7
+MATURITY = T0 + 365 * DAY  # the longest term ecert.issue admits (max_term_days), from the first block on
+TXS_PER_ROUND = 13
 CERTS_PER_ROUND = 7
+DOCS_PER_ROUND = 4  # the invoice, its contract and the two contracts the round's transfers draw on
+HOP_CONTRACT_AMOUNT = AMOUNT_MAX  # headroom for the round's transfer and any steady transfers over it
 SIGN_CHUNK_UNITS = 200
 CHUNKS_AHEAD = 6
 """Signed chunks the pool may run ahead of the applier: enough to never stall it, bounded so queued txs do not
@@ -100,7 +107,7 @@ class Plan:
     def genesis(self) -> GenesisDoc:
         orgs = [(self.bank(i), "bank") for i in range(self.banks)] + [(self.core(i), "core") for i in range(self.cores)]
         return GenesisDoc(CHAIN, T0, tuple(GenesisOrg(o, o, role, keys_of(o).sign_pk, keys_of(o).box_pk)
-                                           for o, role in orgs))
+                                           for o, role in orgs), params=tuple(sorted(NEW_CHAIN_PARAMS.items())))
 
     def round_parties(self, r: int) -> tuple[str, str, str, str, str]:
         """(core, bank, s1, s2, s3) of round r; s2 != s1 and s3 != s2, spread over all suppliers."""
@@ -150,14 +157,26 @@ def org_txs(plan: Plan, k: int) -> list[Tx]:
     return [("org.register", org, NONCE_ORGS + 2 * k,
              {"org_id": org, "name": f"Supplier {k}", "role": "supplier", "sign_pk": keys.sign_pk,
               "box_pk": keys.box_pk}),
-            ("org.approve", plan.bank(k), NONCE_ORGS + 2 * k + 1, {"org_id": org})]
+            ("org.approve", plan.bank(k), NONCE_ORGS + 2 * k + 1,
+             {"org_id": org, "kyc_hash": hashlib.sha256(f"kyc {org}".encode()).hexdigest()})]
 
 
 @dataclass(frozen=True, slots=True)
 class Round:
     txs: list[Tx]
-    leaves: tuple[tuple[str, str, int], ...]
-    """The round's live certificates at the end: (cert id, holder, amount)."""
+    leaves: tuple[tuple[str, str, int, str, str], ...]
+    """The round's live certificates at the end: (cert id, holder, amount, a trade partner of the holder, their
+    contract)."""
+
+
+def _doc(kind: str, signer: str, nonce: int, doc_id: str, counterparty: str, amount: int,
+         contract_id: str | None = None) -> list[Tx]:
+    """Anchor a trade document and have its counterparty confirm it."""
+    body: dict[str, Any] = {"doc_id": doc_id, "kind": kind, "counterparty": counterparty, "amount": amount,
+                            "doc_hash": hashlib.sha256(doc_id.encode()).hexdigest()}
+    if contract_id is not None:
+        body["contract_id"] = contract_id
+    return [("trade.anchor", signer, nonce, body), ("trade.confirm", counterparty, nonce + 1, {"doc_id": doc_id})]
 
 
 def round_txs(plan: Plan, r: int) -> Round:
@@ -168,33 +187,36 @@ def round_txs(plan: Plan, r: int) -> Round:
     t2 = t1 // 3
     half = rem1 // 2
     nonce = NONCE_ROUNDS + TXS_PER_ROUND * r
-    inv = f"INV-{r}"
-    txs: list[Tx] = [
-        ("trade.anchor", s1, nonce, {"doc_id": inv, "kind": "invoice", "counterparty": core, "amount": amount,
-                                     "doc_hash": hashlib.sha256(inv.encode()).hexdigest()}),
-        ("trade.confirm", core, nonce + 1, {"doc_id": inv}),
-    ]
-    issue: Tx = ("ecert.issue", core, nonce + 2, {"to": s1, "amount": amount, "maturity": MATURITY, "bank": bank,
+    inv, contract, hop1, hop2 = f"INV-{r}", f"CT-{r}", f"CTA-{r}", f"CTB-{r}"
+    txs: list[Tx] = [*_doc("contract", s1, nonce, contract, core, amount),
+                     *_doc("invoice", s1, nonce + 2, inv, core, amount, contract)]
+    issue: Tx = ("ecert.issue", core, nonce + 4, {"to": s1, "amount": amount, "maturity": MATURITY, "bank": bank,
                                                    "invoice_ids": [inv]})
     root = cert_id_for(_tx_id(issue), 0)
-    move1: Tx = ("ecert.transfer", s1, nonce + 4, {"cert_id": root, "to": [{"org": s2, "amount": t1}]})
+    txs += [issue, ("ecert.accept", s1, nonce + 5, {"cert_id": root}),
+            *_doc("contract", s2, nonce + 6, hop1, s1, HOP_CONTRACT_AMOUNT),
+            *_doc("contract", s3, nonce + 8, hop2, s2, HOP_CONTRACT_AMOUNT)]
+    move1: Tx = ("ecert.transfer", s1, nonce + 10, {"cert_id": root, "to": [{"org": s2, "amount": t1}],
+                                                    "trade_docs": [hop1]})
     c1, r1 = cert_id_for(_tx_id(move1), 0), cert_id_for(_tx_id(move1), 1)
-    move2: Tx = ("ecert.transfer", s2, nonce + 5, {"cert_id": c1, "to": [{"org": s3, "amount": t2}]})
+    move2: Tx = ("ecert.transfer", s2, nonce + 11, {"cert_id": c1, "to": [{"org": s3, "amount": t2}],
+                                                    "trade_docs": [hop2]})
     c2, r2 = cert_id_for(_tx_id(move2), 0), cert_id_for(_tx_id(move2), 1)
-    split: Tx = ("ecert.split", s1, nonce + 6, {"cert_id": r1, "amounts": [half, rem1 - half]})
+    split: Tx = ("ecert.split", s1, nonce + 12, {"cert_id": r1, "amounts": [half, rem1 - half]})
     a, b = cert_id_for(_tx_id(split), 0), cert_id_for(_tx_id(split), 1)
-    txs += [issue, ("ecert.accept", s1, nonce + 3, {"cert_id": root}), move1, move2, split]
-    return Round(txs, ((c2, s3, t2), (r2, s2, t1 - t2), (a, s1, half), (b, s1, rem1 - half)))
+    txs += [move1, move2, split]
+    return Round(txs, ((c2, s3, t2, s2, hop2), (r2, s2, t1 - t2, s3, hop2), (a, s1, half, s2, hop1),
+                       (b, s1, rem1 - half, s2, hop1)))
 
 
 def steady_txs(plan: Plan, picks: list[int], first: int) -> list[Tx]:
-    """Transfers of live leaves (pick k = leaf k % 4 of round k // 4): half to another supplier, rest kept."""
+    """Transfers of live leaves (pick k = leaf k % 4 of round k // 4): half to a trade partner of the holder,
+    drawing on their contract, rest kept."""
     txs = []
     for i, k in enumerate(picks):
-        cert_id, holder, amount = round_txs(plan, k // 4).leaves[k % 4]
-        to = plan.supplier(int(holder[4:]) + 1 + (k % (plan.suppliers - 1)))
+        cert_id, holder, amount, to, contract = round_txs(plan, k // 4).leaves[k % 4]
         txs.append(("ecert.transfer", holder, NONCE_STEADY + first + i,
-                    {"cert_id": cert_id, "to": [{"org": to, "amount": amount // 2}]}))
+                    {"cert_id": cert_id, "to": [{"org": to, "amount": amount // 2}], "trade_docs": [contract]}))
     return txs
 
 

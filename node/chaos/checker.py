@@ -8,7 +8,14 @@ What it checks (CONTRACT §3 invariants, issue 5):
 - an unknown tx has the same fate on every node: committed once or absent;
 - no tx applied twice: a tx's outcome height is its first inclusion in the chain;
 - the final state: per lineage, the live leaves sum to the root and every split's children sum to the parent;
-  a bank's used credit to a core equals the outstanding amount issued under it;
+  a bank's used credit to a core equals the outstanding amount issued under it, less what the core paid on it
+  (the committed `ecert.pay` outcomes; a certificate's `paid`, where the node shows it, agrees with them);
+- recourse: every claim a committed `ecert.default` filed is repaid and written off by committed txs within its
+  amount, and closed exactly when nothing is left;
+- each node's own state, read from its data directory after the processes stopped (node/chaos/state_check.py):
+  the ledger's invariants (ecert/invariants.py: paid + outstanding = amount for every root, each bank's exposure
+  = financed - recovered - written off, the indexes) and its state root recomputed from scratch, at the height it
+  answered;
 - identical block hashes (and state roots, where blocks carry them) at every height on every node, and the same
   head on every node;
 - linearizable reads: a register per certificate holding (holder, status), written by committed txs, read with
@@ -38,7 +45,7 @@ from node.chaos.history import (
 from node.chaos.linearizability import CheckResult, Operation, check_history
 
 SPENT = frozenset({"split"})  # a spent certificate's value lives on in its children
-NOT_OUTSTANDING = frozenset({"split", "settled", "cancelled"})
+NOT_OUTSTANDING = frozenset({"split", "settled", "cancelled"})  # `defaulted` is still owed
 VIOLATION_TXS_MAX = 20
 
 
@@ -111,6 +118,8 @@ def check_run(history: History, dumps: list[NodeDump]) -> CheckReport:
     check_blocks(report, live)
     check_txs(report, history, live)
     check_final_state(report, history, live)
+    check_recourse(report, history, live)
+    check_states(report, dumps)
     check_reads(report, history, live)
     report.stats.update(history_stats(history))
     report.stats["availability"] = availability(history.samples, history.faults, history.txs, len(history.nodes))
@@ -250,7 +259,21 @@ def chain_outcome(dumps: list[NodeDump], tx_id: str) -> tuple[str, int | None, A
     return max(votes.values(), key=lambda v: v[0])[1]
 
 
+def paid_by_cert(history: History, dumps: list[NodeDump]) -> dict[str, int]:
+    """Principal the debtor paid on each certificate by committed `ecert.pay` txs (a settled one is paid in
+    full and no longer outstanding, so settlements need not be counted)."""
+    paid: dict[str, int] = {}
+    for rec in history.txs:
+        if rec.kind != "ecert.pay":
+            continue
+        status, _, result = chain_outcome(dumps, rec.tx_id)
+        if status == COMMITTED and isinstance(result, dict):
+            paid[rec.body["cert_id"]] = paid.get(rec.body["cert_id"], 0) + int(result.get("principal") or 0)
+    return paid
+
+
 def check_final_state(report: CheckReport, history: History, dumps: list[NodeDump]) -> None:
+    paid = paid_by_cert(history, dumps)
     issues = [r for r in history.txs if r.kind == "ecert.issue"]
     roots: dict[str, SubmitRecord] = {}
     for rec in issues:
@@ -271,7 +294,7 @@ def check_final_state(report: CheckReport, history: History, dumps: list[NodeDum
                            txs=[rec.tx_id], nodes=[d.node_id], certs=[root_id])
                 continue
             checked += 1
-            live = check_lineage(report, d.node_id, root_id, lineage, rec)
+            live = check_lineage(report, d.node_id, root_id, lineage, rec, paid)
             key = f"{rec.body.get('bank')}/{rec.signer}"
             outstanding[key] = outstanding.get(key, 0) + live
         for key, line in d.credit.items():
@@ -286,8 +309,11 @@ def check_final_state(report: CheckReport, history: History, dumps: list[NodeDum
     report.stats["credit_lines_checked"] = credit_checked
 
 
-def check_lineage(report: CheckReport, node: str, root_id: str, lineage: dict[str, Any], issue: SubmitRecord) -> int:
-    """Check one lineage; return its outstanding (unsettled, uncancelled) amount."""
+def check_lineage(report: CheckReport, node: str, root_id: str, lineage: dict[str, Any], issue: SubmitRecord,
+                  paid: dict[str, int] | None = None) -> int:
+    """Check one lineage; return its outstanding amount: what the debtor has not paid of its live leaves
+    (`paid`: principal paid per certificate by committed txs)."""
+    paid = paid or {}
     certs = lineage.get("certs") or []
     by_id = {c["id"]: c for c in certs}
     if len(by_id) != len(certs):
@@ -321,7 +347,73 @@ def check_lineage(report: CheckReport, node: str, root_id: str, lineage: dict[st
         if total != root.get("amount"):
             report.add("conservation", f"{node}: live leaves of {root_id} sum to {total}, root amount is "
                        f"{root.get('amount')}", nodes=[node], certs=[root_id, *(c["id"] for c in leaves)])
-    return sum(c.get("amount", 0) for c in leaves if c.get("status") not in NOT_OUTSTANDING)
+    for c in leaves:
+        by_txs = paid.get(c["id"], 0)
+        outstanding = c.get("status") not in NOT_OUTSTANDING
+        if outstanding and not 0 <= by_txs < c.get("amount", 0) and c.get("status") != "defaulted":
+            report.add("payment", f"{node}: {c['id']} is {c.get('status')} with {by_txs} of {c.get('amount')} "
+                       "paid by committed txs", nodes=[node], certs=[c["id"]])
+        if outstanding and "paid" in c and c["paid"] != by_txs:
+            report.add("payment", f"{node}: {c['id']} shows paid {c['paid']}, committed payments sum to {by_txs}",
+                       nodes=[node], certs=[c["id"]])
+    return sum(c.get("amount", 0) - paid.get(c["id"], 0) for c in leaves if c.get("status") not in NOT_OUTSTANDING)
+
+
+def check_recourse(report: CheckReport, history: History, dumps: list[NodeDump]) -> None:
+    """Each claim filed by a committed default: committed repayments and write-off stay within it, and the
+    last committed one says `closed` exactly when they add up to it."""
+    claims: dict[str, int] = {}
+    moves: dict[str, list[tuple[int, SubmitRecord, dict[str, Any]]]] = {}
+    for rec in history.txs:
+        if rec.kind not in ("ecert.default", "recourse.repay", "recourse.write_off"):
+            continue
+        status, height, result = chain_outcome(dumps, rec.tx_id)
+        if status != COMMITTED or not isinstance(result, dict):
+            continue
+        cert_id = rec.body["cert_id"]
+        if rec.kind == "ecert.default":
+            if isinstance(result.get("claim"), dict):
+                claims[cert_id] = int(result["claim"]["amount"])
+        else:
+            moves.setdefault(cert_id, []).append((height or 0, rec, result))
+    for cert_id, recs in moves.items():
+        amount = claims.get(cert_id)
+        txs = [r.tx_id for _, r, _ in recs]
+        if amount is None:
+            report.add("recourse", f"recourse txs on {cert_id} committed without a claim a committed default filed",
+                       txs=txs, certs=[cert_id])
+            continue
+        settled = 0
+        for _, rec, result in sorted(recs, key=lambda m: m[0]):
+            settled += int(result.get("amount") or result.get("written_off") or 0)
+            closed = result.get("status") == "closed"
+            if settled > amount or closed != (settled == amount):
+                report.add("recourse", f"claim on {cert_id} of {amount}: after {rec.kind} {settled} repaid and "
+                           f"written off, status {result.get('status')}", txs=txs, certs=[cert_id])
+                break
+    report.stats["recourse_claims"] = len(claims)
+
+
+def check_states(report: CheckReport, dumps: list[NodeDump]) -> None:
+    """What node/chaos/state_check.py found in each node's data directory."""
+    checked = 0
+    for d in dumps:
+        found = d.state_check
+        if found is None:
+            continue
+        if found.get("error"):
+            report.add("unverified", f"{d.node_id}: its state could not be checked: {found['error']}",
+                       nodes=[d.node_id])
+            continue
+        checked += 1
+        if found.get("invariants") != "ok":
+            report.add("invariant", f"{d.node_id}: state at height {found.get('height')} breaks an invariant: "
+                       f"{found.get('invariants')}", nodes=[d.node_id])
+        answered = (d.status or {}).get("height")
+        if answered is not None and (found.get("height") or 0) < answered:
+            report.add("state_behind", f"{d.node_id} answered height {answered} but its data directory holds "
+                       f"height {found.get('height')}: it lost applied blocks", nodes=[d.node_id])
+    report.stats["states_checked"] = checked
 
 
 # -- linearizability of certificate reads -----------------------------------------------------------------------
@@ -348,7 +440,15 @@ def tx_effects(rec: SubmitRecord, result: Any) -> list[tuple[str, tuple[str, str
         return [(body["cert_id"], (signer, "financing"))]
     if kind == "finance.approve":
         return [(body["cert_id"], (signer, "financed"))]
-    return []
+    if not isinstance(result, dict):
+        return []
+    if kind in ("ecert.pay", "ecert.settle"):
+        return [(body["cert_id"], (str(result.get("paid_to")), str(result.get("status"))))]
+    if kind == "ecert.settle_root":
+        return [(str(s["cert_id"]), (str(s["paid_to"]), "settled")) for s in result.get("settled") or []]
+    if kind == "ecert.default":
+        return [(body["cert_id"], (str(result.get("holder")), str(result.get("status"))))]
+    return []  # disputes and recourse claims move neither holder nor status
 
 
 def cert_value(cert: dict[str, Any] | None) -> tuple[str, str] | None:

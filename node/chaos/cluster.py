@@ -22,7 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from node.chaos.netns import HTTP_PORT, RAFT_PORT, NetnsNetwork
-from node.client.api import Signer
+from node.chaos.workload import CHAIN_PARAMS
+from node.client.api import HttpsTrust, Signer
 from node.keys import KeyPair, load_org_key
 from node.ops import localnet
 
@@ -69,6 +70,11 @@ class ChaosCluster:
             return f"http://{self.network.address(node_id)}:{HTTP_PORT}"
         return self.node(node_id).url
 
+    def https_trust(self) -> HttpsTrust:
+        """How the runner's clients verify https:// nodes: the system store (these nodes serve plain HTTP; the
+        multi-host run, whose nodes serve HTTPS, pins each host's certificate)."""
+        return HttpsTrust()
+
     def node_home(self, node_id: str) -> Path:
         """The directory a node runs in (its cluster file's): one for the whole cluster on loopback; in
         real-network mode hosts/<id>/, with only that node's two keys (a node on a non-loopback address refuses
@@ -93,7 +99,7 @@ class ChaosCluster:
         localnet.write_cluster_file(self.base_dir, self.chain_id, self.orgs, nodes,
                                     {"tick_ms": self.tick_ms, **SETTINGS},
                                     comment=f"Written by the chaos runner (node/chaos/cluster.py) for {run}.")
-        localnet.init_cluster(self.config_path)
+        localnet.init_cluster(self.config_path, params=CHAIN_PARAMS)  # the workload's: a 2 s grace period
         if self.network is not None:
             for n in self.nodes:
                 home = self.node_home(n.id)

@@ -85,6 +85,8 @@ class NodeDump:
     lineages: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # root id -> lineage
     credit: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # "bank/core" -> credit line
     errors: list[str] = field(default_factory=list)
+    state_check: dict[str, Any] | None = None
+    """Its data directory after the processes stopped (node/chaos/state_check.py); None: not checked."""
 
 
 @dataclass(slots=True)

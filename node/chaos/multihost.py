@@ -1,17 +1,21 @@
 """A multi-host run (root only): one network namespace per organisation, each a "host" with its own address on a
 bridge and its own directory holding only its own private keys; genesis made by the ceremony commands; peer TLS
-on; the chaos workload and checker; a kernel partition of the leader and a node restart; a capture of the bridge
-searched for what the workload sent.
+and HTTPS for every client API on; the chaos workload and checker; a kernel partition of the leader and a node
+restart; a capture of the bridge searched for what the workload sent.
 
     ./scripts/multihost [--hosts N] [--duration S] [--seed K] [--keep] [--no-tls]
 
 Layout of one run (a temp dir; kept with --keep or when anything failed):
 
     cluster/coordinator/inbox/ORG.public.json  what each host handed the coordinator (public material only)
+    cluster/coordinator/inbox/tls/NODE-ca.pem  and each host's HTTPS certificate (public), which clients pin
     cluster/coordinator/ceremony/       `ecert genesis add-org ... --ceremony` state
     cluster/coordinator/out/            `ecert genesis build` output: genesis.json, cluster.toml
+    cluster/coordinator/cluster.toml    the clients' copy (the workload's and the checker's), tls/ beside it
     cluster/hosts/ORG/                  one host: cluster.toml + genesis.json (copied), keys/ (its own two keys,
-                                        written there by `ecert keygen` run inside its namespace), data/ORG/
+                                        written there by `ecert keygen` run inside its namespace), tls/ (its
+                                        HTTPS certificate and key from the same `ecert keygen --https-host`, and
+                                        every node's certificate as NODE-ca.pem), data/ORG/
     cluster/capture/peer.pcap           tcpdump of the bridge: every packet between hosts
     report/                             the chaos report (index.html, history.json)
 
@@ -23,16 +27,24 @@ advertises its host address. The workload runs in the coordinator's namespace (t
 each org with the key it reads from that org's host directory: the hosts' namespaces hold the processes and the
 addresses, the directories hold the keys.
 
-The capture takes every IPv4 packet on the bridge except those to or from the bridge address: the node-to-node
-traffic (peer links, forwarded txs) is all of it, the clients' HTTP to the API (the workload at the bridge
-address, plain HTTP) is left out on purpose. It is then reassembled per TCP connection and searched for the doc
-ids of committed `trade.anchor` txs and for org ids of five or more characters (a three-letter id like "boc"
-occurs by chance in a few MB of ciphertext); `plaintext_hits` counts what was found. With `--no-tls` the peer
-links are clear text and the same search must find them (the check of the check).
+HTTPS: each host's `ecert keygen` also gets `--https-host <its address>`, so it writes a self-signed certificate
+and key for its API to tls/; the coordinator hands every host every node's certificate (tls/NODE-ca.pem), and
+every [[nodes]] entry gets https_cert / https_key (read by that node only) and its https_ca (what clients and
+the other nodes' dashboard probes pin, node/http/dashboard.py `PeerApis`). The workload and the checker dial
+https:// and verify each node with the cluster file's https_ca (node/client/api.py `HttpsTrust.of_cluster`).
+
+The capture takes every IPv4 packet on the bridge: the node-to-node traffic (peer links, forwarded txs, the
+dashboards' probes of each other's API), and the clients' requests from the bridge address. It is then
+reassembled per TCP connection and searched for the doc ids of committed `trade.anchor` txs and for org ids of
+five or more characters (a three-letter id like "boc" occurs by chance in a few MB of ciphertext);
+`plaintext_hits` counts what was found, `capture.hits_by_port` by service port (9700 peer links, 8700 the API).
+With `--no-tls` both the peer links and the APIs are clear text and the same search must find the ids (the
+check of the check).
 
 Exit status: 0 clean (or skipped: not root / no namespaces here, with {"skipped": reason}), 1 a check failed
-(lost or misapplied txs, plaintext found with TLS or not found without, a host holding another org's key, a
-partition or restart the cluster did not come back from), 2 the run could not be done, 130 interrupted.
+(lost or misapplied txs, plaintext found with TLS or not found without, an API stream in clear with HTTPS on, a
+host holding another org's key, a partition or restart the cluster did not come back from), 2 the run could not
+be done, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -49,6 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -61,7 +74,8 @@ from node.chaos.cluster import ChaosCluster
 from node.chaos.history import COMMITTED, FaultEvent, History
 from node.chaos.netns import HTTP_PORT, RAFT_PORT, Capture, NetnsNetwork
 from node.chaos.runner import Options, Run
-from node.config import ClusterConfig, NodeSpec
+from node.client.api import HttpsTrust
+from node.config import ClusterConfig, NodeSpec, load_config
 from node.keys import KeyPair, load_org_key
 from node.ops import localnet
 
@@ -76,6 +90,9 @@ NEEDLE_MIN_LEN = 5
 DOC_NEEDLES = 5
 RECOVER_WINDOW_S = 20.0
 CMD_TIMEOUT_S = 60.0
+TLS_DIR = "tls"
+"""Beside keys/ on each host: its HTTPS certificate and key (`ecert keygen --https-host`), every node's
+certificate as NODE-ca.pem (as deploy/ceremony.py lays it out)."""
 
 
 class MultihostError(RuntimeError):
@@ -134,8 +151,9 @@ def set_cluster_keys(text: str, values: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def set_node_keys(text: str, values: dict[str, object]) -> str:
-    """Add keys to every [[nodes]] table that lacks them (the listen addresses: every host binds the same)."""
+def set_node_keys(text: str, values: dict[str, object] | Callable[[str], dict[str, object]]) -> str:
+    """Add keys to every [[nodes]] table that lacks them: the same for every node (the listen addresses: every
+    host binds the same), or by the table's node id (its https_ca)."""
     out: list[str] = []
     lines = text.splitlines()
     i = 0
@@ -144,17 +162,31 @@ def set_node_keys(text: str, values: dict[str, object]) -> str:
         if lines[i].strip() == "[[nodes]]":
             end = next((j for j in range(i + 1, len(lines)) if lines[j].lstrip().startswith("[")), len(lines))
             have = {ln.split("=", 1)[0].strip() for ln in lines[i + 1:end] if "=" in ln}
-            out += [f"{k} = {_toml_value(v)}" for k, v in values.items() if k not in have]
+            node_id = tomllib.loads("\n".join(lines[i + 1:end])).get("id")
+            if callable(values) and not isinstance(node_id, str):
+                raise MultihostError(f"a [[nodes]] table of the built cluster.toml has no id: {lines[i + 1:end]}")
+            given = values(str(node_id)) if callable(values) else values
+            out += [f"{k} = {_toml_value(v)}" for k, v in given.items() if k not in have]
         i += 1
     return "\n".join(out) + "\n"
+
+
+def https_node_keys(node_id: str) -> dict[str, object]:
+    """A node's HTTPS entries in every host's cluster file: the certificate and key paths (each host has its own
+    there, and only the node of that entry reads them; for the others they say the node serves HTTPS) and its
+    certificate, which clients pin."""
+    return {"https_cert": f"{TLS_DIR}/https-cert.pem", "https_key": f"{TLS_DIR}/https-key.pem",
+            "https_ca": f"{TLS_DIR}/{node_id}-ca.pem"}
 
 
 # -- the cluster -----------------------------------------------------------------------------------------------
 
 class MultihostCluster(ChaosCluster):
-    """The chaos cluster of a multi-host run: per-host directories, the ceremony, peer TLS, the bridge capture."""
+    """The chaos cluster of a multi-host run: per-host directories, the ceremony, peer TLS and HTTPS, the bridge
+    capture."""
 
-    def __init__(self, base_dir: Path, n_hosts: int, peer_tls: bool = True, tick_ms: int = 50) -> None:
+    def __init__(self, base_dir: Path, n_hosts: int, peer_tls: bool = True, tick_ms: int = 50,
+                 https: bool = True) -> None:
         if not HOSTS_MIN <= n_hosts <= HOSTS_MAX:
             raise ValueError(f"--hosts must be in {HOSTS_MIN}..{HOSTS_MAX}")
         self.hosts = hosts_for(n_hosts)
@@ -163,6 +195,8 @@ class MultihostCluster(ChaosCluster):
         self.nodes = [localnet.LocalNode(h.node_id, h.org, HTTP_PORT, RAFT_PORT, h.voter) for h in self.hosts]
         self.network = self.net = NetnsNetwork([h.node_id for h in self.hosts], who=WHO)
         self.peer_tls = peer_tls
+        self.https = https and config_supports(NodeSpec, "https_cert")
+        """Every node serves its API over HTTPS, and every client (workload, checker, dashboards) dials it."""
         self.coordinator = self.base_dir / "coordinator"
         self.capture_path = self.base_dir / "capture" / "peer.pcap"
         self.cap: Capture | None = None
@@ -181,6 +215,18 @@ class MultihostCluster(ChaosCluster):
 
     def node_config(self, node_id: str) -> Path:
         return self.node_home(node_id) / "cluster.toml"
+
+    def url(self, node_id: str) -> str:
+        return f"{'https' if self.https else 'http'}://{self.net.address(node_id)}:{HTTP_PORT}"
+
+    def https_trust(self) -> HttpsTrust:
+        """The clients' trust: each node's https_ca from the coordinator's copy of the cluster file (the
+        certificates the hosts handed in), exactly what `ecert --config` on a client host would use."""
+        trust = HttpsTrust.of_cluster(load_config(self.coordinator / "cluster.toml"))
+        missing = [n for n in self.ids if self.https and self.url(n) not in trust.node_cas]
+        if missing:
+            raise MultihostError(f"the clients' cluster file pins no HTTPS certificate for {missing}")
+        return trust
 
     def org_key(self, org_id: str) -> KeyPair:
         """The workload signs for an org with the key in that org's own host directory, nowhere else."""
@@ -209,10 +255,9 @@ class MultihostCluster(ChaosCluster):
         gets genesis.json and cluster.toml and checks the genesis hash."""
         self.net.up()
         self.capture_path.parent.mkdir(parents=True, exist_ok=True)
-        self.cap = self.net.capture(self.capture_path, f"ip and not host {self.net.host_address()}",
-                                    localnet.die_with_parent)
+        self.cap = self.net.capture(self.capture_path, "ip", localnet.die_with_parent)
         inbox = self.coordinator / "inbox"
-        inbox.mkdir(parents=True, exist_ok=True)
+        (inbox / TLS_DIR).mkdir(parents=True, exist_ok=True)
 
         def keygen(h: Host) -> None:
             d = self.host_dir(h.org)
@@ -220,11 +265,17 @@ class MultihostCluster(ChaosCluster):
             addr = self.net.address(h.node_id)
             self._cli(h.org, ["keygen", "--org", h.org, "--node", h.node_id, "--dir", str(d), "--name", h.name,
                               "--role", h.role, "--raft", f"{addr}:{RAFT_PORT}", "--http", f"{addr}:{HTTP_PORT}",
-                              *([] if h.voter else ["--learner"])], d)
+                              *([] if h.voter else ["--learner"]), *(["--https-host", addr] if self.https else [])],
+                      d)
             public = d / f"{h.org}.public.json"
             if not public.is_file():
                 raise MultihostError(f"ecert keygen wrote no {public}")
             shutil.copy2(public, inbox / public.name)
+            if self.https:
+                cert = d / TLS_DIR / "https-cert.pem"
+                if not cert.is_file() or not (d / TLS_DIR / "https-key.pem").is_file():
+                    raise MultihostError(f"ecert keygen --https-host {addr} wrote no {cert} and key")
+                shutil.copy2(cert, inbox / TLS_DIR / f"{h.node_id}-ca.pem")  # public: the certificate only
 
         self._on_every_host(keygen)
         ceremony, out = self.coordinator / "ceremony", self.coordinator / "out"
@@ -240,8 +291,22 @@ class MultihostCluster(ChaosCluster):
         self.listen_split = config_supports(NodeSpec, "raft_listen")
         if self.listen_split:
             text = set_node_keys(text, {"raft_listen": f"0.0.0.0:{RAFT_PORT}", "http_listen": f"0.0.0.0:{HTTP_PORT}"})
+        if self.https:
+            text = set_node_keys(text, https_node_keys)
+
+        def hand_out_certificates(d: Path) -> None:
+            (d / TLS_DIR).mkdir(exist_ok=True)
+            for h in self.hosts:
+                shutil.copy2(inbox / TLS_DIR / f"{h.node_id}-ca.pem", d / TLS_DIR / f"{h.node_id}-ca.pem")
+
+        if self.https:
+            hand_out_certificates(self.coordinator)
+        (self.coordinator / "cluster.toml").write_text(text, encoding="utf-8")
+
         def install(h: Host) -> None:
             d = self.host_dir(h.org)
+            if self.https:
+                hand_out_certificates(d)
             shutil.copy2(out / "genesis.json", d / "genesis.json")
             (d / "cluster.toml").write_text(text, encoding="utf-8")
             (d / "data" / h.node_id).mkdir(parents=True, exist_ok=True)
@@ -406,13 +471,25 @@ def tcp_streams(data: bytes) -> list[Stream]:
     return streams
 
 
-def search_capture(path: Path, needles: list[str], peer_port: int = RAFT_PORT) -> dict[str, Any]:
-    """Count each needle in every reassembled stream of the capture; figures that show what was captured."""
+HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"HTTP/1.")
+"""How a clear-text HTTP/1.x request or answer begins."""
+
+
+def _starts_tls(data: bytes) -> bool:
+    """A TLS record starts with its content type (22: handshake) and version 3.x."""
+    return data[:2] == b"\x16\x03"
+
+
+def search_capture(path: Path, needles: list[str], peer_port: int = RAFT_PORT,
+                   api_port: int = HTTP_PORT) -> dict[str, Any]:
+    """Count each needle in every reassembled stream of the capture; figures that show what was captured, for
+    the peer links (`peer_*`) and the client API (`api_*`: clients and the dashboards' probes)."""
     raw = path.read_bytes() if path.exists() else b""
     streams = tcp_streams(raw)
     hits = dict.fromkeys(needles, 0)
     by_port: dict[str, int] = {}
     peer_bytes = tls_streams = peer_streams = 0
+    api_bytes = api_tls = api_http = api_streams = 0
     for s in streams:
         data = s.data()
         found = 0
@@ -427,11 +504,17 @@ def search_capture(path: Path, needles: list[str], peer_port: int = RAFT_PORT) -
             peer_bytes += len(data)
             if data:
                 peer_streams += 1
-                # A TLS record starts with its content type (22: handshake) and version 3.x.
-                tls_streams += data[:2] in (b"\x16\x03",)
+                tls_streams += _starts_tls(data)
+        elif api_port in (s.flow[1], s.flow[3]):
+            api_bytes += len(data)
+            if data:
+                api_streams += 1
+                api_tls += _starts_tls(data)
+                api_http += data.startswith(HTTP_STARTS)
     return {"file": str(path), "bytes": len(raw), "tcp_streams": len(streams), "peer_streams": peer_streams,
-            "peer_payload_bytes": peer_bytes, "peer_streams_tls": tls_streams, "hits_by_port": by_port,
-            "hits": hits}
+            "peer_payload_bytes": peer_bytes, "peer_streams_tls": tls_streams, "api_streams": api_streams,
+            "api_payload_bytes": api_bytes, "api_streams_tls": api_tls,
+            "api_streams_http": api_http, "hits_by_port": by_port, "hits": hits}
 
 
 def needles_of(history: History, org_ids: list[str]) -> list[str]:
@@ -504,7 +587,7 @@ async def run_multihost(args: argparse.Namespace, workdir: Path) -> dict[str, An
     made: list[MultihostCluster] = []
 
     def factory(base: Path) -> MultihostCluster:
-        made.append(MultihostCluster(base, args.hosts, peer_tls=not args.no_tls))
+        made.append(MultihostCluster(base, args.hosts, peer_tls=not args.no_tls, https=not args.no_tls))
         return made[0]
 
     opts = Options(duration=args.duration, seed=args.seed, nodes=args.hosts + 1, report_dir=workdir / "report",
@@ -521,21 +604,22 @@ async def run_multihost(args: argparse.Namespace, workdir: Path) -> dict[str, An
     found = search_capture(cluster.capture_path, needles)
     custody = cluster.custody()
     tls = not args.no_tls and config_supports(ClusterConfig, "peer_tls")
+    https = cluster.https
     hits = sum(found["hits"].values())
     partition = fault_outcomes(history, "partition_leader", len(cluster.ids))
     restart = fault_outcomes(history, "restart", len(cluster.ids))
     summary: dict[str, Any] = {
         "hosts": len(cluster.hosts), "voters": sum(h.voter for h in cluster.hosts),
         "acked": chaos["acked"], "lost": chaos["lost"], "violations": chaos["violations"],
-        "tls": tls, "plaintext_hits": hits,
+        "tls": tls, "https": https, "plaintext_hits": hits,
         "private_keys_per_host": {o: len(c["orgs"]) for o, c in custody.items()},
         "key_files": {o: c["files"] for o, c in custody.items()},
         "partition": partition, "restart": restart,
         "converged": bool(report.stats.get("converged")) if report is not None else False,
         "needles": found["hits"],
-        "capture": {k: v for k, v in found.items() if k != "hits"} | {"tcpdump": cluster.capture_stats,
-                                                                     "filter": "every IPv4 packet between hosts "
-                                                                     "(not to/from the bridge address: clients)"},
+        "capture": {k: v for k, v in found.items() if k != "hits"} | {
+            "tcpdump": cluster.capture_stats,
+            "filter": "every IPv4 packet on the bridge: between hosts, and the clients' at the bridge address"},
         "genesis": next(iter(cluster.genesis_hashes.values()), None),
         "listen": "0.0.0.0, advertising the host address" if cluster.listen_split else "the host address",
         "seed": args.seed, "duration": args.duration, "report": chaos["report"],
@@ -551,10 +635,18 @@ async def run_multihost(args: argparse.Namespace, workdir: Path) -> dict[str, An
         failures.append("the capture holds no peer-link payload: the search proves nothing")
     if not any(n.startswith("inv-") for n in needles):
         failures.append("no committed trade.anchor: no document id to search for")
-    if tls and hits:
-        failures.append(f"{hits} plaintext hits on the wire with peer TLS on")
+    if not found["api_payload_bytes"]:
+        failures.append("the capture holds no client API payload: the search proves nothing about it")
+    if (tls or https) and hits:
+        failures.append(f"{hits} plaintext hits on the wire with peer TLS and HTTPS on: by port "
+                        f"{found['hits_by_port']}")
+    if https and found["api_streams_http"]:
+        failures.append(f"{found['api_streams_http']} of {found['api_streams']} API streams are clear-text HTTP "
+                        "with HTTPS on")
     if not args.no_tls and not tls:
         failures.append("peer TLS is not available in this checkout (no [cluster] peer_tls in node/config.py)")
+    if not args.no_tls and not https:
+        failures.append("HTTPS is not available in this checkout (no https_cert in node/config.py)")
     if not summary["converged"]:
         failures.append("the nodes did not converge to one chain after the faults")
     if args.no_tls and not any(v for n, v in found["hits"].items() if n.startswith("inv-")):
@@ -570,15 +662,15 @@ async def run_multihost(args: argparse.Namespace, workdir: Path) -> dict[str, An
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog=WHO, description="Multi-host run (root only): one network namespace and directory per organisation, "
-        "keys made on each host, genesis by the ceremony, peer TLS, the chaos workload under a kernel partition of "
+        "keys made on each host, genesis by the ceremony, peer TLS and HTTPS, the chaos workload under a kernel partition of "
         "the leader and a node restart, a capture of the bridge searched for plaintext. One JSON line on stdout.")
     p.add_argument("--hosts", type=int, default=5, help=f"voting organisations, {HOSTS_MIN}..{HOSTS_MAX} (default 5); "
                    "the regulator's host comes on top")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of workload (default 60)")
     p.add_argument("--seed", type=int, default=7, help="seed of the fault schedule and the workload (default 7)")
     p.add_argument("--keep", action="store_true", help="keep the run's directory (kept anyway on failure)")
-    p.add_argument("--no-tls", action="store_true", help="peer_tls = false: the capture must then show the "
-                   "workload's ids in clear (checks the search itself)")
+    p.add_argument("--no-tls", action="store_true", help="peer_tls = false and no HTTPS for the APIs: the capture "
+                   "must then show the workload's ids in clear (checks the search itself)")
     args = p.parse_args(argv)
     if not HOSTS_MIN <= args.hosts <= HOSTS_MAX:
         p.error(f"--hosts must be in {HOSTS_MIN}..{HOSTS_MAX}")

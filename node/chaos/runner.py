@@ -30,6 +30,7 @@ from node.chaos.cluster import ChaosCluster
 from node.chaos.history import COMMITTED, History, NodeDump, StatusSample
 from node.chaos.nemesis import FAULT_KINDS, Nemesis, schedule
 from node.chaos.report import write_report
+from node.chaos.state_check import check_node_state
 from node.chaos.workload import Api, Workload, reader_org
 from node.client.api import AsyncClient, CounterNonces, json_body
 
@@ -333,6 +334,8 @@ class Run:
         steps = schedule(opts.seed, opts.duration, opts.kinds)
         try:
             cluster.write_files()
+            trust = cluster.https_trust()  # known once the files are written (the multi-host run's certificates)
+            self.http = AsyncClient(trust=trust)
             for n in cluster.ids:
                 cluster.start(n)
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -343,9 +346,9 @@ class Run:
                 signers = {o: cluster.signer(o, CounterNonces(str(opts.seed))) for o, _, _ in cluster.orgs}
                 urls = {n: cluster.url(n) for n in cluster.ids}
                 reader = signers[reader_org(cluster.orgs)]
-                self.reads = AsyncClient(reader, {url: n for n, url in urls.items()})
+                self.reads = AsyncClient(reader, {url: n for n, url in urls.items()}, trust)
                 api = Api(session, urls, self.history, self.clock, signers, random.Random(f"api:{opts.seed}"),
-                          reader)
+                          reader, trust)
                 stop_workload = asyncio.Event()
                 stop_sampler = asyncio.Event()
                 self.workload = Workload(api, cluster.orgs, opts.seed, stop_workload, opts.workers_per_org,
@@ -388,6 +391,8 @@ class Run:
         finally:
             cluster.close()
         self.phase("checking")
+        for dump in dumps:  # every process is gone: each node's own state, with the ledger's invariants
+            dump.state_check = await asyncio.to_thread(check_node_state, cluster.data_dir(dump.node_id))
         report = check_run(self.history, dumps)
         self.phase("writing the report")
         report.stats["converged"] = converged

@@ -1,11 +1,19 @@
 """The workload: concurrent clients, one or more per organisation, doing real E-certificate business through
 random nodes, and recording every request with its outcome (committed / rejected / unknown) and its timings.
 
-The business (CONTRACT §3): a supplier anchors an invoice against the core enterprise, the core confirms it and
-issues a certificate backed by it, the supplier accepts it, then moves it: transfers with splits to other
-suppliers, splits, or asks the bank for financing, which the bank approves. Clients of different orgs hand each
-other work through bounded queues (the core's inbox of invoices, a supplier's inbox of certificates to accept,
-the bank's inbox of financing requests), so txs of all orgs interleave.
+The business (CONTRACT §3, docs/RULES.md §9-10): at setup the bank opens a credit line and every pair of parties
+that trade (each supplier with the core, the suppliers among themselves) anchors and confirms one large contract.
+A supplier anchors an invoice under its contract with the core enterprise, the core confirms it and issues a
+certificate backed by it (some maturing within seconds, the rest in 90 days), the supplier accepts it, then moves
+it: transfers with splits to other suppliers, each drawing on the contract between holder and recipient, splits,
+or asks the bank for financing, which the bank approves, with or without recourse. A holder sometimes disputes a
+certificate with the core (locked until the bank resolves it, after the core's answer). Once a certificate has
+matured the core settles it, pays part of it or pays nothing; past the chain's grace period (`GRACE_MS`, set in
+the chaos chain's genesis, `CHAIN_PARAMS`) its holder declares it defaulted; financed with recourse, the claim
+goes to the seller, who repays part or all, and the bank writes off what is left. Clients of different orgs hand
+each other work through bounded queues (the core's inbox of invoices and of disputes to answer, a supplier's
+inbox of certificates to accept, the bank's inbox of financing requests and of disputes to resolve), so txs of all
+orgs interleave.
 
 A client retries the *same* envelope on another node when a node is unreachable, has no leader or times out
 (a resubmission returns the first outcome): the checker then proves no tx is applied twice. An outcome still
@@ -32,7 +40,8 @@ from typing import Any
 import aiohttp
 
 from node.chaos.history import COMMITTED, REJECTED, UNKNOWN, History, ReadRecord, SubmitRecord
-from node.client.api import JSON, AsyncClient, Signer, error_code, tx_json
+from node.client.api import JSON, AsyncClient, HttpsTrust, Signer, error_code, tx_json
+from node.genesis_file import LOCAL_DEMO_PARAMS, ChainParamValues
 
 OP_TIMEOUT_S = 8.0  # a tx still unknown after this is recorded as unknown
 IMPATIENT_TIMEOUT_S = 1.0
@@ -44,6 +53,18 @@ RETRY_PAUSE_S = (0.05, 0.25)
 INBOX_MAX = 64
 RECENT_CERTS_MAX = 32
 MATURITY_MS = 90 * 24 * 3600 * 1000
+SHORT_MATURITY_MS = (2_500, 6_000)  # of some certificates: they mature, are paid or default within a run
+SHORT_MATURITY_SHARE = 0.4
+GRACE_MS = 2_000
+CHAIN_PARAMS: ChainParamValues = {**LOCAL_DEMO_PARAMS, "grace_period_ms": GRACE_MS}
+"""The chaos chain's genesis params (node/chaos/cluster.py): a new chain's rules, a grace period of 2 s."""
+CLOCK_MARGIN_MS = 300  # block time is the leader's clock: act this long after a deadline by ours
+SETTLE_SHARE = 0.45  # of the core's turns on a matured certificate; then PART_PAY_SHARE pays part, the rest nothing
+PART_PAY_SHARE = 0.3
+RECOURSE_SHARE = 0.5
+WRITE_OFF_SHARE = 0.3
+DISPUTE_SHARE = 0.05
+CONTRACT_AMOUNT = 10**14  # fen: headroom for every invoice and transfer between two parties in a run
 CREDIT_LIMIT = 10**15
 INVOICE_AMOUNT = (50_000, 5_000_000)  # fen
 DISCOUNT_BPS = (50, 600)
@@ -59,6 +80,28 @@ class Cert:
     amount: int
     status: str
     busy: bool = False
+    maturity: int = 0  # ms since the epoch (block time)
+    paid: int = 0  # principal the core paid
+    seller: str | None = None  # who sold it to the bank
+    recourse: bool = False
+    debtor_turns: int = 0  # the core's decisions on it: once at maturity, once more after a default
+    no_default: bool = False  # refused `grace_not_over`: the chain's grace period is longer than ours (a ceremony's)
+
+
+PAYABLE = frozenset({"active", "financing", "financed"})
+
+
+@dataclass(slots=True)
+class Claim:
+    """The bank's recourse claim against the seller of a defaulted certificate."""
+
+    cert_id: str
+    bank: str
+    seller: str
+    amount: int
+    repaid: int = 0
+    open: bool = True
+    busy: bool = False
 
 
 @dataclass(slots=True)
@@ -71,6 +114,11 @@ class World:
         default_factory=lambda: asyncio.Queue(maxsize=INBOX_MAX))  # (supplier, invoice id, amount)
     accept_inbox: dict[str, asyncio.Queue[str]] = field(default_factory=dict)
     bank_inbox: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(maxsize=INBOX_MAX))
+    claims: dict[str, Claim] = field(default_factory=dict)  # cert id -> the bank's claim on its seller
+    respond_inbox: asyncio.Queue[tuple[str, str]] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=INBOX_MAX))  # (dispute id, cert id): the core answers
+    resolve_inbox: asyncio.Queue[tuple[str, str]] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=INBOX_MAX))  # answered: the bank resolves
 
     def touch(self, cert_id: str) -> None:
         if cert_id in self.recent:
@@ -88,19 +136,20 @@ def reader_org(orgs: list[tuple[str, str, str]]) -> str:
 
 class Api:
     """Submits signed txs and reads certificates through random nodes, recording everything in the history.
-    `reader`: the signer of the reads (None: anonymous)."""
+    `reader`: the signer of the reads (None: anonymous); `trust`: how https:// nodes are verified (default: the
+    system store)."""
 
     def __init__(self, session: aiohttp.ClientSession, urls: dict[str, str], history: History,
                  clock: Callable[[], float], signers: dict[str, Signer], rng: random.Random,
-                 reader: Signer | None = None) -> None:
+                 reader: Signer | None = None, trust: HttpsTrust | None = None) -> None:
         self.session = session
         self.urls = urls
         self.history = history
         self.clock = clock
         self.signers = signers
         self.rng = rng
-        self.http = AsyncClient()  # tx submissions: never signed
-        self.reads = AsyncClient(reader, {url: node for node, url in urls.items()})
+        self.http = AsyncClient(trust=trust)  # tx submissions: never signed
+        self.reads = AsyncClient(reader, {url: node for node, url in urls.items()}, trust)
 
     def _node_order(self) -> list[str]:
         ids = list(self.urls)
@@ -181,10 +230,11 @@ def _as_dict(answer: Any) -> dict[str, Any]:
 
 
 class Workload:
-    """The clients of one run. `run()` returns when `stop` is set and every client has finished its op."""
+    """The clients of one run. `run()` returns when `stop` is set and every client has finished its op.
+    `grace_ms`: the chain's grace period (a holder declares default only after it)."""
 
     def __init__(self, api: Api, orgs: list[tuple[str, str, str]], seed: int, stop: asyncio.Event,
-                 workers_per_org: int = 1, readers: int = 2) -> None:
+                 workers_per_org: int = 1, readers: int = 2, grace_ms: int = GRACE_MS) -> None:
         self.api = api
         self.stop = stop
         self.seed = seed
@@ -196,22 +246,44 @@ class Workload:
             self.world.accept_inbox[s] = asyncio.Queue(maxsize=INBOX_MAX)
         self.workers_per_org = workers_per_org
         self.readers = readers
+        self.grace_ms = grace_ms
         self.doc_counter = 0
         self.errors: list[str] = []
+        self.contracts: dict[frozenset[str], str] = {}
+        """The confirmed contract between two parties (supplier-core, supplier-supplier): every invoice names
+        its supplier's with the core, every transfer those between the holder and its recipients."""
 
     def _rng(self, name: str) -> random.Random:
         return random.Random(f"workload:{self.seed}:{name}")
 
     async def setup(self, deadline_s: float = 60.0) -> None:
-        """The bank opens a credit line to the core enterprise (retried until committed)."""
+        """The bank opens a credit line to the core enterprise; one large contract per pair of parties that
+        trade is anchored and confirmed (the chain's trade-background rules). Each retried until it holds."""
         t_end = time.monotonic() + deadline_s
+        await self._until(f"{self.bank}-setup", self.bank, "credit.grant", {
+            "core": self.core, "limit": CREDIT_LIMIT, "expires_at": _now_ms() + 10 * MATURITY_MS}, (), t_end)
+        pairs = [(s, self.core) for s in self.suppliers] + list(itertools.combinations(self.suppliers, 2))
+        await asyncio.gather(*(self._contract(seller, buyer, t_end) for seller, buyer in pairs))
+
+    async def _contract(self, seller: str, buyer: str, t_end: float) -> None:
+        doc_id = f"ct-{self.seed}-{seller}-{buyer}"
+        await self._until(f"{seller}-setup", seller, "trade.anchor", {
+            "doc_id": doc_id, "kind": "contract", "doc_hash": hashlib.sha256(doc_id.encode()).hexdigest(),
+            "counterparty": buyer, "amount": CONTRACT_AMOUNT}, ("doc_exists",), t_end)
+        await self._until(f"{buyer}-setup", buyer, "trade.confirm", {"doc_id": doc_id},
+                          ("invalid_status_transition",), t_end)
+        self.contracts[frozenset((seller, buyer))] = doc_id
+
+    async def _until(self, client: str, signer: str, kind: str, body: dict[str, Any], done_codes: tuple[str, ...],
+                     t_end: float) -> None:
+        """Submit (a fresh envelope each time) until committed, or rejected with a code that says an earlier
+        attempt whose outcome stayed unknown did commit."""
         while time.monotonic() < t_end:
-            rec = await self.api.submit(f"{self.bank}-setup", self.bank, "credit.grant", {
-                "core": self.core, "limit": CREDIT_LIMIT, "expires_at": _now_ms() + 10 * MATURITY_MS})
-            if rec.outcome == COMMITTED:
+            rec = await self.api.submit(client, signer, kind, body)
+            if rec.outcome == COMMITTED or (rec.outcome == REJECTED and rec.error_code in done_codes):
                 return
             await asyncio.sleep(0.5)
-        raise RuntimeError("could not open the credit line: no tx committed within the setup deadline")
+        raise RuntimeError(f"setup: {kind} by {signer} did not commit within the setup deadline")
 
     async def run(self) -> None:
         tasks = []
@@ -246,9 +318,37 @@ class Workload:
                 await self.api.read_cert(name, rng.choice(self.world.recent))
             await asyncio.sleep(rng.uniform(*READER_PAUSE_S))
 
+    # -- what the world says is due -----------------------------------------------------------------------
+
+    def _payable(self) -> list[Cert]:
+        """Certificates the core has not yet decided on: matured (once), or defaulted (once more)."""
+        now = _now_ms()
+        return [c for c in self.world.certs.values() if not c.busy and now >= c.maturity + CLOCK_MARGIN_MS
+                and ((c.status in PAYABLE and c.debtor_turns == 0) or (c.status == "defaulted" and c.debtor_turns < 2))]
+
+    def _defaultable(self, holder: str) -> list[Cert]:
+        """Held by `holder`, unpaid past maturity and the grace period, after the core had its turn."""
+        now = _now_ms()
+        return [c for c in self.world.certs.values() if c.holder == holder and not c.busy
+                and c.status in PAYABLE and c.debtor_turns > 0 and c.paid < c.amount and not c.no_default
+                and now >= c.maturity + self.grace_ms + CLOCK_MARGIN_MS]
+
     # -- the orgs' steps: each returns whether it did something ------------------------------------------
 
     async def _core_step(self, name: str, rng: random.Random) -> bool:
+        with contextlib.suppress(asyncio.QueueEmpty):
+            dispute_id, cert_id = self.world.respond_inbox.get_nowait()
+            rec = await self.api.submit(name, self.core, "dispute.respond", {
+                "dispute_id": dispute_id, "statement": "delivered as agreed",
+                "evidence_hash": hashlib.sha256(f"answer {dispute_id}".encode()).hexdigest()})
+            if rec.outcome == COMMITTED:
+                with contextlib.suppress(asyncio.QueueFull):
+                    self.world.resolve_inbox.put_nowait((dispute_id, cert_id))
+            return True
+        due = self._payable()
+        if due and (self.world.core_inbox.empty() or rng.random() < 0.5):
+            await self._pay(name, rng, rng.choice(due))
+            return True
         try:
             supplier, doc_id, amount = self.world.core_inbox.get_nowait()
         except asyncio.QueueEmpty:
@@ -257,29 +357,91 @@ class Workload:
         if rec.outcome != COMMITTED:
             return True
         issue_amount = rng.randint(max(1, amount // 2), amount)
+        term = rng.randint(*SHORT_MATURITY_MS) if rng.random() < SHORT_MATURITY_SHARE else MATURITY_MS
+        maturity = _now_ms() + term
         rec = await self.api.submit(name, self.core, "ecert.issue", {
-            "to": supplier, "amount": issue_amount, "maturity": _now_ms() + MATURITY_MS, "bank": self.bank,
+            "to": supplier, "amount": issue_amount, "maturity": maturity, "bank": self.bank,
             "invoice_ids": [doc_id]})
         if rec.outcome == COMMITTED and rec.result and rec.result.get("certs"):
             cert_id = rec.result["certs"][0]
-            self.world.certs[cert_id] = Cert(cert_id, supplier, issue_amount, "issued", busy=True)
+            self.world.certs[cert_id] = Cert(cert_id, supplier, issue_amount, "issued", busy=True, maturity=maturity)
             self.world.touch(cert_id)
             with contextlib.suppress(asyncio.QueueFull):
                 self.world.accept_inbox[supplier].put_nowait(cert_id)
         return True
 
+    async def _pay(self, name: str, rng: random.Random, cert: Cert) -> None:
+        """The debtor's turn on a matured (or defaulted) certificate: settle it, pay part, or leave it unpaid
+        (then its holder declares default after the grace period)."""
+        cert.busy = True
+        cert.debtor_turns += 1
+        choice = rng.random()
+        rec = None
+        if choice < SETTLE_SHARE:
+            rec = await self.api.submit(name, self.core, "ecert.settle", {"cert_id": cert.id})
+            if rec.outcome == COMMITTED and rec.result:
+                cert.status, cert.paid = "settled", cert.amount
+        elif choice < SETTLE_SHARE + PART_PAY_SHARE and cert.amount - cert.paid > 1:
+            amount = rng.randint(1, cert.amount - cert.paid - 1)
+            rec = await self.api.submit(name, self.core, "ecert.pay", {"cert_id": cert.id, "amount": amount})
+            if rec.outcome == COMMITTED and rec.result:
+                cert.status, cert.paid = str(rec.result.get("status")), int(rec.result.get("paid") or 0)
+        if rec is not None and rec.outcome == COMMITTED:
+            self.world.touch(cert.id)
+        if rec is None or rec.outcome != UNKNOWN:
+            cert.busy = False
+
     async def _bank_step(self, name: str, rng: random.Random) -> bool:
+        with contextlib.suppress(asyncio.QueueEmpty):
+            dispute_id, cert_id = self.world.resolve_inbox.get_nowait()
+            rec = await self.api.submit(name, self.bank, "dispute.resolve", {
+                "dispute_id": dispute_id, "outcome": rng.choice(["upheld", "dismissed"])})
+            if rec.outcome == COMMITTED:
+                self.world.certs[cert_id].busy = False  # the lock is released
+            return True
+        due = self._defaultable(self.bank)
+        if due:
+            await self._default(name, self.bank, rng.choice(due))
+            return True
+        claims = [c for c in self.world.claims.values() if c.bank == self.bank and c.open and not c.busy]
+        if claims and rng.random() < WRITE_OFF_SHARE:
+            claim = rng.choice(claims)
+            claim.busy = True
+            rec = await self.api.submit(name, self.bank, "recourse.write_off",
+                                        {"cert_id": claim.cert_id, "reason": "not recoverable"})
+            if rec.outcome == COMMITTED:
+                claim.open = False
+            claim.busy = rec.outcome == UNKNOWN
+            return True
         try:
             cert_id = self.world.bank_inbox.get_nowait()
         except asyncio.QueueEmpty:
             return False
-        rec = await self.api.submit(name, self.bank, "finance.approve",
-                                    {"cert_id": cert_id, "discount_bps": rng.randint(*DISCOUNT_BPS)})
         cert = self.world.certs[cert_id]
+        recourse = rng.random() < RECOURSE_SHARE
+        rec = await self.api.submit(name, self.bank, "finance.approve", {
+            "cert_id": cert_id, "discount_bps": rng.randint(*DISCOUNT_BPS), "recourse": recourse})
         if rec.outcome == COMMITTED:
-            cert.holder, cert.status = self.bank, "financed"
+            cert.seller, cert.recourse = cert.holder, recourse
+            cert.holder, cert.status, cert.busy = self.bank, "financed", False
             self.world.touch(cert_id)
+        elif rec.outcome == REJECTED:
+            cert.busy = False  # e.g. matured meanwhile: still `financing`, its holder's, payable and defaultable
         return True
+
+    async def _default(self, name: str, holder: str, cert: Cert) -> None:
+        cert.busy = True
+        rec = await self.api.submit(name, holder, "ecert.default", {"cert_id": cert.id})
+        if rec.outcome == COMMITTED and rec.result:
+            cert.status, cert.holder = "defaulted", str(rec.result.get("holder"))
+            claim = rec.result.get("claim")
+            if isinstance(claim, dict):
+                self.world.claims[cert.id] = Claim(cert.id, str(claim["bank"]), str(claim["seller"]),
+                                                   int(claim["amount"]))
+            self.world.touch(cert.id)
+        elif rec.outcome == REJECTED and rec.error_code == "grace_not_over":
+            cert.no_default = True  # not again: on a chain with a longer grace period it would never end
+        cert.busy = rec.outcome == UNKNOWN
 
     async def _supplier_step(self, name: str, rng: random.Random, org: str) -> bool:
         inbox = self.world.accept_inbox[org]
@@ -291,7 +453,20 @@ class Workload:
                 cert.status, cert.busy = "active", False
                 self.world.touch(cert_id)
             return True
-        mine = [c for c in self.world.certs.values() if c.holder == org and c.status == "active" and not c.busy]
+        due = self._defaultable(org)
+        if due:
+            await self._default(name, org, rng.choice(due))
+            return True
+        claims = [c for c in self.world.claims.values() if c.seller == org and c.open and not c.busy]
+        if claims and rng.random() < 0.5:
+            await self._repay(name, rng, org, rng.choice(claims))
+            return True
+        now = _now_ms()
+        mine = [c for c in self.world.certs.values() if c.holder == org and c.status == "active" and not c.busy
+                and c.paid == 0 and now < c.maturity - CLOCK_MARGIN_MS]
+        if mine and rng.random() < DISPUTE_SHARE and not self.world.respond_inbox.full():
+            await self._dispute(name, org, rng.choice(mine))
+            return True
         if mine and rng.random() < 0.7:
             await self._move(name, rng, org, rng.choice(mine))
             return True
@@ -302,11 +477,38 @@ class Workload:
         amount = rng.randint(*INVOICE_AMOUNT)
         rec = await self.api.submit(name, org, "trade.anchor", {
             "doc_id": doc_id, "kind": "invoice", "doc_hash": hashlib.sha256(doc_id.encode()).hexdigest(),
-            "counterparty": self.core, "amount": amount})
+            "counterparty": self.core, "amount": amount, "contract_id": self.contracts[frozenset((org, self.core))]})
         if rec.outcome == COMMITTED:
             with contextlib.suppress(asyncio.QueueFull):
                 self.world.core_inbox.put_nowait((org, doc_id, amount))
         return True
+
+    async def _repay(self, name: str, rng: random.Random, org: str, claim: Claim) -> None:
+        claim.busy = True
+        left = claim.amount - claim.repaid
+        amount = left if rng.random() < 0.4 else rng.randint(1, left)
+        rec = await self.api.submit(name, org, "recourse.repay", {"cert_id": claim.cert_id, "amount": amount})
+        if rec.outcome == COMMITTED and rec.result:
+            claim.repaid = int(rec.result.get("repaid") or claim.repaid)
+            claim.open = rec.result.get("status") != "closed"
+        claim.busy = rec.outcome == UNKNOWN
+
+    async def _dispute(self, name: str, org: str, cert: Cert) -> None:
+        """The holder disputes the delivery behind a certificate with its debtor; the certificate stays locked
+        (busy) until the bank resolves it."""
+        cert.busy = True
+        rec = await self.api.submit(name, org, "dispute.open", {
+            "cert_id": cert.id, "against": self.core, "reason": "goods not as agreed",
+            "evidence_hash": hashlib.sha256(f"evidence {cert.id}".encode()).hexdigest()})
+        if rec.outcome == COMMITTED and rec.result:
+            with contextlib.suppress(asyncio.QueueFull):
+                self.world.respond_inbox.put_nowait((str(rec.result["dispute_id"]), cert.id))
+            # A full inbox leaves it locked and busy: never moved again in this run.
+        elif rec.outcome == REJECTED:
+            cert.busy = False
+
+    def _trade_docs(self, holder: str, recipients: list[str]) -> list[str]:
+        return [self.contracts[frozenset((holder, r))] for r in recipients]
 
     async def _move(self, name: str, rng: random.Random, org: str, cert: Cert) -> None:
         cert.busy = True
@@ -320,7 +522,8 @@ class Workload:
             budget = cert.amount - (0 if rng.random() < 0.3 else 1)
             parts = _split_amount(rng, budget, len(recipients))
             to = [{"org": o, "amount": a} for o, a in zip(recipients, parts, strict=True)]
-            rec = await self.api.submit(name, org, "ecert.transfer", {"cert_id": cert.id, "to": to}, patient)
+            rec = await self.api.submit(name, org, "ecert.transfer", {
+                "cert_id": cert.id, "to": to, "trade_docs": self._trade_docs(org, recipients)}, patient)
             if rec.outcome == COMMITTED and rec.result:
                 holders = recipients + [org] * (len(rec.result["certs"]) - len(recipients))
                 amounts = [*parts, cert.amount - sum(parts)]
@@ -344,14 +547,15 @@ class Workload:
         # UNKNOWN: leave it busy; its state is no longer known to us.
         if rec.outcome == COMMITTED and rng.random() < DOUBLE_SPEND_SHARE and others:
             # Spend the parent again with a fresh tx: every node must refuse it (value would appear otherwise).
-            await self.api.submit(name, org, "ecert.transfer",
-                                  {"cert_id": cert.id, "to": [{"org": others[0], "amount": 1}]})
+            await self.api.submit(name, org, "ecert.transfer", {
+                "cert_id": cert.id, "to": [{"org": others[0], "amount": 1}],
+                "trade_docs": self._trade_docs(org, others[:1])})
 
     def _children(self, parent: Cert, ids: list[str], holders: list[str], amounts: list[int]) -> None:
         parent.status = "split"
         self.world.touch(parent.id)
         for cid, holder, amount in zip(ids, holders, amounts, strict=False):
-            self.world.certs[cid] = Cert(cid, holder, amount, "active")
+            self.world.certs[cid] = Cert(cid, holder, amount, "active", maturity=parent.maturity)
             self.world.touch(cid)
 
 

@@ -40,6 +40,7 @@ from ecert.tx import decode_envelope, envelope_to_json, make_tx, tx_id_of
 from node import request_auth
 from node.config import ClusterConfig, NodeSpec
 from node.keys import KeyFileError, KeyPair, load_or_create_key, org_key_path
+from node.tls import TlsError, https_client_context
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
@@ -150,7 +151,11 @@ def load_signer(cluster: ClusterConfig, org_id: str, *, create: bool = False,
     """The org's signer from keys/<org>.key (created if missing when `create`). Raises KeyFileError."""
     path = org_key_path(cluster.keys_dir, org_id)
     if not create and not path.exists():
-        raise KeyFileError(f"no key for {org_id!r}: {path} does not exist (run `ecert init`)")
+        local = all(n.http.is_loopback and n.raft.is_loopback for n in cluster.nodes)
+        # On a real host only that host's org has a key (node/custody.py): another org's cannot be made here.
+        hint = ("run `ecert init` (the local demo makes every org's key)" if local else
+                f"each org's key lives on its own host: on {org_id}'s, `ecert keygen --org {org_id} ...` made it")
+        raise KeyFileError(f"no key for {org_id!r}: {path} does not exist ({hint})")
     key, _ = load_or_create_key(path)
     return Signer(org_id=org_id, key=key, chain_id=cluster.chain_id, nonces=nonces)
 
@@ -167,24 +172,11 @@ class HttpsTrustError(ValueError):
 
 
 def _verifying_context(cafiles: Sequence[tuple[str, Path]]) -> ssl.SSLContext:
-    """A client context that checks the certificate chain and the host name (ssl's defaults, kept): against
-    exactly `cafiles` (pinned: the system store is then not consulted), or the system store if there are none.
-    `cafiles`: (what names the file in an error, path)."""
-    if not cafiles:
-        return ssl.create_default_context()
-    ctx: ssl.SSLContext | None = None
-    for what, path in cafiles:
-        try:
-            if ctx is None:
-                ctx = ssl.create_default_context(cafile=str(path))
-            else:
-                ctx.load_verify_locations(cafile=str(path))
-        except FileNotFoundError:
-            raise HttpsTrustError(f"{what}: CA file {path} not found") from None
-        except (ssl.SSLError, OSError) as exc:
-            raise HttpsTrustError(f"{what}: {path} is not a PEM file of CA certificates ({exc})") from None
-    assert ctx is not None
-    return ctx
+    """node/tls.py `https_client_context` (the one the dashboard's peer probe uses too), its error as ours."""
+    try:
+        return https_client_context(cafiles)
+    except TlsError as exc:
+        raise HttpsTrustError(str(exc)) from None
 
 
 class HttpsTrust:

@@ -7,11 +7,15 @@
     ecert org register|approve|freeze|unfreeze   \
     ecert credit grant                            |
     ecert trade anchor|confirm                    |  one subcommand per transaction kind (CONTRACT §3, §6),
-    ecert cert issue|accept|reject|transfer|...   |  signed with keys/<org>.key and POSTed to a node
-    ecert finance request|approve|decline         |  (?wait=commit)
+    ecert cert issue|accept|transfer|pay|default  |  signed with keys/<org>.key and POSTed to a node
+    ecert finance request|approve|decline|limit   |  (?wait=commit); each --help names who may sign
+    ecert recourse repay|write-off                |
+    ecert dispute open|respond|resolve            |
+    ecert complaint file|respond|escalate|close   |
     ecert member propose|approve                 /
     ecert org rotate-key ORG                     a new org key: org.rotate_key, then keys/ORG.key replaced
-    ecert cert show|lineage, org show|holdings, trade show, credit show, member list|show, supervision, tx, block, status,
+    ecert cert show|lineage|history|list, org show|holdings|owed, risk cert|org,
+          trade show, credit show, member list|show, supervision, tx, block, status,
           watch                                  queries
     ecert sign-request METHOD PATH [BODY_FILE]   the Authorization header of one request, for curl
     ecert session                                a read-only session token (POST /v1/session)
@@ -73,8 +77,8 @@ from node.client.api import (
     request_timeout_s_default,
 )
 from node.client.rotate import RotationError, rotate_key
-from node.config import ClusterConfig, ClusterConfigError, NodeSpec, load_config
-from node.genesis_file import GenesisFileError, init_cluster_files
+from node.config import ClusterConfig, ClusterConfigError, NodeSpec, load_config, parse_address
+from node.genesis_file import LOCAL_DEMO_GRACE_PERIOD_MS, GenesisFileError, init_cluster_files
 from node.keys import KeyFileError, node_key_path, node_public_key, org_key_path, org_public_keys
 from node.request_auth import CLOCK_SKEW_MS_MAX, AuthError
 
@@ -115,15 +119,25 @@ def org_keys_in(cluster: ClusterConfig) -> list[str]:
     return sorted(p.stem for p in cluster.keys_dir.glob("*.key") if p.name not in node_files)
 
 
-def node_url(text: str) -> str:
-    return (text if "://" in text else f"http://{text}").rstrip("/")
+def node_url(text: str, cluster: ClusterConfig | None = None) -> str:
+    """--node as a base URL. A bare HOST:PORT takes the scheme of the [[nodes]] entry advertising that address
+    (https:// when the entry has https_cert), else http://."""
+    if "://" in text:
+        return text.rstrip("/")
+    try:
+        address = parse_address(text.rstrip("/"), "--node")
+    except ClusterConfigError:
+        return f"http://{text}".rstrip("/")  # not HOST:PORT: the request's error says what is wrong
+    spec = next((n for n in cluster.nodes if (n.http.canonical_host, n.http.port)
+                 == (address.canonical_host, address.port)), None) if cluster is not None else None
+    return spec.http_url if spec is not None else f"http://{address}"
 
 
 def addressed_node(cluster: ClusterConfig, node: str | None) -> NodeSpec | None:
     """The [[nodes]] entry of --node (by its URL), else the first entry (the node the client tries first)."""
     if node is None:
         return cluster.nodes[0] if cluster.nodes else None
-    url = node_url(node)
+    url = node_url(node, cluster)
     return next((n for n in cluster.nodes if n.http_url == url), None)
 
 
@@ -255,7 +269,7 @@ class Ctx:
     @property
     def urls(self) -> list[str]:
         if self.args.node:
-            return [node_url(self.args.node)]
+            return [node_url(self.args.node, self.cluster_if_any())]
         return [n.http_url for n in self.cluster.nodes]
 
     @property
@@ -338,6 +352,11 @@ def cmd_init(ctx: Ctx) -> int:
     for p in created:
         out.print(f"  + {p}")
     out.print(f"genesis {genesis_path}: {'created' if result.genesis_created else 'kept (never overwritten)'}")
+    if result.genesis_created:
+        out.print("  chain params: transfers draw on confirmed trade documents, invoices belong to a confirmed "
+                  "contract, approvals carry KYC evidence; grace period "
+                  f"{LOCAL_DEMO_GRACE_PERIOD_MS // 1000} s (the local demo's, so that it can show a default)",
+                  soft_wrap=True)
     out.print(f"[yellow]local demo[/yellow]: this made every organisation's private key, all in "
               f"{cluster.keys_dir} (marked {result.local_demo}); nodes accept that only on loopback addresses. A "
               "real consortium never does this: each organisation runs `ecert keygen` on its own host and genesis "
@@ -443,16 +462,42 @@ def tx_org_register(ctx: Ctx) -> int:
     return submit(ctx, "org.register", body, create_key=True)
 
 
-def tx_from_args(kind: str, *fields: str, optional: Sequence[str] = ()) -> Callable[[Ctx], int]:
-    """A tx whose body is these command-line arguments as parsed (each of `optional` only when given)."""
+def tx_from_args(kind: str, *fields: str, optional: Sequence[str] = (),
+                 hashes: Sequence[tuple[str, str, bool]] = ()) -> Callable[[Ctx], int]:
+    """A tx whose body is these command-line arguments as parsed (each of `optional` only when given). Each of
+    `hashes` is (body field, option stem, required): the field is the sha256 of --STEM FILE, or --STEM-hash HEX
+    as given (evidence and KYC documents stay off chain; only their hash is recorded)."""
 
     def run(ctx: Ctx) -> int:
         args = vars(ctx.args)
         body: dict[str, object] = {name: args[name] for name in fields}
         body.update({name: args[name] for name in optional if args[name] is not None})
+        for name, stem, required in hashes:
+            digest = document_hash(args.get(f"{stem}_file"), args.get(f"{stem}_hash"), stem, required)
+            if digest is not None:
+                body[name] = digest
         return submit(ctx, kind, body)
 
     return run
+
+
+def document_hash(path: str | None, hex_digest: str | None, stem: str, required: bool) -> str | None:
+    """sha256 (lowercase hex) of the file at `path`, or `hex_digest` checked; None if neither and not required."""
+    option = stem.replace("_", "-")
+    if path is not None and hex_digest is not None:
+        raise CliError(f"give one of --{option} FILE or --{option}-hash HEX, not both")
+    if path is not None:
+        try:
+            return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError as e:
+            raise CliError(f"--{option}: cannot read {path}: {e.strerror}") from None
+    if hex_digest is not None:
+        if re.fullmatch(r"[0-9a-fA-F]{64}", hex_digest) is None:
+            raise CliError(f"--{option}-hash must be 64 hex digits (a sha256), got {hex_digest!r}")
+        return hex_digest.lower()
+    if required:
+        raise CliError(f"give --{option} FILE (its sha256 is recorded) or --{option}-hash HEX")
+    return None
 
 
 def tx_trade_anchor(ctx: Ctx) -> int:
@@ -468,6 +513,8 @@ def tx_trade_anchor(ctx: Ctx) -> int:
             body["ciphertext"] = seal_for(ctx, content, [ctx.signer().org_id, a.counterparty, *a.seal])
     else:
         body["doc_hash"] = a.doc_hash.lower()
+    if a.contract_id is not None:
+        body["contract_id"] = a.contract_id
     return submit(ctx, "trade.anchor", body)
 
 
@@ -509,7 +556,7 @@ def cmd_trade_open(ctx: Ctx) -> int:
 # --- queries -------------------------------------------------------------------------------------------------------
 
 STATUS_COLORS = {"issued": "cyan", "active": "green", "split": "dim", "financing": "yellow", "financed": "magenta",
-                 "settled": "blue", "cancelled": "red"}
+                 "settled": "blue", "cancelled": "red", "defaulted": "bold red"}
 
 
 def cert_label(cert: Mapping[str, Any]) -> str:
@@ -638,6 +685,90 @@ def render_supervision(doc: Mapping[str, Any]) -> Any:
                       fmt_amount(row.get("disbursed")))
     note = "" if doc.get("complete", True) else f"\n(partial: the first {doc.get('live_certs')} live certificates)"
     return Group(cores, depths, banks, note) if note else Group(cores, depths, banks)
+
+
+# --- business queries (issue 14): history, lists, what is owed, risk summaries -----------------------------------
+
+
+def _paged(path: str, args: argparse.Namespace, *names: str) -> str:
+    """`path` with the query parameters of these argument names that were given."""
+    params = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    return path + ("?" + urllib.parse.urlencode(params) if params else "")
+
+
+def render_history(doc: Mapping[str, Any]) -> Any:
+    """GET /v1/certs/{id}/history: one row per tx that touched the certificate, oldest first."""
+    table = Table(title=f"history of {doc.get('cert_id')}", title_justify="left")
+    for col in ("height", "index", "type", "signer", "tx", "result"):
+        table.add_column(col, overflow="fold")
+    for e in doc.get("entries") or []:
+        result = "(for the parties only)" if e.get("redacted") else json.dumps(e.get("result"))
+        table.add_row(str(e.get("height", "")), str(e.get("index", "")), str(e.get("type", "")),
+                      str(e.get("signer") or ""), short(e.get("tx_id")), result)
+    more = doc.get("next_cursor")
+    return Group(table, f"more: --cursor {more}") if more else table
+
+
+def render_cert_list(doc: Mapping[str, Any]) -> Any:
+    certs = doc.get("certs") or []
+    table = certs_table(f"{len(certs)} certificates (index {doc.get('index')}, {doc.get('scanned')} read)", certs)
+    more = doc.get("next_cursor")
+    return Group(table, f"more: --cursor {more}") if more else table
+
+
+def render_owed(doc: Mapping[str, Any]) -> Any:
+    """GET /v1/orgs/{id}/owed: by debtors (certificates held), by sellers (recourse claims), owed to banks."""
+    debtors, sellers, banks = (doc.get(k) or {} for k in ("from_debtors", "from_sellers", "owes_banks"))
+    table = Table(title=f"what {doc.get('org_id')} is owed and owes at {fmt_time(doc.get('at'))}",
+                  title_justify="left")
+    for col in ("from / to", "cert", "outstanding", "penalty", "status"):
+        table.add_column(col, justify="right" if col in ("outstanding", "penalty") else "left")
+    for c in debtors.get("certs") or []:
+        table.add_row(f"debtor {c.get('debtor')}", short(c.get("cert_id")), fmt_amount(c.get("outstanding")),
+                      fmt_amount(c.get("penalty")), str(c.get("status")))
+    for c in sellers.get("claims") or []:
+        table.add_row(f"seller {c.get('seller')}", short(c.get("cert_id")), fmt_amount(c.get("outstanding")), "",
+                      "recourse claim")
+    for c in banks.get("claims") or []:
+        table.add_row(f"owed to bank {c.get('bank')}", short(c.get("cert_id")), fmt_amount(c.get("outstanding")),
+                      "", "recourse claim")
+    return Group(table, f"owed by debtors {fmt_amount(debtors.get('principal'))} + penalty "
+                        f"{fmt_amount(debtors.get('penalty'))}; by sellers {fmt_amount(sellers.get('total'))}; "
+                        f"owes banks {fmt_amount(banks.get('total'))}")
+
+
+def render_risk(doc: Mapping[str, Any]) -> Any:
+    """GET /v1/risk/orgs/{id} or /v1/risk/certs/{id}: each figure with how it was computed and its inputs."""
+    subject = doc.get("cert_id") or doc.get("org_id")
+    table = Table(title=f"risk summary of {subject} (advisory) at {fmt_time(doc.get('at'))}"
+                        + ("" if doc.get("complete", True) else " — partial: a read bound was reached"),
+                  title_justify="left")
+    for col in ("figure", "value", "how", "inputs"):
+        table.add_column(col, overflow="fold")
+    for f in doc.get("figures") or []:
+        table.add_row(str(f.get("name")), str(f.get("value")), str(f.get("how")),
+                      json.dumps(f.get("inputs"), separators=(",", ":")))
+    return table
+
+
+def with_risk(run_tx: Callable[[Ctx], int]) -> Callable[[Ctx], int]:
+    """`finance approve`: the certificate's risk summary first (one read, signed as the bank), then the tx.
+    Advisory: a summary the node does not give (403/404, unreachable) is a note, never a reason to stop."""
+
+    def run(ctx: Ctx) -> int:
+        if not getattr(ctx.args, "dry_run", False) and not getattr(ctx.args, "no_risk", False):
+            try:
+                doc = ctx.read(f"/v1/risk/certs/{_q(ctx.args.cert_id)}")
+            except ApiError as e:
+                out.print(f"[dim]no risk summary: {escape(str(e))}[/]")
+            else:
+                if ctx.json:
+                    emit_json({"risk": doc})
+                else:
+                    out.print(render_risk(doc))
+        return run_tx(ctx)
+
+    return run
 
 
 def render_block(doc: Mapping[str, Any]) -> Any:
@@ -1054,10 +1185,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--role", required=True, choices=["bank", "core", "supplier"])
     for action in ("approve", "freeze", "unfreeze"):
-        p = cmd(org, action, tx_from_args(f"org.{action}", "org_id", optional=["reason"]),
-                f"org.{action} (signed by a bank)", [txopts])
+        kyc = (("kyc_hash", "kyc", False),) if action == "approve" else ()
+        p = cmd(org, action, tx_from_args(f"org.{action}", "org_id", optional=["reason"], hashes=kyc),
+                f"org.{action} (signer: a bank; freeze/unfreeze also the regulator)"
+                + ("; with --kyc FILE the sha256 of the KYC evidence checked, which chains with "
+                   "approve_requires_kyc require" if kyc else ""), [txopts])
         p.add_argument("org_id", metavar="ORG")
         p.add_argument("--reason", default=None)
+        if kyc:
+            p.add_argument("--kyc", dest="kyc_file", default=None, metavar="FILE",
+                           help="the KYC evidence (kept off chain): its sha256 becomes kyc_hash")
+            p.add_argument("--kyc-hash", default=None, metavar="HEX", help="sha256 of the KYC evidence, if not --kyc")
     p = cmd(org, "rotate-key", cmd_org_rotate_key,
             "org.rotate_key: a new key for ORG, signed by its current key; keys/ORG.key is replaced only once "
             "the tx is committed (the old one kept as keys/ORG.key.old-HEIGHT)")
@@ -1069,6 +1207,9 @@ def build_parser() -> argparse.ArgumentParser:
         [readopts]).add_argument("org_id", metavar="ORG")
     cmd(org, "holdings", query(lambda a: f"/v1/orgs/{_q(a.org_id)}/certs", render_holdings),
         "the certificates an org holds", [readopts]).add_argument("org_id", metavar="ORG")
+    cmd(org, "owed", query(lambda a: f"/v1/orgs/{_q(a.org_id)}/owed", render_owed),
+        "what an org is owed by debtors and sellers, and owes banks (the org itself or the regulator)",
+        [readopts]).add_argument("org_id", metavar="ORG")
 
     cmd(sub, "supervision", query(lambda a: "/v1/supervision", render_supervision),
         "the regulator's views: outstanding per core, certificates per tier depth, financed per bank "
@@ -1096,6 +1237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc-hash", default=None, metavar="HEX", help="sha256 of the document, if not --file")
     p.add_argument("--seal", action="append", default=[], metavar="ORG",
                    help="with --file: also store the document sealed to both parties and this org (e.g. a bank)")
+    p.add_argument("--contract", dest="contract_id", default=None, metavar="DOC_ID",
+                   help="invoices: the confirmed contract between the same two parties it belongs to (required on "
+                        "chains with invoice_requires_contract)")
     p = cmd(trade, "confirm", tx_from_args("trade.confirm", "doc_id"),
             "trade.confirm: the counterparty confirms a document", [txopts])
     p.add_argument("doc_id", metavar="DOC_ID")
@@ -1115,16 +1259,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bank", required=True, metavar="BANK", help="the bank whose credit line backs it")
     p.add_argument("--invoice", dest="invoice_ids", required=True, action="append", metavar="DOC_ID",
                    help="a confirmed invoice backing it (repeat for several)")
-    for action, text in (("accept", "the holder accepts an issued certificate"),
-                         ("reject", "the holder rejects an issued certificate"),
-                         ("settle", "the debtor pays a certificate at or after maturity")):
+    for action, text in (("accept", "the holder accepts an issued certificate (signer: the holder)"),
+                         ("reject", "the holder rejects an issued certificate (signer: the holder)"),
+                         ("default", "the holder declares an unpaid certificate defaulted once maturity + the "
+                                     "chain's grace period has passed; financed with recourse, the bank's claim "
+                                     "against the seller is filed (signer: the holder)"),
+                         ("revoke", "the issuer cancels a certificate its holder has not accepted yet (signer: the "
+                                    "debtor)")):
         cmd(cert, action, tx_from_args(f"ecert.{action}", "cert_id"), f"ecert.{action}: {text}",
             [txopts]).add_argument("cert_id", metavar="CERT")
-    p = cmd(cert, "transfer", tx_from_args("ecert.transfer", "cert_id", "to"),
-            "ecert.transfer: pass parts of a certificate on (rest stays)", [txopts])
+    p = cmd(cert, "settle", tx_from_args("ecert.settle", "cert_id", optional=["payment"]),
+            "ecert.settle: the debtor pays the rest of a certificate, penalty included, at or after maturity "
+            "(signer: the debtor)", [txopts])
+    p.add_argument("cert_id", metavar="CERT")
+    p.add_argument("--payment", default=None, metavar="DOC_ID",
+                   help="a `payment` trade document between the debtor and the holder that evidences it")
+    p = cmd(cert, "pay", tx_from_args("ecert.pay", "cert_id", "amount", optional=["payment"]),
+            "ecert.pay: the debtor pays part or all of a certificate, early or late; principal first, then "
+            "penalty (signer: the debtor)", [txopts])
+    p.add_argument("cert_id", metavar="CERT")
+    p.add_argument("--amount", required=True, type=parse_amount)
+    p.add_argument("--payment", default=None, metavar="DOC_ID",
+                   help="a `payment` trade document between the debtor and the holder that evidences it")
+    cmd(cert, "settle-root", tx_from_args("ecert.settle_root", "root_id"),
+        "ecert.settle_root: the debtor settles every live matured certificate of a root in one tx (signer: the "
+        "debtor)", [txopts]).add_argument("root_id", metavar="ROOT")
+    p = cmd(cert, "transfer", tx_from_args("ecert.transfer", "cert_id", "to", optional=["trade_docs"]),
+            "ecert.transfer: pass parts of a certificate on (rest stays) (signer: the holder)", [txopts])
     p.add_argument("cert_id", metavar="CERT")
     p.add_argument("--to", required=True, action="append", type=parse_recipient, metavar="ORG:AMOUNT",
                    help="a recipient and its amount (repeat for several)")
+    p.add_argument("--trade-doc", dest="trade_docs", action="append", default=None, metavar="DOC_ID",
+                   help="a confirmed contract or invoice between the holder and a recipient that the amount is "
+                        "drawn on (repeat for several; required on chains with transfer_requires_trade_docs)")
     p = cmd(cert, "split", tx_from_args("ecert.split", "cert_id", "amounts"),
             "ecert.split: split a certificate into parts kept by the holder", [txopts])
     p.add_argument("cert_id", metavar="CERT")
@@ -1133,20 +1300,120 @@ def build_parser() -> argparse.ArgumentParser:
         [readopts]).add_argument("cert_id", metavar="CERT")
     cmd(cert, "lineage", query(lambda a: f"/v1/certs/{_q(a.cert_id)}/lineage", lineage_tree),
         "a certificate's lineage, drawn as a tree", [readopts]).add_argument("cert_id", metavar="CERT")
+    p = cmd(cert, "history", query(lambda a: _paged(f"/v1/certs/{_q(a.cert_id)}/history", a, "cursor", "limit"),
+                                   render_history),
+            "every tx that touched a certificate, oldest first (whoever may read it)", [readopts])
+    p.add_argument("cert_id", metavar="CERT")
+    p.add_argument("--cursor", default=None, help="the `more:` cursor of the previous page")
+    p.add_argument("--limit", type=int, default=None, help="entries per page (at most 100)")
+    p = cmd(cert, "list", query(lambda a: _paged("/v1/certs", a, "debtor", "holder", "status", "maturity_from",
+                                                 "maturity_to", "cursor", "limit"), render_cert_list),
+            "certificates by debtor, holder, status and maturity window (each one you may read)", [readopts])
+    p.add_argument("--debtor", default=None, metavar="ORG")
+    p.add_argument("--holder", default=None, metavar="ORG")
+    p.add_argument("--status", default=None, choices=["issued", "active", "financing", "financed", "defaulted",
+                                                      "split", "settled", "cancelled"])
+    p.add_argument("--maturity-from", type=parse_time_ms, default=None, metavar="TIME")
+    p.add_argument("--maturity-to", type=parse_time_ms, default=None, metavar="TIME")
+    p.add_argument("--cursor", default=None, help="the `more:` cursor of the previous page (same filters)")
+    p.add_argument("--limit", type=int, default=None, help="certificates per page (at most 100)")
+
+    risk = group("risk", "advisory risk summaries for financing decisions (banks and the regulator)")
+    cmd(risk, "cert", query(lambda a: f"/v1/risk/certs/{_q(a.cert_id)}", render_risk),
+        "a certificate: its debtor's on-time settlement rate, depth, disputes (a bank that may read it)",
+        [readopts]).add_argument("cert_id", metavar="CERT")
+    cmd(risk, "org", query(lambda a: f"/v1/risk/orgs/{_q(a.org_id)}", render_risk),
+        "an org: trade confirmed, certificates held and financed, disputes, concentration by debtor (the org, "
+        "a bank it deals with, the regulator)", [readopts]).add_argument("org_id", metavar="ORG")
 
     fin = group("finance", "financing: finance.request / approve / decline")
     p = cmd(fin, "request", tx_from_args("finance.request", "cert_id", "bank"),
             "finance.request: the holder asks a bank to finance", [txopts])
     p.add_argument("cert_id", metavar="CERT")
     p.add_argument("--bank", required=True)
-    p = cmd(fin, "approve", tx_from_args("finance.approve", "cert_id", "discount_bps"),
-            "finance.approve: the bank buys it at a discount", [txopts])
+    p = cmd(fin, "approve", with_risk(tx_from_args("finance.approve", "cert_id", "discount_bps",
+                                                   optional=["recourse"])),
+            "finance.approve: the bank buys it at a discount (signer: the bank asked)", [txopts])
     p.add_argument("cert_id", metavar="CERT")
     p.add_argument("--discount-bps", required=True, type=int, help="annual discount rate in basis points")
+    p.add_argument("--recourse", action=argparse.BooleanOptionalAction, default=None,
+                   help="with recourse: on default the bank claims the unpaid principal from the seller "
+                        "(default: without recourse, the loss stays with the bank)")
+    p.add_argument("--no-risk", action="store_true", help="do not print the certificate's risk summary first")
+    p = cmd(fin, "limit", tx_from_args("finance.limit", "org", "limit"),
+            "finance.limit: the signer bank's financing limit for one supplier or core enterprise, checked by "
+            "finance.approve (signer: a bank)", [txopts])
+    p.add_argument("--org", required=True, metavar="ORG", help="a supplier or core enterprise")
+    p.add_argument("--limit", required=True, type=parse_amount)
     p = cmd(fin, "decline", tx_from_args("finance.decline", "cert_id", optional=["reason"]),
             "finance.decline: the bank says no", [txopts])
     p.add_argument("cert_id", metavar="CERT")
     p.add_argument("--reason", default=None)
+
+    rec = group("recourse", "recourse claims of a bank against the seller of a defaulted certificate it financed "
+                            "with recourse: recourse.repay / recourse.write_off")
+    p = cmd(rec, "repay", tx_from_args("recourse.repay", "cert_id", "amount"),
+            "recourse.repay: the seller repays part or all of the bank's claim on CERT (signer: the seller the "
+            "claim is against)", [txopts])
+    p.add_argument("cert_id", metavar="CERT")
+    p.add_argument("--amount", required=True, type=parse_amount)
+    p = cmd(rec, "write-off", tx_from_args("recourse.write_off", "cert_id", optional=["reason"]),
+            "recourse.write_off: the bank writes off what is left of its claim on CERT (signer: the claim's bank)",
+            [txopts])
+    p.add_argument("cert_id", metavar="CERT")
+    p.add_argument("--reason", default=None)
+
+    disp = group("dispute", "disputes on a certificate or trade document: dispute.open / respond / resolve")
+    p = cmd(disp, "open", tx_from_args("dispute.open", "against", "reason", optional=["cert_id", "doc_id"],
+                                       hashes=(("evidence_hash", "evidence", True),)),
+            "dispute.open: dispute a certificate or trade document, which is locked until resolved (signer: a "
+            "party of it: a certificate's holder, debtor, seller or the bank asked to finance it; a document's "
+            "issuer or counterparty)", [txopts])
+    subject = p.add_mutually_exclusive_group(required=True)
+    subject.add_argument("--cert", dest="cert_id", default=None, metavar="CERT")
+    subject.add_argument("--doc", dest="doc_id", default=None, metavar="DOC_ID")
+    p.add_argument("--against", required=True, metavar="ORG", help="the counterparty: another party of it")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--evidence", dest="evidence_file", default=None, metavar="FILE",
+                   help="the evidence (kept off chain): its sha256 becomes evidence_hash")
+    p.add_argument("--evidence-hash", default=None, metavar="HEX", help="sha256 of the evidence, if not --evidence")
+    p = cmd(disp, "respond", tx_from_args("dispute.respond", "dispute_id", "statement",
+                                          hashes=(("evidence_hash", "evidence", True),)),
+            "dispute.respond: the counterparty answers a dispute (signer: the org the dispute is against)", [txopts])
+    p.add_argument("dispute_id", metavar="DISPUTE_ID")
+    p.add_argument("--statement", required=True)
+    p.add_argument("--evidence", dest="evidence_file", default=None, metavar="FILE")
+    p.add_argument("--evidence-hash", default=None, metavar="HEX")
+    p = cmd(disp, "resolve", tx_from_args("dispute.resolve", "dispute_id", "outcome", optional=["reason"]),
+            "dispute.resolve: decide a dispute and release the lock (signer: the bank named at issue, or for a "
+            "document a bank it is sealed for, before the deadline; the regulator at any time)", [txopts])
+    p.add_argument("dispute_id", metavar="DISPUTE_ID")
+    p.add_argument("--outcome", required=True, choices=["upheld", "dismissed"])
+    p.add_argument("--reason", default=None)
+
+    compl = group("complaint", "complaints of one org against another: complaint.file / respond / escalate / close")
+    p = cmd(compl, "file", tx_from_args("complaint.file", "against", "subject",
+                                        hashes=(("evidence_hash", "evidence", True),)),
+            "complaint.file: complain about another org, which must answer before the chain's deadline (signer: "
+            "any active org but the regulator)", [txopts])
+    p.add_argument("--against", required=True, metavar="ORG")
+    p.add_argument("--subject", required=True)
+    p.add_argument("--evidence", dest="evidence_file", default=None, metavar="FILE")
+    p.add_argument("--evidence-hash", default=None, metavar="HEX")
+    p = cmd(compl, "respond", tx_from_args("complaint.respond", "complaint_id", "statement",
+                                           hashes=(("evidence_hash", "evidence", True),)),
+            "complaint.respond: answer a complaint before its deadline (signer: the org complained about)", [txopts])
+    p.add_argument("complaint_id", metavar="COMPLAINT_ID")
+    p.add_argument("--statement", required=True)
+    p.add_argument("--evidence", dest="evidence_file", default=None, metavar="FILE")
+    p.add_argument("--evidence-hash", default=None, metavar="HEX")
+    for action, text in (("escalate", "hand a complaint to the regulator, once the deadline passed unanswered or "
+                                      "after an answer (signer: the complainant)"),
+                         ("close", "close a complaint (signer: the complainant or the regulator)")):
+        p = cmd(compl, action, tx_from_args(f"complaint.{action}", "complaint_id", optional=["reason"]),
+                f"complaint.{action}: {text}", [txopts])
+        p.add_argument("complaint_id", metavar="COMPLAINT_ID")
+        p.add_argument("--reason", default=None)
 
     member = group("member", "cluster membership is governance (CONTRACT §6): member.propose / member.approve "
                              "transactions, and queries")

@@ -13,16 +13,30 @@ The rules (issue 7), names stable for dashboards and alerting:
 - `apply_halted`: the node stopped applying blocks (apply error or invariant breach) and says why;
 - `disk_nearly_full`: free space on the data directory's filesystem below a share or a byte floor;
 - `tx_rejection_burst`: more than `rejected_burst_max` rejected txs within `rejected_window_ms`.
+
+Business alarms (issue 14, item 8), from the committed state at the last block time (`business_scan`, pure over
+a StateView; `BusinessWatch` runs it at most once per height and `business_every_ms`). Each names no org: its
+subject is "business" and its message counts (the alarms are for every member, `/metrics` for anyone — CONTRACT
+§6: credit lines, certificates and disputes are their parties'):
+- `certs_overdue`: live certificates past maturity, not defaulted;
+- `certs_defaulted`: defaulted certificates still owed;
+- `credit_near_limit`: credit lines, and banks' financing limits per org, used to `near_limit_pct` or more;
+- `credit_expiring`: credit lines expiring within `expiry_window_ms`, or expired with credit still used;
+- `disputes_overdue`: unresolved disputes past their resolution deadline (escalated to the regulator);
+- `complaints_overdue`: complaints not closed that are escalated or unanswered past their deadline.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from consensus.invariant import require
+from ecert import disputes, financing
+from ecert import state as ecert_state
+from ledger.state_view import StateView
 
 WARNING = "warning"
 CRITICAL = "critical"
@@ -37,6 +51,16 @@ TX_REJECTION_BURST = "tx_rejection_burst"
 
 ALARM_NAMES = (NO_LEADER, PEER_UNREACHABLE, FOLLOWER_LAGGING, LEADER_FLAPPING, APPLY_HALTED, DISK_NEARLY_FULL,
                TX_REJECTION_BURST)
+CERTS_OVERDUE = "certs_overdue"
+CERTS_DEFAULTED = "certs_defaulted"
+CREDIT_NEAR_LIMIT = "credit_near_limit"
+CREDIT_EXPIRING = "credit_expiring"
+DISPUTES_OVERDUE = "disputes_overdue"
+COMPLAINTS_OVERDUE = "complaints_overdue"
+BUSINESS_ALARM_NAMES = (CERTS_OVERDUE, CERTS_DEFAULTED, CREDIT_NEAR_LIMIT, CREDIT_EXPIRING, DISPUTES_OVERDUE,
+                        COMPLAINTS_OVERDUE)
+BUSINESS_SUBJECT = "business"
+"""The subject of every business alarm: no org, no certificate (module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,3 +317,181 @@ def _age(peer: Mapping[str, Any], now_ms: int) -> int:
     if last > 10**12:  # a wall-clock time rather than an age
         return max(0, now_ms - last)
     return last
+
+
+# --- business alarms -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessRules:
+    near_limit_pct: int = 90
+    expiry_window_ms: int = 30 * 86_400_000
+    certs_max: int = 20_000
+    """Live certificates one scan reads (the holdings index): past it the counts cover those read."""
+    records_max: int = 10_000
+    """Credit lines, financing records, disputes and complaints one scan reads, each."""
+    business_every_ms: int = 10_000
+    """The least time between two scans (and at most one per height: state only changes with a block)."""
+
+    def __post_init__(self) -> None:
+        for name in self.__slots__:
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 0, f"business rule {name} must be a non-negative int")
+        require(0 < self.near_limit_pct <= 100, "near_limit_pct must be in 1..100")
+        require(self.certs_max > 0 and self.records_max > 0, "a scan reads at least one record")
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessCounts:
+    """Aggregate counts (no org): what `/metrics` exports and the business alarms are raised on."""
+
+    certs_overdue: int = 0
+    overdue_unpaid: int = 0
+    certs_defaulted: int = 0
+    defaulted_unpaid: int = 0
+    credit_near_limit: int = 0
+    finance_near_limit: int = 0
+    credit_expiring: int = 0
+    credit_expired_used: int = 0
+    disputes_open: int = 0
+    disputes_overdue: int = 0
+    complaints_open: int = 0
+    complaints_overdue: int = 0
+    complete: bool = True
+    """False when a bound cut a scan short (the counts are then lower bounds)."""
+
+
+def _bounded(view: StateView, prefix: bytes, most: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+    rows: list[tuple[bytes, bytes]] = []
+    for row in view.scan(prefix):
+        if len(rows) >= most:
+            return rows, False
+        rows.append(row)
+    return rows, True
+
+
+def _near(used: int, limit: int, pct: int) -> bool:
+    return limit > 0 and used * 100 >= limit * pct
+
+
+def business_counts(view: StateView, now: int, rules: BusinessRules) -> BusinessCounts:
+    """The counts at block time `now`: bounded scans of the holdings (live certificates), credit lines,
+    financing records, unresolved disputes (their locks) and open complaints. Reads nothing else."""
+    complete = True
+    overdue = [0, 0]
+    defaulted = [0, 0]
+    held, ok = _bounded(view, b"h/", rules.certs_max)
+    complete &= ok
+    for key, _ in held:
+        cert = ecert_state.get_cert(view, key.rpartition(b"/")[2].decode())
+        if cert is None:
+            continue
+        unpaid = cert.amount - cert.paid
+        if cert.status == ecert_state.DEFAULTED:
+            defaulted[0] += 1
+            defaulted[1] += unpaid
+        elif now >= cert.maturity:
+            overdue[0] += 1
+            overdue[1] += unpaid
+    near = expiring = expired_used = 0
+    lines, ok = _bounded(view, ecert_state.CREDIT_PREFIX, rules.records_max)
+    complete &= ok
+    for _, value in lines:
+        line = ecert_state.decode_record(ecert_state.CreditLine, value)
+        near += _near(line.used, line.limit, rules.near_limit_pct)
+        if now < line.expires_at <= now + rules.expiry_window_ms:
+            expiring += 1
+        elif line.expires_at <= now and line.used > 0:
+            expired_used += 1
+    finance_near = 0
+    exposures, ok = _bounded(view, financing.EXPOSURE_PREFIX, rules.records_max)
+    complete &= ok
+    for _, value in exposures:
+        exposure = ecert_state.decode_record(financing.Exposure, value)
+        finance_near += exposure.limit is not None and _near(exposure.used, exposure.limit, rules.near_limit_pct)
+    disputes_overdue = 0
+    locks, ok = _bounded(view, disputes.LOCK_PREFIX, rules.records_max)
+    complete &= ok
+    for _, value in locks:
+        dispute = disputes.get_dispute(view, value.decode())
+        disputes_overdue += dispute is not None and disputes.dispute_escalated(dispute, now)
+    complaints_overdue = 0
+    complaints, ok = _bounded(view, disputes.COMPLAINT_OPEN_PREFIX, rules.records_max)
+    complete &= ok
+    for key, _ in complaints:
+        complaint = disputes.get_complaint(view, key[len(disputes.COMPLAINT_OPEN_PREFIX):].decode())
+        complaints_overdue += complaint is not None and disputes.complaint_escalated(complaint, now)
+    return BusinessCounts(
+        certs_overdue=overdue[0], overdue_unpaid=overdue[1], certs_defaulted=defaulted[0],
+        defaulted_unpaid=defaulted[1], credit_near_limit=near, finance_near_limit=finance_near,
+        credit_expiring=expiring, credit_expired_used=expired_used, disputes_open=len(locks),
+        disputes_overdue=disputes_overdue, complaints_open=len(complaints), complaints_overdue=complaints_overdue,
+        complete=complete)
+
+
+def business_alarms(counts: BusinessCounts, rules: BusinessRules) -> list[Alarm]:
+    """The business alarms the counts raise, in a stable order (subject "business", messages of counts only)."""
+    alarms: list[Alarm] = []
+    cut = "" if counts.complete else " (at least: a scan reached its bound)"
+    if counts.certs_overdue:
+        alarms.append(Alarm(CERTS_OVERDUE, WARNING, BUSINESS_SUBJECT,
+                            f"{counts.certs_overdue} certificates past maturity and unpaid, {counts.overdue_unpaid} "
+                            f"fen{cut}"))
+    if counts.certs_defaulted:
+        alarms.append(Alarm(CERTS_DEFAULTED, CRITICAL, BUSINESS_SUBJECT,
+                            f"{counts.certs_defaulted} certificates defaulted, {counts.defaulted_unpaid} fen unpaid{cut}"))
+    if counts.credit_near_limit or counts.finance_near_limit:
+        alarms.append(Alarm(CREDIT_NEAR_LIMIT, WARNING, BUSINESS_SUBJECT,
+                            f"{counts.credit_near_limit} credit lines and {counts.finance_near_limit} financing "
+                            f"limits at {rules.near_limit_pct}% or more of their limit{cut}"))
+    if counts.credit_expiring or counts.credit_expired_used:
+        alarms.append(Alarm(CREDIT_EXPIRING, WARNING, BUSINESS_SUBJECT,
+                            f"{counts.credit_expiring} credit lines expire within "
+                            f"{rules.expiry_window_ms // 86_400_000} days; {counts.credit_expired_used} expired "
+                            f"with credit still used{cut}"))
+    if counts.disputes_overdue:
+        alarms.append(Alarm(DISPUTES_OVERDUE, WARNING, BUSINESS_SUBJECT,
+                            f"{counts.disputes_overdue} disputes past their resolution deadline, escalated to the "
+                            f"regulator{cut}"))
+    if counts.complaints_overdue:
+        alarms.append(Alarm(COMPLAINTS_OVERDUE, WARNING, BUSINESS_SUBJECT,
+                            f"{counts.complaints_overdue} complaints escalated or unanswered past their "
+                            f"deadline{cut}"))
+    return alarms
+
+
+@dataclass(slots=True)
+class BusinessWatch:
+    """Runs `business_counts` over the node's committed state at most once per height and per
+    `business_every_ms` of the caller's clock, and keeps the last counts and alarms in between."""
+
+    rules: BusinessRules = field(default_factory=BusinessRules)
+    counts: BusinessCounts | None = None
+    alarms: list[Alarm] = field(default_factory=list)
+    _height: int | None = None
+    _at_ms: int | None = None
+
+    def sample(self, now_ms: int, height: int | None, view: StateView | None, block_time: int | None
+               ) -> list[Alarm]:
+        """The business alarms; rescans when the height moved and `business_every_ms` passed since the last."""
+        if view is None or block_time is None or height is None:
+            return self.alarms
+        due = self._at_ms is None or now_ms - self._at_ms >= self.rules.business_every_ms
+        if height != self._height and due:
+            self.counts = business_counts(view, block_time, self.rules)
+            self.alarms = business_alarms(self.counts, self.rules)
+            self._height, self._at_ms = height, now_ms
+        return self.alarms
+
+    def sample_ledger(self, now_ms: int, height: object, ledger: Any, on_counts: Callable[[BusinessCounts], None]
+                      ) -> list[Alarm]:
+        """`sample` over a node's committed store (`view()`, `last_time`: ledger.store.StateStore); a rescan's
+        counts go to `on_counts` (NodeMetrics.set_business). Without a ledger: no business alarms."""
+        before = self.counts
+        view = ledger.view() if ledger is not None else None
+        block_time = getattr(ledger, "last_time", None)
+        alarms = self.sample(now_ms, height if isinstance(height, int) else None, view,
+                             block_time if isinstance(block_time, int) else None)
+        if self.counts is not None and self.counts is not before:
+            on_counts(self.counts)
+        return alarms

@@ -37,7 +37,7 @@ from aiohttp import web
 
 from consensus.errors import NotLeaderError, ProposalDroppedError
 from consensus.invariant import InvariantViolation, require
-from ecert import access, governance, queries
+from ecert import access, governance, history, portfolio, queries, risk, settlement
 from ecert import state as ecert_state
 from ecert.access import Reader, TxFacts
 from ecert.errors import TxRejected
@@ -70,6 +70,15 @@ from node.http.openapi import (
     CORE_ID,
     DOC_ID,
     HEIGHT,
+    HISTORY_CURSOR,
+    HISTORY_LIMIT,
+    LIST_CURSOR,
+    LIST_DEBTOR,
+    LIST_HOLDER,
+    LIST_LIMIT,
+    LIST_STATUS,
+    MATURITY_FROM,
+    MATURITY_TO,
     ORG_ID,
     PROPOSAL_ID,
     PROPOSALS_BEFORE,
@@ -482,6 +491,89 @@ async def get_doc(request: web.Request) -> web.Response:
     return reply(request, result)
 
 
+# -- business queries (issue 14: ecert/history.py, ecert/portfolio.py, ecert/risk.py, ecert/settlement.py) --------
+
+
+def tx_lookup(store: StateStore) -> history.TxLookup:
+    """The node's tx index for a certificate's history: where a tx was applied, its outcome, and its type and
+    signer from the block that carried it (None fields where this node no longer holds that block)."""
+
+    def lookup(tx_id: str) -> history.TxInfo | None:
+        record = store.tx_outcome(tx_id)
+        if record is None:
+            return None
+        block = store.block(record.height)
+        raw = block.txs[record.position] if block is not None and 0 <= record.position < len(block.txs) else None
+        return history.tx_info(record, raw)
+
+    return lookup
+
+
+async def get_cert_history(request: web.Request) -> web.Response:
+    """A certificate's audit trail, paged: for whoever may read the certificate (404 as for an unknown id)."""
+    node, reader, (cert_id,) = await _read(request, CERT_ID)
+    cursor = HISTORY_CURSOR.read(request)
+    limit = HISTORY_LIMIT.value(request)
+    try:
+        page = history.cert_history(node.store.view(), reader, cert_id, tx_lookup(node.store), cursor=cursor,
+                                    limit=limit)
+    except ValueError as exc:
+        raise HttpError(400, "bad_cursor", str(exc)) from None
+    if page is None:
+        raise _not_found("cert", cert_id)
+    return reply(request, page)
+
+
+async def get_certs(request: web.Request) -> web.Response:
+    """Certificates by debtor, holder, status and maturity window: each one the reader may read."""
+    flt = portfolio.CertFilter(debtor=LIST_DEBTOR.read(request), holder=LIST_HOLDER.read(request),
+                               status=LIST_STATUS.read(request), maturity_from=MATURITY_FROM.read(request),
+                               maturity_to=MATURITY_TO.read(request))
+    cursor = LIST_CURSOR.read(request)
+    limit = LIST_LIMIT.value(request)
+    node, reader, _ = await _read(request)
+    try:
+        page = portfolio.list_certs(node.store.view(), reader, flt, node.store.last_time, cursor=cursor,
+                                    limit=limit)
+    except ValueError as exc:
+        raise HttpError(400, "bad_cursor", str(exc)) from None
+    return reply(request, page)
+
+
+async def get_owed(request: web.Request) -> web.Response:
+    """What an org is owed and owes (settlement.owed_to): the org itself and the regulator; 403 for the others
+    (which orgs exist is public to members, so an unknown org is a 404 for anyone)."""
+    node, reader, (org_id,) = await _read(request, ORG_ID)
+    view = node.store.view()
+    if ecert_state.get_org(view, org_id) is None:
+        raise _not_found("org", org_id)
+    if not access.can_read_owed(reader, org_id):
+        raise HttpError(403, "forbidden", "only the org itself and the regulator read what an org is owed")
+    return reply(request, settlement.owed_to(view, org_id, node.store.last_time))
+
+
+async def get_org_risk(request: web.Request) -> web.Response:
+    node, reader, (org_id,) = await _read(request, ORG_ID)
+    view = node.store.view()
+    if ecert_state.get_org(view, org_id) is None:
+        raise _not_found("org", org_id)
+    if not risk.can_read_org_risk(view, reader, org_id):
+        raise HttpError(403, "forbidden", "an org's risk summary is for the regulator, the org itself and a bank "
+                                          "it deals with (financing record, credit line or finance request)")
+    return reply(request, risk.org_risk(view, org_id, node.store.last_time, reader))
+
+
+async def get_cert_risk(request: web.Request) -> web.Response:
+    node, reader, (cert_id,) = await _read(request, CERT_ID)
+    if not risk.may_ask_cert_risk(reader):
+        raise HttpError(403, "forbidden", "a certificate's risk summary is for banks and the regulator")
+    view = node.store.view()
+    summary = risk.cert_risk(view, cert_id, node.store.last_time)
+    if summary is None or not risk.can_read_cert_risk(view, reader, cert_id):
+        raise _not_found("cert", cert_id)
+    return reply(request, summary)
+
+
 async def get_members(request: web.Request) -> web.Response:
     """The node membership in state (ecert/governance.py): every member org may know who runs the consortium's
     nodes, and operators need the addresses and keys."""
@@ -558,7 +650,12 @@ def build_app(node: ApiNode) -> web.Application:
     r.add_get("/v1/status", get_status)
     r.add_get("/v1/blocks", get_blocks)
     r.add_get("/v1/blocks/{height}", get_block)
+    r.add_get("/v1/certs", get_certs)
     r.add_get("/v1/certs/{id}", get_cert)
+    r.add_get("/v1/certs/{id}/history", get_cert_history)
+    r.add_get("/v1/orgs/{id}/owed", get_owed)
+    r.add_get("/v1/risk/orgs/{id}", get_org_risk)
+    r.add_get("/v1/risk/certs/{id}", get_cert_risk)
     r.add_get("/v1/certs/{id}/lineage", get_lineage)
     r.add_get("/v1/orgs/{id}", get_org)
     r.add_get("/v1/orgs/{id}/certs", get_holdings)

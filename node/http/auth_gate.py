@@ -104,6 +104,12 @@ ROUTE_ACCESS: Mapping[tuple[str, str], Access] = {
     ("GET", "/v1/members"): Access.SIGNED,
     ("GET", "/v1/proposals"): Access.SIGNED,
     ("GET", "/v1/proposals/{id}"): Access.SIGNED,
+    # Business queries (issue 14): each handler applies its resource's rule (ecert/access.py, ecert/risk.py).
+    ("GET", "/v1/certs"): Access.SIGNED,  # each listed certificate one the reader may read
+    ("GET", "/v1/certs/{id}/history"): Access.SIGNED,  # the certificate's readers (404 otherwise)
+    ("GET", "/v1/orgs/{id}/owed"): Access.SIGNED,  # the org and the regulator (403 otherwise)
+    ("GET", "/v1/risk/orgs/{id}"): Access.SIGNED,  # the regulator, the org, a bank it deals with (403 otherwise)
+    ("GET", "/v1/risk/certs/{id}"): Access.SIGNED,  # a bank that may read it, the regulator (403 / 404)
     # The dashboard's routes (node/http/dashboard.py, node/http/login.py say why each is open this far):
     ("GET", "/login"): Access.PUBLIC,  # spends a one-time code
     ("POST", "/logout"): Access.PUBLIC,  # drops the caller's own cookie

@@ -27,6 +27,15 @@ A sampler task runs once a second: it reads the node through `NodeSource` (never
 nodes for their `/v1/status` (so any node's dashboard shows the whole cluster), refreshes the level gauges,
 evaluates the alarms (node/http/alarms.py), logs each alarm raised or cleared and reads the new blocks for the
 event streams. Every SSE client gets the latest sample; a slow dashboard never makes the node do more work.
+
+How the probe reaches a peer (`PeerApis`): at the URL of its [[nodes]] entry in the cluster file (https:// when
+the entry has https_cert), verified, certificate and host name, with that entry's https_ca (else the system
+store), by node/tls.py `https_client_context`, as the clients do; a node known only from the membership (added
+by governance, not yet in this host's cluster file) at its recorded address with this node's own scheme,
+verified against the system store. A peer whose API is plain HTTP on a non-loopback address (the operator's
+choice: no https_cert in its entry) is still asked for its public /v1/status, but never sent the signed
+/v1/alarms probe (CONTRACT §6: between hosts, signed requests belong on the API's TLS listener), and the node
+warns once, naming those peers (`dashboard_plain_http`).
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ import json
 import logging
 import os
 import shutil
+import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -46,6 +57,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import ClientSession, ClientTimeout, web
+from yarl import URL
 
 from ecert import access
 from ecert import state as ecert_state
@@ -54,7 +66,8 @@ from ecert.supervision import supervision
 from ledger.executor import TxRecord
 from ledger.schema import BlockRecord
 from ledger.state_view import StateView
-from node.http.alarms import Alarm, AlarmRules, AlarmTracker, Transition, evaluate
+from node.config import Address
+from node.http.alarms import Alarm, AlarmRules, AlarmTracker, BusinessWatch, Transition, evaluate
 from node.http.auth_gate import authenticate, authenticated_org
 from node.http.errors import HttpError, error_body
 from node.http.login import setup_login
@@ -63,6 +76,7 @@ from node.http.openapi import HTTP_BLOCKS_PAGE_MAX
 from node.keys import load_org_key
 from node.request_auth import SESSION_TTL_MS, fresh_nonce, sign_request
 from node.source import NodeSource
+from node.tls import TlsError, https_client_context
 
 log = logging.getLogger("node.http.alarms")
 
@@ -114,14 +128,83 @@ ProbeSigner = Callable[[str, str], str]
 """(node id addressed, path) -> Authorization header of a signed GET, for the probes that need a member."""
 
 
+class PeerApis:
+    """Where the probe reaches each peer's API, and how it verifies it (module docstring)."""
+
+    __slots__ = ("_contexts", "cas", "known", "scheme")
+
+    def __init__(self, known: Mapping[str, str] | None = None, cas: Mapping[str, Path] | None = None,
+                 scheme: str = "http") -> None:
+        self.known = {node_id: url.rstrip("/") for node_id, url in (known or {}).items()}
+        """Node id -> base URL of its [[nodes]] entry in the cluster file."""
+        self.cas = dict(cas or {})
+        """Node id -> its https_ca (the PEM file its certificate is pinned to)."""
+        self.scheme = scheme
+        """This node's own ("https" if it serves HTTPS): for a node known only from the membership."""
+        self._contexts: dict[str, ssl.SSLContext] = {}
+
+    @classmethod
+    def of_source(cls, source: Any) -> PeerApis:
+        """From the node's cluster file (`source.config.nodes`) and its own entry (`source.spec`), if it has
+        them; else every peer at its `http` address over plain HTTP."""
+        nodes = getattr(getattr(source, "config", None), "nodes", None) or ()
+        known: dict[str, str] = {}
+        cas: dict[str, Path] = {}
+        for n in nodes:
+            url = getattr(n, "http_url", None)
+            if isinstance(getattr(n, "id", None), str) and isinstance(url, str):
+                known[n.id] = url
+                if isinstance(getattr(n, "https_ca", None), Path):
+                    cas[n.id] = n.https_ca
+        own = getattr(getattr(source, "spec", None), "http_url", None)
+        return cls(known, cas, "https" if isinstance(own, str) and own.startswith("https://") else "http")
+
+    def base(self, peer: Mapping[str, Any]) -> str | None:
+        """The base URL the probe asks `peer` (a `NodeSource.peers` row) at; None if it has no HTTP address."""
+        pid, addr = peer.get("id"), peer.get("http")
+        if isinstance(pid, str) and pid in self.known:
+            return self.known[pid]
+        if not isinstance(addr, str) or not addr:
+            return None
+        return addr.rstrip("/") if addr.startswith(("http://", "https://")) else f"{self.scheme}://{addr}"
+
+    def tls(self, node_id: str, base: str) -> ssl.SSLContext | None:
+        """The verifying context for an https:// `base` of `node_id`, None for http://. Raises TlsError (its
+        https_ca file is missing or not PEM)."""
+        if not base.startswith("https://"):
+            return None
+        ctx = self._contexts.get(node_id)
+        if ctx is None:
+            ca = self.cas.get(node_id)
+            ctx = self._contexts[node_id] = https_client_context(
+                [(f"https_ca of node {node_id}", ca)] if ca is not None else [])
+        return ctx
+
+
+def plain_between_hosts(base: str) -> bool:
+    """An http:// URL whose host is not a loopback address: its requests cross a network in clear."""
+    if not base.startswith("http://"):
+        return False
+    try:
+        host = URL(base).host
+    except ValueError:
+        return True
+    return not (host and Address(host, 0).is_loopback)
+
+
 class Dashboard:
     """State of the dashboard for one node: the latest sample, alarms, SSE clients."""
 
     def __init__(self, source: NodeSource, metrics: NodeMetrics, *, rules: AlarmRules | None = None,
                  data_dir: str | os.PathLike[str] | None = None, probe_peers: bool = True,
                  clock: Callable[[], int] = now_ms, ledger: Ledger | None = None,
-                 probe_signer: ProbeSigner | None = None) -> None:
+                 probe_signer: ProbeSigner | None = None, peer_apis: PeerApis | None = None) -> None:
         self.source = source
+        self.peer_apis = peer_apis if peer_apis is not None else PeerApis.of_source(source)
+        self._warned_plain: set[str] = set()
+        """Peers already named in a `dashboard_plain_http` warning."""
+        self._warned_tls: set[str] = set()
+        """Peers whose https_ca could not be loaded, already logged."""
         self.metrics = metrics
         self.ledger = ledger
         self.probe_signer = probe_signer
@@ -134,6 +217,7 @@ class Dashboard:
         status = _safe(source.status, {})
         self.node_id = str(status.get("node_id") or getattr(source, "node_id", None) or "?")
         self.tracker = AlarmTracker(self.node_id, self.rules, started_ms=clock())
+        self.business = BusinessWatch()  # business alarms and gauges (issue 14): bounded scans, once per height
         self.alarms: list[Alarm] = []
         self.snapshot: dict[str, Any] = {}
         self.peer_status: dict[str, dict[str, Any]] = {}
@@ -183,7 +267,8 @@ class Dashboard:
 
         alarm_input = self.tracker.sample(t, status, peers, apply_error=_apply_error(self.source, status),
                                           disk=self._disk)
-        raised = evaluate(alarm_input, self.rules) + _node_alarms(self.source)
+        raised = evaluate(alarm_input, self.rules) + _node_alarms(self.source) + self.business.sample_ledger(
+            t, status.get("height"), self.ledger, self.metrics.set_business)
         self.alarms, transitions = self.tracker.update(t, _dedupe(raised))
         for tr in transitions:
             _log_transition(tr, self.node_id)
@@ -289,7 +374,7 @@ class Dashboard:
             return None
         height = _safe(self.source.status, {}).get("height")
         if self._supervision is None or self._supervision[0] != height:
-            self._supervision = (height if isinstance(height, int) else -1, supervision(self.ledger.view()))
+            self._supervision = (height if isinstance(height, int) else -1, supervision(self.ledger.view(), now=getattr(self.ledger, "last_time", None)))
         return dict(self._supervision[1], height=height)
 
     def alarm_dicts(self) -> list[dict[str, Any]]:
@@ -301,7 +386,7 @@ class Dashboard:
 
     def _probed_reachability(self, peer: dict[str, Any], keep_transport: bool) -> dict[str, Any]:
         pid = peer.get("id")
-        if not isinstance(pid, str) or not isinstance(peer.get("http"), str):
+        if not isinstance(pid, str) or self.peer_apis.base(peer) is None:  # not probed
             return peer
         probed = pid in self.peer_status
         if keep_transport:
@@ -367,35 +452,61 @@ class Dashboard:
             return
         if self._session is None:
             self._session = ClientSession(timeout=ClientTimeout(total=peer_probe_timeout_s))
-        peers = [p for p in _safe(self.source.peers, []) if isinstance(p.get("http"), str)
-                 and p.get("id") != self.node_id]
+        bases: dict[str, str] = {}
+        for p in _safe(self.source.peers, []):
+            base = self.peer_apis.base(p)
+            if isinstance(p.get("id"), str) and p["id"] != self.node_id and base is not None:
+                bases[p["id"]] = base
+        self._warn_plain_http(bases)
 
-        async def one(p: dict[str, Any]) -> None:
-            body = await self._get_json(_base_url(p["http"]) + "/v1/status")
+        async def one(pid: str, base: str) -> None:
+            body = await self._get_json(pid, base, "/v1/status")
             if isinstance(body, dict):
-                self.peer_status[p["id"]] = body
-                self.peer_seen_ms[p["id"]] = self.clock()
+                self.peer_status[pid] = body
+                self.peer_seen_ms[pid] = self.clock()
             else:
-                self.peer_status.pop(p["id"], None)
+                self.peer_status.pop(pid, None)
 
         async def leader_alarms() -> None:
             leader = _safe(self.source.status, {}).get("leader_id")
-            addr = next((p["http"] for p in peers if p.get("id") == leader), None)
+            base = bases.get(leader) if isinstance(leader, str) else None
             sign = self.probe_signer
-            # /v1/alarms is for members: the probe signs as this node's org, fresh for each request.
-            body = await self._get_json(_base_url(addr) + "/v1/alarms",
-                                        {"Authorization": sign(leader, "/v1/alarms")}) \
-                if addr and sign is not None and isinstance(leader, str) else None
+            # /v1/alarms is for members: the probe signs as this node's org, fresh for each request; never in
+            # clear between hosts (CONTRACT §6), so a plain-HTTP leader elsewhere is not asked.
+            body = await self._get_json(leader, base, "/v1/alarms", {"Authorization": sign(leader, "/v1/alarms")}) \
+                if base and sign is not None and isinstance(leader, str) and not plain_between_hosts(base) else None
             alarms = body.get("alarms") if isinstance(body, dict) else None
             self.leader_alarms = [dict(a, reported_by=leader) for a in alarms or []
                                   if isinstance(a, dict) and a.get("reported_by", leader) == leader]
 
-        await asyncio.gather(*(one(p) for p in peers), leader_alarms())
+        await asyncio.gather(*(one(pid, base) for pid, base in bases.items()), leader_alarms())
 
-    async def _get_json(self, url: str, headers: Mapping[str, str] | None = None) -> Any:
+    def _warn_plain_http(self, bases: Mapping[str, str]) -> None:
+        """Once per peer (all of them at the first probe, at start): whose API this node reaches in clear across
+        a network."""
+        new = sorted(pid for pid, base in bases.items() if pid not in self._warned_plain and plain_between_hosts(base))
+        if not new:
+            return
+        self._warned_plain.update(new)
+        where = ", ".join(f"{pid} ({bases[pid]})" for pid in new)
+        message = (f"the client API of {where} is plain HTTP between hosts: the dashboard reads their public "
+                   "/v1/status in clear and does not send them its signed /v1/alarms probe (CONTRACT §6); give "
+                   "those nodes https_cert / https_key (and https_ca) in the cluster file to change that")
+        log.warning("dashboard_plain_http", extra={"reason": message, "node_id": self.node_id, "peers": new})
+        print(f"node {self.node_id}: warning: {message}", file=sys.stderr, flush=True)
+
+    async def _get_json(self, node_id: str, base: str, path: str, headers: Mapping[str, str] | None = None) -> Any:
         assert self._session is not None
         try:
-            async with self._session.get(url, headers=headers) as resp:
+            context = self.peer_apis.tls(node_id, base)
+        except TlsError as exc:  # this host's copy of the peer's https_ca is missing or broken: say so once
+            if node_id not in self._warned_tls:
+                self._warned_tls.add(node_id)
+                log.warning("dashboard_probe_tls", extra={"reason": str(exc), "node_id": self.node_id})
+            return None
+        try:
+            async with self._session.get(base + path, headers=headers,
+                                         ssl=context if context is not None else True) as resp:
                 if resp.status == 200:
                     return await resp.json()
         except Exception:  # timeouts, refused connections, bad JSON: a down peer is normal here
@@ -703,11 +814,6 @@ async def _request_metrics(request: web.Request,
 
 
 # --- helpers --------------------------------------------------------------------------------------------------
-
-def _base_url(addr: str) -> str:
-    """A peer's `http` from cluster.toml is "host:port" (CONTRACT §2); accept a full URL too."""
-    return addr.rstrip("/") if addr.startswith(("http://", "https://")) else f"http://{addr}"
-
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)

@@ -26,6 +26,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from node.http.alarms import BusinessCounts
+
 ROLES = ("follower", "pre_candidate", "candidate", "leader", "learner")
 
 # Buckets in seconds / bytes / counts. Disk and loopback round trips are sub-millisecond to tens of ms.
@@ -142,6 +144,23 @@ class NodeMetrics:
         self.alarm_active = Gauge(
             "ecert_alarm_active", "1 while the named alarm is raised on this node.", ["alarm", "subject"],
             registry=r)
+
+        # Business (issue 14, node/http/alarms.py business_counts): aggregate counts over the committed state at
+        # the last block time, no label at all (CONTRACT §6: nothing here names an org or a certificate).
+        self.business = {name: Gauge(f"ecert_business_{name}", help_text, registry=r) for name, help_text in (
+            ("certs_overdue", "Live certificates past maturity, not defaulted."),
+            ("overdue_unpaid_fen", "Unpaid principal of the overdue certificates (fen)."),
+            ("certs_defaulted", "Defaulted certificates still owed."),
+            ("defaulted_unpaid_fen", "Unpaid principal of the defaulted certificates (fen)."),
+            ("credit_lines_near_limit", "Credit lines used to 90% of their limit or more."),
+            ("finance_limits_near_limit", "Banks' financing limits per org used to 90% or more."),
+            ("credit_lines_expiring", "Credit lines expiring within 30 days."),
+            ("credit_lines_expired_used", "Expired credit lines with credit still used."),
+            ("disputes_open", "Unresolved disputes."),
+            ("disputes_overdue", "Unresolved disputes past their resolution deadline."),
+            ("complaints_open", "Complaints not closed."),
+            ("complaints_overdue", "Complaints escalated or unanswered past their deadline."),
+            ("scan_complete", "1 if the last business scan read everything; 0 if a bound cut it short or none ran yet."))}
 
         self._last_leader: object = _UNSET
         self._peers: set[str] = set()
@@ -273,6 +292,20 @@ class NodeMetrics:
         for key in now:
             self.alarm_active.labels(alarm=key[0], subject=key[1]).set(1)
         self._alarms |= now
+
+    def set_business(self, counts: BusinessCounts) -> None:
+        """The business gauges from one scan (node/http/alarms.py BusinessWatch)."""
+        for name, value in (
+                ("certs_overdue", counts.certs_overdue), ("overdue_unpaid_fen", counts.overdue_unpaid),
+                ("certs_defaulted", counts.certs_defaulted), ("defaulted_unpaid_fen", counts.defaulted_unpaid),
+                ("credit_lines_near_limit", counts.credit_near_limit),
+                ("finance_limits_near_limit", counts.finance_near_limit),
+                ("credit_lines_expiring", counts.credit_expiring),
+                ("credit_lines_expired_used", counts.credit_expired_used),
+                ("disputes_open", counts.disputes_open), ("disputes_overdue", counts.disputes_overdue),
+                ("complaints_open", counts.complaints_open), ("complaints_overdue", counts.complaints_overdue),
+                ("scan_complete", 1 if counts.complete else 0)):
+            self.business[name].set(value)
 
     # --- from a NodeSource -------------------------------------------------------------------------------------
 

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ecert.history import CURSOR_CHARS_MAX, HISTORY_CURSOR_PATTERN, HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX
 from ecert.membership import PROPOSALS_LIST_MAX
+from ecert.portfolio import CERT_STATUSES, LIST_PAGE_DEFAULT, LIST_PAGE_MAX
 from ecert.tx import ID_LEN_MAX, PAYLOAD_BYTES_MAX, SIG_BYTES
 from node.http.auth_gate import Access, route_access
-from node.http.params import ChoiceParam, IdParam, IntParam
+from node.http.params import ChoiceParam, IdParam, IntParam, OptionalStrParam
 from node.request_auth import session_cookie
 
 HTTP_BLOCKS_PAGE_MAX = 100
@@ -69,6 +71,21 @@ DOC_ID = IdParam("id", ID_PATTERN, what="a document id")
 PROPOSAL_ID = IdParam("id", ID_PATTERN, what="a proposal id")
 BANK_ID = IdParam("bank", ID_PATTERN, what="an org id")
 CORE_ID = IdParam("core", ID_PATTERN, what="an org id")
+# The business queries of issue 14 (ecert/history.py, ecert/portfolio.py, ecert/risk.py).
+CURSOR_PATTERN = f"[A-Za-z0-9._/-]{{1,{CURSOR_CHARS_MAX}}}"
+HISTORY_CURSOR = OptionalStrParam("cursor", HISTORY_CURSOR_PATTERN, code="bad_cursor", what="a cursor a page handed back",
+                                  description="the `next_cursor` of the previous page")
+HISTORY_LIMIT = IntParam("limit", 1, HISTORY_PAGE_MAX, HISTORY_PAGE_DEFAULT)
+LIST_CURSOR = OptionalStrParam("cursor", CURSOR_PATTERN, code="bad_cursor", what="a cursor a page handed back",
+                               description="the `next_cursor` of the previous page, with the same filters")
+LIST_LIMIT = IntParam("limit", 1, LIST_PAGE_MAX, LIST_PAGE_DEFAULT)
+LIST_DEBTOR = OptionalStrParam("debtor", ID_PATTERN, code="bad_id", what="an org id",
+                               description="certificates this core enterprise owes")
+LIST_HOLDER = OptionalStrParam("holder", ID_PATTERN, code="bad_id", what="an org id",
+                               description="certificates this org holds")
+LIST_STATUS = OptionalStrParam("status", values=CERT_STATUSES, what="a certificate status")
+MATURITY_FROM = IntParam("maturity_from", 0, HEIGHT_MAX, description="maturity at or after (ms since the epoch)")
+MATURITY_TO = IntParam("maturity_to", 0, HEIGHT_MAX, description="maturity before (ms since the epoch)")
 
 # Parameters of the dashboard's routes (node/http/dashboard.py and login.py decode them themselves).
 _BLOCK_TXS_HEIGHT = {"name": "height", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1},
@@ -119,6 +136,12 @@ _PROPOSAL = _obj({k: t for k, t in (
 _ALARM = _obj({"name": _STR, "severity": _STR, "subject": _STR, "message": _STR})
 _SSE_EVENT = _obj({"event": {"type": "string", "enum": ["snapshot", "block"]},
                    "data": {"type": "string", "contentMediaType": "application/json"}}, {"id": _STR})
+_HISTORY_ENTRY = _obj({"cursor": _STR, "height": _INT_OR_NULL, "index": _INT_OR_NULL, "tx_id": _STR_OR_NULL,
+                       "type": _STR_OR_NULL, "signer": _STR_OR_NULL, "result": {"type": ["object", "null"]},
+                       "redacted": _BOOL})
+_RISK = _obj({"at": _INT, "advisory": {"const": True}, "complete": _BOOL,
+              "figures": {"type": "array", "items": _obj({"name": _STR, "value": {}, "how": _STR,
+                                                          "inputs": _OBJECT})}})
 _BLOCK_PAGE = _obj({"height": _INT, "blocks": {"type": "array", "items": _ref("Block")}})
 
 _SCHEMAS: dict[str, Any] = {
@@ -327,6 +350,38 @@ def _paths() -> dict[str, Any]:
                                         "may see (all of it for the debtor, the bank and the regulator)",
                                         _obj({"root_id": _STR, "certs": {"type": "array", "items": _ref("Cert")}}),
                                         (CERT_ID,), _HIDDEN),
+        "/v1/certs": _get("/v1/certs", "Certificates by debtor, holder, status and maturity window, each one the "
+                          "reader may read (ecert/portfolio.py: which index a page walks; a page reads at most "
+                          "2000 certificates, so it may hold fewer than `limit` and still have a `next_cursor`)",
+                          _obj({"certs": {"type": "array", "items": _ref("Cert")}, "index": _STR, "scanned": _INT,
+                                "next_cursor": _STR_OR_NULL}),
+                          [LIST_DEBTOR.openapi(), LIST_HOLDER.openapi(), LIST_STATUS.openapi(),
+                           MATURITY_FROM.openapi(), MATURITY_TO.openapi(), LIST_CURSOR.openapi(),
+                           LIST_LIMIT.openapi(), CONSISTENCY.openapi()],
+                          bad="bad_id, bad_parameter, bad_cursor: a filter or cursor that cannot be one",
+                          linearizable=True),
+        "/v1/certs/{id}/history": _get(
+            "/v1/certs/{id}/history", "Every tx that touched a certificate, oldest first (creation, each later tx, "
+            "its spending): for whoever may read the certificate; a dispute's or recourse claim's entries in full "
+            "only for their parties", _obj({"cert_id": _STR, "entries": {"type": "array", "items": _HISTORY_ENTRY},
+                                           "next_cursor": _STR_OR_NULL}),
+            [CERT_ID.openapi(), HISTORY_CURSOR.openapi(), HISTORY_LIMIT.openapi(), CONSISTENCY.openapi()],
+            bad="bad_id, bad_parameter, bad_cursor", not_found=_HIDDEN, linearizable=True),
+        "/v1/orgs/{id}/owed": _read("/v1/orgs/{id}/owed", "What an org is owed by debtors and sellers, and owes "
+                                    "banks on recourse claims, at the last block time (ecert/settlement.py)",
+                                    _obj({"org_id": _STR, "at": _INT, "from_debtors": _OBJECT,
+                                          "from_sellers": _OBJECT, "owes_banks": _OBJECT}),
+                                    (ORG_ID,), "org_not_found: unknown org",
+                                    "forbidden: only the org itself and the regulator"),
+        "/v1/risk/orgs/{id}": _read("/v1/risk/orgs/{id}", "An advisory risk summary of an org, each figure with "
+                                    "its inputs (ecert/risk.py): for the regulator, the org itself and a bank it "
+                                    "deals with", _RISK, (ORG_ID,), "org_not_found: unknown org",
+                                    "forbidden: not the regulator, the org, or a bank with a financing record, a "
+                                    "credit line or a finance request of the org"),
+        "/v1/risk/certs/{id}": _read("/v1/risk/certs/{id}", "An advisory risk summary of a certificate (its "
+                                     "debtor's settlement record, depth, disputes): for a bank that may read it and "
+                                     "the regulator", _RISK, (CERT_ID,), _HIDDEN,
+                                     "forbidden: only banks and the regulator"),
         "/v1/orgs/{id}": _read("/v1/orgs/{id}", "An organisation's public profile (the whole record for the org "
                                "itself and the regulator)", _obj(_ORG_PUBLIC, {
                                    "registered_at": _INT, "updated_at": _INT, "reason": _STR_OR_NULL}),

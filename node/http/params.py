@@ -143,3 +143,39 @@ class IdParam:
         if self.where == "query":
             out["required"] = True
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class OptionalStrParam:
+    """An optional query string: absent means None; present, it must match `pattern` whole (400 `code`
+    otherwise), or be one of `values` when they are given (the document says which)."""
+
+    name: str
+    pattern: str = ""
+    values: tuple[str, ...] = ()
+    code: str = "bad_parameter"
+    what: str = "a value"
+    description: str = ""
+    where: Where = "query"
+    _re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        require(bool(self.pattern) != bool(self.values), f"{self.name}: a pattern or values, not both")
+        require(not self.pattern.startswith("^") and not self.pattern.endswith("$"), f"{self.name}: unanchored")
+        object.__setattr__(self, "_re", re.compile(self.pattern) if self.pattern else None)
+
+    def read(self, request: web.Request) -> str | None:
+        raw = _raw(request, self.where, self.name)
+        if raw is None:
+            return None
+        if self._re is not None and not self._re.fullmatch(raw):
+            raise HttpError(400, self.code, f"{self.name} must be {self.what}, got {raw[:_ECHO_CHARS_MAX]!r}")
+        if self.values and raw not in self.values:
+            raise HttpError(400, self.code, f"{self.name} must be one of {', '.join(self.values)}, "
+                                            f"got {raw[:_ECHO_CHARS_MAX]!r}")
+        return raw
+
+    def openapi(self) -> dict[str, Any]:
+        schema: dict[str, Any] = ({"type": "string", "pattern": f"^{self.pattern}$"} if self.pattern
+                                  else {"type": "string", "enum": list(self.values)})
+        return _param(self.name, self.where, schema, self.description or self.what)

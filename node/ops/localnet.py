@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.config import ClusterConfig, load_config
-from node.genesis_file import init_cluster_files
+from node.genesis_file import ChainParamValues, init_cluster_files
 
 LOOPBACK = "127.0.0.1"
 IPV6_LOOPBACK = "::1"
@@ -174,10 +174,12 @@ def write_cluster_file(root: Path, chain_id: str, orgs: Sequence[Org], nodes: Se
     return path
 
 
-def init_cluster(config_path: Path, genesis_time_ms: int | None = None) -> ClusterConfig:
-    """keys/ and genesis.json beside the cluster file, each only if missing (what `ecert init` does)."""
+def init_cluster(config_path: Path, genesis_time_ms: int | None = None,
+                 params: ChainParamValues | None = None) -> ClusterConfig:
+    """keys/ and genesis.json beside the cluster file, each only if missing (what `ecert init` does; `params`:
+    the chain parameters, default the local demo's, node/genesis_file.py)."""
     config = load_config(config_path)
-    init_cluster_files(config, genesis_time_ms)
+    init_cluster_files(config, genesis_time_ms, params)
     return config
 
 

@@ -1,7 +1,8 @@
 """The multi-host run (node/chaos/multihost.py, ./scripts/multihost): a short real run as root — one namespace
-and directory per organisation, the ceremony, peer TLS, a kernel partition of the leader and a restart, nothing
-readable on the wire — and the same run with `--no-tls`, whose capture must show the workload's ids in clear
-(the search is proven to find what it looks for). Also, without root: the capture's TCP reassembly and search on
+and directory per organisation, the ceremony, peer TLS and HTTPS for every API, a kernel partition of the leader
+and a restart, nothing readable on the wire (peer links, the clients' requests and the dashboards' probes alike)
+— and the same run with `--no-tls`, whose capture must show the workload's ids in clear on both ports (the
+search is proven to find what it looks for). Also, without root: the capture's TCP reassembly and search on
 a pcap built here, the cluster-file edits, and the skip. Root runs are skipped with the reason otherwise."""
 
 from __future__ import annotations
@@ -76,13 +77,19 @@ def test_search_reassembles_segments_and_never_bridges_a_hole(tmp_path: Path) ->
               # after a hole of 5 bytes (a segment the capture missed): "geely" must not join "....gee"
               _frame(a[0], b[0], a[1], b[1], (isn + 1 + len(seg[0]) + len(seg[1]) + 5) % 2**32, 0x18, seg[2]),
               _frame(b[0], a[0], b[1], a[1], 77, 0x12, b""),
-              _frame(b[0], a[0], b[1], a[1], 78, 0x18, b"\x16\x03\x03 hello")]
+              _frame(b[0], a[0], b[1], a[1], 78, 0x18, b"\x16\x03\x03 hello"),
+              # the client API: one connection in TLS, one in clear whose request names an org
+              _frame("10.77.9.254", b[0], 41000, 8700, 5, 0x02, b""),
+              _frame("10.77.9.254", b[0], 41000, 8700, 6, 0x18, b"\x16\x03\x01 client hello geely?"),
+              _frame("10.77.9.254", b[0], 41001, 8700, 9, 0x02, b""),
+              _frame("10.77.9.254", b[0], 41001, 8700, 10, 0x18, b"GET /v1/holdings/geely HTTP/1.1\r\n")]
     path = tmp_path / "x.pcap"
     path.write_bytes(_pcap(frames))
     found = multihost.search_capture(path, ["inv-7-tier1-42", "geely", "inv-7-tier1-43"])
-    assert found["hits"] == {"inv-7-tier1-42": 1, "geely": 1, "inv-7-tier1-43": 0}
-    assert found["hits_by_port"] == {"9700": 2}
-    assert found["tcp_streams"] == 2 and found["peer_streams"] == 2 and found["peer_streams_tls"] == 1
+    assert found["hits"] == {"inv-7-tier1-42": 1, "geely": 3, "inv-7-tier1-43": 0}
+    assert found["hits_by_port"] == {"9700": 2, "8700": 2}
+    assert found["tcp_streams"] == 4 and found["peer_streams"] == 2 and found["peer_streams_tls"] == 1
+    assert (found["api_streams"], found["api_streams_tls"], found["api_streams_http"]) == (2, 1, 1)
     streams = multihost.tcp_streams(path.read_bytes())
     assert streams[0].data() == seg[0] + seg[1] + multihost.GAP + seg[2]
     with pytest.raises(ValueError, match="not a pcap"):
@@ -103,6 +110,13 @@ def test_cluster_file_edits_touch_only_what_they_name() -> None:
     assert doc["cluster"] == {"chain_id": "c", "tick_ms": 50, "peer_tls": True}
     assert [n.get("raft_listen") for n in doc["nodes"]] == ["0.0.0.0:9700", "[::]:1"]
     assert doc["orgs"] == [{"id": "boc"}]
+    # By node id: each entry gets its own https_ca; an entry that has a key keeps it.
+    out = multihost.set_node_keys(out, multihost.https_node_keys)
+    nodes = tomllib.loads(out)["nodes"]
+    assert [n["https_ca"] for n in nodes] == ["tls/boc-ca.pem", "tls/x-ca.pem"]
+    assert {n["https_cert"] for n in nodes} == {"tls/https-cert.pem"}
+    with pytest.raises(multihost.MultihostError, match="has no id"):
+        multihost.set_node_keys("[[nodes]]\nraft = \"a:1\"\n", multihost.https_node_keys)
     with pytest.raises(multihost.MultihostError, match="no \\[cluster\\]"):
         multihost.set_cluster_keys("[[orgs]]\n", {"a": 1})
 
@@ -137,7 +151,7 @@ def test_a_crashed_runs_capture_is_killed_by_the_stale_cleanup(tmp_path: Path) -
 def test_multihost_run_with_tls_shows_nothing_on_the_wire() -> None:
     code, s, err = run(["--hosts", "3", "--duration", str(RUN_S), "--seed", "7"])
     assert code == 0, (s, err[-3000:])
-    assert s["hosts"] == 4 and s["voters"] == 3 and s["tls"] is True
+    assert s["hosts"] == 4 and s["voters"] == 3 and s["tls"] is True and s["https"] is True
     assert s["lost"] == 0 and s["violations"] == 0 and s["acked"] > 20 and s["converged"]
     assert s["plaintext_hits"] == 0 and set(s["needles"]) >= {"geely", "tier1"}
     assert any(n.startswith("inv-7-") for n in s["needles"])
@@ -146,6 +160,10 @@ def test_multihost_run_with_tls_shows_nothing_on_the_wire() -> None:
     cap = s["capture"]
     # Every peer connection opens with a TLS record (a stream whose first segment the capture dropped may not).
     assert cap["peer_payload_bytes"] > 10_000 and cap["peer_streams_tls"] >= 0.9 * cap["peer_streams"] > 0
+    # The clients' and the dashboards' API traffic is in the capture too, and none of it is clear HTTP.
+    assert cap["api_payload_bytes"] > 10_000 and cap["api_streams_http"] == 0
+    assert cap["api_streams_tls"] >= 0.9 * cap["api_streams"] > 0
+    assert "bridge address" in cap["filter"]
     assert s["partition"]["survived"] and s["partition"]["events"][0]["new_leader_during"]
     assert s["restart"]["survived"] and s["restart"]["events"][0]["target_back_s"] is not None
     assert s["failures"] == [] and "workdir" not in s
@@ -157,10 +175,14 @@ def test_multihost_run_with_tls_shows_nothing_on_the_wire() -> None:
 def test_without_tls_the_same_search_finds_the_ids() -> None:
     code, s, err = run(["--hosts", "3", "--duration", str(NO_TLS_RUN_S), "--seed", "3", "--no-tls"])
     assert code == 0, (s, err[-3000:])
-    assert s["tls"] is False and s["plaintext_hits"] > 0
+    assert s["tls"] is False and s["https"] is False and s["plaintext_hits"] > 0
     docs = {n: v for n, v in s["needles"].items() if n.startswith("inv-3-")}
     assert docs and all(v > 0 for v in docs.values())
-    assert s["capture"]["peer_streams_tls"] == 0 and s["lost"] == 0 and s["violations"] == 0
+    cap = s["capture"]
+    assert cap["peer_streams_tls"] == 0 and s["lost"] == 0 and s["violations"] == 0
+    # Both services carry the ids in clear: the search covers the API's port as well as the peer links'.
+    assert cap["api_streams_tls"] == 0 and cap["api_streams_http"] > 0
+    assert cap["hits_by_port"].get("8700", 0) > 0 and cap["hits_by_port"].get("9700", 0) > 0
     assert no_leftovers() == []
 
 

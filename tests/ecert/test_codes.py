@@ -15,7 +15,10 @@ from ecert.keys import org_keys_from_seed
 from ecert.tx import TX_BYTES_MAX, encode_envelope, sign_payload
 from ledger.executor import TxOutcome
 from tests.ecert.code_cases_access import ACCESS_CASES
+from tests.ecert.test_disputes import DISPUTE_CASES
 from tests.ecert.test_governance import GOVERNANCE_CASES
+from tests.ecert.test_settlement import SETTLEMENT_CASES
+from tests.ecert.test_trade_background import TRADE_CASES
 from tests.ecert.world import CHAIN, DAY, World
 
 
@@ -270,6 +273,9 @@ CASES: dict[str, Callable[[World], TxOutcome]] = {
 }
 CASES.update(GOVERNANCE_CASES)  # membership governance: each case builds its own five-org World
 CASES.update(ACCESS_CASES)  # the regulator, key rotation and lineage depth
+CASES.update(SETTLEMENT_CASES)  # payment, default, recourse, financing limits, acceptance (test_settlement.py)
+CASES.update(TRADE_CASES)  # trade background, invoices under contracts, KYC (tests/ecert/test_trade_background.py)
+CASES.update(DISPUTE_CASES)  # disputes and complaints (tests/ecert/test_disputes.py)
 
 
 def test_every_code_has_a_case() -> None:

@@ -33,7 +33,14 @@ def _world() -> tuple[World, dict[str, str]]:
     kids = w.ok("tier1", "ecert.transfer", {"cert_id": root, "to": [{"org": "tier2", "amount": 300}]})["certs"]
     w.ok("tier2", "finance.request", {"cert_id": kids[0], "bank": "boc"})
     proposal = w.ok("boc", "member.propose", {"action": "promote", "node_id": "n-tier1"})["proposal_id"]
-    return w, {"root": root, "financing": kids[0], "active": kids[1], "invoice": "INV-1", "proposal": proposal}
+    # A dispute and a complaint between tier3 and byd, apart from the certificates the other kinds mutate.
+    disputed = w.invoice(50, seller="tier3", buyer="byd")
+    dispute = w.ok("tier3", "dispute.open", {"doc_id": disputed, "against": "byd", "reason": "r",
+                                             "evidence_hash": "e1" * 32})["dispute_id"]
+    complaint = w.ok("tier3", "complaint.file", {"against": "byd", "subject": "s",
+                                                 "evidence_hash": "e1" * 32})["complaint_id"]
+    return w, {"root": root, "financing": kids[0], "active": kids[1], "invoice": "INV-1", "proposal": proposal,
+               "dispute": dispute, "complaint": complaint}
 
 
 WORLD, IDS = _world()
@@ -67,6 +74,22 @@ def valid_bodies(ids: dict[str, str], now: int) -> dict[str, tuple[str, dict[str
         "member.propose": ("boc", {"action": "add_learner", "node_id": "n-new", "org": "tier2",
                                    "raft": "n-new.test:9701", "http": "[::1]:8701", "node_pk": "ef" * 32}),
         "member.approve": ("icbc", {"proposal_id": ids["proposal"]}),
+        "dispute.open": ("tier1", {"cert_id": ids["active"], "against": "geely", "reason": "r",
+                                   "evidence_hash": "e1" * 32}),
+        "dispute.respond": ("byd", {"dispute_id": ids["dispute"], "statement": "s", "evidence_hash": "e2" * 32}),
+        "dispute.resolve": ("boc", {"dispute_id": ids["dispute"], "outcome": "upheld", "reason": "x"}),
+        "complaint.file": ("tier2", {"against": "geely", "subject": "s", "evidence_hash": "e1" * 32}),
+        "complaint.respond": ("byd", {"complaint_id": ids["complaint"], "statement": "s",
+                                      "evidence_hash": "e2" * 32}),
+        "complaint.escalate": ("tier3", {"complaint_id": ids["complaint"]}),
+        "complaint.close": ("tier3", {"complaint_id": ids["complaint"], "reason": "done"}),
+        "ecert.pay": ("geely", {"cert_id": ids["active"], "amount": 5, "payment": ids["invoice"]}),
+        "ecert.settle_root": ("geely", {"root_id": ids["root"]}),
+        "ecert.default": ("tier1", {"cert_id": ids["active"]}),
+        "ecert.revoke": ("geely", {"cert_id": ids["root"]}),
+        "recourse.repay": ("tier2", {"cert_id": ids["financing"], "amount": 5}),
+        "recourse.write_off": ("boc", {"cert_id": ids["financing"], "reason": "gone"}),
+        "finance.limit": ("boc", {"org": "tier2", "limit": 500}),
     }
 
 

@@ -18,7 +18,7 @@ from tests.ecert.world import CHAIN, World
 
 
 def test_genesis_json_roundtrip_hash_and_writes() -> None:
-    w = World()
+    w = World(legacy=True)
     js = genesis_to_json(w.genesis)
     doc = genesis_from_json(copy.deepcopy(js))
     assert doc == w.genesis

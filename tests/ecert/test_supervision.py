@@ -66,4 +66,6 @@ def test_a_bounded_read_says_it_is_incomplete() -> None:
 def test_an_empty_chain() -> None:
     got = sv.supervision(World().view)
     assert got == {"outstanding_by_core": [], "certs_by_depth": [], "financed_by_bank": [], "live_certs": 0,
-                   "complete": True}
+                   "complete": True, "overdue": None, "defaulted": {"count": 0, "unpaid": 0, "penalty": None},
+                   "roots": [], "roots_listed_all": True, "exposure_by_bank": [], "exposures_complete": True,
+                   "at": None}

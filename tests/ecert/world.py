@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ecert import state
@@ -46,12 +46,18 @@ def genesis_node(node_id: str, org: str, voter: bool = True) -> GenesisNode:
 
 
 class World:
-    def __init__(self, check: bool = True, nodes: Sequence[GenesisNode] = (), regulator: bool = False) -> None:
+    def __init__(self, check: bool = True, nodes: Sequence[GenesisNode] = (), regulator: bool = False,
+                 params: Mapping[str, bool | int] | None = None, legacy: bool = False) -> None:
+        """`params`: chain parameters genesis names (ecert.state.ChainParams) beside the settlement terms of a new
+        chain (ecert.state.SETTLEMENT_PARAMS); `legacy`: a genesis that names none, as before parameters existed
+        (`params` must then be None)."""
+        assert not (legacy and params), "a legacy genesis names no parameter"
+        params = {} if legacy else {**state.SETTLEMENT_PARAMS, **(params or {})}
         orgs = (*GENESIS_ORGS, REGULATOR) if regulator else GENESIS_ORGS
         self.keys: dict[str, OrgKeys] = {o: org_keys_from_seed(seed_for(o)) for o, _, _ in orgs}
         self.genesis = GenesisDoc(CHAIN, T0, tuple(
             GenesisOrg(o, name, role, self.keys[o].sign_pk, self.keys[o].box_pk) for o, name, role in orgs),
-            tuple(nodes))
+            tuple(nodes), tuple(sorted(params.items())))
         self.view = MemoryStateView(genesis_writes(self.genesis))
         self.executor = EcertExecutor(CHAIN)
         self.now = T0 + 1000
@@ -70,18 +76,41 @@ class World:
         return make_tx(seed if seed is not None else self.key(signer).seed, chain_id, kind, signer,
                        next(self._nonces) if nonce is None else nonce, body)
 
+    def _commit(self, overlay: OverlayView) -> None:
+        for key, value in overlay.changes().items():
+            if value is None:
+                self.view.delete(key)
+            else:
+                self.view.put(key, value)
+
+    def begin_block(self) -> list[str]:
+        """A block of its own with no tx: what falls due at block time (ecert/settlement.py). Returns the roots
+        it cancelled."""
+        self.height += 1
+        return self._begin(BlockContext(height=self.height, time=self.now, proposer="n1", chain_id=CHAIN))
+
+    def _begin(self, ctx: BlockContext) -> list[str]:
+        from ecert import settlement
+
+        overlay = OverlayView(self.view)
+        due = [key for key, _ in overlay.scan(settlement.ACCEPT_PREFIX)]
+        self.executor.begin_block(overlay, ctx)  # as ledger/apply.py does, before the block's first tx
+        self._commit(overlay)
+        cancelled = [key.decode().rsplit("/", 1)[1] for key in due if overlay.get(key) is None]
+        if self.check and cancelled:
+            check_invariants(self.view)
+        return cancelled
+
     def apply(self, raw: bytes) -> TxOutcome:
+        """One block holding one tx: the block-begin hook, then the tx."""
         self.height += 1
         ctx = BlockContext(height=self.height, time=self.now, proposer="n1", chain_id=CHAIN)
+        self._begin(ctx)
         before = self.view.items() if self.check else None
         overlay = OverlayView(self.view)
         outcome = self.executor.execute(overlay, raw, ctx)
         if outcome.status == "committed":
-            for key, value in overlay.changes().items():
-                if value is None:
-                    self.view.delete(key)
-                else:
-                    self.view.put(key, value)
+            self._commit(overlay)
         else:
             assert len(overlay) == 0, f"rejected tx {outcome.error_code} wrote {len(overlay)} keys"
         if self.check:

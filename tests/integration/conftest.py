@@ -287,11 +287,12 @@ class Cluster:
 
     def anchor_tx(self, signer: str = "tier1", counterparty: str = "geely", amount: int = 1000,
                   doc_id: str | None = None) -> bytes:
-        """A signed `trade.anchor` (valid for any active genesis org): cheap and unique per call."""
+        """A signed `trade.anchor` (valid for any active genesis org): cheap and unique per call. A delivery
+        note, which needs no contract under a new chain's rules (node/genesis_file.py), unlike an invoice."""
         nonce = next(_nonce)
-        doc = doc_id or f"inv-{signer}-{nonce}"
+        doc = doc_id or f"dn-{signer}-{nonce}"
         return make_tx(self.org_seed(signer), CHAIN_ID, "trade.anchor", signer, nonce,
-                       {"doc_id": doc, "kind": "invoice", "doc_hash": hashlib.sha256(doc.encode()).hexdigest(),
+                       {"doc_id": doc, "kind": "delivery", "doc_hash": hashlib.sha256(doc.encode()).hexdigest(),
                         "counterparty": counterparty, "amount": amount})
 
 

@@ -51,7 +51,7 @@ def get(url: str, headers: dict[str, str], method: str = "GET") -> tuple[int, An
 def anchor(chain_id: str, seed: bytes, signer: str = "tier1") -> bytes:
     doc = f"inv-{signer}-{time.time_ns()}"
     return make_tx(seed, chain_id, "trade.anchor", signer, time.time_ns(),
-                   {"doc_id": doc, "kind": "invoice", "doc_hash": hashlib.sha256(doc.encode()).hexdigest(),
+                   {"doc_id": doc, "kind": "delivery", "doc_hash": hashlib.sha256(doc.encode()).hexdigest(),
                     "counterparty": "geely", "amount": 1000})
 
 

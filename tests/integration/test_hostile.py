@@ -623,9 +623,18 @@ def test_double_spends_raced_at_different_nodes_commit_once(watch: Watch) -> Non
     doc_id = f"inv-race-{next(_nonce)}"
     watch.commit(nodes[0], "boc", "credit.grant", {"core": "geely", "limit": 10 * RACE_ROUNDS * amount,
                                                    "expires_at": now + 86_400_000})
+    # A new chain's rules (node/genesis_file.py): the invoice under a contract, each transfer on a contract
+    # between holder and recipient, so that every racing spend is valid on its own.
+    contracts = {}
+    for seller, buyer in (("tier1", "geely"), ("tier2", "tier1"), ("tier3", "tier1")):
+        contracts[seller, buyer] = ct = f"ct-race-{seller}-{buyer}-{next(_nonce)}"
+        watch.commit(nodes[1], seller, "trade.anchor", {
+            "doc_id": ct, "kind": "contract", "doc_hash": hashlib.sha256(ct.encode()).hexdigest(),
+            "counterparty": buyer, "amount": RACE_ROUNDS * amount})
+        watch.commit(nodes[2], buyer, "trade.confirm", {"doc_id": ct})
     watch.commit(nodes[1], "tier1", "trade.anchor", {
         "doc_id": doc_id, "kind": "invoice", "doc_hash": hashlib.sha256(doc_id.encode()).hexdigest(),
-        "counterparty": "geely", "amount": RACE_ROUNDS * amount})
+        "counterparty": "geely", "amount": RACE_ROUNDS * amount, "contract_id": contracts["tier1", "geely"]})
     watch.commit(nodes[2], "geely", "trade.confirm", {"doc_id": doc_id})
     certs = []
     for _ in range(RACE_ROUNDS):
@@ -638,8 +647,10 @@ def test_double_spends_raced_at_different_nodes_commit_once(watch: Watch) -> Non
     for cert_id in certs:
         # Three different spends of one certificate by its holder, each at a different node, at once.
         spends = [
-            watch.tx("tier1", "ecert.transfer", {"cert_id": cert_id, "to": [{"org": "tier2", "amount": amount}]}),
-            watch.tx("tier1", "ecert.transfer", {"cert_id": cert_id, "to": [{"org": "tier3", "amount": 1}]}),
+            watch.tx("tier1", "ecert.transfer", {"cert_id": cert_id, "to": [{"org": "tier2", "amount": amount}],
+                                                 "trade_docs": [contracts["tier2", "tier1"]]}),
+            watch.tx("tier1", "ecert.transfer", {"cert_id": cert_id, "to": [{"org": "tier3", "amount": 1}],
+                                                 "trade_docs": [contracts["tier3", "tier1"]]}),
             watch.tx("tier1", "ecert.split", {"cert_id": cert_id, "amounts": [amount // 2, amount - amount // 2]}),
             watch.tx("tier1", "finance.request", {"cert_id": cert_id, "bank": "boc"}),
         ]

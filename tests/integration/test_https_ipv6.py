@@ -123,7 +123,7 @@ def anchor(h: Hosts, org: str) -> bytes:
     seed = load_org_key(h.configs[org].keys_dir, org).seed
     doc = f"inv-{org}-{time.time_ns()}"
     return make_tx(seed, CHAIN_ID, "trade.anchor", org, time.time_ns(),
-                   {"doc_id": doc, "kind": "invoice", "doc_hash": hashlib.sha256(doc.encode()).hexdigest(),
+                   {"doc_id": doc, "kind": "delivery", "doc_hash": hashlib.sha256(doc.encode()).hexdigest(),
                     "counterparty": "boc" if org != "boc" else "geely", "amount": 1000})
 
 

@@ -15,9 +15,12 @@ def bench() -> ModuleType:
     return importlib.import_module("node.bench.apply_bench")
 
 
-def test_transfer_chains_all_commit_over_a_prefilled_state(bench: ModuleType) -> None:
-    args = argparse.Namespace(txs=90, chains=4, block_txs=7, prefill_keys=500, sync=False, check=True, profile=None)
+@pytest.mark.parametrize("rules", ["new", "off"])
+def test_transfer_chains_all_commit_over_a_prefilled_state(bench: ModuleType, rules: str) -> None:
+    args = argparse.Namespace(txs=90, chains=4, block_txs=7, prefill_keys=500, sync=False, check=True, profile=None,
+                              rules=rules)
     summary = bench.bench_transfers(args)
+    assert summary["rules"] == rules
     assert summary["committed"] == summary["txs"] == 90
     # genesis orgs + prefill + set-up records, then per transfer ~4 new keys (2 certs, 2 lineage, holdings +1 -1,
     # a nonce): the state grew by the prefill and by the chains

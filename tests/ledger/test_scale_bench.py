@@ -1,5 +1,6 @@
 """node/bench/scale_bench.py at a toy scale (50 orgs, 500 certificates): the workload it builds is valid under the
-real rules (nothing rejected), it counts what it built, and its numbers are sane and deterministic."""
+real rules, a new chain's included (trade documents at every hop, KYC in approvals: nothing rejected), it counts
+what it built, and its numbers are sane and deterministic."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from ecert.genesis import chain_params_of
 from ecert.tx import decode_envelope, tx_id_of
 from ledger.store import StateStore
 
@@ -36,12 +38,12 @@ def test_toy_scale_builds_a_valid_state_and_reports_sane_numbers(bench: ModuleTy
     assert s["certs"] == 7 * rounds + 2 * 120  # each steady transfer: a child and a remainder
     assert s["steady_committed"] == s["steady_txs"] == 120
     grants, org_txs = 2 * 3, 2 * (50 - 2 - 3)
-    assert s["population_txs"] == grants + org_txs + 7 * rounds
+    assert s["population_txs"] == grants + org_txs + bench.TXS_PER_ROUND * rounds
     entries = s["disk_by_tag"]["state_entries"]
     assert entries["o"]["count"] == 50
     assert entries["c"]["count"] == s["certs"]
     assert entries["n"]["count"] == s["population_txs"] + 120  # one nonce per committed tx
-    assert entries["d"]["count"] == rounds
+    assert entries["d"]["count"] == bench.DOCS_PER_ROUND * rounds  # every hop on its own contract
     # live leaves: 4 per round, +1 per steady transfer (the parent is spent, two children live)
     assert entries["h"]["count"] == 4 * rounds + 120
 
@@ -69,6 +71,8 @@ def test_toy_scale_builds_a_valid_state_and_reports_sane_numbers(bench: ModuleTy
 def test_precomputed_ids_match_the_signed_txs(bench: ModuleType) -> None:
     """Rounds name certificates by tx ids computed without signing; they must be the signed txs' ids."""
     plan = bench.Plan(banks=2, cores=3, suppliers=10, rounds=5, steady=0, seed=1)
+    params = chain_params_of(plan.genesis())  # the toy run's "nothing rejected" is under a new chain's rules
+    assert params.transfer_requires_trade_docs and params.invoice_requires_contract and params.approve_requires_kyc
     for r in range(3):
         for tx in bench.round_txs(plan, r).txs:
             assert bench._tx_id(tx) == tx_id_of(decode_envelope(bench._sign(tx)).payload)

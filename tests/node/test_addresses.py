@@ -312,3 +312,30 @@ def test_a_missing_or_bad_ca_file_is_a_clear_error(tmp_path: Path) -> None:
     client = Client(["https://127.0.0.1:1"], timeout_s=1, trust=HttpsTrust(None, {"https://127.0.0.1:1": bad}))
     with pytest.raises(Unreachable, match=re.escape("https_ca of https://127.0.0.1:1")):
         client.get("/v1/status")
+
+
+def test_a_bare_node_address_takes_the_scheme_the_cluster_file_gives_it(tmp_path: Path) -> None:
+    from node.client.cli import addressed_node, node_url
+
+    cfg = load(tmp_path, boc='https_cert = "tls/cert.pem"\nhttps_key = "tls/key.pem"')
+    assert node_url("10.0.0.1:8701", cfg) == "https://10.0.0.1:8701"  # boc serves HTTPS
+    assert node_url("10.0.0.2:8701/", cfg) == "http://10.0.0.2:8701"
+    assert node_url("10.0.0.9:8701", cfg) == "http://10.0.0.9:8701"  # no entry of the cluster file
+    assert node_url("10.0.0.1:8701") == "http://10.0.0.1:8701"  # no cluster file
+    assert node_url("http://10.0.0.1:8701", cfg) == "http://10.0.0.1:8701"  # a scheme given is kept
+    assert node_url("not an address", cfg) == "http://not an address"  # the request's error tells
+    spec = addressed_node(cfg, "10.0.0.1:8701")
+    assert spec is not None and spec.id == "boc"
+
+
+def test_a_missing_org_key_says_how_it_is_made_here(tmp_path: Path) -> None:
+    from node.client.api import load_signer
+    from node.keys import KeyFileError
+
+    with pytest.raises(KeyFileError, match=r"on boc's, `ecert keygen --org boc \.\.\.` made it"):
+        load_signer(load(tmp_path), "boc")  # real hosts: each org's key is made on its own
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "cluster.toml").write_text(BASE.format(cluster="", boc="", geely="").replace("10.0.0.", "127.0.0."))
+    with pytest.raises(KeyFileError, match=r"run `ecert init`"):
+        load_signer(load_config(local / "cluster.toml"), "boc")

@@ -146,15 +146,21 @@ async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Chain
 async def story(c: Chain) -> None:
     t = now_ms()
     await c.tx("boc", "credit.grant", {"core": "geely", "limit": 10_000_000, "expires_at": t + 365 * DAY_MS})
+    # A new chain's rules (node/genesis_file.py): the invoice under a contract, the transfer on another.
+    for doc_id, seller, buyer in (("PO-R", "tier1", "geely"), ("CT-R", "tier2", "tier1")):
+        await c.tx(seller, "trade.anchor", {"doc_id": doc_id, "kind": "contract", "doc_hash": "cd" * 32,
+                                         "counterparty": buyer, "amount": 1000})
+        await c.tx(buyer, "trade.confirm", {"doc_id": doc_id})
     await c.tx("tier1", "trade.anchor", {"doc_id": "INV-R", "kind": "invoice", "doc_hash": "ab" * 32,
                                          "counterparty": "geely", "amount": 1000,
-                                         "ciphertext": {"icbc": b"\x01" * 60, "tier1": b"\x02" * 60}})
+                                         "ciphertext": {"icbc": b"\x01" * 60, "tier1": b"\x02" * 60}, "contract_id": "PO-R"})
     await c.tx("geely", "trade.confirm", {"doc_id": "INV-R"})
     issued = await c.tx("geely", "ecert.issue", {"to": "tier1", "amount": 1000, "bank": "boc",
                                                  "maturity": t + 90 * DAY_MS, "invoice_ids": ["INV-R"]})
     c.ids["R"] = issued["result"]["certs"][0]
     await c.tx("tier1", "ecert.accept", {"cert_id": c.ids["R"]})
-    moved = await c.tx("tier1", "ecert.transfer", {"cert_id": c.ids["R"], "to": [{"org": "tier2", "amount": 600}]})
+    moved = await c.tx("tier1", "ecert.transfer", {"cert_id": c.ids["R"], "to": [{"org": "tier2", "amount": 600}],
+                                               "trade_docs": ["CT-R"]})
     c.ids["A"], c.ids["B"] = moved["result"]["certs"]
     c.ids["transfer_tx"] = moved["tx_id"]
 

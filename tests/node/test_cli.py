@@ -35,7 +35,7 @@ import msgpack
 import pytest
 from nacl.signing import SigningKey
 
-from ecert import queries
+from ecert import invariants, queries, settlement
 from ecert import state as ecert_state
 from ecert.executor import EcertExecutor
 from ecert.genesis import genesis_from_json, genesis_writes
@@ -163,24 +163,43 @@ def test_every_tx_kind_builds_a_body_the_decoder_accepts(cluster_dir: Path,
     doc.write_text("invoice 42")
     cases: dict[str, list[str]] = {
         "org.register": ["org", "register", "--as", "tier4", "--name", "Tier-4 Supplier", "--role", "supplier"],
-        "org.approve": ["org", "approve", "tier4", "--as", "boc"],
+        "org.approve": ["org", "approve", "tier4", "--as", "boc", "--kyc", str(doc)],
         "org.freeze": ["org", "freeze", "tier4", "--as", "boc", "--reason", "audit"],
         "org.unfreeze": ["org", "unfreeze", "tier4", "--as", "boc"],
         "credit.grant": ["credit", "grant", "--as", "boc", "--core", "geely", "--limit", "¥50m",
                          "--expires-at", "+365d"],
         "trade.anchor": ["trade", "anchor", "--as", "tier1", "--doc-id", "INV-1", "--kind", "invoice",
-                         "--counterparty", "geely", "--amount", "500000000", "--file", str(doc)],
+                         "--counterparty", "geely", "--amount", "500000000", "--file", str(doc), "--contract", "PO-1"],
         "trade.confirm": ["trade", "confirm", "INV-1", "--as", "geely"],
         "ecert.issue": ["cert", "issue", "--as", "geely", "--to", "tier1", "--amount", "1000", "--maturity",
                         "2030-01-01", "--bank", "boc", "--invoice", "INV-1"],
         "ecert.accept": ["cert", "accept", "EC01", "--as", "tier1"],
         "ecert.reject": ["cert", "reject", "EC01", "--as", "tier1"],
-        "ecert.transfer": ["cert", "transfer", "EC01", "--as", "tier1", "--to", "tier2:100", "--to", "tier3:1.50yuan"],
+        "ecert.transfer": ["cert", "transfer", "EC01", "--as", "tier1", "--to", "tier2:100", "--to", "tier3:1.50yuan",
+                           "--trade-doc", "PO-12", "--trade-doc", "PO-13"],
         "ecert.split": ["cert", "split", "EC01", "--as", "tier1", "--amounts", "600", "400"],
-        "ecert.settle": ["cert", "settle", "EC01", "--as", "geely"],
+        "ecert.settle": ["cert", "settle", "EC01", "--as", "geely", "--payment", "PAY-1"],
+        "ecert.pay": ["cert", "pay", "EC01", "--as", "geely", "--amount", "2.50yuan"],
+        "ecert.settle_root": ["cert", "settle-root", "EC01", "--as", "geely"],
+        "ecert.default": ["cert", "default", "EC01", "--as", "boc"],
+        "ecert.revoke": ["cert", "revoke", "EC01", "--as", "geely"],
         "finance.request": ["finance", "request", "EC01", "--as", "tier3", "--bank", "boc"],
-        "finance.approve": ["finance", "approve", "EC01", "--as", "boc", "--discount-bps", "450"],
+        "finance.approve": ["finance", "approve", "EC01", "--as", "boc", "--discount-bps", "450", "--recourse"],
         "finance.decline": ["finance", "decline", "EC01", "--as", "boc", "--reason", "no"],
+        "finance.limit": ["finance", "limit", "--as", "boc", "--org", "tier1", "--limit", "¥2m"],
+        "recourse.repay": ["recourse", "repay", "EC01", "--as", "tier3", "--amount", "100"],
+        "recourse.write_off": ["recourse", "write-off", "EC01", "--as", "boc", "--reason", "insolvent"],
+        "dispute.open": ["dispute", "open", "--cert", "EC01", "--as", "geely", "--against", "tier1", "--reason",
+                         "short delivery", "--evidence", str(doc)],
+        "dispute.respond": ["dispute", "respond", "DS01", "--as", "tier1", "--statement", "delivered in full",
+                            "--evidence-hash", "AB" * 32],
+        "dispute.resolve": ["dispute", "resolve", "DS01", "--as", "boc", "--outcome", "dismissed"],
+        "complaint.file": ["complaint", "file", "--as", "tier3", "--against", "geely", "--subject", "paid late",
+                           "--evidence", str(doc)],
+        "complaint.respond": ["complaint", "respond", "CP01", "--as", "geely", "--statement", "paid since",
+                              "--evidence", str(doc)],
+        "complaint.escalate": ["complaint", "escalate", "CP01", "--as", "tier3"],
+        "complaint.close": ["complaint", "close", "CP01", "--as", "pbc", "--reason", "settled"],
         "org.rotate_key": ["org", "rotate-key", "tier2"],
         "member.propose": ["member", "propose", "add-learner", "tier9", "--as", "boc", "--org", "tier1", "--raft",
                            "127.0.0.1:9799", "--http", "127.0.0.1:8799", "--node-pk", "ab" * 32],
@@ -198,8 +217,47 @@ def test_every_tx_kind_builds_a_body_the_decoder_accepts(cluster_dir: Path,
     transfer = decode_tx(envelope_from_json(dry_run(capsys, cfg, *cases["ecert.transfer"])), None)
     assert transfer.body.to == (("tier2", 100), ("tier3", 150))
     anchor = decode_tx(envelope_from_json(dry_run(capsys, cfg, *cases["trade.anchor"])), None)
-    assert anchor.body.doc_hash == hashlib.sha256(b"invoice 42").hexdigest()
+    assert anchor.body.doc_hash == hashlib.sha256(b"invoice 42").hexdigest() and anchor.body.contract_id == "PO-1"
+    assert transfer.body.trade_docs == ("PO-12", "PO-13")
+    bodies = {kind: decode_tx(envelope_from_json(dry_run(capsys, cfg, *cases[kind])), None).body
+              for kind in ("org.approve", "ecert.pay", "finance.approve", "dispute.open", "dispute.respond")}
+    assert bodies["org.approve"].kyc_hash == hashlib.sha256(b"invoice 42").hexdigest()
+    assert bodies["ecert.pay"].amount == 250 and bodies["finance.approve"].recourse is True
+    assert bodies["dispute.open"].cert_id == "EC01" and bodies["dispute.open"].doc_id is None
+    assert bodies["dispute.open"].evidence_hash == hashlib.sha256(b"invoice 42").hexdigest()
+    assert bodies["dispute.respond"].evidence_hash == "ab" * 32
+    # Omitted, finance.approve says nothing about recourse (without, as before the field existed).
+    plain = decode_tx(envelope_from_json(dry_run(capsys, cfg, "finance", "approve", "EC01", "--as", "boc",
+                                                 "--discount-bps", "450")), None)
+    assert plain.body.recourse is None
     assert (cluster_dir / "keys" / "tier4.key").exists()  # org register creates the new org's key
+
+
+def test_new_tx_commands_name_their_signer_and_check_evidence(cluster_dir: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Each command of issue 14's kinds says in --help who may sign it; evidence is a file or a sha256, never
+    both, never missing where the kind requires it."""
+    commands = [["cert", "pay"], ["cert", "settle-root"], ["cert", "default"], ["cert", "revoke"],
+                ["finance", "limit"], ["recourse", "repay"], ["recourse", "write-off"], ["dispute", "open"],
+                ["dispute", "respond"], ["dispute", "resolve"], ["complaint", "file"], ["complaint", "respond"],
+                ["complaint", "escalate"], ["complaint", "close"]]
+    for argv in commands:
+        with pytest.raises(SystemExit):
+            cli.main([*argv, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(signer:" in text, argv
+    cfg = str(cluster_dir / "cluster.toml")
+    ecert(capsys, "--config", cfg, "init")
+    base = ["--config", cfg, "complaint", "file", "--as", "tier3", "--against", "geely", "--subject", "late",
+            "--dry-run"]
+    assert ecert(capsys, *base)[0] == cli.EXIT_USAGE  # no evidence
+    assert ecert(capsys, *base, "--evidence-hash", "xyz")[0] == cli.EXIT_USAGE
+    assert ecert(capsys, *base, "--evidence", str(cluster_dir / "missing.pdf"))[0] == cli.EXIT_USAGE
+    assert ecert(capsys, *base, "--evidence", cfg, "--evidence-hash", "ab" * 32)[0] == cli.EXIT_USAGE
+    with pytest.raises(SystemExit):  # a dispute is on a certificate or a document, not both
+        cli.main(["--config", cfg, "dispute", "open", "--cert", "EC1", "--doc", "D1", "--against", "tier1",
+                  "--reason", "r", "--evidence-hash", "ab" * 32, "--as", "geely", "--dry-run"])
+    capsys.readouterr()
 
 
 def test_signer_without_a_key_file_is_refused(cluster_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -308,6 +366,8 @@ class FakeNode:
                     doc = queries.get_org(self.state, org_id)
                 case ["v1", "orgs", org_id, "certs"]:
                     doc = queries.get_holdings(self.state, org_id)
+                case ["v1", "orgs", org_id, "owed"]:
+                    doc = settlement.owed_to(self.state, org_id, self.time)
                 case ["v1", "docs", doc_id]:
                     doc = queries.get_trade_doc(self.state, doc_id)
         if doc is None:
@@ -370,11 +430,25 @@ def test_demo_tells_the_story_and_runs_again(cluster_dir: Path, fake_node: tuple
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["demo"] == "ok" and summary["leaves_sum_equals_root"] is True
     assert summary["certs"] == 6  # root; tier2's part + tier1's rest; tier2's two pieces; tier3's piece
-    assert summary["committed"] == summary["txs"] == 17
+    assert summary["committed"] == summary["txs"] == 30
     before = summary["holdings_before_maturity"]
     assert len(before["tier1"]) == len(before["tier2"]) == len(before["boc"]) == 1
     assert before["tier3"] == [] and before["geely"] == []  # tier3 sold its piece to the bank
-    assert len(summary["settled"]) == 3
+    assert sorted(summary["settled"]) == sorted(before["tier1"] + before["tier2"])
+    assert summary["defaulted"] == before["boc"] == [summary["part_paid"]]
+    assert summary["dispute"]["outcome"] == "dismissed" and summary["dispute"]["status"] == "resolved"
+    assert summary["complaint"].startswith("CP")
+    unpaid = demo.TIER2_PIECES[0] - demo.PARTIAL_PAYMENT
+    recourse = summary["recourse"]
+    assert recourse["claim"] == unpaid and recourse["repaid"] + recourse["written_off"] == unpaid
+    assert recourse["holder"] == "tier3" and 0 < recourse["repaid"] < unpaid
+    # What every party is owed, each read by the org itself: tier3 holds the defaulted piece; the bank's claim
+    # is closed, so nobody owes the bank and the bank is owed nothing.
+    owed = summary["owed"]
+    assert owed["tier3"] == {"principal": unpaid, "penalty": 0, "recourse": 0, "owes_banks": 0}
+    assert owed["boc"] == {"principal": 0, "penalty": 0, "recourse": 0, "owes_banks": 0}
+    for org in ("boc", "geely", "tier1", "tier2", "tier3"):
+        assert node.readers_of(f"/v1/orgs/{org}/owed") == {org}
 
     # Every read was signed for the org whose business it is; the tx submissions carry no header at all.
     for org in ("boc", "geely", "tier1", "tier2", "tier3"):
@@ -385,8 +459,13 @@ def test_demo_tells_the_story_and_runs_again(cluster_dir: Path, fake_node: tuple
     lineage = node.get(f"/v1/certs/{summary['root_cert']}/lineage")[1]
     by_id = {c["id"]: c for c in lineage["certs"]}
     financed = by_id[before["boc"][0]]
-    assert financed["status"] == "settled" and financed["paid_to"] == "boc"
+    assert financed["status"] == "defaulted" and financed["holder"] == "tier3"  # back with its seller
     assert financed["finance"]["seller"] == "tier3" and financed["finance"]["discount"] > 0
+    # Every hop after the first drew on a confirmed contract between holder and recipient.
+    hops = [c for c in lineage["certs"] if c["trade_docs"]]
+    assert {c["holder"] for c in hops} == {"tier2", "tier3"}
+    assert all(d["doc_id"].startswith("CT-") for c in hops for d in c["trade_docs"])
+    invariants.check_invariants(node.state)  # the whole story keeps every ledger invariant
     assert by_id[before["tier1"][0]]["amount"] == demo.CERT_AMOUNT - demo.TO_TIER2
 
     # The invoice is on chain only sealed; tier1 can open its copy, and the hash binds it.

@@ -583,3 +583,145 @@ async def test_the_leaders_alarms_are_fetched_signed_as_the_nodes_org(tmp_path):
             await unsigned.close()
         finally:
             await dash.close()
+
+
+# --- how the probe reaches its peers: the cluster file's URL and HTTPS trust ----------------------------------------
+
+def _node_spec(node_id: str, http: str, *, https_cert: Path | None = None, https_ca: Path | None = None) -> Any:
+    from node.config import NodeSpec, parse_address
+
+    return NodeSpec(node_id, node_id, parse_address(http, "http"), parse_address("127.0.0.1:1", "raft"), Path("."),
+                    https_cert=https_cert, https_key=https_cert, https_ca=https_ca)
+
+
+def test_peer_urls_come_from_the_cluster_file_else_this_nodes_scheme(tmp_path):
+    ca = tmp_path / "n2-ca.pem"
+
+    class Config:
+        nodes = (_node_spec("n1", "10.0.0.1:8700", https_cert=tmp_path / "c.pem"),
+                 _node_spec("n2", "10.0.0.2:8700", https_cert=tmp_path / "c.pem", https_ca=ca),
+                 _node_spec("n3", "[::1]:8700"))
+
+    source = FakeSource()
+    source.config = Config()  # type: ignore[attr-defined]
+    source.spec = Config.nodes[0]  # type: ignore[attr-defined]
+    apis = dash_mod.PeerApis.of_source(source)
+    assert apis.scheme == "https" and apis.cas == {"n2": ca}
+    # The cluster file's entry wins over the membership's bare address (it says which scheme the node serves).
+    assert apis.base({"id": "n2", "http": "10.0.0.2:8700"}) == "https://10.0.0.2:8700"
+    assert apis.base({"id": "n3", "http": "[::1]:8700"}) == "http://[::1]:8700"
+    # Known only from the membership (added by governance): this node's own scheme.
+    assert apis.base({"id": "n9", "http": "10.0.0.9:8700"}) == "https://10.0.0.9:8700"
+    assert apis.base({"id": "n9", "http": None}) is None
+    assert dash_mod.PeerApis.of_source(FakeSource()).base({"id": "n9", "http": "h:1"}) == "http://h:1"
+    # A pinned CA that is not on this host: the error names the file (the probe logs it once and skips).
+    with pytest.raises(dash_mod.TlsError, match=r"https_ca of node n2: CA file .*n2-ca\.pem not found"):
+        apis.tls("n2", "https://10.0.0.2:8700")
+    assert apis.tls("n3", "http://[::1]:8700") is None
+
+
+def test_plain_http_counts_as_between_hosts_unless_loopback():
+    between = dash_mod.plain_between_hosts
+    assert between("http://10.0.0.1:8700") and between("http://node1.example:8700") and between("http://[fd00::1]:1")
+    assert not any(between(u) for u in ("http://127.0.0.1:1", "http://127.9.9.9:1", "http://[::1]:1",
+                                        "http://localhost:1", "https://10.0.0.1:8700"))
+
+
+@pytest.fixture
+def https_pair(tmp_path):
+    """A certificate for 127.0.0.1 (node/tls.py, as `ecert keygen --https-host` writes it) and another one."""
+    from node.tls import write_self_signed_https_cert
+
+    cert, key = write_self_signed_https_cert(tmp_path / "tls", ["127.0.0.1"])
+    other, _ = write_self_signed_https_cert(tmp_path / "other", ["127.0.0.1"])
+    return cert, key, other
+
+
+async def test_the_probe_reads_an_https_peer_verified_by_its_pinned_certificate(tmp_path, https_pair):
+    """Status and the signed alarms of an HTTPS leader, verified with the cluster file's https_ca; a peer whose
+    certificate is not the pinned one is not read at all (it shows as down)."""
+    from node.tls import http_server_context
+
+    cert, key, other = https_pair
+    world = World(regulator=True)
+    leader_source = FakeSource()
+    leader_source.st.update(node_id="n2", leader_id="n2")
+    leader_source.node_alarms = [{"name": "snapshot_failed", "severity": "warning", "subject": "n2", "message": "x"}]
+    app, _ = gated_app(world.view, node_id="n2")
+
+    async def status(request: web.Request) -> web.Response:  # the node's own route (node/http/api.py)
+        return web.json_response(leader_source.status())
+
+    app.router.add_get("/v1/status", status)
+    setup_dashboard(app, leader_source, NodeMetrics(process=False), probe_peers=False, sample_loop=False)
+    server = TestServer(app)
+    await server.start_server(ssl=http_server_context(cert, key))
+    try:
+        assert server.scheme == "https"
+        http = f"127.0.0.1:{server.port}"
+        signed: list[str] = []
+
+        def signer(node_id: str, path: str) -> str:
+            signed.append(f"{node_id} {path}")
+            return sign_request(world.key("tier1").seed, CHAIN, node_id, "tier1", "GET", path, b"",
+                                dash_mod.now_ms(), fresh_nonce())
+
+        def follower(ca: Path) -> FakeSource:
+            class Config:
+                nodes = (_node_spec("n1", "127.0.0.1:1", https_cert=cert, https_ca=cert),
+                         _node_spec("n2", http, https_cert=cert, https_ca=ca))
+
+            source = FakeSource()
+            source.st.update(org="tier1", role="follower", leader_id="n2")
+            # The membership's row has the bare address: the scheme comes from the cluster file.
+            source.peer_list = [{"id": "n2", "org": "boc", "http": http, "reachable": True}]
+            source.config = Config()  # type: ignore[attr-defined]
+            source.spec = Config.nodes[0]  # type: ignore[attr-defined]
+            return source
+
+        dash = Dashboard(follower(cert), NodeMetrics(process=False), probe_signer=signer, clock=Clock())
+        wrong = Dashboard(follower(other), NodeMetrics(process=False), probe_signer=signer, clock=Clock())
+        try:
+            await dash.probe()
+            assert dash.peer_status["n2"]["node_id"] == "n2"
+            assert [(a["name"], a["reported_by"]) for a in dash.leader_alarms] == [("snapshot_failed", "n2")]
+            assert signed == ["n2 /v1/alarms"]
+            await wrong.probe()
+            assert "n2" not in wrong.peer_status and wrong.leader_alarms == []
+        finally:
+            await dash.close()
+            await wrong.close()
+    finally:
+        await server.close()
+
+
+async def test_a_plain_http_peer_between_hosts_is_warned_of_once_and_never_sent_a_signed_probe(caplog, capsys):
+    """CONTRACT §6: between hosts, signed requests belong on the API's TLS listener. 192.0.2.0/24 is TEST-NET-1:
+    nothing answers there, which is all this needs (the public status probe is still tried)."""
+    signed: list[str] = []
+    source = FakeSource()
+    source.st.update(role="follower", leader_id="n2")
+    source.peer_list = [{"id": "n2", "org": "geely", "http": "192.0.2.1:8700", "reachable": True},
+                        {"id": "n3", "org": "tier1", "http": "127.0.0.1:1", "reachable": True}]
+    dash = Dashboard(source, NodeMetrics(process=False), clock=Clock(),
+                     probe_signer=lambda node_id, path: signed.append(node_id) or "x")
+    caplog.set_level(logging.WARNING, logger="node.http.alarms")
+    try:
+        await dash.probe()
+        await dash.probe()
+    finally:
+        await dash.close()
+    assert signed == []
+    warnings = [r for r in caplog.records if r.getMessage() == "dashboard_plain_http"]
+    assert len(warnings) == 1 and warnings[0].peers == ["n2"]  # type: ignore[attr-defined]
+    err = capsys.readouterr().err
+    assert err.count("warning: the client API of n2 (http://192.0.2.1:8700) is plain HTTP between hosts") == 1
+    # The same leader on loopback is asked, signed (test_the_leaders_alarms_are_fetched_signed_as_the_nodes_org).
+    source.st.update(leader_id="n3")
+    again = Dashboard(source, NodeMetrics(process=False), clock=Clock(),
+                      probe_signer=lambda node_id, path: signed.append(node_id) or "x")
+    try:
+        await again.probe()
+    finally:
+        await again.close()
+    assert signed == ["n3"]

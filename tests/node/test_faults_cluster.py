@@ -46,7 +46,7 @@ def leader_among(c: ChaosCluster, ids: list[str]) -> str | None:
 
 def anchor(c: ChaosCluster, node: str, n: int) -> tuple[int, Any]:
     raw = make_tx(c.org_seed("tier1"), c.chain_id, "trade.anchor", "tier1", f"faults-{n}-{time.time_ns()}",
-                  {"doc_id": f"doc-{n}", "kind": "invoice", "doc_hash": "ab" * 32, "counterparty": "geely",
+                  {"doc_id": f"doc-{n}", "kind": "delivery", "doc_hash": "ab" * 32, "counterparty": "geely",
                    "amount": 100})
     return http("POST", c.url(node) + "/v1/tx?wait=commit&timeout_ms=2000", envelope_to_json(raw), timeout=4.0)
 

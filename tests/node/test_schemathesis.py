@@ -151,15 +151,21 @@ def story(live: LiveNode) -> None:
     certificate R to tier1 under boc, accepted; tier1 transfers 600 of it to tier2 (A), keeping B."""
     t = now_ms()
     live.tx("boc", "credit.grant", {"core": "geely", "limit": 10_000_000, "expires_at": t + 365 * DAY_MS})
+    # A new chain's rules (node/genesis_file.py): the invoice under a contract, the transfer on another.
+    for doc_id, seller, buyer in (("PO-R", "tier1", "geely"), ("CT-R", "tier2", "tier1")):
+        live.tx(seller, "trade.anchor", {"doc_id": doc_id, "kind": "contract", "doc_hash": "cd" * 32,
+                                         "counterparty": buyer, "amount": 1000})
+        live.tx(buyer, "trade.confirm", {"doc_id": doc_id})
     live.tx("tier1", "trade.anchor", {"doc_id": "INV-R", "kind": "invoice", "doc_hash": "ab" * 32,
                                       "counterparty": "geely", "amount": 1000,
-                                      "ciphertext": {"icbc": b"\x01" * 60, "tier1": b"\x02" * 60}})
+                                      "ciphertext": {"icbc": b"\x01" * 60, "tier1": b"\x02" * 60}, "contract_id": "PO-R"})
     live.tx("geely", "trade.confirm", {"doc_id": "INV-R"})
     issued = live.tx("geely", "ecert.issue", {"to": "tier1", "amount": 1000, "bank": "boc",
                                               "maturity": t + 90 * DAY_MS, "invoice_ids": ["INV-R"]})
     live.ids["R"] = issued["result"]["certs"][0]
     live.tx("tier1", "ecert.accept", {"cert_id": live.ids["R"]})
-    moved = live.tx("tier1", "ecert.transfer", {"cert_id": live.ids["R"], "to": [{"org": "tier2", "amount": 600}]})
+    moved = live.tx("tier1", "ecert.transfer", {"cert_id": live.ids["R"], "to": [{"org": "tier2", "amount": 600}],
+                                               "trade_docs": ["CT-R"]})
     live.ids["A"], live.ids["B"] = moved["result"]["certs"]
     live.ids["transfer_tx"] = moved["tx_id"]
 
@@ -342,7 +348,7 @@ def test_real_answers_match_the_document(live: LiveNode) -> None:
     t = now_ms()
 
     def anchor(doc_id: str) -> bytes:
-        return live.raw_tx("tier3", "trade.anchor", {"doc_id": doc_id, "kind": "invoice", "doc_hash": "cd" * 32,
+        return live.raw_tx("tier3", "trade.anchor", {"doc_id": doc_id, "kind": "delivery", "doc_hash": "cd" * 32,
                                                      "counterparty": "geely", "amount": 5, "ciphertext": {"tier3": b"\x03" * 60}})
 
     raw = anchor(f"INV-S-{t}")

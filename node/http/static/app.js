@@ -11,7 +11,7 @@ const SUPERVISION_EVERY_MS = 5000; // the regulator's views are re-read at most 
 const MINE_EVERY_MS = 2000;        // the org's holdings are re-read at most this often on new blocks
 const LOGIN_HINT = "log in with the link printed by ./scripts/run";
 const SOON_MS = 7 * 24 * 3600e3;   // "maturing soon" horizon
-const LIVE = new Set(["issued", "active", "financing", "financed"]);
+const LIVE = new Set(["issued", "active", "financing", "financed", "defaulted"]);  // ecert.state LIVE_STATUSES: still owed
 
 const state = {
   snapshot: null,
