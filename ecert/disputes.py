@@ -286,9 +286,7 @@ def apply_dispute_respond(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
 def apply_dispute_resolve(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     body: DisputeResolve = tx.body
     dispute = _dispute(view, body.dispute_id)
-    signer = s.get_org(view, tx.signer)
-    require(signer is not None, "executor authenticated a signer that is not registered")
-    assert signer is not None
+    signer = s.signer_org(view, tx.signer)
     regulator = signer.role == s.REGULATOR
     if not regulator and tx.signer != dispute.resolver:
         raise TxRejected(codes.NOT_RESOLVER, f"dispute {dispute.id}: the signer is neither its bank nor the "
@@ -374,9 +372,7 @@ def apply_complaint_escalate(view: StateView, tx: Tx, now: int) -> dict[str, Any
 def apply_complaint_close(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     body: ComplaintRef = tx.body
     complaint = _complaint(view, body.complaint_id)
-    signer = s.get_org(view, tx.signer)
-    require(signer is not None, "executor authenticated a signer that is not registered")
-    assert signer is not None
+    signer = s.signer_org(view, tx.signer)
     if complaint.complainant != tx.signer and signer.role != s.REGULATOR:
         raise TxRejected(codes.NOT_COMPLAINANT,
                          f"complaint {complaint.id}: the signer is neither the complainant nor the regulator")

@@ -156,9 +156,7 @@ def file_claim(view: StateView, cert: s.Cert, unpaid: int, now: int) -> Recourse
 def apply_finance_limit(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     """finance.limit — signer: a bank. Its financing limit for one supplier or core enterprise."""
     body: FinanceLimitSet = tx.body
-    signer = s.get_org(view, tx.signer)
-    require(signer is not None, "executor authenticated a signer that is not registered")
-    assert signer is not None
+    signer = s.signer_org(view, tx.signer)
     if signer.role != s.BANK:
         raise TxRejected(codes.ROLE_NOT_ALLOWED, f"finance.limit needs a bank signer; {tx.signer} is a {signer.role}")
     org = s.get_org(view, body.org)

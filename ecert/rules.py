@@ -93,9 +93,7 @@ def _signer_role(view: StateView, tx: Tx, role: str) -> s.Org:
 
 
 def _signer_role_in(view: StateView, tx: Tx, roles: tuple[str, ...]) -> s.Org:
-    org = s.get_org(view, tx.signer)
-    require(org is not None, "executor authenticated a signer that is not registered")
-    assert org is not None
+    org = s.signer_org(view, tx.signer)
     if org.role not in roles:
         raise TxRejected(codes.ROLE_NOT_ALLOWED,
                          f"{tx.type} needs a {' or '.join(roles)} signer; {tx.signer} is a {org.role}")
@@ -203,9 +201,7 @@ def apply_org_rotate_key(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     """Replace the signer's keys; the executor already checked the tx under the current (old) sign key, and
     every later tx and signed request is checked under the new one."""
     body: OrgRotateKey = tx.body
-    org = s.get_org(view, tx.signer)
-    require(org is not None, "executor authenticated a signer that is not registered")
-    assert org is not None
+    org = s.signer_org(view, tx.signer)
     if not verify_key_proof(body.sign_pk, tx.nonce, body.proof):
         raise TxRejected(codes.BAD_KEY_PROOF, "proof is not the new sign key's signature over this tx's nonce")
     s.put_org(view, org._replace(sign_pk=body.sign_pk, box_pk=body.box_pk, updated_at=now))

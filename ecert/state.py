@@ -304,6 +304,15 @@ _orgs_decoded: dict[bytes, Org] = {}
 handful of orgs sign nearly everything. Keyed by the exact bytes, so a hit is what decoding would give."""
 
 
+def signer_org(view: StateView, signer: str) -> Org:
+    """The org record of a tx's signer: the executor authenticated it against this record, so it exists."""
+    org = get_org(view, signer)
+    if org is None:
+        require(False, f"executor authenticated a signer {signer!r} that is not registered")
+    assert org is not None
+    return org
+
+
 def get_org(view: StateView, org_id: str) -> Org | None:
     data = view.get(org_key(org_id))
     if data is None:

@@ -15,93 +15,25 @@ paging bounds. The credit line ends at 900 / 1000 = 90%: the `credit_near_limit`
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-from consensus.ready import Role
-from ecert.tx import make_tx
 from node.client import cli
-from node.config import load_config
-from node.keys import load_org_key
-from node.ops.localnet import init_cluster, local_nodes, write_cluster_file
-from node.request_auth import fresh_nonce, sign_request
-from node.server import Node
+from tests.node.live_node import DAY_MS, ORGS, LiveNode, now_ms
 
 CHAIN = "ecert-business-test"
-NODE = "boc"
-DAY_MS = 86_400_000
-ORGS = [("boc", "Bank of China", "bank"), ("geely", "Geely Automobile", "core"),
-        ("tier1", "Tier-1 Supplier", "supplier"), ("tier2", "Tier-2 Supplier", "supplier"),
-        ("tier3", "Tier-3 Supplier", "supplier"), ("icbc", "ICBC", "bank"),
-        ("pbc", "People's Bank of China", "regulator")]
-_nonces = itertools.count(time.time_ns())
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class Live:
-    """A real node on its own event loop in a thread, and signed requests to it."""
+class Live(LiveNode):
+    """The node of this module's chain."""
 
     def __init__(self, root: Path) -> None:
-        self.cluster_file = write_cluster_file(root, CHAIN, ORGS, local_nodes([(NODE, NODE)]),
-                                               {"tick_ms": 20, "election_ticks": 10, "block_timeout_ms": 2})
-        init_cluster(self.cluster_file, genesis_time_ms=now_ms() - 60_000)
-        self.config = load_config(self.cluster_file)
-        self.node = Node(self.config, NODE)
-        self.base = self.node.spec.http_url
-        self.ids: dict[str, str] = {}
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="business-node", daemon=True)
-
-    def _run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
-
-    def start(self) -> None:
-        self._thread.start()
-        self._run(self.node.start())
-        deadline = time.monotonic() + 20
-        while self.node.driver is None or self.node.driver.role != Role.LEADER:
-            assert time.monotonic() < deadline, "the single node did not become leader"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        try:
-            self._run(self.node.stop())
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop.close()
-
-    def seed(self, org: str) -> bytes:
-        return load_org_key(self.config.keys_dir, org).seed
-
-    def get(self, path: str, org: str | None = None) -> tuple[int, Any]:
-        headers = {"Accept": "application/json"}
-        if org is not None:
-            headers["Authorization"] = sign_request(self.seed(org), CHAIN, NODE, org, "GET", path, b"", now_ms(),
-                                                    fresh_nonce())
-        got = requests.get(self.base + path, headers=headers, timeout=30)
-        return got.status_code, got.json() if got.headers.get("Content-Type", "").startswith("application/json") \
-            else got.text
-
-    def tx(self, signer: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        raw = make_tx(self.seed(signer), CHAIN, kind, signer, next(_nonces), body)
-        got = requests.post(self.base + "/v1/tx?wait=commit", data=raw,
-                            headers={"Content-Type": "application/msgpack"}, timeout=30)
-        assert got.status_code == 200 and got.json()["status"] == "committed", (kind, got.text)
-        answer: dict[str, Any] = got.json()
-        return answer
+        super().__init__(root, CHAIN)
 
 
 def story(live: Live) -> None:

@@ -28,12 +28,8 @@ every described operation is served; the document's id pattern is ecert's.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
 import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,86 +43,31 @@ from hypothesis import strategies as st
 from schemathesis.engine import Status, events, from_schema
 from schemathesis.transport.serialization import Binary
 
-from consensus.ready import Role
 from ecert.errors import TxRejected
-from ecert.tx import envelope_to_json, make_tx, v_id
-from node.config import load_config
+from ecert.tx import envelope_to_json, v_id
 from node.http.auth_gate import ROUTE_ACCESS, Access, route_access
 from node.http.openapi import ID_PATTERN, openapi_document
-from node.keys import load_org_key
-from node.ops.localnet import init_cluster, local_nodes, write_cluster_file
 from node.request_auth import fresh_nonce, sign_request
-from node.server import Node
+from tests.node.live_node import DAY_MS, NODE, LiveNode, now_ms
 
 CHAIN = "ecert-schemathesis"
-NODE = "boc"
-DAY_MS = 86_400_000
-ORGS = [("boc", "Bank of China", "bank"), ("geely", "Geely Automobile", "core"),
-        ("tier1", "Tier-1 Supplier", "supplier"), ("tier2", "Tier-2 Supplier", "supplier"),
-        ("tier3", "Tier-3 Supplier", "supplier"), ("icbc", "ICBC", "bank"),
-        ("pbc", "People's Bank of China", "regulator")]
 EXAMPLES_DEFAULT = 5
 STREAM_READ_S = 0.5
 """How long one request to the (endless) event stream is read before schemathesis cuts it."""
 FINDING_CHARS_MAX = 1500
-_nonces = itertools.count(time.time_ns())
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # --- the node -----------------------------------------------------------------------------------------------------
 
 
-class LiveNode:
-    """A real node on its own event loop in a thread: a blocking client can call it while it serves."""
+class SchemaNode(LiveNode):
+    """The node of this module's chain, and a `requests` auth that signs as one of its orgs."""
 
     def __init__(self, root: Path) -> None:
-        path = write_cluster_file(root, CHAIN, ORGS, local_nodes([(NODE, NODE)]),
-                                  {"tick_ms": 20, "election_ticks": 10, "block_timeout_ms": 2})
-        init_cluster(path, genesis_time_ms=now_ms() - 60_000)
-        self.config = load_config(path)
-        self.node = Node(self.config, NODE)
-        self.base = self.node.spec.http_url
-        self.ids: dict[str, str] = {}
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="schemathesis-node", daemon=True)
-
-    def _run(self, coro: Any, timeout_s: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
-
-    def start(self) -> None:
-        self._thread.start()
-        self._run(self.node.start())
-        deadline = time.monotonic() + 20
-        while self.node.driver is None or self.node.driver.role != Role.LEADER:
-            assert time.monotonic() < deadline, "the single node did not become leader"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        try:
-            self._run(self.node.stop())
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop.close()
-
-    def seed(self, org: str) -> bytes:
-        return load_org_key(self.config.keys_dir, org).seed
+        super().__init__(root, CHAIN)
 
     def signature(self, org: str) -> OrgSignature:
         return OrgSignature(self.seed(org), org)
-
-    def raw_tx(self, signer: str, kind: str, body: dict[str, Any]) -> bytes:
-        return make_tx(self.seed(signer), CHAIN, kind, signer, next(_nonces), body)
-
-    def tx(self, signer: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        got = requests.post(self.base + "/v1/tx?wait=commit", data=self.raw_tx(signer, kind, body),
-                            headers={"Content-Type": "application/msgpack"}, timeout=30)
-        assert got.status_code == 200 and got.json()["status"] == "committed", (kind, got.text)
-        answer: dict[str, Any] = got.json()
-        return answer
 
 
 class OrgSignature(requests.auth.AuthBase):
@@ -146,7 +87,7 @@ class OrgSignature(requests.auth.AuthBase):
         return r
 
 
-def story(live: LiveNode) -> None:
+def story(live: SchemaNode) -> None:
     """A credit line boc -> geely; tier1's invoice to geely, sealed for icbc and tier1, confirmed; geely's
     certificate R to tier1 under boc, accepted; tier1 transfers 600 of it to tier2 (A), keeping B."""
     t = now_ms()
@@ -171,8 +112,8 @@ def story(live: LiveNode) -> None:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
-    node = LiveNode(tmp_path_factory.mktemp("schemathesis"))
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchemaNode]:
+    node = SchemaNode(tmp_path_factory.mktemp("schemathesis"))
     node.start()
     try:
         story(node)
@@ -234,7 +175,7 @@ def _operations(access: set[Access]) -> list[str]:
             for method, op in ops.items() if Access(op["x-ecert-access"]) in access]
 
 
-def run_schemathesis(live: LiveNode, auth: OrgSignature | None, access: set[Access]) -> tuple[list[str], int]:
+def run_schemathesis(live: SchemaNode, auth: OrgSignature | None, access: set[Access]) -> tuple[list[str], int]:
     """Every phase and check over the operations of `access`; the findings (deduplicated) and requests sent."""
     examples = int(os.environ.get("ECERT_SCHEMATHESIS_EXAMPLES", EXAMPLES_DEFAULT))
     skip = _operations(set(Access) - access)
@@ -269,7 +210,7 @@ NOT_PUBLIC = {Access.ANYONE, Access.SIGNED, Access.REGULATOR}
 
 @pytest.mark.parametrize(("org", "access"), [(None, set(Access)), ("pbc", NOT_PUBLIC), ("tier1", NOT_PUBLIC)],
                          ids=["anonymous", "regulator", "supplier"])
-def test_schemathesis_finds_nothing(live: LiveNode, org: str | None, access: set[Access]) -> None:
+def test_schemathesis_finds_nothing(live: SchemaNode, org: str | None, access: set[Access]) -> None:
     found, sent = run_schemathesis(live, live.signature(org) if org is not None else None, access)
     assert not found, f"{len(found)} schemathesis findings:\n" + "\n".join(found)
     assert sent >= len(_operations(access)), "schemathesis sent fewer requests than there are operations"
@@ -278,7 +219,7 @@ def test_schemathesis_finds_nothing(live: LiveNode, org: str | None, access: set
 # --- real answers against the document --------------------------------------------------------------------------
 
 
-def _validate(live: LiveNode, schema: Any, method: str, template: str, path: str, org: str | None, status: int,
+def _validate(live: SchemaNode, schema: Any, method: str, template: str, path: str, org: str | None, status: int,
               body: bytes | None = None, content_type: str = "application/json",
               accept: str = "application/json") -> requests.Response:
     headers = {"Accept": accept}
@@ -291,7 +232,7 @@ def _validate(live: LiveNode, schema: Any, method: str, template: str, path: str
     return got
 
 
-def test_real_answers_match_the_document(live: LiveNode) -> None:
+def test_real_answers_match_the_document(live: SchemaNode) -> None:
     schema = schemathesis.openapi.from_url(live.base + "/openapi.json")
     ids = live.ids
     cert, lineage = "/v1/certs/{id}", "/v1/certs/{id}/lineage"
@@ -366,7 +307,7 @@ def test_real_answers_match_the_document(live: LiveNode) -> None:
     _validate(live, schema, "post", "/v1/txs", "/v1/txs?wait=none", None, 202, body)
 
 
-def test_hostile_input_is_a_documented_4xx(live: LiveNode) -> None:
+def test_hostile_input_is_a_documented_4xx(live: SchemaNode) -> None:
     """Input schemathesis does not send: each answer is the 4xx the document lists for the operation."""
     schema = schemathesis.openapi.from_url(live.base + "/openapi.json")
     envelope = {"payload": b"x", "signer": "tier1", "sig": b"s" * 64}
@@ -405,11 +346,11 @@ def test_hostile_input_is_a_documented_4xx(live: LiveNode) -> None:
 # --- the document and the routes --------------------------------------------------------------------------------
 
 
-def test_the_served_document_is_the_one_described(live: LiveNode) -> None:
+def test_the_served_document_is_the_one_described(live: SchemaNode) -> None:
     assert requests.get(live.base + "/openapi.json", timeout=10).json() == openapi_document(NODE)
 
 
-def test_every_described_operation_is_served_with_its_access(live: LiveNode) -> None:
+def test_every_described_operation_is_served_with_its_access(live: SchemaNode) -> None:
     """test_api_auth.py checks that every served route is described; here, the other way round, and that the
     access table names no route that is neither served nor described (the fault-injection routes are served
     only with --fault-injection, and then described by node/faults.py's own rules: loopback only)."""
