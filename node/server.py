@@ -50,6 +50,7 @@ from node.forward import (
 from node.genesis_file import GenesisFileError, check_own_membership
 from node.http.audit_log import AUDIT_LOG_NAME, AuditLog
 from node.http.auth_gate import AHEAD_HORIZON_NAME, AheadHorizon, AuthGate
+from node.http.openapi import HTTP_BLOCKS_PAGE_MAX, HTTP_BLOCKS_PAGE_TX_IDS_MAX
 from node.keys import fingerprint, node_key_path, node_public_key
 from node.proposer import Proposer
 from node.submission import answer_forwarded
@@ -586,17 +587,35 @@ class Node:
         out["txs"] = list(record.tx_ids)
         return out
 
-    def recent_blocks(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+    def recent_blocks(self, before: int | None, limit: int, tx_ids: bool = False) -> list[dict[str, Any]]:
         # Walks down with store.block(h): StateStore.blocks() (reverse LevelDB iterator) returned nothing here.
         top = self.store.height if before is None else min(before - 1, self.store.height)
+        heights = range(top, max(0, top - max(0, min(limit, HTTP_BLOCKS_PAGE_MAX))), -1)
+        return self._blocks_with_ids(heights) if tx_ids else self._block_headers(heights)
+
+    def _block_headers(self, heights: range) -> list[dict[str, Any]]:
+        """Header and tx count of each block, read without decoding its txs (store.block_summary)."""
         out: list[dict[str, Any]] = []
-        h = top
-        while h >= 1 and len(out) < max(0, min(limit, 100)):
-            row = self.block_json(h)
-            if row is None:  # below the base of an installed snapshot: not stored on this node
+        for h in heights:
+            summary = self.store.block_summary(h)
+            if summary is None:  # below the base of an installed snapshot: not stored on this node
                 break
-            out.append(row)
-            h -= 1
+            out.append(summary.to_json())
+        return out
+
+    def _blocks_with_ids(self, heights: range) -> list[dict[str, Any]]:
+        """Header, count and tx ids of each block, until the next block would take the page over
+        HTTP_BLOCKS_PAGE_TX_IDS_MAX ids (the first always goes in, so a client paging down never stalls)."""
+        out: list[dict[str, Any]] = []
+        ids_listed = 0
+        for h in heights:
+            record = self.store.block(h)
+            if record is None:
+                break
+            ids_listed += len(record.tx_ids)
+            if out and ids_listed > HTTP_BLOCKS_PAGE_TX_IDS_MAX:
+                break
+            out.append(record.to_json())
         return out
 
     def block_txs(self, height: int) -> list[dict[str, Any]]:

@@ -19,8 +19,10 @@ class NodeSource(Protocol):
         reachable."""
         ...
 
-    def recent_blocks(self, before: int | None, limit: int) -> list[dict[str, Any]]:
-        """Block headers (CONTRACT §4 shape plus `txs`: tx ids), newest first, heights < `before`."""
+    def recent_blocks(self, before: int | None, limit: int, tx_ids: bool = False) -> list[dict[str, Any]]:
+        """Up to `limit` blocks, newest first, heights < `before`: each its header fields, `hash` and `tx_count`,
+        and with `tx_ids` its `tx_ids` too (then as many blocks as fit in HTTP_BLOCKS_PAGE_TX_IDS_MAX ids, and
+        at least one: node/http/openapi.py)."""
         ...
 
     def block_txs(self, height: int) -> list[dict[str, Any]]:

@@ -256,7 +256,9 @@ class Run:
         top = dump.status.get("height") or 0
         before = top + 1
         while before > 1:
-            _ok, page = await self.fetch(dump, f"/v1/blocks?before={before}&limit=100", sem)
+            # The checker compares tx ids across nodes: ask for them (such a page stops at
+            # HTTP_BLOCKS_PAGE_TX_IDS_MAX ids; the next one starts below its lowest height).
+            _ok, page = await self.fetch(dump, f"/v1/blocks?before={before}&limit=100&tx_ids=true", sem)
             blocks = (page or {}).get("blocks")
             if not blocks:
                 break

@@ -72,7 +72,7 @@ from node.http.auth_gate import authenticate, authenticated_org
 from node.http.errors import HttpError, error_body
 from node.http.login import setup_login
 from node.http.metrics import NodeMetrics, contact_age_ms
-from node.http.openapi import HTTP_BLOCKS_PAGE_MAX
+from node.http.openapi import BLOCKS_BEFORE, BLOCKS_LIMIT, BLOCKS_TX_IDS
 from node.keys import load_org_key
 from node.request_auth import SESSION_TTL_MS, fresh_nonce, sign_request
 from node.source import NodeSource
@@ -121,7 +121,7 @@ class BlockEvent:
 
     height: int
     header: Mapping[str, Any]
-    """`GET /v1/blocks/{height}`: header fields, `hash` and `tx_ids` (public)."""
+    """`GET /v1/blocks/{height}` without `txs`: header fields, `hash`, `tx_count` and `tx_ids` (public)."""
 
 
 ProbeSigner = Callable[[str, str], str]
@@ -308,11 +308,10 @@ class Dashboard:
 
     def _block_event(self, height: int) -> BlockEvent | None:
         if self.ledger is None:
-            rows = _safe(functools.partial(self.source.recent_blocks, height + 1, 1), [])
+            rows = _safe(functools.partial(self.source.recent_blocks, height + 1, 1, tx_ids=True), [])
             if not rows or rows[0].get("height") != height:
                 return None
-            header = {k: v for k, v in rows[0].items() if k != "txs"}
-            return BlockEvent(height, header)
+            return BlockEvent(height, rows[0])
         record = self.ledger.block(height)
         return None if record is None else BlockEvent(height, record.to_json())
 
@@ -762,15 +761,12 @@ def _sse(event: str, data: Any, event_id: int | None = None) -> bytes:
 
 
 async def _blocks(request: web.Request) -> web.StreamResponse:
+    """The API's page of blocks (node/http/api.py `get_blocks`), read with the same parameter definitions."""
     dash = request.app[DASHBOARD_KEY]
-    try:
-        before = int(request.query["before"]) if request.query.get("before") else None
-        limit = int(request.query.get("limit", "20"))
-    except ValueError:
-        return _error(400, "bad_query", "before and limit must be integers")
-    if limit < 1 or limit > HTTP_BLOCKS_PAGE_MAX or (before is not None and before < 0):
-        return _error(400, "bad_query", f"limit must be 1..{HTTP_BLOCKS_PAGE_MAX} and before >= 0")
-    return web.json_response({"blocks": dash.source.recent_blocks(before, limit)}, dumps=_dumps)
+    before = BLOCKS_BEFORE.read(request)
+    limit = BLOCKS_LIMIT.value(request)
+    tx_ids = BLOCKS_TX_IDS.value(request)
+    return web.json_response({"blocks": dash.source.recent_blocks(before, limit, tx_ids)}, dumps=_dumps)
 
 
 async def _block_txs(request: web.Request) -> web.StreamResponse:

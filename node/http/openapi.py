@@ -23,14 +23,19 @@ from ecert.history import CURSOR_CHARS_MAX, HISTORY_CURSOR_PATTERN, HISTORY_PAGE
 from ecert.membership import PROPOSALS_LIST_MAX
 from ecert.portfolio import CERT_STATUSES, LIST_PAGE_DEFAULT, LIST_PAGE_MAX
 from ecert.tx import ID_LEN_MAX, PAYLOAD_BYTES_MAX, SIG_BYTES
+from ledger.block import BLOCK_TXS_MAX
 from node.http.auth_gate import Access, route_access
-from node.http.params import ChoiceParam, IdParam, IntParam, OptionalStrParam
+from node.http.params import BoolParam, ChoiceParam, IdParam, IntParam, OptionalStrParam
 from node.request_auth import session_cookie
 
 HTTP_BLOCKS_PAGE_MAX = 100
 """Most block headers one `GET /v1/blocks` answers (node/http/api.py and the dashboard's fallback route serve
 the same page). Not ledger.store.BLOCKS_PAGE_MAX, the store's own cap on StateStore.blocks()."""
 HTTP_BLOCKS_PAGE_DEFAULT = 20
+HTTP_BLOCKS_PAGE_TX_IDS_MAX = BLOCK_TXS_MAX
+"""Most tx ids one `GET /v1/blocks?tx_ids=true` page lists: the page stops before the block that would take it
+over (it always holds one block, so paging goes on), so it is never longer than the ids of one full block
+(~670 KB of JSON), whatever `limit` says. Without tx ids a page is headers and counts: ~300 bytes a block."""
 HEIGHT_MAX = 1 << 62
 """Highest block height (and proposal sequence number) a request may name: far above any real chain, and inside
 every client's int64."""
@@ -60,7 +65,12 @@ CONSISTENCY = ChoiceParam("consistency", ("local", "linearizable", "serializable
                           "linearizable: confirm leadership with a quorum (ReadIndex) before reading; the reader's "
                           "rights are decided on the state after that. serializable is local")
 BLOCKS_BEFORE = IntParam("before", 1, HEIGHT_MAX, description="headers below this height (default: from the top)")
-BLOCKS_LIMIT = IntParam("limit", 1, HTTP_BLOCKS_PAGE_MAX, HTTP_BLOCKS_PAGE_DEFAULT)
+BLOCKS_LIMIT = IntParam("limit", 1, HTTP_BLOCKS_PAGE_MAX, HTTP_BLOCKS_PAGE_DEFAULT,
+                        description="most blocks in the page (fewer below the oldest block this node keeps, and "
+                                    f"with tx_ids=true once the page holds {HTTP_BLOCKS_PAGE_TX_IDS_MAX} tx ids)")
+BLOCKS_TX_IDS = BoolParam("tx_ids", False,
+                          "true: each block also lists its `tx_ids` (page on with before = the lowest height "
+                          "returned: such a page may stop short of `limit`); false: headers and `tx_count` only")
 HEIGHT = IntParam("height", 0, HEIGHT_MAX, where="path")
 PROPOSALS_BEFORE = IntParam("before", 0, HEIGHT_MAX, description="the seq to page below (`next_before`)")
 PROPOSALS_LIMIT = IntParam("limit", 1, PROPOSALS_LIST_MAX, PROPOSALS_LIST_MAX)
@@ -142,7 +152,9 @@ _HISTORY_ENTRY = _obj({"cursor": _STR, "height": _INT_OR_NULL, "index": _INT_OR_
 _RISK = _obj({"at": _INT, "advisory": {"const": True}, "complete": _BOOL,
               "figures": {"type": "array", "items": _obj({"name": _STR, "value": {}, "how": _STR,
                                                           "inputs": _OBJECT})}})
-_BLOCK_PAGE = _obj({"height": _INT, "blocks": {"type": "array", "items": _ref("Block")}})
+_BLOCK_PAGE = _obj({"height": _INT, "blocks": {"type": "array", "items": _ref("BlockHeader")}})
+_BLOCK_HEADER = {"height": _INT, "prev_hash": _STR, "tx_root": _STR, "time": _INT, "proposer": _STR, "hash": _STR,
+                 "tx_count": _INT}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": _obj({"code": _STR, "message": _STR})},
@@ -170,8 +182,8 @@ _SCHEMAS: dict[str, Any] = {
         ("block_hash", _STR), ("state_root", _STR), ("voters", _STRS), ("learners", _STRS),
         ("snapshot_index", _INT), ("last_index", _INT), ("queue", _INT), ("apply_error", _STR_OR_NULL),
         ("started_ms", _INT), ("removed", _BOOL))}),
-    "Block": _obj({"height": _INT, "prev_hash": _STR, "tx_root": _STR, "time": _INT, "proposer": _STR,
-                   "hash": _STR, "tx_ids": _STRS}, {"txs": _STRS}),
+    "BlockHeader": _obj(_BLOCK_HEADER, {"tx_ids": _STRS}),
+    "Block": _obj({**_BLOCK_HEADER, "tx_ids": _STRS}, {"txs": _STRS}),
     "Cert": _CERT,
 }
 
@@ -335,8 +347,9 @@ def _paths() -> dict[str, Any]:
                                "401": _resp("unauthenticated: not a signed request (a session token "
                                             "cannot make a session)", _ref("Error"), headers=_CHALLENGE)}),
         "/v1/status": _get("/v1/status", "This node's Raft and chain status", _ref("Status")),
-        "/v1/blocks": _get("/v1/blocks", "Block headers, newest first", _BLOCK_PAGE,
-                           [BLOCKS_BEFORE.openapi(), BLOCKS_LIMIT.openapi()]),
+        "/v1/blocks": _get("/v1/blocks", "Block headers with their tx counts, newest first; their tx ids "
+                           "with tx_ids=true", _BLOCK_PAGE,
+                           [BLOCKS_BEFORE.openapi(), BLOCKS_LIMIT.openapi(), BLOCKS_TX_IDS.openapi()]),
         "/v1/blocks/{height}": _get("/v1/blocks/{height}", "A block header and its tx ids", _ref("Block"),
                                     [HEIGHT.openapi()], not_found="block_not_found: no block at that height here"),
         "/v1/blocks/{height}/txs": _get(

@@ -1,7 +1,7 @@
 """Request parameters as typed definitions: one object reads a parameter from a request and describes it.
 
-`IntParam`, `ChoiceParam` and `IdParam` each `read` their value from an aiohttp request (HttpError 400 for a bad
-one, before any handler logic runs) and give the OpenAPI parameter object that states the same rule
+`IntParam`, `ChoiceParam`, `BoolParam` and `IdParam` each `read` their value from an aiohttp request (HttpError
+400 for a bad one, before any handler logic runs) and give the OpenAPI parameter object that states the same rule
 (`openapi()`): node/http/api.py decodes with the very objects node/http/openapi.py describes, so the document and
 the decoding cannot drift. The API's parameters themselves (names, bounds, defaults) are in node/http/openapi.py.
 """
@@ -108,6 +108,28 @@ class ChoiceParam:
     def openapi(self) -> dict[str, Any]:
         return _param(self.name, self.where, {"type": "string", "enum": list(self.values), "default": self.default},
                       self.description)
+
+
+@dataclass(frozen=True, slots=True)
+class BoolParam:
+    """A query flag: exactly `true` or `false`, the spelling of the boolean the document declares (absent means
+    `default`); `1`, `yes` or `True` are refused, not guessed at."""
+
+    name: str
+    default: bool = False
+    description: str = ""
+    where: Where = "query"
+
+    def value(self, request: web.Request) -> bool:
+        raw = _raw(request, self.where, self.name)
+        if raw is None:
+            return self.default
+        if raw not in ("true", "false"):
+            raise HttpError(400, "bad_parameter", f"{self.name} must be true or false, got {raw[:_ECHO_CHARS_MAX]!r}")
+        return raw == "true"
+
+    def openapi(self) -> dict[str, Any]:
+        return _param(self.name, self.where, {"type": "boolean", "default": self.default}, self.description)
 
 
 @dataclass(frozen=True, slots=True)

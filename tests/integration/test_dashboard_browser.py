@@ -389,10 +389,11 @@ def scripted_node(now_ms: int) -> tuple[Any, Any]:
             return [{"id": "geely", "org": "geely", "http": None, "match_index": 50, "lag": 0,
                      "last_contact_ms": now_ms, "reachable": True}]
 
-        def recent_blocks(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+        def recent_blocks(self, before: int | None, limit: int, tx_ids: bool = False) -> list[dict[str, Any]]:
             top = self.height if before is None else before - 1
             return [{"height": h, "time": now_ms - (self.height - h) * 1000, "proposer": "boc",
-                     "hash": f"{h:064x}", "tx_ids": [f"{h:064x}"]} for h in range(top, max(0, top - limit), -1)]
+                     "hash": f"{h:064x}", "tx_count": 1, **({"tx_ids": [f"{h:064x}"]} if tx_ids else {})}
+                    for h in range(top, max(0, top - limit), -1)]
 
         def block_txs(self, height: int) -> list[dict[str, Any]]:
             if height == 1:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import random as stdlib_random
+from pathlib import Path
 from unittest import mock
 
+import plyvel
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import state_root
+from ledger.buckets import read_sub_bucket
+from ledger.schema import SPLIT_ENTRY, SUMMARY
 from ledger.state_root import (
     BUCKET_COUNT,
     EMPTY,
@@ -156,3 +161,28 @@ def test_the_in_memory_tree_follows_the_from_scratch_root(
             bucket_hashes(buckets_from_sorted_leaves(sorted((hashed_key(k), leaf_hash(k, v)) for k, v in state.items())))
         )
         assert rebuilt.same_as(tree)
+
+
+@pytest.mark.parametrize("prefix", [b"\x00\x00", b"\x12\x34", b"\xff\xff"])
+def test_a_sub_bucket_read_is_exactly_its_entries(tmp_path: Path, prefix: bytes) -> None:
+    """`read_sub_bucket` is bounded by its neighbours' keys: entries of the sub-buckets beside it, of the
+    buckets beside it (also past the last bucket) and of the other record tags never leak in."""
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    try:
+        n = int.from_bytes(prefix, "big")
+        wanted: dict[int, dict[bytes, bytes]] = {sub: {} for sub in range(16)}
+        neighbours = [p.to_bytes(2, "big") for p in (n - 1, n + 1) if 0 <= p < 1 << 16]
+        for i in range(16 * 3):
+            sub = i % 16
+            hk = prefix + bytes([(sub << 4) | (i % 7)]) + hashlib.sha256(b"%d" % i).digest()[:29]
+            wanted[sub][hk] = hashlib.sha256(hk).digest()
+            db.put(SPLIT_ENTRY + hk, wanted[sub][hk])
+        for other in neighbours:  # the next and the previous bucket, first and last sub-bucket
+            for edge in (b"\x00", b"\xff"):
+                db.put(SPLIT_ENTRY + other + edge + b"\x00" * 29, b"n" * 32)
+        db.put(b"Q" + b"\x00" * 32, b"q" * 32)  # the tag after P: past the last bucket
+        db.put(SUMMARY + prefix, b"r" * 32)
+        for sub in range(16):
+            assert read_sub_bucket(db, prefix, sub) == wanted[sub]
+    finally:
+        db.close()

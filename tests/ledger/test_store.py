@@ -15,7 +15,7 @@ from ledger.block import Block, block_hash, make_block
 from ledger.buckets import BUCKET_OVERHEAD_BYTES
 from ledger.errors import GenesisMismatchError, SnapshotError, StaleBlockError, StoreClosedError
 from ledger.executor import STATUS_COMMITTED, STATUS_REJECTED, TxOutcome
-from ledger.schema import STORE_FORMAT
+from ledger.schema import STORE_FORMAT, decode_block_summary
 from ledger.snapshot import SNAPSHOT_FORMAT
 from ledger.state_root import EMPTY_ROOT, bucket_of, hashed_key, state_root_of
 from ledger.store import StateStore
@@ -196,6 +196,25 @@ def test_blocks_are_paged_newest_first(store: StateStore, kv: KvExecutor) -> Non
     assert store.blocks(before=1) == [] and store.blocks(limit=0) == []
     assert [b.header.height for b in store.blocks(before=100, limit=2)] == [7, 6]
     assert store.block(0) is None and store.block(8) is None
+
+
+def test_a_block_summary_is_the_record_without_its_txs(store: StateStore, kv: KvExecutor) -> None:
+    store.apply_block(next_block(store), kv)  # an empty block counts 0
+    store.apply_block(next_block(store, *(kv_tx(i, ["put", b"k%d" % i, b"v"]) for i in range(40))), kv)
+    for height in (1, 2):
+        record, summary = store.block(height), store.block_summary(height)
+        assert record is not None and summary is not None
+        assert (summary.header, summary.hash, summary.tx_count) == (record.header, record.hash, len(record.tx_ids))
+        assert summary.to_json() == {k: v for k, v in record.to_json().items() if k != "tx_ids"}
+    assert store.block_summary(2).tx_count == 40  # type: ignore[union-attr]
+    assert store.block_summary(0) is None and store.block_summary(3) is None
+
+
+@pytest.mark.parametrize("data", [b"", b"\x92\x01\x02", b"\x93\x01", msgpack.packb({"header": 1}),
+                                  msgpack.packb([[1, 2, 3, 4, 5], [], []])])
+def test_a_malformed_block_record_is_a_broken_store(data: bytes) -> None:
+    with pytest.raises(InvariantViolation):
+        decode_block_summary(data)
 
 
 def test_reopen_keeps_everything(tmp_path: Path, kv: KvExecutor) -> None:

@@ -47,11 +47,11 @@ class Chain:
     def peers(self) -> list[dict[str, Any]]:
         return []
 
-    def recent_blocks(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+    def recent_blocks(self, before: int | None, limit: int, tx_ids: bool = False) -> list[dict[str, Any]]:
         top = self.store.height if before is None else before - 1
         out = []
         for h in range(top, max(0, top - limit), -1):
-            record = self.store.block(h)
+            record = self.store.block(h) if tx_ids else self.store.block_summary(h)
             assert record is not None
             out.append(record.to_json())
         return out

@@ -37,10 +37,12 @@ def now_ms() -> int:
 class LiveNode:
     """A real node of chain `chain` on its own event loop in a thread (`start`, then always `stop`)."""
 
-    def __init__(self, root: Path, chain: str) -> None:
+    def __init__(self, root: Path, chain: str, settings: dict[str, object] | None = None) -> None:
+        """`settings`: cluster-file keys over this harness's fast ticks (block_max_txs, say)."""
         self.chain = chain
         self.cluster_file = write_cluster_file(root, chain, ORGS, local_nodes([(NODE, NODE)]),
-                                               {"tick_ms": 20, "election_ticks": 10, "block_timeout_ms": 2})
+                                               {"tick_ms": 20, "election_ticks": 10, "block_timeout_ms": 2,
+                                                **(settings or {})})
         init_cluster(self.cluster_file, genesis_time_ms=now_ms() - 60_000)
         self.config = load_config(self.cluster_file)
         self.node = Node(self.config, NODE)

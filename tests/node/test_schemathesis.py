@@ -241,6 +241,7 @@ def test_real_answers_match_the_document(live: SchemaNode) -> None:
         ("/v1/cluster", "/v1/cluster", None, 200),
         ("/v1/cluster/view", "/v1/cluster/view", None, 200),
         ("/v1/blocks", "/v1/blocks?limit=3", None, 200),
+        ("/v1/blocks", "/v1/blocks?limit=3&tx_ids=true", None, 200),
         ("/v1/blocks/{height}", "/v1/blocks/1", None, 200),
         ("/v1/blocks/{height}", "/v1/blocks/999999", None, 404),
         ("/v1/blocks/{height}/txs", "/v1/blocks/1/txs", "pbc", 200),
@@ -324,6 +325,7 @@ def test_hostile_input_is_a_documented_4xx(live: SchemaNode) -> None:
          {"Content-Type": "application/msgpack"}, "body_too_large"),
         ("get", "/v1/blocks/{height}", "/v1/blocks/%D9%A1", None, 400, None, {}, "bad_parameter"),  # Arabic "1"
         ("get", "/v1/blocks", "/v1/blocks?limit=" + "9" * 30, None, 400, None, {}, "bad_parameter"),
+        ("get", "/v1/blocks", "/v1/blocks?tx_ids=yes", None, 400, None, {}, "bad_parameter"),
         ("get", "/v1/certs/{id}", "/v1/certs/%00", "tier1", 400, None, {}, "bad_id"),
         ("get", "/v1/orgs/{id}", "/v1/orgs/geely", "tier1", 413, b"x" * (live.config.max_body_bytes + 1), {},
          "body_too_large"),

@@ -18,6 +18,7 @@ const state = {
   blocksBefore: null,   // null = newest page; else the `before` of the page shown
   pageStack: [],        // `before` values of newer pages, for "Newer"
   openBlock: null,
+  openTxsRow: null,     // the open block's txs row, kept across page refreshes: a block never changes
   certId: null,
   orgs: new Map(),      // org id -> org record, filled lazily
   me: null,             // {org_id, role, open_reads} when logged in (or reads are open), else null
@@ -224,7 +225,7 @@ function addLive(block) {
   if (none) none.remove();
   const outcomes = block.outcomes;
   const item = el("li", { class: "live-block", dataset: { height: block.height, outcomes: outcomes ? outcomes.length : "" } },
-    el("div", {}, el("b", {}, `block ${block.height}`), ` · ${(block.tx_ids || []).length} txs · ${block.proposer ?? "?"} · ${when(block.time)}`),
+    el("div", {}, el("b", {}, `block ${block.height}`), ` · ${block.tx_count ?? (block.tx_ids || []).length} txs · ${block.proposer ?? "?"} · ${when(block.time)}`),
     outcomes === undefined ? null : outcomes.length === 0 ? el("div", { class: "note" }, "none of these transactions is yours to read")
       : el("ul", {}, outcomes.map((o) => el("li", { class: "live-tx", dataset: { txId: o.tx_id, status: o.status } },
         el("a", { class: "link mono", onclick: () => showTx(o.tx_id) }, short(o.tx_id, 12)), " ", badge(o.status, `st-${o.status}`), " ",
@@ -236,6 +237,8 @@ function addLive(block) {
 
 // ---------------------------------------------------------------------------------------------- chain view
 
+// A page is headers and tx counts (GET /v1/blocks without tx_ids=true): it is re-read on every new block, and
+// a block's txs are read only when it is opened (GET /v1/blocks/{h}/txs).
 async function loadBlocks() {
   const q = new URLSearchParams({ limit: String(PAGE_BLOCKS) });
   if (state.blocksBefore !== null) q.set("before", String(state.blocksBefore));
@@ -247,12 +250,10 @@ async function loadBlocks() {
   const tbody = $("block-table").tBodies[0];
   const rows = [];
   for (const b of blocks) {
-    const ids = b.tx_ids || b.txs || [];
-    const txCount = typeof b.tx_count === "number" ? b.tx_count : ids.length;
     rows.push(el("tr", { class: "clickable", dataset: { height: b.height }, onclick: () => toggleBlock(b.height) },
       el("td", { class: "num" }, b.height), el("td", {}, when(b.time)), el("td", {}, b.proposer ?? "—"),
-      el("td", { class: "num" }, txCount), el("td", { class: "mono" }, short(b.hash, 16))));
-    if (state.openBlock === b.height) rows.push(blockTxsRow(b.height));
+      el("td", { class: "num" }, b.tx_count ?? "—"), el("td", { class: "mono" }, short(b.hash, 16))));
+    if (state.openBlock === b.height) rows.push(openTxsRow(b.height));
   }
   clear(tbody, rows);
   const first = blocks[0]?.height, last = blocks[blocks.length - 1]?.height;
@@ -260,6 +261,11 @@ async function loadBlocks() {
   $("blocks-older").disabled = !blocks.length || last <= 1;
   $("blocks-newer").disabled = state.blocksBefore === null;
   state.lastPage = { first, last };
+}
+
+function openTxsRow(height) {
+  if (state.openTxsRow?.dataset.txsOf !== String(height)) state.openTxsRow = blockTxsRow(height);
+  return state.openTxsRow;
 }
 
 function blockTxsRow(height) {
@@ -271,7 +277,10 @@ function blockTxsRow(height) {
     clear(cell, el("table", {}, el("thead", {}, el("tr", {},
       el("th", {}, "tx id"), el("th", {}, "type"), el("th", {}, "signer"), el("th", {}, "status"), el("th", {}, "result / error"))),
     el("tbody", {}, txs.map(txRow))));
-  }).catch((e) => clear(cell, errorText(e)));
+  }).catch((e) => {
+    clear(cell, errorText(e));
+    if (state.openTxsRow === row) state.openTxsRow = null;  // not kept: the next refresh asks again
+  });
   return row;
 }
 
@@ -289,6 +298,7 @@ function txRow(tx) {
 
 function toggleBlock(height) {
   state.openBlock = state.openBlock === height ? null : height;
+  if (state.openBlock === null) state.openTxsRow = null;
   loadBlocks();
 }
 
