@@ -96,3 +96,29 @@ class LiveNode:
         assert got.status_code == 200 and got.json()["status"] == "committed", (kind, got.text)
         answer: dict[str, Any] = got.json()
         return answer
+
+
+def issue_and_transfer(live: LiveNode, credit_limit: int, invoice_extra: dict[str, Any] | None = None
+                       ) -> dict[str, Any]:
+    """The story both API test modules start from, on a new chain's rules (node/genesis_file.py): a credit line
+    boc -> geely; contracts PO-R (tier1-geely) and CT-R (tier2-tier1); tier1's invoice INV-R to geely under PO-R
+    (with `invoice_extra` fields), confirmed; geely's certificate R to tier1 under boc, 1000, accepted; tier1
+    transfers 600 of it to tier2 on CT-R (A), keeping B. Sets live.ids R, A, B; returns the transfer's answer."""
+    t = now_ms()
+    live.tx("boc", "credit.grant", {"core": "geely", "limit": credit_limit, "expires_at": t + 365 * DAY_MS})
+    for doc_id, seller, buyer in (("PO-R", "tier1", "geely"), ("CT-R", "tier2", "tier1")):
+        live.tx(seller, "trade.anchor", {"doc_id": doc_id, "kind": "contract", "doc_hash": "cd" * 32,
+                                         "counterparty": buyer, "amount": 1000})
+        live.tx(buyer, "trade.confirm", {"doc_id": doc_id})
+    live.tx("tier1", "trade.anchor", {"doc_id": "INV-R", "kind": "invoice", "doc_hash": "ab" * 32,
+                                      "counterparty": "geely", "amount": 1000, "contract_id": "PO-R",
+                                      **(invoice_extra or {})})
+    live.tx("geely", "trade.confirm", {"doc_id": "INV-R"})
+    issued = live.tx("geely", "ecert.issue", {"to": "tier1", "amount": 1000, "bank": "boc",
+                                              "maturity": t + 90 * DAY_MS, "invoice_ids": ["INV-R"]})
+    live.ids["R"] = issued["result"]["certs"][0]
+    live.tx("tier1", "ecert.accept", {"cert_id": live.ids["R"]})
+    moved = live.tx("tier1", "ecert.transfer", {"cert_id": live.ids["R"], "to": [{"org": "tier2", "amount": 600}],
+                                               "trade_docs": ["CT-R"]})
+    live.ids["A"], live.ids["B"] = moved["result"]["certs"]
+    return moved

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from node.client import cli
-from tests.node.live_node import DAY_MS, ORGS, LiveNode, now_ms
+from tests.node.live_node import ORGS, LiveNode, issue_and_transfer
 
 CHAIN = "ecert-business-test"
 
@@ -37,22 +37,7 @@ class Live(LiveNode):
 
 
 def story(live: Live) -> None:
-    t = now_ms()
-    live.tx("boc", "credit.grant", {"core": "geely", "limit": 1000, "expires_at": t + 365 * DAY_MS})
-    for doc_id, seller, buyer in (("PO-R", "tier1", "geely"), ("CT-R", "tier2", "tier1")):
-        live.tx(seller, "trade.anchor", {"doc_id": doc_id, "kind": "contract", "doc_hash": "cd" * 32,
-                                         "counterparty": buyer, "amount": 1000})
-        live.tx(buyer, "trade.confirm", {"doc_id": doc_id})
-    live.tx("tier1", "trade.anchor", {"doc_id": "INV-R", "kind": "invoice", "doc_hash": "ab" * 32,
-                                      "counterparty": "geely", "amount": 1000, "contract_id": "PO-R"})
-    live.tx("geely", "trade.confirm", {"doc_id": "INV-R"})
-    issued = live.tx("geely", "ecert.issue", {"to": "tier1", "amount": 1000, "bank": "boc",
-                                              "maturity": t + 90 * DAY_MS, "invoice_ids": ["INV-R"]})
-    live.ids["R"] = issued["result"]["certs"][0]
-    live.tx("tier1", "ecert.accept", {"cert_id": live.ids["R"]})
-    moved = live.tx("tier1", "ecert.transfer", {"cert_id": live.ids["R"], "to": [{"org": "tier2", "amount": 600}],
-                                               "trade_docs": ["CT-R"]})
-    live.ids["A"], live.ids["B"] = moved["result"]["certs"]
+    issue_and_transfer(live, credit_limit=1000)
     live.tx("geely", "ecert.pay", {"cert_id": live.ids["A"], "amount": 100})
     live.tx("tier1", "finance.request", {"cert_id": live.ids["B"], "bank": "icbc"})
 

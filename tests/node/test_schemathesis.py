@@ -48,7 +48,7 @@ from ecert.tx import envelope_to_json, v_id
 from node.http.auth_gate import ROUTE_ACCESS, Access, route_access
 from node.http.openapi import ID_PATTERN, openapi_document
 from node.request_auth import fresh_nonce, sign_request
-from tests.node.live_node import DAY_MS, NODE, LiveNode, now_ms
+from tests.node.live_node import NODE, LiveNode, issue_and_transfer, now_ms
 
 CHAIN = "ecert-schemathesis"
 EXAMPLES_DEFAULT = 5
@@ -88,26 +88,9 @@ class OrgSignature(requests.auth.AuthBase):
 
 
 def story(live: SchemaNode) -> None:
-    """A credit line boc -> geely; tier1's invoice to geely, sealed for icbc and tier1, confirmed; geely's
-    certificate R to tier1 under boc, accepted; tier1 transfers 600 of it to tier2 (A), keeping B."""
-    t = now_ms()
-    live.tx("boc", "credit.grant", {"core": "geely", "limit": 10_000_000, "expires_at": t + 365 * DAY_MS})
-    # A new chain's rules (node/genesis_file.py): the invoice under a contract, the transfer on another.
-    for doc_id, seller, buyer in (("PO-R", "tier1", "geely"), ("CT-R", "tier2", "tier1")):
-        live.tx(seller, "trade.anchor", {"doc_id": doc_id, "kind": "contract", "doc_hash": "cd" * 32,
-                                         "counterparty": buyer, "amount": 1000})
-        live.tx(buyer, "trade.confirm", {"doc_id": doc_id})
-    live.tx("tier1", "trade.anchor", {"doc_id": "INV-R", "kind": "invoice", "doc_hash": "ab" * 32,
-                                      "counterparty": "geely", "amount": 1000,
-                                      "ciphertext": {"icbc": b"\x01" * 60, "tier1": b"\x02" * 60}, "contract_id": "PO-R"})
-    live.tx("geely", "trade.confirm", {"doc_id": "INV-R"})
-    issued = live.tx("geely", "ecert.issue", {"to": "tier1", "amount": 1000, "bank": "boc",
-                                              "maturity": t + 90 * DAY_MS, "invoice_ids": ["INV-R"]})
-    live.ids["R"] = issued["result"]["certs"][0]
-    live.tx("tier1", "ecert.accept", {"cert_id": live.ids["R"]})
-    moved = live.tx("tier1", "ecert.transfer", {"cert_id": live.ids["R"], "to": [{"org": "tier2", "amount": 600}],
-                                               "trade_docs": ["CT-R"]})
-    live.ids["A"], live.ids["B"] = moved["result"]["certs"]
+    """tests/node/live_node.py's story, the invoice sealed for icbc and tier1."""
+    moved = issue_and_transfer(live, credit_limit=10_000_000,
+                               invoice_extra={"ciphertext": {"icbc": b"\x01" * 60, "tier1": b"\x02" * 60}})
     live.ids["transfer_tx"] = moved["tx_id"]
 
 
