@@ -13,8 +13,10 @@ only when its debug flag is on. Each broken invariant raises `consensus.invarian
 4. Indexes: holdings hold exactly the live certificates under their holder; the lineage of each root lists
    exactly its members; an invoice's `backed` equals what non-cancelled roots draw on it.
 5. Depth: a root is at depth 0, a child one below its parent, and none below LINEAGE_DEPTH_MAX.
-6. Parties: the party index names the holder of every certificate, its seller and the bank asked to finance it
-   (if any), and nothing but existing certificates under their own root.
+6. Parties: the party index names the holder of every certificate, its seller and every bank asked to finance
+   it, and nothing but existing certificates under their own root. The certificate index as a whole (holdings,
+   lineage, parties) is exactly what `ecert.state.cert_index_entries` derives from the certificates: what the
+   state root does not cover, and what a snapshot import rebuilds.
 7. Trade background: a document's `drawn` equals what transfers' children record drawing on it; a contract's
    `invoiced` equals the amounts of the invoices naming it, each a contract between the same two parties; and
    backed + drawn + invoiced never exceeds a document's amount.
@@ -54,6 +56,7 @@ def check_invariants(view: StateView) -> None:
     _check_credit(view, certs, by_root)
     _check_indexes(view, certs, by_root)
     _check_parties(view, certs)
+    _check_cert_index(view, certs)
     _check_trade_background(view, certs)
     _check_disputes(view)
     _check_settlement(view, certs, by_root)
@@ -129,6 +132,15 @@ def _check_indexes(view: StateView, certs: dict[str, s.Cert], by_root: dict[str,
         require(listed[0] == root_id, f"lineage of {root_id} does not start with the root")
 
 
+def _check_cert_index(view: StateView, certs: dict[str, s.Cert]) -> None:
+    """The certificate index is exactly what the cert records imply (what a snapshot import rebuilds)."""
+    stored = {key: value for prefix in s.CERT_INDEX.prefixes for key, value in view.scan(prefix)}
+    implied = dict(entry for cert in certs.values() for entry in s.cert_index_entries(cert))
+    if stored != implied:
+        require(False, f"certificate index differs from the certs: missing {sorted(implied.keys() - stored)[:3]}, "
+                       f"not implied {sorted(stored.keys() - implied)[:3]}")
+
+
 def _check_parties(view: StateView, certs: dict[str, s.Cert]) -> None:
     indexed: set[tuple[str, str]] = set()
     for key, _ in view.scan(s.PARTY_PREFIX):
@@ -139,7 +151,7 @@ def _check_parties(view: StateView, certs: dict[str, s.Cert]) -> None:
         require(cert is not None and cert.root_id == root_id, f"party key {key!r} names no cert of that root")
         indexed.add((org_id, cert_id))
     for cert in certs.values():
-        for party in (cert.holder, cert.seller, cert.finance_bank):
+        for party in (cert.holder, cert.seller, cert.finance_bank, *cert.asked):
             require(party is None or (party, cert.id) in indexed, f"{party} is not indexed as party to {cert.id}")
 
 

@@ -150,16 +150,16 @@ def _new_children(view: StateView, parent: s.Cert, tx: Tx, now: int,
     `backing`: per leading part, the trade documents its transfer drew on (recorded on that child)."""
     ids = [cert_id_for(tx.tx_id, i) for i in range(len(parts))]
     require(sum(amount for _, amount in parts) == parent.amount, "children must sum to the parent")
+    ordinals = s.next_ordinals(view, parent.root_id, len(parts))
     for i, (child_id, (holder, amount)) in enumerate(zip(ids, parts, strict=True)):
         drew = () if backing is None or i >= len(backing) else tuple((doc.id, take) for doc, take in backing[i])
         child = s.Cert(id=child_id, root_id=parent.root_id, parent_id=parent.id, debtor=parent.debtor,
                        holder=holder, amount=amount, maturity=parent.maturity, status=s.ACTIVE, bank=parent.bank,
                        created_at=now, created_by=tx.tx_id, updated_at=now, depth=parent.depth + 1,
-                       trade_docs=drew)
+                       trade_docs=drew, ordinal=ordinals[i])
         if view.get(s.cert_key(child_id)) is not None:  # an invariant; the message is formatted only if broken
             require(False, f"derived certificate id {child_id} already exists")
         s.put_cert(view, child, None)
-    s.add_to_lineage(view, parent.root_id, ids)
     status = lifecycle.next_cert_status(parent.status, tx.type)
     s.put_cert(view, parent._replace(status=status, children=tuple(ids), updated_at=now), parent)
     return ids
@@ -319,9 +319,9 @@ def apply_ecert_issue(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
                   amount=body.amount, maturity=body.maturity, status=s.ISSUED, bank=body.bank, created_at=now,
                   created_by=tx.tx_id, updated_at=now,
                   invoices=tuple((doc.id, take) for doc, take in allocation if take > 0), accept_by=accept_by)
+    require(s.next_ordinals(view, cert_id, 1) == [0], f"certificate {cert_id} starts a lineage")
     s.put_cert(view, cert, None)
     settlement.index_acceptance(view, cert)
-    s.add_to_lineage(view, cert_id, [cert_id])
     s.put_credit(view, line._replace(used=line.used + body.amount))
     for doc, take in allocation:
         if take > 0:
@@ -402,8 +402,9 @@ def apply_finance_request(view: StateView, tx: Tx, now: int) -> dict[str, Any]:
     if body.bank == tx.signer:
         raise TxRejected(codes.SAME_PARTY, "a bank cannot finance a certificate with itself")
     _active_bank(view, body.bank)
+    asked = cert.asked if body.bank in cert.asked else tuple(sorted((*cert.asked, body.bank)))
     s.put_cert(view, cert._replace(status=status, finance_bank=body.bank, finance_requested_at=now,
-                             updated_at=now), cert)
+                             updated_at=now, asked=asked), cert)
     return {"cert_id": cert.id, "status": status, "bank": body.bank}
 
 

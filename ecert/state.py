@@ -6,16 +6,21 @@ Key schema (keys are ASCII; ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}, so "/" ne
     k/<bank>/<core>             -> CreditLine record (the bank's credit line to that core enterprise)
     d/<doc_id>                  -> TradeDoc record (contract | invoice | delivery | payment)
     c/<cert_id>                 -> Cert record
-    h/<org_id>/<cert_id>        -> b""  holdings index: the org holds this *live* cert
-                                        (status issued | active | financing | financed)
-    l/<root_id>/<ordinal:010d>  -> cert_id  lineage index: the root (ordinal 0) and every descendant,
-                                        in creation order
     lc/<root_id>                -> ordinal count of the lineage (decimal ASCII)
-    p/<org_id>/<root_id>/<cert_id> -> b""  party index: the org holds or held this cert, or was asked to
-                                        finance it. Written in `put_cert` when a (org, cert) pair first
-                                        arises, never deleted: who is party to a cert only grows
     n/<signer>/i<nonce>         -> b""  an integer nonce the signer has used
     n/<signer>/s<nonce>         -> b""  a string nonce the signer has used
+
+The certificate index (`CERT_INDEX`), a pure function of each `c/` record (`cert_index_entries`), kept beside
+the state root rather than under it (ledger/derived_index.py: written in the same batch, rebuilt on snapshot
+import, checked by `StateStore.check_integrity`):
+
+    h/<org_id>/<cert_id>        -> b""  holdings index: the org holds this *live* cert
+                                        (status issued | active | financing | financed | defaulted)
+    l/<root_id>/<ordinal:010d>  -> cert_id  lineage index: the root (ordinal 0) and every descendant,
+                                        in creation order (the cert's `ordinal`)
+    p/<org_id>/<root_id>/<cert_id> -> b""  party index: the org holds or held this cert, or was asked to
+                                        finance it (holder, seller, every bank in `asked`): who is party to
+                                        a cert only grows
 
 Values are msgpack arrays of the record's fields in declaration order (same code, same bytes on every node);
 a field added later goes at the end with a default, so older rows still decode.
@@ -157,6 +162,9 @@ class Cert(NamedTuple):
     defaulted_at: int | None = None  # ecert.default
     recourse: bool = False  # finance.approve with recourse: on default the bank claims from the seller
     accept_by: int | None = None  # roots: cancelled at the first block at or after it unless accepted
+    # the certificate index's inputs (CERT_INDEX): what `l/` and `p/` are derived from
+    ordinal: int = 0  # position in its root's lineage, in creation order (the root: 0)
+    asked: tuple[str, ...] = ()  # every bank ever asked to finance it (finance.request), sorted
 
 
 class ChainParams(NamedTuple):
@@ -362,39 +370,74 @@ def get_cert(view: StateView, cert_id: str) -> Cert | None:
 
 
 def put_cert(view: StateView, cert: Cert, previous: Cert | None) -> None:
-    """Write a cert and keep the holdings index in step with (holder, status) and the party index with every
-    holder and every bank asked to finance it (one put per new pair: the hot path is a transfer's children)."""
+    """Write a cert, and the certificate index entries that change with it (`cert_index_entries`)."""
     if cert.amount <= 0:
         require(False, f"cert {cert.id}: amount must be positive")
     if not 0 <= cert.depth <= LINEAGE_DEPTH_MAX:
         require(False, f"cert {cert.id}: depth {cert.depth} outside 0..{LINEAGE_DEPTH_MAX}")
     if previous is None:
-        view.put(party_key(cert.holder, cert.root_id, cert.id), b"")
-    elif previous.holder != cert.holder and cert.holder != previous.finance_bank:
-        view.put(party_key(cert.holder, cert.root_id, cert.id), b"")  # (the asked bank is a party already)
-    if cert.finance_bank is not None and (previous is None or previous.finance_bank != cert.finance_bank):
-        view.put(party_key(cert.finance_bank, cert.root_id, cert.id), b"")
-    was_held = previous is not None and previous.status in LIVE_STATUSES
-    is_held = cert.status in LIVE_STATUSES
-    if was_held and previous is not None and (not is_held or previous.holder != cert.holder):
-        view.delete(holdings_prefix(previous.holder) + cert.id.encode())
-    if is_held and (not was_held or previous is None or previous.holder != cert.holder):
-        view.put(holdings_prefix(cert.holder) + cert.id.encode(), b"")
+        for key, value in cert_index_entries(cert):
+            view.put(key, value)
+    elif _indexed_fields(previous) != _indexed_fields(cert):
+        if (previous.id, previous.root_id, previous.ordinal) != (cert.id, cert.root_id, cert.ordinal):
+            require(False, f"cert {cert.id}: its id, root and ordinal never change")
+        before, after = dict(cert_index_entries(previous)), dict(cert_index_entries(cert))
+        for key in before.keys() - after.keys():
+            view.delete(key)
+        for key, value in after.items():
+            if before.get(key) != value:
+                view.put(key, value)
     view.put(cert_key(cert.id), encode_record(cert))
 
 
-def add_to_lineage(view: StateView, root_id: str, cert_ids: list[str]) -> None:
-    """Append certs, in order, to their root's lineage (the root itself is ordinal 0)."""
+def _indexed_fields(cert: Cert) -> tuple[Any, ...]:
+    """What `cert_index_entries` reads besides id, root and ordinal (which never change)."""
+    return cert.holder, cert.status in LIVE_STATUSES, cert.seller, cert.finance_bank, cert.asked
+
+
+def cert_index_entries(cert: Cert) -> list[tuple[bytes, bytes]]:
+    """The certificate index entries one cert implies (see the module docstring): its holder's holding if live,
+    its place in its lineage, and a party entry for each org that holds, held or was asked to finance it."""
+    cert_id = cert.id.encode()
+    entries = [(lineage_prefix(cert.root_id) + b"%010d" % cert.ordinal, cert_id)]
+    if cert.status in LIVE_STATUSES:
+        entries.append((holdings_prefix(cert.holder) + cert_id, b""))
+    parties = {cert.holder, *cert.asked}
+    if cert.seller is not None:
+        parties.add(cert.seller)
+    if cert.finance_bank is not None:
+        parties.add(cert.finance_bank)
+    entries += [(party_prefix(org, cert.root_id) + cert_id, b"") for org in sorted(parties)]
+    return entries
+
+
+class CertIndex:
+    """The certificate index as the ledger's `DerivedIndex`: keys `h/`, `l/`, `p/`, derived from `c/` records."""
+
+    __slots__ = ()
+    prefixes: tuple[bytes, ...] = (b"h/", b"l/", b"p/")
+
+    def entries(self, key: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
+        if not key.startswith(CERT_PREFIX):
+            return []
+        cert = decode_record(Cert, value)
+        require(cert_key(cert.id) == key, f"cert record {key!r} holds cert {cert.id!r}")
+        return cert_index_entries(cert)
+
+
+CERT_INDEX = CertIndex()
+"""What every ecert node opens its state store with (node/server.py)."""
+
+
+def next_ordinals(view: StateView, root_id: str, count: int) -> list[int]:
+    """Reserve the next `count` ordinals of a root's lineage (the root itself takes ordinal 0)."""
     count_key = lineage_count_key(root_id)
     raw = view.get(count_key)
-    ordinal = 0 if raw is None else int(raw)
-    if ordinal + len(cert_ids) >= 10**10:
+    first = 0 if raw is None else int(raw)
+    if first + count >= 10**10:
         require(False, f"lineage {root_id} is full")
-    prefix = lineage_prefix(root_id)
-    for cert_id in cert_ids:
-        view.put(prefix + b"%010d" % ordinal, cert_id.encode())
-        ordinal += 1
-    view.put(count_key, str(ordinal).encode())
+    view.put(count_key, str(first + count).encode())
+    return list(range(first, first + count))
 
 
 def lineage_ids(view: StateView, root_id: str) -> list[str]:

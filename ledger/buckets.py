@@ -120,17 +120,25 @@ class BucketIndex:
         summaries = (SUMMARY_BYTES + SUMMARY_OVERHEAD_BYTES) * len(self.summaries)
         return self.tree.nbytes + entries + BUCKET_OVERHEAD_BYTES * len(self.leaves) + summaries
 
-    def stage(self, batch: Any, db: Any, changes: dict[bytes, bytes | None], known: dict[bytes, bytes | None]
-              ) -> bytes:
+    def stage(self, batch: Any, db: Any, changes: dict[bytes, bytes | None], known: dict[bytes, bytes | None],
+              unrooted: tuple[bytes, ...] = ()) -> bytes:
         """Put state changes (`S`) and their index records into `batch`, update the in-memory index, return the
         new root. `known` holds committed values already read in this block (key -> value or None): a write of
         the value a key already has is dropped without hashing. Other no-op writes need no read: a bucket whose
-        entries come out unchanged is not rewritten. `db` is read for split buckets' touched sub-buckets only."""
+        entries come out unchanged is not rewritten. `db` is read for split buckets' touched sub-buckets only.
+        Keys starting with one of `unrooted` (a derived index's, ledger/derived_index.py) are written as they
+        are and not hashed."""
         pending: dict[bytes, dict[bytes, bytes | None]] = {}
         put, delete = batch.put, batch.delete
         key_hash, leaf_of, prefix_of = hashed_key, leaf_hash, bucket_prefix
         for key, value in changes.items():
             if key in known and known[key] == value:
+                continue
+            if key.startswith(unrooted):
+                if value is None:
+                    delete(STATE + key)
+                else:
+                    put(STATE + key, value)
                 continue
             hk = key_hash(key)
             if value is None:

@@ -4,8 +4,10 @@ One byte tag, then the rest (full description in docs/STORAGE.md):
 
     M head            -> msgpack [height, block_hash, state_root, time, applied_index]
     M genesis         -> msgpack [genesis_hash, chain_id, genesis_time]
-    M format          -> b"3"  (older formats: ledger/migrate.py)
-    S <state key>     -> state value (the executor's keys, verbatim)
+    M format          -> b"4"  (older formats: ledger/migrate.py)
+    M index           -> msgpack list of the derived index's key prefixes (ledger/derived_index.py)
+    S <state key>     -> state value (the executor's keys, verbatim; those under a derived index's prefixes
+                         are not hashed into the root)
     H <sha256(key)>   -> leaf hash of that entry, if its state-root bucket (the first 2 bytes) is unsplit
     P <sha256(key)>   -> the same, if its bucket is split (over 16 entries; ledger/state_root.py)
     R <bucket:2 BE>   -> a split bucket's summary: its hash, u32be entry count and 16 sub-bucket hashes
@@ -39,9 +41,10 @@ from ledger.block import (
 from ledger.errors import BlockDecodeError
 from ledger.state_root import EMPTY_ROOT
 
-STORE_FORMAT = b"3"
+STORE_FORMAT = b"4"
 """Layout version. 3: a leaf entry per key (`H`, or `P` in a split bucket) and a summary `R` per split bucket;
-the tree above the buckets in memory only. Older layouts are migrated or refused at open (ledger/migrate.py)."""
+the tree above the buckets in memory only. 4: the same, and `M index` names the state keys of a derived index,
+which are not hashed. Older layouts are migrated or refused at open (ledger/migrate.py)."""
 TX_ID_CHARS_MAX = 128
 """Longest tx id (ASCII): bounds the `T` keys."""
 
@@ -55,6 +58,7 @@ BLOCK = b"B"
 HEAD_KEY = META + b"head"
 GENESIS_KEY = META + b"genesis"
 FORMAT_KEY = META + b"format"
+INDEX_KEY = META + b"index"
 
 WRITE_BUFFER_BYTES = 16 << 20
 """LevelDB memtable size (twice this in memory while one is flushed)."""

@@ -3,8 +3,9 @@
 The stream (msgpack objects, docs/STORAGE.md "Snapshots"): header `[magic, format, head, genesis, last_block |
 None]`, then one `[kind, key, value]` per state entry (kind 0) and tx record (kind 1), then the trailer
 `["end", record count, sha256 of every byte before the trailer]`. Block bodies other than the last are not
-included; outcomes are, so replays still get their first outcome. The bucket index (`H`, `P`, `R`) is not
-shipped: it is derived, and rebuilt on import.
+included; outcomes are, so replays still get their first outcome. The bucket index (`H`, `P`, `R`) and the
+application's derived index (ledger/derived_index.py) are not shipped: both are derived, and rebuilt on import,
+so a sender cannot hand over an index that disagrees with the state the root vouches for.
 
 An import never touches the live store until the whole snapshot has checked out: it is written into a fresh
 LevelDB at `<path>.import` (`write_import`), which is closed and fsynced; then `swap_in` renames the live
@@ -25,6 +26,7 @@ import msgpack
 
 from consensus.fsync import fsync_dir, fsync_tree
 from ledger.buckets import bucket_records
+from ledger.derived_index import NO_INDEX, DerivedIndex, encode_prefixes
 from ledger.errors import SnapshotError
 from ledger.executor import decode_tx_record
 from ledger.schema import (
@@ -32,6 +34,7 @@ from ledger.schema import (
     FORMAT_KEY,
     GENESIS_KEY,
     HEAD_KEY,
+    INDEX_KEY,
     STATE,
     STORE_FORMAT,
     TX,
@@ -49,10 +52,13 @@ from ledger.state_root import HASH_BYTES, RootTree, hashed_key, leaf_hash
 from ledger.state_view import KEY_BYTES_MAX, VALUE_BYTES_MAX
 
 SNAPSHOT_MAGIC = "ecert-ledger-snapshot"
-SNAPSHOT_FORMAT = 2
-"""Written by the export. 2: the head carries a split-bucket state root. Format 1 (same stream) is still
-imported, its root recomputed, so a store can be rebuilt from a Raft snapshot taken before the change."""
+SNAPSHOT_FORMAT = 3
+"""Written by the export. 2: the head carries a split-bucket state root. 3: the state records leave out the
+derived index's keys, and the root is over the rest. Format 1 (same stream, roots without split buckets) is
+still imported, its root recomputed, and format 2 as it is, so a store can be rebuilt from a Raft snapshot taken
+before the change; both only into a store without a derived index (their roots cover the index keys)."""
 _SNAPSHOT_FORMAT_1 = 1
+_SNAPSHOT_FORMAT_2 = 2
 SNAPSHOT_CHUNK_BYTES = 4 << 20
 """The export's chunk size: bounds what a snapshot being written holds in memory besides LevelDB's own."""
 IMPORT_SUFFIX = ".import"
@@ -70,9 +76,11 @@ _SNAP_TX = 1
 # --- export ------------------------------------------------------------------------------------------------------
 
 
-def export_chunks(snap: Any, chunk_bytes: int) -> Iterator[bytes]:
+def export_chunks(snap: Any, chunk_bytes: int, unrooted: tuple[bytes, ...] = ()) -> Iterator[bytes]:
     """The stream of the store pinned by the LevelDB snapshot `snap`, as consecutive chunks of about
-    `chunk_bytes`; closes `snap` once consumed."""
+    `chunk_bytes`, without the state keys under the prefixes `unrooted` (a derived index's); closes `snap` once
+    consumed."""
+    skip = tuple(STATE + prefix for prefix in unrooted)
     packer = msgpack.Packer(use_bin_type=True)
     digest = hashlib.sha256()
     pieces: list[bytes] = []
@@ -88,6 +96,8 @@ def export_chunks(snap: Any, chunk_bytes: int) -> Iterator[bytes]:
         for tag, kind in ((STATE, _SNAP_STATE), (TX, _SNAP_TX)):
             with snap.iterator(prefix=tag) as it:
                 for key, value in it:
+                    if key.startswith(skip):
+                        continue
                     piece = packer.pack([kind, key[1:], value])
                     pieces.append(piece)
                     size += len(piece)
@@ -108,10 +118,11 @@ def export_chunks(snap: Any, chunk_bytes: int) -> Iterator[bytes]:
 # --- import ------------------------------------------------------------------------------------------------------
 
 
-def write_import(target: str, data: bytes, genesis_hash: bytes | None) -> None:
+def write_import(target: str, data: bytes, genesis_hash: bytes | None, index: DerivedIndex = NO_INDEX) -> None:
     """Check the snapshot `data` (checksum, record count, bounds, its state against its root, its genesis
-    against `genesis_hash` if given) and write it as a complete store at `target`, closed and fsynced.
-    Raises SnapshotError, leaving no `target` behind, if it does not check out."""
+    against `genesis_hash` if given) and write it as a complete store at `target`, closed and fsynced, with
+    `index`'s entries derived from its state. Raises SnapshotError, leaving no `target` behind, if it does not
+    check out."""
     try:
         fmt, head, genesis, last_block, records = _parse_header(data)
     except SnapshotError:
@@ -120,12 +131,16 @@ def write_import(target: str, data: bytes, genesis_hash: bytes | None) -> None:
         raise SnapshotError(f"malformed snapshot header: {type(exc).__name__}") from None
     if genesis_hash is not None and genesis is not None and genesis.genesis_hash != genesis_hash:
         raise SnapshotError("snapshot is of another chain (genesis hash differs)")
+    if fmt != SNAPSHOT_FORMAT and index.prefixes:
+        raise SnapshotError(f"snapshot format {fmt} hashes every state key into its root; this store keeps a "
+                            "derived index beside it (take a new snapshot with this version)")
     shutil.rmtree(target, ignore_errors=True)
     fresh = open_db(target)
     try:
         writer = _ChunkedWriter(fresh)
         writer.put(FORMAT_KEY, STORE_FORMAT)
-        leaves = _stage_records(writer, data, records)
+        writer.put(INDEX_KEY, encode_prefixes(index))
+        leaves = _stage_records(writer, data, records, index)
         leaves.sort()
         for i in range(1, len(leaves)):
             if leaves[i - 1][:HASH_BYTES] == leaves[i][:HASH_BYTES]:
@@ -208,7 +223,7 @@ def _parse_header(data: bytes) -> tuple[int, Head, Genesis | None, bytes | None,
         or len(row) != 5
         or row[0] != SNAPSHOT_MAGIC
         or type(row[1]) is not int
-        or row[1] not in (SNAPSHOT_FORMAT, _SNAPSHOT_FORMAT_1)
+        or row[1] not in (SNAPSHOT_FORMAT, _SNAPSHOT_FORMAT_2, _SNAPSHOT_FORMAT_1)
     ):
         raise SnapshotError("not a ledger snapshot (bad magic or format)")
     _magic, fmt, head_bytes, genesis_bytes, last_block = row
@@ -225,9 +240,11 @@ def _parse_header(data: bytes) -> tuple[int, Head, Genesis | None, bytes | None,
     return fmt, head, genesis, last_block, unpacker
 
 
-def _stage_records(batch: Any, data: bytes, unpacker: Any) -> list[bytes]:
-    """Put every record of the snapshot into `batch`; returns hk||leaf entries for the root check."""
+def _stage_records(batch: Any, data: bytes, unpacker: Any, index: DerivedIndex) -> list[bytes]:
+    """Put every record of the snapshot into `batch`, and the derived index's entries of its state; returns
+    hk||leaf entries for the root check."""
     leaves: list[bytes] = []
+    prefixes, derive = index.prefixes, index.entries
     count = 0
     while True:
         offset = unpacker.tell()
@@ -251,8 +268,17 @@ def _stage_records(batch: Any, data: bytes, unpacker: Any) -> list[bytes]:
         if kind == _SNAP_STATE:
             if not (0 < len(key) <= KEY_BYTES_MAX) or len(value) > VALUE_BYTES_MAX:
                 raise SnapshotError("snapshot state key or value out of bounds")
+            if key.startswith(prefixes):
+                raise SnapshotError("snapshot carries a derived index key")
             batch.put(STATE + key, value)
             leaves.append(hashed_key(key) + leaf_hash(key, value))
+            try:
+                derived = list(derive(key, value))
+            except Exception as exc:  # a value the application cannot decode: the root vouched for it
+                raise SnapshotError(f"snapshot state entry {key[:64]!r} does not decode: {type(exc).__name__}"
+                                    ) from None
+            for index_key, index_value in derived:
+                batch.put(STATE + index_key, index_value)
         elif kind == _SNAP_TX:
             try:
                 record = decode_tx_record(value)

@@ -7,6 +7,7 @@ A composition of one-concern modules, each with its reason in its docstring:
 - ledger/apply.py: does a block chain onto the head (`check_chaining`), and what its txs do (`run_block`);
 - ledger/buckets.py: the state root's bucket index (`H`, `P`, `R`) and the in-memory tree over it
   (`BucketIndex`); the hash formulas themselves are ledger/state_root.py's;
+- ledger/derived_index.py: the application's secondary indexes, written in the same batch but not hashed;
 - ledger/committed_view.py: read views over the committed state;
 - ledger/snapshot.py: export stream, import into a fresh directory, the directory swap and its settling;
 - ledger/migrate.py: older store formats, migrated or refused at open.
@@ -32,6 +33,7 @@ from ledger.apply import check_chaining, run_block
 from ledger.block import HASH_BYTES, Block, block_hash
 from ledger.buckets import BucketIndex
 from ledger.committed_view import CommittedView
+from ledger.derived_index import NO_INDEX, DerivedIndex, check_index, derive_all, rooted
 from ledger.errors import GenesisMismatchError, StoreClosedError
 from ledger.executor import TxExecutor, TxOutcome, TxRecord, decode_tx_record
 from ledger.migrate import to_current_format
@@ -74,8 +76,10 @@ GENESIS_WRITES_MAX = 1 << 20
 class StateStore:
     """The ledger over one LevelDB directory. Not thread-safe for writers: one applier at a time."""
 
-    def __init__(self, db: Any, *, paranoid: bool, sync: bool) -> None:
+    def __init__(self, db: Any, *, paranoid: bool, sync: bool, index: DerivedIndex = NO_INDEX) -> None:
         self._db: Any = db
+        self._index = index
+        """The application's derived index: its keys are written like state but not hashed (ledger/derived_index.py)."""
         self._path: str | None = None
         """The LevelDB directory, when opened by `open` (needed to import a snapshot)."""
         self._paranoid = paranoid
@@ -88,16 +92,19 @@ class StateStore:
         self._load_meta()
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, paranoid: bool = False, sync: bool = True) -> StateStore:
+    def open(cls, path: str | os.PathLike[str], *, paranoid: bool = False, sync: bool = True,
+             index: DerivedIndex = NO_INDEX) -> StateStore:
         """Open (creating if missing). `paranoid` recomputes the state root from scratch after every block and
         requires it to equal the incremental one (debug: O(state) per block). `sync` fsyncs every batch.
+        `index`: the application's derived index; a store is always opened with the one it was created with.
         Finishes or undoes a snapshot import a crash interrupted; migrates or refuses an older format."""
+        check_index(index)
         path = os.fspath(path)
         settle_import(path)
         db = open_db(path)
         try:
-            to_current_format(db, sync=sync)
-            store = cls(db, paranoid=paranoid, sync=sync)
+            to_current_format(db, index, sync=sync)
+            store = cls(db, paranoid=paranoid, sync=sync, index=index)
         except BaseException:
             db.close()
             raise
@@ -286,20 +293,34 @@ class StateStore:
     ) -> bytes:
         """Put state changes and their root index entries into `batch` (call inside `_staging`); the new root.
         A method of its own so that node/bench/scale_bench.py can time this step."""
-        return self._buckets.stage(batch, self._db, changes, known)
+        return self._buckets.stage(batch, self._db, changes, known, self._index.prefixes)
 
     # invariants
 
     def recompute_state_root(self) -> bytes:
-        """The state root from scratch over every state entry (O(state)); must equal `state_root`."""
-        return state_root_of(self.scan(b""))
+        """The state root from scratch over every state entry but the derived index's (O(state)); must equal
+        `state_root`."""
+        return state_root_of(rooted(self.scan(b""), self._index.prefixes))
 
     def check_integrity(self) -> None:
         """Require the incremental root, the stored root index and the in-memory tree to match a from-scratch
-        recomputation over the state."""
+        recomputation over the state, and the derived index to be exactly what the rest of the state implies."""
         db = self._live_db()
         require(self.recompute_state_root() == self._head.state_root, "state root differs from recomputation")
-        self._buckets.check(db, self.scan(b""))
+        self._buckets.check(db, rooted(self.scan(b""), self._index.prefixes))
+        self._check_derived_index()
+
+    def _check_derived_index(self) -> None:
+        prefixes = self._index.prefixes
+        if not prefixes:
+            return
+        stored = {key: value for prefix in prefixes for key, value in self.scan(prefix)}
+        derived = derive_all(rooted(self.scan(b""), prefixes), self._index)
+        if stored != derived:
+            missing = sorted(set(derived) - set(stored))[:3]
+            extra = sorted(set(stored) - set(derived))[:3]
+            require(False, f"height {self._head.height}: the derived index differs from the state: missing "
+                           f"{missing!r}, not implied {extra!r}")
 
     def _check_root_if_paranoid(self) -> None:
         if self._paranoid:
@@ -307,6 +328,7 @@ class StateStore:
                 self.recompute_state_root() == self._head.state_root,
                 f"height {self._head.height}: incremental state root differs from recomputation",
             )
+            self._check_derived_index()
 
     # reads
 
@@ -379,11 +401,13 @@ class StateStore:
         (`block(h)` answers None for them after an import)."""
         require(chunk_bytes > 0, "chunk size must be positive")
         snap = self._live_db().snapshot()
-        return lambda: export_chunks(snap, chunk_bytes)
+        prefixes = self._index.prefixes
+        return lambda: export_chunks(snap, chunk_bytes, prefixes)
 
     def import_snapshot(self, data: bytes) -> None:
         """Replace everything in the store by the snapshot, after checking its checksum and that its state hashes
-        to the state root it claims; raises SnapshotError (and changes nothing) otherwise.
+        to the state root it claims; raises SnapshotError (and changes nothing) otherwise. The derived index is
+        not in the snapshot: it is rebuilt from the state it carries.
 
         Atomic without one WriteBatch of the whole state: the snapshot is written into a fresh LevelDB at
         `<path>.import`, then swapped in for the live directory (ledger/snapshot.py); `open` finishes or undoes
@@ -392,7 +416,7 @@ class StateStore:
         assert self._path is not None
         self._live_db()
         target = self._path + IMPORT_SUFFIX
-        write_import(target, data, None if self._genesis is None else self._genesis.genesis_hash)
+        write_import(target, data, None if self._genesis is None else self._genesis.genesis_hash, self._index)
         self._db.close()
         self._db = None
         swap_in(self._path, target)

@@ -32,7 +32,7 @@ from consensus.ready import Role
 from ecert.executor import EcertExecutor
 from ecert.genesis import genesis_from_json, genesis_hash, genesis_writes
 from ecert.membership import REMOVED, NodeMember, get_member, membership
-from ecert.state import get_org
+from ecert.state import CERT_INDEX, get_org
 from ecert.tx import decode_tx, raw_tx_id
 from ledger.store import StateStore
 from node.config import ClusterConfig
@@ -168,7 +168,7 @@ class Node:
         # No fsync per block: the Raft log (fsynced) holds every committed block until a Raft snapshot, and a
         # Raft snapshot carries the store's state. After a power loss the store is rebuilt from those (the
         # driver re-imports the snapshot if the store is behind it, then replays the log).
-        self.store = StateStore.open(str(self.data_dir / "state"), sync=False)
+        self.store = StateStore.open(str(self.data_dir / "state"), sync=False, index=CERT_INDEX)
         ghash = genesis_hash(doc)
         if self.store.initialized and self.store.genesis_hash != ghash:
             raise StartupError(f"{self.data_dir / 'state'} was built from another genesis document")

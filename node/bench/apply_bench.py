@@ -48,6 +48,7 @@ from ecert.executor import EcertExecutor
 from ecert.genesis import GenesisDoc, GenesisOrg, genesis_hash, genesis_writes
 from ecert.keys import org_keys_from_seed
 from ecert.rules import cert_id_for
+from ecert.state import CERT_INDEX
 from ecert.tx import decode_envelope, make_tx, tx_id_of
 from node.genesis_file import NEW_CHAIN_PARAMS
 
@@ -161,7 +162,7 @@ def bench_transfers(args: argparse.Namespace) -> dict[str, object]:
           file=sys.stderr)
     doc, setup, transfers = build_transfers(args.txs, args.chains, args.rules)
     executor = EcertExecutor(CHAIN)
-    with tempfile.TemporaryDirectory() as tmp, StateStore.open(Path(tmp) / "state", sync=args.sync) as store:
+    with tempfile.TemporaryDirectory() as tmp, StateStore.open(Path(tmp) / "state", sync=args.sync, index=CERT_INDEX) as store:
         print(f"prefilling {args.prefill_keys} keys ...", file=sys.stderr)
         t = time.process_time()
         store.init_genesis(genesis_hash(doc), [*genesis_writes(doc), *prefill_writes(args.prefill_keys)],
@@ -252,7 +253,7 @@ def bench_apply(doc: GenesisDoc, txs: list[bytes], block_txs: int, sync: bool) -
     from ledger.store import StateStore
 
     executor = EcertExecutor(CHAIN)
-    with tempfile.TemporaryDirectory() as tmp, StateStore.open(Path(tmp) / "state", sync=sync) as store:
+    with tempfile.TemporaryDirectory() as tmp, StateStore.open(Path(tmp) / "state", sync=sync, index=CERT_INDEX) as store:
         store.init_genesis(genesis_hash(doc), genesis_writes(doc), chain_id=CHAIN, genesis_time=T0)
         blocks = [txs[i:i + block_txs] for i in range(0, len(txs), block_txs)]
         committed = 0

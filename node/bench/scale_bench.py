@@ -54,6 +54,7 @@ from ecert.executor import EcertExecutor
 from ecert.genesis import GenesisDoc, GenesisOrg, genesis_hash, genesis_writes
 from ecert.keys import OrgKeys, org_keys_from_seed
 from ecert.rules import cert_id_for
+from ecert.state import CERT_INDEX
 from ecert.tx import AMOUNT_MAX, encode_payload, make_tx, tx_id_of
 from ledger.block import make_block
 from ledger.executor import BlockContext, TxOutcome
@@ -405,7 +406,7 @@ def run_bench(orgs: int, certs: int, block_txs: int, path: Path, *, banks: int =
         raise SystemExit(f"{path} is not empty: give a fresh --dir")
 
     pool = multiprocessing.get_context("fork").Pool(sign_workers) if sign_workers > 0 else None
-    store = StateStore.open(path, sync=False)
+    store = StateStore.open(path, sync=False, index=CERT_INDEX)
     t_start = time.perf_counter()
     try:
         doc = plan.genesis()

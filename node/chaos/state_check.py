@@ -15,6 +15,7 @@ from typing import Any
 
 from consensus.invariant import InvariantViolation
 from ecert.invariants import check_invariants
+from ecert.state import CERT_INDEX
 from ledger.errors import LedgerError
 from ledger.store import StateStore
 
@@ -30,7 +31,7 @@ def check_node_state(data_dir: Path) -> dict[str, Any]:
         out["error"] = f"no state directory at {path}"
         return out
     try:
-        store = StateStore.open(path, sync=False)
+        store = StateStore.open(path, sync=False, index=CERT_INDEX)
     except (LedgerError, OSError, ValueError) as e:
         out["error"] = f"cannot open {path}: {type(e).__name__}: {e}"
         return out

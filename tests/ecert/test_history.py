@@ -15,6 +15,7 @@ from ecert.access import Reader
 from ecert.executor import EcertExecutor
 from ecert.genesis import genesis_hash, genesis_writes
 from ecert.rules import cert_id_for
+from ecert.state import CERT_INDEX
 from ecert.tx import decode_envelope, tx_id_of
 from ledger.block import make_block
 from ledger.executor import TxOutcome, TxRecord
@@ -216,7 +217,7 @@ def test_several_txs_of_one_block_keep_their_block_order_on_a_real_store(tmp_pat
     blocks = [(T0 + 1000, [grant, anchor, confirm, issue, accept, split]),
               (T0 + 2000, [pays[0], grant, pays[1], pays[2]]),  # a repeated tx is not run again
               (T0 + 31 * DAY, [settle_root])]
-    with StateStore.open(tmp_path / "s") as store:
+    with StateStore.open(tmp_path / "s", paranoid=True, index=CERT_INDEX) as store:
         store.init_genesis(genesis_hash(w.genesis), genesis_writes(w.genesis), chain_id=CHAIN, genesis_time=T0)
         for height, (time, txs) in enumerate(blocks, start=1):
             store.apply_block(make_block(height, store.block_hash, time, "n1", tuple(txs)), EcertExecutor(CHAIN))

@@ -18,6 +18,7 @@ from ecert.executor import EcertExecutor
 from ecert.genesis import genesis_hash, genesis_writes
 from ecert.invariants import check_invariants
 from ecert.rules import cert_id_for
+from ecert.state import CERT_INDEX
 from ecert.tx import decode_envelope, tx_id_of
 from ledger.block import make_block
 from ledger.executor import TxOutcome
@@ -402,7 +403,7 @@ def test_the_block_hook_runs_in_the_ledger_and_replicas_agree(tmp_path: Path) ->
     blocks = [(T0 + 1000, [grant, anchor, confirm, issue]), (T0 + 1000 + WINDOW, [])]
     roots = []
     for name in ("a", "b"):
-        with StateStore.open(tmp_path / name) as store:
+        with StateStore.open(tmp_path / name, paranoid=True, index=CERT_INDEX) as store:
             store.init_genesis(genesis_hash(w.genesis), genesis_writes(w.genesis), chain_id=CHAIN, genesis_time=T0)
             for height, (time, txs) in enumerate(blocks, start=1):
                 store.apply_block(make_block(height, store.block_hash, time, "n1", tuple(txs)), EcertExecutor(CHAIN))

@@ -13,6 +13,7 @@ from ecert.executor import EcertExecutor
 from ecert.genesis import genesis_hash, genesis_writes
 from ecert.invariants import check_invariants
 from ecert.rules import cert_id_for
+from ecert.state import CERT_INDEX
 from ecert.tx import decode_envelope, tx_id_of
 from ledger.block import make_block
 from ledger.store import StateStore
@@ -36,7 +37,7 @@ def _blocks(w: World) -> list[list[bytes]]:
 
 def _run(path: Path, blocks: list[list[bytes]]) -> tuple[StateStore, list[list[tuple[str, str | None]]]]:
     w = World(check=False)
-    store = StateStore.open(path)
+    store = StateStore.open(path, paranoid=True, index=CERT_INDEX)
     store.init_genesis(genesis_hash(w.genesis), genesis_writes(w.genesis), chain_id=CHAIN, genesis_time=T0)
     executor = EcertExecutor(CHAIN)
     results = []
@@ -69,7 +70,7 @@ def test_reopened_store_answers_queries(tmp_path: Path) -> None:
     store, _ = _run(tmp_path / "s", _blocks(World()))
     root_hash = store.state_root
     store.close()
-    with StateStore.open(tmp_path / "s") as store:
+    with StateStore.open(tmp_path / "s", paranoid=True, index=CERT_INDEX) as store:
         assert store.state_root == root_hash
         tier2 = queries.get_holdings(store, "tier2")
         assert tier2 is not None and [c["amount"] for c in tier2["certs"]] == [1500]

@@ -485,7 +485,7 @@ def test_a_store_of_another_format_is_refused(tmp_path: Path) -> None:
     with StateStore.open(path, sync=False) as s:
         s.init_genesis(GENESIS, [(b"a", b"1")])
     db = plyvel.DB(str(path))
-    assert db.get(b"Mformat") == STORE_FORMAT == b"3"
+    assert db.get(b"Mformat") == STORE_FORMAT == b"4"
     db.put(b"Mformat", b"1")
     db.close()
     with pytest.raises(InvariantViolation, match="format"):
@@ -511,23 +511,24 @@ def test_a_format_1_snapshot_imports_with_its_root_recomputed(
     store: StateStore, kv: KvExecutor, tmp_path: Path
 ) -> None:
     """Format 1 snapshots (taken before split buckets) stay usable to rebuild a store: their root is replaced
-    by this state's root. Other unknown formats are refused, and format 2 still checks its root."""
+    by this state's root. Other unknown formats are refused, and formats 2 and 3 still check their root."""
     store.apply_block(next_block(store, *[kv_tx(i, ["put", f"k/{i}".encode(), b"v"]) for i in range(30)]), kv)
     data = store.export_snapshot()
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(data)
-    assert unpacker.unpack()[1] == SNAPSHOT_FORMAT == 2  # what an export writes now
+    assert unpacker.unpack()[1] == SNAPSHOT_FORMAT == 3  # what an export writes now
     old_root = b"\x5a" * 32  # stands for the format 1 root such a snapshot carried
     with StateStore.open(tmp_path / "other", paranoid=True, sync=False) as other:
         other.import_snapshot(_rewrite_snapshot(data, 1, old_root))
         assert other.state_root == store.state_root != old_root
         assert (other.height, other.block_hash) == (store.height, store.block_hash)
         other.check_integrity()
-        for fmt in (0, 3):
+        for fmt in (0, 4):
             with pytest.raises(SnapshotError, match="format"):
                 other.import_snapshot(_rewrite_snapshot(data, fmt, store.state_root))
-        with pytest.raises(SnapshotError, match="root"):
-            other.import_snapshot(_rewrite_snapshot(data, 2, old_root))
+        for fmt in (2, 3):
+            with pytest.raises(SnapshotError, match="root"):
+                other.import_snapshot(_rewrite_snapshot(data, fmt, old_root))
         assert other.head == store.head
 
 
@@ -598,7 +599,7 @@ def test_a_format_2_store_is_migrated_on_open(tmp_path: Path, kv: KvExecutor, mo
         s.apply_block(next_block(s, kv_tx("after", ["put", b"p/3", b"back"])), kv)
         s.check_integrity()
     db = plyvel.DB(str(path))
-    assert db.get(b"Mformat") == b"3"
+    assert db.get(b"Mformat") == b"4"
     assert not any(True for _ in db.iterator(prefix=b"N"))  # stored inner nodes are gone
     assert any(True for _ in db.iterator(prefix=b"R")) and any(True for _ in db.iterator(prefix=b"P"))  # split
     db.close()

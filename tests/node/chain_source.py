@@ -9,6 +9,7 @@ from typing import Any
 
 from ecert.executor import EcertExecutor
 from ecert.genesis import genesis_hash, genesis_writes
+from ecert.state import CERT_INDEX
 from ledger.block import make_block
 from ledger.store import StateStore
 from node.proposer import outcome_answer
@@ -21,7 +22,7 @@ class Chain:
 
     def __init__(self, path: Path, node_id: str = "n1", org: str = "tier1") -> None:
         self.w = World(regulator=True, check=False)
-        self.store = StateStore.open(path, sync=False)
+        self.store = StateStore.open(path, sync=False, index=CERT_INDEX)
         self.store.init_genesis(genesis_hash(self.w.genesis), genesis_writes(self.w.genesis), chain_id=CHAIN,
                                 genesis_time=self.w.now - 1000)
         self.executor = EcertExecutor(CHAIN)

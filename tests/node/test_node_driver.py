@@ -18,6 +18,7 @@ from ecert.executor import EcertExecutor
 from ecert.genesis import genesis_hash, genesis_writes
 from ecert.governance import proposal_id_for
 from ecert.membership import NodeMember, get_member, membership
+from ecert.state import CERT_INDEX
 from ecert.tx import raw_tx_id
 from ledger.block import block_hash, encode_block, make_block
 from ledger.store import StateStore
@@ -53,7 +54,7 @@ class Hooks:
 
 
 def open_replica(tmp: Path, hooks: Hooks, snapshot_entries: int = 1000) -> RaftDriver:
-    store = StateStore.open(str(tmp / "state"))
+    store = StateStore.open(str(tmp / "state"), index=CERT_INDEX)
     store.init_genesis(GENESIS, [], chain_id="t", genesis_time=0)
     r = RaftDriver(node_id="a", raft_dir=tmp / "raft", store=store, executor=EcertExecutor("t"),
                 bootstrap_voters=("a",), send=lambda m: None, hooks=hooks, snapshot_entries=snapshot_entries)
@@ -132,7 +133,7 @@ def test_a_block_that_does_not_chain_is_skipped(tmp_path: Path) -> None:
 
 
 def open_replica_ticking(tmp: Path, hooks: Hooks, tick_ms: int) -> RaftDriver:
-    store = StateStore.open(str(tmp / "state"))
+    store = StateStore.open(str(tmp / "state"), index=CERT_INDEX)
     store.init_genesis(GENESIS, [], chain_id="t", genesis_time=0)
     return RaftDriver(node_id="a", raft_dir=tmp / "raft", store=store, executor=EcertExecutor("t"),
                    bootstrap_voters=("a",), send=lambda m: None, hooks=hooks, tick_ms=tick_ms)
@@ -169,7 +170,7 @@ async def test_the_driver_runs_a_ready_when_woken_without_waiting_for_a_tick(tmp
 
 def open_follower(tmp: Path, hooks: Hooks, **kwargs: Any) -> RaftDriver:
     """Node "b" of a two-voter cluster whose other voter never answers: it only hears what a test steps."""
-    store = StateStore.open(str(tmp / "state"))
+    store = StateStore.open(str(tmp / "state"), index=CERT_INDEX)
     store.init_genesis(GENESIS, [], chain_id="t", genesis_time=0)
     return RaftDriver(node_id="b", raft_dir=tmp / "raft", store=store, executor=EcertExecutor("t"),
                       bootstrap_voters=("a", "b"), send=lambda m: None, hooks=hooks, **kwargs)
@@ -257,7 +258,7 @@ class MemberHooks(Hooks):
 def open_governed(tmp: Path, w: World, node_id: str, voters: tuple[str, ...], hooks: MemberHooks,
                   sent: list[Message] | None = None) -> RaftDriver:
     """A driver whose state starts from `w`'s genesis (its `nodes` are the membership in state)."""
-    store = StateStore.open(str(tmp / "state"))
+    store = StateStore.open(str(tmp / "state"), index=CERT_INDEX)
     store.init_genesis(genesis_hash(w.genesis), genesis_writes(w.genesis), chain_id=CHAIN, genesis_time=T0)
     return RaftDriver(node_id=node_id, raft_dir=tmp / "raft", store=store, executor=EcertExecutor(CHAIN),
                       bootstrap_voters=voters, send=(sent.append if sent is not None else lambda m: None),

@@ -18,6 +18,7 @@ from ecert import codes
 from ecert.executor import EcertExecutor
 from ecert.genesis import GenesisDoc, GenesisOrg, genesis_hash, genesis_writes
 from ecert.keys import org_keys_from_seed
+from ecert.state import CERT_INDEX
 from ecert.tx import make_tx, raw_tx_id
 from ledger.block import make_block
 from ledger.store import StateStore
@@ -103,7 +104,7 @@ class FakeNode:
 
 
 def open_store(path: Path) -> StateStore:
-    store = StateStore.open(str(path), sync=False)
+    store = StateStore.open(str(path), sync=False, index=CERT_INDEX)
     store.init_genesis(genesis_hash(GENESIS), genesis_writes(GENESIS), chain_id=CHAIN, genesis_time=T0)
     return store
 
