@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from itertools import chain, count, groupby, repeat
 from operator import sub
-from typing import Any
+from typing import Any, ClassVar
 
 import msgpack
 
@@ -79,7 +79,7 @@ class _LastEntries:
     equal entries (a C-level check: identical objects compare equal without calling `Entry.__eq__`), so that a
     leader's broadcast encodes its entries once, not once per follower."""
 
-    last: tuple[tuple[Entry, ...], bytes] = ((), b"")
+    last: ClassVar[tuple[tuple[Entry, ...], bytes]] = ((), b"")
 
 
 def _packed_entries(entries: tuple[Entry, ...]) -> bytes:

@@ -7,23 +7,25 @@ or a *peer* broke the protocol (`ProtocolError`, raised by the codec on malforme
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from consensus.messages import NodeId
 
 
 class RaftError(Exception):
-    code = "raft_error"
+    code: ClassVar[str] = "raft_error"
 
 
 class ConfigError(RaftError):
     """A `Config` limit is missing, out of range or inconsistent with another."""
 
-    code = "invalid_config"
+    code: ClassVar[str] = "invalid_config"
 
 
 class NotLeaderError(RaftError):
     """The request needs the leader; `leader_id` is the leader this node knows of (None if none)."""
 
-    code = "not_leader"
+    code: ClassVar[str] = "not_leader"
 
     def __init__(self, leader_id: NodeId | None) -> None:
         super().__init__(f"not the leader (leader: {leader_id or 'unknown'})")
@@ -34,16 +36,16 @@ class ProposalDroppedError(RaftError):
     """The leader refused a proposal: a leadership transfer or a conf change is pending, or the uncommitted
     tail is over `max_uncommitted_bytes`. Retrying later may succeed."""
 
-    code = "proposal_dropped"
+    code: ClassVar[str] = "proposal_dropped"
 
 
 class InvalidRequestError(RaftError):
     """The caller passed an argument the core cannot act on (e.g. an empty ReadIndex context)."""
 
-    code = "invalid_request"
+    code: ClassVar[str] = "invalid_request"
 
 
 class ProtocolError(RaftError):
     """Bytes from a peer are not a well-formed message (or conf change)."""
 
-    code = "protocol_error"
+    code: ClassVar[str] = "protocol_error"

@@ -92,7 +92,7 @@ def encode_version() -> bytes:
 def decode_version(value: bytes) -> int:
     """The store's format version: FORMAT_VERSION or one of FORMAT_VERSIONS_MIGRATED; `CorruptionError` if not."""
     version = unseal(KEY_VERSION, value)
-    if isinstance(version, bool) or version not in (*FORMAT_VERSIONS_MIGRATED, FORMAT_VERSION):
+    if isinstance(version, bool) or (version != FORMAT_VERSION and version not in FORMAT_VERSIONS_MIGRATED):
         raise CorruptionError(f"unknown storage format version {version!r}")
     return int(version)
 

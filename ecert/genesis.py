@@ -155,6 +155,15 @@ def _validate_nodes(doc: GenesisDoc) -> None:
 
 def genesis_from_json(obj: Any) -> GenesisDoc:
     """Parse the genesis.json object (raises GenesisError on anything malformed)."""
+    try:
+        return _parse_genesis(obj)
+    except TypeError as exc:
+        # The compiled build (setup.py) checks the records' field types as they are built, before the checks
+        # that name the field: a field of the wrong type is still the GenesisError it is.
+        raise GenesisError(f"a genesis field has the wrong type: {exc}") from None
+
+
+def _parse_genesis(obj: Any) -> GenesisDoc:
     keys = set(obj) if isinstance(obj, Mapping) else None
     if keys is None or not _DOC_FIELDS_REQUIRED <= keys <= _DOC_FIELDS:
         raise GenesisError('genesis must be an object with exactly "chain_id", "genesis_time", "orgs" and '
@@ -179,6 +188,7 @@ def genesis_from_json(obj: Any) -> GenesisDoc:
                                         item["voter"]))
     return GenesisDoc(obj["chain_id"], obj["genesis_time"], tuple(parsed), tuple(parsed_nodes),
                       tuple(sorted(params.items())))
+
 
 
 def genesis_to_json(doc: GenesisDoc) -> dict[str, Any]:

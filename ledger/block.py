@@ -74,18 +74,26 @@ def _header_row(header: BlockHeader) -> list[Any]:
 
 def header_problem(header: BlockHeader) -> str | None:
     """Why `header` is out of bounds, or None if it is well-formed."""
-    if type(header.height) is not int or not (1 <= header.height <= HEIGHT_MAX):
+    return header_row_problem(_header_row(header))
+
+
+def header_row_problem(row: list[Any]) -> str | None:
+    """Why a header's fields `[height, prev_hash, tx_root, time, proposer]` are out of bounds, or None. Checked
+    before a header is built from untrusted fields: a compiled `BlockHeader` (setup.py) refuses a field of the
+    wrong type with a TypeError, and a decoder must raise its own error, and only that."""
+    height, prev_hash, root, time, proposer = row
+    if type(height) is not int or not (1 <= height <= HEIGHT_MAX):
         return "height must be an int in 1..2^63-1"
-    if type(header.prev_hash) is not bytes or len(header.prev_hash) != HASH_BYTES:
+    if type(prev_hash) is not bytes or len(prev_hash) != HASH_BYTES:
         return "prev_hash must be 32 bytes"
-    if type(header.tx_root) is not bytes or len(header.tx_root) != HASH_BYTES:
+    if type(root) is not bytes or len(root) != HASH_BYTES:
         return "tx_root must be 32 bytes"
-    if type(header.time) is not int or not (0 <= header.time <= TIME_MAX):
+    if type(time) is not int or not (0 <= time <= TIME_MAX):
         return "time must be an int in 0..2^63-1 (ms)"
-    if type(header.proposer) is not str or not header.proposer:
+    if type(proposer) is not str or not proposer:
         return "proposer must be a non-empty str"
     try:
-        proposer_bytes = header.proposer.encode("utf-8")
+        proposer_bytes = proposer.encode("utf-8")
     except UnicodeEncodeError:
         return "proposer must be valid UTF-8"
     if len(proposer_bytes) > PROPOSER_BYTES_MAX:
@@ -125,11 +133,11 @@ def encode_block(block: Block) -> bytes:
     return data
 
 
-def decode_block(data: bytes) -> Block:
+def decode_block(data: object) -> Block:
     """Strictly decode an encoded block. Raises BlockDecodeError, and only that, on anything malformed."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise BlockDecodeError(f"block must be bytes, got {type(data).__name__}")
-    data = bytes(data)
+    data = bytes(data)  # (`object`, not `bytes`: a compiled build would refuse a str with a TypeError)
     if len(data) > BLOCK_BYTES_MAX:
         raise BlockDecodeError(f"block of {len(data)} bytes over {BLOCK_BYTES_MAX}")
     try:
@@ -166,11 +174,10 @@ def _block_from_row(row: Any) -> Block:
         raise BlockDecodeError("header must be a 5-element array")
     if type(txs) is not list:
         raise BlockDecodeError("txs must be an array")
-    header = BlockHeader(*header_row)
-    problem = header_problem(header) or txs_problem(txs)
+    problem = header_row_problem(header_row) or txs_problem(txs)
     if problem is not None:
         raise BlockDecodeError(problem)
-    return Block(header, tuple(txs))
+    return Block(BlockHeader(*header_row), tuple(txs))
 
 
 def header_to_json(header: BlockHeader) -> dict[str, Any]:
@@ -189,11 +196,10 @@ def decode_header_row(row: Any) -> BlockHeader:
     """A header from its stored array form (used by the store); raises BlockDecodeError if malformed."""
     if type(row) is not list or len(row) != 5:
         raise BlockDecodeError("header must be a 5-element array")
-    header = BlockHeader(*row)
-    problem = header_problem(header)
+    problem = header_row_problem(row)
     if problem is not None:
         raise BlockDecodeError(problem)
-    return header
+    return BlockHeader(*row)
 
 
 def header_row(header: BlockHeader) -> list[Any]:

@@ -7,11 +7,13 @@ replica does identically). Broken internal invariants are `consensus.invariant.I
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class LedgerError(Exception):
     """Base of every ledger exception."""
 
-    code: str = "ledger_error"
+    code: ClassVar[str] = "ledger_error"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -21,14 +23,14 @@ class LedgerError(Exception):
 class BlockDecodeError(LedgerError):
     """The bytes are not a well-formed block (strict decoding: wrong type, extra field, over a limit, ...)."""
 
-    code = "block_malformed"
+    code: ClassVar[str] = "block_malformed"
 
 
 class StaleBlockError(LedgerError):
     """A block that does not chain onto the current head. `reason` says which check failed: "height",
     "prev_hash", "time", "tx_root" or "malformed" (fields out of bounds)."""
 
-    code = "block_stale"
+    code: ClassVar[str] = "block_stale"
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -38,16 +40,16 @@ class StaleBlockError(LedgerError):
 class SnapshotError(LedgerError):
     """A snapshot that cannot be imported: malformed, or its state root does not match what it claims."""
 
-    code = "snapshot_invalid"
+    code: ClassVar[str] = "snapshot_invalid"
 
 
 class GenesisMismatchError(LedgerError):
     """init_genesis with a different genesis hash than the one this store was initialised with."""
 
-    code = "genesis_mismatch"
+    code: ClassVar[str] = "genesis_mismatch"
 
 
 class StoreClosedError(LedgerError):
     """The StateStore was used after close()."""
 
-    code = "store_closed"
+    code: ClassVar[str] = "store_closed"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Iterator
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from consensus.invariant import require
 
@@ -29,7 +29,6 @@ VALUE_BYTES_MAX = 4 << 20
 """Largest state value (a tx is at most `ledger.block.TX_BYTES_MAX`, so no honest value comes close)."""
 
 
-@runtime_checkable
 class StateView(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 

@@ -18,10 +18,12 @@ ensure_venv() {
     if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
         echo "installing ecert-chain into .venv ..." >&2
         .venv/bin/python -m pip install -q --upgrade pip >&2
+        # ECERT_PURE=1: the development venv is an editable install of the pure-Python modules (setup.py);
+        # ./scripts/test-compiled builds and tests the compiled copy beside it.
         if [[ -n "$extras" ]]; then
-            .venv/bin/python -m pip install -q -e ".[${extras}]" >&2
+            ECERT_PURE=1 .venv/bin/python -m pip install -q -e ".[${extras}]" >&2
         else
-            .venv/bin/python -m pip install -q -e . >&2
+            ECERT_PURE=1 .venv/bin/python -m pip install -q -e . >&2
         fi
         echo "$want" > "$stamp"
     fi

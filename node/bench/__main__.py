@@ -39,6 +39,7 @@ from rich.table import Table
 from node.bench import ecert_side, etcd, failover, raw, soak
 from node.bench.loadgen import LoadResult, run_closed_loop
 from node.bench.resources import cluster_resources
+from node.build_info import python_path
 from node.ops.localnet import free_ports
 
 console = Console(stderr=True)
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(json.dumps({"error": "interrupted"}))
         return 130
-    print(json.dumps(summary))
+    print(json.dumps({**summary, "python_path": python_path()}))
     return 0
 
 

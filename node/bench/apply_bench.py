@@ -50,6 +50,7 @@ from ecert.keys import org_keys_from_seed
 from ecert.rules import cert_id_for
 from ecert.state import CERT_INDEX
 from ecert.tx import decode_envelope, make_tx, tx_id_of
+from node.build_info import python_path
 from node.genesis_file import NEW_CHAIN_PARAMS
 
 CHAIN = "bench-chain"
@@ -197,7 +198,7 @@ def bench_transfers(args: argparse.Namespace) -> dict[str, object]:
         state_keys = sum(1 for _ in store.scan(b""))
         if args.check:
             store.check_integrity()
-    return {"workload": "transfers", "rules": args.rules, "txs": len(transfers), "committed": committed,
+    return {"workload": "transfers", "python_path": python_path(), "rules": args.rules, "txs": len(transfers), "committed": committed,
             "block_txs": args.block_txs,
             "chains": args.chains, "prefill_keys": args.prefill_keys, "state_keys": state_keys, "sync": args.sync,
             "us_per_tx": round(elapsed / len(transfers) * 1e6, 1), "apply_tps": round(len(transfers) / elapsed),
@@ -303,7 +304,7 @@ def main() -> None:
     print(f"{'applied txs/s (StateStore)':>28}: {apply_tps:10.0f}   ({committed}/{len(txs)} committed)")
     print(f"{'executor alone txs/s':>28}: {executor_tps:10.0f}   (ratio {executor_tps / verify_per_s:.2f})")
     print(f"{'ratio (target >= 0.5)':>28}: {ratio:10.2f}")
-    print(json.dumps({"rules": args.rules, "txs": len(txs), "committed": committed, "block_txs": args.block_txs,
+    print(json.dumps({"python_path": python_path(), "rules": args.rules, "txs": len(txs), "committed": committed, "block_txs": args.block_txs,
                       "sync": args.sync,
                       "apply_tps": round(apply_tps), "executor_tps": round(executor_tps),
                       "verify_per_s": round(verify_per_s), "ratio": round(ratio, 3),

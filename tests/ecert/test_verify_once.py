@@ -32,6 +32,7 @@ def _count_verifies(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
+@pytest.mark.pure_only
 def test_apply_after_admission_verifies_once(monkeypatch: pytest.MonkeyPatch) -> None:
     w = World()
     calls = _count_verifies(monkeypatch)
@@ -42,6 +43,7 @@ def test_apply_after_admission_verifies_once(monkeypatch: pytest.MonkeyPatch) ->
     assert calls == [tx_id]
 
 
+@pytest.mark.pure_only
 def test_other_signature_over_same_payload_is_verified_again(monkeypatch: pytest.MonkeyPatch) -> None:
     w = World()
     calls = _count_verifies(monkeypatch)
@@ -57,6 +59,7 @@ def test_other_signature_over_same_payload_is_verified_again(monkeypatch: pytest
     assert calls == [tx_id, tx_id]
 
 
+@pytest.mark.pure_only
 def test_apply_does_not_remember(monkeypatch: pytest.MonkeyPatch) -> None:
     w = World()
     calls = _count_verifies(monkeypatch)

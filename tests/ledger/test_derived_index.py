@@ -100,10 +100,9 @@ def test_a_snapshot_that_ships_index_keys_is_refused(tmp_path: Path) -> None:
 
 def test_an_index_that_disagrees_with_the_state_stops_the_store(tmp_path: Path) -> None:
     kv = KvExecutor()
-    with _open(tmp_path / "a") as store:
-        with pytest.raises(InvariantViolation, match="derived index differs"):
-            # a rules bug: the item is written without its index entry (paranoid stores check every block)
-            store.apply_block(_block(store, kv_tx(1, ["put", b"c/x", b"ann"])), kv)  # type: ignore[arg-type]
+    with _open(tmp_path / "a") as store, pytest.raises(InvariantViolation, match="derived index differs"):
+        # a rules bug: the item is written without its index entry (paranoid stores check every block)
+        store.apply_block(_block(store, kv_tx(1, ["put", b"c/x", b"ann"])), kv)  # type: ignore[arg-type]
 
 
 def test_a_store_opens_only_with_the_index_it_was_made_with(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus.invariant import InvariantViolation
-from ledger.state_view import KEY_BYTES_MAX, MemoryStateView, OverlayView, StateView, prefix_end
+from ledger.state_view import KEY_BYTES_MAX, MemoryStateView, OverlayView, prefix_end
 
 
 def test_prefix_end() -> None:
@@ -19,7 +19,7 @@ def test_prefix_end() -> None:
 
 def test_memory_view_scan_is_sorted_and_prefix_bounded() -> None:
     view = MemoryStateView([(b"b/2", b"x"), (b"a/1", b"y"), (b"b/1", b"z"), (b"b\xff", b"w"), (b"c", b"v")])
-    assert isinstance(view, StateView)
+    assert all(callable(getattr(view, name, None)) for name in ("get", "put", "delete", "scan"))  # a StateView
     assert list(view.scan(b"b/")) == [(b"b/1", b"z"), (b"b/2", b"x")]
     assert [k for k, _ in view.scan(b"")] == [b"a/1", b"b/1", b"b/2", b"b\xff", b"c"]
     assert list(view.scan(b"b\xff")) == [(b"b\xff", b"w")]
@@ -38,9 +38,11 @@ def test_writes_during_a_scan_do_not_break_it() -> None:
 
 def test_keys_and_values_are_checked() -> None:
     view = MemoryStateView()
-    with pytest.raises(InvariantViolation):
+    # A key or value that is not bytes is a rules bug: the pure modules stop it with an InvariantViolation, a
+    # compiled build (setup.py) with a TypeError at the typed call; either stops the node.
+    with pytest.raises((InvariantViolation, TypeError)):
         view.put("str", b"v")  # type: ignore[arg-type]
-    with pytest.raises(InvariantViolation):
+    with pytest.raises((InvariantViolation, TypeError)):
         view.put(b"k", "v")  # type: ignore[arg-type]
     with pytest.raises(InvariantViolation):
         view.put(b"", b"v")
