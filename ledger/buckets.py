@@ -134,19 +134,14 @@ class BucketIndex:
         for key, value in changes.items():
             if key in known and known[key] == value:
                 continue
-            if key.startswith(unrooted):
-                if value is None:
-                    delete(STATE + key)
-                else:
-                    put(STATE + key, value)
-                continue
-            hk = key_hash(key)
             if value is None:
                 delete(STATE + key)
-                leaf = None
             else:
                 put(STATE + key, value)
-                leaf = leaf_of(key, value)
+            if key.startswith(unrooted):
+                continue
+            hk = key_hash(key)
+            leaf = None if value is None else leaf_of(key, value)
             prefix = prefix_of(hk)
             bucket_changes = pending.get(prefix)
             if bucket_changes is None:

@@ -72,10 +72,7 @@ def check_index(index: DerivedIndex) -> None:
 
 
 def rooted(items: Iterable[tuple[bytes, bytes]], prefixes: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
-    """The state entries under the root: every entry but the index keys."""
-    if not prefixes:
-        yield from items
-        return
+    """The state entries under the root: every entry but the index keys (all of them if `prefixes` is empty)."""
     for key, value in items:
         if not key.startswith(prefixes):
             yield key, value

@@ -314,8 +314,14 @@ class StateStore:
         prefixes = self._index.prefixes
         if not prefixes:
             return
-        stored = {key: value for prefix in prefixes for key, value in self.scan(prefix)}
-        derived = derive_all(rooted(self.scan(b""), prefixes), self._index)
+        stored: dict[bytes, bytes] = {}
+        rooted_entries: list[tuple[bytes, bytes]] = []
+        for key, value in self.scan(b""):  # one pass: the index keys on one side, what implies them on the other
+            if key.startswith(prefixes):
+                stored[key] = value
+            else:
+                rooted_entries.append((key, value))
+        derived = derive_all(rooted_entries, self._index)
         if stored != derived:
             missing = sorted(set(derived) - set(stored))[:3]
             extra = sorted(set(stored) - set(derived))[:3]
