@@ -150,15 +150,19 @@ class BucketIndex:
                 bucket_changes[hk] = leaf
         new_hashes: dict[int, bytes] = {}
         counts = self.counts
-        for prefix in sorted(pending):  # LevelDB key order: neighbouring reads share table blocks
-            bucket = bucket_of(prefix)
-            count = counts[bucket]
-            if count <= SPLIT_ABOVE:
-                changed = self._stage_small_bucket(batch, prefix, count, pending[prefix])
-            else:
-                changed = self._stage_split_bucket(batch, db, prefix, count, pending[prefix])
-            if changed is not None:
-                new_hashes[bucket], counts[bucket] = changed
+        reader = SubBucketReader(db)
+        try:
+            for prefix in sorted(pending):  # LevelDB key order: the reader only moves forward
+                bucket = bucket_of(prefix)
+                count = counts[bucket]
+                if count <= SPLIT_ABOVE:
+                    changed = self._stage_small_bucket(batch, prefix, count, pending[prefix])
+                else:
+                    changed = self._stage_split_bucket(batch, reader, prefix, count, pending[prefix])
+                if changed is not None:
+                    new_hashes[bucket], counts[bucket] = changed
+        finally:
+            reader.close()
         return self.tree.set_buckets(new_hashes)
 
     def _stage_small_bucket(
@@ -209,7 +213,7 @@ class BucketIndex:
         return bucket_hash((leaves,)), count
 
     def _stage_split_bucket(
-        self, batch: Any, db: Any, prefix: bytes, count: int, changes: dict[bytes, bytes | None]
+        self, batch: Any, reader: SubBucketReader, prefix: bytes, count: int, changes: dict[bytes, bytes | None]
     ) -> tuple[bytes, int] | None:
         """Apply `changes` to a split bucket, rereading only its touched sub-buckets; make it unsplit again if it
         falls to SPLIT_ABOVE entries or fewer. (new hash, new count), None if its entries did not change."""
@@ -224,7 +228,7 @@ class BucketIndex:
             by_sub.setdefault(sub_bucket_of(hk), {})[hk] = leaf
         merged: dict[int, tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes | None]]]] = {}
         for sub, sub_changes in by_sub.items():
-            entries: dict[bytes, bytes | None] = dict(read_sub_bucket(db, prefix, sub))
+            entries: dict[bytes, bytes | None] = dict(reader.read(prefix, sub))
             writes = [(hk, leaf) for hk, leaf in sub_changes.items() if entries.get(hk) != leaf]
             if not writes:
                 continue
@@ -251,9 +255,9 @@ class BucketIndex:
         # Fell to SPLIT_ABOVE entries or fewer: it becomes an unsplit bucket (sub order is hk order).
         everything: list[tuple[bytes, bytes]] = []
         for sub in range(FANOUT):
-            everything += merged[sub][0] if sub in merged else sorted(read_sub_bucket(db, prefix, sub).items())
+            everything += merged[sub][0] if sub in merged else sorted(reader.read(prefix, sub).items())
         require(len(everything) == count, f"split bucket {prefix.hex()} lost entries while merging")
-        with db.iterator(prefix=SPLIT_ENTRY + prefix, include_value=False) as it:
+        with reader.db.iterator(prefix=SPLIT_ENTRY + prefix, include_value=False) as it:
             for key in it:
                 batch.delete(key)
         batch.delete(SUMMARY + prefix)
@@ -282,13 +286,51 @@ class BucketIndex:
 
 
 def read_sub_bucket(db: Any, prefix: bytes, sub: int) -> dict[bytes, bytes]:
-    """The committed entries {hk: leaf} of one sub-bucket of a split bucket."""
-    start = SPLIT_ENTRY + sub_bucket_start(prefix, sub)
-    # Bounded by the next sub-bucket's first key (the next tag's for the last), so that LevelDB stops the scan
-    # itself and never hands back an entry of the neighbour.
-    stop = SPLIT_ENTRY + sub_bucket_start(prefix, sub + 1) if sub + 1 < FANOUT else _after_bucket(prefix)
+    """The committed entries {hk: leaf} of one sub-bucket of a split bucket (one read; `stage` reads many
+    through a `SubBucketReader`)."""
+    start, stop = _sub_bucket_bounds(prefix, sub)
     with db.iterator(start=start, stop=stop) as it:
         return {key[1:]: leaf for key, leaf in it}
+
+
+class SubBucketReader:
+    """Reads committed sub-buckets during one `stage`, through one LevelDB iterator that seeks from one to the
+    next. A new iterator per sub-bucket was ~40% dearer than a seek at 2 M entries (docs/PERFORMANCE.md, "Sixth
+    pass"), and a block whose txs touch split buckets reads one per changed key. The iterator is made at the
+    first read and reads the state as it was then: nothing is written to `db` before the block's batch, after
+    `stage` has closed the reader."""
+
+    __slots__ = ("db", "_it")
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self._it: Any = None
+
+    def read(self, prefix: bytes, sub: int) -> dict[bytes, bytes]:
+        start, stop = _sub_bucket_bounds(prefix, sub)
+        it = self._it
+        if it is None:
+            it = self._it = self.db.iterator()
+        it.seek(start)
+        entries: dict[bytes, bytes] = {}
+        for key, leaf in it:
+            if key >= stop:
+                break
+            entries[key[1:]] = leaf
+        return entries
+
+    def close(self) -> None:
+        if self._it is not None:
+            self._it.close()
+            self._it = None
+
+
+def _sub_bucket_bounds(prefix: bytes, sub: int) -> tuple[bytes, bytes]:
+    """The `P` keys of one sub-bucket are those in [start, stop): stop is the next sub-bucket's first key (the
+    next bucket's, or the next tag's, for the last), so that a scan never hands back an entry of the neighbour."""
+    start = SPLIT_ENTRY + sub_bucket_start(prefix, sub)
+    stop = SPLIT_ENTRY + sub_bucket_start(prefix, sub + 1) if sub + 1 < FANOUT else _after_bucket(prefix)
+    return start, stop
 
 
 def _after_bucket(prefix: bytes) -> bytes:

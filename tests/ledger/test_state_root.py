@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import state_root
-from ledger.buckets import read_sub_bucket
+from ledger.buckets import SubBucketReader, read_sub_bucket
 from ledger.schema import SPLIT_ENTRY, SUMMARY
 from ledger.state_root import (
     BUCKET_COUNT,
@@ -165,8 +165,9 @@ def test_the_in_memory_tree_follows_the_from_scratch_root(
 
 @pytest.mark.parametrize("prefix", [b"\x00\x00", b"\x12\x34", b"\xff\xff"])
 def test_a_sub_bucket_read_is_exactly_its_entries(tmp_path: Path, prefix: bytes) -> None:
-    """`read_sub_bucket` is bounded by its neighbours' keys: entries of the sub-buckets beside it, of the
-    buckets beside it (also past the last bucket) and of the other record tags never leak in."""
+    """`read_sub_bucket` and a `SubBucketReader` are bounded by their neighbours' keys: entries of the
+    sub-buckets beside it, of the buckets beside it (also past the last bucket) and of the other record tags
+    never leak in, whichever sub-bucket the reader's one iterator read before."""
     db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
     try:
         n = int.from_bytes(prefix, "big")
@@ -184,5 +185,11 @@ def test_a_sub_bucket_read_is_exactly_its_entries(tmp_path: Path, prefix: bytes)
         db.put(SUMMARY + prefix, b"r" * 32)
         for sub in range(16):
             assert read_sub_bucket(db, prefix, sub) == wanted[sub]
+        reader = SubBucketReader(db)
+        try:
+            for sub in [*range(16), 15, 3, 0]:  # forward, as `stage` reads, then back: a seek goes either way
+                assert reader.read(prefix, sub) == wanted[sub]
+        finally:
+            reader.close()
     finally:
         db.close()
