@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     spec.data_dir.mkdir(parents=True, exist_ok=True)
     from node.server import setup_logging
 
-    setup_logging(spec.data_dir / "node.log", args.id)
+    setup_logging(spec.data_dir / "node.log", args.id, max_bytes=config.log_file_max_mb << 20,
+                  files_kept=config.log_files_kept)
     pid_path = spec.data_dir / "node.pid"
     _write_pid(pid_path)
     clear_exit_record(spec.data_dir)  # from an earlier run: this one has not exited

@@ -75,6 +75,9 @@ CLUSTER_INT_KEYS: dict[str, IntKey] = {
                              why_lo="ecert.tx.TX_JSON_BYTES_MAX, so that the largest tx can be posted as JSON",
                              why_hi="node.config.BODY_BYTES_MAX, four of the largest blocks"),
     "queue_max": IntKey(10_000, 1, 10_000_000),
+    "http_connections_max": IntKey(1024, 1, 1_000_000),
+    "log_file_max_mb": IntKey(64, 1, 1 << 20),
+    "log_files_kept": IntKey(4, 1, 1000),
 }
 
 
@@ -195,6 +198,13 @@ class ClusterConfig:
     snapshot_entries: int = 2000
     max_body_bytes: int = 1 << 20
     queue_max: int = 10_000
+    http_connections_max: int = 1024
+    """HTTP connections a node holds open at once; one more is answered 503 too_many_connections
+    (node/http/connection_cap.py)."""
+    log_file_max_mb: int = 64
+    """node.log is rotated when it would grow past this (node.log.1 is the newest old one)."""
+    log_files_kept: int = 4
+    """Rotated node.log files kept beside it (node.log.1 .. node.log.N); the oldest is deleted."""
     read_access: str = READ_ACCESS_SIGNED
     peer_tls: bool = True
     """TLS 1.3 on peer links (CONTRACT §6). False is for measuring its cost only; the node warns at start."""

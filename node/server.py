@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import logging.handlers
 import os
 import sys
 import time
@@ -50,6 +51,7 @@ from node.forward import (
 from node.genesis_file import GenesisFileError, check_own_membership
 from node.http.audit_log import AUDIT_LOG_NAME, AuditLog
 from node.http.auth_gate import AHEAD_HORIZON_NAME, AheadHorizon, AuthGate
+from node.http.connection_cap import ConnectionCap
 from node.http.openapi import HTTP_BLOCKS_PAGE_MAX, HTTP_BLOCKS_PAGE_TX_IDS_MAX
 from node.keys import fingerprint, node_key_path, node_public_key
 from node.proposer import Proposer
@@ -61,6 +63,9 @@ log = logging.getLogger("node")
 
 DRAIN_TIMEOUT_S = 5.0
 HTTP_KEEPALIVE_S = 75
+HTTPS_HANDSHAKE_TIMEOUT_S = 10.0
+"""A TLS handshake on the API port must finish within this (asyncio's default, 60 s, would let a stranger hold a
+descriptor per connection that long: handshakes in progress are not counted by the connection cap)."""
 """An idle or never-finished HTTP connection is closed after this (aiohttp's default is 3,630 s, and it has no
 separate header timeout: a flood of half-sent requests would otherwise hold sockets for an hour)."""
 SERVED_WHEN_REMOVED = frozenset({"/v1/status", "/v1/cluster", "/v1/cluster/view"})
@@ -104,8 +109,13 @@ class JsonLinesFormatter(logging.Formatter):
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
-def setup_logging(path: Path, node_id: str, level: int = logging.INFO) -> None:
-    handler = logging.FileHandler(path, encoding="utf-8")
+def setup_logging(path: Path, node_id: str, level: int = logging.INFO, *, max_bytes: int = 64 << 20,
+                  files_kept: int = 4) -> None:
+    """JSON lines into `path`, rotated (stdlib RotatingFileHandler) before it grows past `max_bytes`: node.log.1
+    is the newest old file, node.log.`files_kept` the oldest kept. A node that runs for months must not fill
+    its disk with its own log."""
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=files_kept,
+                                                   encoding="utf-8")
     handler.setFormatter(JsonLinesFormatter(node_id))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -136,6 +146,7 @@ class Node:
         self.driver: RaftDriver | None = None
         self.proposer: Proposer | None = None
         self.runner: web.AppRunner | None = None
+        self._http_listener: asyncio.AbstractServer | None = None
         self.forwarder: Forwarder | None = None
         self.auth: AuthGate | None = None
         """Who asks (node/http/auth_gate.py): built in start() once the committed state is open."""
@@ -309,9 +320,13 @@ class Node:
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=DRAIN_TIMEOUT_S,
                                     keepalive_timeout=HTTP_KEEPALIVE_S)
         await self.runner.setup()
+        assert self.runner.server is not None  # made by setup()
         bind = self.spec.http_bind
-        site = web.TCPSite(self.runner, bind.host, bind.port, reuse_address=True, ssl_context=https)
-        await site.start()
+        # Our own listener over the runner's server (aiohttp's low-level protocol factory) instead of a TCPSite,
+        # so that the cap sits between accepting a connection and handling it.
+        self._http_listener = await loop.create_server(
+            ConnectionCap(self.runner.server, cfg.http_connections_max), bind.host, bind.port,
+            reuse_address=True, ssl=https, ssl_handshake_timeout=HTTPS_HANDSHAKE_TIMEOUT_S if https else None)
         log.info("node_started", extra={"http": self.spec.http_url, "raft": str(self.spec.raft),
                                         "http_bind": str(bind), "raft_bind": str(self.spec.raft_bind),
                                         "pid": os.getpid(), "height": self.store.height,
@@ -323,9 +338,11 @@ class Node:
         log.info("node_stopping")
         with contextlib.suppress(Exception):
             await self._hand_over_leadership()
+        if self._http_listener is not None:
+            self._http_listener.close()  # stop accepting; the runner's cleanup drains what is open
         if self.runner is not None:
             with contextlib.suppress(Exception):
-                await self.runner.cleanup()  # stops the site, waits for in-flight handlers
+                await self.runner.cleanup()  # waits for in-flight handlers, closes idle connections
         if self.proposer is not None:
             self.proposer.stop()
         if self.driver is not None:

@@ -97,6 +97,11 @@ TLS_SHUTDOWN_TIMEOUT_S = 1.0
 """How long a closed TLS connection waits for the peer's close_notify before the socket goes (asyncio's default,
 30 s, would hold a descriptor per connection a stranger leaves hanging)."""
 ACCEPT_RETRY_S = 0.1
+HANDSHAKES_PENDING_MAX = 64
+"""Inbound connections at most at once that have not finished the handshake (TLS, then ours): a stranger who
+opens connections and sends nothing holds each for HANDSHAKE_TIMEOUT_S, and without a cap could take every file
+descriptor the node has. Above it a new connection is closed at once; an authenticated peer's link does not
+count (a consortium's peers are a few dozen at most)."""
 _LEN = struct.Struct(">I")
 TLS_HANDSHAKE_RECORD = b"\x16\x03"
 """First two bytes of a TLS ClientHello (record type handshake, version 3.x): a frame length no handshake
@@ -292,6 +297,7 @@ class PeerTransport:
         send_queue_max: int = SEND_QUEUE_MAX,
         frame_bytes_max: int = FRAME_BYTES_MAX,
         tls: PeerTls | None = None,
+        handshakes_pending_max: int = HANDSHAKES_PENDING_MAX,
     ) -> None:
         if encode is None or decode is None:
             from consensus.codec import decode_message, encode_message
@@ -318,6 +324,11 @@ class PeerTransport:
                 "the TLS certificate is for another node or chain")
         self.stats: dict[str, PeerStats] = {pid: PeerStats() for pid in self.peers}
         self.rejected_handshakes = 0
+        self.handshakes_pending_max = handshakes_pending_max
+        self.refused_over_cap = 0
+        """Inbound connections closed unread because `handshakes_pending_max` were already pending."""
+        self._handshaking: set[asyncio.Task[None]] = set()
+        """Inbound connections (their tasks) not yet authenticated: what the cap counts."""
         self._outboxes: dict[str, _Outbox] = {}
         self._server: asyncio.AbstractServer | None = None
         self._listeners: list[socket.socket] = []
@@ -601,7 +612,12 @@ class PeerTransport:
             if self._closed:
                 conn.close()
                 return
-            self._inbound.add(loop.create_task(self._accept_tls(conn, tls), name="accept-tls"))
+            if self._over_handshake_cap():
+                conn.close()
+                continue
+            task = loop.create_task(self._accept_tls(conn, tls), name="accept-tls")
+            self._inbound.add(task)
+            self._count_handshake(task)
 
     async def _accept_tls(self, conn: socket.socket, tls: PeerTls) -> None:
         """TLS 1.3 on an accepted socket, then the handshake of _accept; a failed TLS handshake is logged with
@@ -647,16 +663,38 @@ class PeerTransport:
             return
         await self._accept(reader, writer)
 
+    def _over_handshake_cap(self) -> bool:
+        if len(self._handshaking) < self.handshakes_pending_max:
+            return False
+        self.refused_over_cap += 1
+        if self.refused_over_cap == 1 or self.refused_over_cap % 1000 == 0:  # a flood must not flood the log
+            log.warning("connections_refused", extra={"reason": "too many pending handshakes",
+                                                      "pending": len(self._handshaking),
+                                                      "refused_total": self.refused_over_cap})
+        return True
+
+    def _count_handshake(self, task: asyncio.Task[None]) -> None:
+        """Count `task`'s connection against the cap until it authenticates (`_accept`) or ends, whichever is
+        first."""
+        self._handshaking.add(task)
+        task.add_done_callback(self._handshaking.discard)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is None or self._closed:
             writer.close()
             return
+        if task not in self._handshaking:  # clear text: asyncio's server made this task, not our accept loop
+            if self._over_handshake_cap():
+                writer.close()
+                return
+            self._count_handshake(task)
         self._inbound.add(task)
         peer_id: str | None = None
         try:
             try:
                 peer_id = await asyncio.wait_for(self._handshake_acceptor(reader, writer), HANDSHAKE_TIMEOUT_S)
+                self._handshaking.discard(task)
             except (HandshakeError, FrameTooLargeError, TimeoutError) as exc:
                 self.rejected_handshakes += 1
                 log.warning("handshake_refused", extra={"remote": str(writer.get_extra_info("peername")),

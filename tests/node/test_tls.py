@@ -347,6 +347,30 @@ async def test_a_frame_over_the_limit_closes_the_tls_connection(caplog: pytest.L
         assert len(net.n["b"].got) == 2
 
 
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "clear"])
+async def test_connections_that_never_handshake_are_capped_and_a_peer_gets_in_once_they_go(
+        tls: bool, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="node.transport")
+    net = Net(["a", "b"], tls=tls, handshakes_pending_max=3)
+    async with running(net):
+        b, bt = net.addrs["b"], net.n["b"].t
+        idle = [await asyncio.open_connection(b.host, b.port) for _ in range(3)]  # connect, then say nothing
+        await until(lambda: len(bt._handshaking) == 3)
+        reader, writer = await asyncio.open_connection(b.host, b.port)
+        with contextlib.suppress(ConnectionResetError):
+            assert await asyncio.wait_for(reader.read(1), 2) == b""  # closed unread
+        writer.close()
+        assert bt.refused_over_cap >= 1
+        net.n["a"].t.send(hb("a", "b"))  # a peer is a stranger until it has authenticated: it waits too
+        await asyncio.sleep(0.3)
+        assert net.n["b"].got == []
+        for _, idle_writer in idle:
+            idle_writer.close()
+        await until(lambda: net.n["b"].got)  # a dials again (backoff at most BACKOFF_MAX_S) and gets in
+        await until(lambda: not bt._handshaking)  # an authenticated link no longer counts
+    assert "too many pending handshakes" in reasons(caplog, "connections_refused")
+
+
 async def test_a_replayed_tls_handshake_from_another_session_is_refused() -> None:
     """A transcript signed for one TLS session (its binding) is worthless in another: the nonces differ, and
     a binding of another certificate never verifies at b."""
