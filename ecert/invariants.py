@@ -28,15 +28,23 @@ only when its debug flag is on. Each broken invariant raises `consensus.invarian
    exposure to each org (`used`) equals what it financed with that org as seller or debtor less what it
    recovered and wrote off, recomputed from the certificates and claims, within any limit it set; every claim
    is on a defaulted certificate its seller holds, and is closed exactly when repaid + written off = amount.
+10. History (ecert/history.py): the debtor index lists exactly the roots, each under its debtor; every history
+   entry is of an existing certificate at a 16-hex-digit height, and is a non-empty list of [tx_id, type,
+   signer, ref] whose type is a kind that touches existing certificates, or the cancellation at an acceptance
+   deadline (no tx, no signer; of a root).
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
+
+import msgpack
 
 from consensus.invariant import require
 from ecert import disputes as d
 from ecert import financing as f
+from ecert import history as h
 from ecert import settlement
 from ecert import state as s
 from ledger.state_view import StateView
@@ -60,6 +68,7 @@ def check_invariants(view: StateView) -> None:
     _check_trade_background(view, certs)
     _check_disputes(view)
     _check_settlement(view, certs, by_root)
+    _check_history(view, certs)
 
 
 def _check_children(certs: dict[str, s.Cert]) -> None:
@@ -267,3 +276,33 @@ def _check_settlement(view: StateView, certs: dict[str, s.Cert], by_root: dict[s
         require({(claim.bank, claim.cert_id), (claim.seller, claim.cert_id)} <= indexed,
                 f"claim on {claim.cert_id} is not indexed under its bank and seller")
     require(all(cert_id in claims for _, cert_id in indexed), "claim index names a missing claim")
+
+
+_HEIGHT_HEX = re.compile(r"[0-9a-f]{16}")
+
+
+def _check_history(view: StateView, certs: dict[str, s.Cert]) -> None:
+    indexed: set[tuple[str, str]] = set()
+    for key, _ in view.scan(h.DEBTOR_PREFIX):
+        parts = key.decode().split("/")
+        require(len(parts) == 3, f"malformed debtor key {key!r}")
+        indexed.add((parts[1], parts[2]))
+    roots = {(c.debtor, c.id) for c in certs.values() if c.parent_id is None}
+    require(indexed == roots, f"debtor index differs from the roots: {sorted(indexed ^ roots)[:4]}")
+    for key, value in view.scan(h.HISTORY_PREFIX):
+        parts = key.decode().split("/")
+        require(len(parts) == 3 and parts[1] in certs and _HEIGHT_HEX.fullmatch(parts[2]) is not None,
+                f"history key {key!r} is not of an existing certificate at a height")
+        cert = certs[parts[1]]
+        entries = msgpack.unpackb(value, raw=False)
+        require(type(entries) is list and 0 < len(entries) <= h.ENTRIES_PER_BLOCK_MAX,
+                f"history record {key!r} is not a non-empty list of entries")
+        for entry in entries:
+            require(type(entry) is list and len(entry) == 4, f"malformed history entry {entry!r} at {key!r}")
+            tx_id, kind, signer, _ref = entry
+            if kind == h.EXPIRED:
+                require(tx_id is None and signer is None and cert.parent_id is None,
+                        f"a deadline cancellation at {key!r} names a tx or a non-root")
+            else:
+                require(kind in h.TOUCHES and type(tx_id) is str and type(signer) is str,
+                        f"history entry {entry!r} at {key!r} is not a tx of a kind that touches certificates")

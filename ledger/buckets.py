@@ -300,7 +300,7 @@ class SubBucketReader:
     first read and reads the state as it was then: nothing is written to `db` before the block's batch, after
     `stage` has closed the reader."""
 
-    __slots__ = ("db", "_it")
+    __slots__ = ("_it", "db")
 
     def __init__(self, db: Any) -> None:
         self.db = db

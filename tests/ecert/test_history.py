@@ -7,13 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
+from consensus.invariant import InvariantViolation
 from ecert import history
 from ecert import state as s
 from ecert.access import Reader
 from ecert.executor import EcertExecutor
 from ecert.genesis import genesis_hash, genesis_writes
+from ecert.invariants import check_invariants
 from ecert.rules import cert_id_for
 from ecert.state import CERT_INDEX
 from ecert.tx import decode_envelope, tx_id_of
@@ -246,3 +249,33 @@ def test_several_txs_of_one_block_keep_their_block_order_on_a_real_store(tmp_pat
         rest = history.cert_history(store.view(), REGULATOR, a, lookup, cursor=first["next_cursor"], limit=10)
         assert rest is not None and first["entries"] + rest["entries"] == page["entries"]
         assert b and s.get_cert(store.view(), b) is not None
+
+
+def _corrupted(world: World, key: bytes, value: bytes | None) -> World:
+    if value is None:
+        world.view.delete(key)
+    else:
+        world.view.put(key, value)
+    return world
+
+
+@pytest.mark.parametrize("corruption", ["debtor entry lost", "debtor entry of no root", "history of no cert",
+                                        "history of an unknown kind", "history at a bad height",
+                                        "a deadline entry naming a tx"])
+def test_the_history_invariant_catches_each_corruption(corruption: str) -> None:
+    """Invariant 10 (ecert/invariants.py) holds on a real history, and fails for each kind of damage to it."""
+    world = World()
+    root = world.funded(1_000)  # issue (debtor entry) and accept (a history entry)
+    check_invariants(world.view)
+    key = history.history_key(root, world.height)
+    entry = msgpack.unpackb(world.view.get(key), raw=False)[0]
+    damage: dict[str, tuple[bytes, bytes | None]] = {
+        "debtor entry lost": (history.debtor_prefix("geely") + root.encode(), None),
+        "debtor entry of no root": (history.debtor_prefix("geely") + b"c-none", b""),
+        "history of no cert": (history.history_key("c-none", 1), msgpack.packb([entry])),
+        "history of an unknown kind": (key, msgpack.packb([[entry[0], "ecert.transfer", entry[2], None]])),
+        "history at a bad height": (history.history_prefix(root) + b"12", msgpack.packb([entry])),
+        "a deadline entry naming a tx": (key, msgpack.packb([[entry[0], history.EXPIRED, None, None]])),
+    }
+    with pytest.raises(InvariantViolation):
+        check_invariants(_corrupted(world, *damage[corruption]).view)
