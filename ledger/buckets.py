@@ -152,7 +152,7 @@ class BucketIndex:
         counts = self.counts
         reader = SubBucketReader(db)
         try:
-            for prefix in sorted(pending):  # LevelDB key order: the reader only moves forward
+            for prefix in sorted(pending):  # LevelDB key order: the reader's seeks mostly go forward
                 bucket = bucket_of(prefix)
                 count = counts[bucket]
                 if count <= SPLIT_ABOVE:

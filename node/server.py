@@ -63,11 +63,11 @@ log = logging.getLogger("node")
 
 DRAIN_TIMEOUT_S = 5.0
 HTTP_KEEPALIVE_S = 75
+"""An idle or never-finished HTTP connection is closed after this (aiohttp's default is 3,630 s, and it has no
+separate header timeout: a flood of half-sent requests would otherwise hold sockets for an hour)."""
 HTTPS_HANDSHAKE_TIMEOUT_S = 10.0
 """A TLS handshake on the API port must finish within this (asyncio's default, 60 s, would let a stranger hold a
 descriptor per connection that long: handshakes in progress are not counted by the connection cap)."""
-"""An idle or never-finished HTTP connection is closed after this (aiohttp's default is 3,630 s, and it has no
-separate header timeout: a flood of half-sent requests would otherwise hold sockets for an hour)."""
 SERVED_WHEN_REMOVED = frozenset({"/v1/status", "/v1/cluster", "/v1/cluster/view"})
 """The /v1/ routes a removed node still answers: they say that it is removed, and who the cluster is now."""
 _ROLE_NAMES = {Role.LEADER: "leader", Role.FOLLOWER: "follower", Role.CANDIDATE: "candidate",
