@@ -1,4 +1,4 @@
-"""The cap on a node's open HTTP connections (CONTRACT §6 "Connections").
+"""The cap on a node's open HTTP connections (docs/CONTRACT.md "Connections and logs a node keeps").
 
 aiohttp has none: every accepted connection gets a request handler and keeps its socket for up to the keep-alive
 timeout, so a client that opens connections and leaves them idle could take every file descriptor the node has
