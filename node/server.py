@@ -147,6 +147,7 @@ class Node:
         self.proposer: Proposer | None = None
         self.runner: web.AppRunner | None = None
         self._http_listener: asyncio.AbstractServer | None = None
+        self._http_cap: ConnectionCap | None = None
         self.forwarder: Forwarder | None = None
         self.auth: AuthGate | None = None
         """Who asks (node/http/auth_gate.py): built in start() once the committed state is open."""
@@ -324,8 +325,9 @@ class Node:
         bind = self.spec.http_bind
         # Our own listener over the runner's server (aiohttp's low-level protocol factory) instead of a TCPSite,
         # so that the cap sits between accepting a connection and handling it.
+        self._http_cap = ConnectionCap(self.runner.server, cfg.http_connections_max)
         self._http_listener = await loop.create_server(
-            ConnectionCap(self.runner.server, cfg.http_connections_max), bind.host, bind.port,
+            self._http_cap, bind.host, bind.port,
             reuse_address=True, ssl=https, ssl_handshake_timeout=HTTPS_HANDSHAKE_TIMEOUT_S if https else None)
         log.info("node_started", extra={"http": self.spec.http_url, "raft": str(self.spec.raft),
                                         "http_bind": str(bind), "raft_bind": str(self.spec.raft_bind),
@@ -551,6 +553,13 @@ class Node:
             "started_ms": self.started_ms,
             "removed": self.removed,
         }
+
+    def connections(self) -> dict[str, int]:
+        """node.source.NodeSource.connections: the two connection caps' counts."""
+        assert self.transport is not None
+        cap = self._http_cap
+        return {"http_open": cap.open if cap is not None else 0, "http_refused": cap.refused if cap is not None else 0,
+                "peer_handshaking": self.transport.handshaking, "peer_refused": self.transport.refused_over_cap}
 
     def memory(self) -> dict[str, int]:
         """Bytes held in memory by part (state root cache, the two LevelDBs, the Raft log's tail cache): what

@@ -36,3 +36,8 @@ class NodeSource(Protocol):
     def memory(self) -> dict[str, int]:
         """Bytes held in memory by part (part name -> bytes); optional: a source without it reports none."""
         ...
+
+    def connections(self) -> dict[str, int]:
+        """What strangers hold of the node (docs/CONTRACT.md "Connections and logs a node keeps"): `http_open`,
+        `peer_handshaking` (now) and `http_refused`, `peer_refused` (since start); optional, like `memory`."""
+        ...

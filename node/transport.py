@@ -663,6 +663,11 @@ class PeerTransport:
             return
         await self._accept(reader, writer)
 
+    @property
+    def handshaking(self) -> int:
+        """Inbound connections in their handshake now (what `handshakes_pending_max` caps)."""
+        return len(self._handshaking)
+
     def _over_handshake_cap(self) -> bool:
         if len(self._handshaking) < self.handshakes_pending_max:
             return False

@@ -58,6 +58,11 @@ class ConnectionCap:
         self.connections_max = connections_max
         self.refused = 0
 
+    @property
+    def open(self) -> int:
+        """HTTP connections open now (what the cap counts)."""
+        return len(self._server.connections)
+
     def __call__(self) -> asyncio.BaseProtocol:
         if len(self._server.connections) < self.connections_max:
             return self._server()

@@ -261,6 +261,9 @@ class Dashboard:
         self.metrics.update_from_status(status)
         self.metrics.update_from_peers(peers, now_ms=t)
         self._count_rejections(t)
+        connections = getattr(self.source, "connections", None)
+        if connections is not None:
+            self.metrics.set_connections(_safe(connections, {}))
         if self._samples % disk_sample_every == 0:
             self._sample_disk()
         self._samples += 1

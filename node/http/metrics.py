@@ -139,6 +139,14 @@ class NodeMetrics:
             "ecert_api_queue_depth", "Transactions admitted and waiting to be put into a block.", registry=r)
         self.sse_clients = Gauge(
             "ecert_http_sse_clients", "Open server-sent-event streams (dashboards watching).", registry=r)
+        self.connections_open = Gauge(
+            "ecert_connections_open", "Connections held now: kind=http (open API connections, what "
+            "http_connections_max caps), kind=peer_handshake (inbound peer connections not yet authenticated).",
+            ["kind"], registry=r)
+        self.connections_refused = Counter(
+            "ecert_connections_refused", "Connections closed unserved because a cap was reached: kind=http "
+            "(answered 503 too_many_connections), kind=peer_handshake.", ["kind"], registry=r)
+        self._refused_seen: dict[str, int] = {}
 
         # Alarms
         self.alarm_active = Gauge(
@@ -281,6 +289,18 @@ class NodeMetrics:
 
     def set_queue_depth(self, n: int) -> None:
         self.queue_depth.set(n)
+
+    def set_connections(self, counts: Mapping[str, int]) -> None:
+        """From NodeSource.connections: the open counts as gauges, the refusals since start as counters (by
+        how much they grew since the last call)."""
+        for kind, open_key, refused_key in (("http", "http_open", "http_refused"),
+                                            ("peer_handshake", "peer_handshaking", "peer_refused")):
+            self.connections_open.labels(kind=kind).set(int(counts.get(open_key, 0)))
+            total = int(counts.get(refused_key, 0))
+            grown = total - self._refused_seen.get(kind, 0)
+            if grown > 0:
+                self.connections_refused.labels(kind=kind).inc(grown)
+            self._refused_seen[kind] = max(total, self._refused_seen.get(kind, 0))
 
     # --- alarms ------------------------------------------------------------------------------------------------
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from node.config import ClusterConfigError, parse_config
 from node.http.connection_cap import TOO_MANY_CONNECTIONS
@@ -66,6 +68,7 @@ def test_connections_over_the_cap_get_503_and_close_and_the_open_ones_keep_servi
         assert _closed(extra)
         extra.close()
         assert _get_status(held[0])[0] == 200  # the connections already open are not touched
+        assert live.node.connections()["http_refused"] == 1 and live.node.connections()["http_open"] == CAP
         held.pop().close()
         for _ in range(50):  # the node notices the close on its next loop turn
             again = _connect(live.base)
@@ -74,6 +77,19 @@ def test_connections_over_the_cap_get_503_and_close_and_the_open_ones_keep_servi
             if status == 200:
                 break
         assert status == 200
+        for sock in held:  # from here on nothing is refused, so the count /metrics must reach stays put
+            sock.close()
+        held.clear()
+        time.sleep(0.2)
+        refused = live.node.connections()["http_refused"]  # 1, or more if a retry above came too early
+        wanted = f'ecert_connections_refused_total{{kind="http"}} {float(refused)}'
+        metrics = ""
+        for _ in range(50):  # the dashboard's sampler copies the counts into /metrics once a second
+            metrics = requests.get(live.base + "/metrics", timeout=5).text
+            if wanted in metrics:
+                break
+            time.sleep(0.1)
+        assert wanted in metrics, " | ".join(line for line in metrics.splitlines() if line.startswith("ecert_connections"))
     finally:
         for sock in held:
             sock.close()

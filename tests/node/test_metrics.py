@@ -32,6 +32,7 @@ def exercised() -> NodeMetrics:
     m.set_db_size("raft", 1 << 20)
     m.set_memory({"state_root_cache": 5 << 20, "raft_leveldb": 123})
     m.set_disk(10 << 30, 100 << 30)
+    m.set_connections({"http_open": 12, "http_refused": 1, "peer_handshaking": 0, "peer_refused": 0})
     m.observe_request("/v1/tx", 200, 0.02, "POST")
     m.observe_request("/v1/tx", 429, 0.001, "POST")
     m.set_queue_depth(17)
@@ -149,3 +150,15 @@ def test_transport_drop_totals_advance_the_counter_and_queue_depth_follows_statu
     m.count_tx("rejected", "a")
     m.count_tx("rejected", "b", n=2)
     assert m.rejected_total() == 3
+
+
+def test_connection_counts_set_gauges_and_refusals_advance_counters_by_what_they_grew():
+    m = NodeMetrics()
+    m.set_connections({"http_open": 7, "http_refused": 3, "peer_handshaking": 2, "peer_refused": 0})
+    m.set_connections({"http_open": 5, "http_refused": 3, "peer_handshaking": 0, "peer_refused": 4})
+    m.set_connections({"http_open": 5, "http_refused": 5, "peer_handshaking": 0, "peer_refused": 4})
+    s = samples(m)
+    assert s[("ecert_connections_open", (("kind", "http"),))] == 5
+    assert s[("ecert_connections_open", (("kind", "peer_handshake"),))] == 0
+    assert s[("ecert_connections_refused_total", (("kind", "http"),))] == 5
+    assert s[("ecert_connections_refused_total", (("kind", "peer_handshake"),))] == 4
