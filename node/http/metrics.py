@@ -298,8 +298,9 @@ class NodeMetrics:
             self.connections_open.labels(kind=kind).set(int(counts.get(open_key, 0)))
             total = int(counts.get(refused_key, 0))
             grown = total - self._refused_seen.get(kind, 0)
+            refused = self.connections_refused.labels(kind=kind)  # exported from 0, so rate() sees the first one
             if grown > 0:
-                self.connections_refused.labels(kind=kind).inc(grown)
+                refused.inc(grown)
             self._refused_seen[kind] = max(total, self._refused_seen.get(kind, 0))
 
     # --- alarms ------------------------------------------------------------------------------------------------
