@@ -68,6 +68,7 @@ from ecert.membership import REMOVED, NodeMember
 from ledger.block import BLOCK_BYTES_MAX
 from node.config import Address, ClusterConfigError, parse_address
 from node.keys import KeyPair, verify
+from node.refusals import RefusalTally
 from node.tls import PeerTls, TlsError, certificate_key, channel_binding, describe_ssl_error
 
 log = logging.getLogger("node.transport")
@@ -325,8 +326,7 @@ class PeerTransport:
         self.stats: dict[str, PeerStats] = {pid: PeerStats() for pid in self.peers}
         self.rejected_handshakes = 0
         self.handshakes_pending_max = handshakes_pending_max
-        self.refused_over_cap = 0
-        """Inbound connections closed unread because `handshakes_pending_max` were already pending."""
+        self._refusals = RefusalTally(log, "connections_refused")
         self._handshaking: set[asyncio.Task[None]] = set()
         """Inbound connections (their tasks) not yet authenticated: what the cap counts."""
         self._outboxes: dict[str, _Outbox] = {}
@@ -668,14 +668,15 @@ class PeerTransport:
         """Inbound connections in their handshake now (what `handshakes_pending_max` caps)."""
         return len(self._handshaking)
 
+    @property
+    def refused_over_cap(self) -> int:
+        """Inbound connections closed unread because `handshakes_pending_max` were already pending."""
+        return self._refusals.total
+
     def _over_handshake_cap(self) -> bool:
         if len(self._handshaking) < self.handshakes_pending_max:
             return False
-        self.refused_over_cap += 1
-        if self.refused_over_cap == 1 or self.refused_over_cap % 1000 == 0:  # a flood must not flood the log
-            log.warning("connections_refused", extra={"reason": "too many pending handshakes",
-                                                      "pending": len(self._handshaking),
-                                                      "refused_total": self.refused_over_cap})
+        self._refusals.note(reason="too many pending handshakes", pending=len(self._handshaking))
         return True
 
     def _count_handshake(self, task: asyncio.Task[None]) -> None:

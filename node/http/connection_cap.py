@@ -19,6 +19,8 @@ import logging
 
 from aiohttp import web
 
+from node.refusals import RefusalTally
+
 log = logging.getLogger("node.http")
 
 TOO_MANY_CONNECTIONS = "too_many_connections"
@@ -49,14 +51,19 @@ class ConnectionCap:
     """Protocol factory for the API's listener: aiohttp's handler while fewer than `connections_max` connections
     are open, else a refusal."""
 
-    __slots__ = ("_server", "connections_max", "refused")
+    __slots__ = ("_refusals", "_server", "connections_max")
 
     def __init__(self, server: web.Server, connections_max: int) -> None:
         if connections_max < 1:
             raise ValueError("connections_max must be at least 1")
         self._server = server
         self.connections_max = connections_max
-        self.refused = 0
+        self._refusals = RefusalTally(log, "http_connections_refused")
+
+    @property
+    def refused(self) -> int:
+        """Connections answered 503 since start."""
+        return self._refusals.total
 
     @property
     def open(self) -> int:
@@ -64,11 +71,8 @@ class ConnectionCap:
         return len(self._server.connections)
 
     def __call__(self) -> asyncio.BaseProtocol:
-        if len(self._server.connections) < self.connections_max:
+        open_now = self.open
+        if open_now < self.connections_max:
             return self._server()
-        self.refused += 1
-        if self.refused == 1 or self.refused % 1000 == 0:  # a flood of connections must not flood the log
-            log.warning("http_connections_refused", extra={"open": len(self._server.connections),
-                                                           "connections_max": self.connections_max,
-                                                           "refused_total": self.refused})
+        self._refusals.note(open=open_now, connections_max=self.connections_max)
         return _Refuse()

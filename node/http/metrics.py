@@ -146,7 +146,6 @@ class NodeMetrics:
         self.connections_refused = Counter(
             "ecert_connections_refused", "Connections closed unserved because a cap was reached: kind=http "
             "(answered 503 too_many_connections), kind=peer_handshake.", ["kind"], registry=r)
-        self._refused_seen: dict[str, int] = {}
 
         # Alarms
         self.alarm_active = Gauge(
@@ -190,10 +189,7 @@ class NodeMetrics:
         self.raft_applied_index.set(applied)
         self._set_role(role)
         if leader_changes is not None:
-            # A Counter cannot be set; advance it to the node's total (never backwards).
-            delta = leader_changes - self.raft_leader_changes._value.get()
-            if delta > 0:
-                self.raft_leader_changes.inc(delta)
+            _advance_to(self.raft_leader_changes, leader_changes)
         else:
             self.note_leader(leader_id)
 
@@ -291,17 +287,12 @@ class NodeMetrics:
         self.queue_depth.set(n)
 
     def set_connections(self, counts: Mapping[str, int]) -> None:
-        """From NodeSource.connections: the open counts as gauges, the refusals since start as counters (by
-        how much they grew since the last call)."""
+        """From NodeSource.connections: the open counts as gauges, the refusals since start (the node's running
+        totals) as counters, exported from 0 so that rate() sees the first refusal."""
         for kind, open_key, refused_key in (("http", "http_open", "http_refused"),
                                             ("peer_handshake", "peer_handshaking", "peer_refused")):
             self.connections_open.labels(kind=kind).set(int(counts.get(open_key, 0)))
-            total = int(counts.get(refused_key, 0))
-            grown = total - self._refused_seen.get(kind, 0)
-            refused = self.connections_refused.labels(kind=kind)  # exported from 0, so rate() sees the first one
-            if grown > 0:
-                refused.inc(grown)
-            self._refused_seen[kind] = max(total, self._refused_seen.get(kind, 0))
+            _advance_to(self.connections_refused.labels(kind=kind), int(counts.get(refused_key, 0)))
 
     # --- alarms ------------------------------------------------------------------------------------------------
 
@@ -355,11 +346,7 @@ class NodeMetrics:
                           p.get("reachable") if isinstance(p.get("reachable"), bool) else None, since)
             dropped = _int_or_none(p.get("dropped"))
             if dropped is not None and peer in self._peers:
-                # The transport keeps a running total; advance the counter to it (never backwards).
-                child = self.raft_messages_dropped.labels(peer=peer)
-                delta = dropped - child._value.get()
-                if delta > 0:
-                    child.inc(delta)
+                _advance_to(self.raft_messages_dropped.labels(peer=peer), dropped)  # the transport's total
 
     # --- exposition --------------------------------------------------------------------------------------------
 
@@ -369,6 +356,13 @@ class NodeMetrics:
 
 
 _UNSET = object()
+
+
+def _advance_to(counter: Any, total: int) -> None:
+    """A Counter cannot be set: advance it to a running total the node keeps itself (never backwards)."""
+    delta = total - counter._value.get()
+    if delta > 0:
+        counter.inc(delta)
 
 
 def contact_age_ms(last_contact_ms: object, now_ms: int | None) -> int | None:
