@@ -56,6 +56,7 @@ from node.http.openapi import HTTP_BLOCKS_PAGE_MAX, HTTP_BLOCKS_PAGE_TX_IDS_MAX
 from node.keys import fingerprint, node_key_path, node_public_key
 from node.proposer import Proposer
 from node.submission import answer_forwarded
+from node.removal_notices import RemovalNotices
 from node.tls import PeerTls
 from node.transport import PeerInfo, PeerTransport, member_peers
 
@@ -162,6 +163,9 @@ class Node:
         self._members: tuple[NodeMember, ...] = ()
         """The state membership as the driver last read it (empty for an ungoverned chain)."""
         self._removed_from_raft = False
+        self._removal_notices = RemovalNotices(self.node_id)
+        self._told_removed = False
+        """A quorum of the voters this node knows said it was removed (it was down when it happened)."""
         """A Raft change removing this node was applied in this run."""
 
     # -- startup
@@ -277,7 +281,7 @@ class Node:
         self.transport = PeerTransport(
             node_id=self.node_id, chain_id=self.chain_id, key=key, listen=self.spec.raft_bind, peers=peers,
             on_message=self._on_peer_message, on_peer_connected=self._on_peer_connected,
-            on_app_frame=self._on_app_frame,
+            on_app_frame=self._on_app_frame, on_removal_notice=self._on_removal_notice,
             on_drop=self.metrics.count_message_dropped if self.metrics is not None else None, faults=self.faults,
             tls=PeerTls.from_key(key, self.node_id, self.chain_id) if self.config.peer_tls else None)
         cfg = self.config
@@ -450,17 +454,33 @@ class Node:
     def _sync_peers(self) -> None:
         """The transport's peer table from the state membership and the Raft configuration. Once this node has
         applied its own removal it has no peers left: they refuse it anyway (until then it may still lead, and
-        hands leadership over)."""
+        hands leadership over). The removed members of the state this node applied are told so if they dial."""
         assert self.transport is not None and self.driver is not None
         peers, removed = member_peers(self._members, self.node_id, self.driver.core.voters | self.driver.core.learners)
-        if self._removed_from_raft:
-            peers, removed = [], {m.id for m in self._members if m.id != self.node_id}
-        self.transport.set_peers(peers, removed)
+        tell = {m.id for m in self._members if m.status == REMOVED}
+        if self._removed_from_raft or self._told_removed:
+            peers, removed, tell = [], {m.id for m in self._members if m.id != self.node_id}, set()
+        self.transport.set_peers(peers, removed, tell)
+
+    def _on_removal_notice(self, peer_id: str) -> None:
+        """A peer verified its signed word that this node was removed (node/removal_notices.py: a quorum of the
+        voters we know must say it). Then this node is removed as if it had applied the change itself."""
+        assert self.driver is not None and self.transport is not None
+        if self.removed:
+            return
+        if not self._removal_notices.note(peer_id, self.driver.core.voters):
+            return
+        self._told_removed = True
+        log.warning("removed_from_cluster", extra={"told_by": sorted(self._removal_notices.told_by)})
+        if self.governed:
+            self._sync_peers()
+        else:  # cut off from everyone, and tells nobody anything
+            self.transport.set_peers([], set(self.transport.peers) | self.transport.removed)
 
     @property
     def removed(self) -> bool:
         """This node was removed from the cluster: by the state membership, or by a Raft change applied here."""
-        if self._removed_from_raft:
+        if self._removed_from_raft or self._told_removed:
             return True
         return any(m.id == self.node_id and m.status == REMOVED for m in self._members)
 

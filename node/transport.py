@@ -33,6 +33,15 @@ the Raft configuration (`remove_member`). A recorded transcript is useless later
 each time. After the handshake every frame's `from_id` must equal the authenticated id and `to` our own id, or
 the connection closes.
 
+Removal notice: an acceptor whose applied membership says the initiator was removed answers its hello with
+
+    acceptor  -> initiator  removed {from: A, to: I, sig: Sign_A(transcript("removed", chain_id, A, I, Ni, "", B))}
+
+and closes. The initiator verifies it with A's pinned key (fresh: it covers Ni; bound to the channel like the
+auth) and reports it (`on_removal_notice`); a node that was down while it was removed learns it this way, from
+a quorum of the voters it knows (node/removal_notices.py), not from any one peer. A peer of an older version
+that does not know the frame counts it as a failed handshake, as before.
+
 Application frames: a frame whose body starts with the byte 0xC1 (which msgpack never produces, so no Raft frame
 can start with it) carries an application payload instead of a Raft message: the nodes use them to forward
 clients' txs to the leader and to answer. They share the authenticated connection, its ordering, its bounded queue
@@ -139,6 +148,22 @@ class FrameTooLargeError(TransportError):
     pass
 
 
+class RemovedByPeer(HandshakeError):
+    """The peer we dialled answered with a verified removal notice: its membership says we were removed."""
+
+    def __init__(self, peer_id: str) -> None:
+        super().__init__(f"{peer_id} says this node was removed from the cluster")
+        self.peer_id = peer_id
+
+
+class _RefusedAsRemoved(HandshakeError):
+    """Acceptor side: the initiator was removed; `frame` is the signed notice to answer with."""
+
+    def __init__(self, sender: str, frame: bytes) -> None:
+        super().__init__(f"node {sender!r} was removed from the cluster")
+        self.frame = frame
+
+
 class Faults(Protocol):
     def outbound(self, dst: str) -> tuple[bool, int]: ...
     def inbound(self, src: str) -> tuple[bool, int]: ...
@@ -215,7 +240,7 @@ def _pack(obj: dict[str, Any]) -> bytes:
     return data
 
 
-def _unpack_handshake(body: bytes, kind: str) -> dict[str, Any]:
+def _unpack_handshake(body: bytes, kind: str, or_kind: str | None = None) -> dict[str, Any]:
     try:
         obj = msgpack.unpackb(body, raw=False, strict_map_key=True, max_bin_len=HANDSHAKE_FRAME_BYTES_MAX)
     except Exception as exc:  # msgpack raises several types on garbage
@@ -224,7 +249,7 @@ def _unpack_handshake(body: bytes, kind: str) -> dict[str, Any]:
         raise HandshakeError(f"{kind} frame is not a map")
     if obj.get("t") == "error":
         raise HandshakeError(f"peer refused: {obj.get('reason')!r}")
-    if obj.get("t") != kind:
+    if obj.get("t") != kind and (or_kind is None or obj.get("t") != or_kind):
         raise HandshakeError(f"expected {kind} frame, got {obj.get('t')!r}")
     return obj
 
@@ -292,6 +317,7 @@ class PeerTransport:
         on_peer_connected: Callable[[str], None] | None = None,
         on_drop: Callable[[str], None] | None = None,
         on_app_frame: Callable[[str, bytes], None] | None = None,
+        on_removal_notice: Callable[[str], None] | None = None,
         encode: Callable[[Message], bytes] | None = None,
         decode: Callable[[bytes], Message] | None = None,
         faults: Faults | None = None,
@@ -310,7 +336,10 @@ class PeerTransport:
         self.listen = listen
         self.peers: dict[str, PeerInfo] = {p.id: p for p in peers if p.id != node_id}
         self.removed: set[str] = set()
+        self.told_removed: set[str] = set()
+        """The removed ids whose removal this node applied itself: their handshakes get a signed notice."""
         self.on_message = on_message
+        self.on_removal_notice = on_removal_notice
         self.on_peer_connected = on_peer_connected
         self.on_drop = on_drop
         self.on_app_frame = on_app_frame
@@ -378,27 +407,31 @@ class PeerTransport:
     # -- membership
 
     def remove_member(self, node_id: str) -> None:
-        """A removed member may neither send to us nor receive from us any more."""
+        """A removed member may neither send to us nor receive from us any more; if it dials us it is told."""
         self.removed.add(node_id)
+        self.told_removed.add(node_id)
         box = self._outboxes.pop(node_id, None)
         if box and box.task:
             box.task.cancel()
 
     def restore_member(self, node_id: str) -> None:
         self.removed.discard(node_id)
+        self.told_removed.discard(node_id)
         if node_id in self.peers and not self._closed:
             self._outbox(node_id)
 
-    def set_peers(self, peers: Iterable[PeerInfo], removed: Iterable[str]) -> None:
+    def set_peers(self, peers: Iterable[PeerInfo], removed: Iterable[str], tell: Iterable[str] = ()) -> None:
         """Replace the peer table (the membership changed): a new peer is dialled, one whose address or key
         changed is dialled again, one that left the table or is `removed` is cut off (its connections close at
-        their next frame, and its handshakes are refused)."""
+        their next frame, and its handshakes are refused). Those of `removed` also in `tell` (their removal is
+        in the state this node applied) get a signed removal notice when they dial us."""
         table = {p.id: p for p in peers if p.id != self.node_id}
         cut = set(removed) - set(table)
-        if table == self.peers and cut == self.removed:
+        told = set(tell) & cut
+        if table == self.peers and cut == self.removed and told == self.told_removed:
             return
         gone = [pid for pid, old in self.peers.items() if table.get(pid) != old]
-        self.peers, self.removed = table, cut
+        self.peers, self.removed, self.told_removed = table, cut, told
         for pid in gone:
             box = self._outboxes.pop(pid, None)
             if box and box.task:
@@ -498,7 +531,12 @@ class PeerTransport:
                 raise
             except HandshakeError as exc:
                 stats.handshake_failures += 1
-                log.warning("handshake_failed", extra={"peer": dst, "reason": str(exc)})
+                if isinstance(exc, RemovedByPeer):
+                    log.warning("removal_notice", extra={"peer": dst})
+                    if self.on_removal_notice is not None:
+                        self.on_removal_notice(dst)
+                else:
+                    log.warning("handshake_failed", extra={"peer": dst, "reason": str(exc)})
             except (OSError, TransportError, asyncio.IncompleteReadError, TimeoutError):
                 pass
             finally:
@@ -586,7 +624,9 @@ class PeerTransport:
         nonce_i = os.urandom(NONCE_BYTES)
         writer.write(encode_frame(_pack({"t": "hello", "v": PROTOCOL, "chain_id": self.chain_id,
                                          "from": self.node_id, "to": peer.id, "nonce": nonce_i})))
-        hello = _unpack_handshake(await read_frame(reader, HANDSHAKE_FRAME_BYTES_MAX), "hello")
+        hello = _unpack_handshake(await read_frame(reader, HANDSHAKE_FRAME_BYTES_MAX), "hello", "removed")
+        if hello["t"] == "removed":
+            self._check_removal_notice(hello, peer, nonce_i, binding)
         sender, nonce_a = _check_hello(hello, self.chain_id, self.node_id)
         if sender != peer.id:
             raise HandshakeError(f"dialled {peer.id} but {sender!r} answered")
@@ -597,6 +637,16 @@ class PeerTransport:
         expected = transcript("acceptor", self.chain_id, peer.id, self.node_id, nonce_i, nonce_a, binding)
         if not isinstance(auth.get("sig"), bytes) or not verify(peer.public_key, expected, auth["sig"]):
             raise HandshakeError(f"bad signature from {peer.id}")
+
+    def _check_removal_notice(self, notice: dict[str, Any], peer: PeerInfo, nonce_i: bytes, binding: bytes) -> None:
+        """Raises RemovedByPeer if `notice` is `peer`'s signature over our removal on this connection, else
+        HandshakeError (a notice anyone else could have written says nothing)."""
+        if notice.get("from") != peer.id or notice.get("to") != self.node_id:
+            raise HandshakeError(f"a removal notice from {notice.get('from')!r} to {notice.get('to')!r}")
+        signed = transcript("removed", self.chain_id, peer.id, self.node_id, nonce_i, b"", binding)
+        if not isinstance(notice.get("sig"), bytes) or not verify(peer.public_key, signed, notice["sig"]):
+            raise HandshakeError(f"a removal notice from {peer.id} with a bad signature")
+        raise RemovedByPeer(peer.id)
 
     # -- receiving
 
@@ -705,8 +755,10 @@ class PeerTransport:
                 self.rejected_handshakes += 1
                 log.warning("handshake_refused", extra={"remote": str(writer.get_extra_info("peername")),
                                                         "reason": str(exc)})
+                answer = (exc.frame if isinstance(exc, _RefusedAsRemoved)
+                          else encode_frame(_pack({"t": "error", "reason": str(exc)[:200]})))
                 with contextlib.suppress(Exception):
-                    writer.write(encode_frame(_pack({"t": "error", "reason": str(exc)[:200]})))
+                    writer.write(answer)
                     await asyncio.wait_for(writer.drain(), 0.5)
                 return
             box = self._outboxes.get(peer_id)
@@ -734,6 +786,10 @@ class PeerTransport:
         binding = self._binding(writer, acceptor=True)
         hello = _unpack_handshake(await self._read_first_frame(reader), "hello")
         sender, nonce_i = _check_hello(hello, self.chain_id, self.node_id)
+        if sender in self.told_removed:
+            sig = self.key.sign(transcript("removed", self.chain_id, self.node_id, sender, nonce_i, b"", binding))
+            raise _RefusedAsRemoved(sender, encode_frame(_pack({"t": "removed", "from": self.node_id, "to": sender,
+                                                                "sig": sig})))
         if sender in self.removed:
             raise HandshakeError(f"node {sender!r} was removed from the cluster")
         if sender not in self.peers:

@@ -122,6 +122,35 @@ def test_a_voter_is_removed_by_a_majority_and_nothing_else_removes_it(cluster_fa
     assert {m["id"]: m["status"] for m in members["members"]}[target] == "removed"
 
 
+def test_a_voter_removed_while_it_was_down_is_told_by_a_quorum_when_it_comes_back(cluster_factory: Any) -> None:
+    """The change that removes a node cannot reach it while it is down, and after it the others send it nothing:
+    on restart its peers refuse it with signed removal notices, and once a quorum of the voters it knows has
+    said so it answers 503 `removed` (CONTRACT §6 "Membership")."""
+    c: Cluster = cluster_factory(4)
+    everyone = sorted(c.nodes)
+    leader = c.wait_leader()
+    wait_for(lambda: all(raft_view(c, i) == (everyone, []) for i in everyone), 20.0, "four voters everywhere")
+    target = next(i for i in everyone if i != leader)
+    rest = [i for i in everyone if i != target]
+    assert c.stop(target) == 0
+    result = committed(tx(c, leader, rest[0], "member.propose", {"action": "remove", "node_id": target}))
+    proposal = {"proposal_id": result["proposal_id"]}
+    committed(tx(c, leader, rest[1], "member.approve", proposal))
+    assert committed(tx(c, leader, rest[2], "member.approve", proposal))["effective"] is True
+    wait_for(lambda: all(raft_view(c, i)[0] == rest for i in rest), 20.0, f"{target} to leave the voters")
+
+    c.start(target)
+    c.wait_up(target)
+    wait_for(lambda: answers_removed(c, target), 30.0, f"{target} to learn it was removed")
+    assert c.status(target)["removed"] is True
+    records = [json.loads(line) for line in (c.nodes[target].data_dir / "node.log").read_text().splitlines()]
+    told = [r for r in records if r["event"] == "removed_from_cluster"]
+    assert len(told) == 1 and len(set(told[0]["told_by"]) & set(rest)) >= 3, told  # a quorum of its four voters
+    # The rest carry on without it.
+    status, body = c.submit(leader, c.anchor_tx("tier1"))
+    assert status == 200 and body["status"] == "committed", body
+
+
 def test_a_node_not_in_the_cluster_file_joins_is_promoted_and_removed(cluster_factory: Any) -> None:
     # boc, geely, tier1 vote; pbc (the regulator) runs a learner from genesis. tier2 has no node yet.
     c: Cluster = cluster_factory(3, regulator=True, start_learners=True)

@@ -181,6 +181,67 @@ async def test_removed_member_is_refused_and_not_sent_to(tls: bool) -> None:
         await until(lambda: len(net.got["b"]) == 1)
 
 
+@BOTH
+async def test_a_removed_node_that_dials_is_told_with_a_signature_only_its_peer_makes(tls: bool) -> None:
+    """The removal notice (node/transport.py): a peer whose applied state removed the dialler answers its hello
+    with a signed notice; one that only cut it off (or a forger) does not make it report anything."""
+    async with Net(["a", "b", "c"], tls) as net:
+        told: dict[str, list[str]] = {i: [] for i in net.t}
+        for i, t in net.t.items():
+            t.on_removal_notice = told[i].append
+        peers = {i: PeerInfo(i, net.addrs[i], net.keys[i].sign_pk) for i in net.t}
+        # c only cuts a off (e.g. a Raft change it applied without the state's record): refused, not told.
+        net.t["c"].set_peers([peers["b"]], removed={"a"})
+        net.t["a"].send(hb("a", "c"))
+        await until(lambda: net.t["c"].rejected_handshakes >= 1)
+        # b applied a's removal: a's next dial to b is answered with b's signed notice, and a reports it.
+        net.t["b"].set_peers([peers["c"]], removed={"a"}, tell={"a"})
+        net.t["a"].send(hb("a", "b"))
+        await until(lambda: told["a"] == ["b"] or len(told["a"]) > 1)
+        assert set(told["a"]) == {"b"} and net.got["b"] == []
+        assert net.t["a"].stats["b"].handshake_failures >= 1
+        # A notice is only good from the pinned key: with b's key unknown to a, the same notice is refused.
+        before = len(told["a"])
+        wrong = KeyPair(os.urandom(32))
+        net.t["a"].set_peers([PeerInfo("b", net.addrs["b"], wrong.sign_pk), peers["c"]], removed=())
+        net.t["a"].send(hb("a", "b"))
+        await until(lambda: net.t["a"].stats["b"].handshake_failures >= 3)
+        assert len(told["a"]) == before
+
+
+async def test_a_forged_removal_notice_is_not_believed() -> None:
+    """A stranger on b's port answering a's hello with a notice it signed itself (or did not sign over a's
+    nonce) makes a report nothing."""
+    key_a, key_b, stranger = (KeyPair(os.urandom(32)) for _ in range(3))
+    port = free_port()
+    sent: list[bytes] = []
+
+    async def fake_b(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hello = msgpack.unpackb(await read_frame(reader, HANDSHAKE_FRAME_BYTES_MAX))
+        nonce_i = hello["nonce"] if len(sent) % 2 == 0 else os.urandom(32)  # own key, then a stale nonce
+        signer = stranger if len(sent) % 2 == 0 else key_b
+        sig = signer.sign(transcript("removed", CHAIN, "b", "a", nonce_i, b"", b""))
+        frame = encode_frame(msgpack.packb({"t": "removed", "from": "b", "to": "a", "sig": sig}))
+        sent.append(frame)
+        writer.write(frame)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(fake_b, "127.0.0.1", port)
+    told: list[str] = []
+    a = PeerTransport(node_id="a", chain_id=CHAIN, key=key_a, listen=Address("127.0.0.1", free_port()),
+                      peers=[PeerInfo("b", Address("127.0.0.1", port), key_b.sign_pk)], on_message=lambda m: None,
+                      on_removal_notice=told.append)
+    await a.start()
+    try:
+        a.send(hb("a", "b"))
+        await until(lambda: a.stats["b"].handshake_failures >= 2, within_s=10.0)
+        assert told == [] and len(sent) >= 2
+    finally:
+        await a.close()
+        server.close()
+
+
 async def test_send_queue_is_bounded_and_drops_oldest() -> None:
     keys = {i: KeyPair(os.urandom(32)) for i in "ab"}
     down = Address("127.0.0.1", free_port())  # nobody listens: frames pile up
