@@ -55,8 +55,8 @@ from node.http.connection_cap import ConnectionCap
 from node.http.openapi import HTTP_BLOCKS_PAGE_MAX, HTTP_BLOCKS_PAGE_TX_IDS_MAX
 from node.keys import fingerprint, node_key_path, node_public_key
 from node.proposer import Proposer
-from node.submission import answer_forwarded
 from node.removal_notices import RemovalNotices
+from node.submission import answer_forwarded
 from node.tls import PeerTls
 from node.transport import PeerInfo, PeerTransport, member_peers
 
