@@ -22,7 +22,7 @@ from ecert import codes, lifecycle
 from ecert import membership as m
 from ecert import state as s
 from ecert.errors import TxRejected
-from ecert.tx import MemberApprove, MemberPropose, Tx
+from ecert.tx import MemberApprove, MemberPropose, Tx, unroutable_host
 from ledger.state_view import StateView
 
 PROPOSAL_ID_HEX_CHARS = 32
@@ -52,6 +52,12 @@ def _check_add_learner(view: StateView, members: tuple[m.NodeMember, ...], body:
             raise TxRejected(codes.ADDRESS_IN_USE, f"address {address} is used by a current node")
     if _address_key(body.raft) == _address_key(body.http):
         raise TxRejected(codes.ADDRESS_IN_USE, "raft and http must be different addresses")
+    if s.chain_params(view).member_address_routable:
+        for name, address in (("raft", body.raft), ("http", body.http)):
+            why = unroutable_host(address.rpartition(":")[0])
+            if why is not None:
+                raise TxRejected(codes.UNROUTABLE_ADDRESS, f"{name} {address} is {why}: peers and clients must "
+                                 "be able to dial it (a node binds a wildcard with raft_listen / http_listen)")
     org = s.get_org(view, body.org)
     if org is None:
         raise TxRejected(codes.UNKNOWN_ORG, f"no organisation {body.org!r}")

@@ -185,6 +185,7 @@ class ChainParams(NamedTuple):
     penalty_bps_per_day: int = 0  # on the unpaid principal of a defaulted cert, from maturity (capped at amount)
     max_term_days: int = 0  # ecert.issue: maturity at most this many days after block time
     acceptance_window_ms: int = 0  # ecert.issue -> cancelled unless accepted by then
+    member_address_routable: bool = False  # member.propose add_learner: no wildcard, multicast or 0/8 address
 
 
 SETTLEMENT_PARAMS = {"grace_period_ms": 10 * 86_400_000, "penalty_bps_per_day": 5, "max_term_days": 365,
@@ -192,7 +193,7 @@ SETTLEMENT_PARAMS = {"grace_period_ms": 10 * 86_400_000, "penalty_bps_per_day": 
 """Issue 14's settlement terms for a new chain: a 10-day grace period, 5 bps a day of penalty, a 365-day maximum
 term (the cap PBoC's 2025 notice sets for supply-chain payment terms), a 7-day acceptance window."""
 NEW_CHAIN_PARAMS = ChainParams(transfer_requires_trade_docs=True, invoice_requires_contract=True,
-                               approve_requires_kyc=True, **SETTLEMENT_PARAMS)
+                               approve_requires_kyc=True, member_address_routable=True, **SETTLEMENT_PARAMS)
 """What a chain made today runs with: every rule of issue 14 on (node/genesis_file.py names each in genesis)."""
 
 

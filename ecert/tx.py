@@ -525,6 +525,50 @@ def is_ipv6(text: str) -> bool:
     return groups <= 7 if gap else groups == 8
 
 
+def ipv6_hextets(text: str) -> tuple[int, ...]:
+    """The eight 16-bit groups of an `is_ipv6` address (an IPv4 tail counts as the last two)."""
+    head, gap, tail = text.partition("::")
+
+    def groups(part: str) -> list[int]:
+        if part == "":
+            return []
+        items = part.split(":")
+        out: list[int] = []
+        if "." in items[-1]:
+            a, b, c, d = (int(x) for x in items.pop().split("."))
+            out_tail = [a << 8 | b, c << 8 | d]
+        else:
+            out_tail = []
+        out += [int(item, 16) for item in items]
+        return out + out_tail
+
+    left, right = groups(head), groups(tail)
+    return tuple(left + [0] * (8 - len(left) - len(right)) + right) if gap else tuple(left)
+
+
+def unroutable_host(host: str) -> str | None:
+    """Why nobody can dial `host` (the host part of a `v_address`), or None: the unspecified address (what a
+    process binds, never what it advertises), "this network" 0/8, multicast, and 240/4 with the broadcast
+    address. Hostnames are not judged: what they resolve to is not a fact every node shares."""
+    if host.startswith("["):
+        groups = ipv6_hextets(host[1:-1])
+        if not any(groups):
+            return "the unspecified address"
+        if groups[0] >> 8 == 0xFF:
+            return "a multicast address"
+        return None
+    if not is_ipv4(host):
+        return None
+    first = int(host.split(".", 1)[0])
+    if first == 0:
+        return "the unspecified address" if host == "0.0.0.0" else "a \"this network\" address (0/8)"
+    if 224 <= first <= 239:
+        return "a multicast address"
+    if first >= 240:
+        return "a reserved or broadcast address (240/4)"
+    return None
+
+
 def is_hostname(text: str) -> bool:
     """RFC 1123 labels joined by dots; all-numeric dotted text must be an IPv4 address instead."""
     if not 0 < len(text) <= HOSTNAME_LEN_MAX or all(c in "0123456789." for c in text):

@@ -36,7 +36,7 @@ from ecert.genesis import (
 )
 from ecert.reconcile import ConfStep, next_conf_change
 from ecert.rules import REGULATOR_TX_TYPES
-from ecert.tx import decode_envelope, is_ipv4, is_ipv6, tx_id_of, v_address
+from ecert.tx import decode_envelope, ipv6_hextets, is_ipv4, is_ipv6, tx_id_of, unroutable_host, v_address
 from ledger.executor import TxOutcome
 from tests.ecert.world import World, genesis_node, node_pk_for
 
@@ -201,6 +201,32 @@ def test_every_ipv6_spelling_is_accepted(ip: ipaddress.IPv6Address) -> None:
 @given(st.ip_addresses(v=4))
 def test_every_ipv4_address_is_accepted(ip: ipaddress.IPv4Address) -> None:
     assert is_ipv4(str(ip)) and v_address("http", f"{ip}:8701")
+
+
+@given(st.ip_addresses())
+def test_unroutable_hosts_are_what_the_stdlib_calls_unspecified_multicast_or_reserved(
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    host = f"[{ip.compressed}]" if ip.version == 6 else str(ip)
+    expected = (ip.is_unspecified or ip.is_multicast or (ip.version == 4 and (ip in ipaddress.ip_network("0.0.0.0/8")
+                or ip in ipaddress.ip_network("240.0.0.0/4"))))
+    assert (unroutable_host(host) is not None) == expected, host
+    if ip.version == 6:
+        assert ipv6_hextets(ip.compressed) == ipv6_hextets(ip.exploded) == tuple(
+            int(ip) >> (16 * (7 - i)) & 0xFFFF for i in range(8))
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "[::]", "[0:0:0:0:0:0:0:0]", "[::0.0.0.0]", "224.0.0.1",
+                                  "255.255.255.255", "[ff02::1]", "0.1.2.3"])
+def test_a_new_chain_refuses_a_learner_nobody_can_dial_and_an_old_chain_replays_as_before(host: str) -> None:
+    for field in ("raft", "http"):
+        body = {**new_node("n9", "boc"), field: f"{host}:9{len(field)}01"}
+        outcome = routable_five().run("boc", "member.propose", body)
+        assert (outcome.status, outcome.error_code) == ("rejected", C.UNROUTABLE_ADDRESS), outcome
+        assert field in (outcome.error_message or "")
+        assert five().run("boc", "member.propose", body).status == "committed"  # the parameter off: as it was
+    for fine in ("127.0.0.1", "[::1]", "10.0.0.5", "node9.example", "[2001:db8::1]"):
+        body = {**new_node("n9", "boc"), "raft": f"{fine}:9701", "http": f"{fine}:8701"}
+        assert routable_five().run("boc", "member.propose", body).status == "committed", fine
 
 
 def _stdlib_ipv6(text: str) -> bool:
@@ -606,7 +632,17 @@ def _address_in_use(w: World) -> TxOutcome:
     return w.run("boc", "member.propose", {**new_node("n9", "boc"), "raft": member.raft})
 
 
-GOVERNANCE_CASES: dict[str, Callable[[World], TxOutcome]] = {code: _fresh(run) for code, run in {
+def routable_five() -> World:
+    nodes = [genesis_node(f"n-{o}", o) for o in VOTING] + [genesis_node("n-tier2", "tier2", voter=False)]
+    return World(nodes=nodes, params={"member_address_routable": True})
+
+
+def _unroutable(_w: World) -> TxOutcome:
+    return routable_five().run("boc", "member.propose", {**new_node("n9", "boc"), "raft": "0.0.0.0:9701"})
+
+
+GOVERNANCE_CASES: dict[str, Callable[[World], TxOutcome]] = {C.UNROUTABLE_ADDRESS: _unroutable} | {
+    code: _fresh(run) for code, run in {
     C.NOT_VOTING_ORG: lambda w: w.run("tier3", "member.propose", {"action": "promote", "node_id": "n-tier2"}),
     C.TOO_MANY_PROPOSALS: _too_many,
     C.TOO_FEW_VOTERS: _too_few,

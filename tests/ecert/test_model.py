@@ -1235,6 +1235,7 @@ class EcertModel(RuleBasedStateMachine):
         if respond and self.submit(against, "dispute.respond", answer, set()) is not None:
             dispute["status"] = "responded"  # else the respondent is frozen (SIGNER_NOT_ACTIVE)
         self.w.now += wait
+        self.expire()  # as every rule that moves time: the next block's begin cancels what fell due
         resolver = REGULATOR if by_regulator or dispute["resolver"] is None else dispute["resolver"]
         broken = {C.DISPUTE_ESCALATED} if resolver != REGULATOR and self.w.now >= dispute["deadline"] else set()
         if self.submit(resolver, "dispute.resolve", {"dispute_id": dispute_id, "outcome": "upheld"},
@@ -1251,6 +1252,7 @@ class EcertModel(RuleBasedStateMachine):
         self.complaint_file(complainant, respondent)
         complaint_id = next(reversed(self.complaints))
         self.w.now += wait
+        self.expire()  # as every rule that moves time: the next block's begin cancels what fell due
         if respond and self.orgs[respondent]["status"] == "active":
             self.complaint_act_on(complaint_id, respondent, "complaint.respond")
         if end:
