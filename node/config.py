@@ -207,7 +207,11 @@ class ClusterConfig:
     """Rotated node.log files kept beside it (node.log.1 .. node.log.N); the oldest is deleted."""
     read_access: str = READ_ACCESS_SIGNED
     peer_tls: bool = True
-    """TLS 1.3 on peer links (CONTRACT §6). False is for measuring its cost only; the node warns at start."""
+    """TLS 1.3 on peer links (CONTRACT §6). False is for measuring its cost only; the node warns at start, and
+    refuses it unless every peer link stays on loopback or `peer_tls_off_beyond_loopback` says otherwise."""
+    peer_tls_off_beyond_loopback: bool = False
+    """With peer_tls = false, allow Raft addresses (and binds) off loopback: clear text on a real network, for
+    measurements across network namespaces (./scripts/multihost --no-tls) and nothing else."""
 
     @property
     def base_dir(self) -> Path:
@@ -279,8 +283,18 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> ClusterConfig:
     if not isinstance(peer_tls, bool):
         raise ClusterConfigError("cluster.peer_tls", f"must be true or false, got {peer_tls!r}")
 
+    beyond_loopback = cluster.get("peer_tls_off_beyond_loopback", False)
+    if not isinstance(beyond_loopback, bool):
+        raise ClusterConfigError("cluster.peer_tls_off_beyond_loopback",
+                                 f"must be true or false, got {beyond_loopback!r}")
+
     orgs = _parse_orgs(raw.get("orgs"))
     nodes = _parse_nodes(raw.get("nodes"), path.parent)
+    if not peer_tls and not beyond_loopback:
+        for i, n in enumerate(nodes):
+            for key, address in (("raft", n.raft), ("raft_listen", n.raft_listen)):
+                if address is not None and not address.is_loopback:
+                    raise ClusterConfigError("cluster.peer_tls", clear_text_refusal(f"nodes[{i}].{key} = {address}"))
     org_ids = {o.id for o in orgs}
     roles = {o.id: o.role for o in orgs}
     for i, n in enumerate(nodes):
@@ -292,7 +306,14 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> ClusterConfig:
     if not any(n.voter for n in nodes):
         raise ClusterConfigError("nodes", "at least one node must be a voter")
     return ClusterConfig(path=path, chain_id=chain_id, nodes=nodes, orgs=orgs, read_access=read_access,
-                         peer_tls=peer_tls, **ints)
+                         peer_tls=peer_tls, peer_tls_off_beyond_loopback=beyond_loopback, **ints)
+
+
+def clear_text_refusal(where: str) -> str:
+    """Why peer_tls = false is refused for an address off loopback (`where` names it)."""
+    return (f"false, but {where} is not a loopback address: peer links would carry every block in clear text, "
+            "and anyone on the path could read and inject frames. Keep peer_tls = true, or set "
+            "[cluster] peer_tls_off_beyond_loopback = true to measure clear text on a network you own")
 
 
 def _int_key(cluster: Mapping[str, Any], key: str, spec: IntKey) -> int:

@@ -36,7 +36,7 @@ from ecert.membership import REMOVED, NodeMember, get_member, membership
 from ecert.state import CERT_INDEX, get_org
 from ecert.tx import decode_tx, raw_tx_id
 from ledger.store import StateStore
-from node.config import ClusterConfig
+from node.config import ClusterConfig, clear_text_refusal
 from node.custody import CustodyError, check_key_custody, check_org_key
 from node.driver import RaftDriver
 from node.forward import (
@@ -275,6 +275,11 @@ class Node:
             self.metrics = None
         self._open_state(key.sign_pk)
         peers = self._peer_infos()
+        if not self.config.peer_tls and not self.config.peer_tls_off_beyond_loopback:
+            for peer in peers:  # the cluster file was checked when it loaded; the state's members are checked here
+                if not peer.raft.is_loopback:
+                    raise StartupError("cluster.peer_tls = " + clear_text_refusal(f"the Raft address of member "
+                                                                                  f"{peer.id}, {peer.raft},"))
         if not self.config.peer_tls:
             self._warn("peer_tls_off", "peer_tls = false: peer links are clear text (for measurement only; anyone on "
                        "the path reads every block and can inject frames)")

@@ -287,6 +287,8 @@ class MultihostCluster(ChaosCluster):
         settings: dict[str, object] = {**SETTINGS, "tick_ms": self.tick_ms}
         if config_supports(ClusterConfig, "peer_tls"):
             settings["peer_tls"] = self.peer_tls
+        if not self.peer_tls and config_supports(ClusterConfig, "peer_tls_off_beyond_loopback"):
+            settings["peer_tls_off_beyond_loopback"] = True  # the namespaces' links are off loopback by design
         text = set_cluster_keys(text, settings)
         self.listen_split = config_supports(NodeSpec, "raft_listen")
         if self.listen_split:

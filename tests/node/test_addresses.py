@@ -209,10 +209,31 @@ def test_advertised_duplicates_are_found_in_any_spelling(tmp_path: Path) -> None
 # -- [cluster] peer_tls ----------------------------------------------------------------------------------------------
 
 
+def on_loopback(tmp_path: Path, cluster: str, boc: str = "") -> ClusterConfig:
+    p = tmp_path / "cluster.toml"
+    p.write_text(BASE.format(cluster=cluster, boc=boc, geely="").replace("10.0.0.", "127.0.0."))
+    return load_config(p)
+
+
 def test_peer_tls_defaults_to_true_and_takes_a_bool(tmp_path: Path) -> None:
     assert load(tmp_path).peer_tls is True
-    assert load(tmp_path, cluster="peer_tls = false").peer_tls is False
+    assert on_loopback(tmp_path, cluster="peer_tls = false").peer_tls is False
     assert load(tmp_path, cluster="peer_tls = true").peer_tls is True
+
+
+def test_clear_text_peer_links_off_loopback_are_refused_unless_asked_for_by_name(tmp_path: Path) -> None:
+    err = refused(tmp_path, cluster="peer_tls = false")
+    assert err.key == "cluster.peer_tls" and "nodes[0].raft = 10.0.0.1:9701" in str(err)
+    assert "peer_tls_off_beyond_loopback" in str(err)
+    # A wildcard bind is off loopback too, even when every advertised address is on it.
+    with pytest.raises(ClusterConfigError) as exc:
+        on_loopback(tmp_path, cluster="peer_tls = false", boc='raft_listen = "0.0.0.0:9801"')
+    assert "nodes[0].raft_listen = 0.0.0.0:9801" in str(exc.value)
+    cfg = load(tmp_path, cluster="peer_tls = false\npeer_tls_off_beyond_loopback = true")
+    assert cfg.peer_tls is False and cfg.peer_tls_off_beyond_loopback is True
+    assert load(tmp_path).peer_tls_off_beyond_loopback is False
+    err = refused(tmp_path, cluster='peer_tls = false\npeer_tls_off_beyond_loopback = "yes"')
+    assert err.key == "cluster.peer_tls_off_beyond_loopback"
 
 
 @pytest.mark.parametrize("value", ['"false"', "0", "1", '"no"'])
@@ -262,8 +283,9 @@ def test_localnet_writes_peer_tls_listen_https_and_ipv6(tmp_path: Path) -> None:
              localnet.LocalNode("geely", "geely", 8002, 9002, host="localhost", https_cert="h/c.pem",
                                 https_key="h/k.pem", https_ca="h/c.pem"),
              localnet.LocalNode("tier1", "tier1", 8003, 9003, host="::1", listen_host="::")]
-    path = localnet.write_cluster_file(tmp_path, "x", localnet.consortium_orgs(3), nodes, {"tick_ms": 20},
-                                       peer_tls=False)
+    # Wildcard binds in clear text: only with the key that says so by name (test_clear_text_peer_links_...).
+    path = localnet.write_cluster_file(tmp_path, "x", localnet.consortium_orgs(3), nodes,
+                                       {"tick_ms": 20, "peer_tls_off_beyond_loopback": True}, peer_tls=False)
     cfg = load_config(path)
     assert cfg.peer_tls is False and cfg.tick_ms == 20
     boc, geely, tier1 = cfg.nodes

@@ -292,3 +292,22 @@ async def test_a_node_whose_org_key_is_not_the_genesis_key_does_not_start(tmp_pa
     org_key_path(config.keys_dir, "boc").write_text("cd" * 32 + "\n")  # then the file is swapped
     message = await start_refused(config, "boc")
     assert f"holds sign_pk {fingerprint(KeyPair(bytes.fromhex('cd' * 32)).sign_pk_hex)}" in message
+
+
+async def test_clear_text_peer_links_to_a_member_off_loopback_do_not_start(tmp_path: Path) -> None:
+    """The cluster file is checked when it loads (tests/node/test_addresses.py); the state's members, which a
+    node's own file may not list, are checked at start: peer_tls = false with one of them off loopback is refused."""
+    config = demo(tmp_path, geely="10.0.0.7")
+    for path in (org_key_path(config.keys_dir, "geely"), node_key_path(config.keys_dir, "geely"),
+                 config.keys_dir / LOCAL_DEMO_MARKER):
+        path.unlink()  # boc's host: its own keys only
+    clear = dataclasses.replace(config, peer_tls=False)  # as if its file listed only itself, on loopback
+    message = await start_refused(clear, "boc")
+    assert "member geely, 10.0.0.7:7102" in message and "peer_tls_off_beyond_loopback" in message
+    # Named, it starts (and warns): the transport is made.
+    node = Node(dataclasses.replace(clear, peer_tls_off_beyond_loopback=True), "boc")
+    try:
+        await node.start()
+        assert node.transport is not None and node.transport.tls is None
+    finally:
+        await node.stop()
