@@ -472,17 +472,25 @@ def _paths() -> dict[str, Any]:
     }
 
 
+API_DOCUMENT_VERSION = "4"
+"""`info.version`: 4 since `GET /v1/blocks` pages are headers with tx counts (tx ids with `tx_ids=true`) and a node
+over its connection cap answers 503 too_many_connections; 3 was issue 13's signed reads."""
+
+
 def openapi_document(node_id: str | None = None) -> dict[str, Any]:
     """The document as the node `node_id` serves it (None: the session cookie's name left as a template)."""
     cookie = session_cookie(node_id) if node_id is not None else "ecert_session_<node_id>"
     return {
         "openapi": "3.1.0",
-        "info": {"title": "ecert-chain node API", "version": "3",
+        "info": {"title": "ecert-chain node API", "version": API_DOCUMENT_VERSION,
                  "description": "Every error is {\"error\": {\"code\", \"message\"}}. JSON by default; "
                                 "msgpack when Content-Type / Accept is application/msgpack. Reads are bounded "
                                 "by who asks (CONTRACT §6): each operation's `security` and `x-ecert-access` "
                                 "say who may call it; a route not described here answers the regulator only. "
-                                "A method a path does not take answers 405 with Allow; an unknown path 404."},
+                                "A method a path does not take answers 405 with Allow; an unknown path 404. "
+                                "Any request may be answered 503 too_many_connections (Retry-After: 1, the "
+                                "connection closed) while the node holds [cluster] http_connections_max "
+                                "connections: that answer comes before routing."},
         "paths": _paths(),
         "components": {
             "securitySchemes": {
