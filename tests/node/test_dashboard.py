@@ -293,6 +293,9 @@ async def test_blocks_paging_and_block_txs(served):
     other = await (await client.get("/v1/blocks/3/txs", headers=dash.member)).json()
     assert other["txs"] == [{"tx_id": "03" * 32, "status": "rejected"}]
     assert (await client.get("/v1/blocks/3/txs")).status == 401
+    # What the dashboard's public block view lists instead (app.js publicBlockTxs): the ids, anonymously.
+    public = await client.get("/v1/blocks?before=4&limit=1&tx_ids=true")
+    assert public.status == 200 and (await public.json())["blocks"] == [{**page["blocks"][0], "tx_ids": ["03" * 32]}]
 
 
 async def test_latest_cert_is_newest_created(served):

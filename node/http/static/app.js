@@ -271,6 +271,7 @@ function openTxsRow(height) {
 function blockTxsRow(height) {
   const cell = el("td", { colspan: 5 }, "loading…");
   const row = el("tr", { class: "txs-row", dataset: { txsOf: height } }, cell);
+  if (!loggedIn()) return publicBlockTxs(height, cell, row);
   getJSON(`/v1/blocks/${height}/txs`).then((body) => {
     const txs = body.txs || [];
     if (!txs.length) { clear(cell, "no transactions"); return; }
@@ -280,6 +281,22 @@ function blockTxsRow(height) {
   }).catch((e) => {
     clear(cell, errorText(e));
     if (state.openTxsRow === row) state.openTxsRow = null;  // not kept: the next refresh asks again
+  });
+  return row;
+}
+
+// Without a login a block's tx ids are public (GET /v1/blocks?tx_ids=true); each tx's type, signer and outcome
+// are shown to its parties only (GET /v1/blocks/{h}/txs is a signed read, CONTRACT §6): the public view lists ids.
+function publicBlockTxs(height, cell, row) {
+  getJSON(`/v1/blocks?before=${height + 1}&limit=1&tx_ids=true`).then((page) => {
+    const ids = (page.blocks || []).find((b) => b.height === height)?.tx_ids || [];
+    if (!ids.length) { clear(cell, "no transactions"); return; }
+    clear(cell, el("div", {}, loginHint(`${ids.length} txs; their types and outcomes are shown to their parties`)),
+      el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "tx id"))),
+        el("tbody", {}, ids.map((id) => el("tr", { dataset: { txId: id } }, el("td", { class: "mono" }, id))))));
+  }).catch((e) => {
+    clear(cell, errorText(e));
+    if (state.openTxsRow === row) state.openTxsRow = null;
   });
   return row;
 }
