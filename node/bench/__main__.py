@@ -65,9 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mode", choices=("signed", "raw", "failover", "soak"), default="signed",
                    help="signed (default): E-cert txs vs etcd; raw: consensus alone vs PySyncObj; "
                         "failover: SIGKILL the leader repeatedly; soak: memory and disk under steady load")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="signed: this many rounds of etcd and ours, the order alternating, medians reported; "
+                        "raw: alternate our run and PySyncObj's this many times (default 1)")
     g = p.add_argument_group("raw mode")
-    g.add_argument("--repeat", type=int, default=1, help="alternate our run and PySyncObj's this many times; "
-                                                        "medians are reported (default 1)")
     g.add_argument("--batch", type=int, default=RAW_DEFAULTS.batch,
                    help=f"entries a leader proposes per turn (default {RAW_DEFAULTS.batch})")
     g.add_argument("--window", type=int, default=RAW_DEFAULTS.window,
@@ -200,48 +201,134 @@ def render(levels: list[int], ours: dict[int, LoadResult], theirs: dict[int, Loa
     return table
 
 
+@dataclasses.dataclass(slots=True)
+class SignedRound:
+    """One round of the signed comparison: our cluster and etcd, one after the other, every level each."""
+
+    order: str
+    """"etcd first" or "ecert first": rounds alternate, so a machine that drifts during the run favours neither."""
+    ours: dict[int, LoadResult]
+    theirs: dict[int, LoadResult]
+    clear: dict[int, LoadResult]
+
+    def ratios(self, c: int) -> tuple[float | None, float | None]:
+        """(our tps / etcd's, our p50 / etcd's) at concurrency `c`; None without an etcd result."""
+        a, b = self.ours[c], self.theirs.get(c)
+        if b is None:
+            return None, None
+        tps = a.tps / b.tps if b.tps else None
+        p50 = a.percentile_ms(50) / b.percentile_ms(50) if b.percentile_ms(50) else None
+        return tps, p50
+
+
+async def signed_round(root: Path, args: argparse.Namespace, r: int) -> tuple[SignedRound, dict[str, Any], str]:
+    here = root / f"round-{r}"
+    here.mkdir()
+    etcd_first = r % 2 == 0
+    theirs: dict[int, LoadResult] = {}
+    version = "skipped"
+    resources: dict[str, Any] = {}
+
+    async def run_etcd() -> None:
+        nonlocal theirs, version
+        if not args.skip_etcd:
+            theirs, version = await bench_etcd(here, args.nodes, args.concurrency_levels, args.duration)
+
+    if etcd_first:
+        await run_etcd()
+    ours, resources = await bench_ecert(here, args.nodes, args.concurrency_levels, args.duration,
+                                        peer_tls=args.peer_tls != "off")
+    clear: dict[int, LoadResult] = {}
+    if args.peer_tls == "both":
+        clear, _ = await bench_ecert(here, args.nodes, args.concurrency_levels, args.duration, peer_tls=False)
+    if not etcd_first:
+        await run_etcd()
+    order = "etcd first" if etcd_first or args.skip_etcd else "ecert first"
+    return SignedRound(order, ours, theirs, clear), resources, version
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return median(known) if known else None
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def summarise_rounds(rounds: list[SignedRound], levels: list[int]) -> dict[str, Any]:
+    """Medians over the rounds per level (one round: its own numbers), and each round's numbers."""
+    def level(c: int) -> dict[str, Any]:
+        ours = [r.ours[c] for r in rounds]
+        theirs = [r.theirs[c] for r in rounds if c in r.theirs]
+        return {
+            "concurrency": c,
+            "tps": round(median([a.tps for a in ours]), 1),
+            "p50_ms": round(median([a.percentile_ms(50) for a in ours]), 2),
+            "p99_ms": round(median([a.percentile_ms(99) for a in ours]), 2),
+            "etcd_tps": round(median([b.tps for b in theirs]), 1) if theirs else None,
+            "etcd_p50_ms": round(median([b.percentile_ms(50) for b in theirs]), 2) if theirs else None,
+            "etcd_p99_ms": round(median([b.percentile_ms(99) for b in theirs]), 2) if theirs else None,
+            "ratio": _rounded(_median_or_none([r.ratios(c)[0] for r in rounds]), 3),
+            "p50_ratio": _rounded(_median_or_none([r.ratios(c)[1] for r in rounds]), 3),
+            "failed": sum(a.failed for a in ours),
+        }
+
+    return {"levels": {c: level(c) for c in levels},
+            "rounds": [{"round": i + 1, "order": r.order, "levels": [
+                {"concurrency": c, "ecert": r.ours[c].summary(),
+                 "etcd": r.theirs[c].summary() if c in r.theirs else None,
+                 "ratio": _rounded(r.ratios(c)[0], 3), "p50_ratio": _rounded(r.ratios(c)[1], 3)}
+                for c in levels]} for i, r in enumerate(rounds)]}
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="ecert-bench-"))
+    rounds: list[SignedRound] = []
+    resources: dict[str, Any] = {}
+    version = "skipped"
     try:
-        theirs: dict[int, LoadResult] = {}
-        version = "skipped"
-        if not args.skip_etcd:
-            theirs, version = await bench_etcd(root, args.nodes, args.concurrency_levels, args.duration)
-        ours, resources = await bench_ecert(root, args.nodes, args.concurrency_levels, args.duration,
-                                            peer_tls=args.peer_tls != "off")
-        clear: dict[int, LoadResult] = {}
-        if args.peer_tls == "both":
-            clear, _ = await bench_ecert(root, args.nodes, args.concurrency_levels, args.duration, peer_tls=False)
+        for r in range(args.repeat):
+            if args.repeat > 1:
+                console.print(f"round {r + 1}/{args.repeat}")
+            one, resources, round_version = await signed_round(root, args, r)
+            rounds.append(one)
+            version = round_version if round_version != "skipped" else version
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    console.print(render(args.concurrency_levels, ours, theirs))
-    if clear:
-        console.print(render(args.concurrency_levels, clear, theirs, title="peer links in clear text (peer_tls = false)"))
-    for result in [*ours.values(), *clear.values(), *theirs.values()]:
-        if result.failed:
-            console.print(f"[yellow]{result.name}: {result.failed} requests failed[/] "
-                          f"{dict(result.failures.most_common(5))}")
+    last = rounds[-1]
+    for i, one in enumerate(rounds):
+        title = "peer links over TLS 1.3" + (f", round {i + 1} ({one.order})" if len(rounds) > 1 else "")
+        console.print(render(args.concurrency_levels, one.ours, one.theirs, title=title))
+        if one.clear:
+            console.print(render(args.concurrency_levels, one.clear, one.theirs,
+                                 title="peer links in clear text (peer_tls = false)"))
+        for result in [*one.ours.values(), *one.clear.values(), *one.theirs.values()]:
+            if result.failed:
+                console.print(f"[yellow]{result.name}: {result.failed} requests failed[/] "
+                              f"{dict(result.failures.most_common(5))}")
     head = args.concurrency_levels[-1]
-    a, b = ours[head], theirs.get(head)
+    summary = summarise_rounds(rounds, args.concurrency_levels)
+    top = summary["levels"][head]
     tls_part: dict[str, Any] = {"peer_tls": args.peer_tls}
-    if clear:
-        off = clear[head]
+    if last.clear:
+        off, on = last.clear[head], last.ours[head]
         tls_part |= {"peer_tls_off": {"tps": round(off.tps, 1), "p50_ms": round(off.percentile_ms(50), 2),
                                       "p99_ms": round(off.percentile_ms(99), 2)},
-                     "tls_ratio": round(a.tps / off.tps, 3) if off.tps else None}
-    return {
-        "tps": round(a.tps, 1), "p50_ms": round(a.percentile_ms(50), 2), "p99_ms": round(a.percentile_ms(99), 2),
-        "etcd_tps": round(b.tps, 1) if b else None,
-        "etcd_p50_ms": round(b.percentile_ms(50), 2) if b else None,
-        "etcd_p99_ms": round(b.percentile_ms(99), 2) if b else None,
-        "ratio": round(a.tps / b.tps, 3) if b and b.tps else None,
+                     "tls_ratio": round(on.tps / off.tps, 3) if off.tps else None}
+    out: dict[str, Any] = {
+        **{k: top[k] for k in ("tps", "p50_ms", "p99_ms", "etcd_tps", "etcd_p50_ms", "etcd_p99_ms", "ratio")},
         "concurrency": head, "nodes": args.nodes, "duration_s": args.duration,
-        "sweep": [{"concurrency": c, "ecert": ours[c].summary(),
-                   "etcd": theirs[c].summary() if c in theirs else None} for c in args.concurrency_levels],
+        "sweep": [{"concurrency": c, "ecert": last.ours[c].summary(),
+                   "etcd": last.theirs[c].summary() if c in last.theirs else None,
+                   "p50_ratio": summary["levels"][c]["p50_ratio"]} for c in args.concurrency_levels],
         "resources": resources, "etcd_version": version, "python": platform.python_version(),
-        "failed": a.failed, **tls_part,
+        "failed": sum(r.ours[c].failed for r in rounds for c in args.concurrency_levels), **tls_part,
     }
+    if len(rounds) > 1:
+        out |= {"repeat": len(rounds), "medians": list(summary["levels"].values()), "rounds": summary["rounds"]}
+    return out
 
 
 def raw_settings(args: argparse.Namespace) -> raw.RawSettings:

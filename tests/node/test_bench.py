@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from consensus.ready import Role
-from node.bench.__main__ import median, parse_args, raw_settings
+from node.bench.__main__ import SignedRound, median, parse_args, raw_settings, summarise_rounds
 from node.bench.failover import FailoverReport, KillSample
 from node.bench.loadgen import LoadResult
 from node.bench.raw_node import Meter, RawDriver
@@ -37,6 +37,35 @@ def test_percentile_small_and_empty() -> None:
 def test_median() -> None:
     assert median([3.0, 1.0, 2.0]) == 2.0
     assert median([4.0, 1.0, 2.0, 3.0]) == 2.5
+
+
+def load(name: str, ok: int, p50: float) -> LoadResult:
+    return LoadResult(name, 1.0, ok=ok, latencies_ms=[p50] * 3)
+
+
+def test_rounds_report_the_median_of_each_rounds_ratio_not_the_ratio_of_medians() -> None:
+    """--repeat: rounds alternate which system runs first; each round's ratio compares two runs minutes apart
+    at most, and the headline is the median of those ratios."""
+    rounds = [SignedRound("etcd first", {1: load("e", 100, 4.0), 64: load("e", 700, 80.0)},
+                          {1: load("t", 400, 2.0), 64: load("t", 2000, 30.0)}, {}),
+              SignedRound("ecert first", {1: load("e", 120, 5.0), 64: load("e", 800, 70.0)},
+                          {1: load("t", 300, 1.0), 64: load("t", 1000, 60.0)}, {}),
+              SignedRound("etcd first", {1: load("e", 110, 6.0), 64: load("e", 600, 90.0)},
+                          {1: load("t", 350, 3.0), 64: load("t", 1500, 40.0)}, {})]
+    summary = summarise_rounds(rounds, [1, 64])
+    top = summary["levels"][64]
+    assert (top["tps"], top["etcd_tps"]) == (700.0, 1500.0)
+    assert top["ratio"] == 0.4  # the per-round ratios are 0.35, 0.8, 0.4; 700/1500 would say 0.467
+    assert summary["levels"][1]["p50_ratio"] == 2.0  # 4/2, 5/1, 6/3
+    assert [r["order"] for r in summary["rounds"]] == ["etcd first", "ecert first", "etcd first"]
+    assert summary["rounds"][1]["levels"][1]["ratio"] == 0.8
+    # Without etcd (--skip-etcd) there is no ratio, and nothing breaks.
+    alone = summarise_rounds([SignedRound("etcd first", {1: load("e", 100, 4.0)}, {}, {})], [1])
+    assert alone["levels"][1]["ratio"] is None and alone["levels"][1]["etcd_tps"] is None
+
+
+def test_repeat_is_for_the_signed_mode_too() -> None:
+    assert parse_args(["--repeat", "3"]).repeat == 3 and parse_args([]).repeat == 1
 
 
 # -- argument parsing ---------------------------------------------------------------------------------------
