@@ -38,7 +38,7 @@ from rich.table import Table
 
 from node.bench import ecert_side, etcd, failover, raw, soak
 from node.bench.loadgen import LoadResult, run_closed_loop
-from node.bench.resources import cluster_resources
+from node.bench.resources import cluster_resources, cpu_s, node_pids, own_cpu_s
 from node.build_info import python_path
 from node.ops.localnet import free_ports
 
@@ -122,11 +122,15 @@ def progress_bar(label: str, duration: float) -> Progress:
                     TimeElapsedColumn(), console=console, transient=True)
 
 
-async def measure(label: str, workers: list[Any], duration: float) -> LoadResult:
+async def measure(label: str, workers: list[Any], duration: float, server_pids: list[int]) -> LoadResult:
+    """One closed-loop run; also the CPU the servers (`server_pids`) and this client used meanwhile, so the two
+    systems can be compared per operation by what they cost, not only by how fast this machine ran them."""
     with progress_bar(label, duration) as bar:
         task = bar.add_task(label, total=None, ok=0)
+        server0, client0 = cpu_s(server_pids), own_cpu_s()
         result = await run_closed_loop(label, workers, duration,
                                        on_progress=lambda n: bar.update(task, ok=n))
+        result.server_cpu_s, result.client_cpu_s = cpu_s(server_pids) - server0, own_cpu_s() - client0
     return result
 
 
@@ -151,7 +155,8 @@ async def bench_etcd(root: Path, nodes: int, levels: list[int], duration: float)
 
                 return next_request
 
-            results[c] = await measure(f"etcd c={c}", [worker(i) for i in range(c)], duration)
+            results[c] = await measure(f"etcd c={c}", [worker(i) for i in range(c)], duration,
+                                       [p.pid for p in cluster.procs])
     finally:
         cluster.stop()
     return results, version
@@ -180,7 +185,7 @@ async def bench_ecert(root: Path, nodes: int, levels: list[int], duration: float
                 chains = [ecert_side.presign_chain(signer, roots[used + i], per_client) for i in range(c)]
             used += c
             workers = [ecert_side.transfer_worker(urls, chains[i], i) for i in range(c)]
-            results[c] = await measure(f"ecert c={c}", workers, duration)
+            results[c] = await measure(f"ecert c={c}", workers, duration, node_pids(config))
         resources = cluster_resources(config)
     finally:
         cluster.down()
@@ -190,14 +195,20 @@ async def bench_ecert(root: Path, nodes: int, levels: list[int], duration: float
 def render(levels: list[int], ours: dict[int, LoadResult], theirs: dict[int, LoadResult],
            title: str = "peer links over TLS 1.3") -> Table:
     table = Table(title=f"signed E-cert transfers (ecert-chain) vs puts (etcd), same client; {title}")
-    for col in ("concurrency", "ecert tps", "p50 ms", "p99 ms", "etcd tps", "p50 ms", "p99 ms", "ratio"):
+    for col in ("concurrency", "ecert tps", "p50 ms", "p99 ms", "CPU ms/tx", "etcd tps", "p50 ms", "p99 ms",
+                "CPU ms/put", "ratio"):
         table.add_column(col, justify="right")
+
+    def cpu(r: LoadResult | None) -> str:
+        ms = r.cpu_ms_per_op(r.server_cpu_s) if r else None
+        return f"{ms:.2f}" if ms is not None else "-"
+
     for c in levels:
         a, b = ours[c], theirs.get(c)
         ratio = f"{a.tps / b.tps:.2f}" if b and b.tps else "-"
-        table.add_row(str(c), f"{a.tps:.0f}", f"{a.percentile_ms(50):.1f}", f"{a.percentile_ms(99):.1f}",
+        table.add_row(str(c), f"{a.tps:.0f}", f"{a.percentile_ms(50):.1f}", f"{a.percentile_ms(99):.1f}", cpu(a),
                       f"{b.tps:.0f}" if b else "-", f"{b.percentile_ms(50):.1f}" if b else "-",
-                      f"{b.percentile_ms(99):.1f}" if b else "-", ratio)
+                      f"{b.percentile_ms(99):.1f}" if b else "-", cpu(b), ratio)
     return table
 
 
@@ -210,6 +221,13 @@ class SignedRound:
     ours: dict[int, LoadResult]
     theirs: dict[int, LoadResult]
     clear: dict[int, LoadResult]
+
+    def cpu_ratio(self, c: int) -> float | None:
+        """etcd's server CPU per put / ours per tx at `c`: the share of etcd's efficiency we have (1.0: as
+        cheap per operation as etcd), whatever speed the machine ran at."""
+        a, b = self.ours[c], self.theirs.get(c)
+        ours, theirs = a.cpu_ms_per_op(a.server_cpu_s), b.cpu_ms_per_op(b.server_cpu_s) if b else None
+        return theirs / ours if ours and theirs else None
 
     def ratios(self, c: int) -> tuple[float | None, float | None]:
         """(our tps / etcd's, our p50 / etcd's) at concurrency `c`; None without an etcd result."""
@@ -271,6 +289,9 @@ def summarise_rounds(rounds: list[SignedRound], levels: list[int]) -> dict[str, 
             "etcd_p99_ms": round(median([b.percentile_ms(99) for b in theirs]), 2) if theirs else None,
             "ratio": _rounded(_median_or_none([r.ratios(c)[0] for r in rounds]), 3),
             "p50_ratio": _rounded(_median_or_none([r.ratios(c)[1] for r in rounds]), 3),
+            "cpu_ms_per_tx": _rounded(_median_or_none([a.cpu_ms_per_op(a.server_cpu_s) for a in ours]), 3),
+            "etcd_cpu_ms_per_put": _rounded(_median_or_none([b.cpu_ms_per_op(b.server_cpu_s) for b in theirs]), 3),
+            "cpu_ratio": _rounded(_median_or_none([r.cpu_ratio(c) for r in rounds]), 3),
             "failed": sum(a.failed for a in ours),
         }
 
@@ -278,7 +299,8 @@ def summarise_rounds(rounds: list[SignedRound], levels: list[int]) -> dict[str, 
             "rounds": [{"round": i + 1, "order": r.order, "levels": [
                 {"concurrency": c, "ecert": r.ours[c].summary(),
                  "etcd": r.theirs[c].summary() if c in r.theirs else None,
-                 "ratio": _rounded(r.ratios(c)[0], 3), "p50_ratio": _rounded(r.ratios(c)[1], 3)}
+                 "ratio": _rounded(r.ratios(c)[0], 3), "p50_ratio": _rounded(r.ratios(c)[1], 3),
+                 "cpu_ratio": _rounded(r.cpu_ratio(c), 3)}
                 for c in levels]} for i, r in enumerate(rounds)]}
 
 
@@ -318,11 +340,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                                       "p99_ms": round(off.percentile_ms(99), 2)},
                      "tls_ratio": round(on.tps / off.tps, 3) if off.tps else None}
     out: dict[str, Any] = {
-        **{k: top[k] for k in ("tps", "p50_ms", "p99_ms", "etcd_tps", "etcd_p50_ms", "etcd_p99_ms", "ratio")},
+        **{k: top[k] for k in ("tps", "p50_ms", "p99_ms", "etcd_tps", "etcd_p50_ms", "etcd_p99_ms", "ratio",
+                               "cpu_ms_per_tx", "etcd_cpu_ms_per_put", "cpu_ratio")},
         "concurrency": head, "nodes": args.nodes, "duration_s": args.duration,
         "sweep": [{"concurrency": c, "ecert": last.ours[c].summary(),
                    "etcd": last.theirs[c].summary() if c in last.theirs else None,
-                   "p50_ratio": summary["levels"][c]["p50_ratio"]} for c in args.concurrency_levels],
+                   **{k: summary["levels"][c][k] for k in ("p50_ratio", "cpu_ms_per_tx", "etcd_cpu_ms_per_put",
+                                                            "cpu_ratio")}} for c in args.concurrency_levels],
         "resources": resources, "etcd_version": version, "python": platform.python_version(),
         "failed": sum(r.ours[c].failed for r in rounds for c in args.concurrency_levels), **tls_part,
     }

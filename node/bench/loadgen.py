@@ -32,6 +32,13 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     failures: collections.Counter[str] = field(default_factory=collections.Counter)
     """Why requests failed (reason -> count): a refusal's message, or the client exception's type."""
+    server_cpu_s: float | None = None
+    """CPU seconds the servers' processes used during the run (all of them, every thread); None: not measured."""
+    client_cpu_s: float | None = None
+    """CPU seconds this load generator used during the run."""
+
+    def cpu_ms_per_op(self, seconds: float | None) -> float | None:
+        return None if seconds is None or not self.ok else seconds * 1000 / self.ok
 
     @property
     def tps(self) -> float:
@@ -53,6 +60,9 @@ class LoadResult:
             "ok": self.ok,
             "failed": self.failed,
             "failures": dict(self.failures.most_common(5)),
+            **({"server_cpu_ms_per_op": round(self.cpu_ms_per_op(self.server_cpu_s) or 0.0, 3),
+                "client_cpu_ms_per_op": round(self.cpu_ms_per_op(self.client_cpu_s) or 0.0, 3)}
+               if self.server_cpu_s is not None else {}),
         }
 
 

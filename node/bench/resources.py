@@ -1,9 +1,12 @@
-"""Memory and disk of a running cluster: RSS per node process, what the node accounts for of it (its
-`ecert_memory_bytes` gauges), and on-disk size of its data directory."""
+"""Memory, disk and CPU of a running cluster: RSS per node process, what the node accounts for of it (its
+`ecert_memory_bytes` gauges), on-disk size of its data directory, and the CPU time its processes used."""
 
 from __future__ import annotations
 
+import os
 import re
+import resource
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,40 @@ def rss_split(pid: int) -> dict[str, int]:
     except (OSError, ValueError, IndexError):
         return {}
     return out
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid`, all its threads (LevelDB's included); None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # the command name may hold spaces; fields after it are fixed
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14 and 15 of proc(5))
+
+
+def cpu_s(pids: Iterable[int]) -> float:
+    """CPU seconds of the processes `pids` together (one that is gone counts 0)."""
+    return sum(process_cpu_s(pid) or 0.0 for pid in pids)
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process: the load generator's cost."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def node_pids(config: ClusterConfig) -> list[int]:
+    """The running nodes' pids, from their node.pid files."""
+    pids = []
+    for node in config.nodes:
+        pid_path = node.data_dir / "node.pid"
+        if pid_path.exists():
+            pids.append(int(pid_path.read_text().split()[0]))
+    return pids
 
 
 def dir_bytes(path: Path) -> int:

@@ -9,7 +9,7 @@ from node.bench.__main__ import SignedRound, median, parse_args, raw_settings, s
 from node.bench.failover import FailoverReport, KillSample
 from node.bench.loadgen import LoadResult
 from node.bench.raw_node import Meter, RawDriver
-from node.bench.resources import parse_memory_parts
+from node.bench.resources import cpu_s, own_cpu_s, parse_memory_parts, process_cpu_s
 from node.http.metrics import NodeMetrics
 
 # -- loadgen percentiles (nearest rank) ---------------------------------------------------------------------
@@ -62,6 +62,31 @@ def test_rounds_report_the_median_of_each_rounds_ratio_not_the_ratio_of_medians(
     # Without etcd (--skip-etcd) there is no ratio, and nothing breaks.
     alone = summarise_rounds([SignedRound("etcd first", {1: load("e", 100, 4.0)}, {}, {})], [1])
     assert alone["levels"][1]["ratio"] is None and alone["levels"][1]["etcd_tps"] is None
+
+
+def test_cpu_per_operation_compares_what_each_system_costs() -> None:
+    ours = LoadResult("e", 10.0, ok=7000, server_cpu_s=15.4, client_cpu_s=1.4)
+    etcd = LoadResult("t", 10.0, ok=20000, server_cpu_s=9.0, client_cpu_s=4.0)
+    one = SignedRound("etcd first", {64: ours}, {64: etcd}, {})
+    assert ours.cpu_ms_per_op(ours.server_cpu_s) == pytest.approx(2.2)
+    assert one.cpu_ratio(64) == pytest.approx(0.45 / 2.2)
+    level = summarise_rounds([one], [64])["levels"][64]
+    assert (level["cpu_ms_per_tx"], level["etcd_cpu_ms_per_put"], level["cpu_ratio"]) == (2.2, 0.45, 0.205)
+    assert ours.summary()["server_cpu_ms_per_op"] == 2.2 and ours.summary()["client_cpu_ms_per_op"] == 0.2
+    assert "server_cpu_ms_per_op" not in LoadResult("x", 1.0).summary()  # not measured: not reported
+
+
+def test_process_cpu_time_is_read_from_proc() -> None:
+    import os
+    import time
+
+    before = process_cpu_s(os.getpid())
+    assert before is not None and before == pytest.approx(own_cpu_s(), abs=0.05)
+    spin = time.process_time() + 0.05
+    while time.process_time() < spin:
+        pass
+    assert cpu_s([os.getpid()]) >= before + 0.04
+    assert process_cpu_s(2**22 + 1) is None and cpu_s([2**22 + 1]) == 0.0  # above pid_max: gone
 
 
 def test_repeat_is_for_the_signed_mode_too() -> None:
