@@ -73,6 +73,18 @@ BLOCKS_PAGE_MAX = 1000
 GENESIS_WRITES_MAX = 1 << 20
 
 
+class PrefixWatch:
+    """Counts the times state keys under `prefix` may have changed: every applied block that wrote or deleted
+    one, and every genesis write and snapshot import. A reader that caches what it derived from those keys reads
+    them again only when `version` moved (the node's membership, read after every applied pass)."""
+
+    __slots__ = ("prefix", "version")
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self.version = 0
+
+
 class StateStore:
     """The ledger over one LevelDB directory. Not thread-safe for writers: one applier at a time."""
 
@@ -89,6 +101,7 @@ class StateStore:
         self._genesis: Genesis | None = None
         self._buckets = BucketIndex()
         """Derived from the `H` and `R` records at open; changed while a batch is staged (see `_staging`)."""
+        self._watches: list[PrefixWatch] = []
         self._load_meta()
 
     @classmethod
@@ -187,6 +200,19 @@ class StateStore:
         leveldb = self._db.get_property(b"leveldb.approximate-memory-usage") if self._db is not None else None
         return {"state_root_cache": self._buckets.nbytes, "state_leveldb": int(leveldb or 0)}
 
+    def watch(self, prefix: bytes) -> PrefixWatch:
+        """A `PrefixWatch` over state keys under `prefix`, counting from now."""
+        watch = PrefixWatch(prefix)
+        self._watches.append(watch)
+        return watch
+
+    def _bump_watches(self, changes: Iterable[bytes] | None) -> None:
+        """After a write: `changes` are the state keys written (None: anything may have changed)."""
+        for watch in self._watches:
+            prefix = watch.prefix
+            if changes is None or any(key.startswith(prefix) for key in changes):
+                watch.version += 1
+
     def init_genesis(
         self,
         genesis_hash: bytes,
@@ -224,6 +250,7 @@ class StateStore:
             batch.put(HEAD_KEY, encode_head(head))
             batch.write()
         self._genesis, self._head = genesis, head
+        self._bump_watches(None)
         self._check_root_if_paranoid()
 
     # applying blocks
@@ -259,6 +286,8 @@ class StateStore:
             batch.put(HEAD_KEY, encode_head(head))
             batch.write()
         self._head = head
+        if self._watches:
+            self._bump_watches(run.changes)
         self._check_root_if_paranoid()
         return run.outcomes
 
@@ -429,4 +458,5 @@ class StateStore:
         self._db = open_db(self._path)
         self._view.rebind(self._db)  # in place: whoever holds the committed view keeps a live one
         self._load_meta()
+        self._bump_watches(None)
         self._check_root_if_paranoid()

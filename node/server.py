@@ -32,10 +32,10 @@ from consensus.membership import ConfChangeType
 from consensus.ready import Role
 from ecert.executor import EcertExecutor
 from ecert.genesis import genesis_from_json, genesis_hash, genesis_writes
-from ecert.membership import REMOVED, NodeMember, get_member, membership
+from ecert.membership import MEMBER_PREFIX, REMOVED, NodeMember, get_member, membership
 from ecert.state import CERT_INDEX, get_org
 from ecert.tx import decode_tx, raw_tx_id
-from ledger.store import StateStore
+from ledger.store import PrefixWatch, StateStore
 from node.config import ClusterConfig, clear_text_refusal
 from node.custody import CustodyError, check_key_custody, check_org_key
 from node.driver import RaftDriver
@@ -164,6 +164,9 @@ class Node:
         """The state membership as the driver last read it (empty for an ungoverned chain)."""
         self._removed_from_raft = False
         self._removal_notices = RemovalNotices(self.node_id)
+        self._member_watch: PrefixWatch | None = None
+        self._members_read: tuple[NodeMember, ...] = ()
+        self._members_read_at = -1
         self._told_removed = False
         """A quorum of the voters this node knows said it was removed (it was down when it happened)."""
         """A Raft change removing this node was applied in this run."""
@@ -222,7 +225,16 @@ class Node:
         print(f"node {self.node_id}: warning: {message}", file=sys.stderr, flush=True)
 
     def _state_membership(self) -> tuple[NodeMember, ...]:
-        return membership(self.store.view())
+        """The membership in state, read again only when a block, genesis or a snapshot touched its records
+        (the driver asks after every pass that applied something: a scan and a decode of every record)."""
+        assert self.store is not None
+        watch = self._member_watch
+        if watch is None or watch.version != self._members_read_at:
+            if watch is None:
+                self._member_watch = watch = self.store.watch(MEMBER_PREFIX)
+            self._members_read = membership(self.store.view())
+            self._members_read_at = watch.version
+        return self._members_read
 
     def _peer_infos(self) -> list[PeerInfo]:
         if self.governed:

@@ -717,3 +717,34 @@ def test_snapshot_stream_chunks_join_to_the_export(tmp_path) -> None:  # type: i
             other.close()
     finally:
         st.close()
+
+
+def test_a_prefix_watch_moves_when_a_key_under_it_may_have_changed(
+    store: StateStore, kv: KvExecutor, tmp_path: Path
+) -> None:
+    """What the node's cached membership relies on: a block that writes or deletes a key under the prefix, a
+    snapshot import and a genesis write move the version; a block that touches nothing under it, a rejected tx
+    and a stale block do not."""
+    watch = store.watch(b"m/")
+    assert watch.version == 0
+    store.apply_block(next_block(store, kv_tx(1, ["put", b"k/1", b"one"])), kv)
+    assert watch.version == 0
+    store.apply_block(next_block(store, kv_tx(2, ["put", b"m/n1", b"voter"])), kv)
+    assert watch.version == 1
+    store.apply_block(next_block(store, kv_tx(3, ["put", b"m/n1", b"x"], ["fail", "rolled back"])), kv)
+    assert watch.version == 1 and store.get(b"m/n1") == b"voter"
+    stale = next_block(store, kv_tx(4, ["del", b"m/n1"]))
+    store.apply_block(stale, kv)
+    assert watch.version == 2 and store.get(b"m/n1") is None
+    with pytest.raises(StaleBlockError):
+        store.apply_block(stale, kv)
+    assert watch.version == 2
+    data = store.export_snapshot()
+    with StateStore.open(tmp_path / "other", sync=False) as other:
+        seen = other.watch(b"m/")
+        other.import_snapshot(data)
+        assert seen.version == 1
+    with StateStore.open(tmp_path / "fresh", sync=False) as fresh:
+        seen = fresh.watch(b"m/")
+        fresh.init_genesis(GENESIS, [(b"m/n0", b"voter")])
+        assert seen.version == 1
