@@ -333,14 +333,20 @@ class Raft:
     # ------------------------------------------------------------------ outputs
 
     def has_ready(self) -> bool:
+        # Asked after every step and tick: compare the fields in place rather than build a SoftState and a
+        # HardState each time (the same test as `ready()`'s soft != prev and hard != prev).
+        soft, hard = self._prev_soft_state, self._prev_hard_state
         return bool(
             self._bcast_pending
-            or self._soft_state() != self._prev_soft_state
-            or self._hard_state() != self._prev_hard_state
+            or self._msgs
             or self._log.unstable.entries
             or self._log.unstable.snapshot is not None
-            or self._msgs
             or self._read_states
+            or self._lead != soft.leader_id
+            or self._role is not soft.role
+            or self._term != hard.term
+            or self._vote != hard.vote
+            or self._log.committed != hard.commit
             or self._log.has_next_committed_entries()
         )
 
