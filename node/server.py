@@ -163,13 +163,14 @@ class Node:
         self._members: tuple[NodeMember, ...] = ()
         """The state membership as the driver last read it (empty for an ungoverned chain)."""
         self._removed_from_raft = False
+        """A Raft change removing this node was applied in this run."""
         self._removal_notices = RemovalNotices(self.node_id)
-        self._member_watch: PrefixWatch | None = None
-        self._members_read: tuple[NodeMember, ...] = ()
-        self._members_read_at = -1
         self._told_removed = False
         """A quorum of the voters this node knows said it was removed (it was down when it happened)."""
-        """A Raft change removing this node was applied in this run."""
+        self._member_watch: PrefixWatch | None = None
+        self._members_read: tuple[NodeMember, ...] = ()
+        """The state membership as last read from the store, at `_members_read_at` of `_member_watch`."""
+        self._members_read_at = -1
 
     # -- startup
 

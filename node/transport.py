@@ -534,7 +534,10 @@ class PeerTransport:
                 if isinstance(exc, RemovedByPeer):
                     log.warning("removal_notice", extra={"peer": dst})
                     if self.on_removal_notice is not None:
-                        self.on_removal_notice(dst)
+                        try:
+                            self.on_removal_notice(dst)
+                        except Exception:
+                            log.exception("on_removal_notice_failed", extra={"peer": dst})
                 else:
                     log.warning("handshake_failed", extra={"peer": dst, "reason": str(exc)})
             except (OSError, TransportError, asyncio.IncompleteReadError, TimeoutError):
