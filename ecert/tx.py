@@ -533,14 +533,11 @@ def ipv6_hextets(text: str) -> tuple[int, ...]:
         if part == "":
             return []
         items = part.split(":")
-        out: list[int] = []
-        if "." in items[-1]:
+        ipv4: list[int] = []
+        if "." in items[-1]:  # an IPv4 tail is the last two groups
             a, b, c, d = (int(x) for x in items.pop().split("."))
-            out_tail = [a << 8 | b, c << 8 | d]
-        else:
-            out_tail = []
-        out += [int(item, 16) for item in items]
-        return out + out_tail
+            ipv4 = [a << 8 | b, c << 8 | d]
+        return [int(item, 16) for item in items] + ipv4
 
     left, right = groups(head), groups(tail)
     return tuple(left + [0] * (8 - len(left) - len(right)) + right) if gap else tuple(left)
