@@ -161,16 +161,17 @@ class Node:
         """True when genesis.json lists nodes: the state membership decides the peers and the Raft configuration."""
         self._bootstrap_voters: tuple[str, ...] = config.voter_ids
         self._members: tuple[NodeMember, ...] = ()
-        """The state membership as the driver last read it (empty for an ungoverned chain)."""
+        """The state membership as last read through `_state_membership`, which the driver calls after every applied
+        pass (empty for an ungoverned chain)."""
         self._removed_from_raft = False
         """A Raft change removing this node was applied in this run."""
         self._removal_notices = RemovalNotices(self.node_id)
         self._told_removed = False
         """A quorum of the voters this node knows said it was removed (it was down when it happened)."""
         self._member_watch: PrefixWatch | None = None
-        self._members_read: tuple[NodeMember, ...] = ()
-        """The state membership as last read from the store, at `_members_read_at` of `_member_watch`."""
+        """Moves when a block, genesis or an import may have changed the membership records (set at open)."""
         self._members_read_at = -1
+        """The `_member_watch` version `_members` was read at."""
 
     # -- startup
 
@@ -189,6 +190,7 @@ class Node:
         # Raft snapshot carries the store's state. After a power loss the store is rebuilt from those (the
         # driver re-imports the snapshot if the store is behind it, then replays the log).
         self.store = StateStore.open(str(self.data_dir / "state"), sync=False, index=CERT_INDEX)
+        self._member_watch = self.store.watch(MEMBER_PREFIX)
         ghash = genesis_hash(doc)
         if self.store.initialized and self.store.genesis_hash != ghash:
             raise StartupError(f"{self.data_dir / 'state'} was built from another genesis document")
@@ -228,14 +230,11 @@ class Node:
     def _state_membership(self) -> tuple[NodeMember, ...]:
         """The membership in state, read again only when a block, genesis or a snapshot touched its records
         (the driver asks after every pass that applied something: a scan and a decode of every record)."""
-        assert self.store is not None
-        watch = self._member_watch
-        if watch is None or watch.version != self._members_read_at:
-            if watch is None:
-                self._member_watch = watch = self.store.watch(MEMBER_PREFIX)
-            self._members_read = membership(self.store.view())
-            self._members_read_at = watch.version
-        return self._members_read
+        assert self.store is not None and self._member_watch is not None
+        if self._member_watch.version != self._members_read_at:
+            self._members = membership(self.store.view())
+            self._members_read_at = self._member_watch.version
+        return self._members
 
     def _peer_infos(self) -> list[PeerInfo]:
         if self.governed:

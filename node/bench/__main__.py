@@ -222,21 +222,23 @@ class SignedRound:
     theirs: dict[int, LoadResult]
     clear: dict[int, LoadResult]
 
+    def _ratio(self, c: int, of: Callable[[LoadResult], float | None]) -> float | None:
+        """of(ours) / of(etcd's) at concurrency `c`; None without an etcd result or a value to divide by."""
+        b = self.theirs.get(c)
+        ours, theirs = of(self.ours[c]), of(b) if b is not None else None
+        return ours / theirs if ours is not None and theirs else None
+
+    def tps_ratio(self, c: int) -> float | None:
+        return self._ratio(c, lambda r: r.tps)
+
+    def p50_ratio(self, c: int) -> float | None:
+        return self._ratio(c, lambda r: r.percentile_ms(50))
+
     def cpu_ratio(self, c: int) -> float | None:
         """etcd's server CPU per put / ours per tx at `c`: the share of etcd's efficiency we have (1.0: as
         cheap per operation as etcd), whatever speed the machine ran at."""
-        a, b = self.ours[c], self.theirs.get(c)
-        ours, theirs = a.cpu_ms_per_op(a.server_cpu_s), b.cpu_ms_per_op(b.server_cpu_s) if b else None
-        return theirs / ours if ours and theirs else None
-
-    def ratios(self, c: int) -> tuple[float | None, float | None]:
-        """(our tps / etcd's, our p50 / etcd's) at concurrency `c`; None without an etcd result."""
-        a, b = self.ours[c], self.theirs.get(c)
-        if b is None:
-            return None, None
-        tps = a.tps / b.tps if b.tps else None
-        p50 = a.percentile_ms(50) / b.percentile_ms(50) if b.percentile_ms(50) else None
-        return tps, p50
+        inverse = self._ratio(c, lambda r: r.cpu_ms_per_op(r.server_cpu_s))
+        return 1 / inverse if inverse else None
 
 
 async def signed_round(root: Path, args: argparse.Namespace, r: int) -> tuple[SignedRound, dict[str, Any], str]:
@@ -287,8 +289,8 @@ def summarise_rounds(rounds: list[SignedRound], levels: list[int]) -> dict[str, 
             "etcd_tps": round(median([b.tps for b in theirs]), 1) if theirs else None,
             "etcd_p50_ms": round(median([b.percentile_ms(50) for b in theirs]), 2) if theirs else None,
             "etcd_p99_ms": round(median([b.percentile_ms(99) for b in theirs]), 2) if theirs else None,
-            "ratio": _rounded(_median_or_none([r.ratios(c)[0] for r in rounds]), 3),
-            "p50_ratio": _rounded(_median_or_none([r.ratios(c)[1] for r in rounds]), 3),
+            "ratio": _rounded(_median_or_none([r.tps_ratio(c) for r in rounds]), 3),
+            "p50_ratio": _rounded(_median_or_none([r.p50_ratio(c) for r in rounds]), 3),
             "cpu_ms_per_tx": _rounded(_median_or_none([a.cpu_ms_per_op(a.server_cpu_s) for a in ours]), 3),
             "etcd_cpu_ms_per_put": _rounded(_median_or_none([b.cpu_ms_per_op(b.server_cpu_s) for b in theirs]), 3),
             "cpu_ratio": _rounded(_median_or_none([r.cpu_ratio(c) for r in rounds]), 3),
@@ -299,7 +301,7 @@ def summarise_rounds(rounds: list[SignedRound], levels: list[int]) -> dict[str, 
             "rounds": [{"round": i + 1, "order": r.order, "levels": [
                 {"concurrency": c, "ecert": r.ours[c].summary(),
                  "etcd": r.theirs[c].summary() if c in r.theirs else None,
-                 "ratio": _rounded(r.ratios(c)[0], 3), "p50_ratio": _rounded(r.ratios(c)[1], 3),
+                 "ratio": _rounded(r.tps_ratio(c), 3), "p50_ratio": _rounded(r.p50_ratio(c), 3),
                  "cpu_ratio": _rounded(r.cpu_ratio(c), 3)}
                 for c in levels]} for i, r in enumerate(rounds)]}
 

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from node.config import ClusterConfig
+from node.ops.control import running_pid
 
 
 def rss_split(pid: int) -> dict[str, int]:
@@ -54,13 +55,8 @@ def own_cpu_s() -> float:
 
 
 def node_pids(config: ClusterConfig) -> list[int]:
-    """The running nodes' pids, from their node.pid files."""
-    pids = []
-    for node in config.nodes:
-        pid_path = node.data_dir / "node.pid"
-        if pid_path.exists():
-            pids.append(int(pid_path.read_text().split()[0]))
-    return pids
+    """The pids of the cluster's running nodes (node/ops/control.py: a pid file is checked against /proc)."""
+    return [pid for node in config.nodes if (pid := running_pid(config, node)) is not None]
 
 
 def dir_bytes(path: Path) -> int:
@@ -96,8 +92,7 @@ def parse_memory_parts(metrics_text: str) -> dict[str, int]:
 def cluster_resources(config: ClusterConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for node in config.nodes:
-        pid_path = node.data_dir / "node.pid"
-        pid = int(pid_path.read_text().split()[0]) if pid_path.exists() else None
+        pid = running_pid(config, node)
         split = rss_split(pid) if pid else {}
         out[node.id] = {"rss_bytes": split.get("VmRSS"), "rss_anon_bytes": split.get("RssAnon"),
                         "rss_file_bytes": split.get("RssFile"),
