@@ -156,6 +156,8 @@ class Node:
         self._forward_queue: list[bytes] = []
         self._forward_kick = asyncio.Event()
         self._role_changed = asyncio.Event()
+        self._leader_known = asyncio.Event()
+        """Set while a leader is known (this node or another): submission.await_leader waits on it."""
         self.stopping = False
         self.governed = False
         """True when genesis.json lists nodes: the state membership decides the peers and the Raft configuration."""
@@ -310,6 +312,8 @@ class Node:
             fsync_delay_ms=(lambda: self.faults.fsync_delay_ms) if self.faults is not None else None,
             break_invariant=self.faults.take_invariant_break if self.faults is not None else None,
             metrics=self.metrics, membership=self._state_membership if self.governed else None)
+        if self.driver.leader_id is not None:
+            self._leader_known.set()
         if self.governed:
             self._sync_peers()
         else:
@@ -448,6 +452,10 @@ class Node:
         if self.forwarder is not None:
             self.forwarder.on_leader_change(leader_id)
         self._role_changed.set()
+        if leader_id is None:
+            self._leader_known.clear()
+        else:
+            self._leader_known.set()
         if leader_id is not None and leader_id != self.node_id and self._forward_queue:
             self._forward_kick.set()
 
@@ -550,6 +558,13 @@ class Node:
         if self.forwarder is None:
             raise ForwardError(503, "not_ready", "the node is starting", None)
         return await self.forwarder.forward(raws)
+
+    async def await_leader(self) -> None:
+        """Returns once a leader is known, or after two election timeouts (the time a pre-vote and a vote
+        take, with the randomised timeout at its longest) if none is."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._leader_known.wait(),
+                                   2 * self.config.election_ticks * self.config.tick_ms / 1000)
 
     def _on_app_frame(self, peer: str, payload: bytes) -> None:
         try:

@@ -80,6 +80,11 @@ class SubmissionNode(Protocol):
         """The leader's answer per tx (node/forward.py); raises ForwardError when the batch failed whole."""
         ...
 
+    async def await_leader(self) -> None:
+        """Returns once some leader is known, or after a bounded wait (about two election timeouts) if none
+        is: a node that just started, or whose leader just went, learns the new one within that time."""
+        ...
+
 
 # -- errors -------------------------------------------------------------------------------------------------------
 
@@ -226,6 +231,11 @@ async def route_to_leader(node: SubmissionNode, admitted: list[Admitted]) -> lis
     failed) when the whole batch failed."""
     if not admitted:
         return []
+    if not _proposer(node).is_leader and node.driver is not None and node.driver.leader_id is None:
+        # Between leaders (an election, or a node just started that has not heard a heartbeat yet) the
+        # answer would be `no_leader` at once; holding the txs for the election's length turns most of those
+        # into commits, and the wait is bounded, so a node cut off from a majority still answers 503.
+        await node.await_leader()
     if _proposer(node).is_leader:
         enqueue_on_leader(node, admitted)
         return [None] * len(admitted)

@@ -290,7 +290,8 @@ _HIDDEN = "unknown, or not visible to the reader: the same answer, so an id says
 _SUBMIT_400 = ("malformed envelope or batch, bad signature, unknown signer or type, bad parameter, JSON nested "
                "too deep (`too_deep`), not JSON or not msgpack, a body that cannot be read whole "
                "(`malformed_body`, `incomplete_body`); `tx_id` names the tx where known")
-_SUBMIT_503 = ("no leader known, or the leader could not be reached (`leader_id` says which one if any); or "
+_SUBMIT_503 = ("no leader known after holding the txs for up to two election timeouts, or the leader could not be "
+               "reached (`leader_id` says which one if any); or "
                + _UNAVAILABLE)
 
 

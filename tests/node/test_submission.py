@@ -6,6 +6,7 @@ processes the cluster tests cover them (tests/integration)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,9 +99,21 @@ class FakeNode:
         role = Role.LEADER if self.leader_id == self.node_id else Role.FOLLOWER
         self.proposer.on_role_change(role, self.leader_id, 1)
 
+    leader_wait_s: float = 0.05
+    leader_learnt: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+
     async def forward_txs(self, raws: list[bytes]) -> list[dict[str, Any]]:
         assert self.forwarder is not None
         return await self.forwarder.forward(raws)
+
+    async def await_leader(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.leader_learnt.wait(), self.leader_wait_s)
+
+    def learn_leader(self, leader_id: str) -> None:
+        """What a heartbeat from a new leader does to the node (Node.on_role_change)."""
+        self.driver.leader_id = self.leader_id = leader_id
+        self.leader_learnt.set()
 
 
 def open_store(path: Path) -> StateStore:
@@ -254,6 +267,21 @@ async def test_no_leader_is_unroutable_and_forgets_the_waiters(stores: tuple[Sta
         await submit_batch(follower, [grant(1), grant(2)], 5.0)
     assert (err.value.status, err.value.code, err.value.leader_id) == (503, "no_leader", None)
     assert follower.proposer.waiting == 0
+
+
+async def test_a_tx_sent_between_leaders_waits_for_the_next_one(stores: tuple[StateStore, StateStore]) -> None:
+    """A node that knows no leader yet (just started, or an election running) holds the tx for a bounded
+    time: once a leader is learnt the tx goes there, rather than the client getting `no_leader`."""
+    leader = FakeNode("n1", stores[0], "n1")
+    follower = FakeNode("n2", stores[1], None, leader_wait_s=5.0)
+    link(follower, leader)
+    raw = grant(1)
+    routed = asyncio.ensure_future(route_to_leader(follower, [(raw_tx_id(raw), raw)]))
+    await asyncio.sleep(0.02)
+    assert not routed.done() and not leader.proposer.pending
+    follower.learn_leader("n1")
+    assert await asyncio.wait_for(routed, 2.0) == [None]
+    assert list(leader.proposer.pending) == [raw_tx_id(raw)]
 
 
 async def test_waiting_ends_with_the_outcome_or_unknown_at_the_deadline(stores: tuple[StateStore,
