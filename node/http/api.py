@@ -412,8 +412,11 @@ async def _consistent(request: web.Request) -> None:
     if CONSISTENCY.value(request) != "linearizable":
         return
     node = _node(request)
+    driver = _driver(node)
+    if driver.leader_id is None:
+        await node.await_leader()  # as a submission does: between leaders, wait the election out (bounded)
     try:
-        await _driver(node).read_barrier()
+        await driver.read_barrier()
     except NotLeaderError:
         raise HttpError(503, "no_leader", "no leader known: a linearizable read is impossible now",
                        leader_id=None) from None

@@ -107,6 +107,10 @@ def test_wiped_follower_catches_up_through_a_snapshot(cluster_factory: Any) -> N
     assert c.stop(victim) == 0
     c.start(victim)
     c.wait_up(victim)
+    # Straight after the restart, before any heartbeat: a linearizable read and a submission both wait for the
+    # leader to be learnt (bounded) rather than answer `no_leader`.
+    status, org = c.signed("tier1", "GET", victim, "/v1/orgs/tier1?consistency=linearizable")
+    assert status == 200 and org["id"] == "tier1", org
     c.wait_converged(list(c.nodes))
     status, body = c.submit(victim, c.anchor_tx("geely", counterparty="tier1"))
     assert status == 200 and body["status"] == "committed", body
@@ -235,6 +239,9 @@ def test_no_quorum_answers_503_never_a_false_success(cluster_factory: Any) -> No
         raise AssertionError(f"never answered no_leader: {seen}")
     st = c.status(survivor)
     assert st["leader_id"] is None and st["role"] in ("candidate", "follower")
+    # A linearizable read waits the election out too, then says why it cannot be served.
+    status, body = c.signed("tier1", "GET", survivor, "/v1/orgs/tier1?consistency=linearizable")
+    assert status == 503 and body["error"]["code"] == "no_leader", body
 
 
 def test_sigterm_on_the_leader_hands_leadership_over(cluster_factory: Any) -> None:
