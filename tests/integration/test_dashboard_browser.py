@@ -270,6 +270,15 @@ async def test_dashboard_in_chromium_against_a_real_cluster(cluster_factory: Any
         asked = set(await page.evaluate(RESOURCES))
         assert not {p for p in asked if p.startswith(("/v1/orgs", "/v1/certs", "/v1/credit", "/v1/alarms"))}
         await page.screenshot(SCREENSHOTS / "dashboard-cluster-anonymous.png")
+        # A block opened without a login lists its tx ids (public), not their types or outcomes.
+        await page.wait_for("document.querySelectorAll('#block-table tbody tr').length > 0", 20,
+                            "blocks listed before a login")
+        await page.evaluate(f"toggleBlock({bad_height})")
+        public_row = f"document.querySelector('tr[data-tx-id=\"{bad_id}\"]')"
+        await page.wait_for(f"{public_row} !== null", 20, "the block's tx ids before a login")
+        assert await page.evaluate(f"{public_row}.dataset.status ?? null") is None
+        assert bad_code not in await page.evaluate(f"{public_row}.closest('td').textContent")
+        await page.evaluate(f"toggleBlock({bad_height})")
         # The one-time link the viewer node wrote for its own org (./scripts/run prints it).
         link = (cluster.nodes[viewer].data_dir / LOGIN_FILE).read_text().strip()
         await page.call("Page.navigate", url=link)
