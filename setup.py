@@ -1,9 +1,11 @@
 """The build: pure-Python packages (pyproject.toml), and, where it can be built, a compiled copy of the per-tx path.
 
 The compiled copy is the same typed source (ledger/ and ecert/, the per-tx path: decode, rules, state writes,
-state root; `mypy --strict` clean) run through mypyc: one C extension per module, imported instead of the .py
-beside it. consensus/ stays pure: its deterministic simulator drives the Raft core through `dataclasses.replace`
-and method patching, which compiled classes do not allow, and a node's Raft work is per block, not per tx. It is built when
+state root; and consensus/, the Raft core, its log and codec, which a node runs per block and per message; all
+`mypy --strict` clean) run through mypyc: one C extension per module, imported instead of the .py beside it.
+Left pure: the deterministic simulator (consensus/sim/: its tests plant bugs by subclassing and patching, which
+compiled classes do not allow; it drives the compiled core all the same) and consensus/invariant.py
+(InvariantViolation subclasses AssertionError, which mypyc cannot compile). It is built when
 
 - mypyc is importable (pyproject.toml's build requirements bring it to an isolated build),
 - a C compiler is on PATH (`$CC` or `cc`), and
@@ -25,8 +27,8 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
-COMPILED_PACKAGES = ("ledger", "ecert")
-NOT_COMPILED: tuple[str, ...] = ()
+COMPILED_PACKAGES = ("ledger", "ecert", "consensus")
+NOT_COMPILED = ("consensus/sim/", "consensus/invariant.py")
 
 
 def compiled_sources() -> list[str]:

@@ -7,9 +7,11 @@ import importlib
 import importlib.machinery
 import sys
 
-COMPILED_PACKAGES = ("ledger", "ecert")
-"""What setup.py compiles (consensus/ stays pure: setup.py says why)."""
-PER_TX_PATH = ("ledger.store", "ecert.executor")
+COMPILED_PACKAGES = ("ledger", "ecert", "consensus")
+"""What setup.py compiles, but for NOT_COMPILED (setup.py says why)."""
+NOT_COMPILED = ("consensus.sim", "consensus.invariant")
+"""Modules (and packages) of COMPILED_PACKAGES that stay pure in a compiled build."""
+PER_TX_PATH = ("ledger.store", "ecert.executor", "consensus.raft")
 """Imported before answering, so that a process that has not loaded the path yet (a load generator) still
 says what the nodes it starts from the same tree will run."""
 
@@ -19,7 +21,8 @@ def loaded_modules() -> dict[str, bool]:
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     loaded = {}
     for name, module in list(sys.modules.items()):
-        if name.split(".")[0] in COMPILED_PACKAGES:
+        if name.split(".")[0] in COMPILED_PACKAGES and not any(
+                name == pure or name.startswith(pure + ".") for pure in NOT_COMPILED):
             path = getattr(module, "__file__", None) or ""
             loaded[name] = path.endswith(suffixes)
     return loaded

@@ -88,3 +88,34 @@ def test_compiled_and_pure_paths_give_the_same_blocks_roots_and_outcomes(tmp_pat
     assert (pure["python_path"], compiled["python_path"]) == ("pure", "compiled")
     assert pure["txs"] > 1000 and pure["blocks"] == compiled["blocks"] and pure["txs"] == compiled["txs"]
     assert compiled["chains"] == pure["chains"]
+
+
+def _simulate(tree: Path, *args: str) -> str:
+    """What `python -m consensus.sim` prints to stdout from `tree` (each tree imports its own consensus/)."""
+    run = subprocess.run([sys.executable, "-m", "consensus.sim", "--quiet", *args], cwd=tree, capture_output=True,
+                         text=True, timeout=600, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return run.stdout
+
+
+@pytest.mark.compiled
+def test_compiled_and_pure_raft_take_the_same_steps_under_the_simulator() -> None:
+    """The Raft core and its log compiled (consensus/ but its simulator) take the same steps as the pure modules
+    on the same seeds: every event of a traced run under all faults is the same line, and the totals of a batch
+    of seeds (elections, commits, crashes, drops) are the same."""
+    tree = os.environ.get("ECERT_COMPILED_TREE")
+    if not tree:
+        pytest.fail("ECERT_COMPILED_TREE is not set: run ./scripts/test-compiled (it builds the compiled tree)")
+    where = subprocess.run([sys.executable, "-c", "import consensus.raft as r, consensus.log as l; "
+                            "print(r.__file__.endswith('.so'), l.__file__.endswith('.so'))"],
+                           cwd=tree, capture_output=True, text=True, check=True, timeout=60,
+                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert where.stdout.split() == ["True", "True"], "the compiled tree does not run a compiled Raft core"
+    traced = ("--seed", "11", "--trace", "--steps", "3000")
+    pure_trace, compiled_trace = _simulate(REPO, *traced), _simulate(Path(tree), *traced)
+    assert pure_trace.count("\n") > 1000
+    assert compiled_trace == pure_trace
+    batch = ("--seeds", "12", "--steps", "2000")
+    pure_totals, compiled_totals = _simulate(REPO, *batch), _simulate(Path(tree), *batch)
+    assert json.loads(pure_totals.splitlines()[-1])["committed"] > 0
+    assert compiled_totals == pure_totals

@@ -199,6 +199,7 @@ CRASH_IN_WRITE = SimConfig(seed=0, nodes=3, faults=frozenset({"crash"}), steps=4
                            crash_in_write_permille=1000)
 
 
+@pytest.mark.pure_only
 def test_planted_early_send_by_anyone_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every node sends before its write (votes, term changes and follower acks included): a crash in the
     write then forgets a term or a vote the peers were told, or an entry a follower acknowledged."""
@@ -207,6 +208,7 @@ def test_planted_early_send_by_anyone_is_caught(monkeypatch: pytest.MonkeyPatch)
     assert failure.prop in ("durability", "election_safety", "state_machine_safety", "leader_completeness")
 
 
+@pytest.mark.pure_only
 def test_planted_early_send_of_an_own_commit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """The rule without its commit condition: a lone voter commits an entry at append time and tells its
     learners before the entry is on its own disk; a crash in the write loses a committed entry."""
@@ -242,6 +244,7 @@ def test_planted_stale_read_is_caught() -> None:
     assert failure.prop == "linearizable_read"
 
 
+@pytest.mark.pure_only
 def test_planted_missing_election_restriction_is_caught_by_random_runs() -> None:
     """Voters that ignore §5.4.1 ("at least as up-to-date") elect leaders that lack committed entries; plain
     random seeds find it. (Reaches into the core's private `_log`: if it is renamed, update this planted bug.)"""
@@ -459,6 +462,7 @@ def test_figure_8_scripted_is_safe() -> None:
     assert all(node.storage.term(2) == 2 for node in sim.nodes.values() if node.storage.first_index() <= 2)
 
 
+@pytest.mark.pure_only
 def test_figure_8_bug_is_caught() -> None:
     with pytest.raises(SafetyViolation, match=r"leader_completeness|state_machine_safety"):
         figure_8(Figure8BugCore)
