@@ -111,6 +111,17 @@ def test_compiled_and_pure_raft_take_the_same_steps_under_the_simulator() -> Non
                            cwd=tree, capture_output=True, text=True, check=True, timeout=60,
                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert where.stdout.split() == ["True", "True"], "the compiled tree does not run a compiled Raft core"
+    # What a node started by that tree's launcher imports (another working directory, `PYTHONPATH=.`, the
+    # editable install of the checkout on the path): the compiled modules too, not the checkout's pure ones.
+    child = subprocess.run([sys.executable, "-c", "import os, subprocess, sys, tempfile\n"
+                            "from node.ops.localnet import node_env\n"
+                            "code = 'import consensus.raft as r, ledger.store as s; print(r.__file__, s.__file__)'\n"
+                            "subprocess.run([sys.executable, '-c', code], cwd=tempfile.gettempdir(), check=True,\n"
+                            "               env=node_env(dict(os.environ, PYTHONPATH='.')))"],
+                           cwd=tree, capture_output=True, text=True, check=True, timeout=60,
+                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert all(f.startswith(str(Path(tree).resolve())) and f.endswith(".so") for f in child.stdout.split()), \
+        child.stdout
     traced = ("--seed", "11", "--trace", "--steps", "3000")
     pure_trace, compiled_trace = _simulate(REPO, *traced), _simulate(Path(tree), *traced)
     assert pure_trace.count("\n") > 1000

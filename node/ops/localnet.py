@@ -189,6 +189,28 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+SOURCE_TREE = Path(__file__).resolve().parents[2]
+"""The tree this launcher's modules come from (a checkout, or .build/compiled), if it is one (has pyproject.toml)."""
+
+
+def node_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a node process: ours, with PYTHONPATH made absolute and led by our own source tree.
+
+    A node runs in another directory than its launcher, so a relative entry (`PYTHONPATH=.`) would name another
+    place, and the editable install would hand it the checkout's pure modules: `cd .build/compiled &&
+    PYTHONPATH=. python -m node.bench` measured compiled clients against pure nodes. Led by the launcher's tree,
+    a node imports exactly the modules its launcher does (pure or compiled). An installed package (no
+    pyproject.toml above it) adds nothing, so site-packages never goes ahead of the standard library."""
+    env = dict(os.environ if environ is None else environ)
+    entries = [str(Path(e).resolve()) for e in env.get("PYTHONPATH", "").split(os.pathsep) if e]
+    if (SOURCE_TREE / "pyproject.toml").is_file():
+        entries = [str(SOURCE_TREE)] + [e for e in entries if e != str(SOURCE_TREE)]
+    if entries:
+        env["PYTHONPATH"] = os.pathsep.join(entries)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 def start_node(config_path: Path, node_id: str, data_dir: Path, *, cwd: Path, extra_args: Sequence[str] = (),
                outlive_parent: bool = False) -> subprocess.Popen[bytes]:
     """`python -m node --config F --id ID [extra_args]` in its own session, output appended to
@@ -199,7 +221,7 @@ def start_node(config_path: Path, node_id: str, data_dir: Path, *, cwd: Path, ex
         out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting: {' '.join(argv)}\n".encode())
         out.flush()
         return subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
+                                env=node_env(), start_new_session=True,
                                 preexec_fn=None if outlive_parent else die_with_parent)
 
 
